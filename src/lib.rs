@@ -1,0 +1,7 @@
+//! sluice: a Linux media relay appliance.
+//!
+//! The library holds the sans-IO protocol core the daemon is built from:
+//! [`rtp`] (RTP/RTCP views and builders, RFC 3550), [`srtp`] (SRTP/SRTCP
+//! contexts, RFC 3711 and RFC 7714) and [`crypto`] (the batch AEAD backend
+//! trait and its CPU implementations). None of it touches a socket or reads
+//! the clock; the caller feeds bytes and owns every buffer.
