@@ -5,3 +5,5 @@
 //! contexts, RFC 3711 and RFC 7714) and [`crypto`] (the batch AEAD backend
 //! trait and its CPU implementations). None of it touches a socket or reads
 //! the clock; the caller feeds bytes and owns every buffer.
+
+pub mod rtp;
