@@ -7,6 +7,7 @@
 //! the clock; the caller feeds bytes and owns every buffer.
 
 pub mod crypto;
+pub mod rtp;
 
 #[cfg(test)]
 mod test_util;
