@@ -8,6 +8,7 @@
 
 pub mod crypto;
 pub mod rtp;
+pub mod srtp;
 
 #[cfg(test)]
 mod test_util;

@@ -1,0 +1,119 @@
+//! Protecting and unprotecting many RTP packets, across sessions, with one
+//! backend call per chunk: the fan-out of one publisher's packet to many
+//! legs (each leg its own key) is the batch a GPU or multi-buffer backend
+//! is built for.
+//!
+//! Each call runs three phases per chunk of up to [`BATCH_CHUNK`] items:
+//! plan every packet (parse, index, replay; AES-CM profiles finish here),
+//! hand all GCM jobs to [`AeadBackend::seal_batch`] /
+//! [`AeadBackend::open_batch`] at once, then record each outcome. Nothing
+//! is allocated: the job list lives on the stack.
+
+use arrayvec::ArrayVec;
+
+use super::session::Phase;
+use super::{SrtpError, SrtpSession};
+use crate::crypto::{AeadBackend, GCM_TAG_LEN};
+
+/// Most packets handed to the backend in one call.
+pub const BATCH_CHUNK: usize = 64;
+
+/// One packet of a batch: its session, its buffer, its length, and (after
+/// the call) its outcome: the new length, or why it was refused.
+#[derive(Debug)]
+pub struct BatchItem<'a, B: AeadBackend> {
+    /// The session (key and stream state) this packet belongs to.
+    pub session: &'a mut SrtpSession<B>,
+    /// The packet, with room after it for the tag when protecting.
+    pub buf: &'a mut [u8],
+    /// Length of the packet in `buf`.
+    pub len: usize,
+    /// `None` until the batch ran.
+    pub outcome: Option<Result<usize, SrtpError>>,
+}
+
+impl<'a, B: AeadBackend> BatchItem<'a, B> {
+    /// A packet in `buf[..len]` for `session`.
+    pub fn new(session: &'a mut SrtpSession<B>, buf: &'a mut [u8], len: usize) -> Self {
+        Self {
+            session,
+            buf,
+            len,
+            outcome: None,
+        }
+    }
+}
+
+/// Protects every item's RTP packet; see [`SrtpSession::protect_rtp`].
+pub fn protect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'_, B>]) {
+    for chunk in items.chunks_mut(BATCH_CHUNK) {
+        let mut plans = ArrayVec::<_, BATCH_CHUNK>::new();
+        for item in chunk.iter_mut() {
+            let plan = match item.session.plan_protect_rtp(item.buf, item.len) {
+                Ok(Phase::Gcm(plan)) => Some(plan),
+                Ok(Phase::Done(n)) => {
+                    item.outcome = Some(Ok(n));
+                    None
+                }
+                Err(e) => {
+                    item.outcome = Some(Err(e));
+                    None
+                }
+            };
+            plans.push(plan);
+        }
+        let mut jobs = ArrayVec::<_, BATCH_CHUNK>::new();
+        for (item, plan) in chunk.iter_mut().zip(&plans) {
+            if let Some(plan) = plan {
+                jobs.push(item.session.seal_job(plan, item.buf));
+            }
+        }
+        backend.seal_batch(&mut jobs);
+        drop(jobs);
+        for (item, plan) in chunk.iter_mut().zip(&plans) {
+            if plan.is_some() {
+                item.outcome = Some(Ok(item.len + GCM_TAG_LEN));
+            }
+        }
+    }
+}
+
+/// Unprotects every item's SRTP packet; see [`SrtpSession::unprotect_rtp`].
+pub fn unprotect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'_, B>]) {
+    for chunk in items.chunks_mut(BATCH_CHUNK) {
+        let mut plans = ArrayVec::<_, BATCH_CHUNK>::new();
+        for item in chunk.iter_mut() {
+            let plan = match item.session.plan_unprotect_rtp(item.buf, item.len) {
+                Ok(Phase::Gcm(plan)) => Some(plan),
+                Ok(Phase::Done(n)) => {
+                    item.outcome = Some(Ok(n));
+                    None
+                }
+                Err(e) => {
+                    item.outcome = Some(Err(e));
+                    None
+                }
+            };
+            plans.push(plan);
+        }
+        let mut jobs = ArrayVec::<_, BATCH_CHUNK>::new();
+        for (item, plan) in chunk.iter_mut().zip(&plans) {
+            if let Some(plan) = plan {
+                jobs.push(item.session.open_job(plan, item.buf));
+            }
+        }
+        backend.open_batch(&mut jobs);
+        let mut verdicts = jobs
+            .iter()
+            .map(|job| job.authentic)
+            .collect::<ArrayVec<bool, BATCH_CHUNK>>()
+            .into_iter();
+        drop(jobs);
+        for (item, plan) in chunk.iter_mut().zip(&plans) {
+            if let Some(plan) = plan {
+                let authentic = verdicts.next().unwrap_or(false);
+                item.outcome = Some(item.session.finish_unprotect_rtp(plan, authentic));
+            }
+        }
+    }
+}

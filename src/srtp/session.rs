@@ -1,0 +1,315 @@
+//! An SRTP session: one master key, its derived SRTP and SRTCP transforms,
+//! and per-SSRC index and replay state, for protecting (sending) and
+//! unprotecting (receiving). Everything happens in the caller's buffer.
+//!
+//! How to drive it: make one [`SrtpSession`] per key and direction of a leg
+//! (the relay holds a client→relay session it unprotects with and a
+//! relay→client session it protects with). Call [`SrtpSession::protect_rtp`]
+//! with the RTP packet in `buf[..len]` and room for the tag after it; call
+//! [`SrtpSession::unprotect_rtp`] with the SRTP packet in `buf[..len]`. On
+//! error the buffer's contents are unspecified and the packet is dropped.
+//! For many packets at once, across sessions, see [`super::protect_rtp_batch`].
+
+use super::index::{self, MAX_INDEX};
+use super::keys::Protocol;
+use super::replay::{Replay, ReplayWindow};
+use super::streams::StreamTable;
+use super::transform::{Transform, gcm_rtp_nonce};
+use super::{MasterKey, SrtpError, SrtpProfile};
+use crate::crypto::{AeadBackend, GCM_NONCE_LEN, GCM_TAG_LEN, OpenJob, SealJob};
+use crate::rtp::RtpHeader;
+
+/// The default bound on SSRCs per session and direction.
+pub const DEFAULT_MAX_STREAMS: usize = 4096;
+
+/// SRTP/SRTCP state under one master key.
+#[derive(Debug)]
+pub struct SrtpSession<B: AeadBackend> {
+    pub(crate) backend: B,
+    pub(crate) profile: SrtpProfile,
+    pub(crate) rtp: Transform<B::Key>,
+    pub(crate) rtcp: Transform<B::Key>,
+    /// Indices already used for sending, per SSRC (refuses reuse).
+    pub(crate) send_rtp: StreamTable<ReplayWindow>,
+    /// Replay windows for receiving, per SSRC.
+    pub(crate) recv_rtp: StreamTable<ReplayWindow>,
+    /// Next SRTCP index to send, per SSRC.
+    pub(crate) send_rtcp: StreamTable<u32>,
+    /// SRTCP replay windows for receiving, per SSRC.
+    pub(crate) recv_rtcp: StreamTable<ReplayWindow>,
+}
+
+/// What was decided about an outgoing GCM packet before sealing it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SealPlan {
+    header_len: usize,
+    len: usize,
+    nonce: [u8; GCM_NONCE_LEN],
+}
+
+/// What was decided about an incoming GCM packet before opening it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenPlan {
+    header_len: usize,
+    body_end: usize,
+    nonce: [u8; GCM_NONCE_LEN],
+    tag: [u8; GCM_TAG_LEN],
+    ssrc: u32,
+    index: u64,
+}
+
+/// The first phase of a protect or unprotect: either finished (AES-CM runs
+/// inline, and errors end it) or a GCM job to run in a backend batch.
+#[derive(Debug)]
+pub(crate) enum Phase<P> {
+    Done(usize),
+    Gcm(P),
+}
+
+impl<B: AeadBackend> SrtpSession<B> {
+    /// A session for `master`, with its keys derived and expanded now.
+    pub fn new(backend: B, master: &MasterKey) -> Result<Self, SrtpError> {
+        let rtp = Transform::new(&backend, master, Protocol::Rtp)?;
+        let rtcp = Transform::new(&backend, master, Protocol::Rtcp)?;
+        Ok(Self::from_transforms(backend, master.profile(), rtp, rtcp))
+    }
+
+    pub(crate) fn from_transforms(
+        backend: B,
+        profile: SrtpProfile,
+        rtp: Transform<B::Key>,
+        rtcp: Transform<B::Key>,
+    ) -> Self {
+        Self {
+            backend,
+            profile,
+            rtp,
+            rtcp,
+            send_rtp: StreamTable::new(DEFAULT_MAX_STREAMS),
+            recv_rtp: StreamTable::new(DEFAULT_MAX_STREAMS),
+            send_rtcp: StreamTable::new(DEFAULT_MAX_STREAMS),
+            recv_rtcp: StreamTable::new(DEFAULT_MAX_STREAMS),
+        }
+    }
+
+    /// Bounds the SSRCs tracked per direction (default
+    /// [`DEFAULT_MAX_STREAMS`]); packets of further SSRCs are refused with
+    /// [`SrtpError::TooManyStreams`].
+    pub fn with_max_streams(mut self, limit: usize) -> Self {
+        self.send_rtp.set_limit(limit);
+        self.recv_rtp.set_limit(limit);
+        self.send_rtcp.set_limit(limit);
+        self.recv_rtcp.set_limit(limit);
+        self
+    }
+
+    /// The session's profile.
+    pub fn profile(&self) -> SrtpProfile {
+        self.profile
+    }
+
+    /// The backend the session's GCM keys belong to.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Forgets an SSRC's state in both directions (its stream ended).
+    pub fn remove_stream(&mut self, ssrc: u32) {
+        self.send_rtp.remove(ssrc);
+        self.recv_rtp.remove(ssrc);
+        self.send_rtcp.remove(ssrc);
+        self.recv_rtcp.remove(ssrc);
+    }
+
+    /// The rollover counter of the highest packet received from `ssrc`.
+    pub fn received_roc(&self, ssrc: u32) -> Option<u32> {
+        self.recv_rtp.get(ssrc)?.top().map(index::roc_of)
+    }
+
+    /// Protects the RTP packet in `buf[..len]` in place, appending the tag;
+    /// returns the SRTP packet's length.
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        match self.plan_protect_rtp(buf, len)? {
+            Phase::Done(n) => Ok(n),
+            Phase::Gcm(plan) => {
+                let job = self.seal_job(&plan, buf);
+                self.backend.seal_batch(&mut [job]);
+                Ok(plan.len + GCM_TAG_LEN)
+            }
+        }
+    }
+
+    /// Verifies and decrypts the SRTP packet in `buf[..len]` in place;
+    /// returns the RTP packet's length.
+    pub fn unprotect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        match self.plan_unprotect_rtp(buf, len)? {
+            Phase::Done(n) => Ok(n),
+            Phase::Gcm(plan) => {
+                let mut job = [self.open_job(&plan, buf)];
+                self.backend.open_batch(&mut job);
+                let authentic = job[0].authentic;
+                self.finish_unprotect_rtp(&plan, authentic)
+            }
+        }
+    }
+
+    /// Phase one of protecting: validates, claims the packet index (so it
+    /// is never used twice), and for AES-CM does all the work.
+    pub(crate) fn plan_protect_rtp(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Phase<SealPlan>, SrtpError> {
+        let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
+            needed: len,
+            got: buf.len(),
+        })?;
+        let header = RtpHeader::parse(packet)?;
+        let (header_len, ssrc, seq) = (header.header_len(), header.ssrc().0, header.sequence().0);
+        let tag_len = self.profile.rtp_tag_len();
+        if buf.len() < len + tag_len {
+            return Err(SrtpError::BufferTooSmall {
+                needed: len + tag_len,
+                got: buf.len(),
+            });
+        }
+        let window = self.send_rtp.entry(ssrc)?;
+        let index = index::estimate(window.top(), seq).ok_or(SrtpError::TooOld)?;
+        if index > MAX_INDEX {
+            return Err(SrtpError::KeyExhausted);
+        }
+        window.check(index).map_err(|r| match r {
+            Replay::Duplicate => SrtpError::IndexReused,
+            Replay::TooOld => SrtpError::TooOld,
+        })?;
+        window.accept(index);
+
+        match &self.rtp {
+            Transform::Gcm { salt, .. } => Ok(Phase::Gcm(SealPlan {
+                header_len,
+                len,
+                nonce: gcm_rtp_nonce(salt, ssrc, index),
+            })),
+            Transform::Cm(cm) => {
+                cm.apply_keystream(ssrc, index, &mut buf[header_len..len]);
+                let (authenticated, tail) = buf.split_at_mut(len);
+                let roc = index::roc_of(index).to_be_bytes();
+                cm.tag(&[authenticated, &roc], &mut tail[..tag_len]);
+                Ok(Phase::Done(len + tag_len))
+            }
+        }
+    }
+
+    /// The backend job for a planned GCM seal over `buf`.
+    pub(crate) fn seal_job<'a>(
+        &'a self,
+        plan: &SealPlan,
+        buf: &'a mut [u8],
+    ) -> SealJob<'a, B::Key> {
+        let Transform::Gcm { key, .. } = &self.rtp else {
+            unreachable!("a SealPlan is only made for GCM sessions")
+        };
+        let (aad, rest) = buf.split_at_mut(plan.header_len);
+        let (data, tail) = rest.split_at_mut(plan.len - plan.header_len);
+        let tag: &mut [u8; GCM_TAG_LEN] = (&mut tail[..GCM_TAG_LEN])
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("plan_protect_rtp checked room for the tag"));
+        SealJob {
+            key,
+            nonce: plan.nonce,
+            aad,
+            data,
+            tag,
+        }
+    }
+
+    /// Phase one of unprotecting: validates, estimates the index, checks
+    /// replay; for AES-CM verifies, decrypts and commits.
+    pub(crate) fn plan_unprotect_rtp(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Phase<OpenPlan>, SrtpError> {
+        let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
+            needed: len,
+            got: buf.len(),
+        })?;
+        let header = RtpHeader::parse(packet)?;
+        let (header_len, ssrc, seq) = (header.header_len(), header.ssrc().0, header.sequence().0);
+        let tag_len = self.profile.rtp_tag_len();
+        if len < header_len + tag_len {
+            return Err(SrtpError::TooShort {
+                needed: header_len + tag_len,
+                got: len,
+            });
+        }
+        let window = self.recv_rtp.get(ssrc).copied().unwrap_or_default();
+        let index = index::estimate(window.top(), seq).ok_or(SrtpError::TooOld)?;
+        window.check(index).map_err(replay_error)?;
+        let body_end = len - tag_len;
+
+        match &self.rtp {
+            Transform::Gcm { salt, .. } => {
+                let mut tag = [0u8; GCM_TAG_LEN];
+                tag.copy_from_slice(&buf[body_end..len]);
+                Ok(Phase::Gcm(OpenPlan {
+                    header_len,
+                    body_end,
+                    nonce: gcm_rtp_nonce(salt, ssrc, index),
+                    tag,
+                    ssrc,
+                    index,
+                }))
+            }
+            Transform::Cm(cm) => {
+                let roc = index::roc_of(index).to_be_bytes();
+                if !cm.verify(&[&buf[..body_end], &roc], &buf[body_end..len]) {
+                    return Err(SrtpError::AuthFailed);
+                }
+                self.recv_rtp.entry(ssrc)?.accept(index);
+                cm.apply_keystream(ssrc, index, &mut buf[header_len..body_end]);
+                Ok(Phase::Done(body_end))
+            }
+        }
+    }
+
+    /// The backend job for a planned GCM open over `buf`.
+    pub(crate) fn open_job<'a>(
+        &'a self,
+        plan: &'a OpenPlan,
+        buf: &'a mut [u8],
+    ) -> OpenJob<'a, B::Key> {
+        let Transform::Gcm { key, .. } = &self.rtp else {
+            unreachable!("an OpenPlan is only made for GCM sessions")
+        };
+        let (aad, rest) = buf[..plan.body_end].split_at_mut(plan.header_len);
+        OpenJob {
+            key,
+            nonce: plan.nonce,
+            aad,
+            data: rest,
+            tag: &plan.tag,
+            authentic: false,
+        }
+    }
+
+    /// Phase three of a GCM unprotect: commit the index if authentic.
+    pub(crate) fn finish_unprotect_rtp(
+        &mut self,
+        plan: &OpenPlan,
+        authentic: bool,
+    ) -> Result<usize, SrtpError> {
+        if !authentic {
+            return Err(SrtpError::AuthFailed);
+        }
+        self.recv_rtp.entry(plan.ssrc)?.accept(plan.index);
+        Ok(plan.body_end)
+    }
+}
+
+pub(crate) fn replay_error(r: Replay) -> SrtpError {
+    match r {
+        Replay::Duplicate => SrtpError::Replayed,
+        Replay::TooOld => SrtpError::TooOld,
+    }
+}
