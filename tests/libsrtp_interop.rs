@@ -62,7 +62,7 @@ fn rtp_packet(n: u16) -> Vec<u8> {
         3 => p[0] |= 0x20, // P: padding added below
         _ => {}
     }
-    let payload_len = if n % 2 == 0 { 160 } else { 1200 };
+    let payload_len = if n.is_multiple_of(2) { 160 } else { 1200 };
     p.extend((0..payload_len).map(|i| (i as u8) ^ (n as u8)));
     if n % 4 == 3 {
         p.extend([0, 0, 0, 4]);
