@@ -1,0 +1,80 @@
+//! `sluice hw`: what this box offers, found by asking the CPU at run time
+//! (the build never assumes an instruction set).
+
+use std::fmt::Write as _;
+
+use sluice::crypto::BackendKind;
+
+/// CPU features that decide AES-GCM speed, as (name, present).
+fn cpu_features() -> Vec<(&'static str, bool)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        vec![
+            ("AES-NI", std::arch::is_x86_feature_detected!("aes")),
+            (
+                "PCLMULQDQ",
+                std::arch::is_x86_feature_detected!("pclmulqdq"),
+            ),
+            ("AVX2", std::arch::is_x86_feature_detected!("avx2")),
+            ("VAES", std::arch::is_x86_feature_detected!("vaes")),
+            (
+                "VPCLMULQDQ",
+                std::arch::is_x86_feature_detected!("vpclmulqdq"),
+            ),
+            ("SHA-NI", std::arch::is_x86_feature_detected!("sha")),
+        ]
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        vec![
+            ("AES", std::arch::is_aarch64_feature_detected!("aes")),
+            ("PMULL", std::arch::is_aarch64_feature_detected!("pmull")),
+            ("SHA1", std::arch::is_aarch64_feature_detected!("sha2")),
+        ]
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        Vec::new()
+    }
+}
+
+/// The report `sluice hw` prints.
+pub(crate) fn report() -> String {
+    let mut out = String::new();
+    let features = cpu_features();
+    let line: Vec<String> = features
+        .iter()
+        .map(|(name, present)| format!("{name} {}", if *present { "yes" } else { "no" }))
+        .collect();
+    let _ = writeln!(
+        out,
+        "cpu crypto:     {}",
+        if line.is_empty() {
+            "unknown architecture".to_owned()
+        } else {
+            line.join(", ")
+        }
+    );
+    let hardware_aes = features.iter().take(2).all(|(_, present)| *present) && !features.is_empty();
+    let backend = BackendKind::default();
+    let _ = writeln!(
+        out,
+        "crypto backend: {backend} ({})",
+        if hardware_aes {
+            "default; fastest on the SRTP benchmark, see bench/README.md"
+        } else {
+            "default; no AES/carry-less multiply instructions: expect software AES speeds"
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_report_names_the_backend() {
+        let report = super::report();
+        assert!(report.contains("crypto backend: ring"), "{report}");
+        assert!(report.contains("cpu crypto:"), "{report}");
+    }
+}
