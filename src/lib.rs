@@ -7,6 +7,8 @@
 //! the clock; the caller feeds bytes and owns every buffer.
 
 pub mod crypto;
+pub mod metrics;
+pub mod relay;
 pub mod rtp;
 pub mod srtp;
 

@@ -1,0 +1,406 @@
+//! Counters the packet workers keep, and the Prometheus text the control
+//! API serves at `/metrics`.
+//!
+//! Each worker owns one [`WorkerCounters`] and bumps it with relaxed atomic
+//! adds on memory no other thread writes: no lock and no shared cache line
+//! per packet. A scrape sums the workers into a fresh registry at the edge
+//! ([`MetricsHub::render`]). Labels are enums with a handful of values;
+//! nothing is labelled per meeting or per participant.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::relay::MeetingMode;
+
+/// Upper bounds (seconds) of the in-relay latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025,
+];
+
+/// Why the data plane dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// SRTP/SRTCP authentication failed (forged, corrupted, wrong key).
+    AuthFailed,
+    /// Replayed, or older than the replay window.
+    Replayed,
+    /// No stream or leg is known for the SSRC.
+    UnknownSsrc,
+    /// Not parseable as RTP or RTCP.
+    Malformed,
+    /// The receiver has no latched address yet.
+    NotLatched,
+    /// Any other refusal (stream table full, key exhausted, send failed).
+    Other,
+}
+
+impl Drop {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 6] = [
+        Self::AuthFailed,
+        Self::Replayed,
+        Self::UnknownSsrc,
+        Self::Malformed,
+        Self::NotLatched,
+        Self::Other,
+    ];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AuthFailed => "auth_failed",
+            Self::Replayed => "replayed",
+            Self::UnknownSsrc => "unknown_ssrc",
+            Self::Malformed => "malformed",
+            Self::NotLatched => "not_latched",
+            Self::Other => "other",
+        }
+    }
+}
+
+fn mode_slot(mode: MeetingMode) -> usize {
+    match mode {
+        MeetingMode::E2ee => 0,
+        MeetingMode::Standard => 1,
+    }
+}
+
+const MODES: [MeetingMode; 2] = [MeetingMode::E2ee, MeetingMode::Standard];
+
+/// One worker's counters. Written by that worker only.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    packets_in: [AtomicU64; 2],
+    bytes_in: [AtomicU64; 2],
+    packets_out: [AtomicU64; 2],
+    bytes_out: [AtomicU64; 2],
+    drops: [AtomicU64; 6],
+    latches: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_ns: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl WorkerCounters {
+    /// An authenticated packet of `bytes` came in from a leg of a `mode` meeting.
+    pub fn received(&self, mode: MeetingMode, bytes: usize) {
+        bump(&self.packets_in[mode_slot(mode)], 1);
+        bump(&self.bytes_in[mode_slot(mode)], bytes as u64);
+    }
+
+    /// A packet of `bytes` was handed to the socket for a `mode` meeting.
+    pub fn sent(&self, mode: MeetingMode, bytes: usize) {
+        bump(&self.packets_out[mode_slot(mode)], 1);
+        bump(&self.bytes_out[mode_slot(mode)], bytes as u64);
+    }
+
+    /// A packet was dropped.
+    pub fn dropped(&self, why: Drop) {
+        let slot = Drop::ALL
+            .iter()
+            .position(|d| *d == why)
+            .unwrap_or(Drop::ALL.len() - 1);
+        bump(&self.drops[slot], 1);
+    }
+
+    /// A leg's address was latched or moved.
+    pub fn latched(&self) {
+        bump(&self.latches, 1);
+    }
+
+    /// One sampled receive-to-send latency, in nanoseconds.
+    pub fn latency_sample(&self, nanos: u64) {
+        let secs = nanos as f64 / 1e9;
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        bump(&self.latency_buckets[slot], 1);
+        bump(&self.latency_sum_ns, nanos);
+    }
+
+    fn read(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Numbers the control plane knows at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ControlGauges {
+    /// Meetings by mode (`[e2ee, standard]`).
+    pub meetings: [u64; 2],
+    /// Legs (participants) by mode.
+    pub legs: [u64; 2],
+    /// Published streams by mode.
+    pub streams: [u64; 2],
+}
+
+impl ControlGauges {
+    /// Adds one to `field[mode]`.
+    pub fn count(field: &mut [u64; 2], mode: MeetingMode) {
+        field[mode_slot(mode)] += 1;
+    }
+}
+
+/// All workers' counters plus process-wide facts, rendered on scrape.
+#[derive(Debug)]
+pub struct MetricsHub {
+    workers: Mutex<Vec<Arc<WorkerCounters>>>,
+    refusals: Mutex<Vec<(&'static str, u64)>>,
+    io_backend: Mutex<&'static str>,
+    crypto_backend: &'static str,
+}
+
+impl MetricsHub {
+    /// A hub for a process using `crypto_backend`.
+    pub fn new(crypto_backend: &'static str) -> Self {
+        Self {
+            workers: Mutex::new(Vec::new()),
+            refusals: Mutex::new(Vec::new()),
+            io_backend: Mutex::new("none"),
+            crypto_backend,
+        }
+    }
+
+    /// Registers a new worker and returns its counters.
+    pub fn add_worker(&self) -> Arc<WorkerCounters> {
+        let counters = Arc::new(WorkerCounters::default());
+        self.lock_workers().push(Arc::clone(&counters));
+        counters
+    }
+
+    /// Records which I/O backend the data plane runs on (`io_uring`, `recvmmsg`).
+    pub fn set_io_backend(&self, name: &'static str) {
+        *self
+            .io_backend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = name;
+    }
+
+    /// Counts a control-plane refusal by its API error code.
+    pub fn refused(&self, code: &'static str) {
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match refusals.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => refusals.push((code, 1)),
+        }
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WorkerCounters>>> {
+        // A panicking scraper cannot leave the list half-written: pushes are atomic.
+        self.workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, gauges: &ControlGauges) -> String {
+        match self.try_render(gauges) {
+            Ok(text) => text,
+            Err(e) => format!("# sluice: metrics could not be rendered: {e}\n"),
+        }
+    }
+
+    fn try_render(&self, gauges: &ControlGauges) -> Result<String, prometheus::Error> {
+        let registry = Registry::new_custom(Some("sluice".to_owned()), None)?;
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let packets_in = counter(
+            "packets_in_total",
+            "Authenticated packets received, by meeting mode.",
+            &["mode"],
+        )?;
+        let bytes_in = counter(
+            "bytes_in_total",
+            "Bytes of authenticated packets received, by meeting mode.",
+            &["mode"],
+        )?;
+        let packets_out = counter(
+            "packets_out_total",
+            "Packets sent, by meeting mode.",
+            &["mode"],
+        )?;
+        let bytes_out = counter("bytes_out_total", "Bytes sent, by meeting mode.", &["mode"])?;
+        let drops = counter(
+            "packets_dropped_total",
+            "Packets dropped, by reason.",
+            &["reason"],
+        )?;
+        let latches = counter(
+            "latches_total",
+            "Leg addresses latched or moved by an authenticated packet.",
+            &[],
+        )?;
+        let refusals = counter(
+            "api_refusals_total",
+            "Control API requests refused, by error code.",
+            &["code"],
+        )?;
+        let meetings = gauge("meetings", "Active meetings, by mode.", &["mode"])?;
+        let legs = gauge("legs", "Active legs (participants), by mode.", &["mode"])?;
+        let streams = gauge("streams", "Published streams, by mode.", &["mode"])?;
+        let io = gauge(
+            "io_backend_info",
+            "The data plane's I/O backend (value 1).",
+            &["backend"],
+        )?;
+        let crypto = gauge(
+            "crypto_backend_info",
+            "The AES-GCM backend in use (value 1).",
+            &["backend"],
+        )?;
+
+        let workers = self.lock_workers().clone();
+        let sum = |f: &dyn Fn(&WorkerCounters) -> &AtomicU64| -> u64 {
+            workers.iter().map(|w| WorkerCounters::read(f(w))).sum()
+        };
+        for mode in MODES {
+            let (slot, label) = (mode_slot(mode), mode.name());
+            packets_in
+                .with_label_values(&[label])
+                .inc_by(sum(&|w| &w.packets_in[slot]));
+            bytes_in
+                .with_label_values(&[label])
+                .inc_by(sum(&|w| &w.bytes_in[slot]));
+            packets_out
+                .with_label_values(&[label])
+                .inc_by(sum(&|w| &w.packets_out[slot]));
+            bytes_out
+                .with_label_values(&[label])
+                .inc_by(sum(&|w| &w.bytes_out[slot]));
+            meetings
+                .with_label_values(&[label])
+                .set(gauges.meetings[slot] as i64);
+            legs.with_label_values(&[label])
+                .set(gauges.legs[slot] as i64);
+            streams
+                .with_label_values(&[label])
+                .set(gauges.streams[slot] as i64);
+        }
+        for (slot, why) in Drop::ALL.iter().enumerate() {
+            drops
+                .with_label_values(&[why.name()])
+                .inc_by(sum(&|w| &w.drops[slot]));
+        }
+        latches
+            .with_label_values::<&str>(&[])
+            .inc_by(sum(&|w| &w.latches));
+        for (code, n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            refusals.with_label_values(&[code]).inc_by(*n);
+        }
+        io.with_label_values(&[*self
+            .io_backend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)])
+            .set(1);
+        crypto.with_label_values(&[self.crypto_backend]).set(1);
+
+        let mut text = Vec::new();
+        TextEncoder::new().encode(&registry.gather(), &mut text)?;
+        let mut out = String::from_utf8_lossy(&text).into_owned();
+        out.push_str(&render_latency(&workers));
+        Ok(out)
+    }
+}
+
+/// The latency histogram in exposition format, from summed bucket counts
+/// (the prometheus crate cannot take pre-bucketed observations).
+fn render_latency(workers: &[Arc<WorkerCounters>]) -> String {
+    let mut out = String::from(
+        "# HELP sluice_relay_latency_seconds Sampled in-relay latency, receive to send.\n\
+         # TYPE sluice_relay_latency_seconds histogram\n",
+    );
+    let mut cumulative = 0u64;
+    for (slot, bound) in LATENCY_BUCKETS
+        .iter()
+        .map(|b| b.to_string())
+        .chain(["+Inf".to_owned()])
+        .enumerate()
+    {
+        cumulative += workers
+            .iter()
+            .map(|w| WorkerCounters::read(&w.latency_buckets[slot]))
+            .sum::<u64>();
+        out.push_str(&format!(
+            "sluice_relay_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}\n"
+        ));
+    }
+    let sum_ns: u64 = workers
+        .iter()
+        .map(|w| WorkerCounters::read(&w.latency_sum_ns))
+        .sum();
+    out.push_str(&format!(
+        "sluice_relay_latency_seconds_sum {}\n",
+        sum_ns as f64 / 1e9
+    ));
+    out.push_str(&format!(
+        "sluice_relay_latency_seconds_count {cumulative}\n"
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_summed_and_labels_are_bounded() {
+        let hub = MetricsHub::new("ring");
+        hub.set_io_backend("io_uring");
+        let (a, b) = (hub.add_worker(), hub.add_worker());
+        a.received(MeetingMode::E2ee, 100);
+        b.received(MeetingMode::E2ee, 50);
+        b.sent(MeetingMode::Standard, 10);
+        a.dropped(Drop::AuthFailed);
+        b.dropped(Drop::AuthFailed);
+        b.dropped(Drop::UnknownSsrc);
+        a.latched();
+        a.latency_sample(30_000);
+        b.latency_sample(2_000_000_000);
+        hub.refused("wrong_passcode");
+        let mut gauges = ControlGauges::default();
+        ControlGauges::count(&mut gauges.meetings, MeetingMode::E2ee);
+        let text = hub.render(&gauges);
+        for line in [
+            "sluice_packets_in_total{mode=\"e2ee\"} 2",
+            "sluice_bytes_in_total{mode=\"e2ee\"} 150",
+            "sluice_packets_out_total{mode=\"standard\"} 1",
+            "sluice_packets_dropped_total{reason=\"auth_failed\"} 2",
+            "sluice_packets_dropped_total{reason=\"unknown_ssrc\"} 1",
+            "sluice_latches_total 1",
+            "sluice_meetings{mode=\"e2ee\"} 1",
+            "sluice_api_refusals_total{code=\"wrong_passcode\"} 1",
+            "sluice_io_backend_info{backend=\"io_uring\"} 1",
+            "sluice_crypto_backend_info{backend=\"ring\"} 1",
+            "sluice_relay_latency_seconds_bucket{le=\"0.00005\"} 1",
+            "sluice_relay_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "sluice_relay_latency_seconds_count 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

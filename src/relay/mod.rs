@@ -1,0 +1,11 @@
+//! The relay core: routing decisions for the packet workers, sans-IO.
+//!
+//! [`snapshot`] is the contract between the control plane (which
+//! publishes) and the workers (which read).
+
+mod snapshot;
+
+pub use snapshot::{
+    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell,
+    StreamRoute, empty_cell,
+};

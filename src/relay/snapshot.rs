@@ -1,0 +1,148 @@
+//! The routing snapshot: what the control plane publishes and the packet
+//! workers read. Immutable once published; workers load the current one
+//! once per receive batch (lock-free, `arc_swap`), so a participant or
+//! meeting deleted through the API stops being forwarded on the next batch.
+//!
+//! A few pieces of *live* state are shared by all workers and survive
+//! republication (the same `Arc` is carried into the next snapshot):
+//! - [`Latch`]: a leg's remote address, learnt from its first packet that
+//!   authenticates (symmetric RTP); any worker may need it to send to the
+//!   leg, while only the worker that received the packet sets it.
+//! - [`LegRoute::next_srtcp_index`]: SRTCP indices for packets the relay
+//!   sends to the leg. All workers protect RTCP to the leg under the one
+//!   relay→client key, so indices come from one atomic counter and a GCM
+//!   nonce is never used twice even when two workers send.
+//! - [`StreamRoute::highest_index`]: the highest SRTP index accepted for the
+//!   stream on any worker. A packet moves a latch only if it is newer than
+//!   that, so a captured packet replayed from another address (and thus
+//!   hashed to another worker, whose replay window has never seen it)
+//!   cannot hijack the leg.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::srtp::MasterKey;
+
+/// A leg (one participant's transport), numbered by the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegId(pub u64);
+
+/// A meeting, numbered by the control plane (API ids are strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MeetingIdx(pub u64);
+
+/// The two kinds of meeting (DESIGN.md, "the security model").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MeetingMode {
+    /// Payloads are SFrame ciphertext: forwarded byte for byte, never decoded.
+    E2ee,
+    /// Payloads are plain media the relay may decode, mix and transcode.
+    Standard,
+}
+
+impl MeetingMode {
+    /// The API and metrics label: `e2ee` or `standard`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::E2ee => "e2ee",
+            Self::Standard => "standard",
+        }
+    }
+}
+
+/// What a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// A leg's remote address, set by the first authenticated packet.
+#[derive(Debug, Default)]
+pub struct Latch(ArcSwapOption<SocketAddr>);
+
+impl Latch {
+    /// The latched address, if any packet authenticated yet.
+    pub fn get(&self) -> Option<SocketAddr> {
+        self.0.load().as_deref().copied()
+    }
+
+    /// Moves the latch to `addr`; returns whether it changed.
+    pub fn set(&self, addr: SocketAddr) -> bool {
+        if self.get() == Some(addr) {
+            return false;
+        }
+        self.0.store(Some(Arc::new(addr)));
+        true
+    }
+}
+
+/// One participant's leg as the data plane sees it.
+#[derive(Debug)]
+pub struct LegRoute {
+    /// The leg.
+    pub id: LegId,
+    /// Its meeting.
+    pub meeting: MeetingIdx,
+    /// The meeting's mode (copied here so the hot path needs one lookup).
+    pub mode: MeetingMode,
+    /// Key of what the participant sends (the relay unprotects with it).
+    pub client_to_relay: MasterKey,
+    /// Key of what the relay sends the participant (the relay protects with it).
+    pub relay_to_client: MasterKey,
+    /// Where the participant is, once known.
+    pub latch: Arc<Latch>,
+    /// Next SRTCP index for RTCP the relay sends to this leg (see module doc).
+    pub next_srtcp_index: Arc<AtomicU32>,
+}
+
+impl LegRoute {
+    /// Draws the next SRTCP index for a packet to this leg.
+    pub fn take_srtcp_index(&self) -> u32 {
+        self.next_srtcp_index.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A published stream (one SSRC) and who publishes it.
+#[derive(Debug)]
+pub struct StreamRoute {
+    /// The SSRC.
+    pub ssrc: u32,
+    /// The publishing leg.
+    pub leg: LegId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The RTP payload type it uses.
+    pub payload_type: u8,
+    /// Highest SRTP index accepted on any worker (see module doc); starts at 0.
+    pub highest_index: Arc<AtomicU64>,
+}
+
+/// Everything a worker needs to route, at one moment.
+#[derive(Debug, Default)]
+pub struct RoutingSnapshot {
+    /// Bumped on every publication; workers prune per-leg state on change.
+    pub generation: u64,
+    /// Every leg.
+    pub legs: HashMap<LegId, Arc<LegRoute>>,
+    /// Every published stream by SSRC (SSRCs are unique per node: the API
+    /// refuses a duplicate).
+    pub streams: HashMap<u32, Arc<StreamRoute>>,
+    /// Each meeting's legs, in admission order: the fan-out set.
+    pub meetings: HashMap<MeetingIdx, Vec<LegId>>,
+}
+
+/// Where the current snapshot lives: written by the control plane, read by
+/// every worker.
+pub type SnapshotCell = Arc<ArcSwap<RoutingSnapshot>>;
+
+/// A cell holding an empty snapshot.
+pub fn empty_cell() -> SnapshotCell {
+    Arc::new(ArcSwap::from_pointee(RoutingSnapshot::default()))
+}
