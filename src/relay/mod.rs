@@ -4,8 +4,10 @@
 //! publishes) and the workers (which read).
 
 mod snapshot;
+mod transmit;
 
 pub use snapshot::{
     Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell,
     StreamRoute, empty_cell,
 };
+pub use transmit::{SLOT, Transmit, Transmits};

@@ -12,6 +12,8 @@
 //!   sends to the leg. All workers protect RTCP to the leg under the one
 //!   relay→client key, so indices come from one atomic counter and a GCM
 //!   nonce is never used twice even when two workers send.
+//! - [`LegRoute::highest_srtcp_index`], likewise for SRTCP from the leg
+//!   (receive-only participants latch with SRTCP receiver reports).
 //! - [`StreamRoute::highest_index`]: the highest SRTP index accepted for the
 //!   stream on any worker. A packet moves a latch only if it is newer than
 //!   that, so a captured packet replayed from another address (and thus
@@ -100,6 +102,9 @@ pub struct LegRoute {
     pub latch: Arc<Latch>,
     /// Next SRTCP index for RTCP the relay sends to this leg (see module doc).
     pub next_srtcp_index: Arc<AtomicU32>,
+    /// Highest SRTCP index accepted from this leg on any worker, plus one
+    /// (0: none yet). An SRTCP packet moves the latch only if it is newer.
+    pub highest_srtcp_index: Arc<AtomicU64>,
 }
 
 impl LegRoute {

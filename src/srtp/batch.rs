@@ -85,7 +85,7 @@ pub fn unprotect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'
         for item in chunk.iter_mut() {
             let plan = match item.session.plan_unprotect_rtp(item.buf, item.len) {
                 Ok(Phase::Gcm(plan)) => Some(plan),
-                Ok(Phase::Done(n)) => {
+                Ok(Phase::Done((n, _))) => {
                     item.outcome = Some(Ok(n));
                     None
                 }

@@ -61,8 +61,8 @@ pub(crate) struct OpenPlan {
 /// The first phase of a protect or unprotect: either finished (AES-CM runs
 /// inline, and errors end it) or a GCM job to run in a backend batch.
 #[derive(Debug)]
-pub(crate) enum Phase<P> {
-    Done(usize),
+pub(crate) enum Phase<P, D = usize> {
+    Done(D),
     Gcm(P),
 }
 
@@ -142,13 +142,25 @@ impl<B: AeadBackend> SrtpSession<B> {
     /// Verifies and decrypts the SRTP packet in `buf[..len]` in place;
     /// returns the RTP packet's length.
     pub fn unprotect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.unprotect_rtp_indexed(buf, len).map(|(n, _)| n)
+    }
+
+    /// As [`Self::unprotect_rtp`], also returning the packet's 48-bit SRTP
+    /// index (ROC and sequence number), e.g. to compare freshness across
+    /// sessions.
+    pub fn unprotect_rtp_indexed(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<(usize, u64), SrtpError> {
         match self.plan_unprotect_rtp(buf, len)? {
-            Phase::Done(n) => Ok(n),
+            Phase::Done(done) => Ok(done),
             Phase::Gcm(plan) => {
                 let mut job = [self.open_job(&plan, buf)];
                 self.backend.open_batch(&mut job);
                 let authentic = job[0].authentic;
                 self.finish_unprotect_rtp(&plan, authentic)
+                    .map(|n| (n, plan.index))
             }
         }
     }
@@ -229,7 +241,7 @@ impl<B: AeadBackend> SrtpSession<B> {
         &mut self,
         buf: &mut [u8],
         len: usize,
-    ) -> Result<Phase<OpenPlan>, SrtpError> {
+    ) -> Result<Phase<OpenPlan, (usize, u64)>, SrtpError> {
         let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
             needed: len,
             got: buf.len(),
@@ -268,7 +280,7 @@ impl<B: AeadBackend> SrtpSession<B> {
                 }
                 self.recv_rtp.entry(ssrc)?.accept(index);
                 cm.apply_keystream(ssrc, index, &mut buf[header_len..body_end]);
-                Ok(Phase::Done(body_end))
+                Ok(Phase::Done((body_end, index)))
             }
         }
     }

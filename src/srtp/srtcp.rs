@@ -93,6 +93,15 @@ impl<B: AeadBackend> SrtpSession<B> {
     /// Verifies and (when E=1) decrypts the SRTCP packet in `buf[..len]` in
     /// place; returns the RTCP compound packet's length.
     pub fn unprotect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.unprotect_rtcp_indexed(buf, len).map(|(n, _)| n)
+    }
+
+    /// As [`Self::unprotect_rtcp`], also returning the packet's SRTCP index.
+    pub fn unprotect_rtcp_indexed(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<(usize, u32), SrtpError> {
         let ssrc = rtcp_ssrc(buf, len)?;
         let tag_len = self.profile.rtcp_tag_len();
         let needed = RTCP_CLEAR + tag_len + SRTCP_INDEX_LEN;
@@ -153,7 +162,7 @@ impl<B: AeadBackend> SrtpSession<B> {
             return Err(SrtpError::AuthFailed);
         }
         self.recv_rtcp.entry(ssrc)?.accept(u64::from(index));
-        Ok(rtcp_len)
+        Ok((rtcp_len, index))
     }
 }
 

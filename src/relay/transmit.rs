@@ -1,0 +1,114 @@
+//! Outgoing datagrams a worker produced in one loop turn, in one reusable
+//! arena: the relay core writes each packet straight into its slot (no
+//! per-packet allocation once the arena has grown to the largest fan-out
+//! seen), and the I/O layer sends them all in one batch.
+
+use std::net::SocketAddr;
+
+use super::MeetingMode;
+
+/// Room for one datagram: a full Ethernet-MTU UDP payload plus the SRTP/
+/// SRTCP trailer sluice may append.
+pub const SLOT: usize = 1536;
+
+/// One datagram to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Transmit<'a> {
+    /// The bytes.
+    pub data: &'a [u8],
+    /// Where to.
+    pub dest: SocketAddr,
+    /// The mode of the meeting it belongs to (for metrics).
+    pub mode: MeetingMode,
+}
+
+/// The arena.
+#[derive(Debug, Default)]
+pub struct Transmits {
+    bytes: Vec<u8>,
+    meta: Vec<(usize, SocketAddr, MeetingMode)>,
+}
+
+impl Transmits {
+    /// An empty arena with room for `slots` datagrams before it grows.
+    pub fn with_capacity(slots: usize) -> Self {
+        Self {
+            bytes: vec![0; slots * SLOT],
+            meta: Vec::with_capacity(slots),
+        }
+    }
+
+    /// The next free slot, [`SLOT`] bytes long; finish it with
+    /// [`Self::commit`] or leave it (an uncommitted slot is reused).
+    pub fn slot(&mut self) -> &mut [u8] {
+        let start = self.meta.len() * SLOT;
+        if self.bytes.len() < start + SLOT {
+            self.bytes.resize(start + SLOT, 0);
+        }
+        &mut self.bytes[start..start + SLOT]
+    }
+
+    /// Keeps the first `len` bytes of the current slot as a datagram to `dest`.
+    pub fn commit(&mut self, len: usize, dest: SocketAddr, mode: MeetingMode) {
+        debug_assert!(len <= SLOT);
+        self.meta.push((len.min(SLOT), dest, mode));
+    }
+
+    /// Datagrams committed so far.
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Whether none were committed.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// The `i`th datagram.
+    pub fn get(&self, i: usize) -> Option<Transmit<'_>> {
+        let &(len, dest, mode) = self.meta.get(i)?;
+        Some(Transmit {
+            data: &self.bytes[i * SLOT..i * SLOT + len],
+            dest,
+            mode,
+        })
+    }
+
+    /// Every datagram, in commit order.
+    pub fn iter(&self) -> impl Iterator<Item = Transmit<'_>> {
+        (0..self.meta.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Forgets every datagram, keeping the memory.
+    pub fn clear(&mut self) {
+        self.meta.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_committed_in_order_and_reused_after_clear() {
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut t = Transmits::with_capacity(1);
+        t.slot()[..3].copy_from_slice(b"abc");
+        t.commit(3, dest, MeetingMode::E2ee);
+        t.slot()[..2].copy_from_slice(b"xy");
+        // An uncommitted slot is simply overwritten next time.
+        t.slot()[..2].copy_from_slice(b"de");
+        t.commit(2, dest, MeetingMode::Standard);
+        let got: Vec<_> = t.iter().map(|x| (x.data.to_vec(), x.mode)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (b"abc".to_vec(), MeetingMode::E2ee),
+                (b"de".to_vec(), MeetingMode::Standard)
+            ]
+        );
+        t.clear();
+        assert!(t.is_empty());
+        assert_eq!(t.slot().len(), SLOT);
+    }
+}
