@@ -1,0 +1,132 @@
+//! The fallback backend, for hosts where io_uring is unavailable
+//! (DESIGN.md, "Fallback"): one `recvmmsg` per receive batch, one `sendmmsg`
+//! per send batch (per 1024 datagrams, the kernel's limit). The socket has
+//! a [`POLL_INTERVAL`] receive timeout so a blocked worker notices shutdown.
+
+// recvmmsg/sendmmsg take arrays of raw message headers (see msghdr.rs).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use super::msghdr::{RecvSlots, SendHeaders};
+use super::worker::{BatchIo, POLL_INTERVAL};
+use crate::metrics::{Drop, WorkerCounters};
+use crate::relay::Transmits;
+
+/// Most datagrams one `sendmmsg` takes (`UIO_MAXIOV`).
+const SENDMMSG_MAX: usize = 1024;
+
+/// A worker's socket driven by `recvmmsg`/`sendmmsg`.
+#[derive(Debug)]
+pub(crate) struct MmsgIo {
+    socket: UdpSocket,
+    recv: RecvSlots,
+    ready: usize,
+    send: SendHeaders,
+    counters: Arc<WorkerCounters>,
+}
+
+impl MmsgIo {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        recv_batch: usize,
+        counters: Arc<WorkerCounters>,
+    ) -> io::Result<Self> {
+        socket.set_read_timeout(Some(POLL_INTERVAL))?;
+        let v6 = socket.local_addr()?.is_ipv6();
+        Ok(Self {
+            socket,
+            recv: RecvSlots::new(recv_batch),
+            ready: 0,
+            send: SendHeaders::new(v6, recv_batch),
+            counters,
+        })
+    }
+}
+
+/// Whether a failed socket call is worth simply trying again.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::TimedOut
+    )
+}
+
+impl BatchIo for MmsgIo {
+    fn wait(&mut self, block: bool) -> io::Result<usize> {
+        let hdrs = self.recv.arm_all();
+        // MSG_WAITFORONE: block (up to SO_RCVTIMEO) for the first datagram,
+        // then take whatever else is already queued.
+        let flags = if block {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
+        // SAFETY: `hdrs` starts an array of `recv.len()` headers just armed
+        // over buffers owned by `self.recv`, which outlives this blocking
+        // call; no other receive uses them.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                hdrs,
+                self.recv.len() as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if transient(&e) { Ok(0) } else { Err(e) };
+        }
+        self.ready = n as usize;
+        Ok(self.ready)
+    }
+
+    fn received(&mut self, mut each: impl FnMut(SocketAddr, &mut [u8], usize)) {
+        for i in 0..std::mem::take(&mut self.ready) {
+            let len = self.recv.mmsg_len(i);
+            match self.recv.datagram(i, len) {
+                Some((from, packet)) => each(from, packet, len),
+                None => self.counters.dropped(Drop::Malformed),
+            }
+        }
+    }
+
+    fn send(&mut self, out: &Transmits) -> io::Result<()> {
+        let count = self.send.load(out);
+        let mut at = 0;
+        while at < count {
+            let chunk = (count - at).min(SENDMMSG_MAX);
+            // SAFETY: headers `at..at + chunk` were built by `load` over
+            // `out` and `self.send`, neither of which changes during this
+            // blocking call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.socket.as_raw_fd(),
+                    self.send.mmsghdrs_from(at),
+                    chunk as libc::c_uint,
+                    0,
+                )
+            };
+            if n > 0 {
+                let n = n as usize;
+                for t in (at..at + n).filter_map(|j| out.get(j)) {
+                    self.counters.sent(t.mode, t.data.len());
+                }
+                at += n;
+                continue;
+            }
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The first datagram failed (unreachable, address family, buffer
+            // full); the rest still go.
+            self.counters.dropped(Drop::Other);
+            at += 1;
+        }
+        Ok(())
+    }
+}

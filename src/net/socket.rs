@@ -1,0 +1,101 @@
+//! The media port: one UDP socket per worker, all in one `SO_REUSEPORT`
+//! group, so the kernel hashes each sender's 4-tuple to one worker and a
+//! stream's state never crosses threads (DESIGN.md, "Shared-nothing
+//! workers").
+
+use std::net::{SocketAddr, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::NetError;
+
+/// Binds `count` sockets to `listen` in one reuse-port group. The first
+/// bind resolves port 0 to a real port, which the others then bind too.
+/// Returns the sockets and the bound address.
+pub(crate) fn bind_group(
+    listen: SocketAddr,
+    count: usize,
+    buffer_bytes: usize,
+) -> Result<(Vec<UdpSocket>, SocketAddr), NetError> {
+    let first = bind_one(listen, buffer_bytes)?;
+    let local = first.local_addr().map_err(|source| NetError::Socket {
+        what: "getsockname",
+        source,
+    })?;
+    warn_if_buffers_capped(&first, buffer_bytes);
+    let mut sockets = Vec::with_capacity(count);
+    sockets.push(first);
+    for _ in 1..count {
+        sockets.push(bind_one(local, buffer_bytes)?);
+    }
+    Ok((sockets, local))
+}
+
+fn bind_one(addr: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket, NetError> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(
+        |source| NetError::Socket {
+            what: "socket(AF_INET*, SOCK_DGRAM)",
+            source,
+        },
+    )?;
+    socket
+        .set_reuse_port(true)
+        .map_err(|source| NetError::Socket {
+            what: "setsockopt(SO_REUSEPORT)",
+            source,
+        })?;
+    if buffer_bytes > 0 {
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max, which
+        // `warn_if_buffers_capped` reports once.
+        let _ = socket.set_recv_buffer_size(buffer_bytes);
+        let _ = socket.set_send_buffer_size(buffer_bytes);
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|source| NetError::Bind { addr, source })?;
+    Ok(socket.into())
+}
+
+/// Linux reports twice what was granted; a smaller value means the sysctl
+/// limit capped the request, which loses packets in bursts.
+fn warn_if_buffers_capped(socket: &UdpSocket, wanted: usize) {
+    if wanted == 0 {
+        return;
+    }
+    let socket = socket2::SockRef::from(socket);
+    let recv = socket.recv_buffer_size().unwrap_or(0);
+    let send = socket.send_buffer_size().unwrap_or(0);
+    if recv < wanted || send < wanted {
+        tracing::warn!(
+            wanted,
+            receive = recv / 2,
+            send = send / 2,
+            "socket buffers are smaller than configured; raise net.core.rmem_max and \
+             net.core.wmem_max to at least the configured size"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_resolves_once_and_every_socket_shares_it() {
+        let (sockets, local) = bind_group("127.0.0.1:0".parse().unwrap(), 3, 1 << 20).unwrap();
+        assert_ne!(local.port(), 0);
+        for s in &sockets {
+            assert_eq!(s.local_addr().unwrap(), local);
+        }
+    }
+
+    #[test]
+    fn a_port_held_outside_the_group_is_a_bind_error() {
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        match bind_group(addr, 1, 0) {
+            Err(NetError::Bind { addr: a, .. }) => assert_eq!(a, addr),
+            other => panic!("expected a bind error, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The data plane on 127.0.0.1 with real sockets, for both backends: every
+//! test runs once on io_uring and once on recvmmsg/sendmmsg. Counts and
+//! waits are bounded; a lost datagram fails a test at its deadline, it never
+//! hangs it.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::relay::{MeetingMode, RoutingSnapshot, SLOT, Transmits, empty_cell};
+
+/// Reflects each datagram to its sender, prefixed with the worker index;
+/// with `first_to`, first sends a copy there.
+struct Echo {
+    index: u8,
+    first_to: Option<SocketAddr>,
+}
+
+impl PacketHandler for Echo {
+    fn handle_datagram(
+        &mut self,
+        _snapshot: &RoutingSnapshot,
+        from: SocketAddr,
+        packet: &mut [u8],
+        len: usize,
+        out: &mut Transmits,
+    ) {
+        if len + 1 > SLOT {
+            return;
+        }
+        for dest in self.first_to.into_iter().chain([from]) {
+            let slot = out.slot();
+            slot[0] = self.index;
+            slot[1..=len].copy_from_slice(&packet[..len]);
+            out.commit(len + 1, dest, MeetingMode::E2ee);
+        }
+    }
+}
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn start(io: IoMode, workers: usize, listen: &str) -> (DataPlane, MetricsHub) {
+    start_with(io, workers, listen, None)
+}
+
+fn start_with(
+    io: IoMode,
+    workers: usize,
+    listen: &str,
+    first_to: Option<SocketAddr>,
+) -> (DataPlane, MetricsHub) {
+    let metrics = MetricsHub::new("test");
+    let opts = DataPlaneOptions {
+        workers,
+        io,
+        pin_cores: false,
+        ..DataPlaneOptions::new(listen.parse().unwrap())
+    };
+    let plane = DataPlane::start(&opts, empty_cell(), &metrics, |index, _| Echo {
+        index: index as u8,
+        first_to,
+    })
+    .unwrap();
+    (plane, metrics)
+}
+
+fn client() -> UdpSocket {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    // Room for every reply of the largest test, read after sending.
+    socket.set_recv_buffer_size(1 << 20).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let socket: UdpSocket = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    socket
+}
+
+/// Reads replies until `count` arrived or the deadline passed.
+fn replies(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while got.len() < count && Instant::now() < deadline {
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    got
+}
+
+fn expected_backend(io: IoMode) -> IoBackend {
+    match io {
+        IoMode::Mmsg => IoBackend::Mmsg,
+        _ => IoBackend::IoUring,
+    }
+}
+
+fn a_datagram_comes_back(io: IoMode) {
+    let (plane, metrics) = start(io, 1, "127.0.0.1:0");
+    assert_eq!(plane.io_backend(), expected_backend(io));
+    assert_eq!(plane.workers(), 1);
+    assert_ne!(plane.local_addr().port(), 0);
+    let c = client();
+    c.send_to(b"hello", plane.local_addr()).unwrap();
+    assert_eq!(replies(&c, 1), vec![b"\0hello".to_vec()]);
+    let text = metrics.render(&Default::default());
+    let label = format!(
+        "sluice_io_backend_info{{backend=\"{}\"}} 1",
+        plane.io_backend()
+    );
+    assert!(text.contains(&label), "{text}");
+    plane.shutdown();
+}
+
+fn five_hundred_datagrams_from_two_senders_all_arrive(io: IoMode) {
+    let (plane, _metrics) = start(io, 1, "127.0.0.1:0");
+    let senders = [client(), client()];
+    for i in 0..250u16 {
+        for s in &senders {
+            s.send_to(&i.to_be_bytes(), plane.local_addr()).unwrap();
+        }
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    for s in &senders {
+        let ids: BTreeSet<u16> = replies(s, 250)
+            .iter()
+            .map(|r| u16::from_be_bytes([r[1], r[2]]))
+            .collect();
+        assert_eq!(ids, (0..250).collect(), "every datagram comes back once");
+    }
+    plane.shutdown();
+}
+
+fn every_worker_handles_some_four_tuples(io: IoMode) {
+    let (plane, _metrics) = start(io, 2, "127.0.0.1:0");
+    // 32 source ports: all hashing to one worker has odds 2^-31.
+    let clients: Vec<UdpSocket> = (0..32).map(|_| client()).collect();
+    let mut workers = BTreeSet::new();
+    for c in &clients {
+        c.send_to(b"x", plane.local_addr()).unwrap();
+        let reply = replies(c, 1);
+        assert_eq!(reply.len(), 1, "no reply within the deadline");
+        workers.insert(reply[0][0]);
+    }
+    assert_eq!(workers, BTreeSet::from([0, 1]));
+    plane.shutdown();
+}
+
+fn shutdown_returns_promptly(io: IoMode) {
+    let (plane, _metrics) = start(io, 2, "127.0.0.1:0");
+    let c = client();
+    for _ in 0..20 {
+        c.send_to(b"load", plane.local_addr()).unwrap();
+    }
+    let started = Instant::now();
+    plane.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
+fn metrics_count_sent_packets_and_latency(io: IoMode) {
+    let (plane, metrics) = start(io, 1, "127.0.0.1:0");
+    let c = client();
+    for _ in 0..10 {
+        c.send_to(b"0123456789", plane.local_addr()).unwrap();
+    }
+    assert_eq!(replies(&c, 10).len(), 10);
+    // The counter is bumped after the send returns, so it may trail the
+    // reply by a moment.
+    let want = "sluice_packets_out_total{mode=\"e2ee\"} 10";
+    let deadline = Instant::now() + DEADLINE;
+    let mut text = metrics.render(&Default::default());
+    while !text.contains(want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        text = metrics.render(&Default::default());
+    }
+    assert!(text.contains(want), "{text}");
+    assert!(
+        text.contains("sluice_bytes_out_total{mode=\"e2ee\"} 110"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("sluice_relay_latency_seconds_count 0"),
+        "{text}"
+    );
+    plane.shutdown();
+}
+
+fn a_failed_send_is_a_drop_and_the_rest_still_go(io: IoMode) {
+    // An IPv6 destination on an IPv4 socket: the kernel refuses that send.
+    let (plane, metrics) = start_with(io, 1, "127.0.0.1:0", Some("[::1]:9".parse().unwrap()));
+    let c = client();
+    c.send_to(b"x", plane.local_addr()).unwrap();
+    assert_eq!(replies(&c, 1), vec![b"\0x".to_vec()]);
+    let want = "sluice_packets_dropped_total{reason=\"other\"} 1";
+    let deadline = Instant::now() + DEADLINE;
+    let mut text = metrics.render(&Default::default());
+    while !text.contains(want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        text = metrics.render(&Default::default());
+    }
+    assert!(text.contains(want), "{text}");
+    plane.shutdown();
+}
+
+fn dual_stack_socket_answers_ipv4_senders(io: IoMode) {
+    let (plane, _metrics) = start(io, 1, "[::]:0");
+    let c = client();
+    let to = SocketAddr::from(([127, 0, 0, 1], plane.local_addr().port()));
+    c.send_to(b"v4", to).unwrap();
+    assert_eq!(replies(&c, 1), vec![b"\0v4".to_vec()]);
+    plane.shutdown();
+}
+
+fn pinned_workers_run(io: IoMode) {
+    let metrics = MetricsHub::new("test");
+    let opts = DataPlaneOptions {
+        io,
+        ..DataPlaneOptions::new("127.0.0.1:0".parse().unwrap())
+    };
+    let plane = DataPlane::start(&opts, empty_cell(), &metrics, |index, _| Echo {
+        index: index as u8,
+        first_to: None,
+    })
+    .unwrap();
+    assert_eq!(plane.workers(), worker::allowed_cores().len());
+    let c = client();
+    c.send_to(b"p", plane.local_addr()).unwrap();
+    assert_eq!(replies(&c, 1).len(), 1);
+    plane.shutdown();
+}
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test] fn $test() { super::$test(super::IoMode::IoUring) })*
+        }
+        mod recvmmsg {
+            $(#[test] fn $test() { super::$test(super::IoMode::Mmsg) })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_datagram_comes_back,
+    five_hundred_datagrams_from_two_senders_all_arrive,
+    every_worker_handles_some_four_tuples,
+    shutdown_returns_promptly,
+    metrics_count_sent_packets_and_latency,
+    a_failed_send_is_a_drop_and_the_rest_still_go,
+    dual_stack_socket_answers_ipv4_senders,
+    pinned_workers_run,
+);
+
+#[test]
+fn auto_picks_io_uring_here() {
+    let (plane, _metrics) = start(IoMode::Auto, 1, "127.0.0.1:0");
+    assert_eq!(plane.io_backend(), IoBackend::IoUring);
+}
+
+#[test]
+fn io_modes_parse_from_their_config_names() {
+    for mode in [IoMode::Auto, IoMode::IoUring, IoMode::Mmsg] {
+        assert_eq!(mode.name().parse::<IoMode>(), Ok(mode));
+    }
+    assert!("epoll".parse::<IoMode>().is_err());
+}
+
+#[test]
+fn a_zero_receive_batch_is_refused() {
+    let opts = DataPlaneOptions {
+        recv_batch: 0,
+        ..DataPlaneOptions::new("127.0.0.1:0".parse().unwrap())
+    };
+    let metrics = MetricsHub::new("test");
+    let started = DataPlane::start(&opts, empty_cell(), &metrics, |index, _| Echo {
+        index: index as u8,
+        first_to: None,
+    });
+    assert!(matches!(started, Err(NetError::BadRecvBatch(0))));
+}
