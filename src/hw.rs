@@ -1,9 +1,10 @@
-//! `sluice hw`: what this box offers, found by asking the CPU at run time
-//! (the build never assumes an instruction set).
+//! `sluice hw`: what this box offers, found by asking the CPU and the kernel
+//! at run time (the build never assumes an instruction set or io_uring).
 
 use std::fmt::Write as _;
 
 use sluice::crypto::BackendKind;
+use sluice::net::probe_io_uring;
 
 /// CPU features that decide AES-GCM speed, as (name, present).
 fn cpu_features() -> Vec<(&'static str, bool)> {
@@ -66,6 +67,10 @@ pub(crate) fn report() -> String {
             "default; no AES/carry-less multiply instructions: expect software AES speeds"
         }
     );
+    let _ = match probe_io_uring() {
+        Ok(()) => writeln!(out, "packet I/O:     io_uring (available)"),
+        Err(why) => writeln!(out, "packet I/O:     recvmmsg/sendmmsg fallback: {why}"),
+    };
     out
 }
 
@@ -76,5 +81,6 @@ mod tests {
         let report = super::report();
         assert!(report.contains("crypto backend: ring"), "{report}");
         assert!(report.contains("cpu crypto:"), "{report}");
+        assert!(report.contains("packet I/O:"), "{report}");
     }
 }
