@@ -1,0 +1,338 @@
+//! The loopback ceiling of plain forwarding: relayed packets per second
+//! for a 1 publisher → 10 subscribers fan-out of 1200-byte packets through
+//! a [`DataPlane`] with ONE worker, for each I/O backend. The handler
+//! copies each datagram to the 10 subscribers with no crypto, so this is
+//! the ceiling of the I/O path alone (io_uring, or plain
+//! `recvmmsg`/`sendmmsg`); a relay case with SRTP is one more
+//! [`run_case`] call with its own handler and a generator transform.
+//!
+//! A generator thread sends to the data plane in bursts (paced with
+//! `--pps N`, unpaced by default); one drain thread counts what reaches the
+//! 10 sink sockets. Generator and sinks are kept off the worker's core.
+//!
+//! Run: `cargo bench --bench relay_ceiling -- --seconds 5 [--pps N]`.
+//! Under `cargo test --benches` (no `--bench` argument) it runs a 0.3 s
+//! smoke load and fails if nothing was relayed.
+
+use std::io::IoSliceMut;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use sluice::metrics::{MetricsHub, WorkerCounters};
+use sluice::net::{DataPlane, DataPlaneOptions, IoMode, PacketHandler};
+use sluice::relay::{MeetingMode, RoutingSnapshot, SnapshotCell, Transmits, empty_cell};
+
+const SUBSCRIBERS: usize = 10;
+const PACKET: usize = 1200;
+const BURST: u64 = 32;
+const BUFFER: usize = 8 << 20;
+/// The SSRC of the generator's RTP stream.
+const PUBLISHER_SSRC: u32 = 0x5eed_0001;
+
+/// The plain forwarding handler: every datagram to every subscriber.
+struct Fanout {
+    subscribers: Vec<SocketAddr>,
+    counters: Arc<WorkerCounters>,
+}
+
+impl PacketHandler for Fanout {
+    fn handle_datagram(
+        &mut self,
+        _snapshot: &RoutingSnapshot,
+        _from: SocketAddr,
+        packet: &mut [u8],
+        len: usize,
+        out: &mut Transmits,
+    ) {
+        self.counters.received(MeetingMode::E2ee, len);
+        for &dest in &self.subscribers {
+            let slot = out.slot();
+            slot[..len].copy_from_slice(&packet[..len]);
+            out.commit(len, dest, MeetingMode::E2ee);
+        }
+    }
+}
+
+/// Rewrites a plain packet before it is sent (`(buffer, len) -> new len`),
+/// e.g. SRTP-protects it.
+type Transform = Box<dyn FnMut(&mut [u8], usize) -> usize + Send>;
+
+/// How hard and how long to push.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    seconds: f64,
+    /// Offered packets per second; `None`: as fast as the generator can.
+    pps: Option<u64>,
+}
+
+/// One table row.
+#[derive(Debug)]
+struct Row {
+    case: String,
+    backend: &'static str,
+    offered: f64,
+    handled: f64,
+    delivered: f64,
+    loss: f64,
+    batch_latency_us: f64,
+}
+
+/// The subscribers: sockets that only count.
+struct Sinks {
+    sockets: Vec<UdpSocket>,
+}
+
+impl Sinks {
+    fn bind() -> Self {
+        let sockets = (0..SUBSCRIBERS)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                    .expect("udp socket");
+                let _ = s.set_recv_buffer_size(BUFFER);
+                s.set_nonblocking(true).expect("nonblocking");
+                s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                    .expect("bind a sink");
+                s.into()
+            })
+            .collect();
+        Self { sockets }
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .map(|s| s.local_addr().expect("bound"))
+            .collect()
+    }
+
+    /// Drains every sink until `stop`, adding datagrams to `count`.
+    fn drain(self, stop: &AtomicBool, count: &AtomicU64) {
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(32, None);
+        let mut bufs = vec![[0u8; 2048]; 32];
+        while !stop.load(Ordering::Relaxed) {
+            let mut got = 0;
+            for s in &self.sockets {
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+                    bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+                if let Ok(r) = recvmmsg(
+                    s.as_raw_fd(),
+                    &mut headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                ) {
+                    got += r.count() as u64;
+                }
+            }
+            count.fetch_add(got, Ordering::Relaxed);
+            if got == 0 {
+                let mut fds: Vec<PollFd<'_>> = self
+                    .sockets
+                    .iter()
+                    .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                let _ = poll(&mut fds, 10u8);
+            }
+        }
+    }
+}
+
+/// Sends `load` to `to` from one socket; returns how many it sent.
+fn generate(to: SocketAddr, load: Load, mut transform: Option<Transform>) -> u64 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the generator");
+    socket.connect(to).expect("connect the generator");
+    let mut buf = [0u8; 2048];
+    buf[0] = 0x80; // RTP version 2
+    buf[1] = 96;
+    buf[8..12].copy_from_slice(&PUBLISHER_SSRC.to_be_bytes());
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed().as_secs_f64() < load.seconds {
+        for _ in 0..BURST {
+            buf[2..4].copy_from_slice(&(sent as u16).to_be_bytes());
+            buf[4..8].copy_from_slice(&((sent * 960) as u32).to_be_bytes());
+            let len = match transform.as_mut() {
+                Some(t) => t(&mut buf, PACKET),
+                None => PACKET,
+            };
+            if socket.send(&buf[..len]).is_ok() {
+                sent += 1;
+            }
+        }
+        if let Some(pps) = load.pps {
+            let due = Duration::from_secs_f64(sent as f64 / pps as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    sent
+}
+
+/// A counter's value in the Prometheus text (0 if absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Runs one case: a one-worker data plane on `io` with the handler
+/// `make_handler` builds, fed by the generator (through `transform`, if
+/// any), drained by `sinks`.
+fn run_case<H: PacketHandler>(
+    case: &str,
+    io: IoMode,
+    load: Load,
+    sinks: Sinks,
+    cell: SnapshotCell,
+    make_handler: impl FnMut(usize, Arc<WorkerCounters>) -> H,
+    transform: Option<Transform>,
+) -> Row {
+    let metrics = MetricsHub::new("none");
+    let opts = DataPlaneOptions {
+        workers: 1,
+        io,
+        socket_buffer_bytes: BUFFER,
+        ..DataPlaneOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+    };
+    let plane = DataPlane::start(&opts, cell, &metrics, make_handler).expect("start");
+    let to = plane.local_addr();
+    let backend = plane.io_backend().name();
+    let stop = AtomicBool::new(false);
+    let delivered = AtomicU64::new(0);
+    let offered = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            keep_off_first_core();
+            sinks.drain(&stop, &delivered);
+        });
+        let offered = scope
+            .spawn(move || {
+                keep_off_first_core();
+                generate(to, load, transform)
+            })
+            .join()
+            .expect("generator");
+        // Let in-flight datagrams land before counting.
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        offered
+    });
+    let text = metrics.render(&Default::default());
+    plane.shutdown();
+    let handled = metric(&text, "sluice_packets_in_total{mode=\"e2ee\"}");
+    let latency_sum = metric(&text, "sluice_relay_latency_seconds_sum");
+    let latency_count = metric(&text, "sluice_relay_latency_seconds_count");
+    let delivered = delivered.load(Ordering::Relaxed) as f64;
+    let expected = offered as f64 * SUBSCRIBERS as f64;
+    Row {
+        case: case.to_owned(),
+        backend,
+        offered: offered as f64 / load.seconds,
+        handled: handled / load.seconds,
+        delivered: delivered / load.seconds,
+        loss: if expected > 0.0 {
+            1.0 - delivered / expected
+        } else {
+            0.0
+        },
+        batch_latency_us: latency_sum / latency_count.max(1.0) * 1e6,
+    }
+}
+
+/// Moves the calling thread to every allowed core but the first, where the
+/// data plane pins its worker (if there is more than one).
+fn keep_off_first_core() {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let Ok(allowed) = sched_getaffinity(Pid::from_raw(0)) else {
+        return;
+    };
+    let cores: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    if cores.len() < 2 {
+        return;
+    }
+    let mut rest = CpuSet::new();
+    for &c in &cores[1..] {
+        let _ = rest.set(c);
+    }
+    let _ = sched_setaffinity(Pid::from_raw(0), &rest);
+}
+
+fn plain_fanout(io: IoMode, load: Load) -> Row {
+    let sinks = Sinks::bind();
+    let subscribers = sinks.addrs();
+    run_case(
+        "plain fan-out 1→10",
+        io,
+        load,
+        sinks,
+        empty_cell(),
+        |_, counters| Fanout {
+            subscribers: subscribers.clone(),
+            counters,
+        },
+        None,
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let load = Load {
+        seconds: if full {
+            value("--seconds").unwrap_or(5.0)
+        } else {
+            0.3
+        },
+        pps: value("--pps").filter(|p| *p > 0.0).map(|p| p as u64),
+    };
+    // Each case runs once per backend; a case is a function building its
+    // sinks, snapshot, handler and generator transform around `run_case`.
+    let cases: [fn(IoMode, Load) -> Row; 1] = [plain_fanout];
+    let rows: Vec<Row> = cases
+        .iter()
+        .flat_map(|case| [IoMode::IoUring, IoMode::Mmsg].map(|io| case(io, load)))
+        .collect();
+
+    println!(
+        "{} s per row, {}-byte packets, 1 worker, {} cores, offered {}\n",
+        load.seconds,
+        PACKET,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load.pps
+            .map_or("unpaced".to_owned(), |p| format!("{p} pps")),
+    );
+    println!(
+        "| case | I/O | offered pps | input handled pps | output delivered pps | loss | mean batch latency |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} % | {:.1} µs |",
+            r.case,
+            r.backend,
+            r.offered,
+            r.handled,
+            r.delivered,
+            r.loss * 100.0,
+            r.batch_latency_us
+        );
+    }
+    if !full && rows.iter().any(|r| r.delivered == 0.0) {
+        eprintln!("smoke run: a case relayed nothing");
+        std::process::exit(1);
+    }
+}
