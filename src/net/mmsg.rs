@@ -57,7 +57,8 @@ fn transient(e: &io::Error) -> bool {
 
 impl BatchIo for MmsgIo {
     fn wait(&mut self, block: bool) -> io::Result<usize> {
-        let hdrs = self.recv.arm_all();
+        // SAFETY: receives here are synchronous; none is in flight.
+        let hdrs = unsafe { self.recv.arm_all() };
         // MSG_WAITFORONE: block (up to SO_RCVTIMEO) for the first datagram,
         // then take whatever else is already queued.
         let flags = if block {
@@ -87,8 +88,13 @@ impl BatchIo for MmsgIo {
 
     fn received(&mut self, mut each: impl FnMut(SocketAddr, &mut [u8], usize)) {
         for i in 0..std::mem::take(&mut self.ready) {
-            let len = self.recv.mmsg_len(i);
-            match self.recv.datagram(i, len) {
+            // SAFETY: `recvmmsg` returned, so no receive is in flight, and
+            // it filled the first `ready` slots.
+            let (len, datagram) = unsafe {
+                let len = self.recv.mmsg_len(i);
+                (len, self.recv.datagram(i, len))
+            };
+            match datagram {
                 Some((from, packet)) => each(from, packet, len),
                 None => self.counters.dropped(Drop::Malformed),
             }

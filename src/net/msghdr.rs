@@ -102,9 +102,13 @@ impl RecvSlots {
     }
 
     /// Points slot `i`'s header at its buffer and address room, ready for
-    /// one receive, and returns it. The caller hands it to the kernel and
-    /// touches the slot again only once that receive has completed.
-    pub(crate) fn arm(&mut self, i: usize) -> *mut libc::mmsghdr {
+    /// one receive, and returns it.
+    ///
+    /// # Safety
+    /// No receive into slot `i` may be in flight. The caller hands the
+    /// header to the kernel and touches the slot again only once that
+    /// receive has completed.
+    pub(crate) unsafe fn arm(&mut self, i: usize) -> *mut libc::mmsghdr {
         let (buf, iov, name, hdr) = (
             self.bufs.at(i),
             self.iovs.at(i),
@@ -118,8 +122,8 @@ impl RecvSlots {
         msg.msg_iovlen = 1;
         // SAFETY: the four pointers address element `i` of live arrays owned
         // by `self` (bounds checked by `at`); `&mut self` and the caller's
-        // contract (no receive in flight on slot `i`) mean nobody else
-        // reads or writes them now.
+        // promise (no receive in flight on slot `i`) mean nobody else reads
+        // or writes them now.
         unsafe {
             iov.write(libc::iovec {
                 iov_base: buf.cast(),
@@ -135,41 +139,58 @@ impl RecvSlots {
 
     /// Arms every slot; returns the start of the `mmsghdr` array for
     /// `recvmmsg`.
-    pub(crate) fn arm_all(&mut self) -> *mut libc::mmsghdr {
+    ///
+    /// # Safety
+    /// No receive into any slot may be in flight.
+    pub(crate) unsafe fn arm_all(&mut self) -> *mut libc::mmsghdr {
         for i in 0..self.len() {
-            self.arm(i);
+            // SAFETY: the caller's promise covers every slot.
+            unsafe { self.arm(i) };
         }
         self.hdrs.at(0)
     }
 
     /// The byte count `recvmmsg` stored in slot `i`.
-    pub(crate) fn mmsg_len(&self, i: usize) -> usize {
+    ///
+    /// # Safety
+    /// No receive into slot `i` may be in flight.
+    pub(crate) unsafe fn mmsg_len(&self, i: usize) -> usize {
         // SAFETY: element `i` of a live array (bounds checked by `at`); the
-        // receive that wrote it has completed (caller's contract).
+        // receive that wrote it has completed (caller's promise).
         unsafe { (*self.hdrs.at(i)).msg_len as usize }
     }
 
     /// The datagram of `len` bytes that slot `i` received, with its sender,
     /// or `None` if it may have been truncated or came from an address
-    /// family sluice does not speak. Call only once the receive into slot
-    /// `i` has completed; the buffer is the whole slot, so a handler may
-    /// grow the packet in place.
-    pub(crate) fn datagram(&mut self, i: usize, len: usize) -> Option<(SocketAddr, &mut [u8])> {
+    /// family sluice does not speak. The buffer is the whole slot, so a
+    /// handler may grow the packet in place.
+    ///
+    /// # Safety
+    /// The receive into slot `i` must have completed, and no other may be
+    /// in flight on it while the returned slice lives.
+    pub(crate) unsafe fn datagram(
+        &mut self,
+        i: usize,
+        len: usize,
+    ) -> Option<(SocketAddr, &mut [u8])> {
         if len >= DATAGRAM_ROOM {
             return None;
         }
-        let from = self.peer(i)?;
+        // SAFETY: forwarded to the caller.
+        let from = unsafe { self.peer(i) }?;
         // SAFETY: element `i` of a live array (bounds checked by `at`); the
-        // kernel is done with it (caller's contract) and the `&mut self`
+        // kernel is done with it (caller's promise) and the `&mut self`
         // borrow keeps the worker from re-arming it while the slice lives.
         let buf = unsafe { &mut *self.bufs.at(i) };
         Some((from, &mut buf[..]))
     }
 
-    fn peer(&self, i: usize) -> Option<SocketAddr> {
+    /// # Safety
+    /// No receive into slot `i` may be in flight.
+    unsafe fn peer(&self, i: usize) -> Option<SocketAddr> {
         let name = self.names.at(i);
         // SAFETY: element `i` of a live array, written by a completed
-        // receive; `sockaddr_storage` is large and aligned enough for every
+        // receive (caller's promise); `sockaddr_storage` is large and aligned enough for every
         // address type, and the family field says which one the kernel wrote.
         unsafe {
             match libc::c_int::from((*name).ss_family) {
@@ -303,7 +324,10 @@ mod tests {
     #[test]
     fn a_full_slot_counts_as_truncated() {
         let mut slots = RecvSlots::new(1);
-        slots.arm(0);
-        assert!(slots.datagram(0, DATAGRAM_ROOM).is_none());
+        // SAFETY (test): nothing is ever handed to the kernel.
+        unsafe {
+            slots.arm(0);
+            assert!(slots.datagram(0, DATAGRAM_ROOM).is_none());
+        }
     }
 }

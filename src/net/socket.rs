@@ -63,13 +63,13 @@ fn warn_if_buffers_capped(socket: &UdpSocket, wanted: usize) {
         return;
     }
     let socket = socket2::SockRef::from(socket);
-    let recv = socket.recv_buffer_size().unwrap_or(0);
-    let send = socket.send_buffer_size().unwrap_or(0);
+    let recv = socket.recv_buffer_size().unwrap_or(0) / 2;
+    let send = socket.send_buffer_size().unwrap_or(0) / 2;
     if recv < wanted || send < wanted {
         tracing::warn!(
             wanted,
-            receive = recv / 2,
-            send = send / 2,
+            receive = recv,
+            send,
             "socket buffers are smaller than configured; raise net.core.rmem_max and \
              net.core.wmem_max to at least the configured size"
         );

@@ -111,7 +111,8 @@ impl UringIo {
     /// Queues a receive into `slot` (submitted with the next enter).
     fn arm(&mut self, slot: usize) -> io::Result<()> {
         // `msghdr` is the first field of the `repr(C)` `mmsghdr`.
-        let msg = self.recv.arm(slot).cast::<libc::msghdr>();
+        // SAFETY: only completed slots (reaped, or never armed) are armed.
+        let msg = unsafe { self.recv.arm(slot) }.cast::<libc::msghdr>();
         let entry = opcode::RecvMsg::new(types::Fd(self.socket.as_raw_fd()), msg)
             .build()
             .user_data(RECV | slot as u64);
@@ -194,7 +195,9 @@ impl BatchIo for UringIo {
             let (slot, result) = self.ready[k];
             // A negative result (e.g. ENOMEM) carries no datagram.
             if let Ok(len) = usize::try_from(result) {
-                match self.recv.datagram(slot, len) {
+                // SAFETY: the slot's completion was reaped and it is re-armed
+                // only below, after the handler is done with it.
+                match unsafe { self.recv.datagram(slot, len) } {
                     Some((from, packet)) => each(from, packet, len),
                     None => self.counters.dropped(Drop::Malformed),
                 }
