@@ -16,6 +16,7 @@
 //! the state of legs that left it, or whose keys changed.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -45,7 +46,7 @@ struct LegState<B: AeadBackend> {
 #[derive(Debug)]
 pub(crate) struct LegSessions<B: AeadBackend> {
     slots: Vec<Option<LegState<B>>>,
-    by_id: HashMap<LegId, SlotIdx>,
+    by_id: HashMap<LegId, SlotIdx, BuildHasherDefault<LegIdHasher>>,
     free: Vec<SlotIdx>,
     by_addr: HashMap<SocketAddr, LegId>,
 }
@@ -54,10 +55,32 @@ impl<B: AeadBackend> Default for LegSessions<B> {
     fn default() -> Self {
         Self {
             slots: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
             free: Vec::new(),
             by_addr: HashMap::new(),
         }
+    }
+}
+
+/// Fibonacci hashing of a leg id, one multiply per packet instead of
+/// SipHash. Ids come from the control plane, not from the network, so
+/// they cannot be chosen to collide.
+#[derive(Debug, Default, Clone, Copy)]
+struct LegIdHasher(u64);
+
+impl Hasher for LegIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -156,6 +179,11 @@ impl<B: AeadBackend> LegSessions<B> {
             self.by_addr.remove(&old);
         }
         self.by_addr.insert(addr, state.route.id);
+    }
+
+    /// The latched address of the leg in `slot`.
+    pub(crate) fn latched(&self, slot: SlotIdx) -> Option<SocketAddr> {
+        self.slots.get(slot)?.as_ref()?.route.latch.get()
     }
 
     /// The leg this worker last accepted packets from `addr` for.

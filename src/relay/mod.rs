@@ -4,6 +4,7 @@
 //! publishes) and the workers (which read); [`RelayWorker`] is one
 //! worker's packet path, fed datagrams and writing [`Transmits`].
 
+mod fanout;
 mod latching;
 mod legs;
 mod rtcp_interim;

@@ -40,6 +40,7 @@ use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
+use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx};
 use super::rtcp_interim::{is_rtcp, rtcp_header_ssrc};
@@ -48,7 +49,7 @@ use super::{LegId, LegRoute, MeetingMode, RoutingSnapshot, SLOT, StreamRoute, Tr
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
 use crate::rtp::RtpHeader;
-use crate::srtp::{BATCH_CHUNK, BatchItem, SrtpError, protect_rtp_batch};
+use crate::srtp::{BATCH_CHUNK, SrtpError};
 
 /// The most SRTP adds to an RTP packet (a GCM tag; HMAC-SHA1 adds less).
 const MAX_SRTP_OVERHEAD: usize = 16;
@@ -56,13 +57,6 @@ const MAX_SRTP_OVERHEAD: usize = 16;
 const MAX_TRIALS: usize = 16;
 /// Most candidate legs looked at (a latch load each) for one such packet.
 const MAX_SCAN: usize = 256;
-
-/// A receiver of one fan-out: its slot and latched address.
-#[derive(Debug, Clone, Copy)]
-struct Receiver {
-    slot: SlotIdx,
-    dest: SocketAddr,
-}
 
 /// One packet worker's routing core.
 #[derive(Debug)]
@@ -79,7 +73,9 @@ pub struct RelayWorker<B: AeadBackend> {
     /// Where the next trial starts in `unlatched`, so that more than
     /// [`MAX_TRIALS`] candidates are all reached over successive packets.
     unlatched_cursor: usize,
-    /// The current fan-out's receivers (kept for its capacity).
+    /// Who each sending leg fans out to, worked out once per generation.
+    plans: FanoutPlans,
+    /// The current fan-out's latched receivers (kept for its capacity).
     receivers: Vec<Receiver>,
     /// A copy of the datagram for each key trial (a failed GCM open leaves
     /// the buffer unspecified).
@@ -96,6 +92,7 @@ impl<B: AeadBackend> RelayWorker<B> {
             generation: None,
             unlatched: Vec::new(),
             unlatched_cursor: 0,
+            plans: FanoutPlans::default(),
             receivers: Vec::new(),
             trial_buf: vec![0; SLOT],
         }
@@ -130,6 +127,7 @@ impl<B: AeadBackend> RelayWorker<B> {
     /// still waiting for their first packet.
     fn adopt(&mut self, snapshot: &RoutingSnapshot) {
         self.legs.prune(snapshot);
+        self.plans.clear();
         self.unlatched.clear();
         self.unlatched.extend(
             snapshot
@@ -191,7 +189,7 @@ impl<B: AeadBackend> RelayWorker<B> {
             MeetingMode::Standard => media_pool_tap(stream, rtp),
             MeetingMode::E2ee => {}
         }
-        self.fan_out(snapshot, leg, rtp, out);
+        self.fan_out(snapshot, slot, leg, rtp, out);
     }
 
     /// Applies the latch rules to an authenticated packet; whether to go on.
@@ -208,41 +206,35 @@ impl<B: AeadBackend> RelayWorker<B> {
         true
     }
 
-    /// Sends the plaintext `rtp` from `sender` to every other latched leg
-    /// of its meeting.
+    /// Sends the plaintext `rtp` from `sender` (in `sender_slot`) to every
+    /// other latched leg of its meeting.
     fn fan_out(
         &mut self,
         snapshot: &RoutingSnapshot,
+        sender_slot: SlotIdx,
         sender: &LegRoute,
         rtp: &[u8],
         out: &mut Transmits,
     ) {
-        let Some(members) = snapshot.meetings.get(&sender.meeting) else {
-            return;
-        };
         if rtp.len() + MAX_SRTP_OVERHEAD > SLOT {
             self.counters.dropped(Drop::Other);
             return;
         }
+        let plan = self
+            .plans
+            .receivers(sender_slot, sender, snapshot, &mut self.legs);
         self.receivers.clear();
-        for id in members.iter().filter(|id| **id != sender.id) {
-            let Some(route) = snapshot.legs.get(id) else {
-                continue;
-            };
-            let Some(dest) = route.latch.get() else {
+        for &slot in plan {
+            let Some(dest) = self.legs.latched(slot) else {
                 self.counters.dropped(Drop::NotLatched);
                 continue;
             };
-            let slot = self.legs.slot_of(route);
             if self.legs.outbound(slot, &self.backend).is_none() {
                 self.counters.dropped(Drop::Other);
                 continue;
             }
             self.receivers.push(Receiver { slot, dest });
         }
-        // Ascending, distinct slots: what `outbound_many` lends from.
-        self.receivers.sort_unstable_by_key(|r| r.slot);
-        self.receivers.dedup_by_key(|r| r.slot);
         for chunk in self.receivers.chunks(BATCH_CHUNK) {
             protect_chunk(
                 &self.backend,
@@ -446,63 +438,6 @@ impl<B: AeadBackend> RelayWorker<B> {
     }
 }
 
-/// Protects `rtp` for up to [`BATCH_CHUNK`] receivers in one backend call,
-/// each copy written into its own arena slot, and commits those that
-/// succeeded.
-fn protect_chunk<B: AeadBackend>(
-    backend: &B,
-    legs: &mut LegSessions<B>,
-    counters: &WorkerCounters,
-    chunk: &[Receiver],
-    rtp: &[u8],
-    mode: MeetingMode,
-    out: &mut Transmits,
-) {
-    let mut outcomes = ArrayVec::<Result<usize, Drop>, BATCH_CHUNK>::new();
-    {
-        let region = out.free_slots(chunk.len());
-        let mut items = ArrayVec::<BatchItem<'_, B>, BATCH_CHUNK>::new();
-        // Whether each receiver got a batch item, in receiver order.
-        let mut queued = ArrayVec::<bool, BATCH_CHUNK>::new();
-        let sessions = legs.outbound_many(chunk.iter().map(|r| r.slot));
-        for (session, buf) in sessions.zip(region.chunks_exact_mut(SLOT)) {
-            let copied = buf
-                .get_mut(..rtp.len())
-                .map(|plain| plain.copy_from_slice(rtp))
-                .is_some();
-            let ok = match session {
-                Some(session) if copied => items
-                    .try_push(BatchItem::new(session, buf, rtp.len()))
-                    .is_ok(),
-                _ => false,
-            };
-            // At most BATCH_CHUNK receivers come in; an overflow would only
-            // lose the verdict, never misalign it.
-            let _ = queued.try_push(ok);
-        }
-        protect_rtp_batch(backend, &mut items);
-        let mut verdicts = items.into_iter().map(|item| item.outcome);
-        for ok in queued {
-            let outcome = match ok.then(|| verdicts.next().flatten()).flatten() {
-                Some(Ok(len)) => Ok(len),
-                Some(Err(e)) => Err(drop_reason(&e)),
-                None => Err(Drop::Other),
-            };
-            let _ = outcomes.try_push(outcome);
-        }
-    }
-    let mut committed = 0;
-    for (k, (receiver, outcome)) in chunk.iter().zip(outcomes).enumerate() {
-        match outcome {
-            Ok(len) => {
-                out.commit_free(k - committed, len, receiver.dest, mode);
-                committed += 1;
-            }
-            Err(why) => counters.dropped(why),
-        }
-    }
-}
-
 /// Standard meetings only: the authenticated, decrypted RTP packet of
 /// `stream`, before fan-out. This is where the media pool (DESIGN.md:
 /// decoding, mixing and transcoding on threads of their own) will take a
@@ -514,7 +449,7 @@ fn protect_chunk<B: AeadBackend>(
 fn media_pool_tap(_stream: &StreamRoute, _rtp: &[u8]) {}
 
 /// The counter an SRTP refusal goes to.
-fn drop_reason(e: &SrtpError) -> Drop {
+pub(crate) fn drop_reason(e: &SrtpError) -> Drop {
     match e {
         SrtpError::AuthFailed => Drop::AuthFailed,
         SrtpError::Replayed | SrtpError::TooOld => Drop::Replayed,
