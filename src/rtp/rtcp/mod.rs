@@ -6,6 +6,8 @@
 //! Drive it with [`RtcpCompound::new`] over a received (already decrypted)
 //! compound packet; packet types and feedback formats it does not know come
 //! out as [`RtcpPacket::Unknown`], so new extensions pass through a relay.
+//! The walk does not insist that a compound start with an SR or RR (RFC
+//! 3550 Appendix A.2): reduced-size RTCP (RFC 5506) drops that rule.
 //! [`is_rtcp`] tells RTCP from RTP on a shared port (RFC 5761 §4).
 
 mod app;
