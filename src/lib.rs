@@ -6,7 +6,10 @@
 //! trait and its CPU implementations). None of it touches a socket or reads
 //! the clock; the caller feeds bytes and owns every buffer. [`policy`] holds
 //! every admission decision, equally free of I/O.
+//!
+//! At the edge, [`config`] reads the daemon's TOML file.
 
+pub mod config;
 pub mod crypto;
 pub mod metrics;
 pub mod policy;
