@@ -7,9 +7,12 @@
 //! the clock; the caller feeds bytes and owns every buffer. [`policy`] holds
 //! every admission decision, equally free of I/O.
 //!
-//! At the edge, [`config`] reads the daemon's TOML file.
+//! At the edges: [`config`] reads the daemon's TOML file, and [`control`]
+//! serves the HTTP control API that publishes routing snapshots to the
+//! packet workers ([`relay`]).
 
 pub mod config;
+pub mod control;
 pub mod crypto;
 pub mod metrics;
 pub mod policy;
