@@ -1,6 +1,6 @@
 //! The relay core: routing decisions for the packet workers, sans-IO.
 //!
-//! [`snapshot`] is the contract between the control plane (which
+//! The routing snapshot ([`RoutingSnapshot`]) is the contract between the control plane (which
 //! publishes) and the workers (which read).
 
 mod snapshot;
