@@ -1,8 +1,9 @@
 //! The relay core: routing decisions for the packet workers, sans-IO.
 //!
-//! [`snapshot`] is the contract between the control plane (which
-//! publishes) and the workers (which read); [`RelayWorker`] is one
-//! worker's packet path, fed datagrams and writing [`Transmits`].
+//! The routing snapshot ([`RoutingSnapshot`]) is the contract between the
+//! control plane (which publishes) and the workers (which read);
+//! [`RelayWorker`] is one worker's packet path, fed datagrams and writing
+//! [`Transmits`].
 
 mod fanout;
 mod latching;
