@@ -8,7 +8,6 @@
 mod fanout;
 mod latching;
 mod legs;
-mod rtcp_interim;
 mod rtcp_route;
 mod snapshot;
 mod transmit;

@@ -20,9 +20,8 @@ use std::ops::Range;
 
 use arrayvec::ArrayVec;
 
-use super::rtcp_interim::{RtcpCompound, RtcpError, RtcpPacket};
 use super::{LegId, LegRoute, RoutingSnapshot};
-use crate::rtp::Ssrc;
+use crate::rtp::{RtcpCompound, RtcpError, RtcpPacket, Ssrc};
 
 /// Most parts of one compound the relay forwards; further ones are
 /// ignored (a compound has a handful: SR or RR, SDES, some feedback).
@@ -141,4 +140,95 @@ fn publisher_of(ssrc: Ssrc, sender: &LegRoute, snapshot: &RoutingSnapshot) -> Op
     let leg = snapshot.streams.get(&ssrc.0)?.leg;
     let route = snapshot.legs.get(&leg)?;
     (leg != sender.id && route.meeting == sender.meeting).then_some(leg)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, AtomicU64};
+
+    use super::*;
+    use crate::relay::{Latch, MediaKind, MeetingIdx, MeetingMode, StreamRoute};
+    use crate::srtp::{MasterKey, SrtpProfile};
+
+    /// Legs 1 and 2 meet in meeting 1, leg 3 in meeting 2; leg n
+    /// publishes SSRC 10 * n.
+    fn snapshot() -> RoutingSnapshot {
+        let key = MasterKey::new(SrtpProfile::AeadAes128Gcm, &[7; 28]).unwrap();
+        let mut snapshot = RoutingSnapshot::default();
+        for (leg, meeting) in [(1, 1), (2, 1), (3, 2)] {
+            let route = LegRoute {
+                id: LegId(leg),
+                meeting: MeetingIdx(meeting),
+                mode: MeetingMode::Standard,
+                client_to_relay: key.clone(),
+                relay_to_client: key.clone(),
+                latch: Arc::new(Latch::default()),
+                next_srtcp_index: Arc::new(AtomicU32::new(0)),
+                highest_srtcp_index: Arc::new(AtomicU64::new(0)),
+            };
+            snapshot.legs.insert(LegId(leg), Arc::new(route));
+            let ssrc = 10 * leg as u32;
+            let stream = StreamRoute {
+                ssrc,
+                leg: LegId(leg),
+                kind: MediaKind::Video,
+                payload_type: 96,
+                highest_index: Arc::new(AtomicU64::new(0)),
+            };
+            snapshot.streams.insert(ssrc, Arc::new(stream));
+        }
+        snapshot
+    }
+
+    /// A packet of `header` and 32-bit `words` (the length field is set).
+    fn packet(first: u8, packet_type: u8, words: &[u32]) -> Vec<u8> {
+        let mut p = vec![first, packet_type];
+        p.extend_from_slice(&(words.len() as u16).to_be_bytes());
+        p.extend(words.iter().flat_map(|w| w.to_be_bytes()));
+        p
+    }
+
+    #[test]
+    fn parts_go_to_the_meeting_or_to_the_publishers_within_it() {
+        let snapshot = snapshot();
+        let sender = &snapshot.legs[&LegId(2)];
+        let parts = [
+            packet(0x80, 201, &[20]),                         // RR: stops here
+            packet(0x81, 202, &[20, 0x0102_6100, 0]),         // SDES: the meeting
+            packet(0x81, 205, &[20, 10, 0x0001_0000]),        // NACK for leg 1
+            packet(0x81, 206, &[20, 30]),                     // PLI, other meeting
+            packet(0x81, 206, &[20, 20]),                     // PLI, own stream
+            packet(0x84, 206, &[20, 0, 10, 0, 20, 0, 10, 0]), // FIR: leg 1 once
+            packet(0x81, 206, &[20, 99]),                     // PLI, unknown SSRC
+        ];
+        let compound = parts.concat();
+        let plan = RtcpPlan::new(&compound, sender, &snapshot).unwrap();
+        assert!(plan.has_meeting_parts());
+        let at = |i: usize| {
+            let start: usize = parts[..i].iter().map(Vec::len).sum();
+            start..start + parts[i].len()
+        };
+        assert_eq!(
+            plan.parts_for(LegId(1)).collect::<Vec<_>>(),
+            vec![at(1), at(2), at(5)]
+        );
+        assert_eq!(plan.parts_for(LegId(3)).collect::<Vec<_>>(), vec![at(1)]);
+        assert_eq!(
+            plan.publishers().collect::<Vec<_>>(),
+            vec![LegId(1), LegId(1)]
+        );
+    }
+
+    #[test]
+    fn a_malformed_compound_is_refused() {
+        let snapshot = snapshot();
+        let sender = &snapshot.legs[&LegId(2)];
+        // An SR claiming a report block it does not have.
+        let compound = packet(0x81, 200, &[20, 0, 0]);
+        assert!(RtcpPlan::new(&compound, sender, &snapshot).is_err());
+        // Nothing to forward at all.
+        let rr = packet(0x80, 201, &[20]);
+        assert!(RtcpPlan::new(&rr, sender, &snapshot).unwrap().is_empty());
+    }
 }

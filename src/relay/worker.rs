@@ -43,12 +43,11 @@ use arrayvec::ArrayVec;
 use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx};
-use super::rtcp_interim::{is_rtcp, rtcp_header_ssrc};
 use super::rtcp_route::RtcpPlan;
 use super::{LegId, LegRoute, MeetingMode, RoutingSnapshot, SLOT, StreamRoute, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
-use crate::rtp::RtpHeader;
+use crate::rtp::{RtpHeader, is_rtcp, rtcp_header_ssrc};
 use crate::srtp::{BATCH_CHUNK, SrtpError};
 
 /// The most SRTP adds to an RTP packet (a GCM tag; HMAC-SHA1 adds less).
