@@ -65,9 +65,10 @@ impl RtcpPlan {
         for packet in RtcpCompound::new(compound) {
             let packet = packet?;
             // The walk checked this header: its length field fits the buffer.
-            let len = compound.get(start + 2..start + 4).map_or(0, |l| {
-                (usize::from(u16::from_be_bytes([l[0], l[1]])) + 1) * 4
-            });
+            let len = match compound.get(start + 2..start + 4) {
+                Some(&[hi, lo]) => (usize::from(u16::from_be_bytes([hi, lo])) + 1) * 4,
+                _ => 0,
+            };
             let range = start..start + len;
             start += len;
             let publisher = |ssrc: Ssrc| publisher_of(ssrc, sender, snapshot);

@@ -510,6 +510,29 @@ fn only_a_fresh_authenticated_packet_moves_a_latch() {
 }
 
 #[test]
+fn a_stream_past_a_sequence_wrap_does_not_resume_on_another_worker() {
+    // Documented limit (worker.rs): a new worker starts at rollover
+    // counter 0 and refuses, rather than guesses, a wrapped stream.
+    let mut s = Scenario::new();
+    s.latch_all();
+    s.client(1).seq = 0xfffa;
+    for _ in 0..10 {
+        let (_, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+        assert_eq!(sent.len(), 2);
+    }
+    let (_, moved) = s.rtp(1, video_ssrc(1), VIDEO);
+    let counters2 = Arc::new(WorkerCounters::default());
+    let mut worker2 = RelayWorker::new(AnyGcm::default(), Arc::clone(&counters2));
+    let mut out2 = Transmits::default();
+    let sent = deliver_to(&mut worker2, &s.snapshot, &mut out2, other_addr(5), &moved);
+    assert!(sent.is_empty());
+    assert_eq!(counters2.snapshot().dropped(Drop::AuthFailed), 1);
+    assert_eq!(s.latch(1), Some(client_addr(1)));
+    // The worker that holds the stream goes on across the wrap.
+    assert_eq!(s.deliver(client_addr(1), &moved).len(), 2);
+}
+
+#[test]
 fn a_receive_only_participant_latches_with_an_srtcp_rr_then_receives() {
     let mut s = Scenario::new();
     s.latch_all();

@@ -23,8 +23,12 @@
 //! SRTCP (RFC 3711 §3.4, RFC 7714 §9): the sender is found by the first
 //! packet's SSRC (a publisher's stream), else by the address this worker
 //! accepted the leg from, else, for a receive-only participant's first
-//! report, by trying the keys of legs that have no latch yet (bounded;
-//! only a packet that authenticates under a leg's key is that leg's).
+//! report, by trying the keys of legs that have no latch yet, newest
+//! first, at most `MAX_TRIALS` (16) per packet, resuming where the last
+//! packet stopped; only a packet that authenticates under a leg's key is
+//! that leg's. (The report block or feedback SSRC that would narrow the
+//! candidates to one meeting is in the encrypted part: SRTCP leaves only
+//! the first 8 bytes in the clear.)
 //! What it carries is routed by `rtcp_route.rs`; each destination gets one
 //! SRTCP packet whose index comes from the leg's shared counter
 //! ([`LegRoute::take_srtcp_index`]), since every worker protects RTCP to
@@ -34,6 +38,16 @@
 //! snapshot's generation changes, the state of legs that left it is
 //! dropped; a leg or meeting missing from the snapshot is neither
 //! forwarded from nor to, from the first packet after its removal.
+//!
+//! Known limit: SRTP state (rollover counters, replay windows) is per
+//! worker. A stream whose publisher moves to an address hashed to another
+//! worker continues there only while its rollover counter is 0; after a
+//! sequence wrap the new worker's first guess (ROC 0) fails to
+//! authenticate and the packets are dropped as `AuthFailed`. That fails
+//! closed on purpose: guessing would let the new worker protect toward
+//! subscribers at a rollover counter another worker already used, reusing
+//! GCM nonces. Carrying it over needs per-(subscriber, SSRC) index state
+//! shared across workers, which the snapshot contract does not have yet.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
