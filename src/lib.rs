@@ -4,13 +4,21 @@
 //! [`rtp`] (RTP/RTCP views and builders, RFC 3550), [`srtp`] (SRTP/SRTCP
 //! contexts, RFC 3711 and RFC 7714) and [`crypto`] (the batch AEAD backend
 //! trait and its CPU implementations). None of it touches a socket or reads
-//! the clock; the caller feeds bytes and owns every buffer. [`net`] is the
-//! exception by design: the data plane's I/O shell (packet worker threads,
-//! io_uring or recvmmsg sockets) that drives the relay core.
+//! the clock; the caller feeds bytes and owns every buffer. [`policy`] holds
+//! every admission decision, equally free of I/O.
+//!
+//! At the edges: [`config`] reads the daemon's TOML file, [`control`]
+//! serves the HTTP control API that publishes routing snapshots to the
+//! packet workers ([`relay`]), and [`net`] is the data plane's I/O shell
+//! (the worker threads and their io_uring or recvmmsg sockets) that drives
+//! them.
 
+pub mod config;
+pub mod control;
 pub mod crypto;
 pub mod metrics;
 pub mod net;
+pub mod policy;
 pub mod relay;
 pub mod rtp;
 pub mod srtp;

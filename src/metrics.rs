@@ -128,6 +128,47 @@ impl WorkerCounters {
     fn read(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// The counters now, for tests and debugging (scrapes go through
+    /// [`MetricsHub::render`]).
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            packets_in: self.packets_in.each_ref().map(Self::read),
+            bytes_in: self.bytes_in.each_ref().map(Self::read),
+            drops: self.drops.each_ref().map(Self::read),
+            latches: Self::read(&self.latches),
+        }
+    }
+}
+
+/// A copy of one worker's receive-side counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Authenticated packets received, by mode (`[e2ee, standard]`).
+    pub packets_in: [u64; 2],
+    /// Their bytes, by mode.
+    pub bytes_in: [u64; 2],
+    /// Drops, in [`Drop::ALL`] order.
+    pub drops: [u64; 6],
+    /// Latches set or moved.
+    pub latches: u64,
+}
+
+impl CounterSnapshot {
+    /// Packets dropped for `why`.
+    pub fn dropped(&self, why: Drop) -> u64 {
+        Drop::ALL
+            .iter()
+            .position(|d| *d == why)
+            .and_then(|slot| self.drops.get(slot))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Authenticated packets received from `mode` meetings.
+    pub fn received(&self, mode: MeetingMode) -> u64 {
+        self.packets_in[mode_slot(mode)]
+    }
 }
 
 /// Numbers the control plane knows at scrape time.

@@ -1,13 +1,24 @@
 //! The relay core: routing decisions for the packet workers, sans-IO.
 //!
-//! [`snapshot`] is the contract between the control plane (which
-//! publishes) and the workers (which read).
+//! The routing snapshot ([`RoutingSnapshot`]) is the contract between the
+//! control plane (which publishes) and the workers (which read);
+//! [`RelayWorker`] is one worker's packet path, fed datagrams and writing
+//! [`Transmits`].
 
+mod fanout;
+mod latching;
+mod legs;
+mod rtcp_route;
 mod snapshot;
 mod transmit;
+mod worker;
+
+#[cfg(test)]
+mod tests;
 
 pub use snapshot::{
     Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell,
     StreamRoute, empty_cell,
 };
 pub use transmit::{SLOT, Transmit, Transmits};
+pub use worker::RelayWorker;

@@ -54,6 +54,38 @@ impl Transmits {
         self.meta.push((len.min(SLOT), dest, mode));
     }
 
+    /// The next `n` free slots as one buffer of `n * SLOT` bytes, to fill
+    /// several datagrams at once (one packet protected for many receivers
+    /// in one crypto batch). Keep them with [`Self::commit_free`].
+    pub fn free_slots(&mut self, n: usize) -> &mut [u8] {
+        let start = self.meta.len() * SLOT;
+        let end = start + n * SLOT;
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        &mut self.bytes[start..end]
+    }
+
+    /// Keeps the first `len` bytes of free slot `k` (0 is the slot
+    /// [`Self::slot`] returns) as a datagram to `dest`. Free slots before it
+    /// are given up: the datagram moves down into the first free slot. So
+    /// slots filled through [`Self::free_slots`] are committed in order,
+    /// with `k` counting from the first one still free, and the ones to
+    /// drop are simply skipped (no copy unless one was skipped).
+    pub fn commit_free(&mut self, k: usize, len: usize, dest: SocketAddr, mode: MeetingMode) {
+        let len = len.min(SLOT);
+        let first = self.meta.len() * SLOT;
+        if k > 0 {
+            let from = first + k * SLOT;
+            if from + len > self.bytes.len() {
+                debug_assert!(false, "commit_free of a slot never handed out");
+                return;
+            }
+            self.bytes.copy_within(from..from + len, first);
+        }
+        self.commit(len, dest, mode);
+    }
+
     /// Datagrams committed so far.
     pub fn len(&self) -> usize {
         self.meta.len()
@@ -110,5 +142,23 @@ mod tests {
         t.clear();
         assert!(t.is_empty());
         assert_eq!(t.slot().len(), SLOT);
+    }
+
+    #[test]
+    fn free_slots_commit_in_order_skipping_dropped_ones() {
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut t = Transmits::default();
+        t.slot()[..1].copy_from_slice(b"0");
+        t.commit(1, dest, MeetingMode::E2ee);
+        let region = t.free_slots(3);
+        assert_eq!(region.len(), 3 * SLOT);
+        for (i, slot) in region.chunks_exact_mut(SLOT).enumerate() {
+            slot[..2].copy_from_slice(&[b'a' + i as u8; 2]);
+        }
+        // Keep the first, drop the second, keep the third.
+        t.commit_free(0, 2, dest, MeetingMode::E2ee);
+        t.commit_free(1, 2, dest, MeetingMode::E2ee);
+        let got: Vec<_> = t.iter().map(|x| x.data.to_vec()).collect();
+        assert_eq!(got, vec![b"0".to_vec(), b"aa".to_vec(), b"cc".to_vec()]);
     }
 }

@@ -1,6 +1,8 @@
 //! [`RtpError`]: why an RTP packet (RFC 3550 §5.1, §5.3.1; RFC 8285 §4)
 //! could not be parsed or built.
 
+use super::extension::ExtensionForm;
+
 /// Why an RTP packet could not be parsed or built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RtpError {
@@ -32,15 +34,15 @@ pub enum RtpError {
     TooManyCsrcs(usize),
     /// An extension element id the chosen form cannot carry (one-byte form:
     /// 1..=14; two-byte form: 1..=255).
-    #[error("header extension element id {id} invalid for the {form} form")]
-    BadExtensionId { id: u8, form: &'static str },
+    #[error("header extension element id {id} invalid for the {form:?} form")]
+    BadExtensionId { id: u8, form: ExtensionForm },
     /// An extension element length the chosen form cannot carry (one-byte
     /// form: 1..=16 bytes; two-byte form: 0..=255 bytes).
-    #[error("header extension element {id} has {len} bytes, invalid for the {form} form")]
+    #[error("header extension element {id} has {len} bytes, invalid for the {form:?} form")]
     BadExtensionLength {
         id: u8,
         len: usize,
-        form: &'static str,
+        form: ExtensionForm,
     },
     /// Header extension data that is not a whole number of 32-bit words or
     /// longer than the 16-bit length field can say (65535 words).

@@ -132,8 +132,12 @@ impl<'a> Iterator for ExtensionElements<'a> {
                 ExtensionForm::Opaque => None,
                 ExtensionForm::OneByte => {
                     let id = first >> 4;
-                    if id == 15 {
-                        // Reserved: stop here and keep what came before.
+                    if id == 15 || id == 0 {
+                        // ID 15 is reserved: stop here and keep what came
+                        // before (RFC 8285 §4.2). ID 0 is only for padding,
+                        // whose byte is all zero (handled above); a nonzero
+                        // length with it is no element either, so stop the
+                        // same way rather than yield an invalid id.
                         self.stop();
                         return None;
                     }
@@ -186,6 +190,17 @@ mod tests {
     #[test]
     fn one_byte_id_15_stops_parsing() {
         let data = [0x10, 0xaa, 0xf0, 0x20, 0xbb, 0, 0, 0];
+        assert_eq!(
+            collect(ExtensionBlock::new(0xBEDE, &data)),
+            [el(1, &[0xaa])]
+        );
+    }
+
+    #[test]
+    fn one_byte_id_0_with_a_length_stops_parsing() {
+        // Found by fuzzing (rtp_parse): 0x0b has ID 0 and L=11. It used to
+        // come out as an element with the invalid id 0.
+        let data = [0x10, 0xaa, 0x0b, 0x10, 0x30, 0x32, 0x00, 0x01];
         assert_eq!(
             collect(ExtensionBlock::new(0xBEDE, &data)),
             [el(1, &[0xaa])]

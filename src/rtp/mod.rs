@@ -9,13 +9,14 @@
 //! and return the length written. No input makes any of it panic.
 //!
 //! RTP and RTCP sharing one port are told apart with [`is_rtcp`]
-//! (RFC 5761 §4).
+//! (RFC 5761 §4). The RTCP names most code needs are re-exported here.
 
 mod builder;
 mod error;
 mod extension;
 mod header;
 mod packet;
+pub mod rtcp;
 mod types;
 mod wire;
 
@@ -27,4 +28,5 @@ pub use extension::{
 };
 pub use header::{FIXED_HEADER_LEN, RtpHeader};
 pub use packet::RtpPacket;
+pub use rtcp::{RtcpCompound, RtcpError, RtcpPacket, is_rtcp, rtcp_header_ssrc};
 pub use types::{PayloadType, SeqNum, Ssrc};

@@ -7,6 +7,53 @@ pub(crate) fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
     buf.get(at..)?.first_chunk().map(|b| u16::from_be_bytes(*b))
 }
 
+/// The big-endian `u32` at `at`, if `buf` holds it.
+pub(crate) fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    buf.get(at..)?.first_chunk().map(|b| u32::from_be_bytes(*b))
+}
+
+/// Reads big-endian fields front to back; every read is `None` once the
+/// bytes run out, so a view checks its length once and reads with `?`.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) const fn new(buf: &'a [u8]) -> Self {
+        Self { rest: buf }
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<&'a [u8; N]> {
+        let (head, rest) = self.rest.split_first_chunk()?;
+        self.rest = rest;
+        Some(head)
+    }
+
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|b| b[0])
+    }
+
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        self.array().map(|b| u32::from_be_bytes(*b))
+    }
+
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.array().map(|b| u64::from_be_bytes(*b))
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
+        Some(head)
+    }
+
+    /// What has not been read yet.
+    pub(crate) const fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
 /// Writes sequentially into a caller buffer. Writes that do not fit are
 /// skipped but still advance the position, so after writing a whole packet
 /// [`Writer::finish`] knows exactly how many bytes the packet needed.
@@ -77,6 +124,22 @@ mod tests {
         assert_eq!(read_u16(&b, 3), Some(0x789a));
         assert_eq!(read_u16(&b, 4), None);
         assert_eq!(read_u16(&b, usize::MAX), None);
+        assert_eq!(read_u32(&b, 1), Some(0x3456_789a));
+        assert_eq!(read_u32(&b, 2), None);
+        assert_eq!(read_u32(&b, usize::MAX), None);
+    }
+
+    #[test]
+    fn reader_stops_at_the_end() {
+        let b = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        let mut r = Reader::new(&b);
+        assert_eq!(r.u8(), Some(1));
+        assert_eq!(r.u32(), Some(0x0203_0405));
+        assert_eq!(r.u64(), None);
+        assert_eq!(r.bytes(2), Some(&[6, 7][..]));
+        assert_eq!(r.array::<2>(), Some(&[8, 9]));
+        assert_eq!(r.bytes(6), None);
+        assert_eq!(r.rest(), &[10, 11, 12]);
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! zero-padded to 32 bits.
 
 use crate::rtp::error::RtpError;
-use crate::rtp::extension::{ONE_BYTE_PROFILE, TWO_BYTE_PROFILE};
+use crate::rtp::extension::{ExtensionForm, ONE_BYTE_PROFILE, TWO_BYTE_PROFILE};
 use crate::rtp::wire::Writer;
+
+/// The forms the builder writes elements in (appbits always 0).
+const ONE_BYTE: ExtensionForm = ExtensionForm::OneByte;
+const TWO_BYTE: ExtensionForm = ExtensionForm::TwoByte { appbits: 0 };
 
 /// What the RTP builder puts in the header extension.
 #[derive(Debug, Clone, Copy)]
@@ -27,44 +31,37 @@ impl ExtensionSpec<'_> {
             }
             Self::OneByte(elements) => elements.iter().try_fold(0usize, |sum, &(id, data)| {
                 if !(1..=14).contains(&id) {
-                    return Err(RtpError::BadExtensionId {
-                        id,
-                        form: "one-byte",
-                    });
+                    return Err(RtpError::BadExtensionId { id, form: ONE_BYTE });
                 }
                 if !(1..=16).contains(&data.len()) {
                     let len = data.len();
                     return Err(RtpError::BadExtensionLength {
                         id,
                         len,
-                        form: "one-byte",
+                        form: ONE_BYTE,
                     });
                 }
                 Ok(sum.saturating_add(1 + data.len()))
             })?,
             Self::TwoByte(elements) => elements.iter().try_fold(0usize, |sum, &(id, data)| {
                 if id == 0 {
-                    return Err(RtpError::BadExtensionId {
-                        id,
-                        form: "two-byte",
-                    });
+                    return Err(RtpError::BadExtensionId { id, form: TWO_BYTE });
                 }
                 if data.len() > 255 {
                     let len = data.len();
                     return Err(RtpError::BadExtensionLength {
                         id,
                         len,
-                        form: "two-byte",
+                        form: TWO_BYTE,
                     });
                 }
                 Ok(sum.saturating_add(2 + data.len()))
             })?,
         };
-        let padded = len.next_multiple_of(4);
-        if padded / 4 > usize::from(u16::MAX) {
-            return Err(RtpError::BadExtensionBlockLength { len: padded });
+        match len.checked_next_multiple_of(4) {
+            Some(padded) if padded / 4 <= usize::from(u16::MAX) => Ok(padded),
+            _ => Err(RtpError::BadExtensionBlockLength { len }),
         }
-        Ok(padded)
     }
 
     /// Writes the extension header and data, zero-padded to 32 bits.
@@ -116,14 +113,14 @@ mod tests {
                 ExtensionSpec::OneByte(&[(0, &[1])]),
                 RtpError::BadExtensionId {
                     id: 0,
-                    form: "one-byte",
+                    form: ONE_BYTE,
                 },
             ),
             (
                 ExtensionSpec::OneByte(&[(15, &[1])]),
                 RtpError::BadExtensionId {
                     id: 15,
-                    form: "one-byte",
+                    form: ONE_BYTE,
                 },
             ),
             (
@@ -131,7 +128,7 @@ mod tests {
                 RtpError::BadExtensionLength {
                     id: 1,
                     len: 0,
-                    form: "one-byte",
+                    form: ONE_BYTE,
                 },
             ),
             (
@@ -139,14 +136,14 @@ mod tests {
                 RtpError::BadExtensionLength {
                     id: 1,
                     len: 17,
-                    form: "one-byte",
+                    form: ONE_BYTE,
                 },
             ),
             (
                 ExtensionSpec::TwoByte(&[(0, &[])]),
                 RtpError::BadExtensionId {
                     id: 0,
-                    form: "two-byte",
+                    form: TWO_BYTE,
                 },
             ),
             (
@@ -154,7 +151,7 @@ mod tests {
                 RtpError::BadExtensionLength {
                     id: 9,
                     len: 256,
-                    form: "two-byte",
+                    form: TWO_BYTE,
                 },
             ),
         ];

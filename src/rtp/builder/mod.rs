@@ -279,7 +279,7 @@ mod tests {
             base().one_byte_extensions(&bad).write(&[], &mut out),
             Err(RtpError::BadExtensionId {
                 id: 15,
-                form: "one-byte"
+                form: crate::rtp::ExtensionForm::OneByte
             })
         );
         assert_eq!(

@@ -143,3 +143,33 @@ fn round_trip_padding() {
     let p = RtpPacket::parse(&big[..n]).unwrap();
     assert_eq!((p.payload(), p.padding_len()), (&[1][..], 255));
 }
+
+/// Found by fuzzing (rtp_parse): a one-byte extension whose first byte has
+/// ID 0 and a nonzero length. Parsing yielded an element with id 0, which
+/// the builder (rightly) refused to write back.
+#[test]
+fn fuzz_one_byte_id_0_elements_rebuild() {
+    let crash = [
+        0x90, 0x60, 0x03, 0xe8, 0x00, 0x01, 0x5f, 0x90, 0x12, 0x34, 0x56, 0x78, // header, X=1
+        0xbe, 0xde, 0x00, 0x06, // one-byte form, 6 words
+        0x0b, 0x10, 0x30, 0x32, 0x00, 0x01, 0x02, 0xef, 0x09, 0x09, 0x09, 0x09, //
+        0x09, 0x09, 0x09, 0x09, 0x09, 0x09, 0x09, 0x09, 0x09, 0x09, 0x09, 0x09, //
+        0x00, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41,
+        0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41,
+    ];
+    let p = RtpPacket::parse(&crash).unwrap();
+    let h = p.header();
+    let ext = h.extension_block().unwrap();
+    let elements: Vec<(u8, &[u8])> = ext
+        .elements()
+        .map(|e| e.map(|e| (e.id, e.data)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(elements.iter().all(|&(id, _)| (1..=14).contains(&id)));
+    let b = RtpBuilder::new(h.payload_type(), h.sequence(), h.timestamp(), h.ssrc())
+        .one_byte_extensions(&elements);
+    let mut out = [0u8; 128];
+    let n = b.write(p.payload(), &mut out).unwrap();
+    let re = RtpPacket::parse(&out[..n]).unwrap();
+    assert_eq!(re.payload(), p.payload());
+}

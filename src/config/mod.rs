@@ -1,0 +1,382 @@
+//! The daemon's TOML configuration (`/etc/sluice/sluice.toml`).
+//!
+//! [`Config::parse`] reads the text, refuses unknown keys and values with one
+//! sentence naming the file, line, column and fix ([`ConfigError`]), then
+//! checks what only makes sense as a whole (a control API off loopback needs
+//! a token). Every key has a default; the commented file with exactly those
+//! defaults ships as `systemd/sluice.toml` and is embedded here
+//! ([`Config::default_embedded`]). Secrets never live in this file: the API
+//! token comes from `token_file` or an environment variable
+//! ([`Config::api_token`]).
+
+mod error;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use error::{ConfigError, Location};
+
+use crate::policy::Policy;
+
+/// The default config, as shipped in `systemd/sluice.toml`.
+pub const EMBEDDED: &str = include_str!("../../systemd/sluice.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[control]`: the HTTP control API.
+    pub control: ControlConfig,
+    /// `[media]`: the packet workers.
+    pub media: MediaConfig,
+    /// `[crypto]`: the AES-GCM backend.
+    pub crypto: CryptoConfig,
+    /// `[policy]`: admission rules.
+    pub policy: Policy,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// A file holding the bearer token (trimmed).
+    pub token_file: Option<PathBuf>,
+    /// The environment variable holding the token when there is no file.
+    pub token_env: String,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 7480),
+            token_file: None,
+            token_env: "SLUICE_API_TOKEN".to_owned(),
+        }
+    }
+}
+
+/// `[media]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// The UDP address the workers listen on.
+    pub listen: SocketAddr,
+    /// The IP handed out to participants; the listen IP when absent.
+    pub advertise: Option<IpAddr>,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Which socket API the workers use.
+    pub io: IoChoice,
+    /// Whether each worker is pinned to its own core.
+    pub pin_cores: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 40000),
+            advertise: None,
+            workers: 0,
+            io: IoChoice::Auto,
+            pin_cores: true,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The address participants send media to: the advertised IP (or the
+    /// listen IP) and the listen port.
+    pub fn public_address(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.advertise.unwrap_or(self.listen.ip()),
+            self.listen.port(),
+        )
+    }
+}
+
+/// `[media] io`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoChoice {
+    /// io_uring where the kernel allows it, recvmmsg otherwise.
+    #[default]
+    Auto,
+    /// io_uring only.
+    IoUring,
+    /// recvmmsg/sendmmsg only.
+    Recvmmsg,
+}
+
+/// `[crypto]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoConfig {
+    /// Which AES-GCM backend to use.
+    pub backend: CryptoChoice,
+}
+
+/// `[crypto] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CryptoChoice {
+    /// The fastest backend measured on this machine.
+    #[default]
+    Auto,
+    /// `ring`.
+    Ring,
+    /// The RustCrypto `aes-gcm` crate.
+    AesGcm,
+}
+
+impl Config {
+    /// The shipped defaults, parsed from the embedded `systemd/sluice.toml`.
+    pub fn default_embedded() -> Self {
+        // The embedded file is a constant; a test parses it and compares it
+        // with `Config::default()`, so this cannot fail in a built binary.
+        Self::parse(EMBEDDED, "sluice.toml (built in)").expect("the embedded config is valid")
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses `text`; `origin` names it in errors (usually the file name).
+    /// The token source is resolved from the process environment.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, origin, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::parse`], reading environment variables through `env`.
+    pub fn parse_with_env(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        // Syntax first, so a schema error is never reported for a broken file.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ConfigError::from_toml(&e, text, origin));
+        }
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text, origin))?;
+        config.validate(text, origin, env)?;
+        Ok(config)
+    }
+
+    fn validate(
+        &self,
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if !self.control.listen.ip().is_loopback() && self.api_token_with(env)?.is_none() {
+            return Err(ConfigError::ControlExposed {
+                at: Location::of_key(text, origin, "control", "listen"),
+                listen: self.control.listen,
+                token_env: self.control.token_env.clone(),
+            });
+        }
+        let public = self.media.public_address().ip();
+        if public.is_unspecified() {
+            let key = if self.media.advertise.is_some() {
+                "advertise"
+            } else {
+                "listen"
+            };
+            return Err(ConfigError::UnspecifiedMediaAddress {
+                at: Location::of_key(text, origin, "media", key),
+                ip: public,
+            });
+        }
+        Ok(())
+    }
+
+    /// The bearer token guarding the control API: the trimmed contents of
+    /// `token_file` if set, else the `token_env` environment variable, else
+    /// none. An empty variable counts as unset; an empty file is an error.
+    pub fn api_token(&self) -> Result<Option<String>, ConfigError> {
+        self.api_token_with(&|name| std::env::var(name).ok())
+    }
+
+    fn api_token_with(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
+        if let Some(path) = &self.control.token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::TokenFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(ConfigError::TokenFile {
+                    path: path.clone(),
+                    reason: "the file is empty".to_owned(),
+                });
+            }
+            return Ok(Some(token.to_owned()));
+        }
+        Ok(env(&self.control.token_env)
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::E2eePolicy;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with_env(text, "sluice.toml", &no_env)
+    }
+
+    fn temp_file(name: &str, contents: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("sluice-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_embedded_file_is_exactly_the_defaults() {
+        assert_eq!(Config::default_embedded(), Config::default());
+        assert_eq!(parse("").unwrap(), Config::default());
+        let c = Config::default();
+        assert_eq!(c.control.listen, "127.0.0.1:7480".parse().unwrap());
+        assert_eq!(c.media.public_address(), "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(c.policy.e2ee, E2eePolicy::VerifiedOnly);
+        assert_eq!(c.policy.max_participants_per_meeting, 100);
+        assert_eq!(c.policy.max_participants_per_node, 5000);
+        assert!(c.media.pin_cores);
+    }
+
+    #[test]
+    fn every_key_can_be_set() {
+        let text = r#"
+[control]
+listen = "127.0.0.1:9000"
+token_file = "/etc/sluice/token"
+token_env = "OTHER"
+
+[media]
+listen = "0.0.0.0:50000"
+advertise = "203.0.113.7"
+workers = 4
+io = "io_uring"
+pin_cores = false
+
+[crypto]
+backend = "aes-gcm"
+
+[policy]
+e2ee = "all"
+max_participants_per_meeting = 10
+max_participants_per_node = 20
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.control.token_file,
+            Some(PathBuf::from("/etc/sluice/token"))
+        );
+        assert_eq!(c.control.token_env, "OTHER");
+        assert_eq!(c.media.workers, 4);
+        assert_eq!(c.media.io, IoChoice::IoUring);
+        assert_eq!(c.crypto.backend, CryptoChoice::AesGcm);
+        assert_eq!(c.policy.e2ee, E2eePolicy::All);
+        assert_eq!(
+            c.media.public_address(),
+            "203.0.113.7:50000".parse().unwrap()
+        );
+        let c = parse("[media]\nio = \"recvmmsg\"\n[crypto]\nbackend = \"ring\"\n").unwrap();
+        assert_eq!(c.media.io, IoChoice::Recvmmsg);
+        assert_eq!(c.crypto.backend, CryptoChoice::Ring);
+    }
+
+    #[test]
+    fn an_exposed_control_api_needs_a_token() {
+        let text = "# API\n[control]\n  listen = \"0.0.0.0:7480\"\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sluice.toml:3:3: refusing to expose the control API on 0.0.0.0:7480 without a \
+             token: set [control] token_file or the SLUICE_API_TOKEN environment variable"
+        );
+        // The environment variable resolves it; an empty one does not.
+        let env = |name: &str| (name == "SLUICE_API_TOKEN").then(|| "t0ken".to_owned());
+        assert!(Config::parse_with_env(text, "sluice.toml", &env).is_ok());
+        let empty = |_: &str| Some("  ".to_owned());
+        assert!(Config::parse_with_env(text, "sluice.toml", &empty).is_err());
+        // A renamed variable is the one named in the error.
+        let renamed = "[control]\nlisten = \"[::]:7480\"\ntoken_env = \"API_TOKEN\"\n";
+        assert!(
+            parse(renamed)
+                .unwrap_err()
+                .to_string()
+                .ends_with("set [control] token_file or the API_TOKEN environment variable")
+        );
+        // IPv6 loopback needs none.
+        assert!(parse("[control]\nlisten = \"[::1]:7480\"\n").is_ok());
+    }
+
+    #[test]
+    fn the_token_comes_from_the_file_first_then_the_environment() {
+        let path = temp_file("token", "  s3cret\n");
+        let text = format!(
+            "[control]\nlisten = \"0.0.0.0:7480\"\ntoken_file = {:?}\n",
+            path.display().to_string()
+        );
+        let env = |_: &str| Some("from-env".to_owned());
+        let c = Config::parse_with_env(&text, "sluice.toml", &env).unwrap();
+        assert_eq!(c.api_token_with(&env).unwrap().as_deref(), Some("s3cret"));
+        let c = Config::default();
+        assert_eq!(c.api_token_with(&env).unwrap().as_deref(), Some("from-env"));
+        assert_eq!(c.api_token_with(&no_env).unwrap(), None);
+
+        std::fs::write(&path, "\n").unwrap();
+        let err = Config::parse_with_env(&text, "sluice.toml", &env).unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let err = Config::parse_with_env(&text, "sluice.toml", &env).unwrap_err();
+        assert!(matches!(err, ConfigError::TokenFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn media_must_be_reachable_at_a_specific_address() {
+        let err = parse("[media]\nlisten = \"0.0.0.0:40000\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sluice.toml:2:1: participants cannot send media to 0.0.0.0: set [media] \
+             advertise to the IP they should use"
+        );
+        let err = parse("[media]\nlisten = \"0.0.0.0:1\"\nadvertise = \"::\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("sluice.toml:3:1: "), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let path = temp_file("load.toml", "[media]\nworker = 1\n");
+        let err = Config::load(&path).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:2:1: unknown key", path.display())),
+            "{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            Config::load(&path).unwrap_err(),
+            ConfigError::Unreadable { .. }
+        ));
+    }
+}

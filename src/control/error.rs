@@ -1,0 +1,242 @@
+//! API errors and their one wire form: `{"error":{"code","message"}}` with
+//! a fitting status. Codes are stable; messages are for people.
+//!
+//! Every error response carries its code in an [`ErrorCode`] response
+//! extension, so one middleware ([`finish`]) counts it in the metrics and
+//! turns any response axum produced on its own (an empty 405, say) into
+//! the same JSON shape.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::ControlState;
+use crate::policy::Refusal;
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// Malformed JSON, an unknown field, a wrong type or a bad value; the
+    /// message names the field.
+    InvalidRequest(String),
+    /// The body exceeds the size limit.
+    BodyTooLarge,
+    /// A key is not base64 or has the wrong length for its profile.
+    InvalidKey(String),
+    /// An SRTP profile sluice does not speak.
+    InvalidSrtpProfile(String),
+    /// No meeting has this id.
+    MeetingNotFound(String),
+    /// The meeting has no participant with this id.
+    ParticipantNotFound(String),
+    /// No such route.
+    NotFound,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+    /// A meeting with this id exists.
+    MeetingExists(String),
+    /// Some stream on this node already uses the SSRC.
+    DuplicateSsrc(u32),
+    /// The admission policy said no.
+    Refused(Refusal),
+    /// The bearer token is missing or wrong.
+    Unauthorized,
+    /// A bug or an exhausted resource (the system RNG failed).
+    Internal(String),
+}
+
+impl ApiError {
+    /// Every code any endpoint can answer with.
+    pub const CODES: [&'static str; 20] = [
+        "invalid_request",
+        "invalid_key",
+        "invalid_srtp_profile",
+        "meeting_not_found",
+        "participant_not_found",
+        "not_found",
+        "method_not_allowed",
+        "meeting_exists",
+        "duplicate_ssrc",
+        "unauthorized",
+        "internal",
+        "e2ee_requires_verified_owner",
+        "e2ee_disabled",
+        "meeting_locked",
+        "wrong_passcode",
+        "e2ee_forbids_observers",
+        "e2ee_forbids_dial_in",
+        "meeting_full",
+        "node_full",
+        "body_too_large",
+    ];
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::BodyTooLarge => "body_too_large",
+            Self::InvalidKey(_) => "invalid_key",
+            Self::InvalidSrtpProfile(_) => "invalid_srtp_profile",
+            Self::MeetingNotFound(_) => "meeting_not_found",
+            Self::ParticipantNotFound(_) => "participant_not_found",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MeetingExists(_) => "meeting_exists",
+            Self::DuplicateSsrc(_) => "duplicate_ssrc",
+            Self::Refused(refusal) => refusal.code(),
+            Self::Unauthorized => "unauthorized",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) | Self::InvalidKey(_) | Self::InvalidSrtpProfile(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MeetingNotFound(_) | Self::ParticipantNotFound(_) | Self::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MeetingExists(_) | Self::DuplicateSsrc(_) => StatusCode::CONFLICT,
+            Self::Refused(Refusal::MeetingFull { .. }) => StatusCode::CONFLICT,
+            Self::Refused(Refusal::NodeFull { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Refused(_) => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A sentence for the person reading the client's logs.
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidRequest(m) | Self::InvalidKey(m) | Self::Internal(m) => m.clone(),
+            Self::BodyTooLarge => "the request body is too large".to_owned(),
+            Self::InvalidSrtpProfile(name) => format!(
+                "unknown srtp_profile {name:?}: use AEAD_AES_256_GCM, AEAD_AES_128_GCM, \
+                 AES_CM_128_HMAC_SHA1_80 or AES_CM_128_HMAC_SHA1_32"
+            ),
+            Self::MeetingNotFound(id) => format!("no meeting has the id {id:?}"),
+            Self::ParticipantNotFound(id) => {
+                format!("the meeting has no participant with the id {id:?}")
+            }
+            Self::NotFound => "no such endpoint; see /v1/openapi.json".to_owned(),
+            Self::MethodNotAllowed => {
+                "this endpoint does not take that method; see /v1/openapi.json".to_owned()
+            }
+            Self::MeetingExists(id) => format!("a meeting with the id {id:?} exists"),
+            Self::DuplicateSsrc(ssrc) => {
+                format!("SSRC {ssrc} is already published on this node")
+            }
+            Self::Refused(refusal) => refusal.message(),
+            Self::Unauthorized => {
+                "send the API token as \"Authorization: Bearer <token>\"".to_owned()
+            }
+        }
+    }
+
+    /// The error a bare status stands for, for responses axum made itself.
+    fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::BodyTooLarge,
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            s if s.is_client_error() => Self::InvalidRequest(format!("request refused ({s})")),
+            s => Self::Internal(format!("the control API failed ({s})")),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
+    }
+}
+
+/// The code of an error response, for [`finish`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorCode(pub(crate) &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code(), "message": self.message() } });
+        let mut response = (self.status(), Json(body)).into_response();
+        if self == Self::Unauthorized {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        response
+    }
+}
+
+/// Outermost middleware: counts every error response by code and gives
+/// any error axum produced by itself the JSON shape (keeping its headers,
+/// such as `Allow` on a 405).
+pub(crate) async fn finish(
+    State(state): State<ControlState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+        state.metrics().refused(code);
+        return response;
+    }
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let error = ApiError::from_status(status);
+    state.metrics().refused(error.code());
+    let (mut parts, _) = response.into_parts();
+    let (json_parts, body) = error.into_response().into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(json_parts.headers);
+    parts.status = json_parts.status;
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_listed_code_and_a_fitting_status() {
+        let all = [
+            (ApiError::InvalidRequest("x".into()), 400),
+            (ApiError::BodyTooLarge, 413),
+            (ApiError::InvalidKey("x".into()), 400),
+            (ApiError::InvalidSrtpProfile("x".into()), 400),
+            (ApiError::MeetingNotFound("x".into()), 404),
+            (ApiError::ParticipantNotFound("x".into()), 404),
+            (ApiError::NotFound, 404),
+            (ApiError::MethodNotAllowed, 405),
+            (ApiError::MeetingExists("x".into()), 409),
+            (ApiError::DuplicateSsrc(1), 409),
+            (ApiError::Unauthorized, 401),
+            (ApiError::Internal("x".into()), 500),
+            (Refusal::E2eeRequiresVerifiedOwner.into(), 403),
+            (Refusal::E2eeDisabled.into(), 403),
+            (Refusal::MeetingLocked.into(), 403),
+            (Refusal::WrongPasscode.into(), 403),
+            (Refusal::E2eeForbidsObservers.into(), 403),
+            (Refusal::E2eeForbidsDialIn.into(), 403),
+            (Refusal::MeetingFull { limit: 1 }.into(), 409),
+            (Refusal::NodeFull { limit: 1 }.into(), 503),
+        ];
+        assert_eq!(all.len(), ApiError::CODES.len());
+        for (error, status) in all {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+            assert!(ApiError::CODES.contains(&error.code()), "{error:?}");
+            assert!(!error.message().is_empty());
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The HTTP/JSON control API (DESIGN.md, "Control API").
+//!
+//! The integrator's signalling server creates meetings, admits
+//! participants and learns their SRTP keys here. Every mutation republishes
+//! the routing snapshot the packet workers read (see `registry.rs`); admission
+//! decisions come from [`crate::policy`]. The server runs on its own thread
+//! with a current-thread tokio runtime, so the packet workers never share a
+//! core with it by accident and nothing else in the process needs tokio:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use sluice::control::{ControlOptions, ControlServer};
+//! # let (cell, metrics) = (sluice::relay::empty_cell(), Arc::new(sluice::metrics::MetricsHub::new("ring")));
+//! let opts = ControlOptions {
+//!     listen: "127.0.0.1:7480".parse().unwrap(),
+//!     token: None,
+//!     media_address: "127.0.0.1:40000".parse().unwrap(),
+//!     policy: Default::default(),
+//! };
+//! let server = ControlServer::start(opts, cell, metrics)?;
+//! // ... run the packet workers ...
+//! server.shutdown();
+//! # Ok::<(), sluice::control::ControlError>(())
+//! ```
+//!
+//! [`router`] gives the same service without a socket, for tests.
+
+mod api;
+mod auth;
+mod error;
+mod extract;
+mod openapi;
+mod registry;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use tokio::sync::watch;
+
+pub use error::ApiError;
+
+use crate::metrics::MetricsHub;
+use crate::policy::Policy;
+use crate::relay::SnapshotCell;
+use registry::Registry;
+
+/// How long [`ControlServer::shutdown`] lets running requests finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the control API needs to start.
+#[derive(Clone)]
+pub struct ControlOptions {
+    /// Where the API listens (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The bearer token every request but `/healthz` must carry; `None`
+    /// leaves the API open (the config allows that on loopback only).
+    pub token: Option<String>,
+    /// The address participants send media to, handed out on admission.
+    pub media_address: SocketAddr,
+    /// The admission policy.
+    pub policy: Policy,
+}
+
+impl fmt::Debug for ControlOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlOptions")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("media_address", &self.media_address)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// The state every handler shares: the registry (behind the one lock the
+/// control thread takes, never across an `.await`), metrics and the token.
+#[derive(Clone)]
+pub struct ControlState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    registry: Mutex<Registry>,
+    metrics: Arc<MetricsHub>,
+    token: Option<String>,
+}
+
+impl fmt::Debug for ControlState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlState").finish_non_exhaustive()
+    }
+}
+
+impl ControlState {
+    /// A fresh registry publishing into `cell`.
+    pub fn new(opts: &ControlOptions, cell: SnapshotCell, metrics: Arc<MetricsHub>) -> Self {
+        Self::build(opts.clone(), cell, metrics)
+    }
+
+    fn build(opts: ControlOptions, cell: SnapshotCell, metrics: Arc<MetricsHub>) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                registry: Mutex::new(Registry::new(cell, opts.policy, opts.media_address)),
+                metrics,
+                token: opts.token,
+            }),
+        }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Handlers validate before they mutate and publish last, so a
+        // panicking handler leaves the registry whole: keep serving.
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn metrics(&self) -> &MetricsHub {
+        &self.inner.metrics
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.inner.token.as_deref()
+    }
+}
+
+/// The whole API as a service, without a socket.
+pub fn router(state: ControlState) -> Router {
+    Router::new()
+        .route("/v1/meetings", post(api::create_meeting))
+        .route(
+            "/v1/meetings/{id}",
+            get(api::show_meeting).delete(api::delete_meeting),
+        )
+        .route("/v1/meetings/{id}/lock", post(api::set_lock))
+        .route("/v1/meetings/{id}/participants", post(api::add_participant))
+        .route(
+            "/v1/meetings/{id}/participants/{pid}",
+            axum::routing::delete(api::delete_participant),
+        )
+        .route(
+            "/v1/meetings/{id}/participants/{pid}/streams",
+            post(api::add_stream),
+        )
+        .route("/v1/openapi.json", get(api::openapi))
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .fallback(api::not_found)
+        .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn_with_state(state.clone(), error::finish))
+        .with_state(state)
+}
+
+/// Why the control API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen for the control API on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The tokio runtime or the thread could not be created.
+    #[error("cannot start the control API thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The running control API: a thread serving [`router`] on a socket.
+#[derive(Debug)]
+pub struct ControlServer {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Binds `opts.listen` (before returning, so errors surface here) and
+    /// serves the API on a new thread until [`ControlServer::shutdown`].
+    pub fn start(
+        opts: ControlOptions,
+        cell: SnapshotCell,
+        metrics: Arc<MetricsHub>,
+    ) -> Result<Self, ControlError> {
+        let bind_error = |source| ControlError::Bind {
+            addr: opts.listen,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(opts.listen).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(ControlError::Thread)?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(bind_error)?
+        };
+        let app = router(ControlState::build(opts, cell, metrics));
+        let (stop, stopped) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("sluice-control".to_owned())
+            .spawn(move || runtime.block_on(serve(listener, app, stopped)))
+            .map_err(ControlError::Thread)?;
+        tracing::info!(%local_addr, "control API listening");
+        Ok(Self {
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the API listens on (the chosen port when it was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets running requests finish for up to five
+    /// seconds, and joins the thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        // The receiver is gone only if the thread ended already.
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the control API thread panicked");
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn serve(listener: tokio::net::TcpListener, app: Router, stop: watch::Receiver<bool>) {
+    let graceful = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(stop.clone()))
+        .into_future();
+    let deadline = async {
+        stopped(stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = graceful => {
+            if let Err(e) = result {
+                tracing::error!("control API server failed: {e}");
+            }
+        }
+        () = deadline => {
+            tracing::warn!("control API requests still running after {SHUTDOWN_GRACE:?} were cut off");
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The control plane's state: meetings, participants, their legs and
+//! streams; and the routing snapshot built from them.
+//!
+//! The registry is the one owner of this state. Every mutation ends in
+//! [`Registry::publish`], which builds a fresh [`RoutingSnapshot`] and
+//! stores it in the cell the packet workers read. A leg's and a stream's
+//! route live here behind an `Arc` from admission to removal, so each
+//! snapshot carries the very same `Arc`s (and with them the live latch and
+//! index counters, see `relay::snapshot`) for everything that still exists.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroize;
+
+use super::ApiError;
+use crate::metrics::ControlGauges;
+use crate::policy::{self, Admission, MeetingFacts, Policy, Role, Source};
+use crate::relay::{
+    LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell, StreamRoute,
+};
+use crate::srtp::{MasterKey, SrtpProfile};
+
+/// A meeting's owner, as the integrator vouches for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) account: String,
+    pub(crate) verified: bool,
+}
+
+/// A meeting.
+#[derive(Debug)]
+pub(crate) struct Meeting {
+    pub(crate) id: String,
+    pub(crate) idx: MeetingIdx,
+    pub(crate) mode: MeetingMode,
+    pub(crate) owner: Owner,
+    passcode: Option<String>,
+    pub(crate) locked: bool,
+    /// In admission order: the fan-out order.
+    pub(crate) participants: Vec<Participant>,
+}
+
+/// An admitted participant and its leg.
+#[derive(Debug)]
+pub(crate) struct Participant {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) source: Source,
+    pub(crate) leg: Arc<LegRoute>,
+    pub(crate) streams: Vec<Stream>,
+}
+
+/// A published stream.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) route: Arc<StreamRoute>,
+    pub(crate) codec: String,
+}
+
+/// What creating a meeting takes (validated by the API layer).
+#[derive(Debug)]
+pub(crate) struct NewMeeting {
+    pub(crate) id: Option<String>,
+    pub(crate) mode: MeetingMode,
+    pub(crate) owner: Owner,
+    pub(crate) passcode: Option<String>,
+}
+
+/// What admitting a participant takes (validated by the API layer).
+#[derive(Debug)]
+pub(crate) struct NewParticipant {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) passcode: Option<String>,
+    pub(crate) source: Source,
+    pub(crate) profile: SrtpProfile,
+    /// The key the client chose for what it sends; generated when absent.
+    pub(crate) client_to_relay: Option<MasterKey>,
+}
+
+/// What publishing a stream takes (validated by the API layer).
+#[derive(Debug)]
+pub(crate) struct NewStream {
+    pub(crate) ssrc: u32,
+    pub(crate) kind: MediaKind,
+    pub(crate) codec: String,
+    pub(crate) payload_type: u8,
+}
+
+/// All meetings on this node, and the cell their routing is published to.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    cell: SnapshotCell,
+    policy: Policy,
+    media_address: SocketAddr,
+    rng: SystemRandom,
+    meetings: BTreeMap<String, Meeting>,
+    /// Every published SSRC: they are unique per node.
+    ssrcs: HashSet<u32>,
+    next_meeting: u64,
+    next_leg: u64,
+    generation: u64,
+}
+
+impl Registry {
+    /// An empty registry publishing into `cell`.
+    pub(crate) fn new(cell: SnapshotCell, policy: Policy, media_address: SocketAddr) -> Self {
+        // Continue the cell's numbering, so generations only ever grow.
+        let generation = cell.load().generation;
+        Self {
+            cell,
+            policy,
+            media_address,
+            rng: SystemRandom::new(),
+            meetings: BTreeMap::new(),
+            ssrcs: HashSet::new(),
+            next_meeting: 0,
+            next_leg: 0,
+            generation,
+        }
+    }
+
+    /// Where participants send media.
+    pub(crate) fn media_address(&self) -> SocketAddr {
+        self.media_address
+    }
+
+    /// The meeting `id`.
+    pub(crate) fn meeting(&self, id: &str) -> Result<&Meeting, ApiError> {
+        self.meetings
+            .get(id)
+            .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))
+    }
+
+    fn meeting_mut(&mut self, id: &str) -> Result<&mut Meeting, ApiError> {
+        self.meetings
+            .get_mut(id)
+            .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))
+    }
+
+    fn node_participants(&self) -> usize {
+        self.meetings.values().map(|m| m.participants.len()).sum()
+    }
+
+    /// Creates a meeting, if the policy lets its owner.
+    pub(crate) fn create_meeting(&mut self, new: NewMeeting) -> Result<&Meeting, ApiError> {
+        policy::check_create(&self.policy, new.mode, new.owner.verified)?;
+        let id = match new.id {
+            Some(id) if self.meetings.contains_key(&id) => {
+                return Err(ApiError::MeetingExists(id));
+            }
+            Some(id) => id,
+            None => self.fresh_id(|id| self.meetings.contains_key(id))?,
+        };
+        let idx = MeetingIdx(self.next_meeting);
+        self.next_meeting += 1;
+        let meeting = Meeting {
+            id: id.clone(),
+            idx,
+            mode: new.mode,
+            owner: new.owner,
+            passcode: new.passcode,
+            locked: false,
+            participants: Vec::new(),
+        };
+        self.meetings.insert(id.clone(), meeting);
+        self.publish();
+        self.meeting(&id)
+    }
+
+    /// Ends a meeting: its legs and streams leave the next snapshot.
+    pub(crate) fn delete_meeting(&mut self, id: &str) -> Result<(), ApiError> {
+        let meeting = self
+            .meetings
+            .remove(id)
+            .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))?;
+        for participant in &meeting.participants {
+            self.forget_streams(participant);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Locks or unlocks a meeting.
+    pub(crate) fn set_locked(&mut self, id: &str, locked: bool) -> Result<&Meeting, ApiError> {
+        self.meeting_mut(id)?.locked = locked;
+        // The lock is an admission fact, not routing: nothing to publish.
+        self.meeting(id)
+    }
+
+    /// Admits a participant, if the policy lets it in, with a new leg and
+    /// its keys (the relay→client key always fresh from the RNG).
+    pub(crate) fn admit(
+        &mut self,
+        meeting_id: &str,
+        new: NewParticipant,
+    ) -> Result<&Participant, ApiError> {
+        let node_participants = self.node_participants();
+        let meeting = self.meeting(meeting_id)?;
+        let facts = MeetingFacts {
+            mode: meeting.mode,
+            locked: meeting.locked,
+            passcode: meeting.passcode.as_deref(),
+            participants: meeting.participants.len(),
+        };
+        let who = Admission {
+            role: new.role,
+            passcode: new.passcode.as_deref(),
+            source: new.source,
+        };
+        policy::check_admit(&self.policy, &facts, &who, node_participants)?;
+        let (idx, mode) = (meeting.idx, meeting.mode);
+        let id = self.fresh_id(|id| meeting.participants.iter().any(|p| p.id == id))?;
+        let client_to_relay = match new.client_to_relay {
+            Some(key) => key,
+            None => self.random_key(new.profile)?,
+        };
+        let relay_to_client = self.random_key(new.profile)?;
+        let leg = LegRoute {
+            id: LegId(self.next_leg),
+            meeting: idx,
+            mode,
+            client_to_relay,
+            relay_to_client,
+            latch: Arc::default(),
+            next_srtcp_index: Arc::new(AtomicU32::new(0)),
+            highest_srtcp_index: Arc::new(AtomicU64::new(0)),
+        };
+        self.next_leg += 1;
+        let meeting = self.meeting_mut(meeting_id)?;
+        meeting.participants.push(Participant {
+            id,
+            name: new.name,
+            role: new.role,
+            source: new.source,
+            leg: Arc::new(leg),
+            streams: Vec::new(),
+        });
+        self.publish();
+        let meeting = self.meeting(meeting_id)?;
+        // Just pushed, and publishing does not touch the meetings.
+        Ok(meeting
+            .participants
+            .last()
+            .expect("the participant just admitted"))
+    }
+
+    /// Removes a participant: its leg and streams leave the next snapshot.
+    pub(crate) fn remove_participant(
+        &mut self,
+        meeting_id: &str,
+        participant_id: &str,
+    ) -> Result<(), ApiError> {
+        let meeting = self.meeting_mut(meeting_id)?;
+        let at = meeting
+            .participants
+            .iter()
+            .position(|p| p.id == participant_id)
+            .ok_or_else(|| ApiError::ParticipantNotFound(participant_id.to_owned()))?;
+        let participant = meeting.participants.remove(at);
+        self.forget_streams(&participant);
+        self.publish();
+        Ok(())
+    }
+
+    /// Publishes a stream from a participant.
+    pub(crate) fn add_stream(
+        &mut self,
+        meeting_id: &str,
+        participant_id: &str,
+        new: NewStream,
+    ) -> Result<&Stream, ApiError> {
+        let meeting = self.meeting(meeting_id)?;
+        if !meeting.participants.iter().any(|p| p.id == participant_id) {
+            return Err(ApiError::ParticipantNotFound(participant_id.to_owned()));
+        }
+        if !self.ssrcs.insert(new.ssrc) {
+            return Err(ApiError::DuplicateSsrc(new.ssrc));
+        }
+        let participant = self
+            .meeting_mut(meeting_id)?
+            .participants
+            .iter_mut()
+            .find(|p| p.id == participant_id)
+            .ok_or_else(|| ApiError::ParticipantNotFound(participant_id.to_owned()))?;
+        participant.streams.push(Stream {
+            route: Arc::new(StreamRoute {
+                ssrc: new.ssrc,
+                leg: participant.leg.id,
+                kind: new.kind,
+                payload_type: new.payload_type,
+                highest_index: Arc::new(AtomicU64::new(0)),
+            }),
+            codec: new.codec,
+        });
+        self.publish();
+        let participant = self
+            .meeting(meeting_id)?
+            .participants
+            .iter()
+            .find(|p| p.id == participant_id);
+        // Found above; publishing does not touch the meetings.
+        Ok(participant
+            .and_then(|p| p.streams.last())
+            .expect("the stream just added"))
+    }
+
+    fn forget_streams(&mut self, participant: &Participant) {
+        for stream in &participant.streams {
+            self.ssrcs.remove(&stream.route.ssrc);
+        }
+    }
+
+    /// Meetings, legs and streams by mode, for `/metrics`.
+    pub(crate) fn gauges(&self) -> ControlGauges {
+        let mut gauges = ControlGauges::default();
+        for meeting in self.meetings.values() {
+            ControlGauges::count(&mut gauges.meetings, meeting.mode);
+            for participant in &meeting.participants {
+                ControlGauges::count(&mut gauges.legs, meeting.mode);
+                for _ in &participant.streams {
+                    ControlGauges::count(&mut gauges.streams, meeting.mode);
+                }
+            }
+        }
+        gauges
+    }
+
+    /// Builds the snapshot of the current state and hands it to the workers.
+    fn publish(&mut self) {
+        self.generation += 1;
+        let mut snapshot = RoutingSnapshot {
+            generation: self.generation,
+            ..RoutingSnapshot::default()
+        };
+        for meeting in self.meetings.values() {
+            let mut legs = Vec::with_capacity(meeting.participants.len());
+            for participant in &meeting.participants {
+                legs.push(participant.leg.id);
+                snapshot
+                    .legs
+                    .insert(participant.leg.id, Arc::clone(&participant.leg));
+                for stream in &participant.streams {
+                    snapshot
+                        .streams
+                        .insert(stream.route.ssrc, Arc::clone(&stream.route));
+                }
+            }
+            snapshot.meetings.insert(meeting.idx, legs);
+        }
+        self.cell.store(Arc::new(snapshot));
+    }
+
+    /// A fresh key for `profile` from the system RNG.
+    fn random_key(&self, profile: SrtpProfile) -> Result<MasterKey, ApiError> {
+        let mut material = [0u8; 64];
+        let material = &mut material[..profile.key_material_len()];
+        self.rng
+            .fill(material)
+            .map_err(|_| ApiError::Internal("the system random generator failed".to_owned()))?;
+        let key = MasterKey::new(profile, material)
+            .map_err(|e| ApiError::Internal(format!("key generation failed: {e}")));
+        material.zeroize();
+        key
+    }
+
+    /// 16 random hex digits that `taken` does not claim.
+    fn fresh_id(&self, taken: impl Fn(&str) -> bool) -> Result<String, ApiError> {
+        loop {
+            let mut bytes = [0u8; 8];
+            self.rng
+                .fill(&mut bytes)
+                .map_err(|_| ApiError::Internal("the system random generator failed".to_owned()))?;
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            if !taken(&id) {
+                return Ok(id);
+            }
+        }
+    }
+}

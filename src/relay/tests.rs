@@ -1,0 +1,878 @@
+//! Scenario tests of [`RelayWorker`]: a snapshot built by hand (a standard
+//! meeting of legs 1-3, an E2EE meeting of legs 4-6), simulated clients
+//! holding the other side of each leg's keys at fixed addresses, and
+//! datagrams stepped through the worker. Deterministic; no sockets.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::*;
+use crate::crypto::{AeadBackend, AnyGcm, CryptoError, OpenJob, SealJob};
+use crate::metrics::{CounterSnapshot, Drop, WorkerCounters};
+use crate::rtp::{PayloadType, RtpBuilder, SeqNum, Ssrc};
+use crate::srtp::{MasterKey, SrtpError, SrtpProfile, SrtpSession};
+
+const STANDARD: MeetingIdx = MeetingIdx(1);
+const E2EE: MeetingIdx = MeetingIdx(2);
+const AUDIO: usize = 160;
+const VIDEO: usize = 1200;
+
+fn key(leg: u64, direction: u8) -> MasterKey {
+    let material: Vec<u8> = (0..44u8)
+        .map(|i| (leg as u8).wrapping_mul(31) ^ direction.wrapping_mul(101) ^ i)
+        .collect();
+    MasterKey::new(SrtpProfile::AeadAes256Gcm, &material).unwrap()
+}
+
+fn client_addr(leg: u64) -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, leg as u8], 40_000 + leg as u16))
+}
+
+fn other_addr(n: u16) -> SocketAddr {
+    SocketAddr::from(([203, 0, 113, 7], n))
+}
+
+fn audio_ssrc(leg: u64) -> u32 {
+    0x1000 * leg as u32 + 1
+}
+
+fn video_ssrc(leg: u64) -> u32 {
+    0x1000 * leg as u32 + 2
+}
+
+/// A participant's end of a leg.
+struct Client {
+    /// Protects what it sends (the client→relay key).
+    send: SrtpSession<AnyGcm>,
+    /// Unprotects what the relay sends it (the relay→client key).
+    recv: SrtpSession<AnyGcm>,
+    seq: u16,
+}
+
+fn route(leg: u64, meeting: MeetingIdx, mode: MeetingMode) -> Arc<LegRoute> {
+    Arc::new(LegRoute {
+        id: LegId(leg),
+        meeting,
+        mode,
+        client_to_relay: key(leg, 0),
+        relay_to_client: key(leg, 1),
+        latch: Arc::new(Latch::default()),
+        next_srtcp_index: Arc::new(AtomicU32::new(0)),
+        highest_srtcp_index: Arc::new(AtomicU64::new(0)),
+    })
+}
+
+fn stream(ssrc: u32, leg: u64, kind: MediaKind) -> Arc<StreamRoute> {
+    Arc::new(StreamRoute {
+        ssrc,
+        leg: LegId(leg),
+        kind,
+        payload_type: 111,
+        highest_index: Arc::new(AtomicU64::new(0)),
+    })
+}
+
+/// Adds leg `leg` to `meeting`, publishing audio and video unless
+/// `receive_only`.
+fn admit_leg(
+    snapshot: &mut RoutingSnapshot,
+    leg: u64,
+    meeting: MeetingIdx,
+    mode: MeetingMode,
+    receive_only: bool,
+) {
+    snapshot.legs.insert(LegId(leg), route(leg, meeting, mode));
+    snapshot
+        .meetings
+        .entry(meeting)
+        .or_default()
+        .push(LegId(leg));
+    if !receive_only {
+        for (ssrc, kind) in [
+            (audio_ssrc(leg), MediaKind::Audio),
+            (video_ssrc(leg), MediaKind::Video),
+        ] {
+            snapshot.streams.insert(ssrc, stream(ssrc, leg, kind));
+        }
+    }
+    snapshot.generation += 1;
+}
+
+/// Removes leg `leg`, its streams and its membership, as the control plane
+/// does when a participant is deleted.
+fn remove_leg(snapshot: &mut RoutingSnapshot, leg: u64) {
+    snapshot.legs.remove(&LegId(leg));
+    snapshot.streams.retain(|_, s| s.leg != LegId(leg));
+    for members in snapshot.meetings.values_mut() {
+        members.retain(|id| *id != LegId(leg));
+    }
+    snapshot.generation += 1;
+}
+
+fn client(leg: u64) -> Client {
+    Client {
+        send: SrtpSession::new(AnyGcm::default(), &key(leg, 0)).unwrap(),
+        recv: SrtpSession::new(AnyGcm::default(), &key(leg, 1)).unwrap(),
+        seq: 1000,
+    }
+}
+
+/// What the worker sent for one datagram.
+type Sent = Vec<(SocketAddr, Vec<u8>)>;
+
+struct Scenario {
+    snapshot: RoutingSnapshot,
+    clients: HashMap<u64, Client>,
+    counters: Arc<WorkerCounters>,
+    worker: RelayWorker<AnyGcm>,
+    out: Transmits,
+}
+
+impl Scenario {
+    /// Legs 1-3 in a standard meeting, 4-6 in an E2EE one, all publishing
+    /// audio and video; nobody latched yet.
+    fn new() -> Self {
+        let mut snapshot = RoutingSnapshot::default();
+        for leg in 1..=3 {
+            admit_leg(&mut snapshot, leg, STANDARD, MeetingMode::Standard, false);
+        }
+        for leg in 4..=6 {
+            admit_leg(&mut snapshot, leg, E2EE, MeetingMode::E2ee, false);
+        }
+        let counters = Arc::new(WorkerCounters::default());
+        Self {
+            snapshot,
+            clients: (1..=6).map(|leg| (leg, client(leg))).collect(),
+            worker: RelayWorker::new(AnyGcm::default(), Arc::clone(&counters)),
+            counters,
+            out: Transmits::default(),
+        }
+    }
+
+    /// Every leg sends one audio packet, which latches it.
+    fn latch_all(&mut self) {
+        for leg in 1..=6 {
+            let (_, srtp) = self.rtp(leg, audio_ssrc(leg), AUDIO);
+            self.deliver(client_addr(leg), &srtp);
+        }
+        for leg in 1..=6 {
+            assert_eq!(self.latch(leg), Some(client_addr(leg)));
+        }
+    }
+
+    fn counts(&self) -> CounterSnapshot {
+        self.counters.snapshot()
+    }
+
+    fn client(&mut self, leg: u64) -> &mut Client {
+        self.clients
+            .get_mut(&leg)
+            .expect("a client of the scenario")
+    }
+
+    fn latch(&self, leg: u64) -> Option<SocketAddr> {
+        self.snapshot.legs.get(&LegId(leg))?.latch.get()
+    }
+
+    /// The next RTP packet of `ssrc` from `leg`: (plaintext, SRTP).
+    fn rtp(&mut self, leg: u64, ssrc: u32, payload_len: usize) -> (Vec<u8>, Vec<u8>) {
+        let client = self.client(leg);
+        client.seq = client.seq.wrapping_add(1);
+        let seq = client.seq;
+        let payload: Vec<u8> = (0..payload_len)
+            .map(|i| (i as u32 ^ ssrc ^ u32::from(seq)) as u8)
+            .collect();
+        let mut buf = vec![0u8; payload_len + 64];
+        let len = RtpBuilder::new(
+            PayloadType::new(111).unwrap(),
+            SeqNum(seq),
+            u32::from(seq) * 960,
+            Ssrc(ssrc),
+        )
+        .write(&payload, &mut buf)
+        .unwrap();
+        let plain = buf[..len].to_vec();
+        let n = client.send.protect_rtp(&mut buf, len).unwrap();
+        buf.truncate(n);
+        (plain, buf)
+    }
+
+    /// `compound` protected as SRTCP by `leg`'s client.
+    fn srtcp(&mut self, leg: u64, compound: &[u8]) -> Vec<u8> {
+        let mut buf = compound.to_vec();
+        buf.resize(compound.len() + 64, 0);
+        let n = self
+            .client(leg)
+            .send
+            .protect_rtcp(&mut buf, compound.len())
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Hands one datagram to the worker; returns what it sent.
+    fn deliver(&mut self, from: SocketAddr, datagram: &[u8]) -> Sent {
+        deliver_to(
+            &mut self.worker,
+            &self.snapshot,
+            &mut self.out,
+            from,
+            datagram,
+        )
+    }
+
+    /// Sends the next packet of `ssrc` from `leg`'s own address.
+    fn send_rtp(&mut self, leg: u64, ssrc: u32, payload_len: usize) -> (Vec<u8>, Sent) {
+        let (plain, srtp) = self.rtp(leg, ssrc, payload_len);
+        (plain, self.deliver(client_addr(leg), &srtp))
+    }
+
+    /// Which leg's client is at `addr`.
+    fn leg_at(&self, addr: SocketAddr) -> u64 {
+        (1..=8)
+            .find(|leg| self.latch(*leg) == Some(addr))
+            .expect("sent to a latched client")
+    }
+
+    fn open_rtp(&mut self, leg: u64, srtp: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        let mut buf = srtp.to_vec();
+        let n = self.client(leg).recv.unprotect_rtp(&mut buf, srtp.len())?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    fn open_rtcp(&mut self, leg: u64, srtcp: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        let mut buf = srtcp.to_vec();
+        let n = self
+            .client(leg)
+            .recv
+            .unprotect_rtcp(&mut buf, srtcp.len())?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+fn deliver_to<B: AeadBackend>(
+    worker: &mut RelayWorker<B>,
+    snapshot: &RoutingSnapshot,
+    out: &mut Transmits,
+    from: SocketAddr,
+    datagram: &[u8],
+) -> Sent {
+    // A receive buffer as the I/O layer has one: larger than the datagram.
+    let mut buf = datagram.to_vec();
+    buf.resize(datagram.len().max(2048), 0);
+    out.clear();
+    worker.handle_datagram(snapshot, from, &mut buf, datagram.len(), out);
+    out.iter().map(|t| (t.dest, t.data.to_vec())).collect()
+}
+
+fn destinations(sent: &Sent) -> BTreeSet<SocketAddr> {
+    sent.iter().map(|(addr, _)| *addr).collect()
+}
+
+fn addrs(legs: &[u64]) -> BTreeSet<SocketAddr> {
+    legs.iter().map(|leg| client_addr(*leg)).collect()
+}
+
+fn meeting_of(leg: u64) -> [u64; 3] {
+    if leg <= 3 { [1, 2, 3] } else { [4, 5, 6] }
+}
+
+// RTCP packets, laid out by hand (RFC 3550 §6.4, RFC 4585 §6, RFC 5104 §4.3.1).
+
+fn words(header: [u8; 2], body: &[&[u8]]) -> Vec<u8> {
+    let body: Vec<u8> = body.concat();
+    assert_eq!(body.len() % 4, 0);
+    let mut p = vec![header[0], header[1]];
+    p.extend_from_slice(&((body.len() / 4) as u16).to_be_bytes());
+    p.extend_from_slice(&body);
+    p
+}
+
+fn sender_report(ssrc: u32) -> Vec<u8> {
+    let info = [0x11u8; 20]; // NTP, RTP timestamp, counts
+    words([0x80, 200], &[&ssrc.to_be_bytes(), &info])
+}
+
+fn receiver_report(ssrc: u32, about: u32) -> Vec<u8> {
+    let block = [0x22u8; 20];
+    words(
+        [0x81, 201],
+        &[&ssrc.to_be_bytes(), &about.to_be_bytes(), &block],
+    )
+}
+
+fn sdes(ssrc: u32, cname: &[u8; 6]) -> Vec<u8> {
+    // CNAME item (2 + 6 bytes), then the null terminator padded to a word.
+    words(
+        [0x81, 202],
+        &[&ssrc.to_be_bytes(), &[1, 6], cname, &[0, 0, 0, 0]],
+    )
+}
+
+fn nack(sender: u32, media: u32) -> Vec<u8> {
+    words(
+        [0x81, 205],
+        &[&sender.to_be_bytes(), &media.to_be_bytes(), &[0, 7, 0, 5]],
+    )
+}
+
+fn pli(sender: u32, media: u32) -> Vec<u8> {
+    words([0x81, 206], &[&sender.to_be_bytes(), &media.to_be_bytes()])
+}
+
+fn fir(sender: u32, entries: &[u32]) -> Vec<u8> {
+    let fci: Vec<u8> = entries
+        .iter()
+        .flat_map(|ssrc| [&ssrc.to_be_bytes()[..], &[9, 0, 0, 0]].concat())
+        .collect();
+    words([0x84, 206], &[&sender.to_be_bytes(), &[0; 4], &fci])
+}
+
+#[test]
+fn every_receiver_decrypts_what_every_other_participant_sent() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let before = s.counts();
+    for sender in 1..=6 {
+        for (ssrc, size) in [(audio_ssrc(sender), AUDIO), (video_ssrc(sender), VIDEO)] {
+            let (plain, sent) = s.send_rtp(sender, ssrc, size);
+            let others: Vec<u64> = meeting_of(sender)
+                .into_iter()
+                .filter(|leg| *leg != sender)
+                .collect();
+            // Exactly the other participants of the meeting: never the
+            // sender, never another meeting.
+            assert_eq!(sent.len(), 2, "leg {sender} ssrc {ssrc:#x}");
+            assert_eq!(destinations(&sent), addrs(&others));
+            for (addr, srtp) in sent {
+                let receiver = s.leg_at(addr);
+                assert_eq!(srtp.len(), plain.len() + 16);
+                assert_eq!(s.open_rtp(receiver, &srtp).unwrap(), plain);
+            }
+        }
+    }
+    let counts = s.counts();
+    assert_eq!(counts.drops, before.drops, "{counts:?}");
+    assert_eq!(counts.received(MeetingMode::Standard), 3 + 6);
+    assert_eq!(counts.received(MeetingMode::E2ee), 3 + 6);
+}
+
+#[test]
+fn receivers_without_a_latch_are_skipped_and_counted() {
+    let mut s = Scenario::new();
+    // Leg 1's first packet latches leg 1; legs 2 and 3 have not spoken.
+    let (_, sent) = s.send_rtp(1, audio_ssrc(1), AUDIO);
+    assert!(sent.is_empty());
+    assert_eq!(s.counts().dropped(Drop::NotLatched), 2);
+    assert_eq!(s.counts().latches, 1);
+}
+
+#[test]
+fn e2ee_payload_leaves_byte_identical() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    // An SFrame-like payload with the P bit set and a last byte that is
+    // no valid padding count: anything that parsed the payload would
+    // trip over it; the relay must not look.
+    let sframe: Vec<u8> = (0..VIDEO).map(|i| (i * 7 + 3) as u8 | 0x80).collect();
+    let mut buf = vec![0u8; VIDEO + 64];
+    let len = RtpBuilder::new(
+        PayloadType::new(96).unwrap(),
+        SeqNum(7),
+        1234,
+        Ssrc(video_ssrc(4)),
+    )
+    .marker(true)
+    .write(&sframe, &mut buf)
+    .unwrap();
+    buf[0] |= 0x20;
+    let plain = buf[..len].to_vec();
+    let n = s.client(4).send.protect_rtp(&mut buf, len).unwrap();
+    let received = buf[..n].to_vec();
+
+    let sent = s.deliver(client_addr(4), &received);
+    assert_eq!(destinations(&sent), addrs(&[5, 6]));
+    for (addr, srtp) in sent {
+        let receiver = s.leg_at(addr);
+        // Only the hop layer changed: a different key, the same packet.
+        assert_ne!(srtp, received);
+        let opened = s.open_rtp(receiver, &srtp).unwrap();
+        assert_eq!(opened, plain);
+        assert_eq!(&opened[12..], &sframe[..]);
+    }
+}
+
+#[test]
+fn forged_replayed_unknown_and_malformed_packets_are_dropped_and_counted() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let before = s.counts();
+
+    // Forged: one payload bit flipped.
+    let (_, mut forged) = s.rtp(1, video_ssrc(1), VIDEO);
+    forged[40] ^= 1;
+    assert!(s.deliver(client_addr(1), &forged).is_empty());
+
+    // Replayed: the same packet twice.
+    let (_, srtp) = s.rtp(1, video_ssrc(1), VIDEO);
+    assert_eq!(s.deliver(client_addr(1), &srtp).len(), 2);
+    assert!(s.deliver(client_addr(1), &srtp).is_empty());
+
+    // Unknown SSRC, though under a valid key.
+    let (_, unknown) = s.rtp(1, 0xdead_beef, AUDIO);
+    assert!(s.deliver(client_addr(1), &unknown).is_empty());
+
+    // Malformed: RTP version 1; too short for an RTP header; an RTCP
+    // packet type with no sender SSRC; `len` past the buffer.
+    assert!(s.deliver(client_addr(1), &[0x40; 40]).is_empty());
+    assert!(s.deliver(client_addr(1), &[0x80, 0x6f, 0, 1]).is_empty());
+    assert!(s.deliver(client_addr(1), &[0x80, 201, 0, 1]).is_empty());
+    let mut short = [0x80u8; 4];
+    s.worker
+        .handle_datagram(&s.snapshot, client_addr(1), &mut short, 5, &mut s.out);
+
+    // A forged SRTCP packet naming a publisher's SSRC.
+    let mut srtcp = s.srtcp(2, &receiver_report(audio_ssrc(2), video_ssrc(1)));
+    srtcp[12] ^= 1;
+    assert!(s.deliver(client_addr(2), &srtcp).is_empty());
+
+    let after = s.counts();
+    let delta = |why| after.dropped(why) - before.dropped(why);
+    assert_eq!(delta(Drop::AuthFailed), 2);
+    assert_eq!(delta(Drop::Replayed), 1);
+    assert_eq!(delta(Drop::UnknownSsrc), 1);
+    assert_eq!(delta(Drop::Malformed), 4);
+    assert_eq!(delta(Drop::Other), 0);
+    // Only the one good packet counted as received.
+    assert_eq!(
+        after.received(MeetingMode::Standard) - before.received(MeetingMode::Standard),
+        1
+    );
+}
+
+#[test]
+fn only_a_fresh_authenticated_packet_moves_a_latch() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let (_, captured) = s.rtp(1, video_ssrc(1), VIDEO);
+    assert_eq!(s.deliver(client_addr(1), &captured).len(), 2);
+    let latches = s.counts().latches;
+
+    // A bad tag from a new address: dropped, the latch stays.
+    let (_, mut forged) = s.rtp(1, video_ssrc(1), VIDEO);
+    forged[100] ^= 0x40;
+    assert!(s.deliver(other_addr(1), &forged).is_empty());
+    assert_eq!(s.latch(1), Some(client_addr(1)));
+
+    // The captured packet replayed from a new address, to this worker
+    // (its replay window catches it) ...
+    assert!(s.deliver(other_addr(2), &captured).is_empty());
+    // ... and to another worker, whose window never saw it: it
+    // authenticates there, but is not fresher than what was accepted.
+    let counters2 = Arc::new(WorkerCounters::default());
+    let mut worker2 = RelayWorker::new(AnyGcm::default(), Arc::clone(&counters2));
+    let mut out2 = Transmits::default();
+    let sent = deliver_to(
+        &mut worker2,
+        &s.snapshot,
+        &mut out2,
+        other_addr(3),
+        &captured,
+    );
+    assert!(sent.is_empty());
+    assert_eq!(counters2.snapshot().dropped(Drop::Replayed), 1);
+    assert_eq!(s.latch(1), Some(client_addr(1)));
+    assert_eq!(s.counts().latches, latches);
+
+    // A valid packet with a newer index from a new address moves it
+    // (the client's NAT rebound), and traffic to leg 1 follows.
+    let (_, fresh) = s.rtp(1, video_ssrc(1), VIDEO);
+    assert_eq!(s.deliver(other_addr(4), &fresh).len(), 2);
+    assert_eq!(s.latch(1), Some(other_addr(4)));
+    assert_eq!(s.counts().latches, latches + 1);
+    let (plain, sent) = s.send_rtp(2, audio_ssrc(2), AUDIO);
+    let to_leg1: Vec<_> = sent.iter().filter(|(a, _)| *a == other_addr(4)).collect();
+    assert_eq!(to_leg1.len(), 1);
+    assert_eq!(s.open_rtp(1, &to_leg1[0].1).unwrap(), plain);
+
+    // A straggler from the old address no longer gets through.
+    let (_, late) = s.rtp(1, audio_ssrc(1), AUDIO);
+    let replayed = s.counts().dropped(Drop::Replayed);
+    let (_, newer) = s.rtp(1, audio_ssrc(1), AUDIO);
+    assert_eq!(s.deliver(other_addr(4), &newer).len(), 2);
+    assert!(s.deliver(client_addr(1), &late).is_empty());
+    assert_eq!(s.counts().dropped(Drop::Replayed), replayed + 1);
+    assert_eq!(s.latch(1), Some(other_addr(4)));
+}
+
+#[test]
+fn a_stream_past_a_sequence_wrap_does_not_resume_on_another_worker() {
+    // Documented limit (worker.rs): a new worker starts at rollover
+    // counter 0 and refuses, rather than guesses, a wrapped stream.
+    let mut s = Scenario::new();
+    s.latch_all();
+    s.client(1).seq = 0xfffa;
+    for _ in 0..10 {
+        let (_, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+        assert_eq!(sent.len(), 2);
+    }
+    let (_, moved) = s.rtp(1, video_ssrc(1), VIDEO);
+    let counters2 = Arc::new(WorkerCounters::default());
+    let mut worker2 = RelayWorker::new(AnyGcm::default(), Arc::clone(&counters2));
+    let mut out2 = Transmits::default();
+    let sent = deliver_to(&mut worker2, &s.snapshot, &mut out2, other_addr(5), &moved);
+    assert!(sent.is_empty());
+    assert_eq!(counters2.snapshot().dropped(Drop::AuthFailed), 1);
+    assert_eq!(s.latch(1), Some(client_addr(1)));
+    // The worker that holds the stream goes on across the wrap.
+    assert_eq!(s.deliver(client_addr(1), &moved).len(), 2);
+}
+
+#[test]
+fn a_receive_only_participant_latches_with_an_srtcp_rr_then_receives() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    admit_leg(&mut s.snapshot, 7, STANDARD, MeetingMode::Standard, true);
+    s.clients.insert(7, client(7));
+
+    let not_latched = s.counts().dropped(Drop::NotLatched);
+    let (_, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+    assert_eq!(destinations(&sent), addrs(&[2, 3]));
+    assert_eq!(s.counts().dropped(Drop::NotLatched), not_latched + 1);
+
+    // Its RR names an SSRC no stream has; only its key opens it.
+    let latches = s.counts().latches;
+    let rr = s.srtcp(7, &receiver_report(0x7777_0000, video_ssrc(1)));
+    assert!(
+        s.deliver(client_addr(7), &rr).is_empty(),
+        "an RR stops here"
+    );
+    assert_eq!(s.latch(7), Some(client_addr(7)));
+    assert_eq!(s.counts().latches, latches + 1);
+
+    let (plain, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+    assert_eq!(destinations(&sent), addrs(&[2, 3, 7]));
+    let (_, to_7) = sent.iter().find(|(a, _)| *a == client_addr(7)).unwrap();
+    assert_eq!(s.open_rtp(7, to_7).unwrap(), plain);
+
+    // Later reports are known by their address; a stranger's is not.
+    let received = s.counts().received(MeetingMode::Standard);
+    let rr = s.srtcp(7, &receiver_report(0x7777_0000, video_ssrc(1)));
+    assert!(s.deliver(client_addr(7), &rr).is_empty());
+    assert_eq!(s.counts().received(MeetingMode::Standard), received + 1);
+    let mut stranger = client(99);
+    let mut buf = receiver_report(0x5555_0000, video_ssrc(1));
+    let len = buf.len();
+    buf.resize(len + 64, 0);
+    let n = stranger.send.protect_rtcp(&mut buf, len).unwrap();
+    let unknown = s.counts().dropped(Drop::UnknownSsrc);
+    assert!(s.deliver(other_addr(9), &buf[..n]).is_empty());
+    assert_eq!(s.counts().dropped(Drop::UnknownSsrc), unknown + 1);
+}
+
+#[test]
+fn feedback_from_receivers_reaches_the_publisher_only() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let before = s.counts();
+    let me = audio_ssrc(2);
+
+    // RR + NACK about leg 1's video: leg 1 gets the NACK, nothing else.
+    let compound = [receiver_report(me, video_ssrc(1)), nack(me, video_ssrc(1))].concat();
+    let srtcp = s.srtcp(2, &compound);
+    let sent = s.deliver(client_addr(2), &srtcp);
+    assert_eq!(destinations(&sent), addrs(&[1]));
+    assert_eq!(s.open_rtcp(1, &sent[0].1).unwrap(), nack(me, video_ssrc(1)));
+
+    // PLI from leg 3.
+    let srtcp = s.srtcp(3, &pli(audio_ssrc(3), video_ssrc(1)));
+    let sent = s.deliver(client_addr(3), &srtcp);
+    assert_eq!(destinations(&sent), addrs(&[1]));
+    assert_eq!(
+        s.open_rtcp(1, &sent[0].1).unwrap(),
+        pli(audio_ssrc(3), video_ssrc(1))
+    );
+
+    // A FIR naming two publishers reaches both.
+    let request = fir(me, &[video_ssrc(1), video_ssrc(3)]);
+    let srtcp = s.srtcp(2, &request);
+    let sent = s.deliver(client_addr(2), &srtcp);
+    assert_eq!(destinations(&sent), addrs(&[1, 3]));
+    for (addr, packet) in sent {
+        let leg = s.leg_at(addr);
+        assert_eq!(s.open_rtcp(leg, &packet).unwrap(), request);
+    }
+
+    // Every SRTCP packet to leg 1 took its index from the leg's counter.
+    let leg1 = &s.snapshot.legs[&LegId(1)];
+    assert_eq!(leg1.next_srtcp_index.load(Ordering::Relaxed), 3);
+
+    // Feedback about another meeting's stream, or the sender's own, or an
+    // unknown one, goes nowhere.
+    for media in [video_ssrc(4), video_ssrc(2), 0x0bad_0bad] {
+        let srtcp = s.srtcp(2, &pli(me, media));
+        assert!(s.deliver(client_addr(2), &srtcp).is_empty());
+    }
+    assert_eq!(s.counts().drops, before.drops);
+}
+
+#[test]
+fn a_sender_report_reaches_the_other_participants() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    for sender in [1, 4] {
+        let compound = [
+            sender_report(audio_ssrc(sender)),
+            sdes(audio_ssrc(sender), b"cname!"),
+        ]
+        .concat();
+        let srtcp = s.srtcp(sender, &compound);
+        let sent = s.deliver(client_addr(sender), &srtcp);
+        let others: Vec<u64> = meeting_of(sender)
+            .into_iter()
+            .filter(|leg| *leg != sender)
+            .collect();
+        assert_eq!(destinations(&sent), addrs(&others));
+        for (addr, packet) in sent {
+            let leg = s.leg_at(addr);
+            assert_eq!(s.open_rtcp(leg, &packet).unwrap(), compound);
+        }
+    }
+
+    // SR plus a PLI for leg 2: leg 2 gets both, leg 3 the SR alone.
+    let sr = sender_report(audio_ssrc(1));
+    let request = pli(audio_ssrc(1), video_ssrc(2));
+    let srtcp = s.srtcp(1, &[sr.clone(), request.clone()].concat());
+    let sent = s.deliver(client_addr(1), &srtcp);
+    assert_eq!(destinations(&sent), addrs(&[2, 3]));
+    for (addr, packet) in sent {
+        let leg = s.leg_at(addr);
+        let expected = if leg == 2 {
+            [sr.clone(), request.clone()].concat()
+        } else {
+            sr.clone()
+        };
+        assert_eq!(s.open_rtcp(leg, &packet).unwrap(), expected);
+    }
+}
+
+#[test]
+fn removing_a_leg_or_a_meeting_stops_forwarding_at_once() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    assert_eq!(s.worker.legs_held(), 6);
+
+    remove_leg(&mut s.snapshot, 3);
+    let (_, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+    assert_eq!(destinations(&sent), addrs(&[2]));
+    assert_eq!(s.worker.legs_held(), 5, "leg 3's sessions were pruned");
+    let unknown = s.counts().dropped(Drop::UnknownSsrc);
+    let (_, sent) = s.send_rtp(3, video_ssrc(3), VIDEO);
+    assert!(sent.is_empty());
+    let srtcp = s.srtcp(3, &pli(audio_ssrc(3), video_ssrc(1)));
+    assert!(s.deliver(client_addr(3), &srtcp).is_empty());
+    assert_eq!(s.counts().dropped(Drop::UnknownSsrc), unknown + 2);
+
+    // The whole E2EE meeting goes.
+    for leg in 4..=6 {
+        remove_leg(&mut s.snapshot, leg);
+    }
+    s.snapshot.meetings.remove(&E2EE);
+    let (_, sent) = s.send_rtp(4, video_ssrc(4), VIDEO);
+    assert!(sent.is_empty());
+    assert_eq!(s.worker.legs_held(), 2);
+    // The standard meeting is untouched.
+    let (_, sent) = s.send_rtp(2, audio_ssrc(2), AUDIO);
+    assert_eq!(destinations(&sent), addrs(&[1]));
+}
+
+/// AnyGcm, counting the seal calls the worker makes.
+#[derive(Debug, Clone, Default)]
+struct CountingGcm {
+    inner: AnyGcm,
+    seal_calls: Arc<AtomicUsize>,
+}
+
+impl AeadBackend for CountingGcm {
+    type Key = <AnyGcm as AeadBackend>::Key;
+
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn key(&self, raw: &[u8]) -> Result<Self::Key, CryptoError> {
+        self.inner.key(raw)
+    }
+
+    fn seal_batch(&self, jobs: &mut [SealJob<'_, Self::Key>]) {
+        self.seal_calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.seal_batch(jobs);
+    }
+
+    fn open_batch(&self, jobs: &mut [OpenJob<'_, Self::Key>]) {
+        self.inner.open_batch(jobs);
+    }
+}
+
+#[test]
+fn fan_out_protects_for_all_receivers_in_one_backend_call_per_64() {
+    for subscribers in [10u64, 70] {
+        let mut snapshot = RoutingSnapshot::default();
+        admit_leg(&mut snapshot, 1, E2EE, MeetingMode::E2ee, false);
+        for leg in 2..2 + subscribers {
+            admit_leg(&mut snapshot, leg, E2EE, MeetingMode::E2ee, true);
+            snapshot.legs[&LegId(leg)].latch.set(client_addr(leg));
+        }
+        snapshot.legs[&LegId(1)].latch.set(client_addr(1));
+        let backend = CountingGcm::default();
+        let calls = Arc::clone(&backend.seal_calls);
+        let mut worker = RelayWorker::new(backend, Arc::new(WorkerCounters::default()));
+        let mut out = Transmits::default();
+        let mut publisher = client(1);
+        let mut subscriber = client(2);
+        for seq in 0..3u16 {
+            let mut buf = vec![0u8; VIDEO + 64];
+            let len = RtpBuilder::new(
+                PayloadType::new(96).unwrap(),
+                SeqNum(seq),
+                0,
+                Ssrc(video_ssrc(1)),
+            )
+            .write(&[seq as u8; VIDEO], &mut buf)
+            .unwrap();
+            let plain = buf[..len].to_vec();
+            let n = publisher.send.protect_rtp(&mut buf, len).unwrap();
+            calls.store(0, Ordering::Relaxed);
+            let sent = deliver_to(&mut worker, &snapshot, &mut out, client_addr(1), &buf[..n]);
+            assert_eq!(sent.len() as u64, subscribers);
+            assert_eq!(
+                calls.load(Ordering::Relaxed) as u64,
+                subscribers.div_ceil(64)
+            );
+            let (_, to_2) = sent.iter().find(|(a, _)| *a == client_addr(2)).unwrap();
+            let mut copy = to_2.clone();
+            let m = subscriber
+                .recv
+                .unprotect_rtp(&mut copy, to_2.len())
+                .unwrap();
+            assert_eq!(copy[..m], plain[..]);
+        }
+    }
+}
+
+/// xorshift64*: a fixed-seed generator for the garbage test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    admit_leg(&mut s.snapshot, 7, STANDARD, MeetingMode::Standard, true);
+    s.clients.insert(7, client(7));
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let ssrcs: Vec<u32> = (1..=6)
+        .flat_map(|leg| [audio_ssrc(leg), video_ssrc(leg)])
+        .chain([0, 0x7777_0000, u32::MAX])
+        .collect();
+    for round in 0..10_000 {
+        let leg = 1 + rng.below(6);
+        let mut datagram = match rng.below(5) {
+            // Random bytes of a random length.
+            0 => (0..rng.below(1600)).map(|_| rng.next() as u8).collect(),
+            // Random bytes behind an RTP or RTCP-looking header with a
+            // known SSRC, to get past the demux.
+            1 => {
+                let len = 8 + rng.below(1500) as usize;
+                let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                d[0] = 0x80 | (d[0] & 0x3f);
+                if rng.below(2) == 0 {
+                    d[1] = 192 + rng.below(32) as u8;
+                    d[4..8].copy_from_slice(
+                        &ssrcs[rng.below(ssrcs.len() as u64) as usize].to_be_bytes(),
+                    );
+                } else if len >= 12 {
+                    d[8..12].copy_from_slice(
+                        &ssrcs[rng.below(ssrcs.len() as u64) as usize].to_be_bytes(),
+                    );
+                }
+                d
+            }
+            // Valid SRTP, then perhaps damaged.
+            2 => s.rtp(leg, video_ssrc(leg), rng.below(1400) as usize).1,
+            // Valid SRTCP of every kind, then perhaps damaged.
+            3 => {
+                let me = audio_ssrc(leg);
+                let other = ssrcs[rng.below(ssrcs.len() as u64) as usize];
+                let compound = match rng.below(4) {
+                    0 => [sender_report(me), sdes(me, b"fuzzed")].concat(),
+                    1 => [receiver_report(me, other), nack(me, other)].concat(),
+                    2 => fir(me, &[other, video_ssrc(1), video_ssrc(4)]),
+                    _ => pli(me, other),
+                };
+                s.srtcp(leg, &compound)
+            }
+            // A receive-only participant's report.
+            _ => s.srtcp(7, &receiver_report(0x7777_0000, video_ssrc(1))),
+        };
+        for _ in 0..rng.below(4) {
+            if !datagram.is_empty() {
+                let at = rng.below(datagram.len() as u64) as usize;
+                datagram[at] ^= 1 << rng.below(8);
+            }
+        }
+        if rng.below(8) == 0 {
+            datagram.truncate(rng.below(datagram.len() as u64 + 1) as usize);
+        }
+        let from = if rng.below(4) == 0 {
+            other_addr(rng.below(4) as u16)
+        } else {
+            client_addr(leg)
+        };
+        let mut buf = datagram.clone();
+        buf.resize(datagram.len() + rng.below(64) as usize, 0);
+        // Now and then a length past the buffer.
+        let len = if rng.below(50) == 0 {
+            buf.len() + 1
+        } else {
+            datagram.len()
+        };
+        s.out.clear();
+        s.worker
+            .handle_datagram(&s.snapshot, from, &mut buf, len, &mut s.out);
+        assert!(s.out.iter().all(|t| t.data.len() <= SLOT));
+        // Now and then the control plane removes and re-admits a leg.
+        if round % 1000 == 999 {
+            remove_leg(&mut s.snapshot, 3);
+            admit_leg(&mut s.snapshot, 3, STANDARD, MeetingMode::Standard, false);
+        }
+    }
+    // The garbage reached every stage, and nothing fell through to `Other`.
+    let counts = s.counts();
+    for why in [
+        Drop::Malformed,
+        Drop::UnknownSsrc,
+        Drop::AuthFailed,
+        Drop::Replayed,
+    ] {
+        assert!(counts.dropped(why) > 0, "{why:?}: {counts:?}");
+    }
+    assert_eq!(counts.dropped(Drop::Other), 0);
+    assert!(counts.received(MeetingMode::E2ee) > 0 && counts.received(MeetingMode::Standard) > 0);
+}

@@ -1,0 +1,479 @@
+//! [`RelayWorker`]: the packet path of one worker thread (DESIGN.md,
+//! "packet path"), sans-IO. The I/O layer hands it each received datagram
+//! with the current [`RoutingSnapshot`]; it appends what to send to a
+//! [`Transmits`] arena, which the I/O layer sends in one batch per loop
+//! turn. It never reads the clock and never touches a socket.
+//!
+//! How to drive it: one worker per packet thread, made with
+//! [`RelayWorker::new`]. Per receive batch, load the snapshot once; for
+//! each datagram call [`RelayWorker::handle_datagram`]; then send
+//! everything in the arena and [`Transmits::clear`] it. Every packet the
+//! worker refuses is counted in its [`WorkerCounters`] by [`Drop`] reason.
+//!
+//! RTP (RFC 3550, demuxed from RTCP per RFC 5761 §4): SSRC → stream → leg;
+//! SRTP unprotect with the leg's client→relay key (authentication and
+//! replay window, RFC 3711 §3.3); latch (see `latching.rs`); for a
+//! standard meeting, the media pool tap; then fan-out to every *other*
+//! participant of the meeting, re-protected under each receiver's
+//! relay→client key in one crypto batch (`protect_rtp_batch`), written
+//! straight into the arena. The packet is forwarded as it came: the relay
+//! rewrites no header and, in an E2EE meeting, nothing reads the payload
+//! (SFrame, RFC 9605): it leaves byte for byte as the publisher sent it.
+//!
+//! SRTCP (RFC 3711 §3.4, RFC 7714 §9): the sender is found by the first
+//! packet's SSRC (a publisher's stream), else by the address this worker
+//! accepted the leg from, else, for a receive-only participant's first
+//! report, by trying the keys of legs that have no latch yet, newest
+//! first, at most `MAX_TRIALS` (16) per packet, resuming where the last
+//! packet stopped; only a packet that authenticates under a leg's key is
+//! that leg's. (The report block or feedback SSRC that would narrow the
+//! candidates to one meeting is in the encrypted part: SRTCP leaves only
+//! the first 8 bytes in the clear.)
+//! What it carries is routed by `rtcp_route.rs`; each destination gets one
+//! SRTCP packet whose index comes from the leg's shared counter
+//! ([`LegRoute::take_srtcp_index`]), since every worker protects RTCP to
+//! that leg under the same key.
+//!
+//! Sessions are the worker's own (`legs.rs`), made on first use. When the
+//! snapshot's generation changes, the state of legs that left it is
+//! dropped; a leg or meeting missing from the snapshot is neither
+//! forwarded from nor to, from the first packet after its removal.
+//!
+//! Known limit: SRTP state (rollover counters, replay windows) is per
+//! worker. A stream whose publisher moves to an address hashed to another
+//! worker continues there only while its rollover counter is 0; after a
+//! sequence wrap the new worker's first guess (ROC 0) fails to
+//! authenticate and the packets are dropped as `AuthFailed`. That fails
+//! closed on purpose: guessing would let the new worker protect toward
+//! subscribers at a rollover counter another worker already used, reusing
+//! GCM nonces. Carrying it over needs per-(subscriber, SSRC) index state
+//! shared across workers, which the snapshot contract does not have yet.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrayvec::ArrayVec;
+
+use super::fanout::{FanoutPlans, Receiver, protect_chunk};
+use super::latching::{Admission, admit, rtp_is_fresher, srtcp_is_fresher};
+use super::legs::{LegSessions, SlotIdx};
+use super::rtcp_route::RtcpPlan;
+use super::{LegId, LegRoute, MeetingMode, RoutingSnapshot, SLOT, StreamRoute, Transmits};
+use crate::crypto::AeadBackend;
+use crate::metrics::{Drop, WorkerCounters};
+use crate::rtp::{RtpHeader, is_rtcp, rtcp_header_ssrc};
+use crate::srtp::{BATCH_CHUNK, SrtpError};
+
+/// The most SRTP adds to an RTP packet (a GCM tag; HMAC-SHA1 adds less).
+const MAX_SRTP_OVERHEAD: usize = 16;
+/// Most keys tried on one SRTCP packet from an unknown sender.
+const MAX_TRIALS: usize = 16;
+/// Most candidate legs looked at (a latch load each) for one such packet.
+const MAX_SCAN: usize = 256;
+
+/// One packet worker's routing core.
+#[derive(Debug)]
+pub struct RelayWorker<B: AeadBackend> {
+    backend: B,
+    counters: Arc<WorkerCounters>,
+    legs: LegSessions<B>,
+    /// The snapshot generation `legs` and `unlatched` were pruned for.
+    generation: Option<u64>,
+    /// Legs that had no latch when the snapshot was published, newest
+    /// first: whose keys an SRTCP packet from an unknown sender is tried
+    /// under.
+    unlatched: Vec<LegId>,
+    /// Where the next trial starts in `unlatched`, so that more than
+    /// [`MAX_TRIALS`] candidates are all reached over successive packets.
+    unlatched_cursor: usize,
+    /// Who each sending leg fans out to, worked out once per generation.
+    plans: FanoutPlans,
+    /// The current fan-out's latched receivers (kept for its capacity).
+    receivers: Vec<Receiver>,
+    /// A copy of the datagram for each key trial (a failed GCM open leaves
+    /// the buffer unspecified).
+    trial_buf: Vec<u8>,
+}
+
+impl<B: AeadBackend> RelayWorker<B> {
+    /// A worker protecting with `backend` and counting into `counters`.
+    pub fn new(backend: B, counters: Arc<WorkerCounters>) -> Self {
+        Self {
+            backend,
+            counters,
+            legs: LegSessions::default(),
+            generation: None,
+            unlatched: Vec::new(),
+            unlatched_cursor: 0,
+            plans: FanoutPlans::default(),
+            receivers: Vec::new(),
+            trial_buf: vec![0; SLOT],
+        }
+    }
+
+    /// Handles one received datagram (`packet[..len]`, from `from`),
+    /// appending what to send to `out`. The packet is decrypted in place,
+    /// so its bytes are unspecified afterwards.
+    pub fn handle_datagram(
+        &mut self,
+        snapshot: &RoutingSnapshot,
+        from: SocketAddr,
+        packet: &mut [u8],
+        len: usize,
+        out: &mut Transmits,
+    ) {
+        if self.generation != Some(snapshot.generation) {
+            self.adopt(snapshot);
+        }
+        let Some(datagram) = packet.get(..len) else {
+            self.counters.dropped(Drop::Malformed);
+            return;
+        };
+        if is_rtcp(datagram) {
+            self.handle_rtcp(snapshot, from, packet, len, out);
+        } else {
+            self.handle_rtp(snapshot, from, packet, len, out);
+        }
+    }
+
+    /// Prunes the state of legs that left the snapshot and lists the legs
+    /// still waiting for their first packet.
+    fn adopt(&mut self, snapshot: &RoutingSnapshot) {
+        self.legs.prune(snapshot);
+        self.plans.clear();
+        self.unlatched.clear();
+        self.unlatched.extend(
+            snapshot
+                .legs
+                .values()
+                .filter(|route| route.latch.get().is_none())
+                .map(|route| route.id),
+        );
+        // Control-plane ids grow: the newest legs are the likeliest to
+        // be sending their first report.
+        self.unlatched.sort_unstable_by(|a, b| b.cmp(a));
+        self.unlatched_cursor = 0;
+        self.generation = Some(snapshot.generation);
+    }
+
+    fn handle_rtp(
+        &mut self,
+        snapshot: &RoutingSnapshot,
+        from: SocketAddr,
+        packet: &mut [u8],
+        len: usize,
+        out: &mut Transmits,
+    ) {
+        let header = packet.get(..len).map(RtpHeader::parse);
+        let Some(Ok(header)) = header else {
+            self.counters.dropped(Drop::Malformed);
+            return;
+        };
+        let ssrc = header.ssrc().0;
+        let Some((stream, leg)) = snapshot
+            .streams
+            .get(&ssrc)
+            .and_then(|stream| Some((stream, snapshot.legs.get(&stream.leg)?)))
+        else {
+            self.counters.dropped(Drop::UnknownSsrc);
+            return;
+        };
+        let slot = self.legs.slot_of(leg);
+        let Some(session) = self.legs.inbound(slot, &self.backend) else {
+            self.counters.dropped(Drop::Other);
+            return;
+        };
+        let (rtp_len, index) = match session.unprotect_rtp_indexed(packet, len) {
+            Ok(done) => done,
+            Err(e) => {
+                self.counters.dropped(drop_reason(&e));
+                return;
+            }
+        };
+        self.counters.received(leg.mode, len);
+        if !self.admit(slot, leg, from, rtp_is_fresher(stream, index)) {
+            return;
+        }
+        let Some(rtp) = packet.get(..rtp_len) else {
+            self.counters.dropped(Drop::Other);
+            return;
+        };
+        match leg.mode {
+            MeetingMode::Standard => media_pool_tap(stream, rtp),
+            MeetingMode::E2ee => {}
+        }
+        self.fan_out(snapshot, slot, leg, rtp, out);
+    }
+
+    /// Applies the latch rules to an authenticated packet; whether to go on.
+    fn admit(&mut self, slot: SlotIdx, leg: &LegRoute, from: SocketAddr, fresher: bool) -> bool {
+        match admit(&leg.latch, from, fresher) {
+            Admission::Stale => {
+                self.counters.dropped(Drop::Replayed);
+                return false;
+            }
+            Admission::Latched => self.counters.latched(),
+            Admission::Stay => {}
+        }
+        self.legs.seen_at(slot, from);
+        true
+    }
+
+    /// Sends the plaintext `rtp` from `sender` (in `sender_slot`) to every
+    /// other latched leg of its meeting.
+    fn fan_out(
+        &mut self,
+        snapshot: &RoutingSnapshot,
+        sender_slot: SlotIdx,
+        sender: &LegRoute,
+        rtp: &[u8],
+        out: &mut Transmits,
+    ) {
+        if rtp.len() + MAX_SRTP_OVERHEAD > SLOT {
+            self.counters.dropped(Drop::Other);
+            return;
+        }
+        let plan = self
+            .plans
+            .receivers(sender_slot, sender, snapshot, &mut self.legs);
+        self.receivers.clear();
+        for &slot in plan {
+            let Some(dest) = self.legs.latched(slot) else {
+                self.counters.dropped(Drop::NotLatched);
+                continue;
+            };
+            if self.legs.outbound(slot, &self.backend).is_none() {
+                self.counters.dropped(Drop::Other);
+                continue;
+            }
+            self.receivers.push(Receiver { slot, dest });
+        }
+        for chunk in self.receivers.chunks(BATCH_CHUNK) {
+            protect_chunk(
+                &self.backend,
+                &mut self.legs,
+                &self.counters,
+                chunk,
+                rtp,
+                sender.mode,
+                out,
+            );
+        }
+    }
+
+    fn handle_rtcp(
+        &mut self,
+        snapshot: &RoutingSnapshot,
+        from: SocketAddr,
+        packet: &mut [u8],
+        len: usize,
+        out: &mut Transmits,
+    ) {
+        let Some(ssrc) = packet.get(..len).and_then(rtcp_header_ssrc) else {
+            self.counters.dropped(Drop::Malformed);
+            return;
+        };
+        let claimed = match snapshot.streams.get(&ssrc.0) {
+            Some(stream) => Some(stream.leg),
+            None => self.legs.leg_at(from),
+        };
+        let (sender, slot, rtcp_len, index, in_trial_buf) = if let Some(id) = claimed {
+            let Some(route) = snapshot.legs.get(&id) else {
+                self.counters.dropped(Drop::UnknownSsrc);
+                return;
+            };
+            let slot = self.legs.slot_of(route);
+            let Some(session) = self.legs.inbound(slot, &self.backend) else {
+                self.counters.dropped(Drop::Other);
+                return;
+            };
+            match session.unprotect_rtcp_indexed(packet, len) {
+                Ok((rtcp_len, index)) => (&**route, slot, rtcp_len, index, false),
+                Err(e) => {
+                    self.counters.dropped(drop_reason(&e));
+                    return;
+                }
+            }
+        } else {
+            let Some(found) = packet
+                .get(..len)
+                .and_then(|datagram| self.try_unlatched(snapshot, datagram))
+            else {
+                self.counters.dropped(Drop::UnknownSsrc);
+                return;
+            };
+            let (route, slot, rtcp_len, index) = found;
+            (route, slot, rtcp_len, index, true)
+        };
+        self.counters.received(sender.mode, len);
+        if !self.admit(slot, sender, from, srtcp_is_fresher(sender, index)) {
+            return;
+        }
+        let trial_buf = std::mem::take(&mut self.trial_buf);
+        let compound = if in_trial_buf {
+            trial_buf.get(..rtcp_len)
+        } else {
+            packet.get(..rtcp_len)
+        };
+        match compound {
+            Some(compound) => self.route_rtcp(snapshot, sender, compound, out),
+            None => self.counters.dropped(Drop::Other),
+        }
+        self.trial_buf = trial_buf;
+    }
+
+    /// Tries the keys of legs without a latch on an SRTCP `datagram` whose
+    /// sender is unknown; the first leg it authenticates under sent it.
+    /// The plaintext is left in `trial_buf`.
+    fn try_unlatched<'s>(
+        &mut self,
+        snapshot: &'s RoutingSnapshot,
+        datagram: &[u8],
+    ) -> Option<(&'s LegRoute, SlotIdx, usize, u32)> {
+        let count = self.unlatched.len();
+        let len = datagram.len();
+        if count == 0 || len > self.trial_buf.len() {
+            return None;
+        }
+        let scan = count.min(MAX_SCAN);
+        let mut trials = 0;
+        for step in 0..scan {
+            let at = (self.unlatched_cursor + step) % count;
+            let Some(route) = self.unlatched.get(at).and_then(|id| snapshot.legs.get(id)) else {
+                continue;
+            };
+            if route.latch.get().is_some() {
+                continue;
+            }
+            if trials == MAX_TRIALS {
+                // Resume here with the next unknown packet.
+                self.unlatched_cursor = at;
+                return None;
+            }
+            trials += 1;
+            let slot = self.legs.slot_of(route);
+            let Some(session) = self.legs.inbound(slot, &self.backend) else {
+                continue;
+            };
+            let buf = self.trial_buf.get_mut(..len)?;
+            buf.copy_from_slice(datagram);
+            if let Ok((rtcp_len, index)) = session.unprotect_rtcp_indexed(buf, len) {
+                return Some((&**route, slot, rtcp_len, index));
+            }
+        }
+        self.unlatched_cursor = (self.unlatched_cursor + scan) % count;
+        None
+    }
+
+    /// Forwards the parts of the plaintext `compound` from `sender` to
+    /// the legs they are for.
+    fn route_rtcp(
+        &mut self,
+        snapshot: &RoutingSnapshot,
+        sender: &LegRoute,
+        compound: &[u8],
+        out: &mut Transmits,
+    ) {
+        let plan = match RtcpPlan::new(compound, sender, snapshot) {
+            Ok(plan) => plan,
+            Err(_) => {
+                self.counters.dropped(Drop::Malformed);
+                return;
+            }
+        };
+        if plan.is_empty() {
+            return;
+        }
+        if plan.has_meeting_parts() {
+            let Some(members) = snapshot.meetings.get(&sender.meeting) else {
+                return;
+            };
+            for id in members.iter().filter(|id| **id != sender.id) {
+                self.send_rtcp(snapshot, *id, &plan, compound, out);
+            }
+        } else {
+            let mut done = ArrayVec::<LegId, { super::rtcp_route::MAX_PARTS }>::new();
+            for id in plan.publishers() {
+                if !done.contains(&id) && done.try_push(id).is_ok() {
+                    self.send_rtcp(snapshot, id, &plan, compound, out);
+                }
+            }
+        }
+    }
+
+    /// Writes the parts of `compound` meant for leg `id` as one SRTCP
+    /// packet to it.
+    fn send_rtcp(
+        &mut self,
+        snapshot: &RoutingSnapshot,
+        id: LegId,
+        plan: &RtcpPlan,
+        compound: &[u8],
+        out: &mut Transmits,
+    ) {
+        let Some(route) = snapshot.legs.get(&id) else {
+            return;
+        };
+        let mut parts = plan.parts_for(id).peekable();
+        if parts.peek().is_none() {
+            return;
+        }
+        let Some(dest) = route.latch.get() else {
+            self.counters.dropped(Drop::NotLatched);
+            return;
+        };
+        let slot = self.legs.slot_of(route);
+        let Some(session) = self.legs.outbound(slot, &self.backend) else {
+            self.counters.dropped(Drop::Other);
+            return;
+        };
+        let buf = out.slot();
+        let mut len = 0;
+        for range in parts {
+            let part = compound.get(range).unwrap_or_default();
+            let Some(into) = buf.get_mut(len..len + part.len()) else {
+                self.counters.dropped(Drop::Other);
+                return;
+            };
+            into.copy_from_slice(part);
+            len += part.len();
+        }
+        match session.protect_rtcp_at(buf, len, route.take_srtcp_index()) {
+            Ok(len) => out.commit(len, dest, route.mode),
+            Err(e) => self.counters.dropped(drop_reason(&e)),
+        }
+    }
+
+    /// How many legs this worker holds SRTP state for.
+    #[cfg(test)]
+    pub(crate) fn legs_held(&self) -> usize {
+        self.legs.len()
+    }
+}
+
+/// Standard meetings only: the authenticated, decrypted RTP packet of
+/// `stream`, before fan-out. This is where the media pool (DESIGN.md:
+/// decoding, mixing and transcoding on threads of their own) will take a
+/// copy when some receiver needs what it makes (a dial-in caller, a
+/// transcoded rendition); until then every receiver takes the publisher's
+/// own packets and nothing is taken. Never called for E2EE meetings,
+/// whose payload is SFrame ciphertext that no code path looks into.
+#[inline]
+fn media_pool_tap(_stream: &StreamRoute, _rtp: &[u8]) {}
+
+/// The counter an SRTP refusal goes to.
+pub(crate) fn drop_reason(e: &SrtpError) -> Drop {
+    match e {
+        SrtpError::AuthFailed => Drop::AuthFailed,
+        SrtpError::Replayed | SrtpError::TooOld => Drop::Replayed,
+        SrtpError::Rtp(_) | SrtpError::BadRtcpHeader | SrtpError::TooShort { .. } => {
+            Drop::Malformed
+        }
+        SrtpError::BadMasterKeyLength { .. }
+        | SrtpError::Crypto(_)
+        | SrtpError::BufferTooSmall { .. }
+        | SrtpError::IndexReused
+        | SrtpError::KeyExhausted
+        | SrtpError::TooManyStreams { .. } => Drop::Other,
+    }
+}
