@@ -298,7 +298,7 @@ impl Drop for DataPlane {
 }
 
 /// One ring per worker for io_uring (an empty list for the fallback),
-/// following `mode`: `Auto` falls back with one warning saying why.
+/// following `mode`.
 fn choose_backend(
     mode: IoMode,
     workers: usize,
@@ -315,6 +315,15 @@ fn choose_backend(
             })
             .collect::<Result<Vec<_>, _>>()
     });
+    fall_back_if_allowed(mode, rings)
+}
+
+/// What an io_uring failure means under `mode`: start-up fails for
+/// `IoUring`; `Auto` falls back with one warning saying why.
+fn fall_back_if_allowed<R>(
+    mode: IoMode,
+    rings: Result<Vec<R>, IoUringUnavailable>,
+) -> Result<Vec<R>, NetError> {
     match (rings, mode) {
         (Ok(rings), _) => Ok(rings),
         (Err(reason), IoMode::IoUring) => Err(reason.into()),
