@@ -39,6 +39,25 @@ fn cpu_features() -> Vec<(&'static str, bool)> {
     }
 }
 
+/// GPU device nodes present: DRM render nodes and NVIDIA devices.
+fn gpu_devices() -> Vec<String> {
+    let mut found: Vec<String> = ["/dev/dri", "/dev"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().display().to_string())
+        .filter(|path| {
+            path.starts_with("/dev/dri/renderD")
+                || path
+                    .strip_prefix("/dev/nvidia")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// The report `sluice hw` prints.
 pub(crate) fn report() -> String {
     let mut out = String::new();
@@ -58,6 +77,16 @@ pub(crate) fn report() -> String {
     );
     let hardware_aes = features.iter().take(2).all(|(_, present)| *present) && !features.is_empty();
     let backend = BackendKind::default();
+    let gpus = gpu_devices();
+    let _ = writeln!(
+        out,
+        "gpus:           {}",
+        if gpus.is_empty() {
+            "none seen (no /dev/dri render node or /dev/nvidia device)".to_owned()
+        } else {
+            gpus.join(", ")
+        }
+    );
     let _ = writeln!(
         out,
         "crypto backend: {backend} ({})",

@@ -11,11 +11,12 @@
 //! serves the HTTP control API that publishes routing snapshots to the
 //! packet workers ([`relay`]), and [`net`] is the data plane's I/O shell
 //! (the worker threads and their io_uring or recvmmsg sockets) that drives
-//! them.
+//! them. [`daemon`] wires all of it into the running relay.
 
 pub mod config;
 pub mod control;
 pub mod crypto;
+pub mod daemon;
 pub mod metrics;
 pub mod net;
 pub mod policy;

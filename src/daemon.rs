@@ -1,0 +1,167 @@
+//! The running relay: the packet workers (data plane) and the control API,
+//! wired to one routing snapshot and one metrics hub. `sluice run` is this
+//! plus signal handling and systemd notification (in the binary); the
+//! integration tests start it in-process the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, CryptoChoice, IoChoice};
+use crate::control::{ControlError, ControlOptions, ControlServer};
+use crate::crypto::{AeadBackend, AnyGcm, BackendKind};
+use crate::metrics::MetricsHub;
+use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, PacketHandler};
+use crate::relay::{RelayWorker, RoutingSnapshot, Transmits, empty_cell};
+
+/// Receive batch size per worker loop turn.
+const RECV_BATCH: usize = 32;
+/// Socket buffers asked for (the kernel caps them at net.core.*mem_max).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The media sockets or workers could not start.
+    #[error("media plane: {0}")]
+    Net(#[from] NetError),
+    /// The control API could not start.
+    #[error("control API: {0}")]
+    Control(#[from] ControlError),
+}
+
+/// A started relay.
+#[derive(Debug)]
+pub struct Daemon {
+    data: DataPlane,
+    control: ControlServer,
+    metrics: Arc<MetricsHub>,
+    crypto: BackendKind,
+    media_address: SocketAddr,
+}
+
+impl<B: AeadBackend> PacketHandler for RelayWorker<B> {
+    fn handle_datagram(
+        &mut self,
+        snapshot: &RoutingSnapshot,
+        from: SocketAddr,
+        packet: &mut [u8],
+        len: usize,
+        out: &mut Transmits,
+    ) {
+        Self::handle_datagram(self, snapshot, from, packet, len, out);
+    }
+}
+
+impl Daemon {
+    /// Binds the media port and the control API and starts every worker.
+    pub fn start(config: &Config) -> Result<Self, DaemonError> {
+        let token = config.api_token()?;
+        let crypto = match config.crypto.backend {
+            // ring is the default because it measured fastest (bench/README.md).
+            CryptoChoice::Auto => BackendKind::default(),
+            CryptoChoice::Ring => BackendKind::Ring,
+            CryptoChoice::AesGcm => BackendKind::RustCrypto,
+        };
+        let backend = AnyGcm::new(crypto);
+        let metrics = Arc::new(MetricsHub::new(backend.name()));
+        let cell = empty_cell();
+
+        let options = DataPlaneOptions {
+            listen: config.media.listen,
+            workers: config.media.workers,
+            io: match config.media.io {
+                IoChoice::Auto => IoMode::Auto,
+                IoChoice::IoUring => IoMode::IoUring,
+                IoChoice::Recvmmsg => IoMode::Mmsg,
+            },
+            pin_cores: config.media.pin_cores,
+            recv_batch: RECV_BATCH,
+            socket_buffer_bytes: SOCKET_BUFFER,
+        };
+        let data = DataPlane::start(&options, Arc::clone(&cell), &metrics, |_, counters| {
+            RelayWorker::new(backend, counters)
+        })?;
+        let advertised_ip = config
+            .media
+            .advertise
+            .unwrap_or_else(|| data.local_addr().ip());
+        let media_address = SocketAddr::new(advertised_ip, data.local_addr().port());
+
+        let control = ControlServer::start(
+            ControlOptions {
+                listen: config.control.listen,
+                token,
+                media_address,
+                policy: config.policy,
+            },
+            cell,
+            Arc::clone(&metrics),
+        );
+        let control = match control {
+            Ok(control) => control,
+            Err(e) => {
+                data.shutdown();
+                return Err(e.into());
+            }
+        };
+        Ok(Self {
+            data,
+            control,
+            metrics,
+            crypto,
+            media_address,
+        })
+    }
+
+    /// Where the control API listens.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control.local_addr()
+    }
+
+    /// The media address participants are told to send to.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_address
+    }
+
+    /// The I/O backend the workers run on.
+    pub fn io_backend(&self) -> IoBackend {
+        self.data.io_backend()
+    }
+
+    /// How many packet workers run.
+    pub fn workers(&self) -> usize {
+        self.data.workers()
+    }
+
+    /// The AES-GCM backend in use.
+    pub fn crypto_backend(&self) -> BackendKind {
+        self.crypto
+    }
+
+    /// The metrics hub (for in-process inspection).
+    pub fn metrics(&self) -> &MetricsHub {
+        &self.metrics
+    }
+
+    /// One line for the log and the operator: where everything listens.
+    pub fn banner(&self) -> String {
+        format!(
+            "sluice {}: control API on http://{}, media on {} ({}, {} workers, crypto {})",
+            env!("CARGO_PKG_VERSION"),
+            self.control_addr(),
+            self.media_addr(),
+            self.io_backend().name(),
+            self.workers(),
+            self.crypto.name(),
+        )
+    }
+
+    /// Stops accepting API requests, then drains and joins the workers.
+    pub fn shutdown(self) {
+        self.control.shutdown();
+        self.data.shutdown();
+    }
+}
