@@ -3,8 +3,9 @@
 //! a [`DataPlane`] with ONE worker, for each I/O backend. The handler
 //! copies each datagram to the 10 subscribers with no crypto, so this is
 //! the ceiling of the I/O path alone (io_uring, or plain
-//! `recvmmsg`/`sendmmsg`); a relay case with SRTP is one more
-//! [`run_case`] call with its own handler and a generator transform.
+//! `recvmmsg`/`sendmmsg`). The second case is sluice itself: the same
+//! fan-out through `RelayWorker` with AEAD_AES_256_GCM on every leg, so the
+//! table reads as "SRTP relay / loopback ceiling" per backend.
 //!
 //! A generator thread sends to the data plane in bursts (paced with
 //! `--pps N`, unpaced by default); one drain thread counts what reaches the
@@ -19,13 +20,18 @@ use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use sluice::crypto::AnyGcm;
 use sluice::metrics::{MetricsHub, WorkerCounters};
 use sluice::net::{DataPlane, DataPlaneOptions, IoMode, PacketHandler};
-use sluice::relay::{MeetingMode, RoutingSnapshot, SnapshotCell, Transmits, empty_cell};
+use sluice::relay::{
+    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RelayWorker, RoutingSnapshot,
+    SnapshotCell, StreamRoute, Transmits, empty_cell,
+};
+use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
 
 const SUBSCRIBERS: usize = 10;
 const PACKET: usize = 1200;
@@ -280,6 +286,76 @@ fn plain_fanout(io: IoMode, load: Load) -> Row {
     )
 }
 
+/// The SRTP relay itself: the same fan-out through `RelayWorker`, with
+/// AEAD_AES_256_GCM on every leg (the publisher's packets authenticated
+/// and decrypted, each subscriber's copy re-protected with its own key),
+/// routed by a snapshot of one E2EE meeting with 11 legs.
+fn srtp_fanout(io: IoMode, load: Load) -> Row {
+    let sinks = Sinks::bind();
+    let profile = SrtpProfile::AeadAes256Gcm;
+    let key = |seed: u8| {
+        let material: Vec<u8> = (0..profile.key_material_len())
+            .map(|i| (i as u8) ^ seed)
+            .collect();
+        MasterKey::new(profile, &material).expect("material of the profile's length")
+    };
+    let leg = |id: u64, latch: Option<SocketAddr>| {
+        let route = LegRoute {
+            id: LegId(id),
+            meeting: MeetingIdx(1),
+            mode: MeetingMode::E2ee,
+            client_to_relay: key(id as u8),
+            relay_to_client: key(0x80 | id as u8),
+            latch: Arc::new(Latch::default()),
+            next_srtcp_index: Arc::new(AtomicU32::new(0)),
+            highest_srtcp_index: Arc::new(AtomicU64::new(0)),
+        };
+        if let Some(addr) = latch {
+            route.latch.set(addr);
+        }
+        (LegId(id), Arc::new(route))
+    };
+    let mut snapshot = RoutingSnapshot {
+        generation: 1,
+        ..RoutingSnapshot::default()
+    };
+    snapshot.legs.extend(std::iter::once(leg(0, None)));
+    snapshot.legs.extend(
+        sinks
+            .addrs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, addr)| leg(i as u64 + 1, Some(addr))),
+    );
+    let mut members: Vec<LegId> = snapshot.legs.keys().copied().collect();
+    members.sort();
+    snapshot.meetings.insert(MeetingIdx(1), members);
+    snapshot.streams.insert(
+        PUBLISHER_SSRC,
+        Arc::new(StreamRoute {
+            ssrc: PUBLISHER_SSRC,
+            leg: LegId(0),
+            kind: MediaKind::Video,
+            payload_type: 96,
+            highest_index: Arc::new(AtomicU64::new(0)),
+        }),
+    );
+    let cell = empty_cell();
+    cell.store(Arc::new(snapshot));
+    let mut publisher = SrtpSession::new(AnyGcm::default(), &key(0)).expect("publisher session");
+    let transform: Transform =
+        Box::new(move |buf, len| publisher.protect_rtp(buf, len).expect("protect"));
+    run_case(
+        "SRTP relay 1→10 (AEAD_AES_256_GCM)",
+        io,
+        load,
+        sinks,
+        cell,
+        |_, counters| RelayWorker::new(AnyGcm::default(), counters),
+        Some(transform),
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
@@ -299,7 +375,7 @@ fn main() {
     };
     // Each case runs once per backend; a case is a function building its
     // sinks, snapshot, handler and generator transform around `run_case`.
-    let cases: [fn(IoMode, Load) -> Row; 1] = [plain_fanout];
+    let cases: [fn(IoMode, Load) -> Row; 2] = [plain_fanout, srtp_fanout];
     let rows: Vec<Row> = cases
         .iter()
         .flat_map(|case| [IoMode::IoUring, IoMode::Mmsg].map(|io| case(io, load)))
