@@ -63,6 +63,16 @@ fn sluice_backends(profile: SrtpProfile) -> Vec<BackendKind> {
     }
 }
 
+/// The row label of a sluice implementation: the AES-GCM backend's name
+/// for the AEAD profiles, plain `sluice` for AES-CM (which uses none).
+fn label(profile: SrtpProfile, kind: BackendKind) -> String {
+    if profile.is_aead() {
+        format!("sluice-{kind}")
+    } else {
+        "sluice".to_owned()
+    }
+}
+
 fn protect(c: &mut Criterion) {
     for profile in SrtpProfile::ALL {
         let mut group = c.benchmark_group(format!("protect/{profile}"));
