@@ -44,24 +44,34 @@ impl<'a, B: AeadBackend> BatchItem<'a, B> {
     }
 }
 
+/// Phase one for every item of a chunk: the GCM plans for the backend,
+/// `None` where the item already finished (AES-CM, or refused) and holds
+/// its outcome.
+fn plan_chunk<B: AeadBackend, P, D>(
+    chunk: &mut [BatchItem<'_, B>],
+    plan: impl Fn(&mut SrtpSession<B>, &mut [u8], usize) -> Result<Phase<P, D>, SrtpError>,
+    done_len: impl Fn(D) -> usize,
+) -> ArrayVec<Option<P>, BATCH_CHUNK> {
+    chunk
+        .iter_mut()
+        .map(|item| match plan(item.session, item.buf, item.len) {
+            Ok(Phase::Gcm(plan)) => Some(plan),
+            Ok(Phase::Done(done)) => {
+                item.outcome = Some(Ok(done_len(done)));
+                None
+            }
+            Err(e) => {
+                item.outcome = Some(Err(e));
+                None
+            }
+        })
+        .collect()
+}
+
 /// Protects every item's RTP packet; see [`SrtpSession::protect_rtp`].
 pub fn protect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'_, B>]) {
     for chunk in items.chunks_mut(BATCH_CHUNK) {
-        let mut plans = ArrayVec::<_, BATCH_CHUNK>::new();
-        for item in chunk.iter_mut() {
-            let plan = match item.session.plan_protect_rtp(item.buf, item.len) {
-                Ok(Phase::Gcm(plan)) => Some(plan),
-                Ok(Phase::Done(n)) => {
-                    item.outcome = Some(Ok(n));
-                    None
-                }
-                Err(e) => {
-                    item.outcome = Some(Err(e));
-                    None
-                }
-            };
-            plans.push(plan);
-        }
+        let plans = plan_chunk(chunk, SrtpSession::plan_protect_rtp, |n| n);
         let mut jobs = ArrayVec::<_, BATCH_CHUNK>::new();
         for (item, plan) in chunk.iter_mut().zip(&plans) {
             if let Some(plan) = plan {
@@ -81,21 +91,7 @@ pub fn protect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'_,
 /// Unprotects every item's SRTP packet; see [`SrtpSession::unprotect_rtp`].
 pub fn unprotect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'_, B>]) {
     for chunk in items.chunks_mut(BATCH_CHUNK) {
-        let mut plans = ArrayVec::<_, BATCH_CHUNK>::new();
-        for item in chunk.iter_mut() {
-            let plan = match item.session.plan_unprotect_rtp(item.buf, item.len) {
-                Ok(Phase::Gcm(plan)) => Some(plan),
-                Ok(Phase::Done((n, _))) => {
-                    item.outcome = Some(Ok(n));
-                    None
-                }
-                Err(e) => {
-                    item.outcome = Some(Err(e));
-                    None
-                }
-            };
-            plans.push(plan);
-        }
+        let plans = plan_chunk(chunk, SrtpSession::plan_unprotect_rtp, |(n, _)| n);
         let mut jobs = ArrayVec::<_, BATCH_CHUNK>::new();
         for (item, plan) in chunk.iter_mut().zip(&plans) {
             if let Some(plan) = plan {

@@ -172,12 +172,7 @@ impl<B: AeadBackend> SrtpSession<B> {
         buf: &mut [u8],
         len: usize,
     ) -> Result<Phase<SealPlan>, SrtpError> {
-        let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
-            needed: len,
-            got: buf.len(),
-        })?;
-        let header = RtpHeader::parse(packet)?;
-        let (header_len, ssrc, seq) = (header.header_len(), header.ssrc().0, header.sequence().0);
+        let (header_len, ssrc, seq) = rtp_fields(buf, len)?;
         let tag_len = self.profile.rtp_tag_len();
         if buf.len() < len + tag_len {
             return Err(SrtpError::BufferTooSmall {
@@ -242,12 +237,7 @@ impl<B: AeadBackend> SrtpSession<B> {
         buf: &mut [u8],
         len: usize,
     ) -> Result<Phase<OpenPlan, (usize, u64)>, SrtpError> {
-        let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
-            needed: len,
-            got: buf.len(),
-        })?;
-        let header = RtpHeader::parse(packet)?;
-        let (header_len, ssrc, seq) = (header.header_len(), header.ssrc().0, header.sequence().0);
+        let (header_len, ssrc, seq) = rtp_fields(buf, len)?;
         let tag_len = self.profile.rtp_tag_len();
         if len < header_len + tag_len {
             return Err(SrtpError::TooShort {
@@ -317,6 +307,17 @@ impl<B: AeadBackend> SrtpSession<B> {
         self.recv_rtp.entry(plan.ssrc)?.accept(plan.index);
         Ok(plan.body_end)
     }
+}
+
+/// The header length, SSRC and sequence number of the RTP packet in
+/// `buf[..len]`.
+fn rtp_fields(buf: &[u8], len: usize) -> Result<(usize, u32, u16), SrtpError> {
+    let packet = buf.get(..len).ok_or(SrtpError::BufferTooSmall {
+        needed: len,
+        got: buf.len(),
+    })?;
+    let header = RtpHeader::parse(packet)?;
+    Ok((header.header_len(), header.ssrc().0, header.sequence().0))
 }
 
 pub(crate) fn replay_error(r: Replay) -> SrtpError {
