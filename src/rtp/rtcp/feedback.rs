@@ -33,6 +33,28 @@ pub(crate) fn split_feedback(
     Ok((sender, media, r.rest()))
 }
 
+/// Splits a feedback body whose FCI is a non-empty run of `N`-byte entries
+/// (NACK's 4-byte pid/blp, FIR's 8-byte ssrc/seq).
+pub(crate) fn split_fci_entries<const N: usize>(
+    packet_type: u8,
+    fmt: u8,
+    body: &[u8],
+) -> Result<(Ssrc, Ssrc, &[[u8; N]]), RtcpError> {
+    let (sender_ssrc, media_ssrc, fci) = split_feedback(packet_type, body)?;
+    let (entries, rest) = fci.as_chunks();
+    if !rest.is_empty() {
+        return Err(RtcpError::BadFciLength {
+            packet_type,
+            fmt,
+            len: fci.len(),
+        });
+    }
+    if entries.is_empty() {
+        return Err(RtcpError::EmptyFci { packet_type, fmt });
+    }
+    Ok((sender_ssrc, media_ssrc, entries))
+}
+
 /// A picture loss indication (RFC 4585 §6.3.1); it has no FCI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pli {
@@ -81,22 +103,8 @@ pub struct Fir<'a> {
 impl<'a> Fir<'a> {
     /// Reads a PSFB FMT 4 body: at least one 8-byte FCI entry.
     pub(crate) fn parse(body: &'a [u8]) -> Result<Self, RtcpError> {
-        let (sender_ssrc, media_ssrc, fci) = split_feedback(PAYLOAD_FEEDBACK, body)?;
-        let (entries, rest) = fci.as_chunks();
-        if !rest.is_empty() {
-            let len = fci.len();
-            return Err(RtcpError::BadFciLength {
-                packet_type: PAYLOAD_FEEDBACK,
-                fmt: FMT_FIR,
-                len,
-            });
-        }
-        if entries.is_empty() {
-            return Err(RtcpError::EmptyFci {
-                packet_type: PAYLOAD_FEEDBACK,
-                fmt: FMT_FIR,
-            });
-        }
+        let (sender_ssrc, media_ssrc, entries) =
+            split_fci_entries(PAYLOAD_FEEDBACK, FMT_FIR, body)?;
         Ok(Self {
             sender_ssrc,
             media_ssrc,

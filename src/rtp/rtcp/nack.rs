@@ -1,7 +1,7 @@
 //! Generic NACK (RTPFB FMT 1, RFC 4585 §6.2.1): lost packets as a packet
 //! id and a bitmask of the 16 that follow it.
 
-use super::feedback::split_feedback;
+use super::feedback::split_fci_entries;
 use super::{FMT_NACK, RtcpError, TRANSPORT_FEEDBACK};
 use crate::rtp::types::{SeqNum, Ssrc};
 
@@ -69,22 +69,8 @@ pub struct Nack<'a> {
 impl<'a> Nack<'a> {
     /// Reads an RTPFB FMT 1 body; the FCI must hold at least one entry.
     pub(crate) fn parse(body: &'a [u8]) -> Result<Self, RtcpError> {
-        let (sender_ssrc, media_ssrc, fci) = split_feedback(TRANSPORT_FEEDBACK, body)?;
-        let (entries, rest) = fci.as_chunks();
-        if !rest.is_empty() {
-            let len = fci.len();
-            return Err(RtcpError::BadFciLength {
-                packet_type: TRANSPORT_FEEDBACK,
-                fmt: FMT_NACK,
-                len,
-            });
-        }
-        if entries.is_empty() {
-            return Err(RtcpError::EmptyFci {
-                packet_type: TRANSPORT_FEEDBACK,
-                fmt: FMT_NACK,
-            });
-        }
+        let (sender_ssrc, media_ssrc, entries) =
+            split_fci_entries(TRANSPORT_FEEDBACK, FMT_NACK, body)?;
         Ok(Self {
             sender_ssrc,
             media_ssrc,
