@@ -28,6 +28,21 @@ impl Profile {
         Self::AesCm128HmacSha1_32,
     ];
 
+    /// The SDES crypto-suite name (RFC 4568, RFC 7714 §14.1).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AeadAes256Gcm => "AEAD_AES_256_GCM",
+            Self::AeadAes128Gcm => "AEAD_AES_128_GCM",
+            Self::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+            Self::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
+        }
+    }
+
+    /// The profile with this SDES crypto-suite name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     /// Master key length in octets.
     pub const fn master_key_len(self) -> usize {
         match self {
