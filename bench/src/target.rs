@@ -105,9 +105,21 @@ pub trait Target: Send {
     /// Admits `meeting`, whose participants use the local UDP addresses
     /// `participants` (publishers first, in `meeting.publishers` order).
     /// Returns one plan per participant, in the same order.
-    fn admit(&mut self, meeting: &MeetingSpec, participants: &[SocketAddr]) -> Result<Vec<LegPlan>, TargetError>;
+    fn admit(
+        &mut self,
+        meeting: &MeetingSpec,
+        participants: &[SocketAddr],
+    ) -> Result<Vec<LegPlan>, TargetError>;
 
     /// The relay's process id, for CPU and RSS sampling (`None`: no
     /// relay process, e.g. the loopback ceiling).
     fn pid(&self) -> Option<u32>;
+
+    /// How many participants the relay has latched so far (`None`: the
+    /// target has no latching to wait for). The load engine sends every
+    /// participant's SRTCP receiver report, then polls this until all are
+    /// latched, resending the reports meanwhile.
+    fn latched(&mut self) -> Option<usize> {
+        None
+    }
 }

@@ -1,0 +1,62 @@
+//! The targets this crate ships, by name: `ceiling` (no relay) and
+//! `sluice` (the daemon binary). rtpengine lives in its own module and is
+//! added to [`NAMES`] and [`open`] once it is merged.
+
+pub mod ceiling;
+pub mod sluice;
+
+use std::path::PathBuf;
+
+use ::sluice::srtp::SrtpProfile;
+
+pub use self::ceiling::Ceiling;
+pub use self::sluice::{Sluice, SluiceOptions};
+use crate::target::{Target, TargetError};
+
+/// Target names `--targets` accepts, in report order.
+pub const NAMES: &[&str] = &["ceiling", "sluice"];
+
+/// How targets are set up for a run.
+#[derive(Debug, Clone, Default)]
+pub struct TargetOptions {
+    /// The sluice binary (None: look next to this program and in the
+    /// workspace's target directory).
+    pub sluice_binary: Option<PathBuf>,
+    /// Cores the relay may run on (`--cpu-pin`); empty: any.
+    pub relay_cores: Vec<usize>,
+    /// Relay packet workers (0: one per relay core, or per core).
+    pub relay_workers: usize,
+}
+
+/// Starts the target called `name`.
+pub fn open(
+    name: &str,
+    profile: SrtpProfile,
+    options: &TargetOptions,
+) -> Result<Box<dyn Target>, TargetError> {
+    match name {
+        "ceiling" => Ok(Box::new(Ceiling::new(profile))),
+        "sluice" => {
+            let binary = match &options.sluice_binary {
+                Some(path) => path.clone(),
+                None => sluice::find_binary().map_err(|reason| TargetError::Start {
+                    target: "sluice",
+                    reason,
+                })?,
+            };
+            let opts = SluiceOptions {
+                binary,
+                relay_cores: options.relay_cores.clone(),
+                workers: options.relay_workers,
+            };
+            Ok(Box::new(Sluice::start(&opts)?))
+        }
+        other => Err(TargetError::Start {
+            target: "unknown",
+            reason: format!(
+                "no target called {other:?}; known targets: {}",
+                NAMES.join(", ")
+            ),
+        }),
+    }
+}
