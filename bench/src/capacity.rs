@@ -64,7 +64,7 @@ pub fn search(
         let mut target = open()?;
         let label = format!("{} streams", step.relayed_streams());
         let measured = engine::run(&mut *target, &step, engine_options, &mut |e, t, c| {
-            progress(&label, e, t, c)
+            progress(&label, e, t, c);
         })?;
         drop(target);
         let passed = measured.passes(MAX_LOSS, MAX_P99_NS);

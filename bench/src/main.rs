@@ -195,7 +195,7 @@ fn run_targets(scenario: &Scenario, names: &[String], common: &CommonArgs) -> Ve
             };
             let progress = bar(name.clone());
             let result = engine::run(&mut *target, scenario, &engine_options, &mut |e, t, c| {
-                tick(&progress, e, t, c)
+                tick(&progress, e, t, c);
             });
             progress.finish_and_clear();
             match result {
@@ -250,7 +250,6 @@ fn run(command: Command) -> Result<(), String> {
             let out = load
                 .common
                 .out
-                .clone()
                 .unwrap_or_else(|| default_out("run", &scenario.name));
             finish(&Report::new("run", scenario, reports), &out)?;
             if failed.is_empty() {
@@ -311,7 +310,6 @@ fn run(command: Command) -> Result<(), String> {
             let out = load
                 .common
                 .out
-                .clone()
                 .unwrap_or_else(|| default_out("capacity", &scenario.name));
             finish(&Report::new("capacity", scenario, reports), &out)
         }
