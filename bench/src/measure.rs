@@ -116,6 +116,13 @@ impl Measurement {
             && self.decrypt_failures == 0
     }
 
+    /// Whether the generator fell behind its own schedule (more than 1 %
+    /// of packets sent over 1 ms late): the figures then say as much about
+    /// the generator's box as about the target.
+    pub fn generator_bound(&self) -> bool {
+        self.late_sends * 100 > self.sent
+    }
+
     /// Whether any packet was lost, duplicated, failed to decrypt or
     /// could not be sent: what the smoke refuses.
     pub fn flawless(&self) -> bool {

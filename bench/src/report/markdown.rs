@@ -97,6 +97,20 @@ pub fn markdown(report: &Report) -> String {
         }
         let _ = writeln!(out);
     }
+    for (t, m) in &shown {
+        if m.generator_bound() {
+            let _ = writeln!(
+                out,
+                "\n> **{}: the generator fell behind**: {} of {} packets were sent more than 1 ms late \
+                 (worst {:.1} ms). The figures are bounded by the generator sharing this box; \
+                 use `--cpu-pin`, more cores, or a smaller load.",
+                t.name,
+                m.late_sends,
+                m.sent,
+                m.worst_late_us / 1e3
+            );
+        }
+    }
     if report.mode == "capacity" {
         for t in &report.targets {
             let _ = writeln!(out, "\n## {} steps\n", t.name);
