@@ -161,3 +161,85 @@ impl Report {
         plot(self, &dir.join("latency.svg"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Tally;
+    use crate::procstat::ProcessFigures;
+
+    fn point(target: &str, pps_scale: u64) -> Measurement {
+        let scenario = Scenario::smoke();
+        let mut tally = Tally::new(&scenario, target, target.into());
+        tally.steady_packets = 1000 * pps_scale;
+        tally.latency.record(1_000_000 * pps_scale);
+        tally.finish(None, ProcessFigures::default())
+    }
+
+    fn single(name: &str, m: Measurement) -> TargetReport {
+        TargetReport {
+            name: name.into(),
+            describe: name.into(),
+            points: vec![m],
+            largest_passing: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn ratios_to_the_ceiling_and_between_relays() {
+        let report = Report::new(
+            "run",
+            Scenario::smoke(),
+            vec![
+                single("ceiling", point("ceiling", 4)),
+                single("sluice", point("sluice", 2)),
+                single("rtpengine", point("rtpengine", 1)),
+            ],
+        );
+        let pairs: Vec<&str> = report.ratios.iter().map(|r| r.pair.as_str()).collect();
+        assert_eq!(
+            pairs,
+            ["sluice/ceiling", "rtpengine/ceiling", "sluice/rtpengine"]
+        );
+        let figure = |pair: usize, name: &str| {
+            report.ratios[pair]
+                .figures
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| *v)
+        };
+        assert_eq!(figure(0, "relayed pps"), Some(0.5));
+        assert_eq!(figure(2, "relayed pps"), Some(2.0));
+        assert_eq!(figure(1, "latency max ms"), Some(0.25));
+        // Nothing lost anywhere: no ratio rather than a division by zero.
+        assert_eq!(figure(0, "lost"), None);
+        let md = markdown(&report);
+        assert!(
+            md.contains("| sluice/ceiling | rtpengine/ceiling | sluice/rtpengine |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| relayed pps | 1333 | 666.67 | 333.33 | 0.50× | 0.25× | 2.00× |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_target_that_did_not_run_is_named_with_its_reason() {
+        let mut failed = single("rtpengine", point("rtpengine", 1));
+        failed.points.clear();
+        failed.note = Some("rtpengine could not start: not installed".into());
+        let report = Report::new(
+            "run",
+            Scenario::smoke(),
+            vec![single("ceiling", point("ceiling", 1)), failed],
+        );
+        assert!(report.ratios.is_empty());
+        let md = markdown(&report);
+        assert!(
+            md.contains("rtpengine could not start: not installed"),
+            "{md}"
+        );
+    }
+}

@@ -24,6 +24,7 @@ fn draw(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
         .map(|m| m.offered_streams as f64)
         .fold(1.0, f64::max)
         * 1.15;
+    let limit_ms = ms(crate::capacity::MAX_P99_NS);
     let y_max = points().map(|m| ms(m.latency_ns.p999)).fold(0.1, f64::max) * 1.2;
     let loss_max = points().map(|m| m.loss_ratio * 100.0).fold(0.2, f64::max) * 1.2;
 
@@ -42,6 +43,15 @@ fn draw(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
         .x_desc("offered streams (relayed)")
         .y_desc("latency, ms")
         .draw()?;
+    if limit_ms < y_max {
+        latency
+            .draw_series(LineSeries::new(
+                [(0.0, limit_ms), (x_max, limit_ms)],
+                BLACK.mix(0.4),
+            ))?
+            .label("capacity limit: p99 20 ms")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+    }
     for (i, target) in report.targets.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         for (name, width) in PERCENTILES {
