@@ -98,6 +98,9 @@ struct CommonArgs {
     /// Relay packet workers (0: one per relay core).
     #[arg(long, default_value_t = 0)]
     relay_workers: usize,
+    /// Relay packet I/O: auto, io_uring or recvmmsg.
+    #[arg(long, default_value = "auto")]
+    relay_io: String,
     /// Generator sender threads.
     #[arg(long, default_value_t = 1)]
     sender_threads: usize,
@@ -141,6 +144,7 @@ impl CommonArgs {
                 sluice_binary: self.sluice.clone(),
                 relay_cores,
                 relay_workers: self.relay_workers,
+                relay_io: self.relay_io.clone(),
             },
             EngineOptions {
                 sender_threads: self.sender_threads,

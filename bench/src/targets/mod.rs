@@ -17,7 +17,7 @@ use crate::target::{Target, TargetError};
 pub const NAMES: &[&str] = &["ceiling", "sluice"];
 
 /// How targets are set up for a run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TargetOptions {
     /// The sluice binary (None: look next to this program and in the
     /// workspace's target directory).
@@ -26,6 +26,19 @@ pub struct TargetOptions {
     pub relay_cores: Vec<usize>,
     /// Relay packet workers (0: one per relay core, or per core).
     pub relay_workers: usize,
+    /// Relay packet I/O backend (sluice: `auto`, `io_uring`, `recvmmsg`).
+    pub relay_io: String,
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        Self {
+            sluice_binary: None,
+            relay_cores: Vec::new(),
+            relay_workers: 0,
+            relay_io: "auto".into(),
+        }
+    }
 }
 
 /// Starts the target called `name`.
@@ -48,6 +61,7 @@ pub fn open(
                 binary,
                 relay_cores: options.relay_cores.clone(),
                 workers: options.relay_workers,
+                io: options.relay_io.clone(),
             };
             Ok(Box::new(Sluice::start(&opts)?))
         }

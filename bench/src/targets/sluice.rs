@@ -25,6 +25,8 @@ pub struct SluiceOptions {
     pub relay_cores: Vec<usize>,
     /// Packet workers (0: one per relay core, or per core).
     pub workers: usize,
+    /// Packet I/O backend: `auto`, `io_uring` or `recvmmsg`.
+    pub io: String,
 }
 
 /// A running sluice daemon.
@@ -77,9 +79,9 @@ pub fn find_binary() -> Result<PathBuf, String> {
 
 /// The config the benchmark runs sluice with: loopback, free ports, no
 /// participant limits that a benchmark would hit, every E2EE owner allowed.
-fn config(workers: usize) -> String {
+fn config(workers: usize, io: &str) -> String {
     format!(
-        "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\npin_cores = false\n\n\
+        "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n\n\
          [policy]\ne2ee = \"all\"\nmax_participants_per_meeting = 100000\nmax_participants_per_node = 1000000\n"
     )
 }
@@ -108,7 +110,7 @@ impl Sluice {
             (0, cores) => cores,
             (n, _) => n,
         };
-        std::fs::write(&config_path, config(workers))
+        std::fs::write(&config_path, config(workers, &options.io))
             .map_err(|e| start_error(format!("cannot write {}: {e}", config_path.display())))?;
         let mut child = Command::new(&options.binary)
             .arg("run")
@@ -331,8 +333,10 @@ mod tests {
 
     #[test]
     fn generated_config_is_one_sluice_accepts() {
-        let text = config(2);
-        sluice::config::Config::parse(&text, "bench.toml")
-            .expect("sluice accepts the bench config");
+        for io in ["auto", "io_uring", "recvmmsg"] {
+            let text = config(2, io);
+            sluice::config::Config::parse(&text, "bench.toml")
+                .expect("sluice accepts the bench config");
+        }
     }
 }
