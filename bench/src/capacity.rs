@@ -24,6 +24,8 @@ pub struct SearchOptions {
     pub step_meetings: u32,
     /// Stop before offering more relayed streams than this.
     pub max_streams: u64,
+    /// Bisection steps after the first failure.
+    pub refine: u32,
 }
 
 /// One target's search.
@@ -38,7 +40,9 @@ pub struct Search {
 }
 
 /// Searches with a fresh target from `open` at every step; `progress`
-/// gets (step label, elapsed, total, counters).
+/// gets (step label, elapsed, total, counters). After the first failing
+/// step, `search.refine` bisections between it and the last passing step
+/// narrow the answer.
 pub fn search(
     open: &mut dyn FnMut() -> Result<Box<dyn Target>, TargetError>,
     scenario: &Scenario,
@@ -46,21 +50,12 @@ pub fn search(
     engine_options: &EngineOptions,
     progress: &mut dyn FnMut(&str, f64, f64, &Progress),
 ) -> Result<Search, EngineError> {
-    let mut points = Vec::new();
-    let mut largest_passing = None;
-    let mut meetings = search.start_meetings.max(1);
-    let stopped = loop {
+    let mut points: Vec<Measurement> = Vec::new();
+    let mut measure = |meetings: u32| -> Result<bool, EngineError> {
         let step = Scenario {
             meetings,
             ..scenario.clone()
         };
-        if step.relayed_streams() > search.max_streams {
-            break format!(
-                "the next step ({} relayed streams) is above --max-streams {}",
-                step.relayed_streams(),
-                search.max_streams
-            );
-        }
         let mut target = open()?;
         let label = format!("{} streams", step.relayed_streams());
         let measured = engine::run(&mut *target, &step, engine_options, &mut |e, t, c| {
@@ -68,19 +63,51 @@ pub fn search(
         })?;
         drop(target);
         let passed = measured.passes(MAX_LOSS, MAX_P99_NS);
-        let why = format!(
-            "{} relayed streams: loss {:.3} %, p99 {:.2} ms",
-            step.relayed_streams(),
-            measured.loss_ratio * 100.0,
-            measured.latency_ns.p99 as f64 / 1e6
-        );
         points.push(measured);
-        if !passed {
-            break format!("failed at {why}");
+        Ok(passed)
+    };
+    let mut passed_at = 0;
+    let mut meetings = search.start_meetings.max(1);
+    let mut stopped = loop {
+        let streams = Scenario {
+            meetings,
+            ..scenario.clone()
         }
-        largest_passing = Some(points.len() - 1);
+        .relayed_streams();
+        if streams > search.max_streams {
+            break format!(
+                "the next step ({streams} relayed streams) is above --max-streams {}",
+                search.max_streams
+            );
+        }
+        if !measure(meetings)? {
+            break format!("the first failing step was {streams} relayed streams");
+        }
+        passed_at = meetings;
         meetings += search.step_meetings.max(1);
     };
+    let mut failed_at = meetings;
+    if stopped.starts_with("the first failing") {
+        for _ in 0..search.refine {
+            let mid = passed_at + (failed_at - passed_at) / 2;
+            if mid <= passed_at {
+                break;
+            }
+            if measure(mid)? {
+                passed_at = mid;
+            } else {
+                failed_at = mid;
+            }
+        }
+        stopped.push_str(&format!(
+            "; bisection narrowed it to between {passed_at} and {failed_at} meetings"
+        ));
+    }
+    points.sort_by_key(|m| m.offered_streams);
+    let largest_passing = points
+        .iter()
+        .rposition(|m| m.meetings == u64::from(passed_at));
+    let largest_passing = largest_passing.filter(|_| passed_at > 0);
     Ok(Search {
         points,
         largest_passing,

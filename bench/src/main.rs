@@ -46,6 +46,10 @@ enum Command {
         /// Meetings at the first step (default: the step).
         #[arg(long)]
         start: Option<u32>,
+        /// Bisection steps between the last passing and the first failing
+        /// step.
+        #[arg(long, default_value_t = 2)]
+        refine: u32,
     },
     /// A few seconds of a tiny fixed load against the ceiling and sluice;
     /// fails if any packet is lost, duplicated or fails to decrypt.
@@ -267,6 +271,7 @@ fn run(command: Command) -> Result<(), String> {
             max_streams,
             step,
             start,
+            refine,
         } => {
             let scenario = load.scenario()?;
             let (target_options, engine_options) = load.common.options();
@@ -276,6 +281,7 @@ fn run(command: Command) -> Result<(), String> {
                 start_meetings: start.unwrap_or(step),
                 step_meetings: step,
                 max_streams,
+                refine,
             };
             let mut reports = Vec::new();
             for name in &load.targets {
