@@ -105,7 +105,11 @@ pub trait Target: Send {
     /// Admits `meeting`, whose participants use the local UDP addresses
     /// `participants` (publishers first, in `meeting.publishers` order).
     /// Returns one plan per participant, in the same order.
-    fn admit(&mut self, meeting: &MeetingSpec, participants: &[SocketAddr]) -> Result<Vec<LegPlan>, TargetError>;
+    fn admit(
+        &mut self,
+        meeting: &MeetingSpec,
+        participants: &[SocketAddr],
+    ) -> Result<Vec<LegPlan>, TargetError>;
 
     /// The relay's process id, for CPU and RSS sampling (`None`: no
     /// relay process, e.g. the loopback ceiling).
