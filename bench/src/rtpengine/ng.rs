@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::bencode::{self, BencodeError, Value};
@@ -77,7 +78,8 @@ pub fn parse_reply(datagram: &[u8], cookie: &str) -> Result<Option<Value>, NgErr
 /// Turns `"result": "error"` into [`NgError::Refused`].
 pub fn check_result(command: &str, reply: Value) -> Result<Value, NgError> {
     match reply.field("result").and_then(Value::as_str) {
-        Some("ok" | "pong") => Ok(reply),
+        Some("ok") => Ok(reply),
+        Some("pong") if command == "ping" => Ok(reply),
         Some("error") => Err(NgError::Refused {
             command: command.to_owned(),
             reason: reply
@@ -94,14 +96,21 @@ pub fn check_result(command: &str, reply: Value) -> Result<Value, NgError> {
     }
 }
 
+/// A cookie no other request from this process has used. rtpengine
+/// answers a repeated cookie from its cache, whichever socket it comes
+/// from: a `ping` sent while it was starting, answered too late, must not
+/// make the next client's first request look already answered.
+fn next_cookie() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}_{n}", std::process::id())
+}
+
 /// A blocking ng client on a loopback UDP socket.
 #[derive(Debug)]
 pub struct NgClient {
     socket: UdpSocket,
     addr: SocketAddr,
-    /// Distinguishes this client's cookies from any other's.
-    prefix: u32,
-    next: u64,
     /// How long to wait for a reply before sending again.
     wait: Duration,
     attempts: u32,
@@ -121,8 +130,6 @@ impl NgClient {
         Ok(Self {
             socket,
             addr,
-            prefix: std::process::id(),
-            next: 0,
             wait,
             attempts: attempts.max(1),
         })
@@ -131,8 +138,7 @@ impl NgClient {
     /// Sends `request` (a dictionary whose `"command"` is `command`) and
     /// returns the reply's dictionary, or why there is none.
     pub fn request(&mut self, command: &str, request: &Value) -> Result<Value, NgError> {
-        self.next += 1;
-        let cookie = format!("{:x}_{}", self.prefix, self.next);
+        let cookie = next_cookie();
         let datagram = frame(&cookie, request);
         let mut buf = vec![0u8; 65_536];
         for _ in 0..self.attempts {
@@ -189,7 +195,12 @@ mod tests {
     #[test]
     fn parses_replies_by_cookie() {
         let reply = parse_reply(b"ab d6:result4:ponge", "ab").unwrap().unwrap();
-        assert!(check_result("ping", reply).is_ok());
+        assert!(check_result("ping", reply.clone()).is_ok());
+        // A pong is no answer to an offer.
+        assert!(matches!(
+            check_result("offer", reply),
+            Err(NgError::Refused { .. })
+        ));
         assert!(parse_reply(b"zz d6:result4:ponge", "ab").unwrap().is_none());
         assert!(matches!(
             parse_reply(b"nospace", "ab"),
@@ -217,6 +228,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn cookies_are_never_reused() {
+        let (a, b) = (next_cookie(), next_cookie());
+        assert_ne!(a, b);
+        assert!(!a.contains(' '));
     }
 
     #[test]
