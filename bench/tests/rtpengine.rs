@@ -14,7 +14,7 @@ use sluice::crypto::RingGcm;
 use sluice::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
 use sluice::srtp::{SrtpProfile, SrtpSession};
 use sluice_bench::rtpengine::Rtpengine;
-use sluice_bench::target::{LegPlan, MeetingSpec, StreamKind, StreamSpec, Target};
+use sluice_bench::target::{LegPlan, MeetingSpec, StreamKind, StreamSpec, Target, TargetError};
 
 const PACKETS: u16 = 20;
 
@@ -174,14 +174,20 @@ fn meeting(
 
 /// A small rtpengine: the tests run side by side, each with its own.
 fn small(profile: SrtpProfile) -> Rtpengine {
-    Rtpengine::start_with_ports(profile, 512).expect("rtpengine must start")
+    started(Rtpengine::start_with_ports(profile, 512))
+}
+
+/// The engine, or a failure that reads as the sentence it carries (such
+/// as which package to install).
+fn started(engine: Result<Rtpengine, TargetError>) -> Rtpengine {
+    engine.unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn aead_aes_256_gcm_reaches_two_subscribers() {
     let profile = SrtpProfile::AeadAes256Gcm;
     // The default start, as the benchmark makes it.
-    let engine = Rtpengine::start(profile).expect("rtpengine must start");
+    let engine = started(Rtpengine::start(profile));
     relays(&meeting(profile, vec![vec![audio(0x5eed_0001)]], 2), engine);
 }
 

@@ -54,7 +54,7 @@ pub enum BencodeError {
         /// Offset of the key.
         at: usize,
     },
-    /// Deeper nesting than [`MAX_DEPTH`].
+    /// Deeper nesting than the decoder allows (32 levels).
     #[error("bencode nests deeper than {MAX_DEPTH}")]
     TooDeep,
     /// Bytes after the value.
