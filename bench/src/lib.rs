@@ -16,6 +16,7 @@ pub mod payload;
 pub mod pin;
 pub mod procstat;
 pub mod report;
+pub mod rtpengine;
 pub mod scenario;
 pub mod stats;
 pub mod target;

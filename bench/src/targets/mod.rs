@@ -1,6 +1,6 @@
-//! The targets this crate ships, by name: `ceiling` (no relay) and
-//! `sluice` (the daemon binary). rtpengine lives in its own module and is
-//! added to [`NAMES`] and [`open`] once it is merged.
+//! The targets by name: `ceiling` (no relay), `sluice` (the daemon
+//! binary) and `rtpengine` (Debian's rtpengine-daemon, in
+//! [`crate::rtpengine`]).
 
 pub mod ceiling;
 pub mod sluice;
@@ -14,7 +14,7 @@ pub use self::sluice::{Sluice, SluiceOptions};
 use crate::target::{Target, TargetError};
 
 /// Target names `--targets` accepts, in report order.
-pub const NAMES: &[&str] = &["ceiling", "sluice"];
+pub const NAMES: &[&str] = &["ceiling", "sluice", "rtpengine"];
 
 /// How targets are set up for a run.
 #[derive(Debug, Clone)]
@@ -65,6 +65,7 @@ pub fn open(
             };
             Ok(Box::new(Sluice::start(&opts)?))
         }
+        "rtpengine" => Ok(Box::new(crate::rtpengine::Rtpengine::start(profile)?)),
         other => Err(TargetError::Start {
             target: "unknown",
             reason: format!(
