@@ -13,6 +13,12 @@ use crate::stats::StreamReception;
 pub struct StreamFigures {
     /// Run-wide stream id.
     pub stream: u32,
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// The meeting it belongs to.
+    pub meeting: u64,
     /// Packets the publisher sent.
     pub sent: u64,
     /// Participants that should have received it.

@@ -269,10 +269,16 @@ pub fn run(
         tally.foreign += reception.foreign;
     }
     let empty = crate::stats::StreamReception::default();
-    for (id, &owner) in stream_owner.iter().enumerate() {
+    for (id, &(owner, spec)) in stream_owner.iter().enumerate() {
         let owner = owner as usize;
         let sent = sent_by_stream[id];
         let mut row = tally.stream_row(id as u32, sent);
+        row.ssrc = spec.ssrc;
+        row.kind = match spec.kind {
+            crate::target::StreamKind::Audio => "audio",
+            crate::target::StreamKind::Video => "video",
+        };
+        row.meeting = meeting_of[owner] as u64;
         // `members` was built from `meeting_of`, so every meeting is a key.
         for &member in &members[&meeting_of[owner]] {
             if member == owner {

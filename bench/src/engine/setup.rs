@@ -50,11 +50,11 @@ fn endpoint_socket() -> Result<UdpSocket, EngineError> {
 }
 
 /// Admits every meeting of `scenario` through `target`; returns the
-/// participants and, per run-wide stream id, the index of its publisher.
+/// participants and, per run-wide stream id, its publisher's index and spec.
 pub(super) fn admit_all(
     target: &mut dyn Target,
     scenario: &Scenario,
-) -> Result<(Vec<Participant>, Vec<u32>), EngineError> {
+) -> Result<(Vec<Participant>, Vec<(u32, StreamSpec)>), EngineError> {
     let random = SystemRandom::new();
     let mut participants = Vec::new();
     let mut stream_ids = Vec::new();
@@ -93,7 +93,7 @@ pub(super) fn admit_all(
                 .flatten()
                 .map(|spec| {
                     let id = stream_ids.len() as u32;
-                    stream_ids.push(participants.len() as u32);
+                    stream_ids.push((participants.len() as u32, *spec));
                     (id, *spec)
                 })
                 .collect();

@@ -112,7 +112,18 @@ impl Sluice {
         };
         std::fs::write(&config_path, config(workers, &options.io))
             .map_err(|e| start_error(format!("cannot write {}: {e}", config_path.display())))?;
-        let mut child = Command::new(&options.binary)
+        // Under setpriv (util-linux), the kernel kills the relay if this
+        // thread dies first (Ctrl-C, a panic), so no run leaves a stray
+        // relay behind. setpriv execs the relay: the PID is the relay's.
+        let setpriv = FsPath::new("/usr/bin/setpriv");
+        let mut command = if setpriv.is_file() {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(&options.binary);
+            c
+        } else {
+            Command::new(&options.binary)
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)
