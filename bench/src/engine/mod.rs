@@ -269,8 +269,8 @@ pub fn run(
         tally.foreign += reception.foreign;
     }
     let empty = crate::stats::StreamReception::default();
-    for (id, &(owner, spec)) in stream_owner.iter().enumerate() {
-        let owner = owner as usize;
+    for (id, published) in stream_owner.iter().enumerate() {
+        let (owner, spec) = (published.publisher as usize, published.spec);
         let sent = sent_by_stream[id];
         let mut row = tally.stream_row(id as u32, sent);
         row.ssrc = spec.ssrc;

@@ -49,12 +49,20 @@ fn endpoint_socket() -> Result<UdpSocket, EngineError> {
     Ok(socket.into())
 }
 
+/// One published stream of the run, by run-wide stream id.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Published {
+    /// Index of the publishing participant.
+    pub(super) publisher: u32,
+    pub(super) spec: StreamSpec,
+}
+
 /// Admits every meeting of `scenario` through `target`; returns the
 /// participants and, per run-wide stream id, its publisher's index and spec.
 pub(super) fn admit_all(
     target: &mut dyn Target,
     scenario: &Scenario,
-) -> Result<(Vec<Participant>, Vec<(u32, StreamSpec)>), EngineError> {
+) -> Result<(Vec<Participant>, Vec<Published>), EngineError> {
     let random = SystemRandom::new();
     let mut participants = Vec::new();
     let mut stream_ids = Vec::new();
@@ -93,7 +101,10 @@ pub(super) fn admit_all(
                 .flatten()
                 .map(|spec| {
                     let id = stream_ids.len() as u32;
-                    stream_ids.push((participants.len() as u32, *spec));
+                    stream_ids.push(Published {
+                        publisher: participants.len() as u32,
+                        spec: *spec,
+                    });
                     (id, *spec)
                 })
                 .collect();
