@@ -9,8 +9,11 @@ use super::Report;
 
 const PERCENTILES: [(&str, u32); 3] = [("p50", 1), ("p99", 2), ("p99.9", 3)];
 
+/// Latency is drawn on a log axis from 1 µs; smaller values sit on it.
+const FLOOR_MS: f64 = 0.001;
+
 fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
+    (ns as f64 / 1e6).max(FLOOR_MS)
 }
 
 /// Draws the plot to `path`.
@@ -25,7 +28,10 @@ fn draw(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
         .fold(1.0, f64::max)
         * 1.15;
     let limit_ms = ms(crate::capacity::MAX_P99_NS);
-    let y_max = points().map(|m| ms(m.latency_ns.p999)).fold(0.1, f64::max) * 1.2;
+    let y_max = points()
+        .map(|m| ms(m.latency_ns.p999))
+        .fold(limit_ms, f64::max)
+        * 2.0;
     let loss_max = points().map(|m| m.loss_ratio * 100.0).fold(0.2, f64::max) * 1.2;
 
     let root = SVGBackend::new(path, (1000, 800)).into_drawing_area();
@@ -37,13 +43,13 @@ fn draw(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        .build_cartesian_2d(0f64..x_max, (FLOOR_MS..y_max).log_scale())?;
     latency
         .configure_mesh()
         .x_desc("offered streams (relayed)")
-        .y_desc("latency, ms")
+        .y_desc("latency, ms (log)")
         .draw()?;
-    if limit_ms < y_max {
+    {
         latency
             .draw_series(LineSeries::new(
                 [(0.0, limit_ms), (x_max, limit_ms)],
