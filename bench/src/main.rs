@@ -1,0 +1,365 @@
+//! The `sluice-bench` command line: `run` one scenario against several
+//! targets side by side, search a target's `capacity`, or `smoke`-test the
+//! relay at a tiny load (CI).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_bench::capacity::{self, SearchOptions};
+use sluice_bench::engine::{self, EngineOptions, Progress};
+use sluice_bench::report::{Report, TargetReport, markdown};
+use sluice_bench::scenario::Scenario;
+use sluice_bench::targets::{self, TargetOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-bench",
+    version,
+    about = "Capacity benchmark for the sluice media relay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one scenario against each target in turn and compares them.
+    Run {
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Grows the load step by step until loss > 0.1 % or p99 > 20 ms;
+    /// reports the largest passing load per target.
+    Capacity {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Stop before offering more relayed streams than this.
+        #[arg(long, default_value_t = 20_000)]
+        max_streams: u64,
+        /// Meetings added each step (default: the scenario's meetings).
+        #[arg(long)]
+        step: Option<u32>,
+        /// Meetings at the first step (default: the step).
+        #[arg(long)]
+        start: Option<u32>,
+        /// Bisection steps between the last passing and the first failing
+        /// step.
+        #[arg(long, default_value_t = 2)]
+        refine: u32,
+    },
+    /// A few seconds of a tiny fixed load against the ceiling and sluice;
+    /// fails if any packet is lost, duplicated or fails to decrypt.
+    Smoke {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Scenario file (see bench/scenarios/).
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Targets, comma-separated, in report order.
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,sluice")]
+    targets: Vec<String>,
+    /// Seconds of load after the ramp (overrides the scenario).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Meetings (overrides the scenario).
+    #[arg(long)]
+    meetings: Option<u32>,
+    /// Share of E2EE meetings, 0..=1 (overrides the scenario).
+    #[arg(long)]
+    e2ee_share: Option<f64>,
+    /// SRTP profile, e.g. AEAD_AES_128_GCM (overrides the scenario).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Ramp seconds (overrides the scenario).
+    #[arg(long)]
+    ramp: Option<f64>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Pin the generator to the first half of the cores and the relay to
+    /// the rest.
+    #[arg(long)]
+    cpu_pin: bool,
+    /// Where summary.md, report.json and latency.svg go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The sluice binary (default: $SLUICE_BIN, else next to this program,
+    /// else target/{release,debug}/sluice).
+    #[arg(long)]
+    sluice: Option<PathBuf>,
+    /// Relay packet workers (0: one per relay core).
+    #[arg(long, default_value_t = 0)]
+    relay_workers: usize,
+    /// Relay packet I/O: auto, io_uring or recvmmsg.
+    #[arg(long, default_value = "auto")]
+    relay_io: String,
+    /// Generator sender threads.
+    #[arg(long, default_value_t = 1)]
+    sender_threads: usize,
+    /// Generator receiver threads.
+    #[arg(long, default_value_t = 1)]
+    receiver_threads: usize,
+}
+
+impl LoadArgs {
+    fn scenario(&self) -> Result<Scenario, String> {
+        let mut s = Scenario::load(&self.scenario).map_err(|e| e.to_string())?;
+        if let Some(v) = self.seconds {
+            s.seconds = v;
+        }
+        if let Some(v) = self.meetings {
+            s.meetings = v;
+        }
+        if let Some(v) = self.e2ee_share {
+            s.e2ee_share = v;
+        }
+        if let Some(v) = &self.profile {
+            s.profile.clone_from(v);
+        }
+        if let Some(v) = self.ramp {
+            s.ramp_seconds = v;
+        }
+        s.check().map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+}
+
+impl CommonArgs {
+    fn options(&self) -> (TargetOptions, EngineOptions) {
+        let (generator_cores, relay_cores) = if self.cpu_pin {
+            sluice_bench::pin::split_cores()
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        (
+            TargetOptions {
+                sluice_binary: self.sluice.clone(),
+                relay_cores,
+                relay_workers: self.relay_workers,
+                relay_io: self.relay_io.clone(),
+            },
+            EngineOptions {
+                sender_threads: self.sender_threads,
+                receiver_threads: self.receiver_threads,
+                generator_cores,
+                ..EngineOptions::default()
+            },
+        )
+    }
+}
+
+fn bar(prefix: String) -> ProgressBar {
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+fn tick(bar: &ProgressBar, elapsed: f64, total: f64, counters: &Progress) {
+    use std::sync::atomic::Ordering;
+    bar.set_position((elapsed / total.max(1e-9) * 1000.0) as u64);
+    bar.set_message(format!(
+        "{elapsed:.1}/{total:.1} s, sent {}, received {}",
+        counters.sent.load(Ordering::Relaxed),
+        counters.received.load(Ordering::Relaxed)
+    ));
+}
+
+/// Runs `scenario` once against each target.
+fn run_targets(scenario: &Scenario, names: &[String], common: &CommonArgs) -> Vec<TargetReport> {
+    let (target_options, engine_options) = common.options();
+    let profile = scenario
+        .srtp_profile()
+        .unwrap_or(sluice::srtp::SrtpProfile::AeadAes256Gcm);
+    names
+        .iter()
+        .map(|name| {
+            let failed = |note: String| TargetReport {
+                name: name.clone(),
+                describe: "did not run".into(),
+                points: Vec::new(),
+                largest_passing: None,
+                note: Some(note),
+            };
+            let mut target = match targets::open(name, profile, &target_options) {
+                Ok(t) => t,
+                Err(e) => return failed(e.to_string()),
+            };
+            let progress = bar(name.clone());
+            let result = engine::run(&mut *target, scenario, &engine_options, &mut |e, t, c| {
+                tick(&progress, e, t, c);
+            });
+            progress.finish_and_clear();
+            match result {
+                Ok(m) => TargetReport {
+                    name: name.clone(),
+                    describe: m.describe.clone(),
+                    points: vec![m],
+                    largest_passing: None,
+                    note: None,
+                },
+                Err(e) => failed(e.to_string()),
+            }
+        })
+        .collect()
+}
+
+fn finish(report: &Report, out: &std::path::Path) -> Result<(), String> {
+    print!("{}", markdown(report));
+    report.write(out)?;
+    println!(
+        "\nWrote {}/summary.md, report.json and latency.svg.",
+        out.display()
+    );
+    Ok(())
+}
+
+fn default_out(mode: &str, scenario: &str) -> PathBuf {
+    PathBuf::from("sluice-bench-results").join(format!("{mode}-{scenario}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sluice-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Run { load } => {
+            let scenario = load.scenario()?;
+            let reports = run_targets(&scenario, &load.targets, &load.common);
+            let failed: Vec<String> = reports
+                .iter()
+                .filter(|t| t.points.is_empty())
+                .map(|t| format!("{}: {}", t.name, t.note.clone().unwrap_or_default()))
+                .collect();
+            let out = load
+                .common
+                .out
+                .unwrap_or_else(|| default_out("run", &scenario.name));
+            finish(&Report::new("run", scenario, reports), &out)?;
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("some targets did not run: {}", failed.join("; ")))
+            }
+        }
+        Command::Capacity {
+            load,
+            max_streams,
+            step,
+            start,
+            refine,
+        } => {
+            let scenario = load.scenario()?;
+            let (target_options, engine_options) = load.common.options();
+            let profile = scenario.srtp_profile()?;
+            let step = step.unwrap_or(scenario.meetings);
+            let search = SearchOptions {
+                start_meetings: start.unwrap_or(step),
+                step_meetings: step,
+                max_streams,
+                refine,
+            };
+            let mut reports = Vec::new();
+            for name in &load.targets {
+                let progress = bar(name.clone());
+                let result = capacity::search(
+                    &mut || targets::open(name, profile, &target_options),
+                    &scenario,
+                    search,
+                    &engine_options,
+                    &mut |label, e, t, c| {
+                        progress.set_prefix(format!("{name} {label}"));
+                        tick(&progress, e, t, c);
+                    },
+                );
+                progress.finish_and_clear();
+                reports.push(match result {
+                    Ok(s) => TargetReport {
+                        name: name.clone(),
+                        describe: s
+                            .points
+                            .first()
+                            .map_or_else(String::new, |m| m.describe.clone()),
+                        points: s.points,
+                        largest_passing: s.largest_passing,
+                        note: Some(s.stopped),
+                    },
+                    Err(e) => TargetReport {
+                        name: name.clone(),
+                        describe: "did not run".into(),
+                        points: Vec::new(),
+                        largest_passing: None,
+                        note: Some(e.to_string()),
+                    },
+                });
+            }
+            let out = load
+                .common
+                .out
+                .unwrap_or_else(|| default_out("capacity", &scenario.name));
+            finish(&Report::new("capacity", scenario, reports), &out)
+        }
+        Command::Smoke { common } => smoke(&common),
+    }
+}
+
+/// The CI smoke: any loss, duplicate or decrypt failure at a tiny load is
+/// a bug, not a capacity limit.
+fn smoke(common: &CommonArgs) -> Result<(), String> {
+    let scenario = Scenario::smoke();
+    let names = ["ceiling".to_owned(), "sluice".to_owned()];
+    let reports = run_targets(&scenario, &names, common);
+    let mut problems = Vec::new();
+    for t in &reports {
+        match t.points.first() {
+            None => problems.push(format!(
+                "{} did not run: {}",
+                t.name,
+                t.note.clone().unwrap_or_default()
+            )),
+            Some(m) if !m.flawless() => problems.push(format!(
+                "{} lost {} of {} packets, duplicated {}, {} failed to decrypt, {} could not be sent",
+                t.name, m.lost, m.expected, m.duplicated, m.decrypt_failures, m.send_failures
+            )),
+            Some(_) => {}
+        }
+    }
+    let out = common.out.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("sluice-bench-smoke-{}", std::process::id()))
+    });
+    finish(&Report::new("smoke", scenario, reports), &out)?;
+    std::thread::sleep(Duration::from_millis(10));
+    if problems.is_empty() {
+        println!("smoke passed: every packet arrived once and decrypted, on every target.");
+        Ok(())
+    } else {
+        Err(format!(
+            "smoke failed at a load far below capacity: {}",
+            problems.join("; ")
+        ))
+    }
+}
