@@ -876,3 +876,41 @@ fn garbage_never_panics() {
     assert_eq!(counts.dropped(Drop::Other), 0);
     assert!(counts.received(MeetingMode::E2ee) > 0 && counts.received(MeetingMode::Standard) > 0);
 }
+
+/// Many receive-only participants joining at once, on one worker, each
+/// re-sending its RR in the same order every round (as a client that
+/// re-sends until it hears media does): every one of them latches within a
+/// bounded number of rounds. A fixed rotation of the trial window fell into
+/// step with that order and left a quarter of them unlatched for good
+/// (found by sluice-bench's video fan-out with `--cpu-pin`).
+#[test]
+fn many_receive_only_participants_all_latch() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let viewers: Vec<u64> = (100..160).collect();
+    for &leg in &viewers {
+        admit_leg(&mut s.snapshot, leg, STANDARD, MeetingMode::Standard, true);
+        s.clients.insert(leg, client(leg));
+    }
+    let mut rounds = 0;
+    while viewers.iter().any(|&leg| s.latch(leg).is_none()) {
+        rounds += 1;
+        assert!(
+            rounds <= 40,
+            "after {rounds} rounds still unlatched: {:?}",
+            viewers
+                .iter()
+                .filter(|&&leg| s.latch(leg).is_none())
+                .collect::<Vec<_>>()
+        );
+        for &leg in &viewers {
+            if s.latch(leg).is_none() {
+                let rr = s.srtcp(
+                    leg,
+                    &receiver_report(0x7000_0000 + leg as u32, video_ssrc(1)),
+                );
+                s.deliver(client_addr(leg), &rr);
+            }
+        }
+    }
+}

@@ -336,9 +336,17 @@ impl<B: AeadBackend> RelayWorker<B> {
             return None;
         }
         let scan = count.min(MAX_SCAN);
+        // Start where the last unknown packet stopped, shifted by a value
+        // taken from this packet's tail (tag and index differ on every
+        // resend). A plain rotation falls into step with the order in which
+        // clients re-send their reports and can skip the same legs forever.
+        let shift = datagram.iter().rev().take(8).fold(0usize, |h, &b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        let start = (self.unlatched_cursor + shift) % count;
         let mut trials = 0;
         for step in 0..scan {
-            let at = (self.unlatched_cursor + step) % count;
+            let at = (start + step) % count;
             let Some(route) = self.unlatched.get(at).and_then(|id| snapshot.legs.get(id)) else {
                 continue;
             };
@@ -361,7 +369,7 @@ impl<B: AeadBackend> RelayWorker<B> {
                 return Some((&**route, slot, rtcp_len, index));
             }
         }
-        self.unlatched_cursor = (self.unlatched_cursor + scan) % count;
+        self.unlatched_cursor = (start + scan) % count;
         None
     }
 
