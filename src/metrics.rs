@@ -189,6 +189,151 @@ impl ControlGauges {
     }
 }
 
+/// Upper bounds (seconds) of the dial-in transcode-time histogram: the
+/// work for one call's 20 ms frame, both directions.
+pub const TRANSCODE_BUCKETS: [f64; 10] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.02,
+];
+
+/// How a dial-in call ended up, for `sluice_dialin_calls_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The caller joined a meeting.
+    Joined,
+    /// The meeting is end-to-end encrypted: phones cannot join.
+    RefusedE2ee,
+    /// The passcode (PIN) was wrong too often.
+    BadPin,
+    /// Anything else: unknown meeting, locked or full meeting, no media,
+    /// cancelled, bad offer.
+    Failed,
+}
+
+impl CallOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [Self; 4] = [Self::Joined, Self::RefusedE2ee, Self::BadPin, Self::Failed];
+
+    /// The `outcome` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::RefusedE2ee => "refused-e2ee",
+            Self::BadPin => "bad-pin",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The SIP dial-in side's counters, written by the signalling thread and
+/// the media pool threads with relaxed atomic adds.
+#[derive(Debug, Default)]
+pub struct DialInCounters {
+    active_calls: AtomicU64,
+    outcomes: [AtomicU64; 4],
+    sip_malformed: AtomicU64,
+    late_frames: AtomicU64,
+    transcode_buckets: [AtomicU64; TRANSCODE_BUCKETS.len() + 1],
+    transcode_sum_ns: AtomicU64,
+}
+
+impl DialInCounters {
+    /// A call was set up (answered or still ringing).
+    pub fn call_started(&self) {
+        bump(&self.active_calls, 1);
+    }
+
+    /// A call that [`Self::call_started`] counted is gone.
+    pub fn call_ended(&self) {
+        // Saturating: a mismatched end never wraps the gauge.
+        let _ = self
+            .active_calls
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    /// A call reached `outcome` (each call counts once).
+    pub fn outcome(&self, outcome: CallOutcome) {
+        let slot = CallOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(CallOutcome::ALL.len() - 1);
+        bump(&self.outcomes[slot], 1);
+    }
+
+    /// A SIP datagram that does not parse was dropped.
+    pub fn sip_malformed(&self, n: u64) {
+        bump(&self.sip_malformed, n);
+    }
+
+    /// A 20 ms media tick started later than one frame after its due time.
+    pub fn late_frame(&self) {
+        bump(&self.late_frames, 1);
+    }
+
+    /// The time one call's 20 ms frame took to transcode, both directions.
+    pub fn transcode_sample(&self, nanos: u64) {
+        let secs = nanos as f64 / 1e9;
+        let slot = TRANSCODE_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(TRANSCODE_BUCKETS.len());
+        bump(&self.transcode_buckets[slot], 1);
+        bump(&self.transcode_sum_ns, nanos);
+    }
+
+    /// Calls now.
+    pub fn active_calls(&self) -> u64 {
+        self.active_calls.load(Ordering::Relaxed)
+    }
+
+    /// Calls that reached `outcome` so far.
+    pub fn outcomes(&self, outcome: CallOutcome) -> u64 {
+        CallOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |slot| self.outcomes[slot].load(Ordering::Relaxed))
+    }
+
+    fn render(&self) -> String {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = format!(
+            "# HELP sluice_dialin_active_calls SIP dial-in calls in progress.\n\
+             # TYPE sluice_dialin_active_calls gauge\n\
+             sluice_dialin_active_calls {}\n\
+             # HELP sluice_dialin_calls_total Dial-in calls by outcome.\n\
+             # TYPE sluice_dialin_calls_total counter\n",
+            read(&self.active_calls)
+        );
+        for (outcome, n) in CallOutcome::ALL.iter().zip(&self.outcomes) {
+            out.push_str(&format!(
+                "sluice_dialin_calls_total{{outcome=\"{}\"}} {}\n",
+                outcome.name(),
+                read(n)
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP sluice_sip_malformed_total SIP datagrams dropped because they do not parse.\n\
+             # TYPE sluice_sip_malformed_total counter\n\
+             sluice_sip_malformed_total {}\n\
+             # HELP sluice_dialin_late_frames_total 20 ms media ticks that started more than a frame late.\n\
+             # TYPE sluice_dialin_late_frames_total counter\n\
+             sluice_dialin_late_frames_total {}\n",
+            read(&self.sip_malformed),
+            read(&self.late_frames)
+        ));
+        let counts: Vec<u64> = self.transcode_buckets.iter().map(read).collect();
+        out.push_str(&render_histogram(
+            "sluice_dialin_transcode_seconds",
+            "Transcode time per call per 20 ms frame (G.711 <-> Opus and the mix).",
+            &TRANSCODE_BUCKETS,
+            &counts,
+            read(&self.transcode_sum_ns),
+        ));
+        out
+    }
+}
+
 /// All workers' counters plus process-wide facts, rendered on scrape.
 #[derive(Debug)]
 pub struct MetricsHub {
@@ -196,6 +341,7 @@ pub struct MetricsHub {
     refusals: Mutex<Vec<(&'static str, u64)>>,
     io_backend: Mutex<&'static str>,
     crypto_backend: &'static str,
+    dialin: Arc<DialInCounters>,
 }
 
 impl MetricsHub {
@@ -206,6 +352,7 @@ impl MetricsHub {
             refusals: Mutex::new(Vec::new()),
             io_backend: Mutex::new("none"),
             crypto_backend,
+            dialin: Arc::default(),
         }
     }
 
@@ -214,6 +361,11 @@ impl MetricsHub {
         let counters = Arc::new(WorkerCounters::default());
         self.lock_workers().push(Arc::clone(&counters));
         counters
+    }
+
+    /// The SIP dial-in counters (rendered whether or not SIP is enabled).
+    pub fn dialin(&self) -> &Arc<DialInCounters> {
+        &self.dialin
     }
 
     /// Records which I/O backend the data plane runs on (`io_uring`, `recvmmsg`).
@@ -364,49 +516,95 @@ impl MetricsHub {
         TextEncoder::new().encode(&registry.gather(), &mut text)?;
         let mut out = String::from_utf8_lossy(&text).into_owned();
         out.push_str(&render_latency(&workers));
+        out.push_str(&self.dialin.render());
         Ok(out)
     }
 }
 
-/// The latency histogram in exposition format, from summed bucket counts
-/// (the prometheus crate cannot take pre-bucketed observations).
+/// The latency histogram in exposition format, from summed bucket counts.
 fn render_latency(workers: &[Arc<WorkerCounters>]) -> String {
-    let mut out = String::from(
-        "# HELP sluice_relay_latency_seconds Sampled in-relay latency, receive to send.\n\
-         # TYPE sluice_relay_latency_seconds histogram\n",
-    );
-    let mut cumulative = 0u64;
-    for (slot, bound) in LATENCY_BUCKETS
-        .iter()
-        .map(|b| b.to_string())
-        .chain(["+Inf".to_owned()])
-        .enumerate()
-    {
-        cumulative += workers
-            .iter()
-            .map(|w| WorkerCounters::read(&w.latency_buckets[slot]))
-            .sum::<u64>();
-        out.push_str(&format!(
-            "sluice_relay_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}\n"
-        ));
-    }
+    let counts: Vec<u64> = (0..=LATENCY_BUCKETS.len())
+        .map(|slot| {
+            workers
+                .iter()
+                .map(|w| WorkerCounters::read(&w.latency_buckets[slot]))
+                .sum()
+        })
+        .collect();
     let sum_ns: u64 = workers
         .iter()
         .map(|w| WorkerCounters::read(&w.latency_sum_ns))
         .sum();
-    out.push_str(&format!(
-        "sluice_relay_latency_seconds_sum {}\n",
-        sum_ns as f64 / 1e9
-    ));
-    out.push_str(&format!(
-        "sluice_relay_latency_seconds_count {cumulative}\n"
-    ));
+    render_histogram(
+        "sluice_relay_latency_seconds",
+        "Sampled in-relay latency, receive to send.",
+        &LATENCY_BUCKETS,
+        &counts,
+        sum_ns,
+    )
+}
+
+/// A histogram in exposition format from per-bucket (not cumulative)
+/// counts, one more than `bounds` (the last is `+Inf`), and a sum in
+/// nanoseconds (the prometheus crate cannot take pre-bucketed observations).
+fn render_histogram(name: &str, help: &str, bounds: &[f64], counts: &[u64], sum_ns: u64) -> String {
+    let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+    let mut cumulative = 0u64;
+    for (bound, n) in bounds
+        .iter()
+        .map(|b| b.to_string())
+        .chain(["+Inf".to_owned()])
+        .zip(counts)
+    {
+        cumulative += n;
+        out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
+    }
+    out.push_str(&format!("{name}_sum {}\n", sum_ns as f64 / 1e9));
+    out.push_str(&format!("{name}_count {cumulative}\n"));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dialin_counters_render_outcomes_gauge_and_histogram() {
+        let hub = MetricsHub::new("ring");
+        let d = hub.dialin();
+        d.call_started();
+        d.call_started();
+        d.call_ended();
+        d.call_ended();
+        d.call_ended(); // one too many: the gauge stays at 0
+        d.call_started();
+        d.outcome(CallOutcome::Joined);
+        d.outcome(CallOutcome::RefusedE2ee);
+        d.outcome(CallOutcome::RefusedE2ee);
+        d.sip_malformed(3);
+        d.transcode_sample(30_000); // 30 us: the 50 us bucket
+        d.transcode_sample(1_000_000_000); // 1 s: +Inf
+        let text = hub.render(&ControlGauges::default());
+        for line in [
+            "sluice_dialin_active_calls 1",
+            "sluice_dialin_calls_total{outcome=\"joined\"} 1",
+            "sluice_dialin_calls_total{outcome=\"refused-e2ee\"} 2",
+            "sluice_dialin_calls_total{outcome=\"bad-pin\"} 0",
+            "sluice_sip_malformed_total 3",
+            "sluice_dialin_transcode_seconds_bucket{le=\"0.000025\"} 0",
+            "sluice_dialin_transcode_seconds_bucket{le=\"0.00005\"} 1",
+            "sluice_dialin_transcode_seconds_bucket{le=\"0.02\"} 1",
+            "sluice_dialin_transcode_seconds_bucket{le=\"+Inf\"} 2",
+            "sluice_dialin_transcode_seconds_count 2",
+            "sluice_dialin_transcode_seconds_sum 1.00003",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert_eq!(d.outcomes(CallOutcome::RefusedE2ee), 2);
+    }
 
     #[test]
     fn workers_are_summed_and_labels_are_bounded() {

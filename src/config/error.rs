@@ -135,6 +135,19 @@ pub enum ConfigError {
         /// The address.
         ip: IpAddr,
     },
+    /// A number outside the range its key accepts.
+    OutOfRange {
+        /// Where the value is written.
+        at: Location,
+        /// Its section.
+        section: &'static str,
+        /// Its key.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// The accepted range, in words (`1 to 14`).
+        range: &'static str,
+    },
     /// `[control] token_file` cannot be read or is empty.
     TokenFile {
         /// The file.
@@ -167,10 +180,27 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_participants_per_node",
         ],
     ),
+    (
+        "sip",
+        &[
+            "enabled",
+            "listen",
+            "media_ip",
+            "ivr_user",
+            "media_threads",
+            "max_calls",
+            "media_timeout_secs",
+            "digit_timeout_secs",
+            "attempts",
+            "opus_bitrate",
+            "opus_complexity",
+            "audio_level_extension",
+        ],
+    ),
 ];
 
 /// The top-level names: the sections.
-const TOP: [&str; 4] = ["control", "media", "crypto", "policy"];
+const TOP: [&str; 5] = ["control", "media", "crypto", "policy", "sip"];
 
 /// Keys whose value is one of a fixed set.
 const CHOICES: &[(&str, &str, &[&str])] = &[
@@ -190,6 +220,11 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("media"), "workers") => "use a whole number, 0 for one per core",
         (Some("media"), "pin_cores") => "use true or false",
         (Some("policy"), _) => "use a whole number",
+        (Some("sip"), "listen") => "use an address and port such as \"127.0.0.1:5060\"",
+        (Some("sip"), "media_ip") => "use an IP address such as \"203.0.113.7\"",
+        (Some("sip"), "enabled") => "use true or false",
+        (Some("sip"), "ivr_user") => "use a SIP user name such as \"meet\"",
+        (Some("sip"), _) => "use a whole number",
         (None, _) => "write it as a [section] of keys",
         _ => "see the commented defaults in systemd/sluice.toml",
     }
@@ -410,6 +445,16 @@ impl fmt::Display for ConfigError {
                 "{at}: participants cannot send media to {ip}: set [media] advertise to the IP \
                  they should use"
             ),
+            Self::OutOfRange {
+                at,
+                section,
+                key,
+                value,
+                range,
+            } => write!(
+                f,
+                "{at}: [{section}] {key} = {value} is out of range; use {range}"
+            ),
             Self::TokenFile { path, reason } => write!(
                 f,
                 "cannot read the API token from {} ({reason}); put the token in that file or \
@@ -466,7 +511,7 @@ mod tests {
         assert_eq!(
             error("[media]\nworkers = 2\n\n[medai]\nworkers = 2\n"),
             "sluice.toml:4:2: unknown section `medai`; expected one of [control], [media], \
-             [crypto], [policy]"
+             [crypto], [policy], [sip]"
         );
     }
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub crypto: CryptoConfig,
     /// `[policy]`: admission rules.
     pub policy: Policy,
+    /// `[sip]`: telephone dial-in.
+    pub sip: SipConfig,
 }
 
 /// `[control]`.
@@ -109,6 +111,146 @@ pub enum IoChoice {
     IoUring,
     /// recvmmsg/sendmmsg only.
     Recvmmsg,
+}
+
+/// `[sip]`: the SIP user agent server that bridges phone callers in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Whether dial-in runs at all.
+    pub enabled: bool,
+    /// The UDP address SIP listens on (a PBX or SBC sends INVITEs here).
+    pub listen: SocketAddr,
+    /// The IP callers send RTP to; the SIP listen IP when absent.
+    pub media_ip: Option<IpAddr>,
+    /// The Request-URI user that reaches the voice menu (`sip:meet@host`);
+    /// any other user is taken as a meeting id.
+    pub ivr_user: String,
+    /// Media pool threads (decode, mix, encode); 0 means one per core.
+    pub media_threads: usize,
+    /// Calls at most on this node; more are answered 503.
+    pub max_calls: usize,
+    /// A call from which no RTP arrives for this long is hung up.
+    pub media_timeout_secs: u64,
+    /// How long the voice menu waits for the next digit.
+    pub digit_timeout_secs: u64,
+    /// Tries at entering a meeting number or passcode before hanging up.
+    pub attempts: u32,
+    /// The Opus bitrate of the caller's stream into the meeting.
+    pub opus_bitrate: u32,
+    /// The Opus encoder complexity, 0 (cheapest) to 10.
+    pub opus_complexity: u8,
+    /// The RTP header extension id (RFC 6464 audio level) meeting clients
+    /// use; the bridge mixes the loudest speakers by it, by energy without it.
+    pub audio_level_extension: u8,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 5060),
+            media_ip: None,
+            ivr_user: "meet".to_owned(),
+            media_threads: 0,
+            max_calls: 1000,
+            media_timeout_secs: 30,
+            digit_timeout_secs: 10,
+            attempts: 3,
+            opus_bitrate: 24_000,
+            opus_complexity: 3,
+            audio_level_extension: 1,
+        }
+    }
+}
+
+impl SipConfig {
+    fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let out_of_range =
+            |key: &'static str, value: String, range: &'static str| ConfigError::OutOfRange {
+                at: Location::of_key(text, origin, "sip", key),
+                section: "sip",
+                key,
+                value,
+                range,
+            };
+        let checks: [(&'static str, u64, u64, u64, &'static str); 6] = [
+            (
+                "opus_complexity",
+                self.opus_complexity.into(),
+                0,
+                10,
+                "0 to 10",
+            ),
+            (
+                "opus_bitrate",
+                self.opus_bitrate.into(),
+                6_000,
+                510_000,
+                "6000 to 510000",
+            ),
+            (
+                "audio_level_extension",
+                self.audio_level_extension.into(),
+                1,
+                14,
+                "1 to 14",
+            ),
+            ("attempts", self.attempts.into(), 1, 10, "1 to 10"),
+            (
+                "digit_timeout_secs",
+                self.digit_timeout_secs,
+                1,
+                300,
+                "1 to 300",
+            ),
+            (
+                "media_timeout_secs",
+                self.media_timeout_secs,
+                1,
+                86_400,
+                "1 to 86400",
+            ),
+        ];
+        for (key, value, low, high, range) in checks {
+            if !(low..=high).contains(&value) {
+                return Err(out_of_range(key, value.to_string(), range));
+            }
+        }
+        if self.max_calls == 0 {
+            return Err(out_of_range("max_calls", "0".to_owned(), "1 or more"));
+        }
+        if self.ivr_user.is_empty()
+            || !self
+                .ivr_user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(out_of_range(
+                "ivr_user",
+                format!("{:?}", self.ivr_user),
+                "letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self.media_ip().is_unspecified() {
+            let key = if self.media_ip.is_some() {
+                "media_ip"
+            } else {
+                "listen"
+            };
+            return Err(out_of_range(
+                key,
+                format!("\"{}\"", self.media_ip()),
+                "a specific IP callers can reach (set media_ip when SIP listens on all addresses)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The IP callers are told to send RTP to.
+    pub fn media_ip(&self) -> IpAddr {
+        self.media_ip.unwrap_or(self.listen.ip())
+    }
 }
 
 /// `[crypto]`.
@@ -196,7 +338,7 @@ impl Config {
                 ip: public,
             });
         }
-        Ok(())
+        self.sip.validate(text, origin)
     }
 
     /// The bearer token guarding the control API: the trimmed contents of
@@ -247,6 +389,39 @@ mod tests {
         let path = std::env::temp_dir().join(format!("sluice-{}-{name}", std::process::id()));
         std::fs::write(&path, contents).unwrap();
         path
+    }
+
+    #[test]
+    fn sip_values_out_of_range_name_key_line_and_range() {
+        let e = parse("[sip]\nopus_complexity = 11\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "sluice.toml:2:1: [sip] opus_complexity = 11 is out of range; use 0 to 10"
+        );
+        let e = parse("[sip]\naudio_level_extension = 15\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("audio_level_extension = 15") && e.contains("1 to 14"),
+            "{e}"
+        );
+        let e = parse("[sip]\nlisten = \"0.0.0.0:5060\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sluice.toml:2:") && e.contains("set media_ip"),
+            "{e}"
+        );
+        let ok = parse("[sip]\nlisten = \"0.0.0.0:5060\"\nmedia_ip = \"192.0.2.1\"\n").unwrap();
+        assert_eq!(ok.sip.media_ip(), "192.0.2.1".parse::<IpAddr>().unwrap());
+        let e = parse("[sip]\nivr_user = \"a b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ivr_user"), "{e}");
+        let e = parse("[sip]\nmax_calls = 0\n").unwrap_err().to_string();
+        assert!(e.contains("max_calls = 0"), "{e}");
     }
 
     #[test]
