@@ -27,6 +27,7 @@
 
 mod api;
 mod auth;
+mod desk;
 mod error;
 mod extract;
 mod openapi;
@@ -47,6 +48,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
+pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup};
 pub use error::ApiError;
 
 use crate::metrics::MetricsHub;
@@ -182,6 +184,7 @@ pub enum ControlError {
 #[derive(Debug)]
 pub struct ControlServer {
     local_addr: SocketAddr,
+    state: ControlState,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -210,7 +213,8 @@ impl ControlServer {
             let _entered = runtime.enter();
             tokio::net::TcpListener::from_std(listener).map_err(bind_error)?
         };
-        let app = router(ControlState::build(opts, cell, metrics));
+        let state = ControlState::build(opts, cell, metrics);
+        let app = router(state.clone());
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("sluice-control".to_owned())
@@ -221,7 +225,13 @@ impl ControlServer {
             local_addr,
             stop,
             thread: Some(thread),
+            state,
         })
+    }
+
+    /// The dial-in side's handle on this server's registry.
+    pub fn desk(&self) -> MeetingDesk {
+        MeetingDesk::new(self.state.clone())
     }
 
     /// The address the API listens on (the chosen port when it was 0).

@@ -44,6 +44,13 @@ pub(crate) struct Meeting {
     pub(crate) participants: Vec<Participant>,
 }
 
+impl Meeting {
+    /// Whether joiners must give a passcode.
+    pub(crate) fn has_passcode(&self) -> bool {
+        self.passcode.is_some()
+    }
+}
+
 /// An admitted participant and its leg.
 #[derive(Debug)]
 pub(crate) struct Participant {
@@ -126,6 +133,10 @@ impl Registry {
     }
 
     /// Where participants send media.
+    pub(crate) fn cell(&self) -> SnapshotCell {
+        Arc::clone(&self.cell)
+    }
+
     pub(crate) fn media_address(&self) -> SocketAddr {
         self.media_address
     }

@@ -810,3 +810,81 @@ fn the_server_answers_over_tcp_and_shuts_down() {
         "still listening"
     );
 }
+
+#[tokio::test]
+async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_stream() {
+    let cell = empty_cell();
+    let opts = ControlOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        media_address: MEDIA.parse().unwrap(),
+        policy: policy(),
+    };
+    let metrics = Arc::new(MetricsHub::new("ring"));
+    let state = ControlState::new(&opts, Arc::clone(&cell), Arc::clone(&metrics));
+    let h = Harness {
+        app: router(state.clone()),
+        cell: Arc::clone(&cell),
+        token: None,
+    };
+    let desk = MeetingDesk::new(state);
+    h.post(
+        "/v1/meetings",
+        json!({"id": "4242", "mode": "standard", "owner": {"account": "a", "verified": false}, "passcode": "99"}),
+    )
+    .await
+    .expect(201, "<none>");
+    h.post(
+        "/v1/meetings",
+        json!({"id": "7777", "mode": "e2ee", "owner": {"account": "a", "verified": true}}),
+    )
+    .await
+    .expect(201, "<none>");
+
+    assert!(matches!(
+        desk.lookup("nope"),
+        Err(DeskError::MeetingNotFound(_))
+    ));
+    let standard = desk.lookup("4242").unwrap();
+    assert_eq!(
+        (standard.mode, standard.needs_passcode),
+        (MeetingMode::Standard, true)
+    );
+    assert_eq!(desk.lookup("7777").unwrap().mode, MeetingMode::E2ee);
+
+    let refused = desk.admit_caller("7777", "phone", None, 5).unwrap_err();
+    assert!(matches!(
+        refused,
+        DeskError::Refused(crate::policy::Refusal::E2eeForbidsDialIn)
+    ));
+    let refused = desk
+        .admit_caller("4242", "phone", Some("98"), 5)
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        DeskError::Refused(crate::policy::Refusal::WrongPasscode)
+    ));
+    assert!(cell.load().streams.is_empty(), "refusals publish nothing");
+
+    let leg = desk.admit_caller("4242", "phone", Some("99"), 5).unwrap();
+    assert_eq!(leg.media_address, MEDIA.parse().unwrap());
+    assert_eq!(leg.client_to_relay.profile(), SrtpProfile::AeadAes256Gcm);
+    assert_eq!(desk.stream_kind(5), Some(MediaKind::Audio));
+    assert_eq!(cell.load().streams[&5].payload_type, DIAL_IN_OPUS_PT);
+    assert!(desk.is_present(&leg));
+    // A duplicate SSRC undoes the admission.
+    assert!(matches!(
+        desk.admit_caller("4242", "phone 2", Some("99"), 5),
+        Err(DeskError::DuplicateSsrc(5))
+    ));
+    assert_eq!(h.get("/v1/meetings/4242").await.body["participants"], 1);
+
+    desk.leave(&leg);
+    assert!(!desk.is_present(&leg));
+    assert_eq!(desk.stream_kind(5), None);
+    let text = metrics.render(&Default::default());
+    assert!(
+        text.contains("sluice_api_refusals_total{code=\"e2ee_forbids_dial_in\"} 1"),
+        "{text}"
+    );
+}

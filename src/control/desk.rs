@@ -1,0 +1,147 @@
+//! The narrow door the SIP dial-in side uses into the registry: look a
+//! meeting up, admit a phone caller (through the same policy as the API),
+//! publish the caller's audio stream, and leave. Every call takes the
+//! registry lock briefly, exactly as an API request does.
+
+use std::net::SocketAddr;
+
+use super::ControlState;
+use super::registry::{NewParticipant, NewStream};
+use crate::policy::{Role, Source};
+use crate::relay::{MediaKind, MeetingMode, SnapshotCell};
+use crate::srtp::{MasterKey, SrtpProfile};
+
+pub use super::ApiError as DeskError;
+
+/// The Opus payload type a bridged caller's stream uses in the meeting.
+pub const DIAL_IN_OPUS_PT: u8 = 111;
+
+/// What admission needs to know before a caller is asked anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeetingLookup {
+    /// E2EE or standard.
+    pub mode: MeetingMode,
+    /// Whether the meeting has a passcode the caller must enter.
+    pub needs_passcode: bool,
+}
+
+/// A caller's leg into a meeting: the bridge is this participant's client.
+#[derive(Debug, Clone)]
+pub struct BridgeLeg {
+    /// The meeting.
+    pub meeting: String,
+    /// The participant id the registry gave the caller.
+    pub participant: String,
+    /// Where the bridge sends the caller's SRTP.
+    pub media_address: SocketAddr,
+    /// The key the bridge protects with (client → relay).
+    pub client_to_relay: MasterKey,
+    /// The key the bridge unprotects with (relay → client).
+    pub relay_to_client: MasterKey,
+}
+
+/// A handle on the registry for dial-in; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MeetingDesk {
+    state: ControlState,
+    cell: SnapshotCell,
+}
+
+impl MeetingDesk {
+    /// A desk on the registry behind `state`.
+    pub fn new(state: ControlState) -> Self {
+        let cell = state.registry().cell();
+        Self { state, cell }
+    }
+
+    /// The meeting's mode and whether it wants a passcode.
+    pub fn lookup(&self, meeting: &str) -> Result<MeetingLookup, DeskError> {
+        let registry = self.state.registry();
+        let m = registry.meeting(meeting)?;
+        Ok(MeetingLookup {
+            mode: m.mode,
+            needs_passcode: m.has_passcode(),
+        })
+    }
+
+    /// Admits a phone caller as an attendee, through the admission policy
+    /// (E2EE meetings refuse dial-in; locks, passcodes and limits apply),
+    /// and publishes its audio stream `ssrc` (Opus, payload type 111).
+    /// Refusals come back as the API's errors; count them as the API does.
+    pub fn admit_caller(
+        &self,
+        meeting: &str,
+        name: &str,
+        passcode: Option<&str>,
+        ssrc: u32,
+    ) -> Result<BridgeLeg, DeskError> {
+        let mut registry = self.state.registry();
+        let media_address = registry.media_address();
+        let admitted = registry.admit(
+            meeting,
+            NewParticipant {
+                name: name.to_owned(),
+                role: Role::Attendee,
+                passcode: passcode.map(str::to_owned),
+                source: Source::DialIn,
+                profile: SrtpProfile::AeadAes256Gcm,
+                client_to_relay: None,
+            },
+        );
+        let participant = match admitted {
+            Ok(p) => p,
+            Err(e) => {
+                if let DeskError::Refused(refusal) = &e {
+                    self.state.metrics().refused(refusal.code());
+                }
+                return Err(e);
+            }
+        };
+        let leg = BridgeLeg {
+            meeting: meeting.to_owned(),
+            participant: participant.id.clone(),
+            media_address,
+            client_to_relay: participant.leg.client_to_relay.clone(),
+            relay_to_client: participant.leg.relay_to_client.clone(),
+        };
+        let stream = registry.add_stream(
+            meeting,
+            &leg.participant,
+            NewStream {
+                ssrc,
+                kind: MediaKind::Audio,
+                codec: "opus".to_owned(),
+                payload_type: DIAL_IN_OPUS_PT,
+            },
+        );
+        if let Err(e) = stream {
+            // Undo the admission: a caller without its stream is no use.
+            let _ = registry.remove_participant(meeting, &leg.participant);
+            return Err(e);
+        }
+        Ok(leg)
+    }
+
+    /// Whether the caller's participant is still in its meeting (an
+    /// integrator may delete it, or the whole meeting, at any time).
+    pub fn is_present(&self, leg: &BridgeLeg) -> bool {
+        self.state
+            .registry()
+            .meeting(&leg.meeting)
+            .is_ok_and(|m| m.participants.iter().any(|p| p.id == leg.participant))
+    }
+
+    /// Removes the caller from its meeting (a no-op when already gone).
+    pub fn leave(&self, leg: &BridgeLeg) {
+        let _ = self
+            .state
+            .registry()
+            .remove_participant(&leg.meeting, &leg.participant);
+    }
+
+    /// The kind of the stream `ssrc`, if one is published (read from the
+    /// routing snapshot: no lock).
+    pub fn stream_kind(&self, ssrc: u32) -> Option<MediaKind> {
+        self.cell.load().streams.get(&ssrc).map(|s| s.kind)
+    }
+}
