@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError, CryptoChoice, IoChoice};
 use crate::control::{ControlError, ControlOptions, ControlServer};
 use crate::crypto::{AeadBackend, AnyGcm, BackendKind};
+use crate::dialin::{DialIn, DialInError, DialInOptions};
 use crate::metrics::MetricsHub;
 use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, PacketHandler};
 use crate::relay::{RelayWorker, RoutingSnapshot, Transmits, empty_cell};
@@ -30,11 +31,15 @@ pub enum DaemonError {
     /// The control API could not start.
     #[error("control API: {0}")]
     Control(#[from] ControlError),
+    /// SIP dial-in could not start.
+    #[error("SIP dial-in: {0}")]
+    DialIn(#[from] DialInError),
 }
 
 /// A started relay.
 #[derive(Debug)]
 pub struct Daemon {
+    dialin: Option<DialIn>,
     data: DataPlane,
     control: ControlServer,
     metrics: Arc<MetricsHub>,
@@ -107,7 +112,25 @@ impl Daemon {
                 return Err(e.into());
             }
         };
+        let dialin = if config.sip.enabled {
+            let options = DialInOptions {
+                config: config.sip.clone(),
+                relay: data.local_addr(),
+                backend: crypto,
+            };
+            match DialIn::start(&options, control.desk(), Arc::clone(metrics.dialin())) {
+                Ok(dialin) => Some(dialin),
+                Err(e) => {
+                    control.shutdown();
+                    data.shutdown();
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
         Ok(Self {
+            dialin,
             data,
             control,
             metrics,
@@ -119,6 +142,11 @@ impl Daemon {
     /// Where the control API listens.
     pub fn control_addr(&self) -> SocketAddr {
         self.control.local_addr()
+    }
+
+    /// Where SIP dial-in listens, when enabled.
+    pub fn sip_addr(&self) -> Option<SocketAddr> {
+        self.dialin.as_ref().map(DialIn::local_addr)
     }
 
     /// The media address participants are told to send to.
@@ -149,18 +177,26 @@ impl Daemon {
     /// One line for the log and the operator: where everything listens.
     pub fn banner(&self) -> String {
         format!(
-            "sluice {}: control API on http://{}, media on {} ({}, {} workers, crypto {})",
+            "sluice {}: control API on http://{}, media on {} ({}, {} workers, crypto {}), {}",
             env!("CARGO_PKG_VERSION"),
             self.control_addr(),
             self.media_addr(),
             self.io_backend().name(),
             self.workers(),
             self.crypto.name(),
+            match self.sip_addr() {
+                Some(addr) => format!("SIP dial-in on udp {addr}"),
+                None => "SIP dial-in off".to_owned(),
+            }
         )
     }
 
     /// Stops accepting API requests, then drains and joins the workers.
     pub fn shutdown(self) {
+        // Callers first: their BYEs go out while the relay still runs.
+        if let Some(dialin) = self.dialin {
+            dialin.shutdown();
+        }
         self.control.shutdown();
         self.data.shutdown();
     }

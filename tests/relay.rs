@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(3);
 
 fn start(io: &str) -> Daemon {
     let text = format!(
-        "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nio = \"{io}\"\npin_cores = false\n"
+        "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nio = \"{io}\"\npin_cores = false\n\n[sip]\nenabled = false\n"
     );
     let config = Config::parse(&text, "test.toml").expect("test config parses");
     let daemon = Daemon::start(&config).expect("daemon starts");

@@ -190,6 +190,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "media_threads",
             "max_calls",
             "media_timeout_secs",
+            "answer_delay_ms",
             "digit_timeout_secs",
             "attempts",
             "opus_bitrate",

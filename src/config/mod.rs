@@ -132,6 +132,8 @@ pub struct SipConfig {
     pub max_calls: usize,
     /// A call from which no RTP arrives for this long is hung up.
     pub media_timeout_secs: u64,
+    /// How long a call rings (180) before it is answered.
+    pub answer_delay_ms: u64,
     /// How long the voice menu waits for the next digit.
     pub digit_timeout_secs: u64,
     /// Tries at entering a meeting number or passcode before hanging up.
@@ -155,6 +157,7 @@ impl Default for SipConfig {
             media_threads: 0,
             max_calls: 1000,
             media_timeout_secs: 30,
+            answer_delay_ms: 0,
             digit_timeout_secs: 10,
             attempts: 3,
             opus_bitrate: 24_000,
@@ -174,7 +177,8 @@ impl SipConfig {
                 value,
                 range,
             };
-        let checks: [(&'static str, u64, u64, u64, &'static str); 6] = [
+        let checks: [(&'static str, u64, u64, u64, &'static str); 7] = [
+            ("answer_delay_ms", self.answer_delay_ms, 0, 30_000, "0 to 30000"),
             (
                 "opus_complexity",
                 self.opus_complexity.into(),

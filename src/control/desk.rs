@@ -32,6 +32,8 @@ pub struct BridgeLeg {
     pub meeting: String,
     /// The participant id the registry gave the caller.
     pub participant: String,
+    /// The SSRC of the caller's audio stream in the meeting.
+    pub ssrc: u32,
     /// Where the bridge sends the caller's SRTP.
     pub media_address: SocketAddr,
     /// The key the bridge protects with (client → relay).
@@ -100,6 +102,7 @@ impl MeetingDesk {
         let leg = BridgeLeg {
             meeting: meeting.to_owned(),
             participant: participant.id.clone(),
+            ssrc,
             media_address,
             client_to_relay: participant.leg.client_to_relay.clone(),
             relay_to_client: participant.leg.relay_to_client.clone(),

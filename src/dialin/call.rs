@@ -1,0 +1,636 @@
+//! One phone call's media state machine: the voice menu (prompts out,
+//! RFC 4733 digits in), admission into a meeting through the
+//! [`MeetingDesk`], and once admitted the bridge between the caller's G.711
+//! and the meeting's Opus (see [`crate::media::CallBridge`]).
+//!
+//! Sans-IO: the media pool thread that owns the call feeds it the
+//! datagrams its two sockets receive and calls [`Call::tick`] every 20 ms;
+//! the call writes what to send into the pool's buffers. Towards the
+//! meeting the call is an ordinary SRTP participant (AEAD_AES_256_GCM keys
+//! from the registry), so the packet workers relay the caller like anyone
+//! else and never run a codec.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::control::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk};
+use crate::crypto::{AnyGcm, BackendKind};
+use crate::media::dtmf::DtmfDetector;
+use crate::media::{CallBridge, G711, MediaError, level};
+use crate::metrics::{CallOutcome, DialInCounters};
+use crate::policy::Refusal;
+use crate::relay::{MediaKind, MeetingMode};
+use crate::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
+use crate::srtp::{MasterKey, SrtpError, SrtpSession};
+
+use super::prompts::{FRAME, MU_LAW_SILENCE, Playback, Prompt};
+
+/// The largest datagram either side sends or accepts.
+pub(crate) const MAX_DATAGRAM: usize = 1500;
+/// The most digits a meeting number or passcode may have.
+const MAX_DIGITS: usize = 32;
+/// Opus samples per 20 ms at 48 kHz: the meeting stream's timestamp step.
+const OPUS_FRAME: u32 = 960;
+/// The RFC 6464 voice-activity bit's threshold: louder than -50 dBov.
+const VOICE_DBOV: u8 = 50;
+
+/// What every call on a node shares: the `[sip]` settings that matter to
+/// media, and the doors to the rest of the daemon.
+#[derive(Debug)]
+pub(crate) struct CallSettings {
+    pub(crate) desk: MeetingDesk,
+    pub(crate) counters: Arc<DialInCounters>,
+    pub(crate) backend: BackendKind,
+    pub(crate) media_timeout: Duration,
+    pub(crate) digit_timeout: Duration,
+    pub(crate) attempts: u32,
+    pub(crate) opus_bitrate: u32,
+    pub(crate) opus_complexity: u8,
+    pub(crate) audio_level_extension: u8,
+}
+
+/// The caller's side of the call, as SDP negotiated it.
+#[derive(Debug, Clone)]
+pub(crate) struct CallerMedia {
+    /// PCMU or PCMA.
+    pub(crate) codec: G711,
+    /// The payload type of `codec` (0 or 8: static).
+    pub(crate) payload_type: u8,
+    /// The caller's telephone-event payload type, if it offered one.
+    pub(crate) telephone_event: Option<u8>,
+    /// Where the caller's SDP says to send (until a packet latches).
+    pub(crate) remote: SocketAddr,
+    /// SDES SRTP: the caller's key (for what it sends) and ours.
+    pub(crate) srtp: Option<(MasterKey, MasterKey)>,
+    /// A name for the meeting's participant list.
+    pub(crate) display: String,
+}
+
+/// Where the call is headed when it starts.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    /// The voice menu: meeting number, then passcode if needed.
+    Menu,
+    /// A meeting that wants a passcode (asked for by DTMF).
+    Passcode {
+        /// The meeting id.
+        meeting: String,
+    },
+    /// Already admitted (a direct call to a meeting without passcode).
+    Admitted(BridgeLeg),
+}
+
+#[derive(Debug)]
+enum Stage {
+    AskMeeting { digits: String, tries_left: u32 },
+    AskPasscode { meeting: String, digits: String, tries_left: u32 },
+    Bridged(Box<Bridged>),
+    /// A last prompt plays, then the call hangs up.
+    Leaving,
+}
+
+/// The meeting side of an admitted call.
+struct Bridged {
+    leg: BridgeLeg,
+    bridge: CallBridge,
+    to_relay: SrtpSession<AnyGcm>,
+    from_relay: SrtpSession<AnyGcm>,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    /// When the registry was last asked whether the caller is still in.
+    checked: Instant,
+}
+
+impl std::fmt::Debug for Bridged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridged")
+            .field("leg", &self.leg.participant)
+            .field("ssrc", &self.ssrc)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a call could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// The codec side failed to start.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// An SRTP context could not be made from the keys.
+    #[error("SRTP: {0}")]
+    Srtp(#[from] SrtpError),
+}
+
+/// Buffers the pool reuses for what one tick sends.
+#[derive(Debug)]
+pub(crate) struct TickOut {
+    /// A datagram for the caller, and where to.
+    pub(crate) caller: Option<(SocketAddr, usize)>,
+    pub(crate) caller_buf: [u8; MAX_DATAGRAM],
+    /// A datagram for the relay (the meeting side), if bridged.
+    pub(crate) meeting: Option<usize>,
+    pub(crate) meeting_buf: [u8; MAX_DATAGRAM],
+}
+
+impl Default for TickOut {
+    fn default() -> Self {
+        Self {
+            caller: None,
+            caller_buf: [0; MAX_DATAGRAM],
+            meeting: None,
+            meeting_buf: [0; MAX_DATAGRAM],
+        }
+    }
+}
+
+/// One call.
+#[derive(Debug)]
+pub(crate) struct Call {
+    settings: Arc<CallSettings>,
+    media: CallerMedia,
+    from_caller: Option<SrtpSession<AnyGcm>>,
+    to_caller: Option<SrtpSession<AnyGcm>>,
+    latched: Option<SocketAddr>,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    first_sent: bool,
+    stage: Stage,
+    playback: Option<Playback>,
+    dtmf: DtmfDetector,
+    /// The last RTP from the caller (or the call's start).
+    last_media: Instant,
+    /// When the menu started waiting for a digit.
+    waiting_since: Instant,
+    /// The caller put us on hold (sendonly/inactive): send nothing, expect nothing.
+    held: bool,
+    outcome: Option<CallOutcome>,
+    hangup: bool,
+}
+
+impl Call {
+    /// A call starting at `now`, headed for `entry`.
+    pub(crate) fn new(
+        settings: Arc<CallSettings>,
+        media: CallerMedia,
+        entry: Entry,
+        now: Instant,
+    ) -> Result<Self, CallError> {
+        let backend = AnyGcm::new(settings.backend);
+        let (from_caller, to_caller) = match &media.srtp {
+            Some((theirs, ours)) => (
+                Some(SrtpSession::new(backend, theirs)?),
+                Some(SrtpSession::new(backend, ours)?),
+            ),
+            None => (None, None),
+        };
+        let tries_left = settings.attempts;
+        let mut call = Self {
+            settings,
+            media,
+            from_caller,
+            to_caller,
+            latched: None,
+            ssrc: random_u32(),
+            seq: random_u32() as u16,
+            timestamp: random_u32(),
+            first_sent: false,
+            stage: Stage::Leaving,
+            playback: None,
+            dtmf: DtmfDetector::new(),
+            last_media: now,
+            waiting_since: now,
+            held: false,
+            outcome: None,
+            hangup: false,
+        };
+        match entry {
+            Entry::Menu => {
+                call.stage = Stage::AskMeeting {
+                    digits: String::new(),
+                    tries_left,
+                };
+                call.play(Prompt::Welcome);
+            }
+            Entry::Passcode { meeting } => {
+                call.stage = Stage::AskPasscode {
+                    meeting,
+                    digits: String::new(),
+                    tries_left,
+                };
+                call.play(Prompt::Passcode);
+            }
+            Entry::Admitted(leg) => {
+                if let Err(e) = call.bridge(leg, now) {
+                    return Err(e);
+                }
+                call.play(Prompt::Joining);
+            }
+        }
+        Ok(call)
+    }
+
+    /// The outcome so far (`None` until the call joined or was refused).
+    pub(crate) fn outcome(&self) -> Option<CallOutcome> {
+        self.outcome
+    }
+
+    /// Whether the call wants to end (the pool then asks SIP to hang up).
+    pub(crate) fn wants_hangup(&self) -> bool {
+        self.hangup
+    }
+
+    /// The meeting leg, once admitted.
+    pub(crate) fn leg(&self) -> Option<&BridgeLeg> {
+        match &self.stage {
+            Stage::Bridged(b) => Some(&b.leg),
+            _ => None,
+        }
+    }
+
+    /// The caller moved its media (re-INVITE), or put us on hold.
+    pub(crate) fn update_caller(&mut self, remote: SocketAddr, held: bool, now: Instant) {
+        if remote != self.media.remote {
+            self.media.remote = remote;
+            self.latched = None;
+        }
+        self.held = held;
+        self.last_media = now;
+    }
+
+    fn play(&mut self, prompt: Prompt) {
+        self.playback = Some(Playback::new(prompt));
+    }
+
+    fn finish(&mut self, prompt: Prompt, outcome: CallOutcome) {
+        self.outcome.get_or_insert(outcome);
+        self.stage = Stage::Leaving;
+        self.play(prompt);
+    }
+
+    /// Turns the call into a meeting participant on `leg`.
+    fn bridge(&mut self, leg: BridgeLeg, now: Instant) -> Result<(), CallError> {
+        let backend = AnyGcm::new(self.settings.backend);
+        let built = (|| -> Result<Bridged, CallError> {
+            Ok(Bridged {
+                bridge: CallBridge::new(
+                    self.media.codec,
+                    self.settings.opus_bitrate,
+                    self.settings.opus_complexity,
+                )?,
+                to_relay: SrtpSession::new(backend, &leg.client_to_relay)?,
+                from_relay: SrtpSession::new(backend, &leg.relay_to_client)?,
+                ssrc: leg.ssrc,
+                seq: random_u32() as u16,
+                timestamp: random_u32(),
+                checked: now,
+                leg: leg.clone(),
+            })
+        })();
+        match built {
+            Ok(bridged) => {
+                self.stage = Stage::Bridged(Box::new(bridged));
+                self.outcome = Some(CallOutcome::Joined);
+                Ok(())
+            }
+            Err(e) => {
+                self.settings.desk.leave(&leg);
+                Err(e)
+            }
+        }
+    }
+
+    /// A datagram from the caller's side.
+    pub(crate) fn on_caller_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) {
+        if self.latched.is_some_and(|at| at != from) && self.from_caller.is_none() {
+            // Plain RTP is latched to its first source; SRTP may move,
+            // since only the key holder can produce a packet that passes.
+            return;
+        }
+        let len = match &mut self.from_caller {
+            Some(srtp) => match srtp.unprotect_rtp(buf, len) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+            None => len,
+        };
+        let Some(packet) = buf.get(..len).and_then(|b| RtpPacket::parse(b).ok()) else {
+            return;
+        };
+        self.latched = Some(from);
+        self.last_media = now;
+        let pt = packet.header().payload_type().get();
+        if Some(pt) == self.media.telephone_event {
+            let header = packet.header();
+            if let Some(digit) =
+                self.dtmf
+                    .push(header.timestamp(), header.marker(), packet.payload())
+            {
+                self.on_digit(now, digit);
+            }
+        } else if pt == self.media.payload_type
+            && let Stage::Bridged(b) = &mut self.stage
+        {
+            b.bridge.push_caller(packet.payload());
+        }
+    }
+
+    /// A datagram from the relay (the meeting's other participants).
+    pub(crate) fn on_meeting_datagram(&mut self, buf: &mut [u8], len: usize) {
+        let Stage::Bridged(b) = &mut self.stage else {
+            return;
+        };
+        let Some(head) = buf.get(..len) else { return };
+        // RTCP (payload types 200-206 in the second byte): not needed here.
+        if head.len() < 12 || (200..=206).contains(&head[1]) {
+            return;
+        }
+        let ssrc = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+        // Video and unknown streams are skipped before any decryption.
+        if self.settings.desk.stream_kind(ssrc) != Some(MediaKind::Audio) {
+            return;
+        }
+        let Ok(len) = b.from_relay.unprotect_rtp(buf, len) else {
+            return;
+        };
+        let Some(packet) = buf.get(..len).and_then(|b| RtpPacket::parse(b).ok()) else {
+            return;
+        };
+        let level = level::from_packet(&packet, self.settings.audio_level_extension);
+        b.bridge
+            .push_meeting(packet.header().ssrc().0, packet.payload(), level);
+    }
+
+    fn on_digit(&mut self, now: Instant, digit: char) {
+        self.waiting_since = now;
+        let (digits, is_menu) = match &mut self.stage {
+            Stage::AskMeeting { digits, .. } => (digits, true),
+            Stage::AskPasscode { digits, .. } => (digits, false),
+            // Digits in a meeting are not mixed and mean nothing.
+            Stage::Bridged(_) | Stage::Leaving => return,
+        };
+        // Barge-in: a key stops the prompt.
+        self.playback = None;
+        match digit {
+            '#' => {
+                let entered = std::mem::take(digits);
+                if is_menu {
+                    self.submit_meeting(&entered, now);
+                } else {
+                    self.submit_passcode(&entered, now);
+                }
+            }
+            '*' => digits.clear(),
+            d if digits.len() < MAX_DIGITS => digits.push(d),
+            _ => {}
+        }
+    }
+
+    /// One try used up: ask again with `retry`, or give up with `outcome`.
+    fn try_again(&mut self, retry: Prompt, outcome: CallOutcome) {
+        let tries_left = match &mut self.stage {
+            Stage::AskMeeting { tries_left, .. } | Stage::AskPasscode { tries_left, .. } => {
+                *tries_left = tries_left.saturating_sub(1);
+                *tries_left
+            }
+            _ => 0,
+        };
+        if tries_left == 0 {
+            self.finish(Prompt::Goodbye, outcome);
+        } else {
+            self.play(retry);
+        }
+    }
+
+    fn submit_meeting(&mut self, meeting: &str, now: Instant) {
+        match self.settings.desk.lookup(meeting) {
+            Ok(found) if found.mode == MeetingMode::E2ee => {
+                self.finish(Prompt::E2ee, CallOutcome::RefusedE2ee);
+            }
+            Ok(found) if found.needs_passcode => {
+                self.stage = Stage::AskPasscode {
+                    meeting: meeting.to_owned(),
+                    digits: String::new(),
+                    tries_left: self.settings.attempts,
+                };
+                self.play(Prompt::Passcode);
+            }
+            Ok(_) => self.join(meeting, None, now),
+            Err(_) => self.try_again(Prompt::UnknownMeeting, CallOutcome::Failed),
+        }
+    }
+
+    fn submit_passcode(&mut self, passcode: &str, now: Instant) {
+        let Stage::AskPasscode { meeting, .. } = &self.stage else {
+            return;
+        };
+        let meeting = meeting.clone();
+        self.join(&meeting, Some(passcode), now);
+    }
+
+    fn join(&mut self, meeting: &str, passcode: Option<&str>, now: Instant) {
+        let admitted = admit(&self.settings.desk, meeting, &self.media.display, passcode);
+        match admitted {
+            Ok(leg) => match self.bridge(leg, now) {
+                Ok(()) => self.play(Prompt::Joining),
+                Err(e) => {
+                    tracing::warn!("dial-in bridge failed to start: {e}");
+                    self.finish(Prompt::Goodbye, CallOutcome::Failed);
+                }
+            },
+            Err(DeskError::Refused(Refusal::WrongPasscode)) => {
+                self.try_again(Prompt::WrongPasscode, CallOutcome::BadPin);
+            }
+            Err(DeskError::Refused(Refusal::E2eeForbidsDialIn)) => {
+                self.finish(Prompt::E2ee, CallOutcome::RefusedE2ee);
+            }
+            Err(DeskError::MeetingNotFound(_)) => {
+                self.finish(Prompt::Goodbye, CallOutcome::Failed);
+            }
+            Err(e) => {
+                tracing::info!("dial-in caller not admitted: {e}");
+                self.finish(Prompt::Unavailable, CallOutcome::Failed);
+            }
+        }
+    }
+
+    /// One 20 ms tick: the caller's next frame and, when bridged, the
+    /// caller's next frame into the meeting.
+    pub(crate) fn tick(&mut self, now: Instant, out: &mut TickOut) {
+        out.caller = None;
+        out.meeting = None;
+        if self.hangup {
+            return;
+        }
+        if !self.held && now.duration_since(self.last_media) > self.settings.media_timeout {
+            tracing::info!("dial-in call sent no media for {:?}: hanging up", self.settings.media_timeout);
+            self.outcome.get_or_insert(CallOutcome::Failed);
+            self.hangup = true;
+            return;
+        }
+        let mut frame = [MU_LAW_SILENCE; FRAME];
+        let mut prompt_frame = false;
+        if let Some(playback) = &mut self.playback {
+            if playback.next_frame(&mut frame) {
+                prompt_frame = true;
+            } else {
+                self.playback = None;
+                self.waiting_since = now;
+                if matches!(self.stage, Stage::Leaving) {
+                    self.hangup = true;
+                    return;
+                }
+            }
+        }
+        if self.playback.is_none()
+            && matches!(self.stage, Stage::AskMeeting { .. } | Stage::AskPasscode { .. })
+            && now.duration_since(self.waiting_since) > self.settings.digit_timeout
+        {
+            self.waiting_since = now;
+            let (retry, outcome) = match self.stage {
+                Stage::AskMeeting { .. } => (Prompt::Welcome, CallOutcome::Failed),
+                _ => (Prompt::Passcode, CallOutcome::BadPin),
+            };
+            self.try_again(retry, outcome);
+        }
+        let codec = self.media.codec;
+        let mut payload = [0u8; FRAME];
+        if prompt_frame {
+            transcode_prompt(codec, &frame, &mut payload);
+        } else {
+            silence(codec, &mut payload);
+        }
+        if let Stage::Bridged(b) = &mut self.stage {
+            if now.duration_since(b.checked) >= Duration::from_secs(1) {
+                b.checked = now;
+                if !self.settings.desk.is_present(&b.leg) {
+                    tracing::info!("dial-in participant left its meeting: hanging up");
+                    self.hangup = true;
+                    return;
+                }
+            }
+            let started = Instant::now();
+            match b.bridge.tick() {
+                Ok(bridged) => {
+                    if !prompt_frame {
+                        payload.copy_from_slice(&bridged.to_caller[..FRAME]);
+                    }
+                    out.meeting = write_meeting_packet(
+                        b,
+                        bridged.to_meeting,
+                        bridged.to_meeting_level,
+                        self.settings.audio_level_extension,
+                        &mut out.meeting_buf,
+                    );
+                }
+                Err(e) => tracing::debug!("dial-in transcode failed for a frame: {e}"),
+            }
+            let spent = started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+            self.settings.counters.transcode_sample(spent);
+        }
+        if !self.held {
+            out.caller = self.write_caller_packet(&payload, &mut out.caller_buf);
+        }
+    }
+
+    fn write_caller_packet(
+        &mut self,
+        payload: &[u8],
+        buf: &mut [u8; MAX_DATAGRAM],
+    ) -> Option<(SocketAddr, usize)> {
+        let pt = PayloadType::new(self.media.payload_type)?;
+        let len = RtpBuilder::new(pt, SeqNum(self.seq), self.timestamp, Ssrc(self.ssrc))
+            .marker(!self.first_sent)
+            .write(payload, buf)
+            .ok()?;
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+        self.first_sent = true;
+        let len = match &mut self.to_caller {
+            Some(srtp) => srtp.protect_rtp(buf, len).ok()?,
+            None => len,
+        };
+        Some((self.latched.unwrap_or(self.media.remote), len))
+    }
+}
+
+fn write_meeting_packet(
+    b: &mut Bridged,
+    opus: &[u8],
+    level_dbov: u8,
+    extension_id: u8,
+    buf: &mut [u8; MAX_DATAGRAM],
+) -> Option<usize> {
+    let pt = PayloadType::new(DIAL_IN_OPUS_PT)?;
+    let voice = if level_dbov < VOICE_DBOV { 0x80 } else { 0 };
+    let level = [voice | (level_dbov & 0x7F)];
+    let elements = [(extension_id, &level[..])];
+    let len = RtpBuilder::new(pt, SeqNum(b.seq), b.timestamp, Ssrc(b.ssrc))
+        .one_byte_extensions(&elements)
+        .write(opus, buf)
+        .ok()?;
+    b.seq = b.seq.wrapping_add(1);
+    b.timestamp = b.timestamp.wrapping_add(OPUS_FRAME);
+    b.to_relay.protect_rtp(buf, len).ok()
+}
+
+/// Admits the caller with a fresh SSRC (another on the rare collision).
+fn admit(
+    desk: &MeetingDesk,
+    meeting: &str,
+    name: &str,
+    passcode: Option<&str>,
+) -> Result<BridgeLeg, DeskError> {
+    let mut last = None;
+    for _ in 0..4 {
+        match desk.admit_caller(meeting, name, passcode, random_u32()) {
+            Err(DeskError::DuplicateSsrc(ssrc)) => last = Some(DeskError::DuplicateSsrc(ssrc)),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or(DeskError::Internal("no free SSRC".to_owned())))
+}
+
+/// Admits a caller directly (from the SIP side), as [`Call`] does after the menu.
+pub(crate) fn admit_direct(
+    desk: &MeetingDesk,
+    meeting: &str,
+    name: &str,
+) -> Result<BridgeLeg, DeskError> {
+    admit(desk, meeting, name, None)
+}
+
+/// The prompt's mu-law frame in the caller's codec.
+fn transcode_prompt(codec: G711, mu_law: &[u8; FRAME], out: &mut [u8; FRAME]) {
+    match codec {
+        G711::Mu => out.copy_from_slice(mu_law),
+        G711::A => {
+            let mut pcm = [0i16; FRAME];
+            G711::Mu.decode(mu_law, &mut pcm);
+            G711::A.encode(&pcm, out);
+        }
+    }
+}
+
+fn silence(codec: G711, out: &mut [u8; FRAME]) {
+    G711::encode(codec, &[0i16; FRAME], out);
+}
+
+/// A random 32-bit number from the system RNG (SSRCs, initial sequence
+/// numbers and timestamps, RFC 3550 §5.1).
+pub(crate) fn random_u32() -> u32 {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 4];
+    // The system RNG failing is not worth refusing a call over: a fixed
+    // SSRC still works (the registry refuses duplicates).
+    let _ = SystemRandom::new().fill(&mut bytes);
+    u32::from_be_bytes(bytes)
+}

@@ -1,0 +1,185 @@
+//! Telephone dial-in (DESIGN.md, "Dial-in"): a SIP user agent server on
+//! UDP that bridges phone callers into standard meetings.
+//!
+//! Three parts, each on its own threads:
+//! - `signalling.rs`: the SIP socket and the sans-IO [`crate::sip::Uas`];
+//!   it decides per INVITE: refuse (E2EE meetings: `403` with a `Reason`;
+//!   unknown meeting `404`; bad offer `488`; full `503`), or answer with an
+//!   SDP answer and hand the call to a media pool thread;
+//! - `pool.rs`: media pool threads that own the calls' sockets and tick
+//!   every call each 20 ms on a steady clock;
+//! - `call.rs`: one call's state machine: the voice menu (speech prompts
+//!   from `prompts.rs`, RFC 4733 digits), admission through the control
+//!   plane's [`MeetingDesk`] (the same policy as the API), and the
+//!   [`crate::media::CallBridge`] between the caller's G.711 and the
+//!   meeting's Opus.
+//!
+//! Towards its meeting a call is an ordinary participant: the bridge sends
+//! and receives SRTP (AEAD_AES_256_GCM) on a loopback UDP socket to the
+//! relay's media port, so the packet workers forward the caller like any
+//! other leg and never decode anything themselves.
+
+mod call;
+mod pool;
+mod prompts;
+mod signalling;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::SipConfig;
+use crate::control::MeetingDesk;
+use crate::crypto::BackendKind;
+use crate::metrics::DialInCounters;
+use crate::sip::{Uas, UasConfig};
+
+use call::CallSettings;
+use pool::PoolThread;
+use signalling::{Signalling, SignallingSettings};
+
+pub use signalling::E2EE_REASON;
+
+/// Why dial-in could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DialInError {
+    /// The SIP port cannot be bound.
+    #[error("cannot listen for SIP on {addr}: {source} (change [sip] listen, or set [sip] enabled = false)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a dial-in thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What dial-in needs from the rest of the daemon.
+#[derive(Debug, Clone)]
+pub struct DialInOptions {
+    /// The `[sip]` section.
+    pub config: SipConfig,
+    /// Where the relay's packet workers listen (the bridges send there).
+    pub relay: SocketAddr,
+    /// The AES-GCM backend for the calls' SRTP.
+    pub backend: BackendKind,
+}
+
+/// The running dial-in service.
+#[derive(Debug)]
+pub struct DialIn {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    signalling: Option<JoinHandle<()>>,
+    pools: Vec<JoinHandle<()>>,
+}
+
+impl DialIn {
+    /// Binds the SIP socket and starts the signalling and media pool threads.
+    pub fn start(
+        options: &DialInOptions,
+        desk: MeetingDesk,
+        counters: Arc<DialInCounters>,
+    ) -> Result<Self, DialInError> {
+        let config = &options.config;
+        let bind_error = |source| DialInError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket = UdpSocket::bind(config.listen).map_err(bind_error)?;
+        let local_addr = socket.local_addr().map_err(bind_error)?;
+        let settings = Arc::new(CallSettings {
+            desk,
+            counters,
+            backend: options.backend,
+            media_timeout: Duration::from_secs(config.media_timeout_secs),
+            digit_timeout: Duration::from_secs(config.digit_timeout_secs),
+            attempts: config.attempts,
+            opus_bitrate: config.opus_bitrate,
+            opus_complexity: config.opus_complexity,
+            audio_level_extension: config.audio_level_extension,
+        });
+        let threads = match config.media_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let (events_tx, events) = std::sync::mpsc::channel();
+        let mut senders = Vec::with_capacity(threads);
+        let mut pools = Vec::with_capacity(threads);
+        for n in 0..threads {
+            let pool = PoolThread::start(n, Arc::clone(&settings), events_tx.clone())
+                .map_err(DialInError::Thread)?;
+            senders.push(pool.commands);
+            pools.push(pool.thread);
+        }
+        let uas = Uas::new(UasConfig {
+            local: local_addr,
+            user_agent: format!("sluice/{}", env!("CARGO_PKG_VERSION")),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let signalling = Signalling::new(
+            socket,
+            uas,
+            SignallingSettings {
+                ivr_user: config.ivr_user.clone(),
+                media_ip: config.media_ip(),
+                relay: options.relay,
+                max_calls: config.max_calls,
+                answer_delay: Duration::from_millis(config.answer_delay_ms),
+            },
+            settings,
+            senders,
+            events,
+            Arc::clone(&stop),
+        );
+        let signalling = std::thread::Builder::new()
+            .name("sluice-sip".to_owned())
+            .spawn(move || signalling.run())
+            .map_err(DialInError::Thread)?;
+        tracing::info!(%local_addr, media_threads = threads, "SIP dial-in listening");
+        Ok(Self {
+            local_addr,
+            stop,
+            signalling: Some(signalling),
+            pools,
+        })
+    }
+
+    /// Where SIP listens (the chosen port when it was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Hangs up every call (BYE), then stops the threads.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.signalling.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the SIP thread panicked");
+        }
+        // The signalling thread held the pools' command senders: they are
+        // gone now, so each pool thread closes its calls and ends.
+        for pool in self.pools.drain(..) {
+            if pool.join().is_err() {
+                tracing::error!("a media pool thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for DialIn {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

@@ -1,0 +1,197 @@
+//! The media pool: threads that own calls and run their 20 ms clock.
+//!
+//! Each thread holds its calls' two UDP sockets (the caller's RTP, and the
+//! leg towards the relay), drains them without blocking, and ticks every
+//! call on an absolute schedule (`start + k × 20 ms`), so the caller's
+//! audio never drifts however long the call runs. A tick whose work runs
+//! past the next tick's due time counts in `sluice_dialin_late_frames_total`
+//! and the schedule moves on rather than bursting to catch up. Decoding, mixing and
+//! encoding happen here, never on a packet worker.
+
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::metrics::{CallOutcome, DialInCounters};
+use crate::sip::CallId;
+
+use super::call::{Call, CallSettings, MAX_DATAGRAM, TickOut};
+
+/// The media clock: one G.711 frame.
+pub(crate) const FRAME_PERIOD: Duration = Duration::from_millis(20);
+
+/// What the signalling thread tells a pool thread.
+#[derive(Debug)]
+pub(crate) enum PoolCommand {
+    /// Take this call.
+    Add(Box<CallSlot>),
+    /// The caller moved or held its media (re-INVITE).
+    Update {
+        /// The call.
+        id: CallId,
+        /// Where to send now.
+        remote: std::net::SocketAddr,
+        /// Whether the caller holds the call.
+        held: bool,
+    },
+    /// The dialog is over: drop the call.
+    End(CallId),
+}
+
+/// What a pool thread tells the signalling thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolEvent {
+    /// The call is done (menu over, no media, removed from its meeting):
+    /// send BYE.
+    Hangup(CallId),
+}
+
+/// A call and its sockets.
+#[derive(Debug)]
+pub(crate) struct CallSlot {
+    pub(crate) id: CallId,
+    pub(crate) call: Call,
+    /// Bound on the SIP media IP; the port is in our SDP answer.
+    pub(crate) caller: UdpSocket,
+    /// Connected to the relay's media port.
+    pub(crate) meeting: UdpSocket,
+    pub(crate) asked_hangup: bool,
+    pub(crate) counted_outcome: bool,
+}
+
+impl CallSlot {
+    pub(crate) fn new(id: CallId, call: Call, caller: UdpSocket, meeting: UdpSocket) -> Self {
+        Self {
+            id,
+            call,
+            caller,
+            meeting,
+            asked_hangup: false,
+            counted_outcome: false,
+        }
+    }
+
+    /// Counts the call's outcome once, as soon as it is known.
+    fn count_outcome(&mut self, counters: &DialInCounters, fallback: Option<CallOutcome>) {
+        if self.counted_outcome {
+            return;
+        }
+        if let Some(outcome) = self.call.outcome().or(fallback) {
+            counters.outcome(outcome);
+            self.counted_outcome = true;
+        }
+    }
+
+    /// Leaves the meeting and settles the counters; the slot is then dropped.
+    pub(crate) fn close(mut self, settings: &CallSettings) {
+        if let Some(leg) = self.call.leg() {
+            settings.desk.leave(leg);
+        }
+        self.count_outcome(&settings.counters, Some(CallOutcome::Failed));
+        settings.counters.call_ended();
+    }
+}
+
+/// A running pool thread.
+#[derive(Debug)]
+pub(crate) struct PoolThread {
+    pub(crate) commands: Sender<PoolCommand>,
+    pub(crate) thread: JoinHandle<()>,
+}
+
+impl PoolThread {
+    /// Starts thread `n`; it ends when `commands`' sender is dropped.
+    pub(crate) fn start(
+        n: usize,
+        settings: Arc<CallSettings>,
+        events: Sender<PoolEvent>,
+    ) -> std::io::Result<Self> {
+        let (commands, inbox) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("sluice-media-{n}"))
+            .spawn(move || run(&inbox, &events, &settings))?;
+        Ok(Self { commands, thread })
+    }
+}
+
+fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &CallSettings) {
+    let mut slots: Vec<CallSlot> = Vec::new();
+    let mut out = Box::<TickOut>::default();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut next = Instant::now();
+    loop {
+        loop {
+            match inbox.try_recv() {
+                Ok(PoolCommand::Add(slot)) => slots.push(*slot),
+                Ok(PoolCommand::Update { id, remote, held }) => {
+                    if let Some(slot) = slots.iter_mut().find(|s| s.id == id) {
+                        slot.call.update_caller(remote, held, Instant::now());
+                    }
+                }
+                Ok(PoolCommand::End(id)) => {
+                    if let Some(at) = slots.iter().position(|s| s.id == id) {
+                        slots.swap_remove(at).close(settings);
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    for slot in slots.drain(..) {
+                        slot.close(settings);
+                    }
+                    return;
+                }
+            }
+        }
+        let now = Instant::now();
+        for slot in &mut slots {
+            drain(&slot.caller, &mut buf, |from, buf, len| {
+                slot.call.on_caller_datagram(now, from, buf, len);
+            });
+            drain(&slot.meeting, &mut buf, |_, buf, len| {
+                slot.call.on_meeting_datagram(buf, len);
+            });
+            slot.call.tick(now, &mut out);
+            if let Some((to, len)) = out.caller {
+                // A lost datagram is what UDP does; the next frame follows.
+                let _ = slot.caller.send_to(&out.caller_buf[..len], to);
+            }
+            if let Some(len) = out.meeting {
+                let _ = slot.meeting.send(&out.meeting_buf[..len]);
+            }
+            slot.count_outcome(&settings.counters, None);
+            if slot.call.wants_hangup() && !slot.asked_hangup {
+                slot.asked_hangup = true;
+                let _ = events.send(PoolEvent::Hangup(slot.id));
+            }
+        }
+        next += FRAME_PERIOD;
+        let now = Instant::now();
+        if now > next {
+            // This tick's work ran into the next frame's slot.
+            settings.counters.late_frame();
+            next = now;
+        } else {
+            std::thread::sleep(next - now);
+        }
+    }
+}
+
+/// Reads every datagram waiting on a non-blocking socket.
+fn drain(
+    socket: &UdpSocket,
+    buf: &mut [u8; MAX_DATAGRAM],
+    mut on: impl FnMut(std::net::SocketAddr, &mut [u8], usize),
+) {
+    // Bounded: a flood cannot starve the other calls of their tick.
+    for _ in 0..64 {
+        match socket.recv_from(buf) {
+            Ok((len, from)) => on(from, buf, len),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            // ICMP errors surface here (the peer's port is closed): ignore.
+            Err(_) => {}
+        }
+    }
+}

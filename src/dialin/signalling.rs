@@ -1,0 +1,461 @@
+//! The SIP thread: one UDP socket, the sans-IO [`Uas`], and the decisions
+//! a call's signalling needs (which meeting, refuse or answer, which SDP).
+//! Media goes to the pool threads (`pool.rs`).
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::control::DeskError;
+use crate::media::G711;
+use crate::metrics::CallOutcome;
+use crate::policy::Refusal;
+use crate::relay::MeetingMode;
+use crate::sip::sdp::{
+    self, AnswerSpec, Codec, Direction, MediaOffer, Negotiated, build_answer,
+};
+use crate::sip::{CallId, Event, Uas};
+use crate::srtp::MasterKey;
+
+use super::call::{Call, CallSettings, CallerMedia, Entry, admit_direct, random_u32};
+use super::pool::{CallSlot, PoolCommand, PoolEvent};
+
+/// The `Reason` header an E2EE meeting's refusal carries (RFC 3326).
+pub const E2EE_REASON: &str =
+    "SIP;cause=403;text=\"End-to-end encrypted meetings cannot be joined by phone\"";
+
+/// The signalling thread's longest sleep: the pool's hang-up requests wait
+/// at most this long.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Settings the signalling thread needs beyond the calls'.
+#[derive(Debug, Clone)]
+pub(crate) struct SignallingSettings {
+    pub(crate) ivr_user: String,
+    pub(crate) media_ip: IpAddr,
+    pub(crate) relay: SocketAddr,
+    pub(crate) max_calls: usize,
+    pub(crate) answer_delay: Duration,
+}
+
+/// A call the signalling side knows.
+#[derive(Debug)]
+struct Known {
+    pool: usize,
+    answer: AnswerSpec,
+}
+
+/// A call ringing until its answer is due.
+#[derive(Debug)]
+struct Ringing {
+    call: CallId,
+    due: Instant,
+    sdp: String,
+    slot: Box<CallSlot>,
+    pool: usize,
+}
+
+pub(crate) struct Signalling {
+    pub(crate) socket: UdpSocket,
+    pub(crate) uas: Uas,
+    pub(crate) settings: SignallingSettings,
+    pub(crate) calls_settings: Arc<CallSettings>,
+    pub(crate) pools: Vec<Sender<PoolCommand>>,
+    pub(crate) events: Receiver<PoolEvent>,
+    pub(crate) stop: Arc<AtomicBool>,
+    known: HashMap<CallId, Known>,
+    ringing: Vec<Ringing>,
+    next_pool: usize,
+    malformed_seen: u64,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Signalling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signalling")
+            .field("calls", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signalling {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        uas: Uas,
+        settings: SignallingSettings,
+        calls_settings: Arc<CallSettings>,
+        pools: Vec<Sender<PoolCommand>>,
+        events: Receiver<PoolEvent>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            socket,
+            uas,
+            settings,
+            calls_settings,
+            pools,
+            events,
+            stop,
+            known: HashMap::new(),
+            ringing: Vec::new(),
+            next_pool: 0,
+            malformed_seen: 0,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// Serves SIP until `stop`, then hangs up every call and gives their
+    /// BYEs a moment to be answered.
+    pub(crate) fn run(mut self) {
+        let mut buf = vec![0u8; 65_535];
+        while !self.stop.load(Ordering::Relaxed) {
+            self.turn(&mut buf);
+        }
+        let now = Instant::now();
+        for ringing in std::mem::take(&mut self.ringing) {
+            self.uas.reject(now, ringing.call, 480, "Temporarily Unavailable", &[]);
+            ringing.slot.close(&self.calls_settings);
+        }
+        let calls: Vec<CallId> = self.known.keys().copied().collect();
+        for call in calls {
+            self.uas.hangup(now, call);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.known.is_empty() && Instant::now() < deadline {
+            self.turn(&mut buf);
+        }
+        self.flush();
+    }
+
+    fn turn(&mut self, buf: &mut [u8]) {
+        let now = Instant::now();
+        let mut wait = POLL;
+        if let Some(at) = self.uas.poll_timeout() {
+            wait = wait.min(at.saturating_duration_since(now));
+        }
+        if let Some(r) = self.ringing.iter().map(|r| r.due).min() {
+            wait = wait.min(r.saturating_duration_since(now));
+        }
+        // A zero timeout means "block forever" to the socket.
+        let _ = self
+            .socket
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+        match self.socket.recv_from(buf) {
+            Ok((len, from)) => {
+                if let Some(data) = buf.get(..len) {
+                    self.uas.handle_datagram(Instant::now(), from, data);
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => tracing::debug!("SIP socket: {e}"),
+        }
+        let now = Instant::now();
+        self.uas.handle_timeout(now);
+        while let Some(event) = self.uas.poll_event() {
+            self.on_event(event, now);
+        }
+        while let Ok(PoolEvent::Hangup(call)) = self.events.try_recv() {
+            self.uas.hangup(now, call);
+        }
+        self.answer_due(now);
+        self.flush();
+        let malformed = self.uas.stats().malformed_dropped;
+        if malformed > self.malformed_seen {
+            self.calls_settings
+                .counters
+                .sip_malformed(malformed - self.malformed_seen);
+            self.malformed_seen = malformed;
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(t) = self.uas.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.payload, t.to) {
+                tracing::debug!("SIP send to {} failed: {e}", t.to);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Incoming {
+                call,
+                from,
+                user,
+                caller,
+                offer,
+            } => self.incoming(now, call, from, &user, &caller, offer),
+            Event::Confirmed { .. } => {}
+            Event::Reoffer { call, offer } => self.reoffer(now, call, &offer),
+            Event::Cancelled { call } => {
+                if let Some(at) = self.ringing.iter().position(|r| r.call == call) {
+                    let ringing = self.ringing.swap_remove(at);
+                    ringing.slot.close(&self.calls_settings);
+                }
+                self.known.remove(&call);
+            }
+            Event::Ended { call, .. } => {
+                if let Some(known) = self.known.remove(&call) {
+                    let _ = self.pools[known.pool].send(PoolCommand::End(call));
+                }
+            }
+        }
+    }
+
+    fn refuse(&mut self, now: Instant, call: CallId, status: u16, reason: &str, outcome: CallOutcome) {
+        self.uas.reject(now, call, status, reason, &[]);
+        self.calls_settings.counters.outcome(outcome);
+    }
+
+    fn incoming(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        from: SocketAddr,
+        user: &str,
+        caller: &str,
+        offer: Option<MediaOffer>,
+    ) {
+        if self.known.len() + self.ringing.len() >= self.settings.max_calls {
+            return self.refuse(now, call, 503, "Service Unavailable", CallOutcome::Failed);
+        }
+        let Some(offer) = offer else {
+            return self.refuse(now, call, 488, "Not Acceptable Here", CallOutcome::Failed);
+        };
+        let negotiated = match sdp::negotiate(&offer) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(%from, "dial-in offer refused: {e}");
+                return self.refuse(now, call, 488, "Not Acceptable Here", CallOutcome::Failed);
+            }
+        };
+        let desk = &self.calls_settings.desk;
+        let entry = if user == self.settings.ivr_user {
+            Entry::Menu
+        } else {
+            match desk.lookup(user) {
+                Err(_) => {
+                    return self.refuse(now, call, 404, "Not Found", CallOutcome::Failed);
+                }
+                Ok(found) if found.mode == MeetingMode::E2ee => {
+                    self.calls_settings.counters.outcome(CallOutcome::RefusedE2ee);
+                    self.uas
+                        .reject(now, call, 403, "Forbidden", &[("Reason", E2EE_REASON)]);
+                    return;
+                }
+                Ok(found) if found.needs_passcode => Entry::Passcode {
+                    meeting: user.to_owned(),
+                },
+                Ok(_) => match admit_direct(desk, user, &display_name(caller)) {
+                    Ok(leg) => Entry::Admitted(leg),
+                    Err(e) => {
+                        let (status, reason) = refusal_status(&e);
+                        tracing::info!(%from, meeting = user, "dial-in refused: {e}");
+                        return self.refuse(now, call, status, reason, CallOutcome::Failed);
+                    }
+                },
+            }
+        };
+        match self.start_call(now, call, &offer, &negotiated, caller, entry) {
+            Ok((slot, answer)) => {
+                let sdp = build_answer(&answer);
+                let pool = self.next_pool % self.pools.len();
+                self.next_pool = self.next_pool.wrapping_add(1);
+                self.known.insert(call, Known { pool, answer });
+                self.calls_settings.counters.call_started();
+                self.uas.ringing(now, call);
+                if self.settings.answer_delay.is_zero() {
+                    self.uas.answer(now, call, &sdp);
+                    let _ = self.pools[pool].send(PoolCommand::Add(slot));
+                } else {
+                    self.ringing.push(Ringing {
+                        call,
+                        due: now + self.settings.answer_delay,
+                        sdp,
+                        slot,
+                        pool,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%from, "dial-in call could not start: {e}");
+                self.refuse(now, call, 500, "Server Internal Error", CallOutcome::Failed);
+            }
+        }
+    }
+
+    fn answer_due(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.ringing.len() {
+            if self.ringing[i].due <= now {
+                let r = self.ringing.swap_remove(i);
+                self.uas.answer(now, r.call, &r.sdp);
+                let _ = self.pools[r.pool].send(PoolCommand::Add(r.slot));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Binds the call's sockets, makes its keys and its media state.
+    fn start_call(
+        &self,
+        now: Instant,
+        call: CallId,
+        offer: &MediaOffer,
+        negotiated: &Negotiated,
+        caller: &str,
+        entry: Entry,
+    ) -> Result<(Box<CallSlot>, AnswerSpec), StartError> {
+        let leg = match &entry {
+            Entry::Admitted(leg) => Some(leg.clone()),
+            _ => None,
+        };
+        let started = (|| {
+            let caller_socket = UdpSocket::bind(SocketAddr::new(self.settings.media_ip, 0))?;
+            caller_socket.set_nonblocking(true)?;
+            let relay = self.settings.relay;
+            let local = if relay.ip().is_loopback() || relay.ip().is_unspecified() {
+                match relay {
+                    SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                }
+            } else {
+                relay.ip()
+            };
+            let meeting_socket = UdpSocket::bind(SocketAddr::new(local, 0))?;
+            meeting_socket.connect(to_reachable(relay))?;
+            meeting_socket.set_nonblocking(true)?;
+            let port = caller_socket.local_addr()?.port();
+            let crypto = match &negotiated.crypto {
+                Some(offered) => {
+                    let mut material = vec![0u8; offered.profile.key_material_len()];
+                    self.rng
+                        .fill(&mut material)
+                        .map_err(|_| StartError::Random)?;
+                    let ours = MasterKey::new(offered.profile, &material)?;
+                    let theirs = MasterKey::new(offered.profile, &offered.key_material)?;
+                    Some((offered.tag, theirs, ours, material))
+                }
+                None => None,
+            };
+            let codec = match negotiated.codec.codec {
+                Codec::Pcma => G711::A,
+                _ => G711::Mu,
+            };
+            let media = CallerMedia {
+                codec,
+                payload_type: negotiated.codec.pt,
+                telephone_event: negotiated.telephone_event,
+                remote: SocketAddr::new(offer.connection, offer.port),
+                srtp: crypto
+                    .as_ref()
+                    .map(|(_, theirs, ours, _)| (theirs.clone(), ours.clone())),
+                display: display_name(caller),
+            };
+            let answer = AnswerSpec {
+                address: self.settings.media_ip,
+                port,
+                codec: negotiated.codec.clone(),
+                telephone_event: negotiated.telephone_event,
+                crypto: crypto.map(|(tag, _, ours, material)| (tag, ours.profile(), material)),
+                direction: answer_direction(offer.direction),
+                session_id: u64::from(random_u32()),
+                session_version: 1,
+            };
+            let held = offer.held;
+            let mut call_state = Call::new(Arc::clone(&self.calls_settings), media, entry, now)?;
+            call_state.update_caller(SocketAddr::new(offer.connection, offer.port), held, now);
+            let slot = CallSlot::new(call, call_state, caller_socket, meeting_socket);
+            Ok((Box::new(slot), answer))
+        })();
+        if started.is_err()
+            && let Some(leg) = leg
+        {
+            self.calls_settings.desk.leave(&leg);
+        }
+        started
+    }
+
+    fn reoffer(&mut self, now: Instant, call: CallId, offer: &MediaOffer) {
+        let Some(known) = self.known.get_mut(&call) else {
+            self.uas.reject_reinvite(now, call, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        if sdp::negotiate(offer).is_err() {
+            self.uas.reject_reinvite(now, call, 488, "Not Acceptable Here");
+            return;
+        }
+        known.answer.direction = answer_direction(offer.direction);
+        known.answer.session_version += 1;
+        let sdp = build_answer(&known.answer);
+        let _ = self.pools[known.pool].send(PoolCommand::Update {
+            id: call,
+            remote: SocketAddr::new(offer.connection, offer.port),
+            held: offer.held,
+        });
+        self.uas.answer_reinvite(now, call, &sdp);
+    }
+}
+
+/// Why a call's media could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the system random generator failed")]
+    Random,
+    #[error("bad SRTP key: {0}")]
+    Key(#[from] crate::srtp::SrtpError),
+    #[error("{0}")]
+    Call(#[from] super::call::CallError),
+}
+
+/// The SIP answer to a refused admission.
+fn refusal_status(e: &DeskError) -> (u16, &'static str) {
+    match e {
+        DeskError::MeetingNotFound(_) => (404, "Not Found"),
+        DeskError::Refused(Refusal::MeetingLocked | Refusal::WrongPasscode) => (403, "Forbidden"),
+        DeskError::Refused(Refusal::E2eeForbidsDialIn) => (403, "Forbidden"),
+        DeskError::Refused(Refusal::MeetingFull { .. }) => (486, "Busy Here"),
+        DeskError::Refused(Refusal::NodeFull { .. }) => (503, "Service Unavailable"),
+        _ => (500, "Server Internal Error"),
+    }
+}
+
+/// The answer's direction for the caller's offered one (RFC 3264 §6.1).
+fn answer_direction(offered: Direction) -> Direction {
+    match offered {
+        Direction::SendRecv => Direction::SendRecv,
+        Direction::SendOnly => Direction::RecvOnly,
+        Direction::RecvOnly => Direction::SendOnly,
+        Direction::Inactive => Direction::Inactive,
+    }
+}
+
+/// "phone sip:alice@pbx" → a participant name.
+fn display_name(caller: &str) -> String {
+    let mut name = String::from("phone ");
+    name.extend(caller.chars().filter(|c| !c.is_control()).take(64));
+    name
+}
+
+/// The relay's address as a bridge can reach it (an unspecified listen
+/// address means loopback works).
+fn to_reachable(relay: SocketAddr) -> SocketAddr {
+    if relay.ip().is_unspecified() {
+        let ip = match relay {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, relay.port())
+    } else {
+        relay
+    }
+}

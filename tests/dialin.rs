@@ -1,0 +1,577 @@
+//! Telephone dial-in end to end on 127.0.0.1: the daemon in-process, SIPp
+//! (Debian sip-tester) as the phone's signalling, the test's own UDP socket
+//! as the phone's RTP (the SDP offer points there: `-key cport`), and SRTP
+//! meeting participants as in tests/relay.rs.
+//!
+//! SIPp must be installed (.ci/run installs it); a test fails, naming the
+//! package, when it is not.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice::config::Config;
+use sluice::daemon::Daemon;
+use sluice::media::tone::{Sine, goertzel_power};
+use sluice::media::{G711, OpusDecoder, OpusEncoder};
+use support::{Endpoint, http, metric};
+
+/// One daemon per test, everything on free loopback ports.
+fn start(sip_extra: &str) -> Daemon {
+    let text = format!(
+        "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+         pin_cores = false\n\n[sip]\nlisten = \"127.0.0.1:0\"\nmedia_threads = 1\n{sip_extra}"
+    );
+    let config = Config::parse(&text, "test.toml").expect("test config parses");
+    Daemon::start(&config).expect("daemon starts")
+}
+
+fn sip(daemon: &Daemon) -> SocketAddr {
+    daemon.sip_addr().expect("SIP is enabled")
+}
+
+fn meeting(api: SocketAddr, id: &str, mode: &str, passcode: Option<&str>) {
+    let mut body = json!({"id": id, "mode": mode, "owner": {"account": "alice", "verified": true}});
+    if let Some(p) = passcode {
+        body["passcode"] = json!(p);
+    }
+    let r = http(api, "POST", "/v1/meetings", Some(&body), None);
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+fn participants(api: SocketAddr, id: &str) -> u64 {
+    let r = http(api, "GET", &format!("/v1/meetings/{id}"), None, None);
+    r.json()["participants"].as_u64().unwrap_or(0)
+}
+
+fn metrics(api: SocketAddr) -> String {
+    http(api, "GET", "/metrics", None, None).body
+}
+
+fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIPp running one call of `scenario` to `service`.
+struct Sipp {
+    child: Child,
+    scenario: String,
+}
+
+impl Sipp {
+    fn call(sip: SocketAddr, scenario: &str, service: &str, cport: u16, call_ms: u64) -> Self {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(scenario);
+        let child = Command::new("sipp")
+            .arg(sip.to_string())
+            .args(["-sf", file.to_str().expect("utf-8 path")])
+            .args(["-s", service])
+            .args(["-key", "cport", &cport.to_string()])
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-m", "1", "-l", "1", "-nostdin"])
+            .args(["-d", &call_ms.to_string()])
+            .args(["-timeout", "40s", "-timeout_error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run sipp ({e}): install Debian's sip-tester package")
+            });
+        Self {
+            child,
+            scenario: scenario.to_owned(),
+        }
+    }
+
+    /// Waits for SIPp and asserts that its one call succeeded.
+    fn succeeds(self) {
+        let out = self.child.wait_with_output().expect("sipp runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tail: String = text
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            out.status.success(),
+            "sipp {} failed ({}):\n{tail}\n{}",
+            self.scenario,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The phone's RTP side: a socket the SDP offer names.
+struct Phone {
+    socket: UdpSocket,
+    relay: Option<SocketAddr>,
+    seq: u16,
+    timestamp: u32,
+    heard: Vec<(u8, Vec<u8>)>,
+}
+
+impl Phone {
+    fn new() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind phone RTP");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(2)))
+            .expect("timeout");
+        Self {
+            socket,
+            relay: None,
+            seq: 1000,
+            timestamp: 80_000,
+            heard: Vec::new(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.socket.local_addr().expect("addr").port()
+    }
+
+    /// Takes in whatever arrived; learns the relay's RTP address.
+    fn listen(&mut self) {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            self.relay.get_or_insert(from);
+            if n > 12 {
+                self.heard.push((buf[1] & 0x7F, buf[12..n].to_vec()));
+            }
+        }
+    }
+
+    /// Listens until the relay has sent something (the first prompt frame).
+    fn wait_for_relay(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.relay.is_none() {
+            assert!(Instant::now() < deadline, "the relay never sent RTP");
+            self.listen();
+        }
+        self.relay.expect("just learnt")
+    }
+
+    fn send(&mut self, pt: u8, marker: bool, timestamp: u32, payload: &[u8]) {
+        let relay = self.relay.expect("relay address known");
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend(self.seq.to_be_bytes());
+        p.extend(timestamp.to_be_bytes());
+        p.extend(0x5eed_0001u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        self.seq = self.seq.wrapping_add(1);
+        self.socket.send_to(&p, relay).expect("phone sends");
+    }
+
+    /// One 20 ms PCMU frame.
+    fn send_pcmu(&mut self, payload: &[u8]) {
+        let ts = self.timestamp;
+        self.send(0, false, ts, payload);
+        self.timestamp = self.timestamp.wrapping_add(160);
+    }
+
+    /// One key press as RFC 4733 events (PT 101), written here from the
+    /// RFC rather than with the code under test: 3 updates 20 ms apart,
+    /// then the end packet three times.
+    fn press(&mut self, key: char) {
+        let event = match key {
+            '0'..='9' => key as u8 - b'0',
+            '*' => 10,
+            '#' => 11,
+            _ => panic!("no such key {key}"),
+        };
+        let ts = self.timestamp;
+        for (i, duration) in [160u16, 320, 480].into_iter().enumerate() {
+            let mut payload = vec![event, 10];
+            payload.extend(duration.to_be_bytes());
+            self.send(101, i == 0, ts, &payload);
+            self.pause(Duration::from_millis(20));
+        }
+        for _ in 0..3 {
+            let mut payload = vec![event, 0x80 | 10];
+            payload.extend(640u16.to_be_bytes());
+            self.send(101, false, ts, &payload);
+        }
+        self.timestamp = self.timestamp.wrapping_add(640);
+        self.pause(Duration::from_millis(60));
+    }
+
+    fn dial(&mut self, keys: &str) {
+        for key in keys.chars() {
+            self.press(key);
+        }
+    }
+
+    /// Waits, still listening.
+    fn pause(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.listen();
+        }
+    }
+
+    /// Sends silence frames for `d` (a phone sends RTP all the time).
+    fn idle(&mut self, d: Duration) {
+        let frames = d.as_millis() / 20;
+        for _ in 0..frames {
+            self.send_pcmu(&[0xFF; 160]);
+            self.pause(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything heard in `pt`, concatenated.
+    fn heard(&self, pt: u8) -> Vec<u8> {
+        self.heard
+            .iter()
+            .filter(|(p, _)| *p == pt)
+            .flat_map(|(_, payload)| payload.iter().copied())
+            .collect()
+    }
+}
+
+/// The power of `freq` relative to the power of `other` in `pcm`.
+fn tone_ratio(pcm: &[i16], rate: u32, freq: f32, other: f32) -> (f32, f32) {
+    (
+        goertzel_power(pcm, rate, freq),
+        goertzel_power(pcm, rate, other),
+    )
+}
+
+fn prompt(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts").join(name))
+        .expect("prompt file")
+}
+
+#[test]
+fn a_direct_call_hears_the_meeting_and_the_meeting_hears_the_caller() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550001", "standard", None);
+    let admitted = http(
+        api,
+        "POST",
+        "/v1/meetings/5550001/participants",
+        Some(&json!({"name": "web"})),
+        None,
+    );
+    assert_eq!(admitted.status, 201, "{}", admitted.body);
+    let mut web = Endpoint::from_admission(&admitted.json());
+    let stream = http(
+        api,
+        "POST",
+        &format!("/v1/meetings/5550001/participants/{}/streams", web.id),
+        Some(&json!({"ssrc": 0x1111, "kind": "audio", "codec": "opus", "payload_type": 111})),
+        None,
+    );
+    assert_eq!(stream.status, 201, "{}", stream.body);
+
+    // The web participant publishes a 1 kHz tone as Opus for the whole call
+    // and decodes what it receives (the caller's stream).
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = web.socket.try_clone().expect("clone socket");
+    let mut recv_session = std::mem::replace(
+        &mut web.recv,
+        sluice::srtp::SrtpSession::new(
+            sluice::crypto::AnyGcm::default(),
+            &sluice::srtp::MasterKey::new(web.profile, &web.relay_to_client).expect("key"),
+        )
+        .expect("session"),
+    );
+    let stop_rx = Arc::clone(&stop);
+    let heard_by_web = thread::spawn(move || {
+        let mut decoder = OpusDecoder::new().expect("opus decoder");
+        let mut pcm = Vec::new();
+        let mut ssrcs = std::collections::HashSet::new();
+        let mut buf = [0u8; 2048];
+        while !stop_rx.load(Ordering::Relaxed) {
+            let Ok((n, _)) = receiver.recv_from(&mut buf) else {
+                continue;
+            };
+            if support::is_rtcp(&buf[..n]) {
+                continue;
+            }
+            let Ok(len) = recv_session.unprotect_rtp(&mut buf, n) else {
+                continue;
+            };
+            let packet = sluice::rtp::RtpPacket::parse(&buf[..len]).expect("rtp");
+            ssrcs.insert(packet.header().ssrc().0);
+            if let Ok(samples) = decoder.decode(packet.payload()) {
+                pcm.extend_from_slice(samples);
+            }
+        }
+        (pcm, ssrcs)
+    });
+    let stop_tx = Arc::clone(&stop);
+    let mut sender = web;
+    let publisher = thread::spawn(move || {
+        let mut encoder = OpusEncoder::new(32_000, 5).expect("opus encoder");
+        let mut sine = Sine::new(1000.0, 48_000, 8000.0);
+        let mut frame = [0i16; 960];
+        let start = Instant::now();
+        let mut seq = 1u16;
+        while !stop_tx.load(Ordering::Relaxed) {
+            sine.fill(&mut frame);
+            let opus = encoder.encode(&frame).expect("encode").to_vec();
+            sender.send_rtp(0x1111, seq, &opus);
+            seq = seq.wrapping_add(1);
+            let due = start + Duration::from_millis(20 * u64::from(seq - 1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+    });
+
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "join.xml", "5550001", phone.port(), 7000);
+    phone.wait_for_relay();
+    wait_for("the caller to join", Duration::from_secs(5), || {
+        participants(api, "5550001") == 2
+    });
+    // The caller speaks a 440 Hz tone for five seconds, paced at 20 ms.
+    let mut sine = Sine::new(440.0, 8000, 8000.0);
+    let mut pcm = [0i16; 160];
+    let mut ulaw = [0u8; 160];
+    let start = Instant::now();
+    for k in 1..=250u64 {
+        sine.fill(&mut pcm);
+        G711::Mu.encode(&pcm, &mut ulaw);
+        phone.send_pcmu(&ulaw);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            phone.listen();
+        }
+    }
+    sipp.succeeds();
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let (web_pcm, ssrcs) = heard_by_web.join().expect("receiver");
+
+    // The caller heard the meeting: 1 kHz, and nothing of its own 440 Hz
+    // (N-1 mix). The last two seconds, well after the joining prompt.
+    let heard = phone.heard(0);
+    assert!(heard.len() >= 160 * 200, "the phone heard {} samples", heard.len());
+    let tail = &heard[heard.len() - 16_000..];
+    let mut decoded = vec![0i16; tail.len()];
+    G711::Mu.decode(tail, &mut decoded);
+    let (k1, own) = tone_ratio(&decoded, 8000, 1000.0, 440.0);
+    assert!(k1 > 0.01, "1 kHz too weak at the phone: {k1}");
+    assert!(k1 > 20.0 * own, "the phone hears 1 kHz {k1} vs its own 440 Hz {own}");
+
+    // The meeting heard the caller: 440 Hz, and not the web's own 1 kHz.
+    assert_eq!(ssrcs.len(), 1, "the web participant hears only the caller");
+    assert!(web_pcm.len() >= 48_000 * 3, "web decoded {} samples", web_pcm.len());
+    let tail = &web_pcm[web_pcm.len() - 96_000..];
+    let (a440, echo) = tone_ratio(tail, 48_000, 440.0, 1000.0);
+    assert!(a440 > 0.01, "440 Hz too weak at the web participant: {a440}");
+    assert!(a440 > 20.0 * echo, "the web hears 440 Hz {a440} vs its own 1 kHz {echo}");
+
+    wait_for("the call to end", Duration::from_secs(5), || {
+        participants(api, "5550001") == 1
+    });
+    let text = metrics(api);
+    assert_eq!(metric(&text, "sluice_dialin_calls_total{outcome=\"joined\"}"), 1.0);
+    assert_eq!(metric(&text, "sluice_dialin_active_calls"), 0.0);
+    assert!(metric(&text, "sluice_dialin_transcode_seconds_count") > 100.0);
+    daemon.shutdown();
+}
+
+#[test]
+fn the_menu_takes_meeting_number_and_passcode_by_dtmf() {
+    let daemon = start("digit_timeout_secs = 20\n");
+    let api = daemon.control_addr();
+    meeting(api, "5550002", "standard", Some("4321"));
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "join.xml", "meet", phone.port(), 9000);
+    phone.wait_for_relay();
+    phone.idle(Duration::from_millis(300));
+    // A wrong meeting number first: the menu says so and asks again.
+    phone.dial("999#");
+    phone.idle(Duration::from_millis(500));
+    phone.dial("5550002#");
+    phone.idle(Duration::from_millis(500));
+    phone.dial("4321#");
+    wait_for("the caller to join", Duration::from_secs(5), || {
+        participants(api, "5550002") == 1
+    });
+    phone.idle(Duration::from_millis(500));
+    sipp.succeeds();
+    let heard = phone.heard(0);
+    let welcome = prompt("welcome.ul");
+    assert!(
+        heard.windows(800).any(|w| w == &welcome[..800]),
+        "the welcome prompt was played"
+    );
+    let unknown = prompt("unknown-meeting.ul");
+    assert!(
+        heard.windows(800).any(|w| w == &unknown[..800]),
+        "the unknown-meeting prompt was played after 999#"
+    );
+    wait_for("the caller to leave", Duration::from_secs(5), || {
+        participants(api, "5550002") == 0
+    });
+    let text = metrics(api);
+    assert_eq!(metric(&text, "sluice_dialin_calls_total{outcome=\"joined\"}"), 1.0);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_wrong_passcode_ends_the_call_from_the_relay_side() {
+    let daemon = start("attempts = 2\n");
+    let api = daemon.control_addr();
+    meeting(api, "5550003", "standard", Some("2468"));
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "hungup.xml", "5550003", phone.port(), 0);
+    phone.wait_for_relay();
+    phone.idle(Duration::from_millis(200));
+    phone.dial("1111#");
+    phone.idle(Duration::from_millis(300));
+    phone.dial("2222#");
+    // The goodbye prompt plays, then sluice sends BYE, which SIPp answers.
+    phone.idle(Duration::from_millis(200));
+    sipp.succeeds();
+    assert_eq!(participants(api, "5550003"), 0);
+    let heard = phone.heard(0);
+    let wrong = prompt("wrong-passcode.ul");
+    assert!(heard.windows(800).any(|w| w == &wrong[..800]));
+    let text = metrics(api);
+    assert_eq!(metric(&text, "sluice_dialin_calls_total{outcome=\"bad-pin\"}"), 1.0);
+    assert_eq!(metric(&text, "sluice_dialin_active_calls"), 0.0);
+    daemon.shutdown();
+}
+
+#[test]
+fn e2ee_meetings_refuse_phones_directly_and_through_the_menu() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550004", "e2ee", None);
+    // Directly: 403 with the Reason (the scenario checks the header).
+    let phone = Phone::new();
+    Sipp::call(sip(&daemon), "refused.xml", "5550004", phone.port(), 0).succeeds();
+    // Through the menu: the sentence is spoken, then sluice hangs up.
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "hungup.xml", "meet", phone.port(), 0);
+    phone.wait_for_relay();
+    phone.idle(Duration::from_millis(200));
+    phone.dial("5550004#");
+    phone.idle(Duration::from_millis(200));
+    sipp.succeeds();
+    let heard = phone.heard(0);
+    let e2ee = prompt("e2ee.ul");
+    assert!(
+        heard.windows(800).any(|w| w == &e2ee[..800]),
+        "the E2EE sentence was played"
+    );
+    assert_eq!(participants(api, "5550004"), 0);
+    let text = metrics(api);
+    assert_eq!(
+        metric(&text, "sluice_dialin_calls_total{outcome=\"refused-e2ee\"}"),
+        2.0
+    );
+    daemon.shutdown();
+}
+
+#[test]
+fn cancel_before_the_answer_ends_the_call() {
+    let daemon = start("answer_delay_ms = 5000\n");
+    let api = daemon.control_addr();
+    meeting(api, "5550005", "standard", None);
+    let phone = Phone::new();
+    Sipp::call(sip(&daemon), "cancel.xml", "5550005", phone.port(), 0).succeeds();
+    wait_for("the caller's leg to go", Duration::from_secs(3), || {
+        participants(api, "5550005") == 0
+    });
+    let text = metrics(api);
+    assert_eq!(metric(&text, "sluice_dialin_active_calls"), 0.0);
+    assert_eq!(metric(&text, "sluice_dialin_calls_total{outcome=\"failed\"}"), 1.0);
+    daemon.shutdown();
+}
+
+#[test]
+fn deleting_the_meeting_hangs_up_the_caller() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550006", "standard", None);
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "hungup.xml", "5550006", phone.port(), 0);
+    phone.wait_for_relay();
+    wait_for("the caller to join", Duration::from_secs(5), || {
+        participants(api, "5550006") == 1
+    });
+    let r = http(api, "DELETE", "/v1/meetings/5550006", None, None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    phone.idle(Duration::from_millis(200));
+    sipp.succeeds();
+    assert_eq!(metric(&metrics(api), "sluice_dialin_active_calls"), 0.0);
+    daemon.shutdown();
+}
+
+/// Sends one datagram to the SIP port and returns the answer, if any.
+fn sip_exchange(socket: &UdpSocket, sip: SocketAddr, message: &[u8]) -> Option<String> {
+    socket.send_to(message, sip).expect("send");
+    let mut buf = [0u8; 4096];
+    socket
+        .recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn malformed_sip_is_dropped_and_counted_and_the_server_keeps_answering() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    let sip = sip(&daemon);
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let broken: [&[u8]; 6] = [
+        b"\x00\x01\x02\xff\xfe garbage",
+        b"INVITE sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK1\r\n",
+        b"INVITE\r\n\r\n",
+        b"SIP/2.0 200\r\n\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 99999999\r\n\r\nx",
+        b"INVITE sip:1@x SIP/2.0\r\nVia: \xff\xfe\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:1@x>\r\nCall-ID: z\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    ];
+    for message in broken {
+        socket.send_to(message, sip).expect("send");
+    }
+    let local = socket.local_addr().expect("addr");
+    let options = format!(
+        "OPTIONS sip:meet@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-opt-1;rport\r\n\
+         From: <sip:probe@{local}>;tag=p1\r\nTo: <sip:meet@{sip}>\r\nCall-ID: probe-1\r\nCSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut answer = None;
+    for _ in 0..10 {
+        answer = sip_exchange(&socket, sip, options.as_bytes());
+        if answer.as_deref().is_some_and(|a| a.contains("probe-1")) {
+            break;
+        }
+    }
+    let answer = answer.expect("OPTIONS is answered");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(answer.contains("Allow:"), "{answer}");
+    let malformed = metric(&metrics(api), "sluice_sip_malformed_total");
+    assert!(malformed >= 4.0, "malformed datagrams counted: {malformed}");
+    // An unknown method is answered 501, not dropped.
+    let unknown = options.replace("OPTIONS", "FROBNICATE").replace("opt-1", "opt-2");
+    let answer = sip_exchange(&socket, sip, unknown.as_bytes()).expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 501"), "{answer}");
+    daemon.shutdown();
+}
