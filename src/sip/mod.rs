@@ -25,9 +25,11 @@
 
 mod error;
 mod message;
+pub mod sdp;
 
 pub use error::ParseError;
 pub use message::{Header, Method, SipMessage, StartLine};
+pub use sdp::MediaOffer;
 
 /// The largest datagram the UAS reads (larger ones are dropped).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
