@@ -11,7 +11,8 @@
 //! serves the HTTP control API that publishes routing snapshots to the
 //! packet workers ([`relay`]), and [`net`] is the data plane's I/O shell
 //! (the worker threads and their io_uring or recvmmsg sockets) that drives
-//! them. [`daemon`] wires all of it into the running relay.
+//! them. [`daemon`] wires all of it into the running relay. [`sip`] is the
+//! sans-IO SIP user agent server and SDP offer/answer for dial-in callers.
 
 pub mod config;
 pub mod control;
@@ -23,6 +24,7 @@ pub mod net;
 pub mod policy;
 pub mod relay;
 pub mod rtp;
+pub mod sip;
 pub mod srtp;
 
 #[cfg(test)]

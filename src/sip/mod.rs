@@ -1,0 +1,165 @@
+//! Dial-in signalling: a sans-IO SIP user agent server over UDP (RFC 3261)
+//! and the SIP side of SDP offer/answer (RFC 3264, RFC 4566, RFC 4568).
+//!
+//! [`Uas`] is driven like the rest of sluice's protocol cores: feed it every
+//! datagram that arrives on the SIP socket with [`Uas::handle_datagram`],
+//! call [`Uas::handle_timeout`] when [`Uas::poll_timeout`] says, and after
+//! each of those (and after each command such as [`Uas::answer`]) drain
+//! [`Uas::poll_transmit`] onto the socket and [`Uas::poll_event`] into the
+//! call logic. It never reads the clock and never touches a socket.
+//!
+//! What it implements:
+//! - message syntax ([`SipMessage`]): RFC 3261 §7, §18.3 (Content-Length on
+//!   UDP), §7.3.3 compact forms, comma lists, folded lines;
+//! - server transactions (§17.2): INVITE (Timers G, H, I, with the RFC 6026
+//!   Accepted state that re-sends the 2xx to INVITE retransmissions) and
+//!   non-INVITE (Timer J), matched by branch (§17.2.3) or the RFC 2543 rules;
+//! - the UAS core (§8.2, §12, §13.3, §14, §15): dialogs, 2xx retransmission
+//!   until ACK (§13.3.1.4), CANCEL (§9.2), BYE both ways, re-INVITE, OPTIONS;
+//! - a non-INVITE client transaction (§17.1.2, Timers E and F) for our BYE;
+//! - responses routed per §18.2.2 and RFC 3581 (`rport`).
+//!
+//! [`sdp`] parses the caller's offer and builds our answer.
+//!
+//! Every collection the network can grow is bounded ([`MAX_DIALOGS`],
+//! [`MAX_TRANSACTIONS`], [`MAX_MESSAGE_SIZE`], [`MAX_HEADERS`]); malformed
+//! input is dropped and counted in [`UasStats`], never a panic.
+
+mod call;
+mod error;
+mod header;
+mod message;
+pub mod sdp;
+mod timer;
+mod transaction;
+mod uas;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use error::ParseError;
+pub use message::{Header, Method, SipMessage, StartLine};
+pub use sdp::MediaOffer;
+pub use uas::{Uas, UasStats};
+
+/// The largest datagram the UAS reads (larger ones are dropped).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// The most header values one message may carry.
+pub const MAX_HEADERS: usize = 256;
+/// The most calls (pending or confirmed dialogs) held at once; INVITEs
+/// beyond it are answered 503 without keeping state.
+pub const MAX_DIALOGS: usize = 10_000;
+/// The most server and client transactions held at once; requests beyond
+/// it are answered 503 (or dropped, for ACK) without keeping state.
+pub const MAX_TRANSACTIONS: usize = 20_000;
+
+/// How a [`Uas`] presents itself and times its retransmissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UasConfig {
+    /// Our SIP address, written into Contact and into the Via of our
+    /// requests.
+    pub local: SocketAddr,
+    /// The `Server:` (responses) and `User-Agent:` (requests) value.
+    pub user_agent: String,
+    /// RTT estimate, RFC 3261 T1 (500 ms).
+    pub t1: Duration,
+    /// Longest retransmit interval for non-INVITE requests and INVITE
+    /// responses, RFC 3261 T2 (4 s).
+    pub t2: Duration,
+}
+
+impl UasConfig {
+    /// The RFC 3261 defaults for T1 and T2 with the given address and
+    /// `Server:` value.
+    pub fn new(local: SocketAddr, user_agent: impl Into<String>) -> Self {
+        Self {
+            local,
+            user_agent: user_agent.into(),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+        }
+    }
+}
+
+/// Our handle on one call (one INVITE and the dialog it creates); not the
+/// SIP Call-ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+/// A datagram to send from the SIP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub to: SocketAddr,
+    /// The whole SIP message.
+    pub payload: Vec<u8>,
+}
+
+/// What the call logic must hear about. Every [`Event::Incoming`] is
+/// followed, sooner or later, by exactly one [`Event::Ended`] for the same
+/// call; after it, commands naming that call do nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new INVITE; 100 Trying has already been sent. Answer it with
+    /// [`Uas::ringing`], [`Uas::answer`] or [`Uas::reject`].
+    Incoming {
+        /// Our handle for the call.
+        call: CallId,
+        /// The source address of the INVITE.
+        from: SocketAddr,
+        /// The Request-URI user part, percent-decoded ("1234" for
+        /// `sip:1234@host`; empty when the URI has none).
+        user: String,
+        /// The From URI, for logs.
+        caller: String,
+        /// The parsed SDP offer; `None` when the INVITE had no body (sluice
+        /// only takes offers in the INVITE: reject with 488).
+        offer: Option<MediaOffer>,
+    },
+    /// The ACK for our 2xx arrived: the call is up.
+    Confirmed {
+        /// The call.
+        call: CallId,
+    },
+    /// A re-INVITE in the dialog (hold, unhold, new address): answer with
+    /// [`Uas::answer_reinvite`] or [`Uas::reject_reinvite`].
+    Reoffer {
+        /// The call.
+        call: CallId,
+        /// The new offer.
+        offer: MediaOffer,
+    },
+    /// The caller cancelled before our final answer; 200 went to the
+    /// CANCEL and 487 to the INVITE. [`Event::Ended`] with
+    /// [`EndReason::Cancelled`] follows once the 487 is ACKed or times out.
+    Cancelled {
+        /// The call.
+        call: CallId,
+    },
+    /// The call is over; its handle is no longer valid.
+    Ended {
+        /// The call.
+        call: CallId,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The caller sent BYE (answered 200).
+    RemoteBye,
+    /// Our BYE was answered, or went unanswered for 64*T1.
+    LocalBye,
+    /// No ACK came for our 2xx within 64*T1; a BYE was sent.
+    AckTimeout,
+    /// Our non-2xx final answer was ACKed, or its ACK never came (Timer H).
+    Rejected,
+    /// The caller cancelled; our 487 was ACKed or timed out.
+    Cancelled,
+}

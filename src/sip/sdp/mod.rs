@@ -1,0 +1,176 @@
+//! The SIP side of SDP offer/answer (RFC 3264) for one audio stream:
+//! [`parse_offer`] reads the caller's offer (RFC 4566, with SDES keys from
+//! RFC 4568), [`negotiate`] picks what we answer with, and [`build_answer`]
+//! writes the answer.
+//!
+//! Only the first audio m-line counts. G.711 is preferred (the bridge is
+//! G.711), telephone-event (RFC 4733) is carried along, and for RTP/SAVP the
+//! caller's first usable `a=crypto` line is taken, in the caller's order.
+
+mod answer;
+mod offer;
+
+use std::fmt;
+use std::net::IpAddr;
+
+pub use answer::{AnswerSpec, Negotiated, build_answer, negotiate};
+pub use offer::parse_offer;
+
+use crate::srtp::SrtpProfile;
+
+/// What the caller offered for its first audio stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaOffer {
+    /// Where the caller wants media (media-level `c=`, else session-level);
+    /// `0.0.0.0` for an RFC 2543 hold.
+    pub connection: IpAddr,
+    /// The RTP port.
+    pub port: u16,
+    /// RTP/SAVP (or RTP/SAVPF): media must be SRTP keyed by `crypto`.
+    pub secure: bool,
+    /// The payload types of the m-line in the caller's order of
+    /// preference, telephone-event left out.
+    pub codecs: Vec<OfferedCodec>,
+    /// The payload type of telephone-event/8000, if offered.
+    pub telephone_event: Option<u8>,
+    /// The usable `a=crypto` lines, in the caller's order: supported suite,
+    /// one key of the right length, no MKI.
+    pub crypto: Vec<CryptoOffer>,
+    /// The stream's direction (media-level attribute, else session-level,
+    /// else sendrecv).
+    pub direction: Direction,
+    /// `a=ptime`, in milliseconds.
+    pub ptime: Option<u32>,
+    /// The caller put us on hold: `c=0.0.0.0` (or `::`), sendonly or
+    /// inactive.
+    pub held: bool,
+}
+
+/// One payload type of the m-line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OfferedCodec {
+    /// The payload type.
+    pub pt: u8,
+    /// What it carries.
+    pub codec: Codec,
+}
+
+/// The codecs sluice knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// G.711 µ-law, 8 kHz (static payload type 0).
+    Pcmu,
+    /// G.711 A-law, 8 kHz (static payload type 8).
+    Pcma,
+    /// Opus, 48 kHz.
+    Opus,
+    /// Anything else.
+    Other,
+}
+
+/// One usable `a=crypto` line (RFC 4568 §9.1).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CryptoOffer {
+    /// The line's tag, echoed in the answer.
+    pub tag: u32,
+    /// The crypto suite.
+    pub profile: SrtpProfile,
+    /// Master key ‖ master salt, decoded from `inline:`; exactly
+    /// `profile.key_material_len()` bytes.
+    pub key_material: Vec<u8>,
+}
+
+impl fmt::Debug for CryptoOffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CryptoOffer")
+            .field("tag", &self.tag)
+            .field("profile", &self.profile)
+            .field("key_material", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A media direction attribute (RFC 4566 §6, RFC 3264 §6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// `a=sendrecv` (the default).
+    SendRecv,
+    /// `a=sendonly`.
+    SendOnly,
+    /// `a=recvonly`.
+    RecvOnly,
+    /// `a=inactive`.
+    Inactive,
+}
+
+impl Direction {
+    /// The direction that answers this one (RFC 3264 §6.1).
+    pub fn answer(self) -> Self {
+        match self {
+            Self::SendRecv => Self::SendRecv,
+            Self::SendOnly => Self::RecvOnly,
+            Self::RecvOnly => Self::SendOnly,
+            Self::Inactive => Self::Inactive,
+        }
+    }
+
+    /// The attribute name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    fn parse(attr: &str) -> Option<Self> {
+        Some(match attr {
+            "sendrecv" => Self::SendRecv,
+            "sendonly" => Self::SendOnly,
+            "recvonly" => Self::RecvOnly,
+            "inactive" => Self::Inactive,
+            _ => return None,
+        })
+    }
+}
+
+/// Why an offer cannot be answered; the INVITE gets 488 Not Acceptable
+/// Here ([`SdpError::status`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// The body is not UTF-8.
+    #[error("SDP is not UTF-8")]
+    NotUtf8,
+    /// No `m=audio` line.
+    #[error("no audio stream offered")]
+    NoAudio,
+    /// The first audio stream has port 0.
+    #[error("audio stream disabled (port 0)")]
+    AudioDisabled,
+    /// The first audio m-line is malformed.
+    #[error("malformed m=audio line")]
+    BadMediaLine,
+    /// A transport other than RTP/AVP(F) or RTP/SAVP(F) (e.g. DTLS-SRTP).
+    #[error("unsupported media transport {0}")]
+    UnsupportedTransport(String),
+    /// A `c=` line that is not `IN IP4|IP6 <address literal>`.
+    #[error("malformed or non-literal c= line")]
+    BadConnection,
+    /// No `c=` line for the audio stream.
+    #[error("no connection address")]
+    MissingConnection,
+    /// Neither PCMU nor PCMA offered.
+    #[error("no common codec (PCMU or PCMA needed)")]
+    NoCommonCodec,
+    /// RTP/SAVP without a usable `a=crypto` line.
+    #[error("RTP/SAVP without a supported a=crypto line")]
+    NoUsableCrypto,
+}
+
+impl SdpError {
+    /// The SIP status that refuses the offer: 488.
+    pub fn status(&self) -> u16 {
+        488
+    }
+}
