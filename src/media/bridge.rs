@@ -433,3 +433,223 @@ impl CallBridge {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::OpusBandwidth;
+    use crate::media::tone::{Sine, goertzel_power};
+
+    /// A meeting participant: an Opus encoder fed a tone.
+    struct Talker {
+        sine: Sine,
+        encoder: OpusEncoder,
+        pcm: [i16; FRAME_48K],
+    }
+
+    impl Talker {
+        fn new(freq: f32, amplitude: f32) -> Self {
+            Self {
+                sine: Sine::new(freq, OPUS_RATE_U32, amplitude),
+                encoder: OpusEncoder::with_settings(OpusSettings {
+                    bandwidth: OpusBandwidth::Wide,
+                    complexity: 5,
+                    ..OpusSettings::DIAL_IN
+                })
+                .unwrap(),
+                pcm: [0; FRAME_48K],
+            }
+        }
+
+        fn next(&mut self) -> Vec<u8> {
+            self.sine.fill(&mut self.pcm);
+            self.encoder.encode(&self.pcm).unwrap().to_vec()
+        }
+    }
+
+    const OPUS_RATE_U32: u32 = crate::media::OPUS_RATE;
+
+    /// Runs `ticks` ticks with `talkers` (ssrc, talker, level) pushing one
+    /// packet each per tick; returns the caller's audio, decoded.
+    fn run_meeting(
+        bridge: &mut CallBridge,
+        talkers: &mut [(u32, Talker, Option<u8>)],
+        ticks: usize,
+    ) -> Vec<i16> {
+        let mut heard = Vec::new();
+        for _ in 0..ticks {
+            for (ssrc, talker, level) in talkers.iter_mut() {
+                let packet = talker.next();
+                bridge.push_meeting(*ssrc, &packet, *level);
+            }
+            let law = bridge.caller_law();
+            let frame = bridge.tick().unwrap();
+            assert_eq!(frame.to_caller.len(), FRAME_8K);
+            let mut pcm = [0i16; FRAME_8K];
+            law.decode(frame.to_caller, &mut pcm);
+            heard.extend_from_slice(&pcm);
+        }
+        heard
+    }
+
+    #[test]
+    fn caller_tone_reaches_the_meeting() {
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut sine = Sine::new(440.0, 8000, 12_000.0);
+        let mut pcm = [0i16; FRAME_8K];
+        let mut g711 = [0u8; FRAME_8K];
+        let mut heard = Vec::new();
+        let mut levels = Vec::new();
+        for _ in 0..50 {
+            sine.fill(&mut pcm);
+            G711::Mu.encode(&pcm, &mut g711);
+            bridge.push_caller(&g711);
+            let frame = bridge.tick().unwrap();
+            levels.push(frame.to_meeting_level);
+            assert_eq!(frame.to_caller, [0xFF; FRAME_8K], "no meeting, silence");
+            heard.extend_from_slice(dec.decode(frame.to_meeting).unwrap());
+        }
+        // The last 200 ms, well past encoder and resampler start-up.
+        let tail = &heard[heard.len() - 10 * FRAME_48K..];
+        let at = goertzel_power(tail, OPUS_RATE_U32, 440.0);
+        let off = goertzel_power(tail, OPUS_RATE_U32, 1000.0);
+        // Amplitude 12000 → 0.134 for a perfect copy.
+        assert!(at > 0.06, "440 Hz power {at}");
+        assert!(off < at / 1000.0, "1 kHz power {off}");
+        // 12000 peak is -11.7 dBov RMS.
+        assert!(
+            levels[5..].iter().all(|l| (11..=13).contains(l)),
+            "{levels:?}"
+        );
+        assert_eq!(bridge.stats().caller_underruns, 0);
+    }
+
+    #[test]
+    fn meeting_tone_reaches_the_caller() {
+        let mut bridge = CallBridge::new(G711::A, 24_000, 3).unwrap();
+        let mut talkers = [(7, Talker::new(1000.0, 12_000.0), Some(12))];
+        let heard = run_meeting(&mut bridge, &mut talkers, 50);
+        let tail = &heard[heard.len() - 10 * FRAME_8K..];
+        let at = goertzel_power(tail, 8000, 1000.0);
+        let off = goertzel_power(tail, 8000, 440.0);
+        assert!(at > 0.06, "1 kHz power {at}");
+        assert!(off < at / 1000.0, "440 Hz power {off}");
+        // Silence to the meeting meanwhile: the caller sent nothing.
+        assert_eq!(bridge.stats().caller_underruns, 50);
+    }
+
+    #[test]
+    fn only_the_three_loudest_are_decoded_and_heard() {
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let freqs = [500.0, 700.0, 1100.0, 1300.0, 1700.0];
+        let levels = [30u8, 12, 50, 20, 25];
+        let mut talkers: Vec<_> = freqs
+            .iter()
+            .zip(levels)
+            .enumerate()
+            .map(|(i, (&f, l))| (100 + i as u32, Talker::new(f, 6000.0), Some(l)))
+            .collect();
+        let heard = run_meeting(&mut bridge, &mut talkers, 40);
+        assert_eq!(bridge.mixer.selected(), &[101, 103, 104]);
+        let decoders: Vec<u32> = bridge
+            .streams
+            .iter()
+            .filter(|s| s.decoder.is_some())
+            .map(|s| s.ssrc)
+            .collect();
+        assert_eq!(decoders, [101, 103, 104]);
+        let tail = &heard[heard.len() - 10 * FRAME_8K..];
+        let power: Vec<f32> = freqs
+            .iter()
+            .map(|&f| goertzel_power(tail, 8000, f))
+            .collect();
+        for i in [1, 3, 4] {
+            assert!(power[i] > 0.01, "{} Hz missing: {power:?}", freqs[i]);
+        }
+        for i in [0, 2] {
+            assert!(power[i] < 0.0005, "{} Hz mixed: {power:?}", freqs[i]);
+        }
+    }
+
+    #[test]
+    fn streams_without_level_are_ranked_by_energy() {
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut talkers: Vec<_> = [
+            (500.0, 300.0),
+            (700.0, 16_000.0),
+            (1100.0, 4000.0),
+            (1300.0, 9000.0),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &(f, a))| (i as u32, Talker::new(f, a), None))
+        .collect();
+        run_meeting(&mut bridge, &mut talkers, 10);
+        assert_eq!(bridge.mixer.selected(), &[1, 3, 2]);
+    }
+
+    #[test]
+    fn caller_fifo_stays_bounded_when_the_caller_is_twice_as_fast() {
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let frame = [0x55u8; FRAME_8K];
+        for _ in 0..100 {
+            bridge.push_caller(&frame);
+            bridge.push_caller(&frame);
+            assert!(bridge.caller_backlog() <= CALLER_FIFO_SAMPLES);
+            bridge.tick().unwrap();
+        }
+        assert_eq!(bridge.caller_backlog(), CALLER_FIFO_SAMPLES - FRAME_8K);
+        // 32000 pushed = 16000 sent + 800 still queued + the rest dropped.
+        assert_eq!(bridge.stats().caller_samples_dropped, 32_000 - 16_000 - 800);
+        assert_eq!(bridge.stats().caller_underruns, 0);
+    }
+
+    #[test]
+    fn odd_payload_sizes_are_queued_sample_exact() {
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        bridge.push_caller(&[0xFF; 80]);
+        assert_eq!(bridge.caller_backlog(), 80);
+        bridge.tick().unwrap();
+        assert_eq!(bridge.stats().caller_underruns, 1);
+        bridge.push_caller(&[0xFF; 240]);
+        bridge.push_caller(&[]);
+        assert_eq!(bridge.caller_backlog(), 320);
+        bridge.tick().unwrap();
+        assert_eq!(bridge.caller_backlog(), 160);
+    }
+
+    #[test]
+    fn queues_are_bounded_and_idle_streams_forgotten() {
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut talker = Talker::new(800.0, 8000.0);
+        for _ in 0..10 {
+            bridge.push_meeting(9, &talker.next(), Some(20));
+        }
+        assert_eq!(bridge.stats().meeting_packets_dropped, 4);
+        bridge.push_meeting(10, &[0u8; MAX_OPUS_PAYLOAD + 1], None);
+        assert_eq!(bridge.stats().meeting_packets_dropped, 5);
+        bridge.push_meeting(11, &talker.next(), None);
+        assert_eq!(bridge.stream_count(), 2);
+        bridge.forget(11);
+        assert_eq!(bridge.stream_count(), 1);
+        for _ in 0..=STREAM_IDLE_TICKS {
+            bridge.tick().unwrap();
+        }
+        assert_eq!(bridge.stream_count(), 0);
+        assert_eq!(bridge.stats().streams_expired, 1);
+    }
+
+    #[test]
+    fn garbage_from_the_meeting_is_concealed() {
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let junk: [&[u8]; 5] = [&[], &[0xff], &[0x03], &[0x0b, 1, 2, 3, 4, 5], &[0xfc; 300]];
+        for (i, j) in junk.iter().enumerate() {
+            bridge.push_meeting(i as u32, j, None);
+            bridge.push_meeting(i as u32 + 100, j, Some(5));
+        }
+        let frame = bridge.tick().unwrap();
+        assert_eq!(frame.to_caller.len(), FRAME_8K);
+        assert!(bridge.stats().decode_errors >= 5, "{:?}", bridge.stats());
+    }
+}
