@@ -19,6 +19,7 @@ pub mod control;
 pub mod crypto;
 pub mod daemon;
 pub mod dialin;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod policy;
