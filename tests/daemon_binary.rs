@@ -1,6 +1,6 @@
 //! The `sluice` binary itself, as an operator runs it: `sluice run` with
 //! the embedded default config answers the control API on 127.0.0.1:7480
-//! and stops cleanly (exit 0) on SIGTERM; `sluice check-config` names the
+//! and SIP on 127.0.0.1:5060, and stops cleanly (exit 0) on SIGTERM; `sluice check-config` names the
 //! bad line; `sluice hw` reports the box.
 
 mod support;
@@ -55,6 +55,10 @@ fn run_with_the_default_config_serves_the_api_and_stops_on_sigterm() {
         "{banner}"
     );
     assert!(banner.contains("media on 127.0.0.1:40000"), "{banner}");
+    assert!(
+        banner.contains("SIP dial-in on udp 127.0.0.1:5060"),
+        "{banner}"
+    );
 
     let api: SocketAddr = "127.0.0.1:7480".parse().expect("address");
     let health = http(api, "GET", "/healthz", None, None);
@@ -70,6 +74,23 @@ fn run_with_the_default_config_serves_the_api_and_stops_on_sigterm() {
     let openapi = http(api, "GET", "/v1/openapi.json", None, None);
     assert_eq!(openapi.status, 200);
     assert!(openapi.json()["paths"]["/v1/meetings"].is_object());
+
+    // SIP answers an SBC's keep-alive probe on the default port.
+    let sip = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sip.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let local = sip.local_addr().expect("addr");
+    let probe = format!(
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-probe\r\n\
+         From: <sip:sbc@{local}>;tag=1\r\nTo: <sip:127.0.0.1:5060>\r\nCall-ID: probe\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sip.send_to(probe.as_bytes(), "127.0.0.1:5060")
+        .expect("send OPTIONS");
+    let mut buf = [0u8; 2048];
+    let (n, _) = sip.recv_from(&mut buf).expect("an answer to OPTIONS");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).expect("pid fits")),

@@ -178,7 +178,13 @@ impl SipConfig {
                 range,
             };
         let checks: [(&'static str, u64, u64, u64, &'static str); 7] = [
-            ("answer_delay_ms", self.answer_delay_ms, 0, 30_000, "0 to 30000"),
+            (
+                "answer_delay_ms",
+                self.answer_delay_ms,
+                0,
+                30_000,
+                "0 to 30000",
+            ),
             (
                 "opus_complexity",
                 self.opus_complexity.into(),

@@ -83,8 +83,15 @@ pub(crate) enum Entry {
 
 #[derive(Debug)]
 enum Stage {
-    AskMeeting { digits: String, tries_left: u32 },
-    AskPasscode { meeting: String, digits: String, tries_left: u32 },
+    AskMeeting {
+        digits: String,
+        tries_left: u32,
+    },
+    AskPasscode {
+        meeting: String,
+        digits: String,
+        tries_left: u32,
+    },
     Bridged(Box<Bridged>),
     /// A last prompt plays, then the call hangs up.
     Leaving,
@@ -223,9 +230,7 @@ impl Call {
                 call.play(Prompt::Passcode);
             }
             Entry::Admitted(leg) => {
-                if let Err(e) = call.bridge(leg, now) {
-                    return Err(e);
-                }
+                call.bridge(leg, now)?;
                 call.play(Prompt::Joining);
             }
         }
@@ -270,28 +275,21 @@ impl Call {
         self.play(prompt);
     }
 
-    /// Turns the call into a meeting participant on `leg`.
+    /// Turns the call into a meeting participant on `leg`; on failure the
+    /// caller leaves the meeting again.
     fn bridge(&mut self, leg: BridgeLeg, now: Instant) -> Result<(), CallError> {
-        let backend = AnyGcm::new(self.settings.backend);
-        let built = (|| -> Result<Bridged, CallError> {
-            Ok(Bridged {
-                bridge: CallBridge::new(
-                    self.media.codec,
-                    self.settings.opus_bitrate,
-                    self.settings.opus_complexity,
-                )?,
-                to_relay: SrtpSession::new(backend, &leg.client_to_relay)?,
-                from_relay: SrtpSession::new(backend, &leg.relay_to_client)?,
-                ssrc: leg.ssrc,
-                seq: random_u32() as u16,
-                timestamp: random_u32(),
-                checked: now,
-                leg: leg.clone(),
-            })
-        })();
-        match built {
-            Ok(bridged) => {
-                self.stage = Stage::Bridged(Box::new(bridged));
+        match self.bridged(&leg) {
+            Ok((bridge, to_relay, from_relay)) => {
+                self.stage = Stage::Bridged(Box::new(Bridged {
+                    bridge,
+                    to_relay,
+                    from_relay,
+                    ssrc: leg.ssrc,
+                    seq: random_u32() as u16,
+                    timestamp: random_u32(),
+                    checked: now,
+                    leg,
+                }));
                 self.outcome = Some(CallOutcome::Joined);
                 Ok(())
             }
@@ -300,6 +298,23 @@ impl Call {
                 Err(e)
             }
         }
+    }
+
+    /// The codec and SRTP state of a bridge on `leg`.
+    fn bridged(
+        &self,
+        leg: &BridgeLeg,
+    ) -> Result<(CallBridge, SrtpSession<AnyGcm>, SrtpSession<AnyGcm>), CallError> {
+        let backend = AnyGcm::new(self.settings.backend);
+        Ok((
+            CallBridge::new(
+                self.media.codec,
+                self.settings.opus_bitrate,
+                self.settings.opus_complexity,
+            )?,
+            SrtpSession::new(backend, &leg.client_to_relay)?,
+            SrtpSession::new(backend, &leg.relay_to_client)?,
+        ))
     }
 
     /// A datagram from the caller's side.
@@ -330,9 +345,9 @@ impl Call {
         let pt = packet.header().payload_type().get();
         if Some(pt) == self.media.telephone_event {
             let header = packet.header();
-            if let Some(digit) =
+            if let Ok(Some(digit)) =
                 self.dtmf
-                    .push(header.timestamp(), header.marker(), packet.payload())
+                    .handle_packet(header.timestamp(), header.marker(), packet.payload())
             {
                 self.on_digit(now, digit);
             }
@@ -364,7 +379,7 @@ impl Call {
         let Some(packet) = buf.get(..len).and_then(|b| RtpPacket::parse(b).ok()) else {
             return;
         };
-        let level = level::from_packet(&packet, self.settings.audio_level_extension);
+        let level = level::audio_level(&packet, self.settings.audio_level_extension);
         b.bridge
             .push_meeting(packet.header().ssrc().0, packet.payload(), level);
     }
@@ -456,7 +471,7 @@ impl Call {
                 self.finish(Prompt::Goodbye, CallOutcome::Failed);
             }
             Err(e) => {
-                tracing::info!("dial-in caller not admitted: {e}");
+                tracing::info!("dial-in caller not admitted: {}", e.message());
                 self.finish(Prompt::Unavailable, CallOutcome::Failed);
             }
         }
@@ -471,7 +486,10 @@ impl Call {
             return;
         }
         if !self.held && now.duration_since(self.last_media) > self.settings.media_timeout {
-            tracing::info!("dial-in call sent no media for {:?}: hanging up", self.settings.media_timeout);
+            tracing::info!(
+                "dial-in call sent no media for {:?}: hanging up",
+                self.settings.media_timeout
+            );
             self.outcome.get_or_insert(CallOutcome::Failed);
             self.hangup = true;
             return;
@@ -491,7 +509,10 @@ impl Call {
             }
         }
         if self.playback.is_none()
-            && matches!(self.stage, Stage::AskMeeting { .. } | Stage::AskPasscode { .. })
+            && matches!(
+                self.stage,
+                Stage::AskMeeting { .. } | Stage::AskPasscode { .. }
+            )
             && now.duration_since(self.waiting_since) > self.settings.digit_timeout
         {
             self.waiting_since = now;
@@ -518,13 +539,27 @@ impl Call {
                 }
             }
             let started = Instant::now();
-            match b.bridge.tick() {
+            let Bridged {
+                bridge,
+                to_relay,
+                ssrc,
+                seq,
+                timestamp,
+                ..
+            } = &mut **b;
+            let mut leg = MeetingLeg {
+                to_relay,
+                ssrc: *ssrc,
+                seq,
+                timestamp,
+            };
+            match bridge.tick() {
                 Ok(bridged) => {
                     if !prompt_frame {
                         payload.copy_from_slice(&bridged.to_caller[..FRAME]);
                     }
                     out.meeting = write_meeting_packet(
-                        b,
+                        &mut leg,
                         bridged.to_meeting,
                         bridged.to_meeting_level,
                         self.settings.audio_level_extension,
@@ -562,8 +597,16 @@ impl Call {
     }
 }
 
+/// What writing the caller's packet into the meeting needs of [`Bridged`].
+struct MeetingLeg<'a> {
+    to_relay: &'a mut SrtpSession<AnyGcm>,
+    ssrc: u32,
+    seq: &'a mut u16,
+    timestamp: &'a mut u32,
+}
+
 fn write_meeting_packet(
-    b: &mut Bridged,
+    b: &mut MeetingLeg<'_>,
     opus: &[u8],
     level_dbov: u8,
     extension_id: u8,
@@ -573,12 +616,12 @@ fn write_meeting_packet(
     let voice = if level_dbov < VOICE_DBOV { 0x80 } else { 0 };
     let level = [voice | (level_dbov & 0x7F)];
     let elements = [(extension_id, &level[..])];
-    let len = RtpBuilder::new(pt, SeqNum(b.seq), b.timestamp, Ssrc(b.ssrc))
+    let len = RtpBuilder::new(pt, SeqNum(*b.seq), *b.timestamp, Ssrc(b.ssrc))
         .one_byte_extensions(&elements)
         .write(opus, buf)
         .ok()?;
-    b.seq = b.seq.wrapping_add(1);
-    b.timestamp = b.timestamp.wrapping_add(OPUS_FRAME);
+    *b.seq = b.seq.wrapping_add(1);
+    *b.timestamp = b.timestamp.wrapping_add(OPUS_FRAME);
     b.to_relay.protect_rtp(buf, len).ok()
 }
 

@@ -46,7 +46,9 @@ pub use signalling::E2EE_REASON;
 #[derive(Debug, thiserror::Error)]
 pub enum DialInError {
     /// The SIP port cannot be bound.
-    #[error("cannot listen for SIP on {addr}: {source} (change [sip] listen, or set [sip] enabled = false)")]
+    #[error(
+        "cannot listen for SIP on {addr}: {source} (change [sip] listen, or set [sip] enabled = false)"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,

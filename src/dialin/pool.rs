@@ -93,6 +93,17 @@ impl CallSlot {
         self.count_outcome(&settings.counters, Some(CallOutcome::Failed));
         settings.counters.call_ended();
     }
+
+    /// [`Self::close`] for a call that never got answered (cancelled, or
+    /// the node shutting down while it rang): it failed, whatever the
+    /// admission said.
+    pub(crate) fn abandon(mut self, settings: &CallSettings) {
+        self.counted_outcome = self.counted_outcome || {
+            settings.counters.outcome(CallOutcome::Failed);
+            true
+        };
+        self.close(settings);
+    }
 }
 
 /// A running pool thread.

@@ -54,11 +54,6 @@ impl Playback {
         Self { prompt, at: 0 }
     }
 
-    /// The prompt playing.
-    pub(crate) fn prompt(&self) -> Prompt {
-        self.prompt
-    }
-
     /// The next 20 ms of mu-law into `out` (mu-law silence after the end);
     /// false once the prompt is over.
     pub(crate) fn next_frame(&mut self, out: &mut [u8; FRAME]) -> bool {

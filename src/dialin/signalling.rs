@@ -17,9 +17,7 @@ use crate::media::G711;
 use crate::metrics::CallOutcome;
 use crate::policy::Refusal;
 use crate::relay::MeetingMode;
-use crate::sip::sdp::{
-    self, AnswerSpec, Codec, Direction, MediaOffer, Negotiated, build_answer,
-};
+use crate::sip::sdp::{self, AnswerSpec, Codec, MediaOffer, Negotiated, build_answer};
 use crate::sip::{CallId, Event, Uas};
 use crate::srtp::MasterKey;
 
@@ -119,7 +117,8 @@ impl Signalling {
         }
         let now = Instant::now();
         for ringing in std::mem::take(&mut self.ringing) {
-            self.uas.reject(now, ringing.call, 480, "Temporarily Unavailable", &[]);
+            self.uas
+                .reject(now, ringing.call, 480, "Temporarily Unavailable", &[]);
             ringing.slot.close(&self.calls_settings);
         }
         let calls: Vec<CallId> = self.known.keys().copied().collect();
@@ -196,7 +195,7 @@ impl Signalling {
             Event::Cancelled { call } => {
                 if let Some(at) = self.ringing.iter().position(|r| r.call == call) {
                     let ringing = self.ringing.swap_remove(at);
-                    ringing.slot.close(&self.calls_settings);
+                    ringing.slot.abandon(&self.calls_settings);
                 }
                 self.known.remove(&call);
             }
@@ -208,7 +207,14 @@ impl Signalling {
         }
     }
 
-    fn refuse(&mut self, now: Instant, call: CallId, status: u16, reason: &str, outcome: CallOutcome) {
+    fn refuse(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        status: u16,
+        reason: &str,
+        outcome: CallOutcome,
+    ) {
         self.uas.reject(now, call, status, reason, &[]);
         self.calls_settings.counters.outcome(outcome);
     }
@@ -244,7 +250,9 @@ impl Signalling {
                     return self.refuse(now, call, 404, "Not Found", CallOutcome::Failed);
                 }
                 Ok(found) if found.mode == MeetingMode::E2ee => {
-                    self.calls_settings.counters.outcome(CallOutcome::RefusedE2ee);
+                    self.calls_settings
+                        .counters
+                        .outcome(CallOutcome::RefusedE2ee);
                     self.uas
                         .reject(now, call, 403, "Forbidden", &[("Reason", E2EE_REASON)]);
                     return;
@@ -256,7 +264,7 @@ impl Signalling {
                     Ok(leg) => Entry::Admitted(leg),
                     Err(e) => {
                         let (status, reason) = refusal_status(&e);
-                        tracing::info!(%from, meeting = user, "dial-in refused: {e}");
+                        tracing::info!(%from, meeting = user, "dial-in refused: {}", e.message());
                         return self.refuse(now, call, status, reason, CallOutcome::Failed);
                     }
                 },
@@ -362,10 +370,10 @@ impl Signalling {
             let answer = AnswerSpec {
                 address: self.settings.media_ip,
                 port,
-                codec: negotiated.codec.clone(),
+                codec: negotiated.codec,
                 telephone_event: negotiated.telephone_event,
                 crypto: crypto.map(|(tag, _, ours, material)| (tag, ours.profile(), material)),
-                direction: answer_direction(offer.direction),
+                direction: offer.direction.answer(),
                 session_id: u64::from(random_u32()),
                 session_version: 1,
             };
@@ -385,14 +393,16 @@ impl Signalling {
 
     fn reoffer(&mut self, now: Instant, call: CallId, offer: &MediaOffer) {
         let Some(known) = self.known.get_mut(&call) else {
-            self.uas.reject_reinvite(now, call, 481, "Call/Transaction Does Not Exist");
+            self.uas
+                .reject_reinvite(now, call, 481, "Call/Transaction Does Not Exist");
             return;
         };
         if sdp::negotiate(offer).is_err() {
-            self.uas.reject_reinvite(now, call, 488, "Not Acceptable Here");
+            self.uas
+                .reject_reinvite(now, call, 488, "Not Acceptable Here");
             return;
         }
-        known.answer.direction = answer_direction(offer.direction);
+        known.answer.direction = offer.direction.answer();
         known.answer.session_version += 1;
         let sdp = build_answer(&known.answer);
         let _ = self.pools[known.pool].send(PoolCommand::Update {
@@ -426,16 +436,6 @@ fn refusal_status(e: &DeskError) -> (u16, &'static str) {
         DeskError::Refused(Refusal::MeetingFull { .. }) => (486, "Busy Here"),
         DeskError::Refused(Refusal::NodeFull { .. }) => (503, "Service Unavailable"),
         _ => (500, "Server Internal Error"),
-    }
-}
-
-/// The answer's direction for the caller's offered one (RFC 3264 §6.1).
-fn answer_direction(offered: Direction) -> Direction {
-    match offered {
-        Direction::SendRecv => Direction::SendRecv,
-        Direction::SendOnly => Direction::RecvOnly,
-        Direction::RecvOnly => Direction::SendOnly,
-        Direction::Inactive => Direction::Inactive,
     }
 }
 
