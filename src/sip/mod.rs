@@ -43,7 +43,10 @@ use std::time::Duration;
 
 pub use error::ParseError;
 pub use message::{Header, Method, SipMessage, StartLine};
-pub use sdp::MediaOffer;
+pub use sdp::{
+    AnswerSpec, Codec, CryptoOffer, Direction, MediaOffer, Negotiated, OfferedCodec, SdpError,
+    build_answer, negotiate, parse_offer,
+};
 pub use uas::{Uas, UasStats};
 
 /// The largest datagram the UAS reads (larger ones are dropped).

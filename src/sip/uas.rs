@@ -96,18 +96,21 @@ pub struct Uas {
 }
 
 impl Uas {
-    /// A UAS with tags and branches seeded from the OS's randomness.
+    /// A UAS with tags and branches seeded from the OS's randomness (T1
+    /// and T2 bounded as in [`Self::with_seed`]).
     pub fn new(cfg: UasConfig) -> Self {
         // std seeds every RandomState from the OS (and varies it per call).
         Self::with_seed(cfg, RandomState::new().hash_one(0x5eed_u64))
     }
 
     /// A UAS whose tags and branches come from `seed`: for tests and
-    /// fuzzing, where runs must repeat. T1 below 1 ms is taken as 1 ms and
-    /// T2 below T1 as T1.
+    /// fuzzing, where runs must repeat. T1 is kept within 1 ms..=60 s and
+    /// T2 within T1..=10 min, so no timer arithmetic can overflow.
     pub fn with_seed(mut cfg: UasConfig, seed: u64) -> Self {
-        cfg.t1 = cfg.t1.max(Duration::from_millis(1));
-        cfg.t2 = cfg.t2.max(cfg.t1);
+        cfg.t1 = cfg
+            .t1
+            .clamp(Duration::from_millis(1), Duration::from_secs(60));
+        cfg.t2 = cfg.t2.clamp(cfg.t1, Duration::from_secs(600));
         Self {
             cfg,
             rng: seed,
