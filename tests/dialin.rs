@@ -622,3 +622,20 @@ fn malformed_sip_is_dropped_and_counted_and_the_server_keeps_answering() {
     assert!(answer.starts_with("SIP/2.0 501"), "{answer}");
     daemon.shutdown();
 }
+
+#[test]
+fn a_call_that_sends_no_media_is_hung_up() {
+    let daemon = start("media_timeout_secs = 1\n");
+    let api = daemon.control_addr();
+    meeting(api, "5550007", "standard", None);
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "hungup.xml", "5550007", phone.port(), 0);
+    // The phone listens but never sends: after a second sluice sends BYE.
+    phone.wait_for_relay();
+    let started = Instant::now();
+    sipp.succeeds();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    calls_settled(api);
+    assert_eq!(participants(api, "5550007"), 0);
+    daemon.shutdown();
+}
