@@ -16,11 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::json;
 use sluice::config::Config;
+use sluice::crypto::AnyGcm;
 use sluice::daemon::Daemon;
 use sluice::media::tone::{Sine, goertzel_power};
 use sluice::media::{G711, OpusDecoder, OpusEncoder};
+use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
 use support::{Endpoint, http, metric};
 
 /// One daemon per test, everything on free loopback ports.
@@ -80,6 +83,17 @@ struct Sipp {
 
 impl Sipp {
     fn call(sip: SocketAddr, scenario: &str, service: &str, cport: u16, call_ms: u64) -> Self {
+        Self::call_with(sip, scenario, service, cport, call_ms, &[])
+    }
+
+    fn call_with(
+        sip: SocketAddr,
+        scenario: &str,
+        service: &str,
+        cport: u16,
+        call_ms: u64,
+        extra: &[&str],
+    ) -> Self {
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
             .join(scenario);
@@ -92,6 +106,7 @@ impl Sipp {
             .args(["-m", "1", "-l", "1", "-nostdin"])
             .args(["-d", &call_ms.to_string()])
             .args(["-timeout", "40s", "-timeout_error"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -131,6 +146,8 @@ impl Sipp {
 /// The phone's RTP side: a socket the SDP offer names.
 struct Phone {
     socket: UdpSocket,
+    /// SDES SRTP: what the phone protects with, and unprotects with.
+    srtp: Option<(SrtpSession<AnyGcm>, SrtpSession<AnyGcm>)>,
     relay: Option<SocketAddr>,
     seq: u16,
     timestamp: u32,
@@ -145,6 +162,7 @@ impl Phone {
             .expect("timeout");
         Self {
             socket,
+            srtp: None,
             relay: None,
             seq: 1000,
             timestamp: 80_000,
@@ -159,7 +177,13 @@ impl Phone {
     /// Takes in whatever arrived; learns the relay's RTP address.
     fn listen(&mut self) {
         let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+        while let Ok((mut n, from)) = self.socket.recv_from(&mut buf) {
+            if let Some((_, recv)) = &mut self.srtp {
+                match recv.unprotect_rtp(&mut buf, n) {
+                    Ok(len) => n = len,
+                    Err(e) => panic!("the phone cannot unprotect sluice's SRTP: {e}"),
+                }
+            }
             self.relay.get_or_insert(from);
             if n > 12 {
                 self.heard.push((buf[1] & 0x7F, buf[12..n].to_vec()));
@@ -185,6 +209,12 @@ impl Phone {
         p.extend(0x5eed_0001u32.to_be_bytes());
         p.extend_from_slice(payload);
         self.seq = self.seq.wrapping_add(1);
+        if let Some((send, _)) = &mut self.srtp {
+            let len = p.len();
+            p.resize(len + 32, 0);
+            let n = send.protect_rtp(&mut p, len).expect("protect");
+            p.truncate(n);
+        }
         self.socket.send_to(&p, relay).expect("phone sends");
     }
 
@@ -637,5 +667,79 @@ fn a_call_that_sends_no_media_is_hung_up() {
     assert!(started.elapsed() < Duration::from_secs(10));
     calls_settled(api);
     assert_eq!(participants(api, "5550007"), 0);
+    daemon.shutdown();
+}
+
+#[test]
+fn an_sdes_srtp_caller_enters_the_passcode_and_joins() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550008", "standard", Some("8642"));
+    let profile = SrtpProfile::AesCm128HmacSha1_80;
+    let caller_key: Vec<u8> = (1..=30u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let log = std::env::temp_dir().join(format!("sluice-sipp-srtp-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut phone = Phone::new();
+    let sipp = Sipp::call_with(
+        sip(&daemon),
+        "join-srtp.xml",
+        "5550008",
+        phone.port(),
+        6000,
+        &[
+            "-key",
+            "ckey",
+            &b64.encode(&caller_key),
+            "-trace_logs",
+            "-log_file",
+            log.to_str().expect("utf-8 path"),
+        ],
+    );
+    // sluice's key, from its SDP answer, as SIPp logged it.
+    let mut answer_key = None;
+    wait_for(
+        "SIPp to log the answer's key",
+        Duration::from_secs(10),
+        || {
+            answer_key = std::fs::read_to_string(&log).ok().and_then(|text| {
+                let line = text.lines().find(|l| l.contains("answer-key "))?;
+                b64.decode(line.split("answer-key ").nth(1)?.trim()).ok()
+            });
+            answer_key.is_some()
+        },
+    );
+    let answer_key = answer_key.expect("found");
+    assert_eq!(answer_key.len(), 30, "an AES_CM_128 key and salt");
+    assert_ne!(answer_key, caller_key, "sluice picks its own key");
+    phone.srtp = Some((
+        SrtpSession::new(
+            AnyGcm::default(),
+            &MasterKey::new(profile, &caller_key).expect("key"),
+        )
+        .expect("session"),
+        SrtpSession::new(
+            AnyGcm::default(),
+            &MasterKey::new(profile, &answer_key).expect("key"),
+        )
+        .expect("session"),
+    ));
+    // Every packet from sluice must authenticate (listen() panics if not).
+    phone.wait_for_relay();
+    phone.idle(Duration::from_millis(300));
+    phone.dial("8642#");
+    wait_for("the SRTP caller to join", Duration::from_secs(5), || {
+        participants(api, "5550008") == 1
+    });
+    phone.idle(Duration::from_millis(300));
+    let heard = phone.heard(0);
+    let passcode = prompt("passcode.ul");
+    assert!(
+        heard.windows(800).any(|w| w == &passcode[..800]),
+        "the passcode prompt arrived, decrypted"
+    );
+    sipp.succeeds();
+    let _ = std::fs::remove_file(&log);
+    calls_settled(api);
     daemon.shutdown();
 }

@@ -161,7 +161,7 @@ impl Default for SipConfig {
             digit_timeout_secs: 10,
             attempts: 3,
             opus_bitrate: 24_000,
-            opus_complexity: 3,
+            opus_complexity: 1,
             audio_level_extension: 1,
         }
     }
