@@ -228,7 +228,7 @@ impl Signalling {
         caller: &str,
         offer: Option<MediaOffer>,
     ) {
-        if self.known.len() + self.ringing.len() >= self.settings.max_calls {
+        if self.known.len() >= self.settings.max_calls {
             return self.refuse(now, call, 503, "Service Unavailable", CallOutcome::Failed);
         }
         let Some(offer) = offer else {
