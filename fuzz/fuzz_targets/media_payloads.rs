@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
     let payloads: Vec<&[u8]> = rest.split(|&b| b == 0xFF).collect();
     for (i, p) in payloads.iter().enumerate() {
         if let Ok(e) = dtmf::parse(p) {
-            assert_eq!(dtmf::parse(&e.to_bytes().expect("a parsed digit encodes")), Ok(e));
+            assert_eq!(
+                dtmf::parse(&e.to_bytes().expect("a parsed digit encodes")),
+                Ok(e)
+            );
         }
         let ts = u32::from(control) * (i as u32 / 3);
         let _ = detector.handle_packet(ts, i % 4 == 0, p);
