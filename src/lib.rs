@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod crypto;
 pub mod daemon;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod policy;
