@@ -72,7 +72,7 @@ struct DialinArgs {
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
     /// rtpengine only: seconds of traffic before each step's window.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 2.0)]
     warmup: f64,
     /// Pin sluice's bridge thread and rtpengine to the last half of the
     /// cores, the rtpengine load generator to the first half.

@@ -136,7 +136,10 @@ mod tests {
             max: 300,
             refine: 3,
         };
-        assert_eq!(searched(10_000, options), (Some(300), vec![50, 100, 200, 300]));
+        assert_eq!(
+            searched(10_000, options),
+            (Some(300), vec![50, 100, 200, 300])
+        );
         let (best, runs) = searched(20, options);
         assert_eq!(runs, [50, 25, 12, 18]);
         assert_eq!(best, Some(18));

@@ -85,9 +85,7 @@ impl BridgeRun {
 
     /// Passes: at most 0.1 % late rounds and p99 round time within 20 ms.
     pub fn passes(&self) -> bool {
-        self.rounds > 0
-            && self.late_pct() <= 0.1
-            && self.round_p99_us <= ROUND.as_micros() as u64
+        self.rounds > 0 && self.late_pct() <= 0.1 && self.round_p99_us <= ROUND.as_micros() as u64
     }
 }
 
@@ -124,11 +122,7 @@ pub fn run(
     let mut calls: Vec<Call> = (0..calls)
         .map(|i| {
             Ok(Call {
-                bridge: CallBridge::new(
-                    G711::Mu,
-                    settings.opus_bitrate,
-                    settings.opus_complexity,
-                )?,
+                bridge: CallBridge::new(G711::Mu, settings.opus_bitrate, settings.opus_complexity)?,
                 phase: i * 7 % CYCLE_FRAMES,
             })
         })
@@ -141,7 +135,13 @@ pub fn run(
     // Warm-up, off the clock: the first tick opens each stream's decoder.
     let mut frame_no = 0;
     for _ in 0..2 {
-        round(&mut calls, &caller, &speakers, frame_no, &mut BridgeRun::default())?;
+        round(
+            &mut calls,
+            &caller,
+            &speakers,
+            frame_no,
+            &mut BridgeRun::default(),
+        )?;
         frame_no += 1;
     }
 
