@@ -5,7 +5,9 @@
 //! contexts, RFC 3711 and RFC 7714) and [`crypto`] (the batch AEAD backend
 //! trait and its CPU implementations). None of it touches a socket or reads
 //! the clock; the caller feeds bytes and owns every buffer. [`policy`] holds
-//! every admission decision, equally free of I/O.
+//! every admission decision, equally free of I/O, and [`media`] the dial-in
+//! bridge's codecs and mixing (G.711 ↔ Opus through FFmpeg), driven a 20 ms
+//! tick at a time.
 //!
 //! At the edges: [`config`] reads the daemon's TOML file, [`control`]
 //! serves the HTTP control API that publishes routing snapshots to the

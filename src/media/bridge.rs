@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn caller_tone_reaches_the_meeting() {
-        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 1).unwrap();
         let mut dec = OpusDecoder::new().unwrap();
         let mut sine = Sine::new(440.0, 8000, 12_000.0);
         let mut pcm = [0i16; FRAME_8K];
@@ -527,7 +527,7 @@ mod tests {
 
     #[test]
     fn meeting_tone_reaches_the_caller() {
-        let mut bridge = CallBridge::new(G711::A, 24_000, 3).unwrap();
+        let mut bridge = CallBridge::new(G711::A, 24_000, 1).unwrap();
         let mut talkers = [(7, Talker::new(1000.0, 12_000.0), Some(12))];
         let heard = run_meeting(&mut bridge, &mut talkers, 50);
         let tail = &heard[heard.len() - 10 * FRAME_8K..];
@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn only_the_three_loudest_are_decoded_and_heard() {
-        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 1).unwrap();
         let freqs = [500.0, 700.0, 1100.0, 1300.0, 1700.0];
         let levels = [30u8, 12, 50, 20, 25];
         let mut talkers: Vec<_> = freqs
@@ -574,7 +574,7 @@ mod tests {
 
     #[test]
     fn streams_without_level_are_ranked_by_energy() {
-        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 1).unwrap();
         let mut talkers: Vec<_> = [
             (500.0, 300.0),
             (700.0, 16_000.0),
@@ -591,7 +591,7 @@ mod tests {
 
     #[test]
     fn caller_fifo_stays_bounded_when_the_caller_is_twice_as_fast() {
-        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 1).unwrap();
         let frame = [0x55u8; FRAME_8K];
         for _ in 0..100 {
             bridge.push_caller(&frame);
@@ -607,7 +607,7 @@ mod tests {
 
     #[test]
     fn odd_payload_sizes_are_queued_sample_exact() {
-        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 1).unwrap();
         bridge.push_caller(&[0xFF; 80]);
         assert_eq!(bridge.caller_backlog(), 80);
         bridge.tick().unwrap();
@@ -621,7 +621,7 @@ mod tests {
 
     #[test]
     fn queues_are_bounded_and_idle_streams_forgotten() {
-        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 1).unwrap();
         let mut talker = Talker::new(800.0, 8000.0);
         for _ in 0..10 {
             bridge.push_meeting(9, &talker.next(), Some(20));
@@ -642,7 +642,7 @@ mod tests {
 
     #[test]
     fn garbage_from_the_meeting_is_concealed() {
-        let mut bridge = CallBridge::new(G711::Mu, 24_000, 3).unwrap();
+        let mut bridge = CallBridge::new(G711::Mu, 24_000, 1).unwrap();
         let junk: [&[u8]; 5] = [&[], &[0xff], &[0x03], &[0x0b, 1, 2, 3, 4, 5], &[0xfc; 300]];
         for (i, j) in junk.iter().enumerate() {
             bridge.push_meeting(i as u32, j, None);

@@ -1,0 +1,229 @@
+//! Dial-in transcoding costs, one 20 ms frame per iteration: G.711 by table
+//! and through FFmpeg's pcm codecs, Opus encode (at the dial-in settings and
+//! at the complexities around them) and decode, 8 ↔ 48 kHz resampling, and a
+//! whole `CallBridge::tick` with three meeting speakers (levels known) and
+//! one caller frame pushed.
+//!
+//! Run: `cargo bench --bench transcode` (full), `cargo test --benches`
+//! (smoke). Calls per core = 20 ms / the tick's time; bench/README.md
+//! records the table.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sluice::media::tone::Sine;
+use sluice::media::{
+    CallBridge, Downsampler, FRAME_8K, FRAME_48K, FfmpegG711, G711, OPUS_RATE, OpusBandwidth,
+    OpusDecoder, OpusEncoder, OpusSettings, Upsampler,
+};
+
+/// 20 ms of a tone at 8 kHz.
+fn tone_8k(freq: f32) -> [i16; FRAME_8K] {
+    let mut pcm = [0i16; FRAME_8K];
+    Sine::new(freq, 8000, 12_000.0).fill(&mut pcm);
+    pcm
+}
+
+/// `frames` 20 ms frames of a tone at 48 kHz.
+fn tone_48k(freq: f32, frames: usize) -> Vec<[i16; FRAME_48K]> {
+    let mut sine = Sine::new(freq, OPUS_RATE, 10_000.0);
+    (0..frames)
+        .map(|_| {
+            let mut f = [0i16; FRAME_48K];
+            sine.fill(&mut f);
+            f
+        })
+        .collect()
+}
+
+/// `frames` Opus packets of a wideband talker at `freq`.
+fn talker(freq: f32, frames: usize) -> Vec<Vec<u8>> {
+    let mut enc = OpusEncoder::with_settings(OpusSettings {
+        bandwidth: OpusBandwidth::Wide,
+        complexity: 5,
+        ..OpusSettings::DIAL_IN
+    })
+    .expect("libopus encoder");
+    tone_48k(freq, frames)
+        .iter()
+        .map(|f| enc.encode(f).expect("encodes").to_vec())
+        .collect()
+}
+
+fn g711(c: &mut Criterion) {
+    let mut group = c.benchmark_group("g711");
+    group.throughput(Throughput::Elements(1));
+    let pcm = tone_8k(440.0);
+    let mut codes = [0u8; FRAME_8K];
+    G711::Mu.encode(&pcm, &mut codes);
+    let mut out_codes = [0u8; FRAME_8K];
+    let mut out_pcm = [0i16; FRAME_8K];
+    for law in [G711::Mu, G711::A] {
+        group.bench_function(
+            BenchmarkId::new("table_encode_160", format!("{law:?}")),
+            |b| {
+                b.iter(|| law.encode(black_box(&pcm), &mut out_codes));
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new("table_decode_160", format!("{law:?}")),
+            |b| {
+                b.iter(|| law.decode(black_box(&codes), &mut out_pcm));
+            },
+        );
+    }
+    let mut ffmpeg = FfmpegG711::new(G711::Mu, FRAME_8K).expect("pcm_mulaw");
+    group.bench_function(BenchmarkId::new("ffmpeg_encode_160", "Mu"), |b| {
+        b.iter(|| {
+            ffmpeg
+                .encode(black_box(&pcm), &mut out_codes)
+                .expect("encodes")
+        });
+    });
+    group.bench_function(BenchmarkId::new("ffmpeg_decode_160", "Mu"), |b| {
+        b.iter(|| {
+            ffmpeg
+                .decode(black_box(&codes), &mut out_pcm)
+                .expect("decodes")
+        });
+    });
+    group.finish();
+}
+
+fn opus(c: &mut Criterion) {
+    let mut group = c.benchmark_group("opus");
+    group.throughput(Throughput::Elements(1));
+    // The caller's audio as the bridge encodes it: 8 kHz content at 48 kHz.
+    let mut up = Upsampler::new().expect("swr");
+    let frames: Vec<Vec<i16>> = (0..50)
+        .map(|_| up.process(&tone_8k(440.0)).expect("resamples").to_vec())
+        .collect();
+    let mut sine = Sine::new(440.0, 8000, 12_000.0);
+    let frames_8k: Vec<Vec<i16>> = (0..50)
+        .map(|_| {
+            let mut f = vec![0i16; FRAME_8K];
+            sine.fill(&mut f);
+            f
+        })
+        .collect();
+    let dial_in = |complexity: u8, input_rate: u32| OpusSettings {
+        complexity,
+        input_rate,
+        ..OpusSettings::DIAL_IN
+    };
+    let settings = [
+        ("dial_in", OpusSettings::DIAL_IN),
+        ("c0_nb_48k_in", dial_in(0, OPUS_RATE)),
+        ("c1_nb_48k_in", dial_in(1, OPUS_RATE)),
+        ("c2_nb_48k_in", dial_in(2, OPUS_RATE)),
+        ("c3_nb_48k_in", dial_in(3, OPUS_RATE)),
+        ("c5_nb_48k_in", dial_in(5, OPUS_RATE)),
+        ("c10_nb_48k_in", dial_in(10, OPUS_RATE)),
+        ("c0_nb_8k_in", dial_in(0, 8000)),
+        ("c3_nb_8k_in", dial_in(3, 8000)),
+        ("c5_nb_8k_in", dial_in(5, 8000)),
+        (
+            "c3_fb_48k_in",
+            OpusSettings {
+                bandwidth: OpusBandwidth::Full,
+                ..dial_in(3, OPUS_RATE)
+            },
+        ),
+        (
+            "c5_wb_32k_48k_in",
+            OpusSettings {
+                bitrate_bps: 32_000,
+                bandwidth: OpusBandwidth::Wide,
+                ..dial_in(5, OPUS_RATE)
+            },
+        ),
+    ];
+    for (name, s) in settings {
+        let mut enc = OpusEncoder::with_settings(s).expect("libopus encoder");
+        let input = if s.input_rate == 8000 {
+            &frames_8k
+        } else {
+            &frames
+        };
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("encode_20ms", name), |b| {
+            b.iter(|| {
+                i = (i + 1) % input.len();
+                enc.encode(black_box(&input[i])).expect("encodes").len()
+            });
+        });
+    }
+    for (name, packets) in [
+        ("wb_talker", talker(700.0, 50)),
+        ("nb_dial_in", {
+            let mut enc = OpusEncoder::with_settings(OpusSettings::DIAL_IN).expect("enc");
+            frames
+                .iter()
+                .map(|f| enc.encode(f).expect("enc").to_vec())
+                .collect()
+        }),
+    ] {
+        let mut dec = OpusDecoder::new().expect("libopus decoder");
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("decode_20ms", name), |b| {
+            b.iter(|| {
+                i = (i + 1) % packets.len();
+                dec.decode(black_box(&packets[i])).expect("decodes").len()
+            });
+        });
+    }
+    group.finish();
+}
+
+fn resample(c: &mut Criterion) {
+    let mut group = c.benchmark_group("resample");
+    group.throughput(Throughput::Elements(1));
+    let pcm8 = tone_8k(440.0);
+    let pcm48 = tone_48k(1000.0, 1).remove(0);
+    let mut up = Upsampler::new().expect("swr");
+    group.bench_function("up_160_to_960", |b| {
+        b.iter(|| up.process(black_box(&pcm8)).expect("resamples").len());
+    });
+    let mut down = Downsampler::new().expect("swr");
+    group.bench_function("down_960_to_160", |b| {
+        b.iter(|| down.process(black_box(&pcm48)).expect("resamples").len());
+    });
+    group.finish();
+}
+
+fn bridge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bridge");
+    group.throughput(Throughput::Elements(1));
+    let speakers: Vec<(u32, Vec<Vec<u8>>, u8)> = [(500.0, 20u8), (700.0, 25), (1100.0, 30)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(f, level))| (i as u32 + 1, talker(f, 50), level))
+        .collect();
+    let mut caller = [0u8; FRAME_8K];
+    G711::Mu.encode(&tone_8k(440.0), &mut caller);
+    let mut bridge = CallBridge::with_settings(G711::Mu, OpusSettings::DIAL_IN).expect("bridge");
+    let mut i = 0;
+    group.bench_function("tick_3_speakers_levels_known", |b| {
+        b.iter(|| {
+            i = (i + 1) % 50;
+            for (ssrc, packets, level) in &speakers {
+                bridge.push_meeting(*ssrc, &packets[i], Some(*level));
+            }
+            bridge.push_caller(black_box(&caller));
+            let frame = bridge.tick().expect("ticks");
+            frame.to_meeting.len() + frame.to_caller.len()
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = g711, opus, resample, bridge
+}
+criterion_main!(benches);

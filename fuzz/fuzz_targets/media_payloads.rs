@@ -1,0 +1,53 @@
+//! Feeds arbitrary bytes to everything in `sluice::media` that takes
+//! network input: the RFC 4733 parser and detector, G.711 payloads of any
+//! length, and Opus payloads (with and without a level) through a whole
+//! `CallBridge` tick, which decodes them with FFmpeg's libopus.
+//!
+//! Input layout: byte 0 picks the split; the rest is cut into payloads at
+//! `0xFF 0x00` markers so the fuzzer can build several packets.
+
+#![no_main]
+
+use std::cell::RefCell;
+
+use libfuzzer_sys::fuzz_target;
+use sluice::media::dtmf::{self, DtmfDetector};
+use sluice::media::{CallBridge, G711, OpusSettings};
+
+thread_local! {
+    // Opening codecs costs far more than one run; reuse a bridge and let
+    // state carry over between inputs, as it would in a long call.
+    static BRIDGE: RefCell<CallBridge> = RefCell::new(
+        CallBridge::with_settings(G711::Mu, OpusSettings::DIAL_IN).expect("FFmpeg has libopus"),
+    );
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let mut detector = DtmfDetector::new();
+    let payloads: Vec<&[u8]> = rest.split(|&b| b == 0xFF).collect();
+    for (i, p) in payloads.iter().enumerate() {
+        if let Ok(e) = dtmf::parse(p) {
+            assert_eq!(dtmf::parse(&e.to_bytes().expect("a parsed digit encodes")), Ok(e));
+        }
+        let ts = u32::from(control) * (i as u32 / 3);
+        let _ = detector.handle_packet(ts, i % 4 == 0, p);
+    }
+    BRIDGE.with(|bridge| {
+        let mut bridge = bridge.borrow_mut();
+        for (i, p) in payloads.iter().enumerate() {
+            let ssrc = u32::from(control & 7) + i as u32 % 5;
+            let level = (control & 0x80 != 0).then(|| p.first().copied().unwrap_or(0));
+            bridge.push_meeting(ssrc, p, level);
+            if control & 0x40 != 0 {
+                bridge.push_caller(p);
+            }
+        }
+        let frame = bridge.tick().expect("a tick never fails on bad input");
+        assert_eq!(frame.to_caller.len(), 160);
+        assert!(!frame.to_meeting.is_empty());
+        assert!(frame.to_meeting_level <= 127);
+    });
+});
