@@ -90,11 +90,13 @@ struct DialinArgs {
     /// Bisection steps after the first failing step.
     #[arg(long, default_value_t = 4)]
     refine: u32,
-    /// sluice: Opus bitrate towards the meeting, bit/s.
-    #[arg(long, default_value_t = 24_000)]
+    /// sluice: Opus bitrate towards the meeting, bit/s (default: the
+    /// bridge's dial-in setting).
+    #[arg(long, default_value_t = sluice::media::OpusSettings::DIAL_IN.bitrate_bps)]
     opus_bitrate: u32,
-    /// sluice: libopus complexity towards the meeting (0-10).
-    #[arg(long, default_value_t = 3)]
+    /// sluice: libopus complexity towards the meeting, 0-10 (default: the
+    /// bridge's dial-in setting).
+    #[arg(long, default_value_t = sluice::media::OpusSettings::DIAL_IN.complexity)]
     opus_complexity: u8,
     /// Where summary.md and report.json go.
     #[arg(long)]

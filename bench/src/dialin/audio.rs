@@ -31,6 +31,7 @@ pub const SPEAKER_OPUS: OpusSettings = OpusSettings {
     complexity: 5,
     vbr: true,
     bandwidth: OpusBandwidth::Full,
+    ..OpusSettings::DIAL_IN
 };
 
 /// One pre-encoded Opus packet and its level.

@@ -98,12 +98,13 @@ pub fn markdown(r: &DialinReport) -> String {
                 r.sluice_settings.opus_complexity,
                 sluice_cpc.map_or("none passed".into(), |n| n.to_string()),
                 best.map_or(String::new(), |p| format!(
-                    "{} late of {} rounds, round p50 {:.2} ms, p99 {:.2} ms, thread CPU {:.0} %",
+                    "{} late of {} rounds, round p50 {:.2} ms, p99 {:.2} ms, thread CPU {:.0} %, so {:.0} calls per busy core",
                     p.late_rounds,
                     p.rounds,
                     p.round_p50_us as f64 / 1000.0,
                     p.round_p99_us as f64 / 1000.0,
-                    p.cpu_pct
+                    p.cpu_pct,
+                    p.calls_per_busy_core
                 ))
             );
         }
@@ -148,13 +149,13 @@ pub fn markdown(r: &DialinReport) -> String {
     if let Some(Outcome::Searched(search)) = &r.sluice {
         let _ = writeln!(
             s,
-            "\n## sluice: every step ({})\n\n| calls | rounds | late | round p50 ms | p99 ms | max ms | worst finish after due ms | thread CPU % | pass |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "\n## sluice: every step ({})\n\n| calls | rounds | late | round p50 ms | p99 ms | max ms | worst finish after due ms | thread CPU % | calls per busy core | pass |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
             search.stopped
         );
         for p in &search.points {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
                 p.calls,
                 p.rounds,
                 p.late_rounds,
@@ -163,6 +164,7 @@ pub fn markdown(r: &DialinReport) -> String {
                 p.round_max_us as f64 / 1000.0,
                 p.finish_max_us as f64 / 1000.0,
                 p.cpu_pct,
+                p.calls_per_busy_core,
                 if p.passes() { "yes" } else { "no" }
             );
         }

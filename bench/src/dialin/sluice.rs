@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sluice::media::{CallBridge, FRAME_8K, G711, MediaError};
+use sluice::media::{CallBridge, FRAME_8K, G711, MediaError, OpusSettings};
 
 use super::audio::{self, CYCLE_FRAMES};
 use crate::histogram::Histogram;
@@ -26,19 +26,20 @@ pub const ROUND: Duration = Duration::from_millis(20);
 /// How the bridges are set up and driven.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct BridgeSettings {
-    /// Opus bitrate towards the meeting, bit/s (`[sip]` default 24000).
+    /// Opus bitrate towards the meeting, bit/s.
     pub opus_bitrate: u32,
-    /// libopus complexity towards the meeting (`[sip]` default 3).
+    /// libopus complexity towards the meeting.
     pub opus_complexity: u8,
     /// Seconds of real-time rounds.
     pub seconds: f64,
 }
 
 impl Default for BridgeSettings {
+    /// The bridge's own dial-in settings ([`OpusSettings::DIAL_IN`]), 10 s.
     fn default() -> Self {
         Self {
-            opus_bitrate: 24_000,
-            opus_complexity: 3,
+            opus_bitrate: OpusSettings::DIAL_IN.bitrate_bps,
+            opus_complexity: OpusSettings::DIAL_IN.complexity,
             seconds: 10.0,
         }
     }
@@ -64,6 +65,10 @@ pub struct BridgeRun {
     pub finish_max_us: u64,
     /// CPU of the bridge thread over the run, % of one core.
     pub cpu_pct: f64,
+    /// Calls per fully busy core at this load: calls ÷ (CPU ÷ 100). The
+    /// throughput figure, free of the latency criterion; comparable with
+    /// rtpengine's figure of the same name.
+    pub calls_per_busy_core: f64,
     /// Ticks whose caller frame was 160 bytes.
     pub caller_frames: u64,
     /// Ticks whose Opus packet towards the meeting was non-empty.
@@ -167,6 +172,9 @@ pub fn run(
     let elapsed = start.elapsed().as_secs_f64();
     if let (Some(before), Some(after)) = (cpu_before, procstat::cpu_ticks("thread-self")) {
         run.cpu_pct = (after - before) as f64 / procstat::TICKS_PER_SECOND / elapsed * 100.0;
+        if run.cpu_pct > 0.0 {
+            run.calls_per_busy_core = run.calls as f64 / (run.cpu_pct / 100.0);
+        }
     }
     let p = work.percentiles();
     run.round_p50_us = p.p50 / 1000;
