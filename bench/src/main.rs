@@ -464,12 +464,14 @@ fn dialin(args: &DialinArgs) -> Result<(), String> {
                 );
                 let run = rtpengine::run(n, &engine_settings)?;
                 eprintln!(
-                    "dialin rtpengine: {n} calls: CPU {:.0} %, loss {:.3} % / {:.3} %, backlog growth {:.2} / {:.2} frames, generator late {:.2} % -> {}",
+                    "dialin rtpengine: {n} calls: CPU {:.0} %, loss {:.3} % / {:.3} %, backlog growth {:.2} / {:.2}, at close {:.2} / {:.2} frames, generator late {:.2} % -> {}",
                     run.cpu_pct,
                     run.to_meeting.loss_pct,
                     run.to_caller.loss_pct,
                     run.to_meeting.backlog_growth_frames,
                     run.to_caller.backlog_growth_frames,
+                    run.to_meeting.backlog_frames,
+                    run.to_caller.backlog_frames,
                     run.generator_late_pct,
                     if run.passes() { "pass" } else { "fail" }
                 );

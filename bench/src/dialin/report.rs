@@ -172,14 +172,14 @@ pub fn markdown(r: &DialinReport) -> String {
     if let Some(Outcome::Searched(search)) = &r.rtpengine {
         let _ = writeln!(
             s,
-            "\n## rtpengine: every step ({})\n\n| calls | rtpengine CPU % | threads | calls per busy core | to meeting: Opus rcvd / sent, loss %, backlog growth | to caller: PCMU rcvd / sent, loss %, backlog growth | generator late % | pass |\n|---:|---:|---:|---:|---|---|---:|---|",
+            "\n## rtpengine: every step ({})\n\n| calls | rtpengine CPU % | threads | calls per busy core | to meeting: Opus rcvd / sent, loss %, backlog growth → at close (frames/call) | to caller: PCMU rcvd / sent, loss %, backlog growth → at close | generator late % | pass |\n|---:|---:|---:|---:|---|---|---:|---|",
             search.stopped
         );
         for p in &search.points {
             let dir = |d: &super::rtpengine::Direction| {
                 format!(
-                    "{} / {}, {:.3}, {:.2} frames",
-                    d.expected_pt, d.sent, d.loss_pct, d.backlog_growth_frames
+                    "{} / {}, {:.3}, {:+.2} → {:.2} frames",
+                    d.expected_pt, d.sent, d.loss_pct, d.backlog_growth_frames, d.backlog_frames
                 )
             };
             let _ = writeln!(

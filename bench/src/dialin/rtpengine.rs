@@ -17,10 +17,12 @@
 //! transcodes.
 //!
 //! "Keeps up" is read over a steady window after a warm-up: loss (sent
-//! minus received, after a drain) at most 0.1 % each way, and the backlog
+//! minus received, after a drain) at most 0.1 % each way; the backlog
 //! (sent minus received) grows by at most one frame (20 ms) per call over
-//! the window. A transcoder short of CPU first queues, then drops, so the
-//! backlog catches it before the loss does.
+//! the window, and is at most [`MAX_BACKLOG_FRAMES`] per call when it
+//! closes. A transcoder short of CPU first queues, then drops, so the
+//! backlog catches it before the loss does; one that fell behind in the
+//! warm-up and is still catching up fails on the backlog too.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
@@ -48,6 +50,10 @@ const TELEPHONE_EVENT: u8 = 101;
 /// bitrate sluice sends the meeting (rtpengine 10.5 has no setting for
 /// the encoder's complexity; FFmpeg's libopus default, 10, applies).
 pub const TRANSCODE_TO: &str = "opus/48000/2/24000";
+/// The most backlog per call at the window's close that still passes:
+/// the frame the transcoder holds plus one 20 ms frame of queueing, the
+/// counterpart of sluice's "finished before the next frame is due".
+pub const MAX_BACKLOG_FRAMES: f64 = 2.0;
 /// A send later than this after its due time counts as late.
 const LATE: Duration = Duration::from_millis(1);
 
@@ -94,6 +100,10 @@ pub struct Direction {
     /// How much the backlog (sent − received) grew over the window, in
     /// 20 ms frames per call.
     pub backlog_growth_frames: f64,
+    /// The backlog when the window closed (before the drain), in 20 ms
+    /// frames per call: about one frame rtpengine's transcoder holds, plus
+    /// the frames still queued in front of it, i.e. how late it runs.
+    pub backlog_frames: f64,
 }
 
 impl Direction {
@@ -102,6 +112,7 @@ impl Direction {
             && self.expected_pt == self.received
             && self.loss_pct <= 0.1
             && self.backlog_growth_frames <= 1.0
+            && self.backlog_frames <= MAX_BACKLOG_FRAMES
     }
 }
 
@@ -256,6 +267,7 @@ pub fn run(calls: usize, settings: &EngineSettings) -> Result<EngineRun, EngineE
             loss_pct: (window_sent as f64 - window_received as f64) / window_sent.max(1) as f64
                 * 100.0,
             backlog_growth_frames: (backlog_close - backlog_open) / calls.max(1) as f64,
+            backlog_frames: backlog_close / calls.max(1) as f64,
         }
     };
     let cpu_pct = paced.cpu_pct;
