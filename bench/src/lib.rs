@@ -8,6 +8,7 @@
 //! that passes; [`report`] writes Markdown, JSON and an SVG plot.
 
 pub mod capacity;
+pub mod dialin;
 pub mod engine;
 pub mod histogram;
 pub mod http;

@@ -1,6 +1,6 @@
 //! The `sluice-bench` command line: `run` one scenario against several
-//! targets side by side, search a target's `capacity`, or `smoke`-test the
-//! relay at a tiny load (CI).
+//! targets side by side, search a target's `capacity`, `smoke`-test the
+//! relay at a tiny load (CI), or measure `dialin` transcoding capacity.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +57,50 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Dial-in transcoding capacity: concurrent G.711 <-> Opus calls per
+    /// core before 20 ms frames are late, sluice's call bridge (3-speaker
+    /// mix) next to rtpengine transcoding PCMU <-> Opus.
+    Dialin(DialinArgs),
+}
+
+#[derive(Debug, Args)]
+struct DialinArgs {
+    /// Targets, comma-separated: sluice, rtpengine.
+    #[arg(long, value_delimiter = ',', default_value = "sluice,rtpengine")]
+    targets: Vec<String>,
+    /// Seconds of real-time load per step.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// rtpengine only: seconds of traffic before each step's window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Pin sluice's bridge thread and rtpengine to the last half of the
+    /// cores, the rtpengine load generator to the first half.
+    #[arg(long)]
+    cpu_pin: bool,
+    /// Calls at the first step (each further step doubles).
+    #[arg(long, default_value_t = 50)]
+    start: usize,
+    /// Run exactly this many calls once per target, no search.
+    #[arg(long)]
+    calls: Option<usize>,
+    /// Never run more calls than this.
+    #[arg(long, default_value_t = 4096)]
+    max_calls: usize,
+    /// Bisection steps after the first failing step.
+    #[arg(long, default_value_t = 4)]
+    refine: u32,
+    /// sluice: Opus bitrate towards the meeting, bit/s (default: the
+    /// bridge's dial-in setting).
+    #[arg(long, default_value_t = sluice::media::OpusSettings::DIAL_IN.bitrate_bps)]
+    opus_bitrate: u32,
+    /// sluice: libopus complexity towards the meeting, 0-10 (default: the
+    /// bridge's dial-in setting).
+    #[arg(long, default_value_t = sluice::media::OpusSettings::DIAL_IN.complexity)]
+    opus_complexity: u8,
+    /// Where summary.md and report.json go.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -324,7 +368,130 @@ fn run(command: Command) -> Result<(), String> {
             finish(&Report::new("capacity", scenario, reports), &out)
         }
         Command::Smoke { common } => smoke(&common),
+        Command::Dialin(args) => dialin(&args),
     }
+}
+
+/// `dialin`: each target's capacity search (or one fixed load), then the
+/// report.
+fn dialin(args: &DialinArgs) -> Result<(), String> {
+    use sluice_bench::dialin::report::{DialinReport, Outcome, markdown};
+    use sluice_bench::dialin::{self, SearchOptions, rtpengine, sluice as bridge};
+
+    for t in &args.targets {
+        if !dialin::TARGETS.contains(&t.as_str()) {
+            return Err(format!(
+                "no dial-in target called {t:?}; known: {}",
+                dialin::TARGETS.join(", ")
+            ));
+        }
+    }
+    let (generator_cores, relay_cores) = if args.cpu_pin {
+        sluice_bench::pin::split_cores()
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let search = match args.calls {
+        Some(n) => SearchOptions {
+            start: n,
+            max: n,
+            refine: 0,
+        },
+        None => SearchOptions {
+            start: args.start,
+            max: args.max_calls,
+            refine: args.refine,
+        },
+    };
+    let bridge_settings = bridge::BridgeSettings {
+        opus_bitrate: args.opus_bitrate,
+        opus_complexity: args.opus_complexity,
+        seconds: args.seconds,
+    };
+    let engine_settings = rtpengine::EngineSettings {
+        seconds: args.seconds,
+        warmup_seconds: args.warmup,
+        engine_cores: relay_cores.clone(),
+        generator_cores,
+    };
+    let mut report = DialinReport {
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        search,
+        sluice_settings: bridge_settings,
+        rtpengine_settings: engine_settings.clone(),
+        sluice: None,
+        rtpengine: None,
+    };
+    if args.targets.iter().any(|t| t == "sluice") {
+        let core = relay_cores.first().copied();
+        // One thread owns the bridges, as one media-pool thread would.
+        let searched = std::thread::spawn(move || {
+            dialin::search(
+                search,
+                |n| {
+                    eprintln!("dialin sluice: {n} calls for {} s ...", bridge_settings.seconds);
+                    let run = bridge::run(n, bridge_settings, core)?;
+                    eprintln!(
+                        "dialin sluice: {n} calls: {} of {} rounds late, round p99 {:.2} ms, CPU {:.0} % -> {}",
+                        run.late_rounds,
+                        run.rounds,
+                        run.round_p99_us as f64 / 1000.0,
+                        run.cpu_pct,
+                        if run.passes() { "pass" } else { "fail" }
+                    );
+                    Ok::<_, bridge::BridgeError>(run)
+                },
+                bridge::BridgeRun::passes,
+            )
+        })
+        .join()
+        .map_err(|_| "the sluice bridge thread panicked".to_owned())?;
+        report.sluice = Some(match searched {
+            Ok(s) => Outcome::Searched(s),
+            Err(e) => Outcome::Failed(e.to_string()),
+        });
+    }
+    if args.targets.iter().any(|t| t == "rtpengine") {
+        let searched = dialin::search(
+            search,
+            |n| {
+                eprintln!(
+                    "dialin rtpengine: {n} calls for {} s after {} s warm-up ...",
+                    engine_settings.seconds, engine_settings.warmup_seconds
+                );
+                let run = rtpengine::run(n, &engine_settings)?;
+                eprintln!(
+                    "dialin rtpengine: {n} calls: CPU {:.0} %, loss {:.3} % / {:.3} %, backlog growth {:.2} / {:.2}, at close {:.2} / {:.2} frames, generator late {:.2} % -> {}",
+                    run.cpu_pct,
+                    run.to_meeting.loss_pct,
+                    run.to_caller.loss_pct,
+                    run.to_meeting.backlog_growth_frames,
+                    run.to_caller.backlog_growth_frames,
+                    run.to_meeting.backlog_frames,
+                    run.to_caller.backlog_frames,
+                    run.generator_late_pct,
+                    if run.passes() { "pass" } else { "fail" }
+                );
+                Ok::<_, rtpengine::EngineError>(run)
+            },
+            rtpengine::EngineRun::passes,
+        );
+        report.rtpengine = Some(match searched {
+            Ok(s) => Outcome::Searched(s),
+            Err(e) => Outcome::Failed(e.to_string()),
+        });
+    }
+    print!("{}", markdown(&report));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("sluice-bench-results").join("dialin"));
+    report.write(&out)?;
+    println!("\nWrote {}/summary.md and report.json.", out.display());
+    Ok(())
 }
 
 /// The CI smoke: any loss, duplicate or decrypt failure at a tiny load is

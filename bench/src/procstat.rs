@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// Clock ticks per second of `/proc/PID/stat` times: `USER_HZ`, which the
 /// kernel fixes at 100 in its ABI on every architecture Linux ships for.
-const TICKS_PER_SECOND: f64 = 100.0;
+pub const TICKS_PER_SECOND: f64 = 100.0;
 
 /// What the sampler saw of one process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

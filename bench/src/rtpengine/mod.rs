@@ -88,13 +88,7 @@ impl Rtpengine {
     /// multiple of 512 is reserved; instances running side by side never
     /// share one).
     pub fn start_with_ports(profile: SrtpProfile, media_ports: u16) -> Result<Self, TargetError> {
-        let process = Process::spawn(media_ports.div_ceil(ports::SLOT))?;
-        let ng = NgClient::new(process.ng_addr(), process::REQUEST_WAIT, 3).map_err(|e| {
-            TargetError::Start {
-                target: NAME,
-                reason: format!("cannot open a UDP socket for the ng protocol: {e}"),
-            }
-        })?;
+        let Daemon { process, ng } = Daemon::start(media_ports)?;
         let mut engine = Self {
             process,
             ng,
@@ -241,6 +235,52 @@ impl Rtpengine {
                 key: towards_receiver,
             },
         ))
+    }
+}
+
+/// A bare private rtpengine and an ng client for it, for callers that
+/// write their own offers and answers (the dial-in transcoding benchmark,
+/// [`crate::dialin`]). Started as [`Rtpengine`] is; dropping it kills and
+/// reaps the process.
+#[derive(Debug)]
+pub struct Daemon {
+    process: Process,
+    ng: NgClient,
+}
+
+impl Daemon {
+    /// Starts rtpengine in userspace on loopback with at least
+    /// `media_ports` media ports, and waits until it answers `ping`.
+    pub fn start(media_ports: u16) -> Result<Self, TargetError> {
+        let process = Process::spawn(media_ports.div_ceil(ports::SLOT))?;
+        let ng = NgClient::new(process.ng_addr(), process::REQUEST_WAIT, 3).map_err(|e| {
+            TargetError::Start {
+                target: NAME,
+                reason: format!("cannot open a UDP socket for the ng protocol: {e}"),
+            }
+        })?;
+        Ok(Self { process, ng })
+    }
+
+    /// Sends one ng request (a dictionary whose `"command"` is `command`)
+    /// and returns the reply's dictionary.
+    pub fn request(&mut self, command: &str, request: &Value) -> Result<Value, NgError> {
+        self.ng.request(command, request)
+    }
+
+    /// The rtpengine version, as it reports it.
+    pub fn version(&self) -> &str {
+        self.process.version()
+    }
+
+    /// The command line rtpengine runs with.
+    pub fn command_line(&self) -> &str {
+        self.process.command_line()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 }
 
