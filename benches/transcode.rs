@@ -2,11 +2,13 @@
 //! and through FFmpeg's pcm codecs, Opus encode (at the dial-in settings and
 //! at the complexities around them) and decode, 8 ↔ 48 kHz resampling, and a
 //! whole `CallBridge::tick` with three meeting speakers (levels known) and
-//! one caller frame pushed.
+//! one caller frame pushed; then the split the media pool runs: one
+//! `CallerUplink` tick (talking, and silent with suppression), one
+//! `MeetingMix` tick, and whole meetings of K dial-in calls sharing a mix.
 //!
 //! Run: `cargo bench --bench transcode` (full), `cargo test --benches`
-//! (smoke). Calls per core = 20 ms / the tick's time; bench/README.md
-//! records the table.
+//! (smoke). Calls per core = 20 ms / the time per call and tick;
+//! bench/README.md records the table.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -14,8 +16,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluice::media::tone::Sine;
 use sluice::media::{
-    CallBridge, Downsampler, FRAME_8K, FRAME_48K, FfmpegG711, G711, OPUS_RATE, OpusBandwidth,
-    OpusDecoder, OpusEncoder, OpusSettings, Upsampler,
+    CallBridge, CallerUplink, Downsampler, FRAME_8K, FRAME_48K, FfmpegG711, G711, MeetingMix,
+    OPUS_RATE, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings, UplinkSettings, Upsampler,
 };
 
 /// 20 ms of a tone at 8 kHz.
@@ -218,12 +220,174 @@ fn bridge(c: &mut Criterion) {
     group.finish();
 }
 
+/// `frames` G.711 µ-law frames of a caller's tone.
+fn caller_frames(freq: f32, frames: usize) -> Vec<[u8; FRAME_8K]> {
+    let mut sine = Sine::new(freq, 8000, 12_000.0);
+    (0..frames)
+        .map(|_| {
+            let mut pcm = [0i16; FRAME_8K];
+            sine.fill(&mut pcm);
+            let mut g711 = [0u8; FRAME_8K];
+            G711::Mu.encode(&pcm, &mut g711);
+            g711
+        })
+        .collect()
+}
+
+/// The three web speakers every meeting below has: (ssrc, packets, level).
+fn web_speakers() -> Vec<(u32, Vec<Vec<u8>>, u8)> {
+    [(500.0, 20u8), (700.0, 25), (1100.0, 30)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(f, level))| (i as u32 + 1, talker(f, 50), level))
+        .collect()
+}
+
+fn uplink(c: &mut Criterion) {
+    let mut group = c.benchmark_group("uplink");
+    group.throughput(Throughput::Elements(1));
+    let talking = caller_frames(440.0, 50);
+    let mut up = CallerUplink::new(G711::Mu, UplinkSettings::DIAL_IN).expect("uplink");
+    let mut i = 0;
+    group.bench_function("tick_talking", |b| {
+        b.iter(|| {
+            i = (i + 1) % talking.len();
+            up.push(black_box(&talking[i]));
+            up.tick().expect("ticks").to_meeting.map_or(0, <[u8]>::len)
+        });
+    });
+    // µ-law silence: past the hangover, one keep-alive encode in 20 ticks
+    // (the warm-up runs thousands of ticks, so the mean includes them).
+    let mut up = CallerUplink::new(G711::Mu, UplinkSettings::DIAL_IN).expect("uplink");
+    let silence = [0xFFu8; FRAME_8K];
+    group.bench_function("tick_silent_suppressed", |b| {
+        b.iter(|| {
+            up.push(black_box(&silence));
+            up.tick().expect("ticks").to_meeting.map_or(0, <[u8]>::len)
+        });
+    });
+    group.finish();
+}
+
+fn meeting_mix(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mix");
+    group.throughput(Throughput::Elements(1));
+    let speakers = web_speakers();
+    let mut mix = MeetingMix::new();
+    mix.add_caller(0x100);
+    let mut i = 0;
+    let mut seq = 0u16;
+    group.bench_function("tick_3_speakers_levels_known", |b| {
+        b.iter(|| {
+            i = (i + 1) % 50;
+            seq = seq.wrapping_add(1);
+            for (ssrc, packets, level) in &speakers {
+                mix.push(*ssrc, seq, &packets[i], Some(*level));
+            }
+            mix.tick().expect("ticks");
+            mix.to_caller(G711::Mu, Some(0x100))[0]
+        });
+    });
+    group.finish();
+}
+
+/// One dial-in call of a benchmarked meeting.
+struct Caller {
+    ssrc: u32,
+    uplink: CallerUplink,
+    frames: Vec<[u8; FRAME_8K]>,
+    /// What the caller sent last tick (it reaches the others' legs now).
+    sent: Option<(u16, Vec<u8>, u8)>,
+    seq: u16,
+}
+
+/// One 20 ms tick of a meeting: the web speakers' packets and the callers'
+/// last packets arrive on every other call's leg, the mix ticks once,
+/// each call ticks its uplink and takes its G.711 frame.
+fn meeting_tick(
+    mix: &mut MeetingMix,
+    web: &[(u32, Vec<Vec<u8>>, u8)],
+    callers: &mut [Caller],
+    i: usize,
+    seq: u16,
+) -> usize {
+    let legs = callers.len();
+    for (ssrc, packets, level) in web {
+        for _ in 0..legs {
+            mix.push(*ssrc, seq, &packets[i % packets.len()], Some(*level));
+        }
+    }
+    for caller in callers.iter() {
+        if let Some((seq, packet, level)) = &caller.sent {
+            // Every leg but the caller's own.
+            for _ in 1..legs {
+                mix.push(caller.ssrc, *seq, packet, Some(*level));
+            }
+        }
+    }
+    mix.tick().expect("ticks");
+    let mut bytes = 0;
+    for caller in callers.iter_mut() {
+        caller.uplink.push(&caller.frames[i % caller.frames.len()]);
+        let frame = caller.uplink.tick().expect("ticks");
+        caller.sent = frame.to_meeting.map(|p| {
+            caller.seq = caller.seq.wrapping_add(1);
+            (caller.seq, p.to_vec(), frame.level)
+        });
+        bytes += usize::from(mix.to_caller(G711::Mu, Some(caller.ssrc))[0]);
+    }
+    bytes
+}
+
+fn meeting(c: &mut Criterion) {
+    let mut group = c.benchmark_group("meeting");
+    let web = web_speakers();
+    let silent = vec![[0xFFu8; FRAME_8K]];
+    for (name, calls, talking) in [
+        ("1_call_talking", 1, 1),
+        ("1_call_silent", 1, 0),
+        ("10_calls_all_talking", 10, 10),
+        ("10_calls_1_talking_9_silent", 10, 1),
+    ] {
+        // Per element: one call's 20 ms.
+        group.throughput(Throughput::Elements(calls as u64));
+        let mut mix = MeetingMix::new();
+        let mut callers: Vec<Caller> = (0..calls)
+            .map(|k| {
+                let ssrc = 0x100 + k as u32;
+                mix.add_caller(ssrc);
+                Caller {
+                    ssrc,
+                    uplink: CallerUplink::new(G711::Mu, UplinkSettings::DIAL_IN).expect("uplink"),
+                    frames: if k < talking {
+                        caller_frames(300.0 + 110.0 * k as f32, 50)
+                    } else {
+                        silent.clone()
+                    },
+                    sent: None,
+                    seq: 0,
+                }
+            })
+            .collect();
+        let mut i = 0;
+        let mut seq = 0u16;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i += 1;
+                seq = seq.wrapping_add(1);
+                meeting_tick(&mut mix, &web, &mut callers, i, seq)
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = g711, opus, resample, bridge
+    targets = g711, opus, resample, bridge, uplink, meeting_mix, meeting
 }
 criterion_main!(benches);

@@ -271,7 +271,9 @@ impl DialInCounters {
         bump(&self.late_frames, 1);
     }
 
-    /// The time one call's 20 ms frame took to transcode, both directions.
+    /// The time one call's 20 ms frame took to transcode, both directions:
+    /// its own uplink and G.711 frame, plus its even share of the meeting
+    /// mix it shares with the meeting's other calls on its thread.
     pub fn transcode_sample(&self, nanos: u64) {
         let secs = nanos as f64 / 1e9;
         let slot = TRANSCODE_BUCKETS
@@ -325,7 +327,7 @@ impl DialInCounters {
         let counts: Vec<u64> = self.transcode_buckets.iter().map(read).collect();
         out.push_str(&render_histogram(
             "sluice_dialin_transcode_seconds",
-            "Transcode time per call per 20 ms frame (G.711 <-> Opus and the mix).",
+            "Transcode time per call per 20 ms frame (G.711 <-> Opus, and the call's share of its meeting's mix).",
             &TRANSCODE_BUCKETS,
             &counts,
             read(&self.transcode_sum_ns),

@@ -196,6 +196,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "opus_bitrate",
             "opus_complexity",
             "audio_level_extension",
+            "silence_suppression",
         ],
     ),
 ];

@@ -145,6 +145,10 @@ pub struct SipConfig {
     /// The RTP header extension id (RFC 6464 audio level) meeting clients
     /// use; the bridge mixes the loudest speakers by it, by energy without it.
     pub audio_level_extension: u8,
+    /// Whether a silent caller's voice stream pauses (DTX-style): after
+    /// 200 ms below -55 dBov only one Opus frame every 400 ms is encoded
+    /// and sent, until the caller speaks again.
+    pub silence_suppression: bool,
 }
 
 impl Default for SipConfig {
@@ -163,6 +167,7 @@ impl Default for SipConfig {
             opus_bitrate: 24_000,
             opus_complexity: 1,
             audio_level_extension: 1,
+            silence_suppression: true,
         }
     }
 }

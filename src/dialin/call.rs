@@ -1,11 +1,17 @@
 //! One phone call's media state machine: the voice menu (prompts out,
 //! RFC 4733 digits in), admission into a meeting through the
 //! [`MeetingDesk`], and once admitted the bridge between the caller's G.711
-//! and the meeting's Opus (see [`crate::media::CallBridge`]).
+//! and the meeting's Opus: the call's own [`CallerUplink`], and the
+//! [`MeetingMix`] it shares with the other calls of its meeting on its
+//! pool thread (the pool owns the mix and lends it to each call).
 //!
 //! Sans-IO: the media pool thread that owns the call feeds it the
 //! datagrams its two sockets receive and calls [`Call::tick`] every 20 ms;
-//! the call writes what to send into the pool's buffers. Towards the
+//! the call writes what to send into the pool's buffers. A tick that
+//! silence suppression holds back sends the meeting nothing but moves the
+//! stream's RTP timestamp on by the frame, so receivers see DTX, not loss
+//! (RFC 7587 §3.1.3); the next packet after it carries the marker bit
+//! when the caller starts speaking again (RFC 3551 §4.1). Towards the
 //! meeting the call is an ordinary SRTP participant (AEAD_AES_256_GCM keys
 //! from the registry), so the packet workers relay the caller like anyone
 //! else and never run a codec.
@@ -17,7 +23,10 @@ use std::time::{Duration, Instant};
 use crate::control::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk};
 use crate::crypto::{AnyGcm, BackendKind};
 use crate::media::dtmf::DtmfDetector;
-use crate::media::{CallBridge, G711, MediaError, level};
+use crate::media::{
+    CallerUplink, G711, MediaError, MeetingMix, OpusSettings, SilenceSuppression, UplinkFrame,
+    UplinkSettings, level,
+};
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::policy::Refusal;
 use crate::relay::{MediaKind, MeetingMode};
@@ -48,6 +57,7 @@ pub(crate) struct CallSettings {
     pub(crate) opus_bitrate: u32,
     pub(crate) opus_complexity: u8,
     pub(crate) audio_level_extension: u8,
+    pub(crate) silence_suppression: bool,
 }
 
 /// The caller's side of the call, as SDP negotiated it.
@@ -100,7 +110,7 @@ enum Stage {
 /// The meeting side of an admitted call.
 struct Bridged {
     leg: BridgeLeg,
-    bridge: CallBridge,
+    uplink: CallerUplink,
     to_relay: SrtpSession<AnyGcm>,
     from_relay: SrtpSession<AnyGcm>,
     ssrc: u32,
@@ -279,9 +289,9 @@ impl Call {
     /// caller leaves the meeting again.
     fn bridge(&mut self, leg: BridgeLeg, now: Instant) -> Result<(), CallError> {
         match self.bridged(&leg) {
-            Ok((bridge, to_relay, from_relay)) => {
+            Ok((uplink, to_relay, from_relay)) => {
                 self.stage = Stage::Bridged(Box::new(Bridged {
-                    bridge,
+                    uplink,
                     to_relay,
                     from_relay,
                     ssrc: leg.ssrc,
@@ -304,14 +314,21 @@ impl Call {
     fn bridged(
         &self,
         leg: &BridgeLeg,
-    ) -> Result<(CallBridge, SrtpSession<AnyGcm>, SrtpSession<AnyGcm>), CallError> {
+    ) -> Result<(CallerUplink, SrtpSession<AnyGcm>, SrtpSession<AnyGcm>), CallError> {
         let backend = AnyGcm::new(self.settings.backend);
+        let uplink = UplinkSettings {
+            opus: OpusSettings {
+                bitrate_bps: self.settings.opus_bitrate,
+                complexity: self.settings.opus_complexity,
+                ..OpusSettings::DIAL_IN
+            },
+            suppression: self
+                .settings
+                .silence_suppression
+                .then_some(SilenceSuppression::DIAL_IN),
+        };
         Ok((
-            CallBridge::new(
-                self.media.codec,
-                self.settings.opus_bitrate,
-                self.settings.opus_complexity,
-            )?,
+            CallerUplink::new(self.media.codec, uplink)?,
             SrtpSession::new(backend, &leg.client_to_relay)?,
             SrtpSession::new(backend, &leg.relay_to_client)?,
         ))
@@ -354,13 +371,22 @@ impl Call {
         } else if pt == self.media.payload_type
             && let Stage::Bridged(b) = &mut self.stage
         {
-            b.bridge.push_caller(packet.payload());
+            b.uplink.push(packet.payload());
         }
     }
 
-    /// A datagram from the relay (the meeting's other participants).
-    pub(crate) fn on_meeting_datagram(&mut self, buf: &mut [u8], len: usize) {
-        let Stage::Bridged(b) = &mut self.stage else {
+    /// A datagram from the relay (the meeting's other participants), for
+    /// the meeting's shared `mix`. Every call decrypts its own leg's copy,
+    /// also of packets another call pushed already: that keeps each SRTP
+    /// session's rollover counter estimate fed (RFC 3711 §3.3.1); the mix
+    /// then drops the copy by its sequence number.
+    pub(crate) fn on_meeting_datagram(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        mix: Option<&mut MeetingMix>,
+    ) {
+        let (Stage::Bridged(b), Some(mix)) = (&mut self.stage, mix) else {
             return;
         };
         let Some(head) = buf.get(..len) else { return };
@@ -380,8 +406,13 @@ impl Call {
             return;
         };
         let level = level::audio_level(&packet, self.settings.audio_level_extension);
-        b.bridge
-            .push_meeting(packet.header().ssrc().0, packet.payload(), level);
+        let header = packet.header();
+        mix.push(
+            header.ssrc().0,
+            header.sequence().0,
+            packet.payload(),
+            level,
+        );
     }
 
     fn on_digit(&mut self, now: Instant, digit: char) {
@@ -478,8 +509,15 @@ impl Call {
     }
 
     /// One 20 ms tick: the caller's next frame and, when bridged, the
-    /// caller's next frame into the meeting.
-    pub(crate) fn tick(&mut self, now: Instant, out: &mut TickOut) {
+    /// caller's next frame into the meeting. `mix` is the call's meeting
+    /// mix, already ticked for this 20 ms, with this call's share of the
+    /// time that took (in ns, for the transcode histogram).
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        out: &mut TickOut,
+        mix: Option<(&mut MeetingMix, u64)>,
+    ) {
         out.caller = None;
         out.meeting = None;
         if self.hangup {
@@ -540,7 +578,7 @@ impl Call {
             }
             let started = Instant::now();
             let Bridged {
-                bridge,
+                uplink,
                 to_relay,
                 ssrc,
                 seq,
@@ -553,23 +591,32 @@ impl Call {
                 seq,
                 timestamp,
             };
-            match bridge.tick() {
-                Ok(bridged) => {
-                    if !prompt_frame {
-                        payload.copy_from_slice(&bridged.to_caller[..FRAME]);
-                    }
+            let mut share = 0;
+            if let Some((mix, mix_ns)) = mix {
+                share = mix_ns;
+                if !prompt_frame {
+                    payload.copy_from_slice(mix.to_caller(codec, Some(*ssrc)));
+                }
+            }
+            match uplink.tick() {
+                Ok(frame) => {
                     out.meeting = write_meeting_packet(
                         &mut leg,
-                        bridged.to_meeting,
-                        bridged.to_meeting_level,
+                        &frame,
                         self.settings.audio_level_extension,
                         &mut out.meeting_buf,
                     );
                 }
-                Err(e) => tracing::debug!("dial-in transcode failed for a frame: {e}"),
+                Err(e) => {
+                    // The frame's time passes all the same.
+                    *leg.timestamp = leg.timestamp.wrapping_add(OPUS_FRAME);
+                    tracing::debug!("dial-in transcode failed for a frame: {e}");
+                }
             }
-            let spent = started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
-            self.settings.counters.transcode_sample(spent);
+            let spent: u64 = started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+            self.settings
+                .counters
+                .transcode_sample(spent.saturating_add(share));
         }
         if !self.held {
             out.caller = self.write_caller_packet(&payload, &mut out.caller_buf);
@@ -605,23 +652,29 @@ struct MeetingLeg<'a> {
     timestamp: &'a mut u32,
 }
 
+/// The caller's frame as an SRTP packet into the meeting, or nothing when
+/// silence suppression held it back; the timestamp moves on by the frame
+/// either way, the sequence number only for a packet sent.
 fn write_meeting_packet(
     b: &mut MeetingLeg<'_>,
-    opus: &[u8],
-    level_dbov: u8,
+    frame: &UplinkFrame<'_>,
     extension_id: u8,
     buf: &mut [u8; MAX_DATAGRAM],
 ) -> Option<usize> {
+    let timestamp = *b.timestamp;
+    *b.timestamp = timestamp.wrapping_add(OPUS_FRAME);
+    let opus = frame.to_meeting?;
     let pt = PayloadType::new(DIAL_IN_OPUS_PT)?;
+    let level_dbov = frame.level;
     let voice = if level_dbov < VOICE_DBOV { 0x80 } else { 0 };
     let level = [voice | (level_dbov & 0x7F)];
     let elements = [(extension_id, &level[..])];
-    let len = RtpBuilder::new(pt, SeqNum(*b.seq), *b.timestamp, Ssrc(b.ssrc))
+    let len = RtpBuilder::new(pt, SeqNum(*b.seq), timestamp, Ssrc(b.ssrc))
+        .marker(frame.talkspurt)
         .one_byte_extensions(&elements)
         .write(opus, buf)
         .ok()?;
     *b.seq = b.seq.wrapping_add(1);
-    *b.timestamp = b.timestamp.wrapping_add(OPUS_FRAME);
     b.to_relay.protect_rtp(buf, len).ok()
 }
 
@@ -676,4 +729,65 @@ pub(crate) fn random_u32() -> u32 {
     // SSRC still works (the registry refuses duplicates).
     let _ = SystemRandom::new().fill(&mut bytes);
     u32::from_be_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::srtp::SrtpProfile;
+
+    /// Writes `frames` through [`write_meeting_packet`] and returns, per
+    /// packet sent, (tick, seq, timestamp, marker).
+    fn sent(frames: &[UplinkFrame<'_>]) -> Vec<(usize, u16, u32, bool)> {
+        let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[7; 44]).unwrap();
+        let mut tx = SrtpSession::new(AnyGcm::default(), &key).unwrap();
+        let mut rx = SrtpSession::new(AnyGcm::default(), &key).unwrap();
+        let (mut seq, mut timestamp) = (100u16, 5000u32);
+        let mut out = Vec::new();
+        for (tick, frame) in frames.iter().enumerate() {
+            let mut buf = [0u8; MAX_DATAGRAM];
+            let mut leg = MeetingLeg {
+                to_relay: &mut tx,
+                ssrc: 9,
+                seq: &mut seq,
+                timestamp: &mut timestamp,
+            };
+            if let Some(len) = write_meeting_packet(&mut leg, frame, 1, &mut buf) {
+                let len = rx.unprotect_rtp(&mut buf, len).unwrap();
+                let p = RtpPacket::parse(&buf[..len]).unwrap();
+                assert_eq!(p.payload(), frame.to_meeting.unwrap());
+                let h = p.header();
+                out.push((tick, h.sequence().0, h.timestamp(), h.marker()));
+            }
+        }
+        assert_eq!(timestamp, 5000 + 960 * frames.len() as u32);
+        out
+    }
+
+    #[test]
+    fn suppressed_ticks_move_the_timestamp_but_not_the_sequence() {
+        let voice = UplinkFrame {
+            to_meeting: Some(&[0x08, 1, 2]),
+            level: 20,
+            talkspurt: false,
+        };
+        let quiet = UplinkFrame {
+            to_meeting: None,
+            level: 127,
+            talkspurt: false,
+        };
+        let resumed = UplinkFrame {
+            talkspurt: true,
+            ..voice
+        };
+        let frames = [voice, quiet, quiet, quiet, resumed, voice];
+        assert_eq!(
+            sent(&frames),
+            [
+                (0, 100, 5000, false),
+                (4, 101, 5000 + 4 * 960, true),
+                (5, 102, 5000 + 5 * 960, false),
+            ]
+        );
+    }
 }

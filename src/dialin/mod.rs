@@ -11,8 +11,9 @@
 //! - `call.rs`: one call's state machine: the voice menu (speech prompts
 //!   from `prompts.rs`, RFC 4733 digits), admission through the control
 //!   plane's [`MeetingDesk`] (the same policy as the API), and the
-//!   [`crate::media::CallBridge`] between the caller's G.711 and the
-//!   meeting's Opus.
+//!   transcoding between the caller's G.711 and the meeting's Opus: a
+//!   [`crate::media::CallerUplink`] per call and a
+//!   [`crate::media::MeetingMix`] per meeting and pool thread.
 //!
 //! Towards its meeting a call is an ordinary participant: the bridge sends
 //! and receives SRTP (AEAD_AES_256_GCM) on a loopback UDP socket to the
@@ -104,6 +105,7 @@ impl DialIn {
             opus_bitrate: config.opus_bitrate,
             opus_complexity: config.opus_complexity,
             audio_level_extension: config.audio_level_extension,
+            silence_suppression: config.silence_suppression,
         });
         let threads = match config.media_threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),

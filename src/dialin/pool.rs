@@ -7,7 +7,19 @@
 //! past the next tick's due time counts in `sluice_dialin_late_frames_total`
 //! and the schedule moves on rather than bursting to catch up. Decoding, mixing and
 //! encoding happen here, never on a packet worker.
+//!
+//! The calls of one meeting on one thread share a [`MeetingMix`] (the
+//! signalling thread puts a meeting's direct calls on the same thread;
+//! a call admitted through the voice menu joins the mix of the thread it
+//! is on). Each 20 ms the thread first drains every call's sockets (the
+//! meeting packets go into the calls' mixes), then ticks each mix once,
+//! then ticks every call. A call's transcode sample
+//! (`sluice_dialin_transcode_seconds`) is its own work (uplink, its G.711
+//! frame, SRTP) plus an even share of its meeting mix's tick: the mix's
+//! time divided by the calls sharing it, so the samples of a tick add up
+//! to the thread's transcoding time.
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -15,6 +27,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::media::MeetingMix;
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::sip::CallId;
 
@@ -60,6 +73,9 @@ pub(crate) struct CallSlot {
     pub(crate) meeting: UdpSocket,
     pub(crate) asked_hangup: bool,
     pub(crate) counted_outcome: bool,
+    /// The meeting whose mix the call shares, and the call's own SSRC in
+    /// it, once the call is bridged.
+    mix: Option<(String, u32)>,
 }
 
 impl CallSlot {
@@ -71,7 +87,40 @@ impl CallSlot {
             meeting,
             asked_hangup: false,
             counted_outcome: false,
+            mix: None,
         }
+    }
+
+    /// Joins the mix of the call's meeting once the call is bridged.
+    fn attach(&mut self, mixes: &mut Mixes) {
+        if self.mix.is_some() {
+            return;
+        }
+        let Some(leg) = self.call.leg() else { return };
+        mixes
+            .entry(leg.meeting.clone())
+            .or_default()
+            .mix
+            .add_caller(leg.ssrc);
+        self.mix = Some((leg.meeting.clone(), leg.ssrc));
+    }
+
+    /// Leaves the meeting's mix, dropping it with its last call.
+    fn detach(&mut self, mixes: &mut Mixes) {
+        let Some((meeting, ssrc)) = self.mix.take() else {
+            return;
+        };
+        if let Some(shared) = mixes.get_mut(&meeting) {
+            shared.mix.remove_caller(ssrc);
+            if shared.mix.caller_count() == 0 {
+                mixes.remove(&meeting);
+            }
+        }
+    }
+
+    fn shared_mix<'m>(&self, mixes: &'m mut Mixes) -> Option<&'m mut SharedMix> {
+        let (meeting, _) = self.mix.as_ref()?;
+        mixes.get_mut(meeting)
     }
 
     /// Counts the call's outcome once, as soon as it is known.
@@ -106,6 +155,16 @@ impl CallSlot {
     }
 }
 
+/// A meeting's mix on one thread, and what its last tick cost each call.
+#[derive(Debug, Default)]
+struct SharedMix {
+    mix: MeetingMix,
+    share_ns: u64,
+}
+
+/// Meeting id → the mix its calls on this thread share.
+type Mixes = HashMap<String, SharedMix>;
+
 /// A running pool thread.
 #[derive(Debug)]
 pub(crate) struct PoolThread {
@@ -130,6 +189,7 @@ impl PoolThread {
 
 fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &CallSettings) {
     let mut slots: Vec<CallSlot> = Vec::new();
+    let mut mixes = Mixes::new();
     let mut out = Box::<TickOut>::default();
     let mut buf = [0u8; MAX_DATAGRAM];
     let mut next = Instant::now();
@@ -144,12 +204,15 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
                 }
                 Ok(PoolCommand::End(id)) => {
                     if let Some(at) = slots.iter().position(|s| s.id == id) {
-                        slots.swap_remove(at).close(settings);
+                        let mut slot = slots.swap_remove(at);
+                        slot.detach(&mut mixes);
+                        slot.close(settings);
                     }
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    for slot in slots.drain(..) {
+                    for mut slot in slots.drain(..) {
+                        slot.detach(&mut mixes);
                         slot.close(settings);
                     }
                     return;
@@ -161,10 +224,27 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
             drain(&slot.caller, &mut buf, |from, buf, len| {
                 slot.call.on_caller_datagram(now, from, buf, len);
             });
+            // A menu digit may just have admitted the call.
+            slot.attach(&mut mixes);
+            let mut mix = slot.shared_mix(&mut mixes).map(|s| &mut s.mix);
             drain(&slot.meeting, &mut buf, |_, buf, len| {
-                slot.call.on_meeting_datagram(buf, len);
+                slot.call.on_meeting_datagram(buf, len, mix.as_deref_mut());
             });
-            slot.call.tick(now, &mut out);
+        }
+        for shared in mixes.values_mut() {
+            let started = Instant::now();
+            if let Err(e) = shared.mix.tick() {
+                tracing::debug!("dial-in meeting mix failed for a frame: {e}");
+            }
+            let spent: u64 = started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+            // Every mix has a call: it is dropped with its last.
+            shared.share_ns = spent / shared.mix.caller_count().max(1) as u64;
+        }
+        for slot in &mut slots {
+            let mix = slot
+                .shared_mix(&mut mixes)
+                .map(|s| (&mut s.mix, s.share_ns));
+            slot.call.tick(now, &mut out, mix);
             if let Some((to, len)) = out.caller {
                 // A lost datagram is what UDP does; the next frame follows.
                 let _ = slot.caller.send_to(&out.caller_buf[..len], to);

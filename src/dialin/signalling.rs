@@ -1,8 +1,12 @@
 //! The SIP thread: one UDP socket, the sans-IO [`Uas`], and the decisions
 //! a call's signalling needs (which meeting, refuse or answer, which SDP).
-//! Media goes to the pool threads (`pool.rs`).
+//! Media goes to the pool threads (`pool.rs`): a call whose meeting is
+//! known from the INVITE to the thread `hash(meeting id) % threads`, so
+//! that the meeting's callers share one meeting mix there; a voice menu
+//! call, whose meeting is not known yet, round robin.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -270,11 +274,18 @@ impl Signalling {
                 },
             }
         };
+        let pool = match &entry {
+            Entry::Admitted(leg) => meeting_pool(&leg.meeting, self.pools.len()),
+            Entry::Passcode { meeting } => meeting_pool(meeting, self.pools.len()),
+            Entry::Menu => {
+                let pool = self.next_pool % self.pools.len();
+                self.next_pool = self.next_pool.wrapping_add(1);
+                pool
+            }
+        };
         match self.start_call(now, call, &offer, &negotiated, caller, entry) {
             Ok((slot, answer)) => {
                 let sdp = build_answer(&answer);
-                let pool = self.next_pool % self.pools.len();
-                self.next_pool = self.next_pool.wrapping_add(1);
                 self.known.insert(call, Known { pool, answer });
                 self.calls_settings.counters.call_started();
                 self.uas.ringing(now, call);
@@ -439,6 +450,15 @@ fn refusal_status(e: &DeskError) -> (u16, &'static str) {
     }
 }
 
+/// The pool thread of every direct call to `meeting`, out of `threads`.
+fn meeting_pool(meeting: &str, threads: usize) -> usize {
+    // SipHash with fixed keys: the same thread for the same meeting for
+    // the life of the process.
+    let mut hasher = DefaultHasher::new();
+    meeting.hash(&mut hasher);
+    (hasher.finish() % threads.max(1) as u64) as usize
+}
+
 /// "phone sip:alice@pbx" → a participant name.
 fn display_name(caller: &str) -> String {
     let mut name = String::from("phone ");
@@ -457,5 +477,24 @@ fn to_reachable(relay: SocketAddr) -> SocketAddr {
         SocketAddr::new(ip, relay.port())
     } else {
         relay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meeting_keeps_its_pool_thread() {
+        for threads in 1..8 {
+            let pool = meeting_pool("5550001", threads);
+            assert!(pool < threads);
+            assert_eq!(meeting_pool("5550001", threads), pool);
+        }
+        // Meetings spread over the threads.
+        let used: std::collections::HashSet<usize> = (0..64)
+            .map(|m| meeting_pool(&format!("{}", 5_550_000 + m), 4))
+            .collect();
+        assert_eq!(used.len(), 4);
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Selection and summing are separate steps so that a caller can decode
 //! only the streams that were chosen; [`Mixer::mix`] does both for frames
-//! already decoded.
+//! already decoded. [`Mixer::select_with_runner_up`] also names the next
+//! loudest stream, which a speaker's own mix needs: a caller who is one of
+//! the three hears the other two and the runner-up, never itself (N-1).
 
 use arrayvec::ArrayVec;
 
@@ -13,6 +15,8 @@ use super::level::SILENCE_DBOV;
 
 /// The most streams mixed into one frame.
 pub const MAX_SPEAKERS: usize = 3;
+/// The speakers and the runner-up: what a meeting's mixes can need.
+pub const MAX_RANKED: usize = MAX_SPEAKERS + 1;
 
 /// How much louder (in dB) a new stream must be than one mixed last tick
 /// to take its place, so that two speakers of about the same level do not
@@ -23,7 +27,8 @@ pub const DEFAULT_HYSTERESIS_DB: u8 = 2;
 #[derive(Debug, Clone)]
 pub struct Mixer {
     hysteresis_db: u8,
-    selected: ArrayVec<u32, MAX_SPEAKERS>,
+    /// The speakers, loudest first, then the runner-up when asked for.
+    selected: ArrayVec<u32, MAX_RANKED>,
     out: Box<[i16; FRAME_48K]>,
 }
 
@@ -51,23 +56,48 @@ impl Mixer {
         }
     }
 
-    /// The streams chosen by the last [`Self::select`] or [`Self::mix`].
+    /// The speakers chosen by the last selection or [`Self::mix`], loudest
+    /// first (at most [`MAX_SPEAKERS`]).
     #[must_use]
     pub fn selected(&self) -> &[u32] {
-        &self.selected
+        &self.selected[..self.selected.len().min(MAX_SPEAKERS)]
+    }
+
+    /// The stream ranked just after the speakers by the last
+    /// [`Self::select_with_runner_up`], if there was one.
+    #[must_use]
+    pub fn runner_up(&self) -> Option<u32> {
+        self.selected.get(MAX_SPEAKERS).copied()
     }
 
     /// Chooses this tick's speakers from `(ssrc, level_dbov)` candidates:
     /// the at most three loudest, silent ones (127) never. Ties go to the
     /// stream listed first. Returns the chosen ssrcs, loudest first.
     pub fn select(&mut self, candidates: impl IntoIterator<Item = (u32, u8)>) -> &[u32] {
+        self.rank(candidates, MAX_SPEAKERS);
+        &self.selected
+    }
+
+    /// [`Self::select`], and the next loudest stream after the speakers
+    /// (ranked the same way, never silent) appended as a fourth entry.
+    /// Hysteresis favours last tick's speakers only, not its runner-up.
+    pub fn select_with_runner_up(
+        &mut self,
+        candidates: impl IntoIterator<Item = (u32, u8)>,
+    ) -> &[u32] {
+        self.rank(candidates, MAX_RANKED);
+        &self.selected
+    }
+
+    fn rank(&mut self, candidates: impl IntoIterator<Item = (u32, u8)>, keep: usize) {
         // (rank, ssrc), best (lowest) rank first.
-        let mut best: ArrayVec<(u8, u32), MAX_SPEAKERS> = ArrayVec::new();
+        let mut best: ArrayVec<(u8, u32), MAX_RANKED> = ArrayVec::new();
+        let speakers = self.selected.len().min(MAX_SPEAKERS);
         for (ssrc, level) in candidates {
             if level >= SILENCE_DBOV {
                 continue;
             }
-            let rank = if self.selected.contains(&ssrc) {
+            let rank = if self.selected[..speakers].contains(&ssrc) {
                 level.saturating_sub(self.hysteresis_db)
             } else {
                 level
@@ -76,38 +106,20 @@ impl Mixer {
                 .iter()
                 .position(|&(r, _)| rank < r)
                 .unwrap_or(best.len());
-            if at < MAX_SPEAKERS {
-                if best.is_full() {
+            if at < keep {
+                if best.len() == keep {
                     best.pop();
                 }
                 best.insert(at, (rank, ssrc));
             }
         }
         self.selected = best.iter().map(|&(_, ssrc)| ssrc).collect();
-        &self.selected
     }
 
     /// Sums `frames` with saturation (32-bit accumulate, clamp to 16
     /// bits); silence for none.
     pub fn sum(&mut self, frames: &[&[i16; FRAME_48K]]) -> &[i16; FRAME_48K] {
-        match frames {
-            [] => self.out.fill(0),
-            [one] => self.out.copy_from_slice(&one[..]),
-            [first, rest @ ..] => {
-                let mut acc = [0i32; FRAME_48K];
-                for (a, &s) in acc.iter_mut().zip(first.iter()) {
-                    *a = i32::from(s);
-                }
-                for frame in rest {
-                    for (a, &s) in acc.iter_mut().zip(frame.iter()) {
-                        *a += i32::from(s);
-                    }
-                }
-                for (o, &a) in self.out.iter_mut().zip(&acc) {
-                    *o = a.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
-                }
-            }
-        }
+        saturating_sum(frames, &mut self.out);
         &self.out
     }
 
@@ -121,6 +133,29 @@ impl Mixer {
             .filter_map(|s| candidates.iter().find(|c| c.0 == *s).map(|c| c.2))
             .collect();
         self.sum(&frames)
+    }
+}
+
+/// Sums `frames` of any one length into `out` with saturation (32-bit
+/// accumulate, clamp to 16 bits); silence for none.
+pub(super) fn saturating_sum<const N: usize>(frames: &[&[i16; N]], out: &mut [i16; N]) {
+    match frames {
+        [] => out.fill(0),
+        [one] => out.copy_from_slice(&one[..]),
+        [first, rest @ ..] => {
+            let mut acc = [0i32; N];
+            for (a, &s) in acc.iter_mut().zip(first.iter()) {
+                *a = i32::from(s);
+            }
+            for frame in rest {
+                for (a, &s) in acc.iter_mut().zip(frame.iter()) {
+                    *a += i32::from(s);
+                }
+            }
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o = a.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+            }
+        }
     }
 }
 
@@ -183,5 +218,26 @@ mod tests {
             mixer.select([(1, 20), (2, 21), (3, 22), (4, 19)]),
             &[1, 2, 4]
         );
+    }
+
+    #[test]
+    fn runner_up_follows_the_speakers_without_hysteresis() {
+        let mut mixer = Mixer::with_hysteresis(2);
+        let five = [(1, 30), (2, 20), (3, 127), (4, 25), (5, 40), (6, 35)];
+        assert_eq!(mixer.select_with_runner_up(five), &[2, 4, 1, 6]);
+        assert_eq!(mixer.selected(), &[2, 4, 1]);
+        assert_eq!(mixer.runner_up(), Some(6));
+        // 6 was runner-up, not a speaker: no bonus against 5 at 1 dB less.
+        assert_eq!(
+            mixer.select_with_runner_up([(1, 30), (2, 20), (4, 25), (5, 34), (6, 35)]),
+            &[2, 4, 1, 5]
+        );
+        // Two streams: no runner-up.
+        assert_eq!(mixer.select_with_runner_up([(7, 10), (8, 11)]), &[7, 8]);
+        assert_eq!(mixer.runner_up(), None);
+        // A plain select forgets the runner-up.
+        mixer.select_with_runner_up([(1, 1), (2, 2), (4, 4), (5, 5)]);
+        assert_eq!(mixer.select([(1, 1), (2, 2), (4, 4), (5, 5)]), &[1, 2, 4]);
+        assert_eq!(mixer.runner_up(), None);
     }
 }

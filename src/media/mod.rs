@@ -4,9 +4,20 @@
 //! libswresample).
 //!
 //! Sans-IO like the rest of the library: nothing here reads the clock or
-//! touches a socket. The media pool owns one [`CallBridge`] per call and
-//! drives it: [`CallBridge::push_caller`] and [`CallBridge::push_meeting`]
-//! as packets arrive, [`CallBridge::tick`] every 20 ms.
+//! touches a socket. A call's work is split in two:
+//! - [`CallerUplink`], one per call: the caller's G.711 into a FIFO, then
+//!   each 20 ms upsampled and encoded to Opus, or held back by silence
+//!   suppression ([`SilenceGate`], DTX-style);
+//! - [`MeetingMix`], one per meeting and media thread, shared by the calls
+//!   of that meeting there: the meeting's Opus packets (deduplicated
+//!   across the calls' legs), the loudest speakers decoded once each, and
+//!   each caller's G.711 frame (the common mix, encoded once per law, or a
+//!   speaker's own N-1 mix).
+//!
+//! [`CallBridge`] puts one of each together for a call on its own (tests,
+//! fuzzing, benchmarks): [`CallBridge::push_caller`] and
+//! [`CallBridge::push_meeting`] as packets arrive, [`CallBridge::tick`]
+//! every 20 ms.
 //!
 //! The pieces, usable alone:
 //! - [`G711`]: ITU-T G.711 by table (why tables: see [`g711`]).
@@ -25,25 +36,30 @@ pub mod dtmf;
 mod error;
 pub mod g711;
 pub mod level;
+mod meeting_mix;
 mod mixer;
 mod opus;
 mod resample;
+mod silence;
+mod stream;
 pub mod tone;
+mod uplink;
 
 use std::sync::Once;
 
-pub use bridge::{
-    BridgeFrame, BridgeStats, CALLER_FIFO_SAMPLES, CallBridge, MAX_OPUS_PAYLOAD, MAX_STREAMS,
-    STREAM_IDLE_TICKS, STREAM_QUEUE_PACKETS,
-};
+pub use bridge::{BridgeFrame, BridgeStats, CallBridge};
 pub use error::MediaError;
 pub use g711::{FfmpegG711, G711};
-pub use mixer::{DEFAULT_HYSTERESIS_DB, MAX_SPEAKERS, Mixer};
+pub use meeting_mix::{MAX_OPUS_PAYLOAD, MAX_STREAMS, MeetingMix, MixStats, STREAM_IDLE_TICKS};
+pub use mixer::{DEFAULT_HYSTERESIS_DB, MAX_RANKED, MAX_SPEAKERS, Mixer};
 pub use opus::{
     MAX_PACKET_SAMPLES, OPUS_RATE, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings,
     packet_samples,
 };
 pub use resample::{Downsampler, Upsampler};
+pub use silence::{Gate, SilenceGate, SilenceSuppression};
+pub use stream::STREAM_QUEUE_PACKETS;
+pub use uplink::{CALLER_FIFO_SAMPLES, CallerUplink, UplinkFrame, UplinkSettings, UplinkStats};
 
 /// Samples in 20 ms at 8 kHz (one G.711 frame).
 pub const FRAME_8K: usize = 160;
