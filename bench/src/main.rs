@@ -98,6 +98,14 @@ struct DialinArgs {
     /// bridge's dial-in setting).
     #[arg(long, default_value_t = sluice::media::OpusSettings::DIAL_IN.complexity)]
     opus_complexity: u8,
+    /// sluice: dial-in calls per meeting, sharing its mix (1: every call
+    /// alone in its meeting, the worst case).
+    #[arg(long, default_value_t = 1)]
+    callers_per_meeting: usize,
+    /// sluice: of each meeting's callers, how many talk all the time (the
+    /// rest listen, their uplink suppressed); at least 1.
+    #[arg(long, default_value_t = 1)]
+    talking_per_meeting: usize,
     /// Where summary.md and report.json go.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -407,6 +415,8 @@ fn dialin(args: &DialinArgs) -> Result<(), String> {
         opus_bitrate: args.opus_bitrate,
         opus_complexity: args.opus_complexity,
         seconds: args.seconds,
+        callers_per_meeting: args.callers_per_meeting,
+        talking_per_meeting: args.talking_per_meeting,
     };
     let engine_settings = rtpengine::EngineSettings {
         seconds: args.seconds,

@@ -31,6 +31,26 @@ fn five_sluice_calls_keep_real_time_for_a_second() {
 }
 
 #[test]
+fn ten_callers_of_one_meeting_share_its_mix_and_listeners_send_little() {
+    let settings = BridgeSettings {
+        seconds: 1.0,
+        callers_per_meeting: 10,
+        talking_per_meeting: 1,
+        ..BridgeSettings::default()
+    };
+    let run = bridge::run(10, settings, None).unwrap();
+    assert_eq!(run.rounds, 50, "{run:?}");
+    assert_eq!(run.late_rounds, 0, "{run:?}");
+    // Every caller hears a G.711 frame every tick.
+    assert_eq!(run.caller_frames, 10 * 50, "{run:?}");
+    // The talker sends every tick; the nine listeners only through the
+    // 200 ms hangover and then a keep-alive every 400 ms.
+    assert!(run.meeting_packets >= 50, "{run:?}");
+    assert!(run.meeting_packets < 50 + 9 * 25, "{run:?}");
+    assert_eq!(run.meeting_drops, 0, "{run:?}");
+}
+
+#[test]
 fn rtpengine_transcodes_pcmu_to_opus_and_back_for_two_calls() {
     let settings = EngineSettings {
         seconds: 2.0,

@@ -93,9 +93,12 @@ pub fn markdown(r: &DialinReport) -> String {
             let best = sluice_cpc.and_then(|n| search.points.iter().find(|p| p.calls == n));
             let _ = writeln!(
                 s,
-                "| sluice | PCMU→Opus ({} bit/s, complexity {}) + 3 Opus decodes, mix, →PCMU | **{}** | {} |",
+                "| sluice | {} of every {} callers talking: PCMU→Opus ({} bit/s, complexity {}, silent callers suppressed); a meeting mix of 3 Opus speakers shared by its {} calls, →PCMU | **{}** | {} |",
+                r.sluice_settings.talking_per_meeting,
+                r.sluice_settings.callers_per_meeting,
                 r.sluice_settings.opus_bitrate,
                 r.sluice_settings.opus_complexity,
+                r.sluice_settings.callers_per_meeting,
                 sluice_cpc.map_or("none passed".into(), |n| n.to_string()),
                 best.map_or(String::new(), |p| format!(
                     "{} late of {} rounds, round p50 {:.2} ms, p99 {:.2} ms, thread CPU {:.0} %, so {:.0} calls per busy core",

@@ -1,20 +1,29 @@
 //! The sluice target: the transcoding work of N dial-in calls on one
-//! thread, in real time, as the media pool does it.
+//! thread, in real time, as a media pool thread does it.
 //!
-//! One [`CallBridge`] per call. Every 20 ms, on an absolute schedule
-//! (`start + k × 20 ms`, so a late round never shifts the ones after it),
-//! each call gets one caller PCMU frame and one Opus packet from each of
-//! three meeting speakers with their RFC 6464 levels, then `tick()`s: that
-//! decodes the three (they are all among the loudest three), mixes,
-//! downsamples and encodes PCMU for the caller, and upsamples and encodes
-//! the caller's 20 ms as Opus for the meeting. A round (N ticks) is late
-//! when it finishes after the next round is due. No sockets: this is the
-//! codec and mixing cost alone, which is what bounds calls per core.
+//! The calls sit in meetings of `callers_per_meeting`, each meeting with
+//! three web speakers (Opus with RFC 6464 levels). As in the daemon, each
+//! meeting has one [`MeetingMix`] its calls share, and each call one
+//! [`CallerUplink`] (silence suppression on, the daemon's default). Every
+//! 20 ms, on an absolute schedule (`start + k × 20 ms`, so a late round
+//! never shifts the ones after it), every web packet reaches the mix once
+//! per call (each call's relay leg delivers its own copy; the mix drops
+//! the copies), the mix ticks (the loudest three decoded once, mixed,
+//! downsampled, G.711-encoded once), then every call pushes its caller's
+//! PCMU frame (a 440 Hz tone when it talks, silence when it listens),
+//! ticks its uplink (8 → 48 kHz, Opus encode, or nothing when silent) and
+//! takes its G.711 frame (an N-1 mix when the caller is itself a
+//! speaker). A talking caller's packet goes back into the mix, as another
+//! caller's leg would deliver it. A round is late when it finishes after
+//! the next round is due. No sockets and no SRTP: this is the codec and
+//! mixing cost, which is what bounds calls per core.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sluice::media::{CallBridge, FRAME_8K, G711, MediaError, OpusSettings};
+use sluice::media::{
+    CallerUplink, FRAME_8K, G711, MediaError, MeetingMix, OpusSettings, UplinkSettings,
+};
 
 use super::audio::{self, CYCLE_FRAMES};
 use crate::histogram::Histogram;
@@ -32,15 +41,23 @@ pub struct BridgeSettings {
     pub opus_complexity: u8,
     /// Seconds of real-time rounds.
     pub seconds: f64,
+    /// Dial-in calls per meeting (they share the meeting's mix).
+    pub callers_per_meeting: usize,
+    /// Of every `callers_per_meeting`, how many talk all the time (the
+    /// rest listen and send silence); at least one talks.
+    pub talking_per_meeting: usize,
 }
 
 impl Default for BridgeSettings {
-    /// The bridge's own dial-in settings ([`OpusSettings::DIAL_IN`]), 10 s.
+    /// The bridge's own dial-in settings ([`OpusSettings::DIAL_IN`]), 10 s,
+    /// the worst case: every call alone in its meeting and talking.
     fn default() -> Self {
         Self {
             opus_bitrate: OpusSettings::DIAL_IN.bitrate_bps,
             opus_complexity: OpusSettings::DIAL_IN.complexity,
             seconds: 10.0,
+            callers_per_meeting: 1,
+            talking_per_meeting: 1,
         }
     }
 }
@@ -105,11 +122,22 @@ pub enum BridgeError {
     Pin(String),
 }
 
-/// One call's place in the cycles: calls start at different frames, so
-/// they do not all carry the same bytes at once.
+/// One call: its uplink, its place in the cycles (calls start at
+/// different frames, so they do not all carry the same bytes at once),
+/// whether its caller talks, and its stream's SSRC and sequence number.
 struct Call {
-    bridge: CallBridge,
+    uplink: CallerUplink,
     phase: usize,
+    talking: bool,
+    ssrc: u32,
+    seq: u16,
+}
+
+/// One meeting: the mix its calls share, and the calls.
+struct Meeting {
+    mix: MeetingMix,
+    calls: Vec<Call>,
+    seq: u16,
 }
 
 /// Runs `calls` bridges in real time on the calling thread (pinned to
@@ -124,16 +152,39 @@ pub fn run(
     }
     let caller = audio::caller_frames(G711::Mu);
     let speakers = audio::meeting_frames()?;
-    let mut calls: Vec<Call> = (0..calls)
-        .map(|i| {
-            Ok(Call {
-                bridge: CallBridge::new(G711::Mu, settings.opus_bitrate, settings.opus_complexity)?,
-                phase: i * 7 % CYCLE_FRAMES,
-            })
-        })
-        .collect::<Result<_, MediaError>>()?;
+    let uplink = UplinkSettings {
+        opus: OpusSettings {
+            bitrate_bps: settings.opus_bitrate,
+            complexity: settings.opus_complexity,
+            ..OpusSettings::DIAL_IN
+        },
+        ..UplinkSettings::DIAL_IN
+    };
+    let per_meeting = settings.callers_per_meeting.max(1);
+    let talking = settings.talking_per_meeting.clamp(1, per_meeting);
+    let mut meetings: Vec<Meeting> = Vec::new();
+    for i in 0..calls {
+        if i % per_meeting == 0 {
+            meetings.push(Meeting {
+                mix: MeetingMix::new(),
+                calls: Vec::new(),
+                seq: 0,
+            });
+        }
+        let ssrc = 0xca11_0000 + i as u32;
+        let meeting = meetings.last_mut().expect("just pushed");
+        meeting.mix.add_caller(ssrc);
+        meeting.calls.push(Call {
+            uplink: CallerUplink::new(G711::Mu, uplink)?,
+            phase: i * 7 % CYCLE_FRAMES,
+            talking: i % per_meeting < talking,
+            ssrc,
+            seq: 0,
+        });
+    }
+    let silence = [G711::Mu.silence(); FRAME_8K];
     let mut run = BridgeRun {
-        calls: calls.len(),
+        calls,
         ..BridgeRun::default()
     };
 
@@ -141,8 +192,8 @@ pub fn run(
     let mut frame_no = 0;
     for _ in 0..2 {
         round(
-            &mut calls,
-            &caller,
+            &mut meetings,
+            (&caller, &silence),
             &speakers,
             frame_no,
             &mut BridgeRun::default(),
@@ -158,7 +209,13 @@ pub fn run(
         let due = start + ROUND * k as u32;
         sleep_until(due);
         let began = Instant::now();
-        round(&mut calls, &caller, &speakers, frame_no, &mut run)?;
+        round(
+            &mut meetings,
+            (&caller, &silence),
+            &speakers,
+            frame_no,
+            &mut run,
+        )?;
         frame_no += 1;
         let done = Instant::now();
         work.record(done.duration_since(began).as_nanos() as u64);
@@ -180,37 +237,56 @@ pub fn run(
     run.round_p50_us = p.p50 / 1000;
     run.round_p99_us = p.p99 / 1000;
     run.round_max_us = p.max / 1000;
-    run.meeting_drops = calls
+    run.meeting_drops = meetings
         .iter()
-        .map(|c| {
-            let s = c.bridge.stats();
-            s.meeting_packets_dropped + s.decode_errors
+        .map(|m| {
+            let s = m.mix.stats();
+            s.packets_dropped + s.decode_errors
         })
         .sum();
     Ok(run)
 }
 
-/// One round: every call gets its caller frame and three speaker packets,
-/// then ticks; what came out is counted into `run`.
+/// One round of every meeting: the web packets in (a copy per call), the
+/// mix's tick, then every call's uplink and G.711 frame; what came out is
+/// counted into `run`.
 fn round(
-    calls: &mut [Call],
-    caller: &[[u8; FRAME_8K]],
+    meetings: &mut [Meeting],
+    (caller, silence): (&[[u8; FRAME_8K]], &[u8; FRAME_8K]),
     speakers: &[Vec<audio::OpusFrame>; 3],
     frame_no: usize,
     run: &mut BridgeRun,
 ) -> Result<(), MediaError> {
-    for call in calls {
-        let at = (call.phase + frame_no) % CYCLE_FRAMES;
-        call.bridge.push_caller(&caller[at]);
-        for (s, frames) in speakers.iter().enumerate() {
-            let f = &frames[at];
-            call.bridge
-                .push_meeting(0x5eed_0000 + s as u32, &f.payload, Some(f.level));
+    for meeting in meetings {
+        let at = frame_no % CYCLE_FRAMES;
+        for _ in 0..meeting.calls.len() {
+            for (s, frames) in speakers.iter().enumerate() {
+                let f = &frames[at];
+                meeting.mix.push(
+                    0x5eed_0000 + s as u32,
+                    meeting.seq,
+                    &f.payload,
+                    Some(f.level),
+                );
+            }
         }
-        let out = call.bridge.tick()?;
-        run.caller_frames += u64::from(out.to_caller.len() == FRAME_8K);
-        run.meeting_packets += u64::from(!out.to_meeting.is_empty());
-        run.meeting_bytes += out.to_meeting.len() as u64;
+        meeting.seq = meeting.seq.wrapping_add(1);
+        meeting.mix.tick()?;
+        for call in &mut meeting.calls {
+            let at = (call.phase + frame_no) % CYCLE_FRAMES;
+            call.uplink
+                .push(if call.talking { &caller[at] } else { silence });
+            let out = call.uplink.tick()?;
+            if let Some(opus) = out.to_meeting {
+                run.meeting_packets += 1;
+                run.meeting_bytes += opus.len() as u64;
+                // The next tick's mix hears it, as other calls' legs would.
+                meeting.mix.push(call.ssrc, call.seq, opus, Some(out.level));
+                call.seq = call.seq.wrapping_add(1);
+            }
+            let to_caller = meeting.mix.to_caller(G711::Mu, Some(call.ssrc));
+            run.caller_frames += u64::from(to_caller.len() == FRAME_8K);
+        }
     }
     Ok(())
 }
