@@ -183,6 +183,15 @@ pub fn run(
         });
     }
     let silence = [G711::Mu.silence(); FRAME_8K];
+    // Calls join at different moments in real life, so their silence
+    // gates do not send keep-alives in the same tick: run each uplink a
+    // different number of silent ticks (0-19) before the clock starts.
+    for (i, call) in meetings.iter_mut().flat_map(|m| &mut m.calls).enumerate() {
+        for _ in 0..(i * 7) % 20 {
+            call.uplink.push(&silence);
+            call.uplink.tick()?;
+        }
+    }
     let mut run = BridgeRun {
         calls,
         ..BridgeRun::default()
