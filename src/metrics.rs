@@ -266,7 +266,7 @@ impl DialInCounters {
         bump(&self.sip_malformed, n);
     }
 
-    /// A 20 ms media tick started later than one frame after its due time.
+    /// A 20 ms media tick ran after its slot, or was dropped.
     pub fn late_frame(&self) {
         bump(&self.late_frames, 1);
     }
@@ -318,7 +318,7 @@ impl DialInCounters {
             "# HELP sluice_sip_malformed_total SIP datagrams dropped because they do not parse.\n\
              # TYPE sluice_sip_malformed_total counter\n\
              sluice_sip_malformed_total {}\n\
-             # HELP sluice_dialin_late_frames_total 20 ms media ticks that started more than a frame late.\n\
+             # HELP sluice_dialin_late_frames_total 20 ms media ticks run after their slot, or dropped.\n\
              # TYPE sluice_dialin_late_frames_total counter\n\
              sluice_dialin_late_frames_total {}\n",
             read(&self.sip_malformed),

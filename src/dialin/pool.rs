@@ -2,11 +2,14 @@
 //!
 //! Each thread holds its calls' two UDP sockets (the caller's RTP, and the
 //! leg towards the relay), drains them without blocking, and ticks every
-//! call on an absolute schedule (`start + k × 20 ms`), so the caller's
-//! audio never drifts however long the call runs. A tick whose work runs
-//! past the next tick's due time counts in `sluice_dialin_late_frames_total`
-//! and the schedule moves on rather than bursting to catch up. Decoding, mixing and
-//! encoding happen here, never on a packet worker.
+//! call on an absolute schedule (`start + k × 20 ms`, see `FrameClock`), so
+//! the caller's audio never drifts however long the call runs. A tick whose
+//! work runs past the next tick's due time counts in
+//! `sluice_dialin_late_frames_total`; the overdue ticks then run back to
+//! back (at most 60 ms of them: a phone's jitter buffer absorbs that) and
+//! slots further behind are dropped and counted, so the schedule stays on
+//! its grid. Decoding, mixing and encoding happen here, never on a packet
+//! worker.
 //!
 //! The calls of one meeting on one thread share a [`MeetingMix`] (the
 //! signalling thread puts a meeting's direct calls on the same thread;
@@ -192,7 +195,7 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
     let mut mixes = Mixes::new();
     let mut out = Box::<TickOut>::default();
     let mut buf = [0u8; MAX_DATAGRAM];
-    let mut next = Instant::now();
+    let mut clock = FrameClock::new(Instant::now());
     loop {
         loop {
             match inbox.try_recv() {
@@ -258,15 +261,66 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
                 let _ = events.send(PoolEvent::Hangup(slot.id));
             }
         }
-        next += FRAME_PERIOD;
         let now = Instant::now();
-        if now > next {
-            // This tick's work ran into the next frame's slot.
-            settings.counters.late_frame();
-            next = now;
-        } else {
-            std::thread::sleep(next - now);
+        match clock.advance(now) {
+            Next::Sleep(until) => std::thread::sleep(until - now),
+            Next::Late { dropped } => {
+                // This tick's work ran into the next frame's slot.
+                settings.counters.late_frame();
+                for _ in 0..dropped {
+                    settings.counters.late_frame();
+                }
+            }
         }
+    }
+}
+
+/// How many frames a late pool may run back to back to catch up (60 ms:
+/// what a phone's jitter buffer absorbs); slots further behind are dropped.
+const CATCH_UP_FRAMES: u32 = 3;
+
+/// What to do after a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The next tick is due at this instant.
+    Sleep(Instant),
+    /// The next tick is already due: run it now. `dropped` slots were so
+    /// far behind that they are skipped (the media clock loses them).
+    Late { dropped: u32 },
+}
+
+/// The media pool's 20 ms schedule: tick `k` is due at `start + k × 20 ms`
+/// exactly, so no rounding or sleep overshoot accumulates over a call, and
+/// a late tick is followed at once by the next (up to
+/// [`CATCH_UP_FRAMES`] behind) instead of shifting every later one.
+#[derive(Debug, Clone, Copy)]
+struct FrameClock {
+    start: Instant,
+    ticks: u32,
+}
+
+impl FrameClock {
+    fn new(start: Instant) -> Self {
+        Self { start, ticks: 0 }
+    }
+
+    /// When tick `k` is due.
+    fn due(&self, k: u32) -> Instant {
+        self.start + FRAME_PERIOD * k
+    }
+
+    /// A tick has run; `now` is when it finished.
+    fn advance(&mut self, now: Instant) -> Next {
+        self.ticks += 1;
+        let due = self.due(self.ticks);
+        if due >= now {
+            return Next::Sleep(due);
+        }
+        let behind = u32::try_from(now.duration_since(due).as_nanos() / FRAME_PERIOD.as_nanos())
+            .unwrap_or(u32::MAX);
+        let dropped = behind.saturating_sub(CATCH_UP_FRAMES);
+        self.ticks = self.ticks.saturating_add(dropped);
+        Next::Late { dropped }
     }
 }
 
@@ -284,5 +338,71 @@ fn drain(
             // ICMP errors surface here (the peer's port is closed): ignore.
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_minutes_of_ticks_end_exactly_on_the_grid() {
+        let start = Instant::now();
+        let mut clock = FrameClock::new(start);
+        let mut now = start;
+        let mut sleeps = 0u32;
+        // 30 000 ticks of 1.37 ms work each: every one sleeps to its slot.
+        for _ in 0..30_000 {
+            now += Duration::from_micros(1370);
+            match clock.advance(now) {
+                Next::Sleep(until) => {
+                    now = until;
+                    sleeps += 1;
+                }
+                Next::Late { .. } => panic!("1.37 ms of work is never late"),
+            }
+        }
+        assert_eq!(sleeps, 30_000);
+        // Ten minutes, to the nanosecond: no drift, however long the call.
+        assert_eq!(now - start, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_stall_is_caught_up_without_shifting_the_grid() {
+        let start = Instant::now();
+        let mut clock = FrameClock::new(start);
+        // Tick 0 takes 50 ms: ticks 1 and 2 are overdue, run back to back.
+        let mut now = start + Duration::from_millis(50);
+        assert_eq!(clock.advance(now), Next::Late { dropped: 0 });
+        now += Duration::from_micros(100);
+        assert_eq!(clock.advance(now), Next::Late { dropped: 0 });
+        now += Duration::from_micros(100);
+        // Caught up: tick 3 is due at exactly 60 ms, on the original grid.
+        assert_eq!(
+            clock.advance(now),
+            Next::Sleep(start + Duration::from_millis(60))
+        );
+    }
+
+    #[test]
+    fn a_long_stall_drops_what_it_cannot_catch_up() {
+        let start = Instant::now();
+        let mut clock = FrameClock::new(start);
+        // A 1 s stall: 50 slots gone; 3 are run late, the rest dropped.
+        let now = start + Duration::from_millis(1000);
+        let Next::Late { dropped } = clock.advance(now) else {
+            panic!("a 1 s tick is late");
+        };
+        assert_eq!(dropped, 49 - CATCH_UP_FRAMES);
+        // Still on the grid afterwards.
+        let mut later = now;
+        for _ in 0..CATCH_UP_FRAMES {
+            later += Duration::from_micros(10);
+            assert!(matches!(clock.advance(later), Next::Late { dropped: 0 }));
+        }
+        assert_eq!(
+            clock.advance(later),
+            Next::Sleep(start + Duration::from_millis(1020))
+        );
     }
 }
