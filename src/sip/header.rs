@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use super::message::{Method, is_token_byte};
+use super::message::{Method, Unquoted, is_token_byte};
 
 /// The RFC 3261 branch prefix (§8.1.1.7).
 pub(crate) const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -186,33 +186,19 @@ pub(crate) struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     pub(crate) fn parse(value: &'a str) -> Option<Self> {
         let value = value.trim();
-        let mut in_quotes = false;
-        let mut escaped = false;
-        for (i, c) in value.char_indices() {
-            if in_quotes {
-                match c {
-                    _ if escaped => escaped = false,
-                    '\\' => escaped = true,
-                    '"' => in_quotes = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match c {
-                '"' => in_quotes = true,
-                '<' => {
-                    let rest = &value[i + 1..];
-                    let end = rest.find('>')?;
-                    let uri = rest[..end].trim();
-                    return (!uri.is_empty()).then_some(Self {
-                        uri,
-                        params: &rest[end + 1..],
-                    });
-                }
-                _ => {}
+        let mut scan = Unquoted::new(value);
+        for (i, c) in scan.by_ref() {
+            if c == '<' {
+                let rest = &value[i + 1..];
+                let end = rest.find('>')?;
+                let uri = rest[..end].trim();
+                return (!uri.is_empty()).then_some(Self {
+                    uri,
+                    params: &rest[end + 1..],
+                });
             }
         }
-        if in_quotes {
+        if scan.in_quotes() {
             return None;
         }
         // addr-spec: parameters after the URI belong to the header (§20).

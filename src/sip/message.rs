@@ -413,24 +413,60 @@ fn is_list_header(canonical: &str) -> bool {
     )
 }
 
+/// The characters of a header value outside its quoted strings (RFC 3261
+/// §25.1: `"..."` with backslash escapes), with their byte offsets; the
+/// quotes themselves are not yielded.
+pub(crate) struct Unquoted<'a> {
+    chars: std::str::CharIndices<'a>,
+    in_quotes: bool,
+    escaped: bool,
+}
+
+impl<'a> Unquoted<'a> {
+    pub(crate) fn new(value: &'a str) -> Self {
+        Self {
+            chars: value.char_indices(),
+            in_quotes: false,
+            escaped: false,
+        }
+    }
+
+    /// Whether the value ended inside a quoted string (malformed).
+    pub(crate) fn in_quotes(&self) -> bool {
+        self.in_quotes
+    }
+}
+
+impl Iterator for Unquoted<'_> {
+    type Item = (usize, char);
+
+    fn next(&mut self) -> Option<(usize, char)> {
+        for (i, c) in self.chars.by_ref() {
+            if self.in_quotes {
+                match c {
+                    _ if self.escaped => self.escaped = false,
+                    '\\' => self.escaped = true,
+                    '"' => self.in_quotes = false,
+                    _ => {}
+                }
+            } else if c == '"' {
+                self.in_quotes = true;
+            } else {
+                return Some((i, c));
+            }
+        }
+        None
+    }
+}
+
 /// Splits a header value on commas outside quoted strings and angle
 /// brackets, trimming each item and skipping empty ones.
 pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
     let mut items = Vec::new();
-    let (mut in_quotes, mut escaped, mut in_angle) = (false, false, false);
+    let mut in_angle = false;
     let mut start = 0;
-    for (i, c) in value.char_indices() {
-        if in_quotes {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_quotes = false,
-                _ => {}
-            }
-            continue;
-        }
+    for (i, c) in Unquoted::new(value) {
         match c {
-            '"' => in_quotes = true,
             '<' => in_angle = true,
             '>' => in_angle = false,
             ',' if !in_angle => {
