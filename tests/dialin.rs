@@ -301,6 +301,26 @@ fn prompt(name: &str) -> Vec<u8> {
     .expect("prompt file")
 }
 
+/// Asserts the phone heard the start of prompt `name` (0.1 s of it, byte
+/// for byte: PCMU prompts go out as they are stored).
+#[track_caller]
+fn assert_heard_prompt(phone: &Phone, name: &str) {
+    let heard = phone.heard(0);
+    let prompt = prompt(name);
+    assert!(
+        heard.windows(800).any(|w| w == &prompt[..800]),
+        "the phone never heard {name}"
+    );
+}
+
+/// The calls counted with `outcome` in the metrics text.
+fn outcome(text: &str, outcome: &str) -> f64 {
+    metric(
+        text,
+        &format!("sluice_dialin_calls_total{{outcome=\"{outcome}\"}}"),
+    )
+}
+
 #[test]
 fn a_direct_call_hears_the_meeting_and_the_meeting_hears_the_caller() {
     let daemon = start("");
@@ -447,10 +467,7 @@ fn a_direct_call_hears_the_meeting_and_the_meeting_hears_the_caller() {
         participants(api, "5550001") == 1
     });
     let text = calls_settled(api);
-    assert_eq!(
-        metric(&text, "sluice_dialin_calls_total{outcome=\"joined\"}"),
-        1.0
-    );
+    assert_eq!(outcome(&text, "joined"), 1.0);
     assert!(metric(&text, "sluice_dialin_transcode_seconds_count") > 100.0);
     daemon.shutdown();
 }
@@ -475,25 +492,14 @@ fn the_menu_takes_meeting_number_and_passcode_by_dtmf() {
     });
     phone.idle(Duration::from_millis(500));
     sipp.succeeds();
-    let heard = phone.heard(0);
-    let welcome = prompt("welcome.ul");
-    assert!(
-        heard.windows(800).any(|w| w == &welcome[..800]),
-        "the welcome prompt was played"
-    );
-    let unknown = prompt("unknown-meeting.ul");
-    assert!(
-        heard.windows(800).any(|w| w == &unknown[..800]),
-        "the unknown-meeting prompt was played after 999#"
-    );
+    assert_heard_prompt(&phone, "welcome.ul");
+    // After 999#.
+    assert_heard_prompt(&phone, "unknown-meeting.ul");
     wait_for("the caller to leave", Duration::from_secs(5), || {
         participants(api, "5550002") == 0
     });
     let text = metrics(api);
-    assert_eq!(
-        metric(&text, "sluice_dialin_calls_total{outcome=\"joined\"}"),
-        1.0
-    );
+    assert_eq!(outcome(&text, "joined"), 1.0);
     daemon.shutdown();
 }
 
@@ -513,14 +519,9 @@ fn a_wrong_passcode_ends_the_call_from_the_relay_side() {
     phone.idle(Duration::from_millis(200));
     sipp.succeeds();
     assert_eq!(participants(api, "5550003"), 0);
-    let heard = phone.heard(0);
-    let wrong = prompt("wrong-passcode.ul");
-    assert!(heard.windows(800).any(|w| w == &wrong[..800]));
+    assert_heard_prompt(&phone, "wrong-passcode.ul");
     let text = calls_settled(api);
-    assert_eq!(
-        metric(&text, "sluice_dialin_calls_total{outcome=\"bad-pin\"}"),
-        1.0
-    );
+    assert_eq!(outcome(&text, "bad-pin"), 1.0);
     daemon.shutdown();
 }
 
@@ -540,18 +541,10 @@ fn e2ee_meetings_refuse_phones_directly_and_through_the_menu() {
     phone.dial("5550004#");
     phone.idle(Duration::from_millis(200));
     sipp.succeeds();
-    let heard = phone.heard(0);
-    let e2ee = prompt("e2ee.ul");
-    assert!(
-        heard.windows(800).any(|w| w == &e2ee[..800]),
-        "the E2EE sentence was played"
-    );
+    assert_heard_prompt(&phone, "e2ee.ul");
     assert_eq!(participants(api, "5550004"), 0);
     let text = metrics(api);
-    assert_eq!(
-        metric(&text, "sluice_dialin_calls_total{outcome=\"refused-e2ee\"}"),
-        2.0
-    );
+    assert_eq!(outcome(&text, "refused-e2ee"), 2.0);
     daemon.shutdown();
 }
 
@@ -566,10 +559,7 @@ fn cancel_before_the_answer_ends_the_call() {
         participants(api, "5550005") == 0
     });
     let text = calls_settled(api);
-    assert_eq!(
-        metric(&text, "sluice_dialin_calls_total{outcome=\"failed\"}"),
-        1.0
-    );
+    assert_eq!(outcome(&text, "failed"), 1.0);
     daemon.shutdown();
 }
 
@@ -589,10 +579,7 @@ fn deleting_the_meeting_hangs_up_the_caller() {
     phone.idle(Duration::from_millis(200));
     sipp.succeeds();
     let text = calls_settled(api);
-    assert_eq!(
-        metric(&text, "sluice_dialin_calls_total{outcome=\"joined\"}"),
-        1.0
-    );
+    assert_eq!(outcome(&text, "joined"), 1.0);
     daemon.shutdown();
 }
 
@@ -732,12 +719,8 @@ fn an_sdes_srtp_caller_enters_the_passcode_and_joins() {
         participants(api, "5550008") == 1
     });
     phone.idle(Duration::from_millis(300));
-    let heard = phone.heard(0);
-    let passcode = prompt("passcode.ul");
-    assert!(
-        heard.windows(800).any(|w| w == &passcode[..800]),
-        "the passcode prompt arrived, decrypted"
-    );
+    // Decrypted, byte for byte.
+    assert_heard_prompt(&phone, "passcode.ul");
     sipp.succeeds();
     let _ = std::fs::remove_file(&log);
     calls_settled(api);
