@@ -61,16 +61,7 @@ impl DialinReport {
 
     /// Writes `summary.md` and `report.json` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let put = |name: &str, bytes: &[u8]| {
-            let path = dir.join(name);
-            std::fs::write(&path, bytes)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        };
-        put("summary.md", markdown(self).as_bytes())?;
-        let json = serde_json::to_vec_pretty(self).map_err(|e| format!("report.json: {e}"))?;
-        put("report.json", &json)
+        crate::report::write_summary_and_json(dir, &markdown(self), self)
     }
 }
 

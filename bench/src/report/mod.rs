@@ -148,18 +148,26 @@ impl Report {
 
     /// Writes `summary.md`, `report.json` and `latency.svg` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let put = |name: &str, bytes: &[u8]| {
-            let path = dir.join(name);
-            std::fs::write(&path, bytes)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        };
-        put("summary.md", markdown(self).as_bytes())?;
-        let json = serde_json::to_vec_pretty(self).map_err(|e| format!("report.json: {e}"))?;
-        put("report.json", &json)?;
+        write_summary_and_json(dir, &markdown(self), self)?;
         plot(self, &dir.join("latency.svg"))
     }
+}
+
+/// Creates `dir` and writes `summary.md` (the Markdown) and `report.json`
+/// (`report` as pretty JSON) into it; errors name the file.
+pub fn write_summary_and_json(
+    dir: &Path,
+    markdown: &str,
+    report: &impl Serialize,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let put = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    put("summary.md", markdown.as_bytes())?;
+    let json = serde_json::to_vec_pretty(report).map_err(|e| format!("report.json: {e}"))?;
+    put("report.json", &json)
 }
 
 #[cfg(test)]
