@@ -726,3 +726,47 @@ fn an_sdes_srtp_caller_enters_the_passcode_and_joins() {
     calls_settled(api);
     daemon.shutdown();
 }
+
+#[test]
+fn calls_beyond_max_calls_are_answered_503() {
+    let daemon = start("max_calls = 1\n");
+    let api = daemon.control_addr();
+    meeting(api, "5550009", "standard", None);
+    let mut phone = Phone::new();
+    let first = Sipp::call(sip(&daemon), "join.xml", "5550009", phone.port(), 3000);
+    phone.wait_for_relay();
+    // A second INVITE while the first call is up.
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let local = socket.local_addr().expect("addr");
+    let sip = sip(&daemon);
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 4000 RTP/AVP 0\r\n";
+    let invite = format!(
+        "INVITE sip:5550009@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-second;rport\r\n\
+         From: <sip:second@{local}>;tag=s1\r\nTo: <sip:5550009@{sip}>\r\nCall-ID: second-call\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:second@{local}>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    socket.send_to(invite.as_bytes(), sip).expect("send");
+    let mut final_answer = None;
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while final_answer.is_none() && Instant::now() < deadline {
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !text.starts_with("SIP/2.0 100") {
+                final_answer = Some(text);
+            }
+        }
+    }
+    let answer = final_answer.expect("a final answer to the second INVITE");
+    assert!(answer.starts_with("SIP/2.0 503"), "{answer}");
+    phone.idle(Duration::from_millis(200));
+    first.succeeds();
+    calls_settled(api);
+    daemon.shutdown();
+}

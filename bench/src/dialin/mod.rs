@@ -2,9 +2,9 @@
 //! ↔ Opus, before 20 ms frames start to be late; sluice's call bridge next
 //! to rtpengine transcoding PCMU ↔ Opus.
 //!
-//! - [`sluice`]: N [`sluice::media::CallBridge`]s ticked in real time on
-//!   one thread (one core), each with a caller and three meeting speakers
-//!   mixed, no sockets.
+//! - [`sluice`]: N calls of the daemon's media path ticked in real time on
+//!   one thread (one core): a `MeetingMix` per meeting (three speakers,
+//!   mixed) shared by its calls, a `CallerUplink` per call; no sockets.
 //! - [`rtpengine`]: Debian's rtpengine transcoding N calls PCMU ↔ Opus,
 //!   fed real RTP over loopback; no mixing (one Opus stream per call).
 //!
