@@ -1,7 +1,10 @@
 //! Feeds arbitrary bytes to everything in `sluice::media` that takes
 //! network input: the RFC 4733 parser and detector, G.711 payloads of any
 //! length, and Opus payloads (with and without a level) through a whole
-//! `CallBridge` tick, which decodes them with FFmpeg's libopus.
+//! `CallBridge` tick, which decodes them with FFmpeg's libopus; and the
+//! daemon's shared path: a `MeetingMix` fed every packet twice (two calls'
+//! legs, deduplicated by sequence number) and a `CallerUplink` with
+//! silence suppression.
 //!
 //! Input layout: byte 0 picks the split; the rest is cut into payloads at
 //! `0xFF 0x00` markers so the fuzzer can build several packets.
@@ -12,7 +15,7 @@ use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use sluice::media::dtmf::{self, DtmfDetector};
-use sluice::media::{CallBridge, G711, OpusSettings};
+use sluice::media::{CallBridge, CallerUplink, G711, MeetingMix, OpusSettings, UplinkSettings};
 
 thread_local! {
     // Opening codecs costs far more than one run; reuse a bridge and let
@@ -20,6 +23,15 @@ thread_local! {
     static BRIDGE: RefCell<CallBridge> = RefCell::new(
         CallBridge::with_settings(G711::Mu, OpusSettings::DIAL_IN).expect("FFmpeg has libopus"),
     );
+    static SHARED: RefCell<(MeetingMix, CallerUplink)> = RefCell::new({
+        let mut mix = MeetingMix::new();
+        mix.add_caller(1);
+        mix.add_caller(2);
+        (
+            mix,
+            CallerUplink::new(G711::A, UplinkSettings::DIAL_IN).expect("FFmpeg has libopus"),
+        )
+    });
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -52,5 +64,28 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(frame.to_caller.len(), 160);
         assert!(!frame.to_meeting.is_empty());
         assert!(frame.to_meeting_level <= 127);
+    });
+    SHARED.with(|shared| {
+        let (mix, uplink) = &mut *shared.borrow_mut();
+        for (i, p) in payloads.iter().enumerate() {
+            let ssrc = u32::from(control & 3) + i as u32 % 3;
+            let seq = u16::from_be_bytes([control, p.first().copied().unwrap_or(0)]);
+            let level = (control & 0x20 != 0).then(|| p.last().copied().unwrap_or(0));
+            // The same packet from two calls' legs: the second is a copy.
+            mix.push(ssrc, seq, p, level);
+            mix.push(ssrc, seq, p, level);
+            uplink.push(p);
+        }
+        mix.tick().expect("a mix tick never fails on bad input");
+        for own in [None, Some(1), Some(2)] {
+            assert_eq!(mix.to_caller(G711::A, own).len(), 160);
+        }
+        let up = uplink
+            .tick()
+            .expect("an uplink tick never fails on bad input");
+        assert!(up.level <= 127);
+        if let Some(opus) = up.to_meeting {
+            assert!(!opus.is_empty());
+        }
     });
 });
