@@ -770,3 +770,103 @@ fn calls_beyond_max_calls_are_answered_503() {
     calls_settled(api);
     daemon.shutdown();
 }
+
+#[test]
+fn a_silent_caller_sends_keep_alives_and_a_talking_one_every_frame() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550010", "standard", None);
+    let admitted = http(
+        api,
+        "POST",
+        "/v1/meetings/5550010/participants",
+        Some(&json!({"name": "web"})),
+        None,
+    );
+    assert_eq!(admitted.status, 201, "{}", admitted.text);
+    let mut web = Endpoint::from_admission(&admitted.json());
+    let stream = http(
+        api,
+        "POST",
+        &format!("/v1/meetings/5550010/participants/{}/streams", web.id),
+        Some(&json!({"ssrc": 0x2222, "kind": "audio", "codec": "opus", "payload_type": 111})),
+        None,
+    );
+    assert_eq!(stream.status, 201, "{}", stream.text);
+    // One packet latches the web participant's address.
+    let mut encoder = OpusEncoder::new(32_000, 5).expect("opus encoder");
+    let quiet = encoder.encode(&[0i16; 960]).expect("encode").to_vec();
+    web.send_rtp(0x2222, 1, &quiet);
+
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "join.xml", "5550010", phone.port(), 4500);
+    phone.wait_for_relay();
+    wait_for("the caller to join", Duration::from_secs(5), || {
+        participants(api, "5550010") == 2
+    });
+    let _ = web.drain();
+    // Two seconds of silence, then one second of a 440 Hz tone.
+    phone.idle(Duration::from_secs(2));
+    let silent = web.drain();
+    let mut sine = Sine::new(440.0, 8000, 8000.0);
+    let (mut pcm, mut ulaw) = ([0i16; 160], [0u8; 160]);
+    let start = Instant::now();
+    for k in 1..=50u64 {
+        sine.fill(&mut pcm);
+        G711::Mu.encode(&pcm, &mut ulaw);
+        phone.send_pcmu(&ulaw);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            phone.listen();
+        }
+    }
+    let talking = web.drain();
+    sipp.succeeds();
+
+    let mut headers = |datagrams: Vec<Vec<u8>>| -> Vec<(bool, u16, u32)> {
+        datagrams
+            .into_iter()
+            .filter(|d| !support::is_rtcp(d))
+            .map(|mut d| {
+                let n = d.len();
+                let len = web.recv.unprotect_rtp(&mut d, n).expect("authentic");
+                let p = sluice::rtp::RtpPacket::parse(&d[..len]).expect("rtp");
+                let h = p.header();
+                (h.marker(), h.sequence().0, h.timestamp())
+            })
+            .collect()
+    };
+    let silent = headers(silent);
+    let talking = headers(talking);
+    // Silence: after the 200 ms hangover, one frame every 400 ms; two
+    // seconds give at most the hangover's frames plus a handful.
+    assert!(
+        silent.len() <= 10 + 6,
+        "a silent caller sent {} frames in 2 s",
+        silent.len()
+    );
+    // Talking: every 20 ms.
+    assert!(
+        talking.len() >= 40,
+        "a talking caller sent {} frames in 1 s",
+        talking.len()
+    );
+    // The first frame of the talkspurt carries the marker bit (RFC 3551),
+    // and the RTP clock kept running through the silence: consecutive
+    // sequence numbers, timestamps a whole number of frames apart.
+    assert!(talking.iter().any(|&(marker, _, _)| marker), "{talking:?}");
+    let all: Vec<_> = silent.iter().chain(&talking).copied().collect();
+    for pair in all.windows(2) {
+        let ((_, s0, t0), (_, s1, t1)) = (pair[0], pair[1]);
+        assert_eq!(s1, s0.wrapping_add(1), "{all:?}");
+        let step = t1.wrapping_sub(t0);
+        assert!(step >= 960 && step % 960 == 0, "{all:?}");
+    }
+    assert!(
+        all.windows(2)
+            .any(|p| p[1].2.wrapping_sub(p[0].2) >= 960 * 10),
+        "the silence shows as a timestamp gap: {all:?}"
+    );
+    calls_settled(api);
+    daemon.shutdown();
+}
