@@ -321,28 +321,34 @@ fn outcome(text: &str, outcome: &str) -> f64 {
     )
 }
 
+/// A web participant of `meeting` publishing one Opus audio stream `ssrc`.
+fn web_participant(api: SocketAddr, meeting: &str, ssrc: u32) -> Endpoint {
+    let admitted = http(
+        api,
+        "POST",
+        &format!("/v1/meetings/{meeting}/participants"),
+        Some(&json!({"name": "web"})),
+        None,
+    );
+    assert_eq!(admitted.status, 201, "{}", admitted.text);
+    let web = Endpoint::from_admission(&admitted.json());
+    let stream = http(
+        api,
+        "POST",
+        &format!("/v1/meetings/{meeting}/participants/{}/streams", web.id),
+        Some(&json!({"ssrc": ssrc, "kind": "audio", "codec": "opus", "payload_type": 111})),
+        None,
+    );
+    assert_eq!(stream.status, 201, "{}", stream.text);
+    web
+}
+
 #[test]
 fn a_direct_call_hears_the_meeting_and_the_meeting_hears_the_caller() {
     let daemon = start("");
     let api = daemon.control_addr();
     meeting(api, "5550001", "standard", None);
-    let admitted = http(
-        api,
-        "POST",
-        "/v1/meetings/5550001/participants",
-        Some(&json!({"name": "web"})),
-        None,
-    );
-    assert_eq!(admitted.status, 201, "{}", admitted.text);
-    let mut web = Endpoint::from_admission(&admitted.json());
-    let stream = http(
-        api,
-        "POST",
-        &format!("/v1/meetings/5550001/participants/{}/streams", web.id),
-        Some(&json!({"ssrc": 0x1111, "kind": "audio", "codec": "opus", "payload_type": 111})),
-        None,
-    );
-    assert_eq!(stream.status, 201, "{}", stream.text);
+    let mut web = web_participant(api, "5550001", 0x1111);
 
     // The web participant publishes a 1 kHz tone as Opus for the whole call
     // and decodes what it receives (the caller's stream).
@@ -776,23 +782,7 @@ fn a_silent_caller_sends_keep_alives_and_a_talking_one_every_frame() {
     let daemon = start("");
     let api = daemon.control_addr();
     meeting(api, "5550010", "standard", None);
-    let admitted = http(
-        api,
-        "POST",
-        "/v1/meetings/5550010/participants",
-        Some(&json!({"name": "web"})),
-        None,
-    );
-    assert_eq!(admitted.status, 201, "{}", admitted.text);
-    let mut web = Endpoint::from_admission(&admitted.json());
-    let stream = http(
-        api,
-        "POST",
-        &format!("/v1/meetings/5550010/participants/{}/streams", web.id),
-        Some(&json!({"ssrc": 0x2222, "kind": "audio", "codec": "opus", "payload_type": 111})),
-        None,
-    );
-    assert_eq!(stream.status, 201, "{}", stream.text);
+    let mut web = web_participant(api, "5550010", 0x2222);
     // One packet latches the web participant's address.
     let mut encoder = OpusEncoder::new(32_000, 5).expect("opus encoder");
     let quiet = encoder.encode(&[0i16; 960]).expect("encode").to_vec();
