@@ -23,7 +23,7 @@ const DEFAULT_PROFILE: SrtpProfile = SrtpProfile::AeadAes256Gcm;
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum WireMode {
+pub(super) enum WireMode {
     E2ee,
     Standard,
 }
@@ -104,8 +104,8 @@ struct OwnerView<'a> {
 
 /// A meeting as `POST /v1/meetings` and the lock answer it.
 #[derive(Debug, Serialize)]
-struct MeetingView<'a> {
-    id: &'a str,
+pub(super) struct MeetingView<'a> {
+    pub(super) id: &'a str,
     mode: &'static str,
     owner: OwnerView<'a>,
     locked: bool,
@@ -113,7 +113,7 @@ struct MeetingView<'a> {
 }
 
 impl<'a> MeetingView<'a> {
-    fn of(meeting: &'a Meeting) -> Self {
+    pub(super) fn of(meeting: &'a Meeting) -> Self {
         Self {
             id: &meeting.id,
             mode: meeting.mode.name(),
@@ -146,7 +146,7 @@ struct ParticipantView<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct StreamView<'a> {
+pub(super) struct StreamView<'a> {
     ssrc: u32,
     kind: &'static str,
     codec: &'a str,
@@ -154,7 +154,7 @@ struct StreamView<'a> {
 }
 
 impl<'a> StreamView<'a> {
-    fn of(stream: &'a Stream) -> Self {
+    pub(super) fn of(stream: &'a Stream) -> Self {
         Self {
             ssrc: stream.route.ssrc,
             kind: kind_name(stream.route.kind),

@@ -30,6 +30,7 @@ mod auth;
 mod desk;
 mod error;
 mod extract;
+mod listing;
 mod openapi;
 mod registry;
 
@@ -140,7 +141,10 @@ impl ControlState {
 /// The whole API as a service, without a socket.
 pub fn router(state: ControlState) -> Router {
     Router::new()
-        .route("/v1/meetings", post(api::create_meeting))
+        .route(
+            "/v1/meetings",
+            post(api::create_meeting).get(listing::list_meetings),
+        )
         .route(
             "/v1/meetings/{id}",
             get(api::show_meeting).delete(api::delete_meeting),
@@ -149,7 +153,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/meetings/{id}/participants", post(api::add_participant))
         .route(
             "/v1/meetings/{id}/participants/{pid}",
-            axum::routing::delete(api::delete_participant),
+            axum::routing::delete(api::delete_participant).get(listing::show_participant),
         )
         .route(
             "/v1/meetings/{id}/participants/{pid}/streams",

@@ -53,7 +53,7 @@ pub(crate) fn document() -> Value {
     );
     let meeting_id = param("id", "The meeting id");
     let participant_id = param("pid", "The participant id");
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "sluice control API",
@@ -189,7 +189,9 @@ pub(crate) fn document() -> Value {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": schemas()
         }
-    })
+    });
+    super::listing::describe(&mut doc, &unauthorized, &no_participant);
+    doc
 }
 
 fn schemas() -> Value {

@@ -148,6 +148,18 @@ impl Registry {
             .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))
     }
 
+    /// Meetings in id order, those after `after` (exclusive) when given.
+    pub(crate) fn meetings_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = &'a Meeting> + 'a {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_owned()));
+        self.meetings
+            .range::<String, _>((start, Bound::Unbounded))
+            .map(|(_, m)| m)
+    }
+
     fn meeting_mut(&mut self, id: &str) -> Result<&mut Meeting, ApiError> {
         self.meetings
             .get_mut(id)

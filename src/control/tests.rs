@@ -617,7 +617,7 @@ async fn bad_input_is_a_json_error_naming_the_field() {
     let wrong = h.call(Method::PUT, "/v1/meetings/m", None).await;
     wrong.expect(405, "method_not_allowed");
     assert!(wrong.headers.contains_key(header::ALLOW));
-    h.get("/v1/meetings")
+    h.call(Method::DELETE, "/v1/meetings", None)
         .await
         .expect(405, "method_not_allowed");
     h.call(Method::POST, "/healthz", None)
@@ -767,7 +767,7 @@ async fn openapi_describes_every_route_and_code() {
             );
         }
     }
-    assert_eq!(operations, 10);
+    assert_eq!(operations, 12);
     for code in ApiError::CODES {
         assert!(
             doc.text.contains(&format!("\"{code}\"")),
@@ -887,4 +887,145 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
         text.contains("sluice_api_refusals_total{code=\"e2ee_forbids_dial_in\"} 1"),
         "{text}"
     );
+}
+
+/// `GET /v1/meetings` and `GET /v1/meetings/{id}/participants/{pid}`
+/// (control/listing.rs).
+mod listing {
+    use super::*;
+
+    fn ids(answer: &Answer) -> Vec<String> {
+        answer.body["meetings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn meetings_are_listed_in_id_order_page_by_page_and_by_mode() {
+        let h = harness();
+        let empty = h.get("/v1/meetings").await;
+        empty.expect(200, "<none>");
+        assert_eq!(empty.body, json!({"meetings": []}));
+        for (id, mode) in [
+            ("c", "e2ee"),
+            ("a", "standard"),
+            ("e", "standard"),
+            ("b", "e2ee"),
+        ] {
+            h.meeting(id, mode).await.expect(201, "<none>");
+        }
+        h.attendee("a").await;
+
+        let all = h.get("/v1/meetings").await;
+        assert_eq!(ids(&all), ["a", "b", "c", "e"]);
+        assert!(all.body.get("next").is_none(), "one page holds them all");
+        assert_eq!(
+            all.body["meetings"][0],
+            json!({"id": "a", "mode": "standard", "locked": false, "participants": 1,
+                   "owner": {"account": "alice", "verified": true}})
+        );
+
+        let first = h.get("/v1/meetings?limit=2").await;
+        assert_eq!(ids(&first), ["a", "b"]);
+        assert_eq!(first.body["next"], "b");
+        // A meeting created between pages lands where its id sorts.
+        h.meeting("bb", "standard").await.expect(201, "<none>");
+        let second = h.get("/v1/meetings?limit=2&after=b").await;
+        assert_eq!(ids(&second), ["bb", "c"]);
+        assert_eq!(second.body["next"], "c");
+        let last = h.get("/v1/meetings?limit=2&after=c").await;
+        assert_eq!(ids(&last), ["e"]);
+        assert!(last.body.get("next").is_none());
+
+        let e2ee = h.get("/v1/meetings?mode=e2ee").await;
+        assert_eq!(ids(&e2ee), ["b", "c"]);
+        let standard = h.get("/v1/meetings?mode=standard&limit=1").await;
+        assert_eq!(ids(&standard), ["a"]);
+        assert_eq!(standard.body["next"], "a");
+        let rest = h.get("/v1/meetings?mode=standard&after=a").await;
+        assert_eq!(ids(&rest), ["bb", "e"]);
+        // A page that ends exactly at the last match has no next.
+        let exact = h.get("/v1/meetings?mode=e2ee&limit=2").await;
+        assert!(exact.body.get("next").is_none(), "{}", exact.text);
+    }
+
+    #[tokio::test]
+    async fn bad_list_queries_name_the_parameter() {
+        let h = harness();
+        for (query, needle) in [
+            ("limit=0", "limit must be 1 to 1000"),
+            ("limit=1001", "limit must be 1 to 1000"),
+            ("limit=ten", "limit"),
+            ("mode=video", "mode"),
+            ("moed=e2ee", "moed"),
+        ] {
+            let answer = h.get(&format!("/v1/meetings?{query}")).await;
+            answer.expect(400, "invalid_request");
+            assert!(
+                answer.message().contains(needle),
+                "{query}: {}",
+                answer.text
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_participant_shows_its_latch_streams_and_counters_but_no_key() {
+        let h = harness();
+        h.meeting("m", "e2ee").await.expect(201, "<none>");
+        let admitted = h.join("m", json!({"name": "ann", "role": "host"})).await;
+        admitted.expect(201, "<none>");
+        let pid = admitted.body["id"].as_str().unwrap().to_owned();
+        h.stream("m", &pid, 4242).await.expect(201, "<none>");
+        let uri = format!("/v1/meetings/m/participants/{pid}");
+
+        let before = h.get(&uri).await;
+        before.expect(200, "<none>");
+        assert_eq!(
+            before.body,
+            json!({
+                "id": pid, "meeting": "m", "name": "ann", "role": "host", "source": "api",
+                "srtp_profile": "AEAD_AES_256_GCM",
+                "latch": {"latched": false, "address": null},
+                "streams": [{"ssrc": 4242, "kind": "audio", "codec": "opus",
+                             "payload_type": 111, "highest_srtp_index": 0}],
+                "counters": {"srtcp_highest_index_received": null, "srtcp_packets_sent": 0},
+            })
+        );
+        for key in ["client_to_relay", "relay_to_client"] {
+            let secret = admitted.body["media"][key].as_str().unwrap();
+            assert!(!before.text.contains(secret), "{key} leaked");
+        }
+
+        // What the workers record shows up live: the latch, indices.
+        let snapshot = h.snapshot();
+        let leg = snapshot.legs.values().next().unwrap();
+        leg.latch.set("198.51.100.7:5004".parse().unwrap());
+        leg.take_srtcp_index();
+        leg.highest_srtcp_index
+            .store(8, std::sync::atomic::Ordering::Relaxed);
+        snapshot.streams[&4242]
+            .highest_index
+            .store(70_000, std::sync::atomic::Ordering::Relaxed);
+        let after = h.get(&uri).await;
+        assert_eq!(
+            after.body["latch"],
+            json!({"latched": true, "address": "198.51.100.7:5004"})
+        );
+        assert_eq!(after.body["streams"][0]["highest_srtp_index"], 70_000);
+        assert_eq!(
+            after.body["counters"],
+            json!({"srtcp_highest_index_received": 7, "srtcp_packets_sent": 1})
+        );
+
+        h.get("/v1/meetings/m/participants/nobody")
+            .await
+            .expect(404, "participant_not_found");
+        h.get(&format!("/v1/meetings/x/participants/{pid}"))
+            .await
+            .expect(404, "meeting_not_found");
+    }
 }
