@@ -9,18 +9,22 @@
 //! bridge's codecs and mixing (G.711 ↔ Opus through FFmpeg), driven a 20 ms
 //! tick at a time.
 //!
-//! At the edges: [`config`] reads the daemon's TOML file, [`control`]
+//! At the edges: [`config`] reads the daemon's TOML file, [`logging`]
+//! formats its log for a terminal, a file, the journal or a log shipper, [`control`]
 //! serves the HTTP control API that publishes routing snapshots to the
 //! packet workers ([`relay`]), and [`net`] is the data plane's I/O shell
 //! (the worker threads and their io_uring or recvmmsg sockets) that drives
-//! them. [`daemon`] wires all of it into the running relay. [`sip`] is the
+//! them. [`daemon`] wires all of it into the running relay; [`ctl`] is the
+//! operator's client of the control API (`sluice ctl`). [`sip`] is the
 //! sans-IO SIP user agent server and SDP offer/answer for dial-in callers.
 
 pub mod config;
 pub mod control;
 pub mod crypto;
+pub mod ctl;
 pub mod daemon;
 pub mod dialin;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod net;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use sluice::config::Config;
@@ -42,6 +42,63 @@ enum Command {
     /// Report what this machine offers sluice: CPU crypto instructions,
     /// io_uring, the AES-GCM backend that would be used, GPUs seen.
     Hw,
+    /// Inspect and steer a running relay over its control API.
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, Args)]
+struct CtlArgs {
+    /// The control API's address.
+    #[arg(
+        long,
+        env = "SLUICE_API",
+        default_value = "http://127.0.0.1:7480",
+        global = true
+    )]
+    api: String,
+    /// A file holding the API token (else the SLUICE_API_TOKEN variable).
+    #[arg(long, value_name = "FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// List meetings (every page).
+    List {
+        /// Only meetings of this mode.
+        #[arg(long, value_parser = ["e2ee", "standard"])]
+        mode: Option<String>,
+    },
+    /// Show a meeting and its roster, or one participant's latch,
+    /// streams and counters.
+    Show {
+        /// The meeting id.
+        meeting: String,
+        /// A participant id.
+        participant: Option<String>,
+    },
+    /// Lock a meeting: nobody else is admitted.
+    Lock {
+        /// The meeting id.
+        meeting: String,
+    },
+    /// Unlock a meeting.
+    Unlock {
+        /// The meeting id.
+        meeting: String,
+    },
+    /// Remove a participant; its media stops at once.
+    Kick {
+        /// The meeting id.
+        meeting: String,
+        /// The participant id.
+        participant: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +112,7 @@ fn main() -> ExitCode {
             print!("{}", hw::report());
             Ok(())
         }
+        Command::Ctl(args) => ctl(&args).map(|out| print!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,15 +130,45 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
+/// Runs one `sluice ctl` command; the text to print.
+fn ctl(args: &CtlArgs) -> Result<String, String> {
+    use sluice::ctl;
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+            Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+        }
+        None => std::env::var("SLUICE_API_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()),
+    };
+    let api = ctl::ApiClient::new(&args.api, token).map_err(|e| e.to_string())?;
+    let json = args.json;
+    let result = match &args.command {
+        CtlCommand::List { mode } => ctl::list(&api, mode.as_deref(), json),
+        CtlCommand::Show {
+            meeting,
+            participant: None,
+        } => ctl::show_meeting(&api, meeting, json),
+        CtlCommand::Show {
+            meeting,
+            participant: Some(participant),
+        } => ctl::show_participant(&api, meeting, participant, json),
+        CtlCommand::Lock { meeting } => ctl::lock(&api, meeting, true, json),
+        CtlCommand::Unlock { meeting } => ctl::lock(&api, meeting, false, json),
+        CtlCommand::Kick {
+            meeting,
+            participant,
+        } => ctl::kick(&api, meeting, participant, json),
+    };
+    result.map_err(|e| format!("ctl: {e}"))
+}
+
 fn run(config: Option<&PathBuf>) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = load(config)?;
+    sluice::logging::init(&config.log).map_err(|e| e.to_string())?;
 
     // Block the stop signals before any thread starts, so every thread
     // inherits the mask and the signals queue on our signalfd instead.

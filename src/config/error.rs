@@ -199,16 +199,19 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "silence_suppression",
         ],
     ),
+    ("log", &["format", "level"]),
 ];
 
 /// The top-level names: the sections.
-const TOP: [&str; 5] = ["control", "media", "crypto", "policy", "sip"];
+const TOP: [&str; 6] = ["control", "media", "crypto", "policy", "sip", "log"];
 
 /// Keys whose value is one of a fixed set.
 const CHOICES: &[(&str, &str, &[&str])] = &[
     ("media", "io", &["auto", "io_uring", "recvmmsg"]),
     ("crypto", "backend", &["auto", "ring", "aes-gcm"]),
     ("policy", "e2ee", &["verified-only", "all", "disabled"]),
+    ("log", "format", &["text", "json"]),
+    ("log", "level", &["error", "warn", "info", "debug", "trace"]),
 ];
 
 /// How to write each free-form value.
@@ -513,7 +516,7 @@ mod tests {
         assert_eq!(
             error("[media]\nworkers = 2\n\n[medai]\nworkers = 2\n"),
             "sluice.toml:4:2: unknown section `medai`; expected one of [control], [media], \
-             [crypto], [policy], [sip]"
+             [crypto], [policy], [sip], [log]"
         );
     }
 

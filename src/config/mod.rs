@@ -37,6 +37,59 @@ pub struct Config {
     pub policy: Policy,
     /// `[sip]`: telephone dial-in.
     pub sip: SipConfig,
+    /// `[log]`: how the daemon writes its log.
+    pub log: LogConfig,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Plain text lines or one JSON object per line.
+    pub format: LogFormat,
+    /// The least severe level written (`SLUICE_LOG` overrides it).
+    pub level: LogLevel,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event; colour only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `[log] level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// What an operator wants in the journal.
+    #[default]
+    Info,
+    /// Per-request detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The filter directive (`tracing_subscriber::EnvFilter` syntax).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
 }
 
 /// `[control]`.
@@ -443,6 +496,17 @@ mod tests {
     fn the_embedded_file_is_exactly_the_defaults() {
         assert_eq!(Config::default_embedded(), Config::default());
         assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(
+            parse("[log]\nformat = \"json\"\nlevel = \"debug\"\n")
+                .unwrap()
+                .log,
+            LogConfig {
+                format: LogFormat::Json,
+                level: LogLevel::Debug
+            }
+        );
+        let e = parse("[log]\nformat = \"xml\"\n").unwrap_err().to_string();
+        assert!(e.contains("sluice.toml:2:") && e.contains("xml"), "{e}");
         let c = Config::default();
         assert_eq!(c.control.listen, "127.0.0.1:7480".parse().unwrap());
         assert_eq!(c.media.public_address(), "127.0.0.1:40000".parse().unwrap());

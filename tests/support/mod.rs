@@ -3,6 +3,8 @@
 //! connection, JSON bodies), and an SRTP endpoint on a real UDP socket.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
 
+pub mod daemon;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
