@@ -78,7 +78,7 @@ mod tests {
             "ID       MODE      PARTICIPANTS\n\
              standup  e2ee      2\n\
              a        standard\n\
-             x\u{fffd}[2J   e2ee      10\n"
+             x\u{fffd}[2J    e2ee      10\n"
         );
     }
 }
