@@ -81,6 +81,7 @@ pub struct WorkerCounters {
     latches: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
+    busy_ns: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -123,6 +124,13 @@ impl WorkerCounters {
             .unwrap_or(LATENCY_BUCKETS.len());
         bump(&self.latency_buckets[slot], 1);
         bump(&self.latency_sum_ns, nanos);
+    }
+
+    /// The worker spent `nanos` handling one batch (from its first
+    /// receive to its send): summed, this is the worker's busy time, and
+    /// its rate the share of one core the worker uses.
+    pub fn busy(&self, nanos: u64) {
+        bump(&self.busy_ns, nanos);
     }
 
     fn read(counter: &AtomicU64) -> u64 {
@@ -458,6 +466,11 @@ impl MetricsHub {
             "The data plane's I/O backend (value 1).",
             &["backend"],
         )?;
+        let busy = registry_counter_f64(
+            &registry,
+            "worker_busy_seconds_total",
+            "Time each packet worker spent handling batches (rate: share of its core).",
+        )?;
         let crypto = gauge(
             "crypto_backend_info",
             "The AES-GCM backend in use (value 1).",
@@ -499,6 +512,10 @@ impl MetricsHub {
         latches
             .with_label_values::<&str>(&[])
             .inc_by(sum(&|w| &w.latches));
+        for (index, worker) in workers.iter().enumerate() {
+            busy.with_label_values(&[&index.to_string()])
+                .inc_by(WorkerCounters::read(&worker.busy_ns) as f64 / 1e9);
+        }
         for (code, n) in self
             .refusals
             .lock()
@@ -521,6 +538,18 @@ impl MetricsHub {
         out.push_str(&self.dialin.render());
         Ok(out)
     }
+}
+
+/// A float counter labelled by `worker` (the worker's index: bounded by
+/// the core count), registered in `registry`.
+fn registry_counter_f64(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+) -> Result<prometheus::CounterVec, prometheus::Error> {
+    let c = prometheus::CounterVec::new(Opts::new(name, help), &["worker"])?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 /// The latency histogram in exposition format, from summed bucket counts.
@@ -622,6 +651,8 @@ mod tests {
         a.latched();
         a.latency_sample(30_000);
         b.latency_sample(2_000_000_000);
+        a.busy(1_500_000_000);
+        b.busy(250_000_000);
         hub.refused("wrong_passcode");
         let mut gauges = ControlGauges::default();
         ControlGauges::count(&mut gauges.meetings, MeetingMode::E2ee);
@@ -629,6 +660,8 @@ mod tests {
         for line in [
             "sluice_packets_in_total{mode=\"e2ee\"} 2",
             "sluice_bytes_in_total{mode=\"e2ee\"} 150",
+            "sluice_worker_busy_seconds_total{worker=\"0\"} 1.5",
+            "sluice_worker_busy_seconds_total{worker=\"1\"} 0.25",
             "sluice_packets_out_total{mode=\"standard\"} 1",
             "sluice_packets_dropped_total{reason=\"auth_failed\"} 2",
             "sluice_packets_dropped_total{reason=\"unknown_ssrc\"} 1",

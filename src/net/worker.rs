@@ -135,8 +135,9 @@ fn turn<B: BatchIo, H: PacketHandler>(
     io.received(|from, packet, len| handler.handle_datagram(&snapshot, from, packet, len, out));
     let sent = io.send(out);
     out.clear();
-    ctx.counters
-        .latency_sample(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    ctx.counters.latency_sample(nanos);
+    ctx.counters.busy(nanos);
     sent
 }
 
