@@ -39,8 +39,59 @@ pub struct Search {
     pub stopped: String,
 }
 
-/// Searches with a fresh target from `open` at every step; `progress`
-/// gets (step label, elapsed, total, counters). After the first failing
+/// What [`search`] tells its caller while it runs.
+#[derive(Debug)]
+pub enum SearchEvent<'a> {
+    /// A step starts: `streams` relayed streams; `at_most` steps in all
+    /// can still happen (growth steps under the cap, then bisections).
+    Started {
+        /// Relayed streams offered.
+        streams: u64,
+        /// The most steps the whole search can take, as known now.
+        at_most: usize,
+    },
+    /// The running step's engine progress.
+    Tick {
+        /// Seconds into the step's load.
+        elapsed: f64,
+        /// The step's seconds of load.
+        total: f64,
+        /// Packets sent and received so far.
+        counters: &'a Progress,
+    },
+    /// The step ended.
+    Finished {
+        /// Its figures.
+        measurement: &'a Measurement,
+        /// Whether it met the capacity criteria.
+        passed: bool,
+    },
+}
+
+/// How many growth steps fit under the cap, plus the bisections: the most
+/// steps a search with `options` can take.
+pub fn most_steps(scenario: &Scenario, options: SearchOptions) -> usize {
+    let mut meetings = options.start_meetings.max(1);
+    let mut steps = 0usize;
+    let streams = |meetings| {
+        Scenario {
+            meetings,
+            ..scenario.clone()
+        }
+        .relayed_streams()
+    };
+    while streams(meetings) <= options.max_streams {
+        steps += 1;
+        meetings = match meetings.checked_add(options.step_meetings.max(1)) {
+            Some(m) => m,
+            None => break,
+        };
+    }
+    steps + options.refine as usize
+}
+
+/// Searches with a fresh target from `open` at every step, telling `on`
+/// as each step starts, progresses and ends. After the first failing
 /// step, `search.refine` bisections between it and the last passing step
 /// narrow the answer.
 pub fn search(
@@ -48,24 +99,37 @@ pub fn search(
     scenario: &Scenario,
     search: SearchOptions,
     engine_options: &EngineOptions,
-    progress: &mut dyn FnMut(&str, f64, f64, &Progress),
+    on: &mut dyn FnMut(SearchEvent<'_>),
 ) -> Result<Search, EngineError> {
     let mut points: Vec<Measurement> = Vec::new();
-    let mut measure = |meetings: u32| -> Result<bool, EngineError> {
+    let mut at_most = most_steps(scenario, search);
+    let mut measure = |meetings: u32, at_most: usize| -> Result<bool, EngineError> {
         let step = Scenario {
             meetings,
             ..scenario.clone()
         };
+        on(SearchEvent::Started {
+            streams: step.relayed_streams(),
+            at_most,
+        });
         let mut target = open()?;
-        let label = format!("{} streams", step.relayed_streams());
         let measured = engine::run(&mut *target, &step, engine_options, &mut |e, t, c| {
-            progress(&label, e, t, c);
+            on(SearchEvent::Tick {
+                elapsed: e,
+                total: t,
+                counters: c,
+            });
         })?;
         drop(target);
         let passed = measured.passes(MAX_LOSS, MAX_P99_NS);
+        on(SearchEvent::Finished {
+            measurement: &measured,
+            passed,
+        });
         points.push(measured);
         Ok(passed)
     };
+    let mut done = 0usize;
     let mut passed_at = 0;
     let mut meetings = search.start_meetings.max(1);
     let mut stopped = loop {
@@ -80,7 +144,11 @@ pub fn search(
                 search.max_streams
             );
         }
-        if !measure(meetings)? {
+        let passed = measure(meetings, at_most)?;
+        done += 1;
+        if !passed {
+            // Only the bisections can follow now.
+            at_most = done + search.refine as usize;
             break format!("the first failing step was {streams} relayed streams");
         }
         passed_at = meetings;
@@ -93,7 +161,7 @@ pub fn search(
             if mid <= passed_at {
                 break;
             }
-            if measure(mid)? {
+            if measure(mid, at_most)? {
                 passed_at = mid;
             } else {
                 failed_at = mid;

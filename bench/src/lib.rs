@@ -5,7 +5,8 @@
 //! A [`scenario::Scenario`] describes the load; [`engine::run`] drives it
 //! through a [`target::Target`] with real SRTP endpoints and returns a
 //! [`measure::Measurement`]; [`capacity`] searches for the largest load
-//! that passes; [`report`] writes Markdown, JSON and an SVG plot.
+//! that passes; [`report`] writes Markdown, JSON, an SVG plot and an HTML
+//! page with the plot inline; [`progress`] says on stderr how far a run is.
 
 pub mod capacity;
 pub mod dialin;
@@ -16,6 +17,7 @@ pub mod measure;
 pub mod payload;
 pub mod pin;
 pub mod procstat;
+pub mod progress;
 pub mod report;
 pub mod rtpengine;
 pub mod scenario;

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use sluice_bench::capacity::{self, SearchOptions};
+use sluice_bench::capacity::{self, MAX_LOSS, MAX_P99_NS, SearchEvent, SearchOptions};
 use sluice_bench::engine::{self, EngineOptions, Progress};
+use sluice_bench::measure::Measurement;
+use sluice_bench::progress::StepLog;
 use sluice_bench::report::{Report, TargetReport, markdown};
 use sluice_bench::scenario::Scenario;
 use sluice_bench::targets::{self, TargetOptions};
@@ -21,6 +22,9 @@ use sluice_bench::targets::{self, TargetOptions};
     about = "Capacity benchmark for the sluice media relay"
 )]
 struct Cli {
+    /// No progress on stderr (the report still goes to stdout and --out).
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -212,36 +216,50 @@ impl CommonArgs {
     }
 }
 
-fn bar(prefix: String) -> ProgressBar {
-    let bar = ProgressBar::new(1000);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix);
-    bar
-}
-
-fn tick(bar: &ProgressBar, elapsed: f64, total: f64, counters: &Progress) {
+fn counters(counters: &Progress) -> String {
     use std::sync::atomic::Ordering;
-    bar.set_position((elapsed / total.max(1e-9) * 1000.0) as u64);
-    bar.set_message(format!(
-        "{elapsed:.1}/{total:.1} s, sent {}, received {}",
+    format!(
+        "sent {}, received {}",
         counters.sent.load(Ordering::Relaxed),
         counters.received.load(Ordering::Relaxed)
-    ));
+    )
 }
 
-/// Runs `scenario` once against each target.
-fn run_targets(scenario: &Scenario, names: &[String], common: &CommonArgs) -> Vec<TargetReport> {
+/// The figures a step's verdict rests on, for its progress line.
+fn figures(m: &Measurement) -> String {
+    format!(
+        "loss {:.3} %, p99 {:.2} ms, {:.0} pps relayed",
+        m.loss_ratio * 100.0,
+        m.latency_ns.p99 as f64 / 1e6,
+        m.relayed_pps
+    )
+}
+
+/// A first guess of one step's wall time: ramp, load, set-up and drain.
+fn step_guess(scenario: &Scenario) -> Duration {
+    Duration::from_secs_f64(scenario.ramp_seconds + scenario.seconds + 2.0)
+}
+
+/// Runs `scenario` once against each target; `judge` says whether a
+/// target's measurement passed (for the progress lines).
+fn run_targets(
+    mode: &str,
+    scenario: &Scenario,
+    names: &[String],
+    common: &CommonArgs,
+    quiet: bool,
+    judge: fn(&Measurement) -> bool,
+) -> Vec<TargetReport> {
     let (target_options, engine_options) = common.options();
     let profile = scenario
         .srtp_profile()
         .unwrap_or(sluice::srtp::SrtpProfile::AeadAes256Gcm);
-    names
+    let mut log = StepLog::new(mode, names.len(), true, step_guess(scenario), quiet);
+    let reports = names
         .iter()
         .map(|name| {
+            let load = format!("{} relayed streams on {name}", scenario.relayed_streams());
+            log.start(&load);
             let failed = |note: String| TargetReport {
                 name: name.clone(),
                 describe: "did not run".into(),
@@ -251,32 +269,41 @@ fn run_targets(scenario: &Scenario, names: &[String], common: &CommonArgs) -> Ve
             };
             let mut target = match targets::open(name, profile, &target_options) {
                 Ok(t) => t,
-                Err(e) => return failed(e.to_string()),
+                Err(e) => {
+                    log.finish(&load, false, &format!("did not start: {e}"));
+                    return failed(e.to_string());
+                }
             };
-            let progress = bar(name.clone());
             let result = engine::run(&mut *target, scenario, &engine_options, &mut |e, t, c| {
-                tick(&progress, e, t, c);
+                log.tick(e, t, &counters(c));
             });
-            progress.finish_and_clear();
             match result {
-                Ok(m) => TargetReport {
-                    name: name.clone(),
-                    describe: m.describe.clone(),
-                    points: vec![m],
-                    largest_passing: None,
-                    note: None,
-                },
-                Err(e) => failed(e.to_string()),
+                Ok(m) => {
+                    log.finish(&load, judge(&m), &figures(&m));
+                    TargetReport {
+                        name: name.clone(),
+                        describe: m.describe.clone(),
+                        points: vec![m],
+                        largest_passing: None,
+                        note: None,
+                    }
+                }
+                Err(e) => {
+                    log.finish(&load, false, &format!("failed: {e}"));
+                    failed(e.to_string())
+                }
             }
         })
-        .collect()
+        .collect();
+    log.end("every target ran; the report follows");
+    reports
 }
 
 fn finish(report: &Report, out: &std::path::Path) -> Result<(), String> {
     print!("{}", markdown(report));
     report.write(out)?;
     println!(
-        "\nWrote {}/summary.md, report.json and latency.svg.",
+        "\nWrote {}/summary.md, report.json, latency.svg and report.html.",
         out.display()
     );
     Ok(())
@@ -288,7 +315,7 @@ fn default_out(mode: &str, scenario: &str) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli.command, cli.quiet) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("sluice-bench: {message}");
@@ -297,11 +324,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), String> {
+fn run(command: Command, quiet: bool) -> Result<(), String> {
     match command {
         Command::Run { load } => {
             let scenario = load.scenario()?;
-            let reports = run_targets(&scenario, &load.targets, &load.common);
+            let reports = run_targets("run", &scenario, &load.targets, &load.common, quiet, |m| {
+                m.passes(MAX_LOSS, MAX_P99_NS)
+            });
             let failed: Vec<String> = reports
                 .iter()
                 .filter(|t| t.points.is_empty())
@@ -337,18 +366,40 @@ fn run(command: Command) -> Result<(), String> {
             };
             let mut reports = Vec::new();
             for name in &load.targets {
-                let progress = bar(name.clone());
+                let mut log = StepLog::new(
+                    &format!("capacity {name}"),
+                    capacity::most_steps(&scenario, search),
+                    false,
+                    step_guess(&scenario),
+                    quiet,
+                );
+                let mut load_now = String::new();
                 let result = capacity::search(
                     &mut || targets::open(name, profile, &target_options),
                     &scenario,
                     search,
                     &engine_options,
-                    &mut |label, e, t, c| {
-                        progress.set_prefix(format!("{name} {label}"));
-                        tick(&progress, e, t, c);
+                    &mut |event| match event {
+                        SearchEvent::Started { streams, at_most } => {
+                            load_now = format!("{streams} relayed streams");
+                            log.at_most(at_most);
+                            log.start(&load_now);
+                        }
+                        SearchEvent::Tick {
+                            elapsed,
+                            total,
+                            counters: c,
+                        } => log.tick(elapsed, total, &counters(c)),
+                        SearchEvent::Finished {
+                            measurement,
+                            passed,
+                        } => log.finish(&load_now, passed, &figures(measurement)),
                     },
                 );
-                progress.finish_and_clear();
+                match &result {
+                    Ok(s) => log.end(&s.stopped),
+                    Err(e) => log.end(&format!("stopped: {e}")),
+                }
                 reports.push(match result {
                     Ok(s) => TargetReport {
                         name: name.clone(),
@@ -375,14 +426,14 @@ fn run(command: Command) -> Result<(), String> {
                 .unwrap_or_else(|| default_out("capacity", &scenario.name));
             finish(&Report::new("capacity", scenario, reports), &out)
         }
-        Command::Smoke { common } => smoke(&common),
-        Command::Dialin(args) => dialin(&args),
+        Command::Smoke { common } => smoke(&common, quiet),
+        Command::Dialin(args) => dialin(&args, quiet),
     }
 }
 
 /// `dialin`: each target's capacity search (or one fixed load), then the
 /// report.
-fn dialin(args: &DialinArgs) -> Result<(), String> {
+fn dialin(args: &DialinArgs, quiet: bool) -> Result<(), String> {
     use sluice_bench::dialin::report::{DialinReport, Outcome, markdown};
     use sluice_bench::dialin::{self, SearchOptions, rtpengine, sluice as bridge};
 
@@ -439,23 +490,42 @@ fn dialin(args: &DialinArgs) -> Result<(), String> {
         let core = relay_cores.first().copied();
         // One thread owns the bridges, as one media-pool thread would.
         let searched = std::thread::spawn(move || {
-            dialin::search(
+            let mut log = StepLog::new(
+                "dialin sluice",
+                dialin::most_steps(search),
+                search.refine == 0 && search.start >= search.max,
+                Duration::from_secs_f64(bridge_settings.seconds + 1.0),
+                quiet,
+            );
+            let searched = dialin::search(
                 search,
                 |n| {
-                    eprintln!("dialin sluice: {n} calls for {} s ...", bridge_settings.seconds);
-                    let run = bridge::run(n, bridge_settings, core)?;
-                    eprintln!(
-                        "dialin sluice: {n} calls: {} of {} rounds late, round p99 {:.2} ms, CPU {:.0} % -> {}",
-                        run.late_rounds,
-                        run.rounds,
-                        run.round_p99_us as f64 / 1000.0,
-                        run.cpu_pct,
-                        if run.passes() { "pass" } else { "fail" }
-                    );
-                    Ok::<_, bridge::BridgeError>(run)
+                    let load = format!("{n} calls for {} s", bridge_settings.seconds);
+                    log.start(&load);
+                    let run = bridge::run(n, bridge_settings, core);
+                    match &run {
+                        Ok(run) => log.finish(
+                            &load,
+                            run.passes(),
+                            &format!(
+                                "{} of {} rounds late, round p99 {:.2} ms, CPU {:.0} %",
+                                run.late_rounds,
+                                run.rounds,
+                                run.round_p99_us as f64 / 1000.0,
+                                run.cpu_pct
+                            ),
+                        ),
+                        Err(e) => log.finish(&load, false, &format!("failed: {e}")),
+                    }
+                    run
                 },
                 bridge::BridgeRun::passes,
-            )
+            );
+            match &searched {
+                Ok(s) => log.end(&s.stopped),
+                Err(e) => log.end(&format!("stopped: {e}")),
+            }
+            searched
         })
         .join()
         .map_err(|_| "the sluice bridge thread panicked".to_owned())?;
@@ -465,30 +535,48 @@ fn dialin(args: &DialinArgs) -> Result<(), String> {
         });
     }
     if args.targets.iter().any(|t| t == "rtpengine") {
+        let mut log = StepLog::new(
+            "dialin rtpengine",
+            dialin::most_steps(search),
+            search.refine == 0 && search.start >= search.max,
+            Duration::from_secs_f64(engine_settings.seconds + engine_settings.warmup_seconds + 2.0),
+            quiet,
+        );
         let searched = dialin::search(
             search,
             |n| {
-                eprintln!(
-                    "dialin rtpengine: {n} calls for {} s after {} s warm-up ...",
+                let load = format!(
+                    "{n} calls for {} s after {} s warm-up",
                     engine_settings.seconds, engine_settings.warmup_seconds
                 );
-                let run = rtpengine::run(n, &engine_settings)?;
-                eprintln!(
-                    "dialin rtpengine: {n} calls: CPU {:.0} %, loss {:.3} % / {:.3} %, backlog growth {:.2} / {:.2}, at close {:.2} / {:.2} frames, generator late {:.2} % -> {}",
-                    run.cpu_pct,
-                    run.to_meeting.loss_pct,
-                    run.to_caller.loss_pct,
-                    run.to_meeting.backlog_growth_frames,
-                    run.to_caller.backlog_growth_frames,
-                    run.to_meeting.backlog_frames,
-                    run.to_caller.backlog_frames,
-                    run.generator_late_pct,
-                    if run.passes() { "pass" } else { "fail" }
-                );
-                Ok::<_, rtpengine::EngineError>(run)
+                log.start(&load);
+                let run = rtpengine::run(n, &engine_settings);
+                match &run {
+                    Ok(run) => log.finish(
+                        &load,
+                        run.passes(),
+                        &format!(
+                            "CPU {:.0} %, loss {:.3} % / {:.3} %, backlog growth {:.2} / {:.2}, at close {:.2} / {:.2} frames, generator late {:.2} %",
+                            run.cpu_pct,
+                            run.to_meeting.loss_pct,
+                            run.to_caller.loss_pct,
+                            run.to_meeting.backlog_growth_frames,
+                            run.to_caller.backlog_growth_frames,
+                            run.to_meeting.backlog_frames,
+                            run.to_caller.backlog_frames,
+                            run.generator_late_pct
+                        ),
+                    ),
+                    Err(e) => log.finish(&load, false, &format!("failed: {e}")),
+                }
+                run
             },
             rtpengine::EngineRun::passes,
         );
+        match &searched {
+            Ok(s) => log.end(&s.stopped),
+            Err(e) => log.end(&format!("stopped: {e}")),
+        }
         report.rtpengine = Some(match searched {
             Ok(s) => Outcome::Searched(s),
             Err(e) => Outcome::Failed(e.to_string()),
@@ -500,16 +588,26 @@ fn dialin(args: &DialinArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("sluice-bench-results").join("dialin"));
     report.write(&out)?;
-    println!("\nWrote {}/summary.md and report.json.", out.display());
+    println!(
+        "\nWrote {}/summary.md, report.json and report.html.",
+        out.display()
+    );
     Ok(())
 }
 
 /// The CI smoke: any loss, duplicate or decrypt failure at a tiny load is
 /// a bug, not a capacity limit.
-fn smoke(common: &CommonArgs) -> Result<(), String> {
+fn smoke(common: &CommonArgs, quiet: bool) -> Result<(), String> {
     let scenario = Scenario::smoke();
     let names = ["ceiling".to_owned(), "sluice".to_owned()];
-    let reports = run_targets(&scenario, &names, common);
+    let reports = run_targets(
+        "smoke",
+        &scenario,
+        &names,
+        common,
+        quiet,
+        Measurement::flawless,
+    );
     let mut problems = Vec::new();
     for t in &reports {
         match t.points.first() {

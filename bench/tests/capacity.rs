@@ -31,14 +31,23 @@ fn search_steps_until_the_stream_cap_and_reports_every_step() {
         drain: std::time::Duration::from_millis(200),
         ..EngineOptions::default()
     };
+    let mut started = Vec::new();
     let search = capacity::search(
         &mut || Ok(Box::new(Ceiling::new(SrtpProfile::AeadAes128Gcm)) as Box<dyn Target>),
         &scenario,
         options,
         &engine,
-        &mut |_, _, _, _| {},
+        &mut |event| {
+            if let capacity::SearchEvent::Started { streams, at_most } = event {
+                started.push((streams, at_most));
+            }
+        },
     )
     .expect("search runs");
+    // 1, 3, 5 meetings fit under the cap, then 2 bisections at most; the
+    // search never failed, so the bound stayed.
+    assert_eq!(started, [(2, 5), (6, 5), (10, 5)]);
+    assert_eq!(capacity::most_steps(&scenario, options), 5);
     let offered: Vec<u64> = search.points.iter().map(|m| m.offered_streams).collect();
     assert_eq!(offered, [2, 6, 10]);
     assert_eq!(search.largest_passing, Some(2), "{}", search.stopped);
@@ -142,6 +151,7 @@ fn bisection_finds_the_largest_passing_step_between_two_coarse_ones() {
         drain: std::time::Duration::from_millis(100),
         ..EngineOptions::default()
     };
+    let mut bounds = Vec::new();
     let search = capacity::search(
         &mut || {
             Ok(Box::new(FailsBeyond {
@@ -152,9 +162,17 @@ fn bisection_finds_the_largest_passing_step_between_two_coarse_ones() {
         &scenario,
         options,
         &engine,
-        &mut |_, _, _, _| {},
+        &mut |event| {
+            if let capacity::SearchEvent::Started { at_most, .. } = event {
+                bounds.push(at_most);
+            }
+        },
     )
     .expect("search runs");
+    // Once step 2 failed, only the 2 bisections could follow: 4 in all.
+    let most = capacity::most_steps(&scenario, options);
+    assert!(most > 4);
+    assert_eq!(bounds, [most, most, 4, 4]);
     // Steps: 1 (pass), 5 (fail), then 3 (pass), 4 (fail).
     let meetings: Vec<u64> = search.points.iter().map(|m| m.meetings).collect();
     assert_eq!(meetings, [1, 3, 4, 5], "{}", search.stopped);

@@ -53,6 +53,19 @@ pub struct Search<P> {
     pub stopped: String,
 }
 
+/// The most runs [`search`] can make with `options`: the doublings from
+/// `start` up to `max`, then the bisections.
+pub fn most_steps(options: SearchOptions) -> usize {
+    let max = options.max.max(1);
+    let mut n = options.start.clamp(1, max);
+    let mut steps = 1;
+    while n < max {
+        n = (n * 2).min(max);
+        steps += 1;
+    }
+    steps + options.refine as usize
+}
+
 /// Doubles the calls from `options.start` until a run fails (or
 /// `options.max` is reached), then bisects `options.refine` times between
 /// the last pass and the first failure, stopping early once they are
@@ -112,6 +125,20 @@ mod tests {
     fn searched(capacity: usize, options: SearchOptions) -> (Option<usize>, Vec<usize>) {
         let s = search::<usize, ()>(options, Ok, |&n| n <= capacity).unwrap();
         (s.largest_passing, s.points)
+    }
+
+    #[test]
+    fn most_steps_bounds_every_search() {
+        let options = SearchOptions {
+            start: 50,
+            max: 300,
+            refine: 3,
+        };
+        // 50, 100, 200, 300, then up to 3 bisections.
+        assert_eq!(most_steps(options), 7);
+        for capacity in [0, 20, 120, 10_000] {
+            assert!(searched(capacity, options).1.len() <= most_steps(options));
+        }
     }
 
     #[test]

@@ -59,9 +59,42 @@ impl DialinReport {
         }
     }
 
-    /// Writes `summary.md` and `report.json` into `dir`.
+    /// Writes `summary.md`, `report.json` and `report.html` (the summary
+    /// with a plot of CPU against calls inline) into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), String> {
-        crate::report::write_summary_and_json(dir, &markdown(self), self)
+        let summary = markdown(self);
+        crate::report::write_summary_and_json(dir, &summary, self)?;
+        let mut series: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
+        if let Some(Outcome::Searched(s)) = &self.sluice {
+            series.push((
+                "sluice bridge",
+                s.points
+                    .iter()
+                    .map(|p| (p.calls as f64, p.cpu_pct))
+                    .collect(),
+            ));
+        }
+        if let Some(Outcome::Searched(s)) = &self.rtpengine {
+            series.push((
+                "rtpengine",
+                s.points
+                    .iter()
+                    .map(|p| (p.calls as f64, p.cpu_pct))
+                    .collect(),
+            ));
+        }
+        let plot = crate::report::html::line_plot(
+            "dial-in: CPU against concurrent calls",
+            "concurrent calls",
+            "CPU, % of one core",
+            &series,
+        );
+        let page = crate::report::html::page(
+            "sluice-bench dialin",
+            &summary,
+            &[("CPU of each step against its calls, per target", &plot)],
+        );
+        crate::report::write_file(&dir.join("report.html"), page.as_bytes())
     }
 }
 

@@ -1,8 +1,10 @@
 //! Reports for people and for tools: a Markdown summary, a JSON file with
-//! every figure, and an SVG plot of latency and loss against offered load.
+//! every figure, an SVG plot of latency and loss against offered load, and
+//! `report.html`, the summary with the plot inline in one offline page.
 //! Every figure of a relay is also given as a ratio to the ceiling, and
 //! sluice's as a ratio to rtpengine's when both ran.
 
+pub mod html;
 mod markdown;
 mod svg;
 
@@ -146,11 +148,31 @@ impl Report {
         }
     }
 
-    /// Writes `summary.md`, `report.json` and `latency.svg` into `dir`.
+    /// Writes `summary.md`, `report.json`, `latency.svg` and
+    /// `report.html` (the summary with the plot inline) into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), String> {
-        write_summary_and_json(dir, &markdown(self), self)?;
-        plot(self, &dir.join("latency.svg"))
+        let summary = markdown(self);
+        write_summary_and_json(dir, &summary, self)?;
+        let svg_path = dir.join("latency.svg");
+        plot(self, &svg_path)?;
+        let svg = std::fs::read_to_string(&svg_path)
+            .map_err(|e| format!("cannot read {}: {e}", svg_path.display()))?;
+        let title = format!("sluice-bench {}: {}", self.mode, self.scenario.name);
+        let page = html::page(
+            &title,
+            &summary,
+            &[(
+                "One-way latency (top) and loss (bottom) against offered load",
+                &svg,
+            )],
+        );
+        write_file(&dir.join("report.html"), page.as_bytes())
     }
+}
+
+/// Writes one report file; the error names it.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Creates `dir` and writes `summary.md` (the Markdown) and `report.json`
