@@ -182,8 +182,12 @@ fn run(config: Option<&PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("cannot open a signalfd: {e}"))?;
 
     let daemon = Daemon::start(&config).map_err(|e| e.to_string())?;
-    // One plain line for the operator (and the journal): where it listens.
-    eprintln!("{}", daemon.banner());
+    // One line for the operator (and the journal): where it listens. A
+    // log shipper reading JSON gets it as an event like any other line.
+    match config.log.format {
+        sluice::config::LogFormat::Text => eprintln!("{}", daemon.banner()),
+        sluice::config::LogFormat::Json => tracing::info!("{}", daemon.banner()),
+    }
     notify(&[sd_notify::NotifyState::Ready]);
 
     let mut watchdog_usec = 0u64;

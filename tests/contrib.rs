@@ -165,7 +165,7 @@ fn dashboard_queries_parse_and_alert_rules_pass_promtool() {
             json!({ "record": format!("sluice:dashboard_query_{i}"), "expr": expr })
         })
         .collect();
-    let dir = std::env::temp_dir().join(format!("sluice-contrib-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("sluice-contrib-rules-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // JSON is YAML, so promtool reads this as a rule file.
     let file = dir.join("dashboard-rules.yml");
