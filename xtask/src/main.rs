@@ -98,8 +98,9 @@ fn run(args: &[String]) -> Result<(), String> {
 /// `cargo xtask test`: also the `tests` step of `ci`.
 fn test(args: &[String]) -> Result<(), String> {
     packages::ensure(Stage::Test)?;
-    sh::say("running the whole test suite (cargo test --workspace)");
-    let mut argv = vec!["cargo", "test", "--workspace"];
+    sh::say("running the whole test suite (cargo test --workspace --no-fail-fast)");
+    // --no-fail-fast: one failing test binary must not hide the others'.
+    let mut argv = vec!["cargo", "test", "--workspace", "--no-fail-fast"];
     argv.extend(args.iter().map(String::as_str));
     sh::run(&argv)
 }

@@ -112,11 +112,15 @@ fn installed(name: &str) -> bool {
         .is_ok_and(|status| status.trim() == "install ok installed")
 }
 
-/// Installs what `stage` needs and is missing: a no-op when all is there.
-pub(crate) fn ensure(stage: Stage) -> Result<(), String> {
-    let wanted: Vec<&Package> = needed(stage).collect();
-    if !is_debian() {
-        let names: Vec<&str> = wanted.iter().map(|p| p.name).collect();
+/// What `stage` still needs installed, given whether this is Debian and
+/// which packages are; an error naming every package off Debian.
+fn missing(
+    stage: Stage,
+    debian: bool,
+    installed: &dyn Fn(&str) -> bool,
+) -> Result<Vec<&'static Package>, String> {
+    if !debian {
+        let names: Vec<&str> = needed(stage).map(|p| p.name).collect();
         return Err(format!(
             "this is not a Debian system (no /etc/debian_version, apt-get or dpkg-query), so \
              xtask cannot install what sluice needs. Install the equivalents of these Debian \
@@ -124,7 +128,12 @@ pub(crate) fn ensure(stage: Stage) -> Result<(), String> {
             names.join(" ")
         ));
     }
-    let missing: Vec<&Package> = wanted.into_iter().filter(|p| !installed(p.name)).collect();
+    Ok(needed(stage).filter(|p| !installed(p.name)).collect())
+}
+
+/// Installs what `stage` needs and is missing: a no-op when all is there.
+pub(crate) fn ensure(stage: Stage) -> Result<(), String> {
+    let missing = missing(stage, is_debian(), &installed)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -184,5 +193,20 @@ mod tests {
         assert!(APT.iter().all(|p| p.why.len() > 10));
         assert!(needed(Stage::Build).all(|p| p.stage == Stage::Build));
         assert_eq!(needed(Stage::Ci).count(), APT.len());
+    }
+
+    #[test]
+    fn only_the_missing_are_installed_and_off_debian_every_name_is_printed() {
+        let all = missing(Stage::Test, true, &|_| true).unwrap();
+        assert!(all.is_empty(), "nothing to do when everything is there");
+        let some = missing(Stage::Build, true, &|name| name != "clang").unwrap();
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].name, "clang");
+        let e = missing(Stage::Test, false, &|_| true).unwrap_err();
+        assert!(e.starts_with("this is not a Debian system"), "{e}");
+        for p in needed(Stage::Test) {
+            assert!(e.contains(p.name), "{e}");
+        }
+        assert!(!e.contains("lintian"), "only what the command needs: {e}");
     }
 }
