@@ -60,6 +60,7 @@ fn policy() -> Policy {
         e2ee: E2eePolicy::VerifiedOnly,
         max_participants_per_meeting: 4,
         max_participants_per_node: 6,
+        max_meetings: 1000,
     }
 }
 

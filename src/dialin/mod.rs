@@ -35,11 +35,11 @@ use crate::config::SipConfig;
 use crate::control::MeetingDesk;
 use crate::crypto::BackendKind;
 use crate::metrics::DialInCounters;
-use crate::sip::{Uas, UasConfig};
+use crate::sip::{Credentials, SipLimits, Uas, UasConfig};
 
 use call::CallSettings;
 use pool::PoolThread;
-use signalling::{Signalling, SignallingSettings};
+use signalling::{Signalling, SignallingSettings, SipReload};
 
 pub use signalling::E2EE_REASON;
 
@@ -59,6 +59,35 @@ pub enum DialInError {
     /// A thread could not be started.
     #[error("cannot start a dial-in thread: {0}")]
     Thread(std::io::Error),
+    /// `[sip] auth_file` cannot be used.
+    #[error("cannot use the SIP credentials in {path} ({reason}); fix [sip] auth_file")]
+    Credentials {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The UAS limits `[sip]` asks for (the credentials file read now).
+fn limits(config: &SipConfig) -> Result<SipLimits, DialInError> {
+    let credentials = match &config.auth_file {
+        Some(path) => Some(Arc::new(Credentials::load(path).map_err(|reason| {
+            DialInError::Credentials {
+                path: path.clone(),
+                reason,
+            }
+        })?)),
+        None => None,
+    };
+    Ok(SipLimits {
+        allow: config.allow.clone(),
+        invite_rate: config.invite_rate,
+        invite_burst: config.invite_burst,
+        max_pending_per_source: config.max_pending_per_source,
+        credentials,
+        realm: config.auth_realm.clone(),
+    })
 }
 
 /// What dial-in needs from the rest of the daemon.
@@ -76,6 +105,7 @@ pub struct DialInOptions {
 #[derive(Debug)]
 pub struct DialIn {
     local_addr: SocketAddr,
+    reload: std::sync::mpsc::Sender<SipReload>,
     stop: Arc<AtomicBool>,
     signalling: Option<JoinHandle<()>>,
     pools: Vec<JoinHandle<()>>,
@@ -126,7 +156,10 @@ impl DialIn {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
         });
+        let mut uas = uas;
+        uas.set_limits(limits(config)?);
         let stop = Arc::new(AtomicBool::new(false));
+        let (reload, reloads) = std::sync::mpsc::channel();
         let signalling = Signalling::new(
             socket,
             uas,
@@ -141,6 +174,7 @@ impl DialIn {
             senders,
             events,
             Arc::clone(&stop),
+            reloads,
         );
         let signalling = std::thread::Builder::new()
             .name("sluice-sip".to_owned())
@@ -149,6 +183,7 @@ impl DialIn {
         tracing::info!(%local_addr, media_threads = threads, "SIP dial-in listening");
         Ok(Self {
             local_addr,
+            reload,
             stop,
             signalling: Some(signalling),
             pools,
@@ -158,6 +193,20 @@ impl DialIn {
     /// Where SIP listens (the chosen port when it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Applies what a config reload may change at run time: the allow
+    /// list, rates, per-source shares, credentials, `max_calls` and the
+    /// answer delay. Calls in progress are untouched.
+    pub fn reload(&self, config: &SipConfig) -> Result<(), DialInError> {
+        let update = SipReload {
+            limits: limits(config)?,
+            max_calls: config.max_calls,
+            answer_delay: Duration::from_millis(config.answer_delay_ms),
+        };
+        // The receiver lives as long as the signalling thread.
+        let _ = self.reload.send(update);
+        Ok(())
     }
 
     /// Hangs up every call (BYE), then stops the threads.
