@@ -101,6 +101,7 @@ impl Daemon {
                 token,
                 media_address,
                 policy: config.policy,
+                limits: config.control.edge_limits(),
             },
             cell,
             Arc::clone(&metrics),

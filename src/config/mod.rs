@@ -80,6 +80,16 @@ impl Default for ControlConfig {
 }
 
 impl ControlConfig {
+    /// The TCP edge limits these keys ask for.
+    pub fn edge_limits(&self) -> crate::control::EdgeLimits {
+        crate::control::EdgeLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+        }
+    }
+
     fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
         let range = |key: &'static str, value: u64, low: u64, high: u64, words: &'static str| {
             if (low..=high).contains(&value) {
