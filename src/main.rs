@@ -2,7 +2,12 @@
 //!
 //! `sluice run` starts the relay (data plane + control API), tells systemd
 //! when it is ready (Type=notify, with watchdog pings), and on SIGTERM or
-//! SIGINT stops accepting API calls, drains the workers and exits 0.
+//! SIGINT stops accepting API calls, drains the workers and exits 0. On
+//! SIGHUP (`systemctl reload sluice`) it reads its config file again: a
+//! file that fails `check-config` is refused with the same message and the
+//! running config stays; otherwise what can change at run time does (see
+//! `sluice::reload`) and the log says what changed and what needs a
+//! restart. No signal but SIGTERM and SIGINT stops it.
 //! Errors reach the operator as one sentence and a non-zero exit code.
 
 use std::path::PathBuf;
@@ -14,6 +19,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use sluice::config::Config;
 use sluice::daemon::Daemon;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod hw;
 
@@ -72,28 +80,36 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
-fn run(config: Option<&PathBuf>) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let config = load(config)?;
+/// The log filter: `SLUICE_LOG` when set, else `[log] level`.
+fn log_filter(config: &Config) -> EnvFilter {
+    EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| {
+        // check-config validated the level; "info" is only a fallback.
+        EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"))
+    })
+}
 
-    // Block the stop signals before any thread starts, so every thread
-    // inherits the mask and the signals queue on our signalfd instead.
+fn run(path: Option<&PathBuf>) -> Result<(), String> {
+    let config = load(path)?;
+    let (filter, log_level) = tracing_subscriber::reload::Layer::new(log_filter(&config));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+
+    // Block the signals we handle before any thread starts, so every
+    // thread inherits the mask and they queue on our signalfd instead
+    // (SIGHUP's default action would kill the process).
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGHUP);
     signals
         .thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("cannot open a signalfd: {e}"))?;
 
-    let daemon = Daemon::start(&config).map_err(|e| e.to_string())?;
+    let mut daemon = Daemon::start(&config).map_err(|e| e.to_string())?;
     // One plain line for the operator (and the journal): where it listens.
     eprintln!("{}", daemon.banner());
     notify(&[sd_notify::NotifyState::Ready]);
@@ -106,6 +122,13 @@ fn run(config: Option<&PathBuf>) -> Result<(), String> {
     };
     loop {
         match wait_for_signal(&signal_fd, ping) {
+            Some(Signal::SIGHUP) => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                reload(&mut daemon, path, |config| {
+                    let _ = log_level.reload(log_filter(config));
+                });
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
             Some(signal) => {
                 tracing::info!("{signal} received: draining and stopping");
                 break;
@@ -119,7 +142,38 @@ fn run(config: Option<&PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits up to `timeout` for a queued stop signal.
+/// SIGHUP: reads the config again and applies what can change now.
+fn reload(daemon: &mut Daemon, path: Option<&PathBuf>, set_log: impl FnOnce(&Config)) {
+    tracing::info!("SIGHUP received: reloading the config");
+    let new = match load(path) {
+        Ok(new) => new,
+        Err(message) => {
+            tracing::error!("reload refused, the running config stays: {message}");
+            return;
+        }
+    };
+    match daemon.reload(&new) {
+        Ok(report) => {
+            set_log(daemon.config());
+            let applied = if report.applied.is_empty() {
+                "nothing".to_owned()
+            } else {
+                report.applied.join(", ")
+            };
+            if report.restart.is_empty() {
+                tracing::info!("config reloaded: changed {applied}");
+            } else {
+                tracing::warn!(
+                    "config reloaded: changed {applied}; needs a restart to change: {}",
+                    report.restart.join(", ")
+                );
+            }
+        }
+        Err(e) => tracing::error!("reload refused, the running config stays: {e}"),
+    }
+}
+
+/// Waits up to `timeout` for a queued signal.
 fn wait_for_signal(fd: &SignalFd, timeout: Duration) -> Option<Signal> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;

@@ -210,6 +210,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         &["listen", "advertise", "workers", "io", "pin_cores"],
     ),
     ("crypto", &["backend"]),
+    ("log", &["level"]),
     (
         "policy",
         &[
@@ -247,7 +248,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
 ];
 
 /// The top-level names: the sections.
-const TOP: [&str; 5] = ["control", "media", "crypto", "policy", "sip"];
+const TOP: [&str; 6] = ["control", "media", "crypto", "policy", "sip", "log"];
 
 /// Keys whose value is one of a fixed set.
 const CHOICES: &[(&str, &str, &[&str])] = &[
@@ -278,6 +279,7 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("sip"), "auth_file") => "use a path such as \"/etc/sluice/sip-users\"",
         (Some("sip"), "auth_realm") => "use a realm name such as \"sluice\"",
         (Some("sip"), _) => "use a whole number",
+        (Some("log"), "level") => "use a level such as \"info\" or \"sluice=debug,info\"",
         (None, _) => "write it as a [section] of keys",
         _ => "see the commented defaults in systemd/sluice.toml",
     }
@@ -588,7 +590,7 @@ mod tests {
         assert_eq!(
             error("[media]\nworkers = 2\n\n[medai]\nworkers = 2\n"),
             "sluice.toml:4:2: unknown section `medai`; expected one of [control], [media], \
-             [crypto], [policy], [sip]"
+             [crypto], [policy], [sip], [log]"
         );
     }
 

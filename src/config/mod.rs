@@ -43,6 +43,25 @@ pub struct Config {
     pub policy: Policy,
     /// `[sip]`: telephone dial-in.
     pub sip: SipConfig,
+    /// `[log]`: what the daemon logs.
+    pub log: LogConfig,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `sluice=debug,info`); the `SLUICE_LOG`
+    /// environment variable, when set, overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
 }
 
 /// `[control]`.
@@ -571,6 +590,15 @@ impl Config {
         self.control.validate(text, origin)?;
         self.media.validate(text, origin)?;
         self.policy_validate(text, origin)?;
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::OutOfRange {
+                at: Location::of_key(text, origin, "log", "level"),
+                section: "log",
+                key: "level",
+                value: format!("{:?}", self.log.level),
+                range: "a tracing filter such as \"info\" or \"sluice=debug,warn\"",
+            });
+        }
         self.sip.validate(text, origin)
     }
 
