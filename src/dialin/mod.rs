@@ -43,6 +43,9 @@ use signalling::{Signalling, SignallingSettings, SipReload};
 
 pub use signalling::E2EE_REASON;
 
+/// The SIP socket's receive buffer asked for.
+const SIP_RECV_BUFFER: usize = 4 << 20;
+
 /// Why dial-in could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DialInError {
@@ -124,6 +127,10 @@ impl DialIn {
             source,
         };
         let socket = UdpSocket::bind(config.listen).map_err(bind_error)?;
+        // A deep receive buffer rides out a burst (a flood among it) so a
+        // trunk's INVITE is not dropped by the kernel before the rate
+        // limits see it; the kernel caps it at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(SIP_RECV_BUFFER);
         let local_addr = socket.local_addr().map_err(bind_error)?;
         let settings = Arc::new(CallSettings {
             desk,
