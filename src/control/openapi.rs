@@ -18,6 +18,12 @@ fn text(max: usize) -> Value {
     })
 }
 
+/// `schema`, also taking null (which the server reads as absent).
+fn nullable(mut schema: Value) -> Value {
+    schema["nullable"] = json!(true);
+    schema
+}
+
 /// An id as the server takes it.
 fn id_schema() -> Value {
     json!({ "type": "string", "minLength": 1, "maxLength": 64, "pattern": ID_PATTERN })
@@ -49,6 +55,24 @@ fn ok(description: &str, schema: &str) -> Value {
         "description": description,
         "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
     })
+}
+
+/// `response` with OpenAPI links to the operations that take what it
+/// returns (so a stateful client can follow them).
+fn with_links(mut response: Value, links: &[(&str, &[(&str, &str)])]) -> Value {
+    let mut all = serde_json::Map::new();
+    for (operation, parameters) in links {
+        let parameters: serde_json::Map<String, Value> = parameters
+            .iter()
+            .map(|(name, from)| ((*name).to_owned(), json!(from)))
+            .collect();
+        all.insert(
+            (*operation).to_owned(),
+            json!({ "operationId": operation, "parameters": parameters }),
+        );
+    }
+    response["links"] = Value::Object(all);
+    response
 }
 
 fn param(name: &str, description: &str) -> Value {
@@ -98,10 +122,16 @@ pub(crate) fn document() -> Value {
         "paths": {
             "/v1/meetings": {
                 "post": {
+                    "operationId": "createMeeting",
                     "summary": "Create a meeting",
                     "requestBody": body("CreateMeeting"),
                     "responses": {
-                        "201": ok("Created; Location names the meeting", "Meeting"),
+                        "201": with_links(ok("Created; Location names the meeting", "Meeting"), &[
+                            ("showMeeting", &[("id", "$response.body#/id")]),
+                            ("lockMeeting", &[("id", "$response.body#/id")]),
+                            ("addParticipant", &[("id", "$response.body#/id")]),
+                            ("deleteMeeting", &[("id", "$response.body#/id")]),
+                        ]),
                         "400": bad,
                         "401": unauthorized,
                         "403": error("The policy refuses this owner or mode",
@@ -114,6 +144,7 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}": {
                 "parameters": [meeting_id],
                 "get": {
+                    "operationId": "showMeeting",
                     "summary": "A meeting and its roster (never keys)",
                     "responses": {
                         "200": ok("The meeting", "MeetingDetail"),
@@ -123,6 +154,7 @@ pub(crate) fn document() -> Value {
                     }
                 },
                 "delete": {
+                    "operationId": "deleteMeeting",
                     "summary": "End a meeting; its legs stop being relayed at once",
                     "responses": {
                         "204": { "description": "Ended" },
@@ -135,6 +167,7 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}/lock": {
                 "parameters": [meeting_id],
                 "post": {
+                    "operationId": "lockMeeting",
                     "summary": "Lock or unlock a meeting (a locked meeting admits nobody)",
                     "requestBody": body("SetLock"),
                     "responses": {
@@ -148,10 +181,14 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}/participants": {
                 "parameters": [meeting_id],
                 "post": {
+                    "operationId": "addParticipant",
                     "summary": "Admit a participant and hand out its leg's keys",
                     "requestBody": body("CreateParticipant"),
                     "responses": {
-                        "201": ok("Admitted; Location names the participant", "Admitted"),
+                        "201": with_links(ok("Admitted; Location names the participant", "Admitted"), &[
+                            ("addStream", &[("id", "$request.path.id"), ("pid", "$response.body#/id")]),
+                            ("removeParticipant", &[("id", "$request.path.id"), ("pid", "$response.body#/id")]),
+                        ]),
                         "400": error("The body is invalid",
                             &["invalid_request", "invalid_key", "invalid_srtp_profile"]),
                         "401": unauthorized,
@@ -167,6 +204,7 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}/participants/{pid}": {
                 "parameters": [meeting_id, participant_id],
                 "delete": {
+                    "operationId": "removeParticipant",
                     "summary": "Remove a participant; its leg and streams stop at once",
                     "responses": {
                         "204": { "description": "Removed" },
@@ -179,6 +217,7 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}/participants/{pid}/streams": {
                 "parameters": [meeting_id, participant_id],
                 "post": {
+                    "operationId": "addStream",
                     "summary": "Publish a stream (one SSRC) from a participant",
                     "requestBody": body("CreateStream"),
                     "responses": {
@@ -249,10 +288,11 @@ fn schemas() -> Value {
             "type": "object", "required": ["mode", "owner"], "additionalProperties": false,
             "properties": {
                 "id": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": ID_PATTERN,
-                    "description": "Chosen by the caller; generated when absent" },
+                    "nullable": true,
+                    "description": "Chosen by the caller; generated when absent or null" },
                 "mode": { "type": "string", "enum": ["e2ee", "standard"] },
                 "owner": { "$ref": "#/components/schemas/Owner" },
-                "passcode": text(128)
+                "passcode": nullable(text(128))
             }
         },
         "Meeting": {
@@ -292,19 +332,20 @@ fn schemas() -> Value {
             "properties": {
                 "name": text(256),
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"], "default": "attendee" },
-                "passcode": { "type": "string", "description": "Required when the meeting has one" },
-                "srtp_profile": { "type": "string", "default": "AEAD_AES_256_GCM", "enum": [
+                "passcode": { "type": "string", "nullable": true,
+                    "description": "Required when the meeting has one" },
+                "srtp_profile": { "type": "string", "nullable": true, "default": "AEAD_AES_256_GCM", "enum": [
                     "AEAD_AES_256_GCM", "AEAD_AES_128_GCM",
-                    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"] },
+                    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", null] },
                 "source": { "type": "string", "enum": ["api", "dial-in"], "default": "api" },
-                "client_to_relay": key
+                "client_to_relay": nullable(key.clone())
             },
             "description": "client_to_relay, when given, is the key for srtp_profile: 44 bytes \
                 for AEAD_AES_256_GCM (the default), 28 for AEAD_AES_128_GCM, 30 for the \
                 AES_CM profiles.",
             "oneOf": [
                 { "properties": {
-                    "srtp_profile": { "enum": ["AEAD_AES_256_GCM"] },
+                    "srtp_profile": { "enum": ["AEAD_AES_256_GCM", null] },
                     "client_to_relay": { "pattern": "^[A-Za-z0-9+/]{58}[AEIMQUYcgkosw048]=$" } } },
                 { "required": ["srtp_profile"], "properties": {
                     "srtp_profile": { "enum": ["AEAD_AES_128_GCM"] },
