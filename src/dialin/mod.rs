@@ -180,8 +180,7 @@ impl DialIn {
             settings,
             senders,
             events,
-            Arc::clone(&stop),
-            reloads,
+            (Arc::clone(&stop), reloads),
         );
         let signalling = std::thread::Builder::new()
             .name("sluice-sip".to_owned())

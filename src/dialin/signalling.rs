@@ -105,8 +105,7 @@ impl Signalling {
         calls_settings: Arc<CallSettings>,
         pools: Vec<Sender<PoolCommand>>,
         events: Receiver<PoolEvent>,
-        stop: Arc<AtomicBool>,
-        reload: Receiver<SipReload>,
+        (stop, reload): (Arc<AtomicBool>, Receiver<SipReload>),
     ) -> Self {
         Self {
             socket,
