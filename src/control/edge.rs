@@ -173,9 +173,12 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let Some(_slot) = slot else {
+        // One non-blocking write and close: a connection over the cap
+        // never waits on its client, so a flood of them holds nothing.
         tracing::debug!(%peer, "control API connection refused: too many open");
         let refusal = EdgeError::TooManyConnections;
-        refuse(&mut stream, &state, &refusal, limits.header_timeout).await;
+        state.metrics().refused(refusal.code());
+        let _ = stream.try_write(&refusal.response());
         return;
     };
     let mut head = Vec::with_capacity(1024);
