@@ -724,3 +724,80 @@ fn sighup_reloads_a_changed_policy_under_load_and_refuses_a_bad_config() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_reload_changes_the_sip_allow_list_and_the_api_token_at_once() {
+    let dir = std::env::temp_dir().join(format!("sluice-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token = dir.join("token");
+    std::fs::write(&token, "first\n").expect("write");
+    let text = |allow: &str| {
+        format!(
+            "[control]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n[media]\nlisten = \"127.0.0.1:0\"\n\
+             workers = 1\npin_cores = false\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"{allow}\"]\n",
+            token.display().to_string()
+        )
+    };
+    let parse = |t: &str| Config::parse(t, "test.toml").expect("parses");
+    let mut daemon = Daemon::start(&parse(&text("127.0.0.3/32"))).expect("starts");
+    let api = daemon.control_addr();
+    let sip = daemon.sip_addr().expect("SIP on");
+    let options = |peer: &Peer, n: u32| {
+        let local = peer.local;
+        format!(
+            "OPTIONS sip:meet@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-o{n};rport\r\n\
+             From: <sip:probe@{local}>;tag=o{n}\r\nTo: <sip:meet@{sip}>\r\nCall-ID: opt-{n}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let peer = Peer::on("127.0.0.2", sip);
+    peer.send(&options(&peer, 1));
+    assert!(peer.collect(Duration::from_millis(300)).is_empty());
+    assert_eq!(
+        http(api, "GET", "/metrics", None, Some("first")).status,
+        200
+    );
+
+    std::fs::write(&token, "second\n").expect("write");
+    let report = daemon
+        .reload(&parse(&text("127.0.0.2/32")))
+        .expect("reload");
+    assert_eq!(report.applied, ["[sip] allow", "[control] API token"]);
+    assert!(report.restart.is_empty());
+    let mut answered = None;
+    for n in 2..12 {
+        peer.send(&options(&peer, n));
+        if let Some(a) = peer.final_answer(&format!("opt-{n}"), Duration::from_millis(200)) {
+            answered = Some(a);
+            break;
+        }
+    }
+    assert!(
+        answered
+            .expect("OPTIONS answered after the reload")
+            .starts_with("SIP/2.0 200")
+    );
+    assert_eq!(
+        http(api, "GET", "/metrics", None, Some("first")).status,
+        401
+    );
+    assert_eq!(
+        http(api, "GET", "/metrics", None, Some("second")).status,
+        200
+    );
+
+    // A token file that vanished refuses the whole reload.
+    std::fs::remove_file(&token).expect("remove");
+    assert!(daemon.reload(&parse(&text("127.0.0.3/32"))).is_err());
+    assert_eq!(
+        http(api, "GET", "/metrics", None, Some("second")).status,
+        200
+    );
+    peer.send(&options(&peer, 20));
+    assert!(
+        peer.final_answer("opt-20", Duration::from_secs(1))
+            .is_some()
+    );
+    daemon.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
