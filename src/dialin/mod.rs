@@ -187,6 +187,13 @@ impl DialIn {
             .spawn(move || signalling.run())
             .map_err(DialInError::Thread)?;
         tracing::info!(%local_addr, media_threads = threads, "SIP dial-in listening");
+        if !local_addr.ip().is_loopback() && config.allow.iter().all(|net| net.addr().is_loopback())
+        {
+            tracing::warn!(
+                "SIP listens on {local_addr} but [sip] allow takes loopback only: requests \
+                 from your trunk are dropped until allow names its addresses"
+            );
+        }
         Ok(Self {
             local_addr,
             reload,
