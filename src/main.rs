@@ -123,7 +123,11 @@ fn run(path: Option<&PathBuf>) -> Result<(), String> {
     loop {
         match wait_for_signal(&signal_fd, ping) {
             Some(Signal::SIGHUP) => {
-                notify(&[sd_notify::NotifyState::Reloading]);
+                // systemd wants the reload's start time with RELOADING=1.
+                match sd_notify::NotifyState::monotonic_usec_now() {
+                    Ok(now) => notify(&[sd_notify::NotifyState::Reloading, now]),
+                    Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+                }
                 reload(&mut daemon, path, |config| {
                     let _ = log_level.reload(log_filter(config));
                 });
