@@ -345,6 +345,35 @@ fn slow_clients_are_cut_off_after_the_header_timeout_while_others_are_served() {
 }
 
 #[test]
+fn a_stalled_body_is_cut_off_after_the_idle_timeout() {
+    let daemon = start("[control]\nidle_timeout_secs = 1\n[sip]\nenabled = false\n");
+    let api = daemon.control_addr();
+    let mut s = TcpStream::connect(api).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("t");
+    s.write_all(
+        b"POST /v1/meetings HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"mode\":",
+    )
+    .expect("write");
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let ended = s.read_to_end(&mut out);
+    assert!(ended.is_ok(), "the relay closed the connection: {ended:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+    // No meeting was created from half a body.
+    assert_eq!(
+        metric(&metrics(api), "sluice_meetings{mode=\"standard\"}"),
+        0.0,
+        "half a body created something"
+    );
+    daemon.shutdown();
+}
+
+#[test]
 fn connections_beyond_the_per_source_cap_get_503_and_the_token_is_checked_first() {
     let daemon = start(
         "[control]\nmax_connections = 50\nmax_connections_per_source = 5\n[sip]\nenabled = false\n",
