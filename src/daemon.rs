@@ -36,9 +36,20 @@ pub enum DaemonError {
     DialIn(#[from] DialInError),
 }
 
+/// What [`Daemon::reload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// What took effect (`[policy] max_meetings`, `[control] API token`).
+    pub applied: Vec<&'static str>,
+    /// What changed but needs a restart (the running value stays).
+    pub restart: Vec<&'static str>,
+}
+
 /// A started relay.
 #[derive(Debug)]
 pub struct Daemon {
+    /// The config in force (run-time keys as last reloaded).
+    config: Config,
     dialin: Option<DialIn>,
     data: DataPlane,
     control: ControlServer,
@@ -101,6 +112,7 @@ impl Daemon {
                 token,
                 media_address,
                 policy: config.policy,
+                limits: config.control.edge_limits(),
             },
             cell,
             Arc::clone(&metrics),
@@ -130,6 +142,7 @@ impl Daemon {
             None
         };
         Ok(Self {
+            config: config.clone(),
             dialin,
             data,
             control,
@@ -137,6 +150,31 @@ impl Daemon {
             crypto,
             media_address,
         })
+    }
+
+    /// Applies what `new` changes that can change at run time (see
+    /// [`crate::reload`]); `new` must have passed [`Config::load`]'s
+    /// checks. Either everything it takes applies or, on an error (the
+    /// token file or the SIP credentials cannot be read), nothing does.
+    pub fn reload(&mut self, new: &Config) -> Result<ReloadReport, DaemonError> {
+        let plan = crate::reload::plan(&self.config, new);
+        let token = plan.running.api_token()?;
+        if let Some(dialin) = &self.dialin {
+            dialin.reload(&plan.running.sip)?;
+        }
+        let mut applied = plan.applied;
+        let changed = self.control.reload(token, plan.running.policy);
+        applied.extend(changed.into_iter().filter(|c| c.contains("token")));
+        self.config = plan.running;
+        Ok(ReloadReport {
+            applied,
+            restart: plan.restart,
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Where the control API listens.

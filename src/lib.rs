@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod relay;
+pub mod reload;
 pub mod rtp;
 pub mod sip;
 pub mod srtp;

@@ -21,10 +21,11 @@ use std::fmt;
 use std::io::IsTerminal as _;
 
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::{Layered, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -48,6 +49,9 @@ pub enum LogError {
     /// A global subscriber was already installed.
     #[error("logging was already set up in this process")]
     AlreadySet,
+    /// The subscriber whose level was to change no longer exists.
+    #[error("the log subscriber is gone; the level cannot change")]
+    Gone,
 }
 
 /// Where the log lines go, as far as formatting cares.
@@ -100,49 +104,65 @@ pub fn filter(config: &LogConfig, env: Option<&str>) -> Result<EnvFilter, LogErr
     }
 }
 
-/// A subscriber writing `config.format` for `sink` to `writer`.
+/// Changes the level filter of a running subscriber (SIGHUP reloads it).
+pub type LevelHandle = reload::Handle<EnvFilter, Registry>;
+
+/// A subscriber writing `config.format` for `sink` to `writer`, and the
+/// handle that swaps its level filter at run time.
 pub fn subscriber<W>(
     config: &LogConfig,
     sink: LogSink,
     filter: EnvFilter,
     writer: W,
-) -> Box<dyn Subscriber + Send + Sync>
+) -> (Box<dyn Subscriber + Send + Sync>, LevelHandle)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match config.format {
+    type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+    let (filter, handle) = reload::Layer::new(filter);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    let format: Box<dyn Layer<Filtered> + Send + Sync> = match config.format {
         LogFormat::Json => Box::new(
-            builder
+            layer
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
-                .with_ansi(false)
-                .finish(),
+                .with_ansi(false),
         ),
         LogFormat::Text if sink.journal => Box::new(
-            builder
+            layer
                 .with_ansi(false)
                 .without_time()
                 .event_format(JournalPriority(
                     tracing_subscriber::fmt::format()
                         .with_ansi(false)
                         .without_time(),
-                ))
-                .finish(),
+                )),
         ),
-        LogFormat::Text => Box::new(builder.with_ansi(sink.terminal).finish()),
-    }
+        LogFormat::Text => Box::new(layer.with_ansi(sink.terminal)),
+    };
+    let subscriber = tracing_subscriber::registry().with(filter).with(format);
+    (Box::new(subscriber), handle)
 }
 
-/// Installs the process-wide subscriber for `config`, on stderr.
-pub fn init(config: &LogConfig) -> Result<(), LogError> {
-    let env = std::env::var(LEVEL_ENV).ok();
-    let filter = filter(config, env.as_deref())?;
-    let subscriber = subscriber(config, LogSink::stderr(), filter, std::io::stderr);
-    tracing::subscriber::set_global_default(subscriber).map_err(|_| LogError::AlreadySet)
+/// Installs the process-wide subscriber for `config`, on stderr; the
+/// handle changes its level later.
+pub fn init(config: &LogConfig) -> Result<LevelHandle, LogError> {
+    let filter = filter(config, env_level().as_deref())?;
+    let (subscriber, handle) = subscriber(config, LogSink::stderr(), filter, std::io::stderr);
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| LogError::AlreadySet)?;
+    Ok(handle)
+}
+
+/// Sets the level of a running subscriber to `config`'s (`SLUICE_LOG`, when
+/// set, still wins, as at start-up).
+pub fn set_level(handle: &LevelHandle, config: &LogConfig) -> Result<(), LogError> {
+    let filter = filter(config, env_level().as_deref())?;
+    handle.reload(filter).map_err(|_| LogError::Gone)
+}
+
+fn env_level() -> Option<String> {
+    std::env::var(LEVEL_ENV).ok()
 }
 
 /// Prefixes each line with its syslog priority for journald (sd-daemon(3)).
@@ -211,7 +231,7 @@ mod tests {
             level: LogLevel::Info,
         };
         let out = Captured::default();
-        let subscriber = subscriber(&config, sink, filter(&config, env).unwrap(), out.clone());
+        let (subscriber, _) = subscriber(&config, sink, filter(&config, env).unwrap(), out.clone());
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(worker = 3, "packet worker stopped");
             tracing::warn!("socket buffer capped");

@@ -2,7 +2,12 @@
 //!
 //! `sluice run` starts the relay (data plane + control API), tells systemd
 //! when it is ready (Type=notify, with watchdog pings), and on SIGTERM or
-//! SIGINT stops accepting API calls, drains the workers and exits 0.
+//! SIGINT stops accepting API calls, drains the workers and exits 0. On
+//! SIGHUP (`systemctl reload sluice`) it reads its config file again: a
+//! file that fails `check-config` is refused with the same message and the
+//! running config stays; otherwise what can change at run time does (see
+//! `sluice::reload`) and the log says what changed and what needs a
+//! restart. No signal but SIGTERM and SIGINT stops it.
 //! Errors reach the operator as one sentence and a non-zero exit code.
 
 use std::path::PathBuf;
@@ -166,22 +171,24 @@ fn ctl(args: &CtlArgs) -> Result<String, String> {
     result.map_err(|e| format!("ctl: {e}"))
 }
 
-fn run(config: Option<&PathBuf>) -> Result<(), String> {
-    let config = load(config)?;
-    sluice::logging::init(&config.log).map_err(|e| e.to_string())?;
+fn run(path: Option<&PathBuf>) -> Result<(), String> {
+    let config = load(path)?;
+    let log_level = sluice::logging::init(&config.log).map_err(|e| e.to_string())?;
 
-    // Block the stop signals before any thread starts, so every thread
-    // inherits the mask and the signals queue on our signalfd instead.
+    // Block the signals we handle before any thread starts, so every
+    // thread inherits the mask and they queue on our signalfd instead
+    // (SIGHUP's default action would kill the process).
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGHUP);
     signals
         .thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("cannot open a signalfd: {e}"))?;
 
-    let daemon = Daemon::start(&config).map_err(|e| e.to_string())?;
+    let mut daemon = Daemon::start(&config).map_err(|e| e.to_string())?;
     // One line for the operator (and the journal): where it listens. A
     // log shipper reading JSON gets it as an event like any other line.
     match config.log.format {
@@ -198,6 +205,19 @@ fn run(config: Option<&PathBuf>) -> Result<(), String> {
     };
     loop {
         match wait_for_signal(&signal_fd, ping) {
+            Some(Signal::SIGHUP) => {
+                // systemd wants the reload's start time with RELOADING=1.
+                match sd_notify::NotifyState::monotonic_usec_now() {
+                    Ok(now) => notify(&[sd_notify::NotifyState::Reloading, now]),
+                    Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+                }
+                reload(&mut daemon, path, |config| {
+                    if let Err(e) = sluice::logging::set_level(&log_level, &config.log) {
+                        tracing::error!("the log level stays: {e}");
+                    }
+                });
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
             Some(signal) => {
                 tracing::info!("{signal} received: draining and stopping");
                 break;
@@ -211,7 +231,38 @@ fn run(config: Option<&PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits up to `timeout` for a queued stop signal.
+/// SIGHUP: reads the config again and applies what can change now.
+fn reload(daemon: &mut Daemon, path: Option<&PathBuf>, set_log: impl FnOnce(&Config)) {
+    tracing::info!("SIGHUP received: reloading the config");
+    let new = match load(path) {
+        Ok(new) => new,
+        Err(message) => {
+            tracing::error!("reload refused, the running config stays: {message}");
+            return;
+        }
+    };
+    match daemon.reload(&new) {
+        Ok(report) => {
+            set_log(daemon.config());
+            let applied = if report.applied.is_empty() {
+                "nothing".to_owned()
+            } else {
+                report.applied.join(", ")
+            };
+            if report.restart.is_empty() {
+                tracing::info!("config reloaded: changed {applied}");
+            } else {
+                tracing::warn!(
+                    "config reloaded: changed {applied}; needs a restart to change: {}",
+                    report.restart.join(", ")
+                );
+            }
+        }
+        Err(e) => tracing::error!("reload refused, the running config stays: {e}"),
+    }
+}
+
+/// Waits up to `timeout` for a queued signal.
 fn wait_for_signal(fd: &SignalFd, timeout: Duration) -> Option<Signal> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;

@@ -232,6 +232,44 @@ impl CallOutcome {
     }
 }
 
+/// Why the SIP edge turned a request away before it became a call, for
+/// `sluice_sip_edge_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipEdge {
+    /// From a source outside `[sip] allow`; dropped unanswered.
+    NotAllowed,
+    /// Over its source's INVITE rate; dropped unanswered.
+    RateLimited,
+    /// Over its source's share of unconfirmed calls; 503.
+    PendingLimited,
+    /// Challenged for digest credentials; 401.
+    AuthChallenged,
+    /// Refused (404, 403, 503) without keeping state.
+    Stateless,
+}
+
+impl SipEdge {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 5] = [
+        Self::NotAllowed,
+        Self::RateLimited,
+        Self::PendingLimited,
+        Self::AuthChallenged,
+        Self::Stateless,
+    ];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NotAllowed => "not-allowed",
+            Self::RateLimited => "rate-limited",
+            Self::PendingLimited => "pending-limited",
+            Self::AuthChallenged => "auth-challenged",
+            Self::Stateless => "stateless-refusal",
+        }
+    }
+}
+
 /// The SIP dial-in side's counters, written by the signalling thread and
 /// the media pool threads with relaxed atomic adds.
 #[derive(Debug, Default)]
@@ -239,6 +277,7 @@ pub struct DialInCounters {
     active_calls: AtomicU64,
     outcomes: [AtomicU64; 4],
     sip_malformed: AtomicU64,
+    sip_edge: [AtomicU64; 5],
     late_frames: AtomicU64,
     transcode_buckets: [AtomicU64; TRANSCODE_BUCKETS.len() + 1],
     transcode_sum_ns: AtomicU64,
@@ -272,6 +311,21 @@ impl DialInCounters {
     /// A SIP datagram that does not parse was dropped.
     pub fn sip_malformed(&self, n: u64) {
         bump(&self.sip_malformed, n);
+    }
+
+    /// `n` SIP requests turned away at the edge for `why`.
+    pub fn sip_edge(&self, why: SipEdge, n: u64) {
+        if let Some(slot) = SipEdge::ALL.iter().position(|w| *w == why) {
+            bump(&self.sip_edge[slot], n);
+        }
+    }
+
+    /// SIP requests turned away for `why` so far.
+    pub fn sip_edge_count(&self, why: SipEdge) -> u64 {
+        SipEdge::ALL
+            .iter()
+            .position(|w| *w == why)
+            .map_or(0, |slot| self.sip_edge[slot].load(Ordering::Relaxed))
     }
 
     /// A 20 ms media tick ran after its slot, or was dropped.
@@ -332,6 +386,17 @@ impl DialInCounters {
             read(&self.sip_malformed),
             read(&self.late_frames)
         ));
+        out.push_str(
+            "# HELP sluice_sip_edge_total SIP requests turned away before they became calls.\n\
+             # TYPE sluice_sip_edge_total counter\n",
+        );
+        for (why, n) in SipEdge::ALL.iter().zip(&self.sip_edge) {
+            out.push_str(&format!(
+                "sluice_sip_edge_total{{reason=\"{}\"}} {}\n",
+                why.name(),
+                read(n)
+            ));
+        }
         let counts: Vec<u64> = self.transcode_buckets.iter().map(read).collect();
         out.push_str(&render_histogram(
             "sluice_dialin_transcode_seconds",

@@ -48,6 +48,9 @@ pub struct Policy {
     pub max_participants_per_meeting: usize,
     /// Participants (legs) the whole node holds at most.
     pub max_participants_per_node: usize,
+    /// Meetings the node holds at most (each one costs every routing
+    /// snapshot a little, so the count is bounded too).
+    pub max_meetings: usize,
 }
 
 impl Default for Policy {
@@ -56,6 +59,7 @@ impl Default for Policy {
             e2ee: E2eePolicy::VerifiedOnly,
             max_participants_per_meeting: 100,
             max_participants_per_node: 5000,
+            max_meetings: 2500,
         }
     }
 }
@@ -154,6 +158,11 @@ pub enum Refusal {
         /// `max_participants_per_node`.
         limit: usize,
     },
+    /// The node holds `max_meetings` meetings.
+    TooManyMeetings {
+        /// `max_meetings`.
+        limit: usize,
+    },
 }
 
 impl Refusal {
@@ -168,6 +177,7 @@ impl Refusal {
             Self::E2eeForbidsDialIn => "e2ee_forbids_dial_in",
             Self::MeetingFull { .. } => "meeting_full",
             Self::NodeFull { .. } => "node_full",
+            Self::TooManyMeetings { .. } => "too_many_meetings",
         }
     }
 
@@ -193,16 +203,26 @@ impl Refusal {
             Self::NodeFull { limit } => {
                 format!("this node is full ({limit} participants at most)")
             }
+            Self::TooManyMeetings { limit } => {
+                format!("this node holds its maximum of {limit} meetings; end one first")
+            }
         }
     }
 }
 
-/// Whether an owner may create a meeting of `mode`.
+/// Whether an owner may create a meeting of `mode` on a node that holds
+/// `meetings` now.
 pub fn check_create(
     policy: &Policy,
     mode: MeetingMode,
     owner_verified: bool,
+    meetings: usize,
 ) -> Result<(), Refusal> {
+    if meetings >= policy.max_meetings {
+        return Err(Refusal::TooManyMeetings {
+            limit: policy.max_meetings,
+        });
+    }
     match (mode, policy.e2ee) {
         (MeetingMode::Standard, _) | (MeetingMode::E2ee, E2eePolicy::All) => Ok(()),
         (MeetingMode::E2ee, E2eePolicy::Disabled) => Err(Refusal::E2eeDisabled),
@@ -270,6 +290,7 @@ mod tests {
             e2ee,
             max_participants_per_meeting: 3,
             max_participants_per_node: 10,
+            max_meetings: 5,
         }
     }
 
@@ -296,11 +317,26 @@ mod tests {
         ];
         for (e2ee, mode, verified, outcome) in cases {
             assert_eq!(
-                check_create(&policy(e2ee), mode, verified),
+                check_create(&policy(e2ee), mode, verified, 4),
                 outcome,
                 "{e2ee:?} {mode:?} verified={verified}"
             );
         }
+    }
+
+    #[test]
+    fn creation_stops_at_max_meetings() {
+        let p = policy(E2eePolicy::All);
+        assert_eq!(check_create(&p, Standard, false, 4), Ok(()));
+        assert_eq!(
+            check_create(&p, Standard, true, 5),
+            Err(Refusal::TooManyMeetings { limit: 5 })
+        );
+        assert!(
+            Refusal::TooManyMeetings { limit: 5 }
+                .message()
+                .contains('5')
+        );
     }
 
     struct Case {
@@ -505,6 +541,7 @@ mod tests {
             Refusal::E2eeForbidsDialIn,
             Refusal::MeetingFull { limit: 7 },
             Refusal::NodeFull { limit: 9 },
+            Refusal::TooManyMeetings { limit: 3 },
         ];
         let mut codes: Vec<_> = all.iter().map(|r| r.code()).collect();
         codes.sort_unstable();

@@ -155,6 +155,33 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// The config file is larger than [`super::MAX_FILE_BYTES`].
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// `[media] workers` is more than this machine can run.
+    TooManyWorkers {
+        /// Where `workers` is written.
+        at: Location,
+        /// The value.
+        workers: usize,
+        /// The most this machine takes.
+        max: usize,
+        /// Its cores.
+        cores: usize,
+        /// Its open-file limit.
+        fd_limit: u64,
+    },
+    /// `[sip] auth_file` cannot be read or has a bad line.
+    AuthFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The config file itself cannot be read.
     Unreadable {
         /// The file.
@@ -166,7 +193,18 @@ pub enum ConfigError {
 
 /// Each section and the keys it accepts, in the order the file lists them.
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("control", &["listen", "token_file", "token_env"]),
+    (
+        "control",
+        &[
+            "listen",
+            "token_file",
+            "token_env",
+            "header_timeout_secs",
+            "idle_timeout_secs",
+            "max_connections",
+            "max_connections_per_source",
+        ],
+    ),
     (
         "media",
         &["listen", "advertise", "workers", "io", "pin_cores"],
@@ -178,6 +216,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "e2ee",
             "max_participants_per_meeting",
             "max_participants_per_node",
+            "max_meetings",
         ],
     ),
     (
@@ -197,6 +236,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "opus_complexity",
             "audio_level_extension",
             "silence_suppression",
+            "allow",
+            "invite_rate",
+            "invite_burst",
+            "max_pending_per_source",
+            "auth_file",
+            "auth_realm",
         ],
     ),
     ("log", &["format", "level"]),
@@ -221,6 +266,7 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("media"), "listen") => "use an address and port such as \"127.0.0.1:40000\"",
         (Some("control"), "token_file") => "use a path such as \"/etc/sluice/api-token\"",
         (Some("control"), "token_env") => "use a variable name such as \"SLUICE_API_TOKEN\"",
+        (Some("control"), _) => "use a whole number",
         (Some("media"), "advertise") => "use an IP address such as \"203.0.113.7\"",
         (Some("media"), "workers") => "use a whole number, 0 for one per core",
         (Some("media"), "pin_cores") => "use true or false",
@@ -229,6 +275,11 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("sip"), "media_ip") => "use an IP address such as \"203.0.113.7\"",
         (Some("sip"), "enabled") => "use true or false",
         (Some("sip"), "ivr_user") => "use a SIP user name such as \"meet\"",
+        (Some("sip"), "allow") => {
+            "use a list of networks such as [\"192.0.2.10/32\", \"10.1.0.0/16\"]"
+        }
+        (Some("sip"), "auth_file") => "use a path such as \"/etc/sluice/sip-users\"",
+        (Some("sip"), "auth_realm") => "use a realm name such as \"sluice\"",
         (Some("sip"), _) => "use a whole number",
         (None, _) => "write it as a [section] of keys",
         _ => "see the commented defaults in systemd/sluice.toml",
@@ -466,6 +517,29 @@ impl fmt::Display for ConfigError {
                  fix [control] token_file",
                 path.display()
             ),
+            Self::TooLarge { path, limit } => write!(
+                f,
+                "the config file {} is larger than {limit} bytes; point --config at the TOML \
+                 config (systemd/sluice.toml is a few kilobytes)",
+                path.display()
+            ),
+            Self::TooManyWorkers {
+                at,
+                workers,
+                max,
+                cores,
+                fd_limit,
+            } => write!(
+                f,
+                "{at}: [media] workers = {workers} is more than this machine runs ({cores} \
+                 cores, open-file limit {fd_limit}); use 0 (one per core) or at most {max}"
+            ),
+            Self::AuthFile { path, reason } => write!(
+                f,
+                "cannot use the SIP credentials in {} ({reason}); write one \
+                 \"user:password\" a line or fix [sip] auth_file",
+                path.display()
+            ),
             Self::Unreadable { path, reason } => write!(
                 f,
                 "cannot read the config file {} ({reason}); check the path and its permissions",
@@ -498,12 +572,13 @@ mod tests {
         assert_eq!(
             error("[control]\n  token = \"x\"\n"),
             "sluice.toml:2:3: unknown key `token` in [control]; expected one of listen, \
-             token_file, token_env"
+             token_file, token_env, header_timeout_secs, idle_timeout_secs, max_connections, \
+             max_connections_per_source"
         );
         assert_eq!(
             error("[policy]\nmax_participants = 3\n"),
             "sluice.toml:2:1: unknown key `max_participants` in [policy]; expected one of \
-             e2ee, max_participants_per_meeting, max_participants_per_node"
+             e2ee, max_participants_per_meeting, max_participants_per_node, max_meetings"
         );
         assert_eq!(
             error("[crypto]\nbackend = \"ring\"\nbakend = \"ring\"\n"),

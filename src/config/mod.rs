@@ -11,9 +11,11 @@
 
 mod error;
 
+use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location};
@@ -22,6 +24,10 @@ use crate::policy::Policy;
 
 /// The default config, as shipped in `systemd/sluice.toml`.
 pub const EMBEDDED: &str = include_str!("../../systemd/sluice.toml");
+
+/// The largest config file (or token file) read; anything longer is refused
+/// unread, so `check-config /dev/zero` ends at once.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -102,6 +108,14 @@ pub struct ControlConfig {
     pub token_file: Option<PathBuf>,
     /// The environment variable holding the token when there is no file.
     pub token_env: String,
+    /// A client must send a request's whole head within this long (408).
+    pub header_timeout_secs: u64,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once, all sources together.
+    pub max_connections: usize,
+    /// Connections open at once from one source IP.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for ControlConfig {
@@ -110,7 +124,72 @@ impl Default for ControlConfig {
             listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 7480),
             token_file: None,
             token_env: "SLUICE_API_TOKEN".to_owned(),
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            max_connections_per_source: 128,
         }
+    }
+}
+
+impl ControlConfig {
+    /// The TCP edge limits these keys ask for.
+    pub fn edge_limits(&self) -> crate::control::EdgeLimits {
+        crate::control::EdgeLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+        }
+    }
+
+    fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let range = |key: &'static str, value: u64, low: u64, high: u64, words: &'static str| {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::OutOfRange {
+                    at: Location::of_key(text, origin, "control", key),
+                    section: "control",
+                    key,
+                    value: value.to_string(),
+                    range: words,
+                })
+            }
+        };
+        range(
+            "header_timeout_secs",
+            self.header_timeout_secs,
+            1,
+            300,
+            "1 to 300",
+        )?;
+        range(
+            "idle_timeout_secs",
+            self.idle_timeout_secs,
+            1,
+            3600,
+            "1 to 3600",
+        )?;
+        range(
+            "max_connections",
+            self.max_connections as u64,
+            1,
+            65_536,
+            "1 to 65536",
+        )?;
+        if self.max_connections_per_source == 0
+            || self.max_connections_per_source > self.max_connections
+        {
+            return Err(ConfigError::OutOfRange {
+                at: Location::of_key(text, origin, "control", "max_connections_per_source"),
+                section: "control",
+                key: "max_connections_per_source",
+                value: self.max_connections_per_source.to_string(),
+                range: "1 to max_connections",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -151,6 +230,68 @@ impl MediaConfig {
             self.listen.port(),
         )
     }
+}
+
+impl MediaConfig {
+    /// `workers` against this machine: at most four per core (more only
+    /// time-share the cores), and few enough that each worker's socket,
+    /// ring and eventfd fit the open-file limit with room for calls.
+    fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let fd_limit = open_file_limit();
+        let max = workers_limit(cores, fd_limit);
+        if self.workers > max {
+            return Err(ConfigError::TooManyWorkers {
+                at: Location::of_key(text, origin, "media", "workers"),
+                workers: self.workers,
+                max,
+                cores,
+                fd_limit,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// File descriptors one packet worker holds (socket, io_uring, eventfd and
+/// headroom), for [`workers_limit`].
+const FDS_PER_WORKER: u64 = 8;
+/// File descriptors kept for everything else (API connections, SIP, calls).
+const FDS_RESERVED: u64 = 256;
+
+/// The most workers this machine takes: four per core, bounded by what the
+/// open-file limit leaves after [`FDS_RESERVED`].
+pub(crate) fn workers_limit(cores: usize, fd_limit: u64) -> usize {
+    let by_fds = fd_limit.saturating_sub(FDS_RESERVED) / FDS_PER_WORKER;
+    cores
+        .saturating_mul(4)
+        .min(usize::try_from(by_fds).unwrap_or(usize::MAX))
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (`u64::MAX` when unlimited).
+fn open_file_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+}
+
+/// Why [`read_bounded`] failed.
+enum BoundedReadError {
+    TooLarge,
+    Io(String),
+}
+
+/// Reads a UTF-8 file of at most [`MAX_FILE_BYTES`], never reading more
+/// than one byte past the limit (so `/dev/zero` costs nothing).
+fn read_bounded(path: &Path) -> Result<String, BoundedReadError> {
+    let file = std::fs::File::open(path).map_err(|e| BoundedReadError::Io(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| BoundedReadError::Io(e.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(BoundedReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| BoundedReadError::Io("it is not UTF-8 text".to_owned()))
 }
 
 /// `[media] io`.
@@ -202,6 +343,23 @@ pub struct SipConfig {
     /// 200 ms below -55 dBov only one Opus frame every 400 ms is encoded
     /// and sent, until the caller speaks again.
     pub silence_suppression: bool,
+    /// The networks SIP requests are taken from (the trunk's addresses);
+    /// anything else is dropped unanswered and counted.
+    pub allow: Vec<IpNet>,
+    /// New INVITEs one source IP may send per second (a token bucket
+    /// refilled at this rate); more are dropped unanswered and counted.
+    pub invite_rate: u32,
+    /// The bucket's depth: INVITEs one source may send in a burst.
+    pub invite_burst: u32,
+    /// Calls from one source IP not yet confirmed by an ACK, at most (its
+    /// share of the dialog table); more are answered 503 without state.
+    pub max_pending_per_source: usize,
+    /// A file of `user:password` lines (one trunk account a line): when
+    /// set, every INVITE must carry RFC 8760 / RFC 7616 digest credentials
+    /// (SHA-256) of one of them.
+    pub auth_file: Option<PathBuf>,
+    /// The digest realm (RFC 7616 §3.3).
+    pub auth_realm: String,
 }
 
 impl Default for SipConfig {
@@ -221,6 +379,16 @@ impl Default for SipConfig {
             opus_complexity: 1,
             audio_level_extension: 1,
             silence_suppression: true,
+            allow: vec![
+                // Prefix lengths 8 (≤ 32) and 128 (≤ 128) are valid.
+                IpNet::new(Ipv4Addr::new(127, 0, 0, 0).into(), 8).expect("a valid prefix"),
+                IpNet::new(std::net::Ipv6Addr::LOCALHOST.into(), 128).expect("a valid prefix"),
+            ],
+            invite_rate: 20,
+            invite_burst: 40,
+            max_pending_per_source: 64,
+            auth_file: None,
+            auth_realm: "sluice".to_owned(),
         }
     }
 }
@@ -288,6 +456,46 @@ impl SipConfig {
         if self.max_calls == 0 {
             return Err(out_of_range("max_calls", "0".to_owned(), "1 or more"));
         }
+        if !(1..=10_000).contains(&self.invite_rate) {
+            return Err(out_of_range(
+                "invite_rate",
+                self.invite_rate.to_string(),
+                "1 to 10000",
+            ));
+        }
+        if self.invite_burst < 1 || self.invite_burst > 100_000 {
+            return Err(out_of_range(
+                "invite_burst",
+                self.invite_burst.to_string(),
+                "1 to 100000",
+            ));
+        }
+        if !(1..=crate::sip::MAX_DIALOGS).contains(&self.max_pending_per_source) {
+            return Err(out_of_range(
+                "max_pending_per_source",
+                self.max_pending_per_source.to_string(),
+                "1 to 10000",
+            ));
+        }
+        if self.auth_realm.is_empty()
+            || self.auth_realm.len() > 64
+            || !self
+                .auth_realm
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(out_of_range(
+                "auth_realm",
+                format!("{:?}", self.auth_realm),
+                "1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if let Some(path) = &self.auth_file {
+            crate::sip::Credentials::load(path).map_err(|reason| ConfigError::AuthFile {
+                path: path.clone(),
+                reason,
+            })?;
+        }
         if self.ivr_user.is_empty()
             || !self
                 .ivr_user
@@ -351,10 +559,17 @@ impl Config {
     }
 
     /// Reads and parses the file at `path`.
+    /// Files over [`MAX_FILE_BYTES`] are refused unread.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
-            path: path.to_owned(),
-            reason: e.to_string(),
+        let text = read_bounded(path).map_err(|e| match e {
+            BoundedReadError::TooLarge => ConfigError::TooLarge {
+                path: path.to_owned(),
+                limit: MAX_FILE_BYTES,
+            },
+            BoundedReadError::Io(reason) => ConfigError::Unreadable {
+                path: path.to_owned(),
+                reason,
+            },
         })?;
         Self::parse(&text, &path.display().to_string())
     }
@@ -406,7 +621,23 @@ impl Config {
                 ip: public,
             });
         }
+        self.control.validate(text, origin)?;
+        self.media.validate(text, origin)?;
+        self.policy_validate(text, origin)?;
         self.sip.validate(text, origin)
+    }
+
+    fn policy_validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        if self.policy.max_meetings == 0 {
+            return Err(ConfigError::OutOfRange {
+                at: Location::of_key(text, origin, "policy", "max_meetings"),
+                section: "policy",
+                key: "max_meetings",
+                value: "0".to_owned(),
+                range: "1 or more",
+            });
+        }
+        Ok(())
     }
 
     /// The bearer token guarding the control API: the trimmed contents of
@@ -421,9 +652,14 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<String>, ConfigError> {
         if let Some(path) = &self.control.token_file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::TokenFile {
+            let text = read_bounded(path).map_err(|e| ConfigError::TokenFile {
                 path: path.clone(),
-                reason: e.to_string(),
+                reason: match e {
+                    BoundedReadError::TooLarge => {
+                        format!("the file is larger than {MAX_FILE_BYTES} bytes")
+                    }
+                    BoundedReadError::Io(reason) => reason,
+                },
             })?;
             let token = text.trim();
             if token.is_empty() {

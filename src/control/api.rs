@@ -164,27 +164,48 @@ impl<'a> StreamView<'a> {
     }
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&value.len())
+/// The id pattern of meetings and participants, as the OpenAPI spec
+/// states it: 1 to 64 of A-Z a-z 0-9 `-` `_` `.`, not starting with `.`
+/// (so never `.` or `..`, whatever a path decodes to).
+pub(crate) const ID_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
+
+/// Whether `value` matches [`ID_PATTERN`].
+pub(crate) fn is_id(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && !value.starts_with('.')
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+    if is_id(value) {
         Ok(())
     } else {
         Err(ApiError::InvalidRequest(format!(
-            "{field} must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"
+            "{field} must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.', not \
+             starting with '.'"
         )))
     }
 }
 
+/// Text fields: at least one non-space character, at most `max`
+/// characters (not bytes: what JSON Schema's maxLength counts), no
+/// control characters. The spec states the same (`text_schema`).
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.trim().is_empty() || value.len() > max || value.chars().any(char::is_control) {
+    if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control)
+    {
         return Err(ApiError::InvalidRequest(format!(
-            "{field} must be non-empty text of at most {max} bytes without control characters"
+            "{field} must be non-empty text of at most {max} characters without control \
+             characters"
         )));
     }
     Ok(())
+}
+
+/// Path ids that cannot name anything are refused before any lookup.
+fn check_path_ids(ids: &[(&str, &str)]) -> Result<(), ApiError> {
+    ids.iter().try_for_each(|(field, id)| check_id(field, id))
 }
 
 fn decode_key(field: &str, profile: SrtpProfile, text: &str) -> Result<MasterKey, ApiError> {
@@ -240,6 +261,7 @@ pub(crate) async fn show_meeting(
     State(state): State<ControlState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
+    check_path_ids(&[("the meeting id", &id)])?;
     let registry = state.registry();
     let meeting = registry.meeting(&id)?;
     let roster = meeting
@@ -265,6 +287,7 @@ pub(crate) async fn delete_meeting(
     State(state): State<ControlState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    check_path_ids(&[("the meeting id", &id)])?;
     state.registry().delete_meeting(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -275,6 +298,7 @@ pub(crate) async fn set_lock(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SetLock>,
 ) -> Result<Response, ApiError> {
+    check_path_ids(&[("the meeting id", &id)])?;
     let mut registry = state.registry();
     let meeting = registry.set_locked(&id, body.locked)?;
     Ok(Json(MeetingView::of(meeting)).into_response())
@@ -286,6 +310,7 @@ pub(crate) async fn add_participant(
     ApiPath(meeting_id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateParticipant>,
 ) -> Result<Response, ApiError> {
+    check_path_ids(&[("the meeting id", &meeting_id)])?;
     check_text("name", &body.name, 256)?;
     let profile = match &body.srtp_profile {
         Some(name) => name
@@ -330,6 +355,10 @@ pub(crate) async fn delete_participant(
     State(state): State<ControlState>,
     ApiPath((meeting_id, participant_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    check_path_ids(&[
+        ("the meeting id", &meeting_id),
+        ("the participant id", &participant_id),
+    ])?;
     state
         .registry()
         .remove_participant(&meeting_id, &participant_id)?;
@@ -342,6 +371,10 @@ pub(crate) async fn add_stream(
     ApiPath((meeting_id, participant_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<CreateStream>,
 ) -> Result<Response, ApiError> {
+    check_path_ids(&[
+        ("the meeting id", &meeting_id),
+        ("the participant id", &participant_id),
+    ])?;
     check_text("codec", &body.codec, 64)?;
     match body.payload_type {
         0..=63 | 96..=127 => {}

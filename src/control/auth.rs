@@ -13,7 +13,7 @@ use super::{ApiError, ControlState};
 use crate::policy::secrets_equal;
 
 /// Paths served without a token.
-const OPEN_PATHS: [&str; 1] = ["/healthz"];
+pub(crate) const OPEN_PATHS: [&str; 1] = ["/healthz"];
 
 /// Refuses requests without the configured token (compared in constant time).
 pub(crate) async fn require_token(
@@ -33,14 +33,14 @@ pub(crate) async fn require_token(
         .and_then(|value| value.to_str().ok())
         .and_then(bearer);
     match given {
-        Some(token) if secrets_equal(token, expected) => next.run(request).await,
+        Some(token) if secrets_equal(token, &expected) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
     }
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme
 /// case-insensitive, RFC 9110 §11.1).
-fn bearer(value: &str) -> Option<&str> {
+pub(crate) fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

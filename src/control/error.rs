@@ -50,7 +50,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Every code any endpoint can answer with.
-    pub const CODES: [&'static str; 20] = [
+    pub const CODES: [&'static str; 26] = [
         "invalid_request",
         "invalid_key",
         "invalid_srtp_profile",
@@ -71,6 +71,12 @@ impl ApiError {
         "meeting_full",
         "node_full",
         "body_too_large",
+        "too_many_meetings",
+        "uri_too_long",
+        "headers_too_large",
+        "request_timeout",
+        "too_many_connections",
+        "bad_request",
     ];
 
     /// The stable code.
@@ -105,7 +111,9 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MeetingExists(_) | Self::DuplicateSsrc(_) => StatusCode::CONFLICT,
             Self::Refused(Refusal::MeetingFull { .. }) => StatusCode::CONFLICT,
-            Self::Refused(Refusal::NodeFull { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Refused(Refusal::NodeFull { .. } | Refusal::TooManyMeetings { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,15 +129,18 @@ impl ApiError {
                 "unknown srtp_profile {name:?}: use AEAD_AES_256_GCM, AEAD_AES_128_GCM, \
                  AES_CM_128_HMAC_SHA1_80 or AES_CM_128_HMAC_SHA1_32"
             ),
-            Self::MeetingNotFound(id) => format!("no meeting has the id {id:?}"),
+            Self::MeetingNotFound(id) => format!("no meeting has the id {}", IdPrefix(id)),
             Self::ParticipantNotFound(id) => {
-                format!("the meeting has no participant with the id {id:?}")
+                format!(
+                    "the meeting has no participant with the id {}",
+                    IdPrefix(id)
+                )
             }
             Self::NotFound => "no such endpoint; see /v1/openapi.json".to_owned(),
             Self::MethodNotAllowed => {
                 "this endpoint does not take that method; see /v1/openapi.json".to_owned()
             }
-            Self::MeetingExists(id) => format!("a meeting with the id {id:?} exists"),
+            Self::MeetingExists(id) => format!("a meeting with the id {} exists", IdPrefix(id)),
             Self::DuplicateSsrc(ssrc) => {
                 format!("SSRC {ssrc} is already published on this node")
             }
@@ -150,6 +161,22 @@ impl ApiError {
             s if s.is_client_error() => Self::InvalidRequest(format!("request refused ({s})")),
             s => Self::Internal(format!("the control API failed ({s})")),
         }
+    }
+}
+
+/// The most characters of a client's id an error message quotes.
+const QUOTED_ID_CHARS: usize = 16;
+
+/// An id as an error message quotes it: at most [`QUOTED_ID_CHARS`]
+/// characters, escaped, and `…` when cut, so a 64 KB path never comes back.
+struct IdPrefix<'a>(&'a str);
+
+impl std::fmt::Display for IdPrefix<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut chars = self.0.chars();
+        let head: String = chars.by_ref().take(QUOTED_ID_CHARS).collect();
+        let more = if chars.next().is_some() { "…" } else { "" };
+        write!(f, "{:?}{more}", head)
     }
 }
 
@@ -209,6 +236,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn not_found_messages_quote_a_short_prefix_of_the_id() {
+        let long = "a".repeat(60_000);
+        let m = ApiError::MeetingNotFound(long).message();
+        assert_eq!(m, format!("no meeting has the id {:?}…", "a".repeat(16)));
+        let m = ApiError::ParticipantNotFound("p-1".into()).message();
+        assert!(m.ends_with("\"p-1\""), "{m}");
+        let m = ApiError::MeetingNotFound("\u{1b}[2J".into()).message();
+        assert!(!m.contains('\u{1b}'), "{m}");
+    }
+
+    #[test]
     fn every_error_has_a_listed_code_and_a_fitting_status() {
         let all = [
             (ApiError::InvalidRequest("x".into()), 400),
@@ -231,8 +269,11 @@ mod tests {
             (Refusal::E2eeForbidsDialIn.into(), 403),
             (Refusal::MeetingFull { limit: 1 }.into(), 409),
             (Refusal::NodeFull { limit: 1 }.into(), 503),
+            (Refusal::TooManyMeetings { limit: 1 }.into(), 503),
         ];
-        assert_eq!(all.len(), ApiError::CODES.len());
+        // The edge's own errors (414, 431, 408, 503, 400 before routing)
+        // are written in `edge.rs`, not through this enum.
+        assert_eq!(all.len() + 5, ApiError::CODES.len());
         for (error, status) in all {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
             assert!(ApiError::CODES.contains(&error.code()), "{error:?}");

@@ -16,6 +16,7 @@
 //!     token: None,
 //!     media_address: "127.0.0.1:40000".parse().unwrap(),
 //!     policy: Default::default(),
+//!     limits: Default::default(),
 //! };
 //! let server = ControlServer::start(opts, cell, metrics)?;
 //! // ... run the packet workers ...
@@ -28,8 +29,10 @@
 mod api;
 mod auth;
 mod desk;
+mod edge;
 mod error;
 mod extract;
+mod hygiene;
 mod listing;
 mod openapi;
 mod registry;
@@ -38,7 +41,6 @@ mod registry;
 mod tests;
 
 use std::fmt;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -50,6 +52,7 @@ use axum::routing::{get, post};
 use tokio::sync::watch;
 
 pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup};
+pub use edge::{EdgeLimits, MAX_HEAD, MAX_HEADER_FIELDS, MAX_URI};
 pub use error::ApiError;
 
 use crate::metrics::MetricsHub;
@@ -72,6 +75,8 @@ pub struct ControlOptions {
     pub media_address: SocketAddr,
     /// The admission policy.
     pub policy: Policy,
+    /// Timeouts and connection caps of the TCP edge.
+    pub limits: EdgeLimits,
 }
 
 impl fmt::Debug for ControlOptions {
@@ -81,6 +86,7 @@ impl fmt::Debug for ControlOptions {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("media_address", &self.media_address)
             .field("policy", &self.policy)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -95,7 +101,8 @@ pub struct ControlState {
 struct Shared {
     registry: Mutex<Registry>,
     metrics: Arc<MetricsHub>,
-    token: Option<String>,
+    /// Replaced whole on a config reload; read per request without a lock.
+    token: arc_swap::ArcSwapOption<String>,
 }
 
 impl fmt::Debug for ControlState {
@@ -115,7 +122,7 @@ impl ControlState {
             inner: Arc::new(Shared {
                 registry: Mutex::new(Registry::new(cell, opts.policy, opts.media_address)),
                 metrics,
-                token: opts.token,
+                token: arc_swap::ArcSwapOption::from(opts.token.map(Arc::new)),
             }),
         }
     }
@@ -133,8 +140,24 @@ impl ControlState {
         &self.inner.metrics
     }
 
-    fn token(&self) -> Option<&str> {
-        self.inner.token.as_deref()
+    fn token(&self) -> Option<Arc<String>> {
+        self.inner.token.load_full()
+    }
+
+    /// Applies a config reload: the token guards the next request, the
+    /// policy the next creation and admission. Says what changed.
+    fn reload(&self, token: Option<String>, policy: Policy) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.token().as_deref() != token.as_ref() {
+            self.inner.token.store(token.map(Arc::new));
+            changed.push("[control] API token");
+        }
+        let mut registry = self.registry();
+        if registry.policy() != policy {
+            registry.set_policy(policy);
+            changed.push("[policy]");
+        }
+        changed
     }
 }
 
@@ -164,6 +187,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/healthz", get(api::healthz))
         .fallback(api::not_found)
         .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn(hygiene::guard))
         .layer(from_fn_with_state(state.clone(), error::finish))
         .with_state(state)
 }
@@ -217,12 +241,19 @@ impl ControlServer {
             let _entered = runtime.enter();
             tokio::net::TcpListener::from_std(listener).map_err(bind_error)?
         };
+        let limits = opts.limits;
         let state = ControlState::build(opts, cell, metrics);
         let app = router(state.clone());
         let (stop, stopped) = watch::channel(false);
+        let edge_state = state.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-control".to_owned())
-            .spawn(move || runtime.block_on(serve(listener, app, stopped)))
+            .spawn(move || {
+                let local = tokio::task::LocalSet::new();
+                let served =
+                    edge::serve(listener, app, edge_state, limits, stopped, SHUTDOWN_GRACE);
+                runtime.block_on(local.run_until(served));
+            })
             .map_err(ControlError::Thread)?;
         tracing::info!(%local_addr, "control API listening");
         Ok(Self {
@@ -236,6 +267,13 @@ impl ControlServer {
     /// The dial-in side's handle on this server's registry.
     pub fn desk(&self) -> MeetingDesk {
         MeetingDesk::new(self.state.clone())
+    }
+
+    /// Applies a config reload (see [`ControlState`]): the new token and
+    /// policy take effect for the next request; who is admitted stays.
+    /// Returns what changed, for the log.
+    pub fn reload(&self, token: Option<String>, policy: Policy) -> Vec<&'static str> {
+        self.state.reload(token, policy)
     }
 
     /// The address the API listens on (the chosen port when it was 0).
@@ -263,30 +301,5 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop_and_join();
-    }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-async fn serve(listener: tokio::net::TcpListener, app: Router, stop: watch::Receiver<bool>) {
-    let graceful = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped(stop.clone()))
-        .into_future();
-    let deadline = async {
-        stopped(stop).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = graceful => {
-            if let Err(e) = result {
-                tracing::error!("control API server failed: {e}");
-            }
-        }
-        () = deadline => {
-            tracing::warn!("control API requests still running after {SHUTDOWN_GRACE:?} were cut off");
-        }
     }
 }

@@ -5,6 +5,29 @@
 use serde_json::{Value, json};
 
 use super::ApiError;
+use super::api::ID_PATTERN;
+use super::edge::{MAX_HEAD, MAX_URI};
+
+/// Text the handlers take (`check_text`): 1 to `max` characters, at least
+/// one not white space, none a control character (Unicode Cc).
+fn text(max: usize) -> Value {
+    const NOT_CONTROL: &str = "[^\\u0000-\\u001f\\u007f-\\u009f]";
+    json!({
+        "type": "string", "minLength": 1, "maxLength": max,
+        "pattern": format!("^{NOT_CONTROL}*[^\\s\\u0000-\\u001f\\u007f-\\u009f]{NOT_CONTROL}*$"),
+    })
+}
+
+/// `schema`, also taking null (which the server reads as absent).
+fn nullable(mut schema: Value) -> Value {
+    schema["nullable"] = json!(true);
+    schema
+}
+
+/// An id as the server takes it.
+fn id_schema() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": 64, "pattern": ID_PATTERN })
+}
 
 /// An error response whose `code` is one of `codes`.
 fn error(description: &str, codes: &[&str]) -> Value {
@@ -34,9 +57,27 @@ fn ok(description: &str, schema: &str) -> Value {
     })
 }
 
+/// `response` with OpenAPI links to the operations that take what it
+/// returns (so a stateful client can follow them).
+fn with_links(mut response: Value, links: &[(&str, &[(&str, &str)])]) -> Value {
+    let mut all = serde_json::Map::new();
+    for (operation, parameters) in links {
+        let parameters: serde_json::Map<String, Value> = parameters
+            .iter()
+            .map(|(name, from)| ((*name).to_owned(), json!(from)))
+            .collect();
+        all.insert(
+            (*operation).to_owned(),
+            json!({ "operationId": operation, "parameters": parameters }),
+        );
+    }
+    response["links"] = Value::Object(all);
+    response
+}
+
 fn param(name: &str, description: &str) -> Value {
     json!({ "name": name, "in": "path", "required": true, "description": description,
-            "schema": { "type": "string" } })
+            "schema": id_schema() })
 }
 
 /// The document.
@@ -51,50 +92,73 @@ pub(crate) fn document() -> Value {
         "No such meeting or participant",
         &["meeting_not_found", "participant_not_found"],
     );
+    let bad_id = error(
+        "An id in the path does not match the id pattern",
+        &["invalid_request"],
+    );
     let meeting_id = param("id", "The meeting id");
     let participant_id = param("pid", "The participant id");
+    let description = format!(
+        "Create meetings, admit participants and hand out their SRTP keys. Every error is \
+         JSON {{\"error\":{{\"code\",\"message\"}}}}. Every path but /healthz needs \
+         \"Authorization: Bearer <token>\" when a token is configured (401 unauthorized \
+         otherwise). Unknown paths answer 404 not_found, wrong methods 405 \
+         method_not_allowed, oversized bodies 413 body_too_large, and failures of the relay \
+         itself 500 internal. The TCP edge answers by itself, in the same shape: a request \
+         target over {MAX_URI} bytes 414 uri_too_long, a head over {MAX_HEAD} bytes or 64 \
+         fields 431 headers_too_large, a head not sent within [control] header_timeout_secs \
+         408 request_timeout, a request line that is not HTTP/1.1 400 bad_request, too many \
+         open connections 503 too_many_connections. Every answer carries Cache-Control: \
+         no-store."
+    );
     let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "sluice control API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Create meetings, admit participants and hand out their SRTP keys. \
-                Every error is JSON {\"error\":{\"code\",\"message\"}}. Every path but /healthz \
-                needs \"Authorization: Bearer <token>\" when a token is configured (401 \
-                unauthorized otherwise). Unknown paths answer 404 not_found, wrong methods \
-                405 method_not_allowed, oversized bodies 413 body_too_large, and failures of \
-                the relay itself 500 internal."
+            "description": description
         },
         "security": [{ "bearer": [] }],
         "paths": {
             "/v1/meetings": {
                 "post": {
+                    "operationId": "createMeeting",
                     "summary": "Create a meeting",
                     "requestBody": body("CreateMeeting"),
                     "responses": {
-                        "201": ok("Created; Location names the meeting", "Meeting"),
+                        "201": with_links(ok("Created; Location names the meeting", "Meeting"), &[
+                            ("showMeeting", &[("id", "$response.body#/id")]),
+                            ("lockMeeting", &[("id", "$response.body#/id")]),
+                            ("addParticipant", &[("id", "$response.body#/id")]),
+                            ("deleteMeeting", &[("id", "$response.body#/id")]),
+                        ]),
                         "400": bad,
                         "401": unauthorized,
                         "403": error("The policy refuses this owner or mode",
                             &["e2ee_requires_verified_owner", "e2ee_disabled"]),
-                        "409": error("The id is taken", &["meeting_exists"])
+                        "409": error("The id is taken", &["meeting_exists"]),
+                        "503": error("The node holds [policy] max_meetings", &["too_many_meetings"])
                     }
                 }
             },
             "/v1/meetings/{id}": {
                 "parameters": [meeting_id],
                 "get": {
+                    "operationId": "showMeeting",
                     "summary": "A meeting and its roster (never keys)",
                     "responses": {
                         "200": ok("The meeting", "MeetingDetail"),
+                        "400": bad_id,
                         "401": unauthorized,
                         "404": no_meeting
                     }
                 },
                 "delete": {
+                    "operationId": "deleteMeeting",
                     "summary": "End a meeting; its legs stop being relayed at once",
                     "responses": {
                         "204": { "description": "Ended" },
+                        "400": bad_id,
                         "401": unauthorized,
                         "404": no_meeting
                     }
@@ -103,6 +167,7 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}/lock": {
                 "parameters": [meeting_id],
                 "post": {
+                    "operationId": "lockMeeting",
                     "summary": "Lock or unlock a meeting (a locked meeting admits nobody)",
                     "requestBody": body("SetLock"),
                     "responses": {
@@ -116,10 +181,14 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}/participants": {
                 "parameters": [meeting_id],
                 "post": {
+                    "operationId": "addParticipant",
                     "summary": "Admit a participant and hand out its leg's keys",
                     "requestBody": body("CreateParticipant"),
                     "responses": {
-                        "201": ok("Admitted; Location names the participant", "Admitted"),
+                        "201": with_links(ok("Admitted; Location names the participant", "Admitted"), &[
+                            ("addStream", &[("id", "$request.path.id"), ("pid", "$response.body#/id")]),
+                            ("removeParticipant", &[("id", "$request.path.id"), ("pid", "$response.body#/id")]),
+                        ]),
                         "400": error("The body is invalid",
                             &["invalid_request", "invalid_key", "invalid_srtp_profile"]),
                         "401": unauthorized,
@@ -135,9 +204,11 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}/participants/{pid}": {
                 "parameters": [meeting_id, participant_id],
                 "delete": {
+                    "operationId": "removeParticipant",
                     "summary": "Remove a participant; its leg and streams stop at once",
                     "responses": {
                         "204": { "description": "Removed" },
+                        "400": bad_id,
                         "401": unauthorized,
                         "404": no_participant
                     }
@@ -146,6 +217,7 @@ pub(crate) fn document() -> Value {
             "/v1/meetings/{id}/participants/{pid}/streams": {
                 "parameters": [meeting_id, participant_id],
                 "post": {
+                    "operationId": "addStream",
                     "summary": "Publish a stream (one SSRC) from a participant",
                     "requestBody": body("CreateStream"),
                     "responses": {
@@ -209,7 +281,7 @@ fn schemas() -> Value {
         "Owner": {
             "type": "object", "required": ["account"], "additionalProperties": false,
             "properties": {
-                "account": { "type": "string", "maxLength": 256 },
+                "account": text(256),
                 "verified": { "type": "boolean", "default": false,
                     "description": "Whether the integrator verified the owner's identity" }
             }
@@ -217,11 +289,12 @@ fn schemas() -> Value {
         "CreateMeeting": {
             "type": "object", "required": ["mode", "owner"], "additionalProperties": false,
             "properties": {
-                "id": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$",
-                    "description": "Chosen by the caller; generated when absent" },
+                "id": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": ID_PATTERN,
+                    "nullable": true,
+                    "description": "Chosen by the caller; generated when absent or null" },
                 "mode": { "type": "string", "enum": ["e2ee", "standard"] },
                 "owner": { "$ref": "#/components/schemas/Owner" },
-                "passcode": { "type": "string", "maxLength": 128 }
+                "passcode": nullable(text(128))
             }
         },
         "Meeting": {
@@ -259,15 +332,30 @@ fn schemas() -> Value {
         "CreateParticipant": {
             "type": "object", "required": ["name"], "additionalProperties": false,
             "properties": {
-                "name": { "type": "string", "maxLength": 256 },
+                "name": text(256),
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"], "default": "attendee" },
-                "passcode": { "type": "string", "description": "Required when the meeting has one" },
-                "srtp_profile": { "type": "string", "default": "AEAD_AES_256_GCM", "enum": [
+                "passcode": { "type": "string", "nullable": true,
+                    "description": "Required when the meeting has one" },
+                "srtp_profile": { "type": "string", "nullable": true, "default": "AEAD_AES_256_GCM", "enum": [
                     "AEAD_AES_256_GCM", "AEAD_AES_128_GCM",
-                    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"] },
+                    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", null] },
                 "source": { "type": "string", "enum": ["api", "dial-in"], "default": "api" },
-                "client_to_relay": key
-            }
+                "client_to_relay": nullable(key.clone())
+            },
+            "description": "client_to_relay, when given, is the key for srtp_profile: 44 bytes \
+                for AEAD_AES_256_GCM (the default), 28 for AEAD_AES_128_GCM, 30 for the \
+                AES_CM profiles.",
+            "oneOf": [
+                { "properties": {
+                    "srtp_profile": { "enum": ["AEAD_AES_256_GCM", null] },
+                    "client_to_relay": { "pattern": "^[A-Za-z0-9+/]{58}[AEIMQUYcgkosw048]=$" } } },
+                { "required": ["srtp_profile"], "properties": {
+                    "srtp_profile": { "enum": ["AEAD_AES_128_GCM"] },
+                    "client_to_relay": { "pattern": "^[A-Za-z0-9+/]{37}[AQgw]==$" } } },
+                { "required": ["srtp_profile"], "properties": {
+                    "srtp_profile": { "enum": ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"] },
+                    "client_to_relay": { "pattern": "^[A-Za-z0-9+/]{40}$" } } }
+            ]
         },
         "Admitted": {
             "type": "object", "required": ["id", "role", "media"],
@@ -290,8 +378,9 @@ fn schemas() -> Value {
             "properties": {
                 "ssrc": { "type": "integer", "minimum": 0, "maximum": 4_294_967_295_u32 },
                 "kind": { "type": "string", "enum": ["audio", "video"] },
-                "codec": { "type": "string", "maxLength": 64 },
-                "payload_type": { "type": "integer", "minimum": 0, "maximum": 127,
+                "codec": text(64),
+                "payload_type": { "type": "integer",
+                    "anyOf": [ { "minimum": 0, "maximum": 63 }, { "minimum": 96, "maximum": 127 } ],
                     "description": "64 to 95 are refused: they collide with RTCP (RFC 5761 §4)" }
             }
         },

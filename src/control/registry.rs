@@ -141,6 +141,17 @@ impl Registry {
         self.media_address
     }
 
+    /// The admission policy in force.
+    pub(crate) fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Replaces the admission policy (a config reload): it governs the
+    /// next creation and admission; who is in stays in.
+    pub(crate) fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
     /// The meeting `id`.
     pub(crate) fn meeting(&self, id: &str) -> Result<&Meeting, ApiError> {
         self.meetings
@@ -172,7 +183,12 @@ impl Registry {
 
     /// Creates a meeting, if the policy lets its owner.
     pub(crate) fn create_meeting(&mut self, new: NewMeeting) -> Result<&Meeting, ApiError> {
-        policy::check_create(&self.policy, new.mode, new.owner.verified)?;
+        policy::check_create(
+            &self.policy,
+            new.mode,
+            new.owner.verified,
+            self.meetings.len(),
+        )?;
         let id = match new.id {
             Some(id) if self.meetings.contains_key(&id) => {
                 return Err(ApiError::MeetingExists(id));

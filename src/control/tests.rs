@@ -60,6 +60,7 @@ fn policy() -> Policy {
         e2ee: E2eePolicy::VerifiedOnly,
         max_participants_per_meeting: 4,
         max_participants_per_node: 6,
+        max_meetings: 1000,
     }
 }
 
@@ -70,6 +71,7 @@ fn harness_with(policy: Policy, token: Option<&'static str>) -> Harness {
         token: token.map(str::to_owned),
         media_address: MEDIA.parse().unwrap(),
         policy,
+        limits: Default::default(),
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let app = router(ControlState::new(&opts, Arc::clone(&cell), metrics));
@@ -783,6 +785,7 @@ fn the_server_answers_over_tcp_and_shuts_down() {
         token: Some("t".to_owned()),
         media_address: MEDIA.parse().unwrap(),
         policy: policy(),
+        limits: Default::default(),
     };
     let server =
         ControlServer::start(opts, empty_cell(), Arc::new(MetricsHub::new("ring"))).unwrap();
@@ -819,6 +822,7 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
         token: None,
         media_address: MEDIA.parse().unwrap(),
         policy: policy(),
+        limits: Default::default(),
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let state = ControlState::new(&opts, Arc::clone(&cell), Arc::clone(&metrics));

@@ -35,13 +35,16 @@ use crate::config::SipConfig;
 use crate::control::MeetingDesk;
 use crate::crypto::BackendKind;
 use crate::metrics::DialInCounters;
-use crate::sip::{Uas, UasConfig};
+use crate::sip::{Credentials, SipLimits, Uas, UasConfig};
 
 use call::CallSettings;
 use pool::PoolThread;
-use signalling::{Signalling, SignallingSettings};
+use signalling::{Signalling, SignallingSettings, SipReload};
 
 pub use signalling::E2EE_REASON;
+
+/// The SIP socket's receive buffer asked for.
+const SIP_RECV_BUFFER: usize = 4 << 20;
 
 /// Why dial-in could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,35 @@ pub enum DialInError {
     /// A thread could not be started.
     #[error("cannot start a dial-in thread: {0}")]
     Thread(std::io::Error),
+    /// `[sip] auth_file` cannot be used.
+    #[error("cannot use the SIP credentials in {path} ({reason}); fix [sip] auth_file")]
+    Credentials {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The UAS limits `[sip]` asks for (the credentials file read now).
+fn limits(config: &SipConfig) -> Result<SipLimits, DialInError> {
+    let credentials = match &config.auth_file {
+        Some(path) => Some(Arc::new(Credentials::load(path).map_err(|reason| {
+            DialInError::Credentials {
+                path: path.clone(),
+                reason,
+            }
+        })?)),
+        None => None,
+    };
+    Ok(SipLimits {
+        allow: config.allow.clone(),
+        invite_rate: config.invite_rate,
+        invite_burst: config.invite_burst,
+        max_pending_per_source: config.max_pending_per_source,
+        credentials,
+        realm: config.auth_realm.clone(),
+    })
 }
 
 /// What dial-in needs from the rest of the daemon.
@@ -76,6 +108,7 @@ pub struct DialInOptions {
 #[derive(Debug)]
 pub struct DialIn {
     local_addr: SocketAddr,
+    reload: std::sync::mpsc::Sender<SipReload>,
     stop: Arc<AtomicBool>,
     signalling: Option<JoinHandle<()>>,
     pools: Vec<JoinHandle<()>>,
@@ -94,6 +127,10 @@ impl DialIn {
             source,
         };
         let socket = UdpSocket::bind(config.listen).map_err(bind_error)?;
+        // A deep receive buffer rides out a burst (a flood among it) so a
+        // trunk's INVITE is not dropped by the kernel before the rate
+        // limits see it; the kernel caps it at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(SIP_RECV_BUFFER);
         let local_addr = socket.local_addr().map_err(bind_error)?;
         let settings = Arc::new(CallSettings {
             desk,
@@ -126,7 +163,10 @@ impl DialIn {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
         });
+        let mut uas = uas;
+        uas.set_limits(limits(config)?);
         let stop = Arc::new(AtomicBool::new(false));
+        let (reload, reloads) = std::sync::mpsc::channel();
         let signalling = Signalling::new(
             socket,
             uas,
@@ -140,15 +180,23 @@ impl DialIn {
             settings,
             senders,
             events,
-            Arc::clone(&stop),
+            (Arc::clone(&stop), reloads),
         );
         let signalling = std::thread::Builder::new()
             .name("sluice-sip".to_owned())
             .spawn(move || signalling.run())
             .map_err(DialInError::Thread)?;
         tracing::info!(%local_addr, media_threads = threads, "SIP dial-in listening");
+        if !local_addr.ip().is_loopback() && config.allow.iter().all(|net| net.addr().is_loopback())
+        {
+            tracing::warn!(
+                "SIP listens on {local_addr} but [sip] allow takes loopback only: requests \
+                 from your trunk are dropped until allow names its addresses"
+            );
+        }
         Ok(Self {
             local_addr,
+            reload,
             stop,
             signalling: Some(signalling),
             pools,
@@ -158,6 +206,20 @@ impl DialIn {
     /// Where SIP listens (the chosen port when it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Applies what a config reload may change at run time: the allow
+    /// list, rates, per-source shares, credentials, `max_calls` and the
+    /// answer delay. Calls in progress are untouched.
+    pub fn reload(&self, config: &SipConfig) -> Result<(), DialInError> {
+        let update = SipReload {
+            limits: limits(config)?,
+            max_calls: config.max_calls,
+            answer_delay: Duration::from_millis(config.answer_delay_ms),
+        };
+        // The receiver lives as long as the signalling thread.
+        let _ = self.reload.send(update);
+        Ok(())
     }
 
     /// Hangs up every call (BYE), then stops the threads.

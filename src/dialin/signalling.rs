@@ -18,11 +18,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::control::DeskError;
 use crate::media::G711;
-use crate::metrics::CallOutcome;
+use crate::metrics::{CallOutcome, SipEdge};
 use crate::policy::Refusal;
 use crate::relay::MeetingMode;
 use crate::sip::sdp::{self, AnswerSpec, Codec, MediaOffer, Negotiated, build_answer};
-use crate::sip::{CallId, Event, Uas};
+use crate::sip::{CallId, Event, SipLimits, Uas, UasStats};
 use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, CallerMedia, Entry, admit_direct, random_u32};
@@ -71,11 +71,22 @@ pub(crate) struct Signalling {
     pub(crate) pools: Vec<Sender<PoolCommand>>,
     pub(crate) events: Receiver<PoolEvent>,
     pub(crate) stop: Arc<AtomicBool>,
+    /// New limits from a config reload, taken at the next turn.
+    pub(crate) reload: Receiver<SipReload>,
     known: HashMap<CallId, Known>,
     ringing: Vec<Ringing>,
     next_pool: usize,
     malformed_seen: u64,
+    edge_seen: UasStats,
     rng: SystemRandom,
+}
+
+/// What a config reload changes in the signalling thread.
+#[derive(Debug, Clone)]
+pub(crate) struct SipReload {
+    pub(crate) limits: SipLimits,
+    pub(crate) max_calls: usize,
+    pub(crate) answer_delay: Duration,
 }
 
 impl std::fmt::Debug for Signalling {
@@ -94,7 +105,7 @@ impl Signalling {
         calls_settings: Arc<CallSettings>,
         pools: Vec<Sender<PoolCommand>>,
         events: Receiver<PoolEvent>,
-        stop: Arc<AtomicBool>,
+        (stop, reload): (Arc<AtomicBool>, Receiver<SipReload>),
     ) -> Self {
         Self {
             socket,
@@ -104,10 +115,12 @@ impl Signalling {
             pools,
             events,
             stop,
+            reload,
             known: HashMap::new(),
             ringing: Vec::new(),
             next_pool: 0,
             malformed_seen: 0,
+            edge_seen: UasStats::default(),
             rng: SystemRandom::new(),
         }
     }
@@ -175,6 +188,43 @@ impl Signalling {
                 .sip_malformed(malformed - self.malformed_seen);
             self.malformed_seen = malformed;
         }
+        self.count_edge();
+        while let Ok(reload) = self.reload.try_recv() {
+            self.uas.set_limits(reload.limits);
+            self.settings.max_calls = reload.max_calls;
+            self.settings.answer_delay = reload.answer_delay;
+        }
+    }
+
+    /// Moves the UAS's edge counters into the metrics.
+    fn count_edge(&mut self) {
+        let now = self.uas.stats();
+        let was = self.edge_seen;
+        let pairs = [
+            (SipEdge::NotAllowed, now.not_allowed, was.not_allowed),
+            (SipEdge::RateLimited, now.rate_limited, was.rate_limited),
+            (
+                SipEdge::PendingLimited,
+                now.pending_limited,
+                was.pending_limited,
+            ),
+            (
+                SipEdge::AuthChallenged,
+                now.auth_challenges,
+                was.auth_challenges,
+            ),
+            (
+                SipEdge::Stateless,
+                now.stateless_refusals,
+                was.stateless_refusals,
+            ),
+        ];
+        for (why, now, was) in pairs {
+            if now > was {
+                self.calls_settings.counters.sip_edge(why, now - was);
+            }
+        }
+        self.edge_seen = now;
     }
 
     fn flush(&mut self) {
@@ -223,6 +273,19 @@ impl Signalling {
         self.calls_settings.counters.outcome(outcome);
     }
 
+    /// A refusal that will never become a call: sent once, no state kept.
+    fn refuse_stateless(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        self.uas.refuse_stateless(now, call, status, reason, extra);
+        self.calls_settings.counters.outcome(CallOutcome::Failed);
+    }
+
     fn incoming(
         &mut self,
         now: Instant,
@@ -233,7 +296,7 @@ impl Signalling {
         offer: Option<MediaOffer>,
     ) {
         if self.known.len() >= self.settings.max_calls {
-            return self.refuse(now, call, 503, "Service Unavailable", CallOutcome::Failed);
+            return self.refuse_stateless(now, call, 503, "Service Unavailable", &[]);
         }
         let Some(offer) = offer else {
             return self.refuse(now, call, 488, "Not Acceptable Here", CallOutcome::Failed);
@@ -251,14 +314,19 @@ impl Signalling {
         } else {
             match desk.lookup(user) {
                 Err(_) => {
-                    return self.refuse(now, call, 404, "Not Found", CallOutcome::Failed);
+                    return self.refuse_stateless(now, call, 404, "Not Found", &[]);
                 }
                 Ok(found) if found.mode == MeetingMode::E2ee => {
                     self.calls_settings
                         .counters
                         .outcome(CallOutcome::RefusedE2ee);
-                    self.uas
-                        .reject(now, call, 403, "Forbidden", &[("Reason", E2EE_REASON)]);
+                    self.uas.refuse_stateless(
+                        now,
+                        call,
+                        403,
+                        "Forbidden",
+                        &[("Reason", E2EE_REASON)],
+                    );
                     return;
                 }
                 Ok(found) if found.needs_passcode => Entry::Passcode {
@@ -269,6 +337,9 @@ impl Signalling {
                     Err(e) => {
                         let (status, reason) = refusal_status(&e);
                         tracing::info!(%from, meeting = user, "dial-in refused: {}", e.message());
+                        if matches!(status, 403 | 404 | 503) {
+                            return self.refuse_stateless(now, call, status, reason, &[]);
+                        }
                         return self.refuse(now, call, status, reason, CallOutcome::Failed);
                     }
                 },
@@ -383,6 +454,7 @@ impl Signalling {
                 port,
                 codec: negotiated.codec,
                 telephone_event: negotiated.telephone_event,
+                telephone_events: negotiated.telephone_events,
                 crypto: crypto.map(|(tag, _, ours, material)| (tag, ours.profile(), material)),
                 direction: offer.direction.answer(),
                 session_id: u64::from(random_u32()),

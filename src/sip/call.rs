@@ -64,6 +64,9 @@ pub(crate) struct Call {
     pub(crate) last_sdp: Option<String>,
     /// hangup() before the ACK: BYE as soon as it comes.
     pub(crate) hangup_after_ack: bool,
+    /// Counted in its source's share of unconfirmed calls until the ACK
+    /// or the end (taken then).
+    pub(crate) pending_source: Option<std::net::IpAddr>,
 }
 
 impl Call {
@@ -98,6 +101,7 @@ impl Call {
             pending_2xx: None,
             last_sdp: None,
             hangup_after_ack: false,
+            pending_source: None,
         }
     }
 

@@ -21,12 +21,19 @@
 //!
 //! [`sdp`] parses the caller's offer and builds our answer.
 //!
+//! Before a request costs state, [`SipLimits`] apply: an allow-list of
+//! source networks, a per-source INVITE rate and share of the dialog
+//! table, and optional digest authentication (RFC 8760, SHA-256).
+//! Requests that will never become calls are answered statelessly.
+//!
 //! Every collection the network can grow is bounded ([`MAX_DIALOGS`],
 //! [`MAX_TRANSACTIONS`], [`MAX_MESSAGE_SIZE`], [`MAX_HEADERS`]); malformed
 //! input is dropped and counted in [`UasStats`], never a panic.
 
 mod call;
+mod digest;
 mod error;
+mod guard;
 mod header;
 mod message;
 pub mod sdp;
@@ -36,12 +43,16 @@ mod uas;
 mod wire;
 
 #[cfg(test)]
+mod edge_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use digest::{Credentials, NONCE_LIFETIME, client_authorization};
 pub use error::ParseError;
+pub use guard::SipLimits;
 pub use message::{Header, Method, SipMessage, StartLine};
 pub use sdp::{
     AnswerSpec, Codec, CryptoOffer, Direction, MediaOffer, Negotiated, OfferedCodec, SdpError,

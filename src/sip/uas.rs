@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::call::{Call, CallState, DialogKey, Pending2xx};
+use super::digest::{DigestAuth, Verdict};
+use super::guard::{SipLimits, SourceGuard};
 use super::header::{CSeq, MAGIC_COOKIE, Uri, Via, decode_user};
 use super::message::{Method, SipMessage, StartLine, parse_lenient};
 use super::sdp::{MediaOffer, parse_offer};
@@ -71,6 +73,16 @@ pub struct UasStats {
     pub timer_h_timeouts: u64,
     /// Our BYEs never answered (Timer F).
     pub bye_timeouts: u64,
+    /// Datagrams from sources outside `[sip] allow`, dropped unanswered.
+    pub not_allowed: u64,
+    /// New INVITEs over their source's rate, dropped unanswered.
+    pub rate_limited: u64,
+    /// New INVITEs over their source's share of unconfirmed calls (503).
+    pub pending_limited: u64,
+    /// INVITEs challenged (401) for missing, wrong or stale credentials.
+    pub auth_challenges: u64,
+    /// Calls refused without keeping state ([`Uas::refuse_stateless`]).
+    pub stateless_refusals: u64,
 }
 
 /// A sans-IO SIP user agent server on UDP. See the [module docs](super).
@@ -93,6 +105,8 @@ pub struct Uas {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: UasStats,
+    guard: SourceGuard,
+    digest: DigestAuth,
 }
 
 impl Uas {
@@ -100,7 +114,10 @@ impl Uas {
     /// and T2 bounded as in [`Self::with_seed`]).
     pub fn new(cfg: UasConfig) -> Self {
         // std seeds every RandomState from the OS (and varies it per call).
-        Self::with_seed(cfg, RandomState::new().hash_one(0x5eed_u64))
+        let mut uas = Self::with_seed(cfg, RandomState::new().hash_one(0x5eed_u64));
+        // The nonce key needs more than 64 bits: 256 from the system RNG.
+        uas.digest = DigestAuth::new(None);
+        uas
     }
 
     /// A UAS whose tags and branches come from `seed`: for tests and
@@ -127,7 +144,15 @@ impl Uas {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: UasStats::default(),
+            guard: SourceGuard::new(SipLimits::unlimited()),
+            digest: DigestAuth::new(Some(seeded_key(seed))),
         }
+    }
+
+    /// Replaces the per-source limits and credentials (at start and on a
+    /// config reload); calls in progress keep going.
+    pub fn set_limits(&mut self, limits: SipLimits) {
+        self.guard.set_limits(limits);
     }
 
     /// Feeds one datagram received on the SIP socket from `from`. Never
@@ -135,6 +160,10 @@ impl Uas {
     /// [`Self::poll_transmit`] and [`Self::poll_event`] afterwards.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.stats.datagrams += 1;
+        if !self.guard.allows(from.ip()) {
+            self.stats.not_allowed += 1;
+            return;
+        }
         if !data.is_empty() && data.iter().all(|b| b" \t\r\n".contains(b)) {
             self.stats.keepalives += 1;
             return;
@@ -245,6 +274,47 @@ impl Uas {
             extra_headers,
             EndReason::Rejected,
         );
+    }
+
+    /// Refuses a call not yet answered with a final `status` sent once,
+    /// and forgets it at once: no Timer G retransmissions, no transaction
+    /// waiting for the ACK (which then arrives as a stray and is dropped).
+    /// For answers that will never become calls (404, 403, 503): a flood
+    /// of such INVITEs costs one datagram each and leaves nothing held.
+    /// [`Event::Ended`] with [`EndReason::Rejected`] follows at once.
+    pub fn refuse_stateless(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        status: u16,
+        reason: &str,
+        extra_headers: &[(&str, &str)],
+    ) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.state != CallState::Offered {
+            return;
+        }
+        let (tx_id, tag) = (c.invite_tx, c.local_tag.clone());
+        let Some(tx) = self.server_txs.remove(&tx_id) else {
+            return;
+        };
+        if self.server_index.get(&tx.key) == Some(&tx_id) {
+            self.server_index.remove(&tx.key);
+        }
+        self.timers.clear(TimerKey::ServerRetransmit(tx_id));
+        self.timers.clear(TimerKey::ServerExpire(tx_id));
+        let (status, reason) = final_status(status, reason);
+        let resp = Response {
+            to_tag: Some(&tag),
+            headers: extra_headers,
+            ..Response::new(status, reason)
+        };
+        let payload = encode_response(&tx.base, &resp, &self.cfg);
+        self.send(tx.base.reply_to, payload);
+        self.stats.stateless_refusals += 1;
+        self.end_call(now, call, EndReason::Rejected);
     }
 
     /// Answers the pending re-INVITE ([`Event::Reoffer`]) with 200 OK and
@@ -437,6 +507,44 @@ impl Uas {
             self.respond(now, req, resp);
             return;
         }
+        let ip = req.source.ip();
+        if !self.guard.take_invite(now, ip) {
+            // No answer: a flood reflects nothing; a real trunk's INVITE
+            // transaction retransmits (Timer A) and gets in once refilled.
+            self.stats.rate_limited += 1;
+            return;
+        }
+        if self.guard.pending_full(ip) {
+            self.stats.pending_limited += 1;
+            let resp = Response {
+                headers: &[("Retry-After", "30")],
+                ..Response::new(503, "Service Unavailable")
+            };
+            self.stateless(&req.base, resp);
+            return;
+        }
+        if let Some(credentials) = self.guard.limits().credentials.clone() {
+            let realm = self.guard.limits().realm.clone();
+            let verdict = self.digest.verify(
+                now,
+                &realm,
+                &credentials,
+                "INVITE",
+                req.authorization.as_deref(),
+            );
+            if verdict != Verdict::Valid {
+                self.stats.auth_challenges += 1;
+                let challenge = self
+                    .digest
+                    .challenge(now, &realm, verdict == Verdict::Stale);
+                let resp = Response {
+                    headers: &[("WWW-Authenticate", &challenge)],
+                    ..Response::new(401, "Unauthorized")
+                };
+                self.stateless(&req.base, resp);
+                return;
+            }
+        }
         if self.calls.len() >= MAX_DIALOGS || self.server_txs.len() >= MAX_TRANSACTIONS {
             self.stats.refused += 1;
             let resp = Response {
@@ -466,7 +574,9 @@ impl Uas {
         };
         self.send(req.base.reply_to, trying);
         let local_tag = self.token();
-        let call = Call::from_invite(req, contact, local_tag, tx);
+        let mut call = Call::from_invite(req, contact, local_tag, tx);
+        call.pending_source = Some(ip);
+        self.guard.add_pending(ip);
         self.dialogs.insert(call.dialog_key(), id);
         self.pending_invites.insert(merge_key, id);
         self.calls.insert(id, call);
@@ -636,6 +746,9 @@ impl Uas {
         self.timers.clear(TimerKey::AckTimeout(id));
         if call.state == CallState::Answered {
             call.state = CallState::Confirmed;
+            if let Some(ip) = call.pending_source.take() {
+                self.guard.settle(ip);
+            }
             if call.hangup_after_ack {
                 self.send_bye(now, id);
             } else {
@@ -992,6 +1105,9 @@ impl Uas {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
+        if let Some(ip) = c.pending_source {
+            self.guard.settle(ip);
+        }
         self.dialogs.remove(&c.dialog_key());
         let key = (c.sip_call_id.clone(), c.remote_tag.clone());
         if self.pending_invites.get(&key) == Some(&call) {
@@ -1185,6 +1301,15 @@ impl Uas {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         format!("{:016x}", z ^ (z >> 31))
     }
+}
+
+/// A digest nonce key repeatable from a test seed.
+fn seeded_key(seed: u64) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for (i, chunk) in key.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&(seed ^ i as u64).to_le_bytes());
+    }
+    key
 }
 
 /// A final non-2xx status for a rejection: 300..=699 as given, anything

@@ -41,7 +41,11 @@ impl ReplyBase {
         let reply_to = top.stamp_source(source);
         let mut all = vec![top.to_string()];
         all.extend(vias.map(str::to_owned));
-        let one = |name| msg.header(name).map(str::to_owned);
+        if !all.iter().all(|v| is_text(v)) {
+            return None;
+        }
+        // A value with control bytes is never echoed: it reads as missing.
+        let one = |name| msg.header(name).filter(|v| is_text(v)).map(str::to_owned);
         let base = Self {
             vias: all,
             from: one("From"),
@@ -49,7 +53,11 @@ impl ReplyBase {
             call_id: one("Call-ID"),
             cseq: one("CSeq"),
             timestamp: one("Timestamp"),
-            record_route: msg.headers("Record-Route").map(str::to_owned).collect(),
+            record_route: msg
+                .headers("Record-Route")
+                .filter(|v| is_text(v))
+                .map(str::to_owned)
+                .collect(),
             reply_to,
         };
         Some((base, top, top_raw.to_owned()))
@@ -77,6 +85,8 @@ pub(crate) struct Request {
     pub(crate) contact: Option<String>,
     pub(crate) require: Vec<String>,
     pub(crate) content_type: Option<String>,
+    /// The `Authorization` value (digest credentials), if any.
+    pub(crate) authorization: Option<String>,
     pub(crate) body: Vec<u8>,
     pub(crate) source: SocketAddr,
 }
@@ -134,8 +144,21 @@ impl Request {
         if cseq.method != method {
             return Err(bad(base, "CSeq Method Mismatch"));
         }
-        if call_id.is_empty() || call_id.contains(char::is_whitespace) {
+        if !is_call_id(&call_id) {
+            // Never echo bytes outside the grammar back (NUL, ESC, ...).
+            let mut base = base;
+            base.call_id = None;
             return Err(bad(base, "Bad Call-ID Header"));
+        }
+        let tags_ok = [from_addr.tag(), to_addr.tag()]
+            .into_iter()
+            .flatten()
+            .all(is_token);
+        if !tags_ok {
+            let mut base = base;
+            base.from = None;
+            base.to = None;
+            return Err(bad(base, "Bad From or To Header"));
         }
         let max_forwards = match msg.header("Max-Forwards") {
             None => None,
@@ -168,11 +191,39 @@ impl Request {
             contact,
             require: msg.headers("Require").map(str::to_owned).collect(),
             content_type: msg.header("Content-Type").map(str::to_owned),
+            authorization: msg.header("Authorization").map(str::to_owned),
             body: msg.body,
             source,
             base,
         })
     }
+}
+
+/// RFC 3261 §25.1 `word`: the characters a Call-ID may hold.
+fn is_word_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~()<>:\\\"/[]?{}".contains(&b)
+}
+
+/// `callid = word [ "@" word ]` (RFC 3261 §25.1).
+pub(crate) fn is_call_id(value: &str) -> bool {
+    let mut parts = value.splitn(2, '@');
+    let word = |w: Option<&str>| w.is_some_and(|w| !w.is_empty() && w.bytes().all(is_word_char));
+    let first = parts.next();
+    word(first) && parts.next().is_none_or(|second| word(Some(second)))
+}
+
+/// `token` (RFC 3261 §25.1): tags, branches, methods.
+pub(crate) fn is_token(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+}
+
+/// A header value without control characters (HTAB allowed), the only
+/// kind we echo.
+pub(crate) fn is_text(value: &str) -> bool {
+    !value.chars().any(|c| c.is_control() && c != '\t')
 }
 
 /// A response to write.

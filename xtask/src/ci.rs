@@ -63,6 +63,11 @@ pub(crate) const STEPS: &[Step] = &[
     step("docs", "rustdoc, warnings denied", Fn(docs)),
     step("tests", "the whole suite (cargo xtask test)", Fn(tests)),
     step(
+        "schemathesis",
+        "schemathesis over /v1/openapi.json (bounded examples and time)",
+        Cmd(&["bash", ".ci/schemathesis.sh"]),
+    ),
+    step(
         "log-format",
         "log format tests",
         Cmd(&["cargo", "test", "--test", "logs"]),

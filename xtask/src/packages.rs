@@ -84,6 +84,11 @@ pub(crate) const APT: &[Package] = &[
         "promtool, for tests/contrib.rs and the alert rules gate",
     ),
     pkg(
+        "python3-venv",
+        Stage::Ci,
+        "the venv .ci/schemathesis.sh installs schemathesis (PyPI) in",
+    ),
+    pkg(
         "systemd",
         Stage::Ci,
         "systemd-analyze verify; systemd-sysusers/-tmpfiles in the deb install check",

@@ -82,7 +82,7 @@ pub fn find_binary() -> Result<PathBuf, String> {
 fn config(workers: usize, io: &str) -> String {
     format!(
         "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n\n\
-         [policy]\ne2ee = \"all\"\nmax_participants_per_meeting = 100000\nmax_participants_per_node = 1000000\n\n\
+         [policy]\ne2ee = \"all\"\nmax_participants_per_meeting = 100000\nmax_participants_per_node = 1000000\nmax_meetings = 1000000\n\n\
          [sip]\nenabled = false\n"
     )
 }

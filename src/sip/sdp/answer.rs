@@ -17,8 +17,11 @@ pub struct Negotiated {
     pub remote: SocketAddr,
     /// PCMU if offered, else PCMA, with the caller's payload type.
     pub codec: OfferedCodec,
-    /// The caller's telephone-event payload type, if it offered one.
+    /// The caller's telephone-event payload type, if it offered one with
+    /// an event sluice takes.
     pub telephone_event: Option<u8>,
+    /// The events answered: those offered that sluice takes (0-15).
+    pub telephone_events: u16,
     /// For RTP/SAVP: the caller's first usable crypto line (its key is the
     /// caller→us key; the answer carries ours under the same tag and suite).
     pub crypto: Option<CryptoOffer>,
@@ -48,7 +51,10 @@ pub fn negotiate(offer: &MediaOffer) -> Result<Negotiated, SdpError> {
     Ok(Negotiated {
         remote: SocketAddr::new(offer.connection, offer.port),
         codec,
-        telephone_event: offer.telephone_event,
+        telephone_event: offer
+            .telephone_event
+            .filter(|_| offer.telephone_events != 0),
+        telephone_events: offer.telephone_events,
         crypto,
         direction: offer.direction.answer(),
     })
@@ -65,6 +71,8 @@ pub struct AnswerSpec {
     pub codec: OfferedCodec,
     /// telephone-event payload type, echoed from the offer.
     pub telephone_event: Option<u8>,
+    /// The events of its `a=fmtp`, a bit each (bit n: event n; 0-15).
+    pub telephone_events: u16,
     /// For RTP/SAVP: (the offer's tag, its suite, our key ‖ salt).
     pub crypto: Option<(u32, SrtpProfile, Vec<u8>)>,
     /// Our direction.
@@ -73,6 +81,35 @@ pub struct AnswerSpec {
     pub session_id: u64,
     /// `o=` version, incremented whenever the answer changes (RFC 3264 §8).
     pub session_version: u64,
+}
+
+/// An event mask written as an RFC 4733 list of ranges (`0-15`, `0-9,11`).
+struct EventList(u16);
+
+impl std::fmt::Display for EventList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        let mut event = 0u16;
+        while event < 16 {
+            if self.0 & (1 << event) == 0 {
+                event += 1;
+                continue;
+            }
+            let start = event;
+            while event < 16 && self.0 & (1 << event) != 0 {
+                event += 1;
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            match event - 1 {
+                end if end == start => write!(f, "{start}")?,
+                end => write!(f, "{start}-{end}")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes the answer: one audio stream, RTP/SAVP when `crypto` is given,
@@ -111,7 +148,8 @@ pub fn build_answer(spec: &AnswerSpec) -> String {
     if let Some(te) = spec.telephone_event {
         let _ = write!(
             out,
-            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} {}\r\n",
+            EventList(spec.telephone_events)
         );
     }
     out.push_str("a=ptime:20\r\n");
@@ -176,6 +214,41 @@ mod tests {
     }
 
     #[test]
+    fn telephone_events_answered_are_those_offered_that_sluice_takes() {
+        let answer_of = |fmtp: &str| {
+            let n = negotiate(&offer(
+                "m=audio 5000 RTP/AVP 0 101",
+                &format!("a=rtpmap:101 telephone-event/8000\r\n{fmtp}"),
+            ))
+            .unwrap();
+            let spec = AnswerSpec {
+                address: "192.0.2.10".parse().unwrap(),
+                port: 30000,
+                codec: n.codec,
+                telephone_event: n.telephone_event,
+                telephone_events: n.telephone_events,
+                crypto: None,
+                direction: n.direction,
+                session_id: 1,
+                session_version: 1,
+            };
+            build_answer(&spec)
+        };
+        // The caller offered 0-15: the answer says 0-15, not 0-16.
+        assert!(answer_of("a=fmtp:101 0-15\r\n").contains("a=fmtp:101 0-15\r\n"));
+        // 16 (flash) and beyond are not taken.
+        assert!(answer_of("a=fmtp:101 0-16\r\n").contains("a=fmtp:101 0-15\r\n"));
+        assert!(answer_of("a=fmtp:101 0-11,16\r\n").contains("a=fmtp:101 0-11\r\n"));
+        assert!(answer_of("a=fmtp:101 0-9,11,13-15\r\n").contains("a=fmtp:101 0-9,11,13-15\r\n"));
+        // No fmtp means 0-15 (RFC 4733 §2.4.1).
+        assert!(answer_of("").contains("a=fmtp:101 0-15\r\n"));
+        // Only events sluice does not take: no telephone-event at all.
+        let none = answer_of("a=fmtp:101 16\r\n");
+        assert!(!none.contains("telephone-event"), "{none}");
+        assert!(none.contains("m=audio 30000 RTP/AVP 0\r\n"), "{none}");
+    }
+
+    #[test]
     fn secure_offers_need_a_crypto_line_and_keep_the_callers_order() {
         assert_eq!(
             negotiate(&offer("m=audio 5000 RTP/SAVP 0", "")),
@@ -203,6 +276,7 @@ mod tests {
                 codec: Codec::Pcmu,
             },
             telephone_event: Some(101),
+            telephone_events: super::super::offer::DTMF_EVENTS,
             crypto: Some((1, SrtpProfile::AesCm128HmacSha1_80, vec![3; 30])),
             direction: Direction::SendRecv,
             session_id: 42,
@@ -214,7 +288,7 @@ mod tests {
             format!(
                 "v=0\r\no=sluice 42 1 IN IP4 192.0.2.10\r\ns=sluice\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
 m=audio 30000 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
-a=fmtp:101 0-16\r\na=ptime:20\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\na=sendrecv\r\n",
+a=fmtp:101 0-15\r\na=ptime:20\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\na=sendrecv\r\n",
                 STANDARD.encode([3u8; 30])
             )
         );
@@ -223,6 +297,7 @@ a=fmtp:101 0-16\r\na=ptime:20\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\
         assert!(back.secure);
         assert_eq!(back.crypto[0].key_material, [3u8; 30]);
         assert_eq!(back.telephone_event, Some(101));
+        assert_eq!(back.telephone_events, 0xFFFF);
 
         let plain = build_answer(&AnswerSpec {
             address: "2001:db8::1".parse().unwrap(),

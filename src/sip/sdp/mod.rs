@@ -33,6 +33,9 @@ pub struct MediaOffer {
     pub codecs: Vec<OfferedCodec>,
     /// The payload type of telephone-event/8000, if offered.
     pub telephone_event: Option<u8>,
+    /// The events 0-15 offered for it, a bit each (bit n: event n); events
+    /// above 15 are left out, as sluice does not take them.
+    pub telephone_events: u16,
     /// The usable `a=crypto` lines, in the caller's order: supported suite,
     /// one key of the right length, no MKI.
     pub crypto: Vec<CryptoOffer>,

@@ -32,6 +32,7 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
     let mut media_dir = None;
     let mut m_line: Option<(u16, bool, Vec<u8>)> = None;
     let mut rtpmaps: Vec<(u8, String)> = Vec::new();
+    let mut fmtps: Vec<(u8, String)> = Vec::new();
     let mut crypto = Vec::new();
     let mut ptime = None;
 
@@ -62,6 +63,13 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
                     "rtpmap" => {
                         if let Some(map) = parse_rtpmap(arg) {
                             rtpmaps.push(map);
+                        }
+                    }
+                    "fmtp" => {
+                        if let Some((pt, params)) = arg.trim().split_once(' ')
+                            && let Ok(pt) = pt.parse::<u8>()
+                        {
+                            fmtps.push((pt, params.trim().to_owned()));
                         }
                     }
                     "ptime" => ptime = arg.trim().parse().ok(),
@@ -106,6 +114,12 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         };
         codecs.push(OfferedCodec { pt, codec });
     }
+    let telephone_events = telephone_event.map_or(0, |te| {
+        fmtps
+            .iter()
+            .find(|(pt, _)| *pt == te)
+            .map_or(DTMF_EVENTS, |(_, list)| event_mask(list))
+    });
     let direction = media_dir.or(session_dir).unwrap_or(Direction::SendRecv);
     let held = connection.is_unspecified()
         || matches!(direction, Direction::SendOnly | Direction::Inactive);
@@ -115,11 +129,34 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         secure,
         codecs,
         telephone_event,
+        telephone_events,
         crypto,
         direction,
         ptime,
         held,
     })
+}
+
+/// Events 0-15 (the DTMF digits, `*`, `#` and A-D), what an offer without
+/// `a=fmtp` for telephone-event means (RFC 4733 §2.4.1) and all sluice
+/// understands.
+pub(crate) const DTMF_EVENTS: u16 = 0xFFFF;
+
+/// The events 0-15 of an RFC 4733 §7.1.1 event list (`0-15,66,70`);
+/// others are ignored, as is anything unreadable.
+fn event_mask(list: &str) -> u16 {
+    let mut mask = 0u16;
+    for item in list.split(',') {
+        let item = item.trim();
+        let (low, high) = item.split_once('-').unwrap_or((item, item));
+        let (Ok(low), Ok(high)) = (low.trim().parse::<u16>(), high.trim().parse::<u16>()) else {
+            continue;
+        };
+        for event in low..=high.min(15) {
+            mask |= 1 << event;
+        }
+    }
+    mask
 }
 
 /// `audio <port>[/<count>] <proto> <fmt> ...`: (port, secure, payload types).

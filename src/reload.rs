@@ -1,0 +1,188 @@
+//! What a config reload (SIGHUP, `systemctl reload sluice`) may change in
+//! a running daemon, and what needs a restart. Pure: two configs in, the
+//! plan out; [`crate::daemon::Daemon::reload`] applies it.
+//!
+//! Taken at run time: `[log] level`, all of `[policy]` (it governs the
+//! next creation and admission: who is in stays in), the API token (read
+//! again from `token_file` or `token_env`, even when the config text did
+//! not change), and the `[sip]` limits: `allow`, `invite_rate`,
+//! `invite_burst`, `max_pending_per_source`, `auth_file`, `auth_realm`,
+//! `max_calls`, `answer_delay_ms`. Everything else (listen addresses,
+//! workers, crypto, the edge's limits, the media settings of calls) is
+//! bound into sockets and threads at start: a change is reported as
+//! needing a restart and the running value stays.
+
+use crate::config::Config;
+
+/// The result of comparing the running config with a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReloadPlan {
+    /// Keys whose new value takes effect now.
+    pub applied: Vec<&'static str>,
+    /// Keys whose new value needs a restart (the running value stays).
+    pub restart: Vec<&'static str>,
+    /// The config the daemon runs with afterwards: the old one with the
+    /// run-time keys taken from the new one.
+    pub running: Config,
+}
+
+/// Pushes `[section] field` onto `$list` for each field that differs.
+macro_rules! differ {
+    ($list:expr, $old:expr, $new:expr, $section:literal, [$($field:ident),* $(,)?]) => {
+        $(
+            if $old.$field != $new.$field {
+                $list.push(concat!("[", $section, "] ", stringify!($field)));
+            }
+        )*
+    };
+}
+
+/// Compares `old` (running) with `new` (just read and validated).
+pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
+    let mut applied = Vec::new();
+    let mut restart = Vec::new();
+    differ!(applied, old.log, new.log, "log", [level]);
+    differ!(restart, old.log, new.log, "log", [format]);
+    differ!(
+        applied,
+        old.policy,
+        new.policy,
+        "policy",
+        [
+            e2ee,
+            max_participants_per_meeting,
+            max_participants_per_node,
+            max_meetings
+        ]
+    );
+    differ!(
+        applied,
+        old.control,
+        new.control,
+        "control",
+        [token_file, token_env]
+    );
+    differ!(
+        restart,
+        old.control,
+        new.control,
+        "control",
+        [
+            listen,
+            header_timeout_secs,
+            idle_timeout_secs,
+            max_connections,
+            max_connections_per_source
+        ]
+    );
+    differ!(
+        restart,
+        old.media,
+        new.media,
+        "media",
+        [listen, advertise, workers, io, pin_cores]
+    );
+    differ!(restart, old.crypto, new.crypto, "crypto", [backend]);
+    differ!(
+        applied,
+        old.sip,
+        new.sip,
+        "sip",
+        [
+            allow,
+            invite_rate,
+            invite_burst,
+            max_pending_per_source,
+            auth_file,
+            auth_realm,
+            max_calls,
+            answer_delay_ms
+        ]
+    );
+    differ!(
+        restart,
+        old.sip,
+        new.sip,
+        "sip",
+        [
+            enabled,
+            listen,
+            media_ip,
+            ivr_user,
+            media_threads,
+            media_timeout_secs,
+            digit_timeout_secs,
+            attempts,
+            opus_bitrate,
+            opus_complexity,
+            audio_level_extension,
+            silence_suppression
+        ]
+    );
+    let mut running = old.clone();
+    running.log.level = new.log.level;
+    running.policy = new.policy;
+    running
+        .control
+        .token_file
+        .clone_from(&new.control.token_file);
+    running.control.token_env.clone_from(&new.control.token_env);
+    running.sip.allow.clone_from(&new.sip.allow);
+    running.sip.invite_rate = new.sip.invite_rate;
+    running.sip.invite_burst = new.sip.invite_burst;
+    running.sip.max_pending_per_source = new.sip.max_pending_per_source;
+    running.sip.auth_file.clone_from(&new.sip.auth_file);
+    running.sip.auth_realm.clone_from(&new.sip.auth_realm);
+    running.sip.max_calls = new.sip.max_calls;
+    running.sip.answer_delay_ms = new.sip.answer_delay_ms;
+    ReloadPlan {
+        applied,
+        restart,
+        running,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse_with_env(text, "sluice.toml", &|_| None).unwrap()
+    }
+
+    #[test]
+    fn nothing_changed_is_an_empty_plan() {
+        let c = parse("");
+        let p = plan(&c, &c);
+        assert!(p.applied.is_empty() && p.restart.is_empty());
+        assert_eq!(p.running, c);
+    }
+
+    #[test]
+    fn run_time_keys_apply_and_the_rest_waits_for_a_restart() {
+        let old = parse("");
+        let new = parse(
+            "[policy]\nmax_participants_per_meeting = 7\n[log]\nlevel = \"debug\"\n\
+             [media]\nworkers = 1\n[sip]\ninvite_rate = 5\nlisten = \"127.0.0.1:5070\"\n",
+        );
+        let p = plan(&old, &new);
+        assert_eq!(
+            p.applied,
+            [
+                "[log] level",
+                "[policy] max_participants_per_meeting",
+                "[sip] invite_rate"
+            ]
+        );
+        assert_eq!(p.restart, ["[media] workers", "[sip] listen"]);
+        // The running config takes the run-time keys, keeps the others.
+        assert_eq!(p.running.policy.max_participants_per_meeting, 7);
+        assert_eq!(p.running.sip.invite_rate, 5);
+        assert_eq!(p.running.media.workers, old.media.workers);
+        assert_eq!(p.running.sip.listen, old.sip.listen);
+        // A second reload of the same file still names what waits.
+        let again = plan(&p.running, &new);
+        assert!(again.applied.is_empty());
+        assert_eq!(again.restart, ["[media] workers", "[sip] listen"]);
+    }
+}
