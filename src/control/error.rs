@@ -131,7 +131,10 @@ impl ApiError {
             }
             Self::MeetingExists(id) => format!("a meeting with the id {id:?} exists"),
             Self::DuplicateSsrc(ssrc) => {
-                format!("SSRC {ssrc} is already published on this node")
+                format!(
+                    "SSRC {ssrc} is already in use on this node (a published stream or another \
+                     participant's rtcp_ssrc); choose another"
+                )
             }
             Self::Refused(refusal) => refusal.message(),
             Self::Unauthorized => {

@@ -127,7 +127,8 @@ pub(crate) fn document() -> Value {
                             "meeting_locked", "wrong_passcode",
                             "e2ee_forbids_observers", "e2ee_forbids_dial_in"]),
                         "404": no_meeting,
-                        "409": error("The meeting is full", &["meeting_full"]),
+                        "409": error("The meeting is full, or rtcp_ssrc is in use",
+                            &["meeting_full", "duplicate_ssrc"]),
                         "503": error("The node is full", &["node_full"])
                     }
                 }
@@ -264,7 +265,10 @@ fn schemas() -> Value {
                     "AEAD_AES_256_GCM", "AEAD_AES_128_GCM",
                     "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"] },
                 "source": { "type": "string", "enum": ["api", "dial-in"], "default": "api" },
-                "client_to_relay": key
+                "client_to_relay": key,
+                "rtcp_ssrc": { "type": "integer", "minimum": 0, "maximum": 4_294_967_295_u32,
+                    "description": "The SSRC the participant puts in the sender field of its RTCP; \
+                        unique on the node (409 duplicate_ssrc otherwise). The relay picks one when absent." }
             }
         },
         "Admitted": {
@@ -273,12 +277,15 @@ fn schemas() -> Value {
                 "id": { "type": "string" },
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"] },
                 "media": { "type": "object",
-                    "required": ["address", "srtp_profile", "client_to_relay", "relay_to_client"],
+                    "required": ["address", "srtp_profile", "client_to_relay", "relay_to_client", "rtcp_ssrc"],
                     "properties": {
                         "address": { "type": "string", "description": "ip:port to send SRTP to" },
                         "srtp_profile": { "type": "string" },
                         "client_to_relay": key,
-                        "relay_to_client": key
+                        "relay_to_client": key,
+                        "rtcp_ssrc": { "type": "integer", "description": "The requested rtcp_ssrc, or the one \
+                            the relay chose: the participant must use it as its RTCP sender SSRC. A \
+                            receive-only participant latches with its first SRTCP packet carrying it." }
                     } }
             }
         },

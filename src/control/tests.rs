@@ -303,6 +303,66 @@ async fn streams_are_published_and_ssrcs_are_unique_per_node() {
     assert_eq!(got.body["roster"][0]["streams"][1]["codec"], "VP8");
 }
 
+/// `rtcp_ssrc` (DESIGN.md, "Control API"): echoed when asked for, chosen
+/// by the relay otherwise, published for one-lookup latching, and unique
+/// on the node against streams and other legs' RTCP SSRCs.
+#[tokio::test]
+async fn rtcp_ssrc_is_echoed_or_assigned_and_unique_per_node() {
+    let h = harness();
+    h.meeting("m1", "standard").await;
+    h.meeting("m2", "standard").await;
+    let asked = h
+        .join(
+            "m1",
+            json!({"name": "viewer", "rtcp_ssrc": 0x5200_0001_u32}),
+        )
+        .await;
+    asked.expect(201, "<none>");
+    assert_eq!(asked.body["media"]["rtcp_ssrc"], 0x5200_0001_u32);
+    let chosen = h.join("m1", json!({"name": "other"})).await;
+    chosen.expect(201, "<none>");
+    let chosen_ssrc = chosen.body["media"]["rtcp_ssrc"].as_u64().unwrap() as u32;
+    assert_ne!(chosen_ssrc, 0);
+    assert_ne!(chosen_ssrc, 0x5200_0001);
+    let snapshot = h.snapshot();
+    assert_eq!(snapshot.rtcp_ssrcs[&0x5200_0001], LegId(0));
+    assert_eq!(snapshot.rtcp_ssrcs[&chosen_ssrc], LegId(1));
+    assert_eq!(snapshot.rtcp_sender(0x5200_0001), Some(LegId(0)));
+
+    // Another leg may neither report nor publish under it, in any meeting.
+    h.join(
+        "m2",
+        json!({"name": "copycat", "rtcp_ssrc": 0x5200_0001_u32}),
+    )
+    .await
+    .expect(409, "duplicate_ssrc");
+    let q = h.attendee("m2").await;
+    h.stream("m2", &q, 0x5200_0001)
+        .await
+        .expect(409, "duplicate_ssrc");
+    // Nor report under a published stream's SSRC...
+    h.stream("m2", &q, 77).await.expect(201, "<none>");
+    let clash = h.join("m1", json!({"name": "x", "rtcp_ssrc": 77})).await;
+    clash.expect(409, "duplicate_ssrc");
+    assert!(clash.message().contains("77"), "{}", clash.message());
+    // ...but a leg may publish under its own RTCP SSRC.
+    let p = asked.body["id"].as_str().unwrap().to_owned();
+    h.stream("m1", &p, 0x5200_0001).await.expect(201, "<none>");
+    // Bad values are refused with the field named.
+    let bad = h.join("m1", json!({"name": "y", "rtcp_ssrc": -1})).await;
+    bad.expect(400, "invalid_request");
+    assert!(bad.message().contains("rtcp_ssrc"), "{}", bad.message());
+
+    // A departed participant's SSRC is free again and leaves the snapshot.
+    h.delete(&format!("/v1/meetings/m1/participants/{p}"))
+        .await
+        .expect(204, "<none>");
+    assert!(!h.snapshot().rtcp_ssrcs.contains_key(&0x5200_0001));
+    h.join("m2", json!({"name": "again", "rtcp_ssrc": 0x5200_0001_u32}))
+        .await
+        .expect(201, "<none>");
+}
+
 #[tokio::test]
 async fn live_state_survives_republication() {
     let h = harness();

@@ -141,6 +141,24 @@ pub struct RoutingSnapshot {
     pub streams: HashMap<u32, Arc<StreamRoute>>,
     /// Each meeting's legs, in admission order: the fan-out set.
     pub meetings: HashMap<MeetingIdx, Vec<LegId>>,
+    /// The SSRC each leg puts in the sender field of its RTCP (the API's
+    /// `rtcp_ssrc`), for legs that have one: a receive-only participant's
+    /// first SRTCP packet finds its leg here with one lookup. Unique per
+    /// node together with `streams` (the API refuses a clash), so one SSRC
+    /// names one leg.
+    pub rtcp_ssrcs: HashMap<u32, LegId>,
+}
+
+impl RoutingSnapshot {
+    /// The leg an RTCP packet whose sender field is `ssrc` claims to come
+    /// from: the publisher of that stream, else the leg that registered it
+    /// as its `rtcp_ssrc`.
+    pub fn rtcp_sender(&self, ssrc: u32) -> Option<LegId> {
+        match self.streams.get(&ssrc) {
+            Some(stream) => Some(stream.leg),
+            None => self.rtcp_ssrcs.get(&ssrc).copied(),
+        }
+    }
 }
 
 /// Where the current snapshot lives: written by the control plane, read by

@@ -690,11 +690,12 @@ fn removing_a_leg_or_a_meeting_stops_forwarding_at_once() {
     assert_eq!(destinations(&sent), addrs(&[1]));
 }
 
-/// AnyGcm, counting the seal calls the worker makes.
+/// AnyGcm, counting the seal and open calls the worker makes.
 #[derive(Debug, Clone, Default)]
 struct CountingGcm {
     inner: AnyGcm,
     seal_calls: Arc<AtomicUsize>,
+    open_calls: Arc<AtomicUsize>,
 }
 
 impl AeadBackend for CountingGcm {
@@ -714,6 +715,7 @@ impl AeadBackend for CountingGcm {
     }
 
     fn open_batch(&self, jobs: &mut [OpenJob<'_, Self::Key>]) {
+        self.open_calls.fetch_add(1, Ordering::Relaxed);
         self.inner.open_batch(jobs);
     }
 }
@@ -913,4 +915,74 @@ fn many_receive_only_participants_all_latch() {
             }
         }
     }
+}
+
+/// A receive-only participant whose RR carries the `rtcp_ssrc` it was
+/// admitted with latches on its first report with one decryption, however
+/// many other legs wait for theirs; a forged report under its SSRC fails
+/// that one decryption and moves nothing.
+#[test]
+fn a_registered_rtcp_ssrc_latches_with_one_decryption() {
+    let mut snapshot = RoutingSnapshot::default();
+    admit_leg(&mut snapshot, 1, STANDARD, MeetingMode::Standard, false);
+    snapshot.legs[&LegId(1)].latch.set(client_addr(1));
+    // 500 viewers, none latched yet, each with its RTCP SSRC registered.
+    for leg in 100..600 {
+        admit_leg(&mut snapshot, leg, STANDARD, MeetingMode::Standard, true);
+        snapshot
+            .rtcp_ssrcs
+            .insert(0x5200_0000 + leg as u32, LegId(leg));
+    }
+    let backend = CountingGcm::default();
+    let opens = Arc::clone(&backend.open_calls);
+    let counters = Arc::new(WorkerCounters::default());
+    let mut worker = RelayWorker::new(backend, Arc::clone(&counters));
+    let mut out = Transmits::default();
+    for leg in 100..600 {
+        let mut viewer = client(leg);
+        let compound = receiver_report(0x5200_0000 + leg as u32, video_ssrc(1));
+        let mut buf = compound.clone();
+        buf.resize(compound.len() + 64, 0);
+        let n = viewer.send.protect_rtcp(&mut buf, compound.len()).unwrap();
+        opens.store(0, Ordering::Relaxed);
+        deliver_to(
+            &mut worker,
+            &snapshot,
+            &mut out,
+            client_addr(leg),
+            &buf[..n],
+        );
+        assert_eq!(opens.load(Ordering::Relaxed), 1, "leg {leg}");
+        assert_eq!(
+            snapshot.legs[&LegId(leg)].latch.get(),
+            Some(client_addr(leg))
+        );
+    }
+    assert_eq!(counters.snapshot().latches, 500);
+
+    // Someone else's key under a registered SSRC: one failed decryption,
+    // counted, and the latch stays.
+    let mut stranger = client(99);
+    let compound = receiver_report(0x5200_0000 + 100, video_ssrc(1));
+    let mut buf = Vec::new();
+    let mut n = 0;
+    // A fresh SRTCP index (index 0 is refused as a replay before any
+    // decryption).
+    for _ in 0..3 {
+        buf = compound.clone();
+        buf.resize(compound.len() + 64, 0);
+        n = stranger
+            .send
+            .protect_rtcp(&mut buf, compound.len())
+            .unwrap();
+    }
+    opens.store(0, Ordering::Relaxed);
+    let failed = counters.snapshot().dropped(Drop::AuthFailed);
+    deliver_to(&mut worker, &snapshot, &mut out, other_addr(5), &buf[..n]);
+    assert_eq!(opens.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.snapshot().dropped(Drop::AuthFailed), failed + 1);
+    assert_eq!(
+        snapshot.legs[&LegId(100)].latch.get(),
+        Some(client_addr(100))
+    );
 }

@@ -21,14 +21,17 @@
 //! (SFrame, RFC 9605): it leaves byte for byte as the publisher sent it.
 //!
 //! SRTCP (RFC 3711 §3.4, RFC 7714 §9): the sender is found by the first
-//! packet's SSRC (a publisher's stream), else by the address this worker
-//! accepted the leg from, else, for a receive-only participant's first
-//! report, by trying the keys of legs that have no latch yet, newest
-//! first, at most `MAX_TRIALS` (16) per packet, resuming where the last
-//! packet stopped; only a packet that authenticates under a leg's key is
-//! that leg's. (The report block or feedback SSRC that would narrow the
-//! candidates to one meeting is in the encrypted part: SRTCP leaves only
-//! the first 8 bytes in the clear.)
+//! packet's SSRC, which SRTCP leaves in the clear: a publisher's stream, or
+//! the `rtcp_ssrc` the leg was admitted with (DESIGN.md, "Control API"), so
+//! a receive-only participant latches with one lookup and one decryption.
+//! Else by the address this worker accepted the leg from. Only as a
+//! fallback, for a client that reports under some other SSRC, the keys of
+//! legs that have no latch yet are tried, newest first, at most
+//! `MAX_TRIALS` (16) per packet, resuming where the last packet stopped;
+//! only a packet that authenticates under a leg's key is that leg's. (The
+//! report block or feedback SSRC that would narrow the candidates to one
+//! meeting is in the encrypted part: SRTCP leaves only the first 8 bytes
+//! in the clear.)
 //! What it carries is routed by `rtcp_route.rs`; each destination gets one
 //! SRTCP packet whose index comes from the leg's shared counter
 //! ([`LegRoute::take_srtcp_index`]), since every worker protects RTCP to
@@ -273,10 +276,9 @@ impl<B: AeadBackend> RelayWorker<B> {
             self.counters.dropped(Drop::Malformed);
             return;
         };
-        let claimed = match snapshot.streams.get(&ssrc.0) {
-            Some(stream) => Some(stream.leg),
-            None => self.legs.leg_at(from),
-        };
+        let claimed = snapshot
+            .rtcp_sender(ssrc.0)
+            .or_else(|| self.legs.leg_at(from));
         let (sender, slot, rtcp_len, index, in_trial_buf) = if let Some(id) = claimed {
             let Some(route) = snapshot.legs.get(&id) else {
                 self.counters.dropped(Drop::UnknownSsrc);
