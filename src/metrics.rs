@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::relay::MeetingMode;
 
@@ -81,6 +81,10 @@ pub struct WorkerCounters {
     latches: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
+    /// Times the worker's loop panicked and was restarted.
+    restarts: AtomicU64,
+    /// Busy share of the last measuring window, in millionths.
+    busy_ppm: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -123,6 +127,28 @@ impl WorkerCounters {
             .unwrap_or(LATENCY_BUCKETS.len());
         bump(&self.latency_buckets[slot], 1);
         bump(&self.latency_sum_ns, nanos);
+    }
+
+    /// The worker's loop panicked and was restarted with fresh state.
+    pub fn restarted(&self) {
+        bump(&self.restarts, 1);
+    }
+
+    /// How often the worker's loop was restarted after a panic.
+    pub fn restarts(&self) -> u64 {
+        Self::read(&self.restarts)
+    }
+
+    /// Records the share of the last window the worker spent handling
+    /// packets rather than waiting for them (0 to 1).
+    pub fn set_busy(&self, fraction: f64) {
+        let ppm = (fraction.clamp(0.0, 1.0) * 1e6) as u64;
+        self.busy_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// The busy share of the worker's last window (0 to 1).
+    pub fn busy(&self) -> f64 {
+        Self::read(&self.busy_ppm) as f64 / 1e6
     }
 
     fn read(counter: &AtomicU64) -> u64 {
@@ -365,6 +391,15 @@ impl MetricsHub {
         counters
     }
 
+    /// The busy share of the busiest worker's last window (0 with no
+    /// workers): what load shedding compares with `max_worker_busy`.
+    pub fn busiest_worker(&self) -> f64 {
+        self.lock_workers()
+            .iter()
+            .map(|w| w.busy())
+            .fold(0.0, f64::max)
+    }
+
     /// The SIP dial-in counters (rendered whether or not SIP is enabled).
     pub fn dialin(&self) -> &Arc<DialInCounters> {
         &self.dialin
@@ -463,6 +498,19 @@ impl MetricsHub {
             "The AES-GCM backend in use (value 1).",
             &["backend"],
         )?;
+        let restarts = counter(
+            "worker_restarts_total",
+            "Packet worker loops restarted after a panic, by worker.",
+            &["worker"],
+        )?;
+        let busy = GaugeVec::new(
+            Opts::new(
+                "worker_busy_ratio",
+                "Share of the last window each packet worker spent handling packets (0 to 1).",
+            ),
+            &["worker"],
+        )?;
+        registry.register(Box::new(busy.clone()))?;
 
         let workers = self.lock_workers().clone();
         let sum = |f: &dyn Fn(&WorkerCounters) -> &AtomicU64| -> u64 {
@@ -513,6 +561,13 @@ impl MetricsHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)])
             .set(1);
         crypto.with_label_values(&[self.crypto_backend]).set(1);
+        for (index, worker) in workers.iter().enumerate() {
+            let label = index.to_string();
+            restarts
+                .with_label_values(&[label.as_str()])
+                .inc_by(worker.restarts());
+            busy.with_label_values(&[label.as_str()]).set(worker.busy());
+        }
 
         let mut text = Vec::new();
         TextEncoder::new().encode(&registry.gather(), &mut text)?;

@@ -216,6 +216,20 @@ impl BatchIo for UringIo {
         self.ready.drain(..handled);
     }
 
+    fn discard(&mut self) -> usize {
+        // A handler that panicked inside `received` left every slot of the
+        // batch reaped but not re-armed, and `ready` whole.
+        let pending = self.ready.len();
+        for k in 0..pending {
+            let slot = self.ready[k].0;
+            if let Err(error) = self.arm(slot) {
+                tracing::warn!(slot, %error, "could not re-arm a receive");
+            }
+        }
+        self.ready.drain(..pending);
+        pending
+    }
+
     fn send(&mut self, out: &Transmits) -> io::Result<()> {
         let count = self.send.load(out);
         for j in 0..count {
