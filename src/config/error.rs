@@ -178,6 +178,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "e2ee",
             "max_participants_per_meeting",
             "max_participants_per_node",
+            "max_worker_busy",
         ],
     ),
     (
@@ -500,7 +501,7 @@ mod tests {
         assert_eq!(
             error("[policy]\nmax_participants = 3\n"),
             "sluice.toml:2:1: unknown key `max_participants` in [policy]; expected one of \
-             e2ee, max_participants_per_meeting, max_participants_per_node"
+             e2ee, max_participants_per_meeting, max_participants_per_node, max_worker_busy"
         );
         assert_eq!(
             error("[crypto]\nbackend = \"ring\"\nbakend = \"ring\"\n"),

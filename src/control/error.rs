@@ -50,7 +50,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Every code any endpoint can answer with.
-    pub const CODES: [&'static str; 20] = [
+    pub const CODES: [&'static str; 21] = [
         "invalid_request",
         "invalid_key",
         "invalid_srtp_profile",
@@ -70,6 +70,7 @@ impl ApiError {
         "e2ee_forbids_dial_in",
         "meeting_full",
         "node_full",
+        "node_overloaded",
         "body_too_large",
     ];
 
@@ -105,7 +106,9 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MeetingExists(_) | Self::DuplicateSsrc(_) => StatusCode::CONFLICT,
             Self::Refused(Refusal::MeetingFull { .. }) => StatusCode::CONFLICT,
-            Self::Refused(Refusal::NodeFull { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Refused(Refusal::NodeFull { .. } | Refusal::NodeOverloaded { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -162,6 +165,9 @@ impl From<Refusal> for ApiError {
     }
 }
 
+/// `Retry-After` of a `node_overloaded` answer, in seconds.
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
+
 /// The code of an error response, for [`finish`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ErrorCode(pub(crate) &'static str);
@@ -174,6 +180,14 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Refused(Refusal::NodeOverloaded { .. }) = self {
+            // Load is measured over 100 ms windows; a few seconds let a
+            // burst pass without a retry storm.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response.extensions_mut().insert(ErrorCode(self.code()));
         response
@@ -234,6 +248,14 @@ mod tests {
             (Refusal::E2eeForbidsDialIn.into(), 403),
             (Refusal::MeetingFull { limit: 1 }.into(), 409),
             (Refusal::NodeFull { limit: 1 }.into(), 503),
+            (
+                Refusal::NodeOverloaded {
+                    busy_percent: 97,
+                    limit_percent: 85,
+                }
+                .into(),
+                503,
+            ),
         ];
         assert_eq!(all.len(), ApiError::CODES.len());
         for (error, status) in all {

@@ -129,7 +129,8 @@ pub(crate) fn document() -> Value {
                         "404": no_meeting,
                         "409": error("The meeting is full, or rtcp_ssrc is in use",
                             &["meeting_full", "duplicate_ssrc"]),
-                        "503": error("The node is full", &["node_full"])
+                        "503": error("The node is full, or its busiest packet worker is above \
+                            max_worker_busy (then with Retry-After)", &["node_full", "node_overloaded"])
                     }
                 }
             },

@@ -17,7 +17,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
 use super::ApiError;
-use crate::metrics::ControlGauges;
+use crate::metrics::{ControlGauges, MetricsHub};
 use crate::policy::{self, Admission, MeetingFacts, Policy, Role, Source};
 use crate::relay::{
     LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell, StreamRoute,
@@ -109,6 +109,8 @@ pub(crate) struct NewStream {
 #[derive(Debug)]
 pub(crate) struct Registry {
     cell: SnapshotCell,
+    /// The packet workers' busy shares, for load shedding.
+    load: Arc<MetricsHub>,
     policy: Policy,
     media_address: SocketAddr,
     rng: SystemRandom,
@@ -126,11 +128,17 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// An empty registry publishing into `cell`.
-    pub(crate) fn new(cell: SnapshotCell, policy: Policy, media_address: SocketAddr) -> Self {
+    pub(crate) fn new(
+        cell: SnapshotCell,
+        load: Arc<MetricsHub>,
+        policy: Policy,
+        media_address: SocketAddr,
+    ) -> Self {
         // Continue the cell's numbering, so generations only ever grow.
         let generation = cell.load().generation;
         Self {
             cell,
+            load,
             policy,
             media_address,
             rng: SystemRandom::new(),
@@ -236,6 +244,7 @@ impl Registry {
             source: new.source,
         };
         policy::check_admit(&self.policy, &facts, &who, node_participants)?;
+        policy::check_load(&self.policy, self.load.busiest_worker())?;
         let (idx, mode) = (meeting.idx, meeting.mode);
         let id = self.fresh_id(|id| meeting.participants.iter().any(|p| p.id == id))?;
         let client_to_relay = match new.client_to_relay {

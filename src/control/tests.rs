@@ -25,6 +25,7 @@ const MEDIA: &str = "192.0.2.10:40000";
 struct Harness {
     app: Router,
     cell: SnapshotCell,
+    metrics: Arc<MetricsHub>,
     token: Option<&'static str>,
 }
 
@@ -60,6 +61,7 @@ fn policy() -> Policy {
         e2ee: E2eePolicy::VerifiedOnly,
         max_participants_per_meeting: 4,
         max_participants_per_node: 6,
+        ..Policy::default()
     }
 }
 
@@ -72,8 +74,17 @@ fn harness_with(policy: Policy, token: Option<&'static str>) -> Harness {
         policy,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
-    let app = router(ControlState::new(&opts, Arc::clone(&cell), metrics));
-    Harness { app, cell, token }
+    let app = router(ControlState::new(
+        &opts,
+        Arc::clone(&cell),
+        Arc::clone(&metrics),
+    ));
+    Harness {
+        app,
+        cell,
+        metrics,
+        token,
+    }
 }
 
 fn harness() -> Harness {
@@ -361,6 +372,46 @@ async fn rtcp_ssrc_is_echoed_or_assigned_and_unique_per_node() {
     h.join("m2", json!({"name": "again", "rtcp_ssrc": 0x5200_0001_u32}))
         .await
         .expect(201, "<none>");
+}
+
+/// Load shedding: above `max_worker_busy` on its busiest worker the node
+/// refuses new participants with 503 `node_overloaded` and Retry-After;
+/// a lasting obstacle still wins; below the limit admission works again.
+#[tokio::test]
+async fn an_overloaded_node_sheds_new_participants() {
+    let h = harness();
+    h.meeting("m", "standard").await;
+    let quiet = h.metrics.add_worker();
+    let busy = h.metrics.add_worker();
+    quiet.set_busy(0.10);
+    busy.set_busy(0.84);
+    h.attendee("m").await;
+    busy.set_busy(0.97);
+    let refused = h.join("m", json!({"name": "late"})).await;
+    refused.expect(503, "node_overloaded");
+    assert_eq!(refused.headers[header::RETRY_AFTER], "5");
+    assert!(refused.message().contains("97%"), "{}", refused.message());
+    assert!(refused.message().contains("85%"), "{}", refused.message());
+    // Those already in are untouched: nothing left the snapshot.
+    assert_eq!(h.snapshot().legs.len(), 1);
+    // A lasting obstacle is the better answer.
+    h.post("/v1/meetings/m/lock", json!({"locked": true}))
+        .await
+        .expect(200, "<none>");
+    h.join("m", json!({"name": "late"}))
+        .await
+        .expect(403, "meeting_locked");
+    h.post("/v1/meetings/m/lock", json!({"locked": false}))
+        .await
+        .expect(200, "<none>");
+    // The refusal is counted like any other.
+    let text = h.get("/metrics").await.text;
+    assert!(
+        text.contains("sluice_api_refusals_total{code=\"node_overloaded\"} 1"),
+        "{text}"
+    );
+    busy.set_busy(0.5);
+    h.attendee("m").await;
 }
 
 #[tokio::test]
@@ -885,6 +936,7 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
     let h = Harness {
         app: router(state.clone()),
         cell: Arc::clone(&cell),
+        metrics: Arc::clone(&metrics),
         token: None,
     };
     let desk = MeetingDesk::new(state);
