@@ -986,3 +986,46 @@ fn a_registered_rtcp_ssrc_latches_with_one_decryption() {
         Some(client_addr(100))
     );
 }
+
+/// A publisher without rtcp-mux (the `ffmpeg` CLI, legacy SIP video):
+/// RTP from its port, RTCP from the port above. Neither moves the other's
+/// latch however they alternate; media goes to the RTP port, RTCP (a
+/// receiver's PLI) to the RTCP port; its SR still reaches the meeting.
+#[test]
+fn a_peer_without_rtcp_mux_keeps_its_rtp_and_rtcp_latches_apart() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let rtp_port = client_addr(1);
+    let rtcp_port = SocketAddr::new(rtp_port.ip(), rtp_port.port() + 1);
+    let latches = s.counts().latches;
+    for round in 0..5 {
+        let sr = s.srtcp(1, &sender_report(audio_ssrc(1)));
+        let sent = s.deliver(rtcp_port, &sr);
+        assert_eq!(
+            destinations(&sent),
+            addrs(&[2, 3]),
+            "round {round}: the SR is forwarded"
+        );
+        let (_, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+        assert_eq!(destinations(&sent), addrs(&[2, 3]), "round {round}");
+        assert_eq!(
+            s.latch(1),
+            Some(rtp_port),
+            "round {round}: RTCP never moves the RTP latch"
+        );
+    }
+    // One latch for the RTCP address, none after.
+    assert_eq!(s.counts().latches, latches + 1);
+    assert_eq!(s.counts().dropped(Drop::Replayed), 0);
+
+    // Media to it goes to its RTP port, feedback about its stream to its
+    // RTCP port.
+    let (_, sent) = s.send_rtp(2, audio_ssrc(2), AUDIO);
+    assert!(destinations(&sent).contains(&rtp_port));
+    assert!(!destinations(&sent).contains(&rtcp_port));
+    let feedback = s.srtcp(2, &pli(audio_ssrc(2), video_ssrc(1)));
+    let sent = s.deliver(client_addr(2), &feedback);
+    assert_eq!(destinations(&sent), BTreeSet::from([rtcp_port]));
+    let opened = s.open_rtcp(1, &sent[0].1).unwrap();
+    assert_eq!(opened, pli(audio_ssrc(2), video_ssrc(1)));
+}

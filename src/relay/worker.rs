@@ -58,7 +58,7 @@ use std::sync::Arc;
 use arrayvec::ArrayVec;
 
 use super::fanout::{FanoutPlans, Receiver, protect_chunk};
-use super::latching::{Admission, admit, rtp_is_fresher, srtcp_is_fresher};
+use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx};
 use super::rtcp_route::RtcpPlan;
 use super::{LegId, LegRoute, MeetingMode, RoutingSnapshot, SLOT, StreamRoute, Transmits};
@@ -194,7 +194,8 @@ impl<B: AeadBackend> RelayWorker<B> {
             }
         };
         self.counters.received(leg.mode, len);
-        if !self.admit(slot, leg, from, rtp_is_fresher(stream, index)) {
+        let admission = admit(&leg.latch, from, rtp_is_fresher(stream, index));
+        if !self.admitted(slot, from, admission, false) {
             return;
         }
         let Some(rtp) = packet.get(..rtp_len) else {
@@ -208,9 +209,16 @@ impl<B: AeadBackend> RelayWorker<B> {
         self.fan_out(snapshot, slot, leg, rtp, out);
     }
 
-    /// Applies the latch rules to an authenticated packet; whether to go on.
-    fn admit(&mut self, slot: SlotIdx, leg: &LegRoute, from: SocketAddr, fresher: bool) -> bool {
-        match admit(&leg.latch, from, fresher) {
+    /// Counts what the latch rules made of an authenticated packet
+    /// (RTCP or not) from `from`; whether to go on.
+    fn admitted(
+        &mut self,
+        slot: SlotIdx,
+        from: SocketAddr,
+        admission: Admission,
+        rtcp: bool,
+    ) -> bool {
+        match admission {
             Admission::Stale => {
                 self.counters.dropped(Drop::Replayed);
                 return false;
@@ -218,7 +226,14 @@ impl<B: AeadBackend> RelayWorker<B> {
             Admission::Latched => self.counters.latched(),
             Admission::Stay => {}
         }
-        self.legs.seen_at(slot, from);
+        // The address index serves RTCP sender demux: RTCP's source is the
+        // one to remember; RTP's only until the leg's RTCP is seen (a peer
+        // without rtcp-mux would otherwise flip the entry every packet).
+        if rtcp || admission == Admission::Latched {
+            self.legs.seen_at(slot, from);
+        } else {
+            self.legs.seen_first_at(slot, from);
+        }
         true
     }
 
@@ -308,7 +323,8 @@ impl<B: AeadBackend> RelayWorker<B> {
             (route, slot, rtcp_len, index, true)
         };
         self.counters.received(sender.mode, len);
-        if !self.admit(slot, sender, from, srtcp_is_fresher(sender, index)) {
+        let admission = admit_rtcp(&sender.latch, from, srtcp_is_fresher(sender, index));
+        if !self.admitted(slot, from, admission, true) {
             return;
         }
         let trial_buf = std::mem::take(&mut self.trial_buf);
@@ -428,7 +444,9 @@ impl<B: AeadBackend> RelayWorker<B> {
         if parts.peek().is_none() {
             return;
         }
-        let Some(dest) = route.latch.get() else {
+        // RTCP to the leg's RTCP address (a peer without rtcp-mux has one
+        // of its own).
+        let Some(dest) = route.latch.rtcp() else {
             self.counters.dropped(Drop::NotLatched);
             return;
         };
