@@ -1,7 +1,9 @@
 //! The io_uring backend: each worker owns one ring and keeps a `RecvMsg`
 //! armed on every one of its receive slots. A loop turn reaps the completed
-//! receives, and after the handler has run queues one `SendMsg` per
-//! outgoing datagram plus the re-armed receives, submitted together in one
+//! receives (in completion order, which is the order the kernel handed
+//! out the datagrams), and after the handler has run queues one `SendMsg`
+//! per outgoing datagram, hard-linked into one chain so they leave in
+//! order, plus the re-armed receives, submitted together in one
 //! `io_uring_enter`. Waits carry a [`POLL_INTERVAL`] timeout
 //! (`IORING_FEAT_EXT_ARG`) so a worker notices shutdown.
 //!
@@ -232,21 +234,54 @@ impl BatchIo for UringIo {
 
     fn send(&mut self, out: &Transmits) -> io::Result<()> {
         let count = self.send.load(out);
-        for j in 0..count {
-            let entry =
-                opcode::SendMsg::new(types::Fd(self.socket.as_raw_fd()), self.send.msghdr(j))
-                    .build()
-                    .user_data(SEND | j as u64);
-            // SAFETY: the header points into `self.send` and `out`, neither
-            // of which changes before every send completion is reaped below.
-            unsafe { self.push(&entry, Some(out))? };
-            self.sends_in_flight += 1;
-        }
-        // One enter submits the sends and the re-armed receives together;
-        // UDP sends usually complete inline, so it rarely waits.
-        while self.sends_in_flight > 0 {
-            self.enter(1)?;
-            self.reap(Some(out));
+        let mut at = 0;
+        while at < count {
+            // The sends of a batch run as one hard-linked chain, so the
+            // kernel starts each only when the one before has completed:
+            // a send that meets a full socket buffer (and waits for room)
+            // cannot be overtaken by the next packet of the same stream, as
+            // independent requests were (round 1 measured 0.7 % of video
+            // packets reordered). A hard link, unlike a plain one, does not
+            // cancel the rest when one send fails. A chain must not straddle
+            // two submissions, so it is cut to the room the queue has and
+            // the next part waits for the previous one to complete.
+            let free = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if free == 0 {
+                self.enter(0)?;
+                self.reap(Some(out));
+                continue;
+            }
+            let end = count.min(at + free);
+            for j in at..end {
+                let mut entry =
+                    opcode::SendMsg::new(types::Fd(self.socket.as_raw_fd()), self.send.msghdr(j))
+                        .build()
+                        .user_data(SEND | j as u64);
+                if j + 1 < end {
+                    entry = entry.flags(squeue::Flags::IO_HARDLINK);
+                }
+                // SAFETY: the header points into `self.send` and `out`,
+                // neither of which changes before every send completion is
+                // reaped below.
+                if unsafe { self.ring.submission().push(&entry) }.is_err() {
+                    // `free` slots were checked above; unreachable, but a
+                    // lost datagram beats a broken chain.
+                    self.counters.dropped(Drop::Other);
+                    continue;
+                }
+                self.sends_in_flight += 1;
+            }
+            // One enter submits the chain and the re-armed receives
+            // together; UDP sends usually complete inline, so it rarely
+            // waits.
+            while self.sends_in_flight > 0 {
+                self.enter(1)?;
+                self.reap(Some(out));
+            }
+            at = end;
         }
         Ok(())
     }
