@@ -194,7 +194,7 @@ fn run_case<H: PacketHandler>(
     load: Load,
     sinks: Sinks,
     cell: SnapshotCell,
-    make_handler: impl FnMut(usize, Arc<WorkerCounters>) -> H,
+    make_handler: impl Fn(usize, Arc<WorkerCounters>) -> H + Send + Sync + 'static,
     transform: Option<Transform>,
 ) -> Row {
     let metrics = MetricsHub::new("none");
@@ -278,7 +278,7 @@ fn plain_fanout(io: IoMode, load: Load) -> Row {
         load,
         sinks,
         empty_cell(),
-        |_, counters| Fanout {
+        move |_, counters| Fanout {
             subscribers: subscribers.clone(),
             counters,
         },

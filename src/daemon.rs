@@ -97,7 +97,7 @@ impl Daemon {
             recv_batch: RECV_BATCH,
             socket_buffer_bytes: SOCKET_BUFFER,
         };
-        let data = DataPlane::start(&options, Arc::clone(&cell), &metrics, |_, counters| {
+        let data = DataPlane::start(&options, Arc::clone(&cell), &metrics, move |_, counters| {
             RelayWorker::new(backend, counters)
         })?;
         let advertised_ip = config

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::relay::MeetingMode;
 
@@ -82,6 +82,10 @@ pub struct WorkerCounters {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
     busy_ns: AtomicU64,
+    /// Times the worker's loop panicked and was restarted.
+    restarts: AtomicU64,
+    /// Busy share of the last measuring window, in millionths.
+    busy_ppm: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -129,8 +133,30 @@ impl WorkerCounters {
     /// The worker spent `nanos` handling one batch (from its first
     /// receive to its send): summed, this is the worker's busy time, and
     /// its rate the share of one core the worker uses.
-    pub fn busy(&self, nanos: u64) {
+    pub fn add_busy(&self, nanos: u64) {
         bump(&self.busy_ns, nanos);
+    }
+
+    /// The worker's loop panicked and was restarted with fresh state.
+    pub fn restarted(&self) {
+        bump(&self.restarts, 1);
+    }
+
+    /// How often the worker's loop was restarted after a panic.
+    pub fn restarts(&self) -> u64 {
+        Self::read(&self.restarts)
+    }
+
+    /// Records the share of the last window the worker spent handling
+    /// packets rather than waiting for them (0 to 1).
+    pub fn set_busy(&self, fraction: f64) {
+        let ppm = (fraction.clamp(0.0, 1.0) * 1e6) as u64;
+        self.busy_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// The busy share of the worker's last window (0 to 1).
+    pub fn busy(&self) -> f64 {
+        Self::read(&self.busy_ppm) as f64 / 1e6
     }
 
     fn read(counter: &AtomicU64) -> u64 {
@@ -438,6 +464,15 @@ impl MetricsHub {
         counters
     }
 
+    /// The busy share of the busiest worker's last window (0 with no
+    /// workers): what load shedding compares with `max_worker_busy`.
+    pub fn busiest_worker(&self) -> f64 {
+        self.lock_workers()
+            .iter()
+            .map(|w| w.busy())
+            .fold(0.0, f64::max)
+    }
+
     /// The SIP dial-in counters (rendered whether or not SIP is enabled).
     pub fn dialin(&self) -> &Arc<DialInCounters> {
         &self.dialin
@@ -531,7 +566,7 @@ impl MetricsHub {
             "The data plane's I/O backend (value 1).",
             &["backend"],
         )?;
-        let busy = registry_counter_f64(
+        let busy_seconds = registry_counter_f64(
             &registry,
             "worker_busy_seconds_total",
             "Time each packet worker spent handling batches (rate: share of its core).",
@@ -541,6 +576,19 @@ impl MetricsHub {
             "The AES-GCM backend in use (value 1).",
             &["backend"],
         )?;
+        let restarts = counter(
+            "worker_restarts_total",
+            "Packet worker loops restarted after a panic, by worker.",
+            &["worker"],
+        )?;
+        let busy_ratio = GaugeVec::new(
+            Opts::new(
+                "worker_busy_ratio",
+                "Share of the last window each packet worker spent handling packets (0 to 1).",
+            ),
+            &["worker"],
+        )?;
+        registry.register(Box::new(busy_ratio.clone()))?;
 
         let workers = self.lock_workers().clone();
         let sum = |f: &dyn Fn(&WorkerCounters) -> &AtomicU64| -> u64 {
@@ -578,7 +626,8 @@ impl MetricsHub {
             .with_label_values::<&str>(&[])
             .inc_by(sum(&|w| &w.latches));
         for (index, worker) in workers.iter().enumerate() {
-            busy.with_label_values(&[&index.to_string()])
+            busy_seconds
+                .with_label_values(&[&index.to_string()])
                 .inc_by(WorkerCounters::read(&worker.busy_ns) as f64 / 1e9);
         }
         for (code, n) in self
@@ -595,6 +644,15 @@ impl MetricsHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)])
             .set(1);
         crypto.with_label_values(&[self.crypto_backend]).set(1);
+        for (index, worker) in workers.iter().enumerate() {
+            let label = index.to_string();
+            restarts
+                .with_label_values(&[label.as_str()])
+                .inc_by(worker.restarts());
+            busy_ratio
+                .with_label_values(&[label.as_str()])
+                .set(worker.busy());
+        }
 
         let mut text = Vec::new();
         TextEncoder::new().encode(&registry.gather(), &mut text)?;
@@ -716,8 +774,8 @@ mod tests {
         a.latched();
         a.latency_sample(30_000);
         b.latency_sample(2_000_000_000);
-        a.busy(1_500_000_000);
-        b.busy(250_000_000);
+        a.add_busy(1_500_000_000);
+        b.add_busy(250_000_000);
         hub.refused("wrong_passcode");
         let mut gauges = ControlGauges::default();
         ControlGauges::count(&mut gauges.meetings, MeetingMode::E2ee);

@@ -38,6 +38,36 @@ impl E2eePolicy {
     }
 }
 
+/// A share of a packet worker's time (`[policy] max_worker_busy`): above
+/// 0, at most 1.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct BusyShare(f64);
+
+// Only finite values in (0, 1] are ever made, so equality is total.
+impl Eq for BusyShare {}
+
+impl BusyShare {
+    /// The share, 0 to 1.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for BusyShare {
+    type Error = String;
+
+    fn try_from(share: f64) -> Result<Self, Self::Error> {
+        if share > 0.0 && share <= 1.0 {
+            Ok(Self(share))
+        } else {
+            Err(format!(
+                "max_worker_busy must be a share above 0 and at most 1 (e.g. 0.85), not {share}"
+            ))
+        }
+    }
+}
+
 /// The node's admission policy (`[policy]` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,6 +81,10 @@ pub struct Policy {
     /// Meetings the node holds at most (each one costs every routing
     /// snapshot a little, so the count is bounded too).
     pub max_meetings: usize,
+    /// Above this busy share of its busiest packet worker the node refuses
+    /// new participants (`node_overloaded`), so those it carries keep
+    /// their quality.
+    pub max_worker_busy: BusyShare,
 }
 
 impl Default for Policy {
@@ -60,6 +94,7 @@ impl Default for Policy {
             max_participants_per_meeting: 100,
             max_participants_per_node: 5000,
             max_meetings: 2500,
+            max_worker_busy: BusyShare(0.85),
         }
     }
 }
@@ -163,6 +198,13 @@ pub enum Refusal {
         /// `max_meetings`.
         limit: usize,
     },
+    /// The busiest packet worker is above `max_worker_busy`.
+    NodeOverloaded {
+        /// Its busy share, in percent.
+        busy_percent: u8,
+        /// `max_worker_busy`, in percent.
+        limit_percent: u8,
+    },
 }
 
 impl Refusal {
@@ -178,6 +220,7 @@ impl Refusal {
             Self::MeetingFull { .. } => "meeting_full",
             Self::NodeFull { .. } => "node_full",
             Self::TooManyMeetings { .. } => "too_many_meetings",
+            Self::NodeOverloaded { .. } => "node_overloaded",
         }
     }
 
@@ -206,6 +249,14 @@ impl Refusal {
             Self::TooManyMeetings { limit } => {
                 format!("this node holds its maximum of {limit} meetings; end one first")
             }
+            Self::NodeOverloaded {
+                busy_percent,
+                limit_percent,
+            } => format!(
+                "this node's busiest packet worker is {busy_percent}% busy, above its \
+                 {limit_percent}% limit; retry after the Retry-After delay or join through \
+                 another node"
+            ),
         }
     }
 }
@@ -272,6 +323,21 @@ pub fn check_admit(
     Ok(())
 }
 
+/// Whether the node may take a new participant while its busiest packet
+/// worker is `busiest` busy (0 to 1). Checked after [`check_admit`]: a
+/// lasting obstacle is the better answer than a passing one.
+pub fn check_load(policy: &Policy, busiest: f64) -> Result<(), Refusal> {
+    let limit = policy.max_worker_busy.get();
+    if busiest > limit {
+        let percent = |share: f64| (share.clamp(0.0, 1.0) * 100.0).round() as u8;
+        return Err(Refusal::NodeOverloaded {
+            busy_percent: percent(busiest),
+            limit_percent: percent(limit),
+        });
+    }
+    Ok(())
+}
+
 /// Compares two secrets (passcodes, API tokens) in time that depends on
 /// neither: both are hashed first, so not even the length leaks.
 pub fn secrets_equal(given: &str, expected: &str) -> bool {
@@ -291,7 +357,32 @@ mod tests {
             max_participants_per_meeting: 3,
             max_participants_per_node: 10,
             max_meetings: 5,
+            ..Policy::default()
         }
+    }
+
+    #[test]
+    fn load_above_the_limit_is_refused_with_both_figures() {
+        let p = policy(E2eePolicy::All);
+        assert_eq!(check_load(&p, 0.85), Ok(()));
+        assert_eq!(
+            check_load(&p, 0.9),
+            Err(Refusal::NodeOverloaded {
+                busy_percent: 90,
+                limit_percent: 85
+            })
+        );
+        assert_eq!(
+            Refusal::NodeOverloaded {
+                busy_percent: 90,
+                limit_percent: 85
+            }
+            .code(),
+            "node_overloaded"
+        );
+        assert!(BusyShare::try_from(f64::NAN).is_err());
+        assert!(BusyShare::try_from(0.0).is_err());
+        assert!(BusyShare::try_from(1.0).is_ok());
     }
 
     #[test]

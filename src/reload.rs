@@ -52,7 +52,8 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             e2ee,
             max_participants_per_meeting,
             max_participants_per_node,
-            max_meetings
+            max_meetings,
+            max_worker_busy
         ]
     );
     differ!(

@@ -68,6 +68,9 @@ pub struct LegPlan {
     pub sends: Vec<Path>,
     /// What arrives, by source address (a single entry matches any source).
     pub receives: Vec<Path>,
+    /// The SSRC the participant reports under in RTCP when it publishes
+    /// nothing (sluice's `media.rtcp_ssrc`); `None`: any SSRC of its own.
+    pub rtcp_ssrc: Option<u32>,
 }
 
 /// Why a target could not be set up or admit a meeting.

@@ -217,6 +217,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_participants_per_meeting",
             "max_participants_per_node",
             "max_meetings",
+            "max_worker_busy",
         ],
     ),
     (
@@ -578,7 +579,8 @@ mod tests {
         assert_eq!(
             error("[policy]\nmax_participants = 3\n"),
             "sluice.toml:2:1: unknown key `max_participants` in [policy]; expected one of \
-             e2ee, max_participants_per_meeting, max_participants_per_node, max_meetings"
+             e2ee, max_participants_per_meeting, max_participants_per_node, max_meetings, \
+             max_worker_busy"
         );
         assert_eq!(
             error("[crypto]\nbackend = \"ring\"\nbakend = \"ring\"\n"),

@@ -774,8 +774,10 @@ backend = "aes-gcm"
 e2ee = "all"
 max_participants_per_meeting = 10
 max_participants_per_node = 20
+max_worker_busy = 0.7
 "#;
         let c = parse(text).unwrap();
+        assert_eq!(c.policy.max_worker_busy.get(), 0.7);
         assert_eq!(
             c.control.token_file,
             Some(PathBuf::from("/etc/sluice/token"))
@@ -792,6 +794,16 @@ max_participants_per_node = 20
         let c = parse("[media]\nio = \"recvmmsg\"\n[crypto]\nbackend = \"ring\"\n").unwrap();
         assert_eq!(c.media.io, IoChoice::Recvmmsg);
         assert_eq!(c.crypto.backend, CryptoChoice::Ring);
+    }
+
+    #[test]
+    fn max_worker_busy_defaults_to_085_and_must_be_a_share() {
+        assert_eq!(parse("").unwrap().policy.max_worker_busy.get(), 0.85);
+        for bad in ["0", "1.5", "-0.1"] {
+            let err = parse(&format!("[policy]\nmax_worker_busy = {bad}\n")).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("max_worker_busy must be a share"), "{text}");
+        }
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub(crate) struct CreateParticipant {
     #[serde(default)]
     source: Source,
     client_to_relay: Option<String>,
+    rtcp_ssrc: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,6 +335,7 @@ pub(crate) async fn add_participant(
             source: body.source,
             profile,
             client_to_relay,
+            rtcp_ssrc: body.rtcp_ssrc,
         },
     )?;
     let body = json!({
@@ -344,6 +346,7 @@ pub(crate) async fn add_participant(
             "srtp_profile": profile.name(),
             "client_to_relay": BASE64.encode(participant.leg.client_to_relay.as_bytes()),
             "relay_to_client": BASE64.encode(participant.leg.relay_to_client.as_bytes()),
+            "rtcp_ssrc": participant.rtcp_ssrc,
         },
     });
     let location = format!("/v1/meetings/{meeting_id}/participants/{}", participant.id);

@@ -88,6 +88,8 @@ impl MeetingDesk {
                 source: Source::DialIn,
                 profile: SrtpProfile::AeadAes256Gcm,
                 client_to_relay: None,
+                // The bridge's RTCP reports under its stream's SSRC.
+                rtcp_ssrc: Some(ssrc),
             },
         );
         let participant = match admitted {

@@ -50,7 +50,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Every code any endpoint can answer with.
-    pub const CODES: [&'static str; 26] = [
+    pub const CODES: [&'static str; 27] = [
         "invalid_request",
         "invalid_key",
         "invalid_srtp_profile",
@@ -70,6 +70,7 @@ impl ApiError {
         "e2ee_forbids_dial_in",
         "meeting_full",
         "node_full",
+        "node_overloaded",
         "body_too_large",
         "too_many_meetings",
         "uri_too_long",
@@ -111,9 +112,11 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MeetingExists(_) | Self::DuplicateSsrc(_) => StatusCode::CONFLICT,
             Self::Refused(Refusal::MeetingFull { .. }) => StatusCode::CONFLICT,
-            Self::Refused(Refusal::NodeFull { .. } | Refusal::TooManyMeetings { .. }) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Refused(
+                Refusal::NodeFull { .. }
+                | Refusal::TooManyMeetings { .. }
+                | Refusal::NodeOverloaded { .. },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -142,7 +145,10 @@ impl ApiError {
             }
             Self::MeetingExists(id) => format!("a meeting with the id {} exists", IdPrefix(id)),
             Self::DuplicateSsrc(ssrc) => {
-                format!("SSRC {ssrc} is already published on this node")
+                format!(
+                    "SSRC {ssrc} is already in use on this node (a published stream or another \
+                     participant's rtcp_ssrc); choose another"
+                )
             }
             Self::Refused(refusal) => refusal.message(),
             Self::Unauthorized => {
@@ -186,6 +192,9 @@ impl From<Refusal> for ApiError {
     }
 }
 
+/// `Retry-After` of a `node_overloaded` answer, in seconds.
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
+
 /// The code of an error response, for [`finish`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ErrorCode(pub(crate) &'static str);
@@ -198,6 +207,14 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Refused(Refusal::NodeOverloaded { .. }) = self {
+            // Load is measured over 100 ms windows; a few seconds let a
+            // burst pass without a retry storm.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response.extensions_mut().insert(ErrorCode(self.code()));
         response
@@ -270,6 +287,14 @@ mod tests {
             (Refusal::MeetingFull { limit: 1 }.into(), 409),
             (Refusal::NodeFull { limit: 1 }.into(), 503),
             (Refusal::TooManyMeetings { limit: 1 }.into(), 503),
+            (
+                Refusal::NodeOverloaded {
+                    busy_percent: 97,
+                    limit_percent: 85,
+                }
+                .into(),
+                503,
+            ),
         ];
         // The edge's own errors (414, 431, 408, 503, 400 before routing)
         // are written in `edge.rs`, not through this enum.

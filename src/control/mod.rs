@@ -120,7 +120,12 @@ impl ControlState {
     fn build(opts: ControlOptions, cell: SnapshotCell, metrics: Arc<MetricsHub>) -> Self {
         Self {
             inner: Arc::new(Shared {
-                registry: Mutex::new(Registry::new(cell, opts.policy, opts.media_address)),
+                registry: Mutex::new(Registry::new(
+                    cell,
+                    Arc::clone(&metrics),
+                    opts.policy,
+                    opts.media_address,
+                )),
                 metrics,
                 token: arc_swap::ArcSwapOption::from(opts.token.map(Arc::new)),
             }),

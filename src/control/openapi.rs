@@ -196,8 +196,10 @@ pub(crate) fn document() -> Value {
                             "meeting_locked", "wrong_passcode",
                             "e2ee_forbids_observers", "e2ee_forbids_dial_in"]),
                         "404": no_meeting,
-                        "409": error("The meeting is full", &["meeting_full"]),
-                        "503": error("The node is full", &["node_full"])
+                        "409": error("The meeting is full, or rtcp_ssrc is in use",
+                            &["meeting_full", "duplicate_ssrc"]),
+                        "503": error("The node is full, or its busiest packet worker is above \
+                            max_worker_busy (then with Retry-After)", &["node_full", "node_overloaded"])
                     }
                 }
             },
@@ -340,7 +342,10 @@ fn schemas() -> Value {
                     "AEAD_AES_256_GCM", "AEAD_AES_128_GCM",
                     "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", null] },
                 "source": { "type": "string", "enum": ["api", "dial-in"], "default": "api" },
-                "client_to_relay": nullable(key.clone())
+                "client_to_relay": nullable(key.clone()),
+                "rtcp_ssrc": nullable(json!({ "type": "integer", "minimum": 0, "maximum": 4_294_967_295_u32,
+                    "description": "The SSRC the participant puts in the sender field of its RTCP; \
+                        unique on the node (409 duplicate_ssrc otherwise). The relay picks one when absent." }))
             },
             "description": "client_to_relay, when given, is the key for srtp_profile: 44 bytes \
                 for AEAD_AES_256_GCM (the default), 28 for AEAD_AES_128_GCM, 30 for the \
@@ -363,12 +368,15 @@ fn schemas() -> Value {
                 "id": { "type": "string" },
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"] },
                 "media": { "type": "object",
-                    "required": ["address", "srtp_profile", "client_to_relay", "relay_to_client"],
+                    "required": ["address", "srtp_profile", "client_to_relay", "relay_to_client", "rtcp_ssrc"],
                     "properties": {
                         "address": { "type": "string", "description": "ip:port to send SRTP to" },
                         "srtp_profile": { "type": "string" },
                         "client_to_relay": key,
-                        "relay_to_client": key
+                        "relay_to_client": key,
+                        "rtcp_ssrc": { "type": "integer", "description": "The requested rtcp_ssrc, or the one \
+                            the relay chose: the participant must use it as its RTCP sender SSRC. A \
+                            receive-only participant latches with its first SRTCP packet carrying it." }
                     } }
             }
         },

@@ -8,7 +8,7 @@
 //! snapshot carries the very same `Arc`s (and with them the live latch and
 //! index counters, see `relay::snapshot`) for everything that still exists.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -17,7 +17,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
 use super::ApiError;
-use crate::metrics::ControlGauges;
+use crate::metrics::{ControlGauges, MetricsHub};
 use crate::policy::{self, Admission, MeetingFacts, Policy, Role, Source};
 use crate::relay::{
     LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell, StreamRoute,
@@ -59,6 +59,9 @@ pub(crate) struct Participant {
     pub(crate) role: Role,
     pub(crate) source: Source,
     pub(crate) leg: Arc<LegRoute>,
+    /// The SSRC the participant's RTCP carries as its sender (requested,
+    /// or chosen by the relay): how its first SRTCP packet finds the leg.
+    pub(crate) rtcp_ssrc: u32,
     pub(crate) streams: Vec<Stream>,
 }
 
@@ -88,6 +91,9 @@ pub(crate) struct NewParticipant {
     pub(crate) profile: SrtpProfile,
     /// The key the client chose for what it sends; generated when absent.
     pub(crate) client_to_relay: Option<MasterKey>,
+    /// The SSRC the client will put in its RTCP's sender field; the relay
+    /// picks one when absent.
+    pub(crate) rtcp_ssrc: Option<u32>,
 }
 
 /// What publishing a stream takes (validated by the API layer).
@@ -103,12 +109,18 @@ pub(crate) struct NewStream {
 #[derive(Debug)]
 pub(crate) struct Registry {
     cell: SnapshotCell,
+    /// The packet workers' busy shares, for load shedding.
+    load: Arc<MetricsHub>,
     policy: Policy,
     media_address: SocketAddr,
     rng: SystemRandom,
     meetings: BTreeMap<String, Meeting>,
     /// Every published SSRC: they are unique per node.
     ssrcs: HashSet<u32>,
+    /// Every leg's `rtcp_ssrc`. Together with `ssrcs` this is the node's
+    /// latching index: an SSRC in it names one leg only (a leg may publish
+    /// a stream under its own `rtcp_ssrc`).
+    rtcp_ssrcs: HashMap<u32, LegId>,
     next_meeting: u64,
     next_leg: u64,
     generation: u64,
@@ -116,16 +128,23 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// An empty registry publishing into `cell`.
-    pub(crate) fn new(cell: SnapshotCell, policy: Policy, media_address: SocketAddr) -> Self {
+    pub(crate) fn new(
+        cell: SnapshotCell,
+        load: Arc<MetricsHub>,
+        policy: Policy,
+        media_address: SocketAddr,
+    ) -> Self {
         // Continue the cell's numbering, so generations only ever grow.
         let generation = cell.load().generation;
         Self {
             cell,
+            load,
             policy,
             media_address,
             rng: SystemRandom::new(),
             meetings: BTreeMap::new(),
             ssrcs: HashSet::new(),
+            rtcp_ssrcs: HashMap::new(),
             next_meeting: 0,
             next_leg: 0,
             generation,
@@ -253,6 +272,7 @@ impl Registry {
             source: new.source,
         };
         policy::check_admit(&self.policy, &facts, &who, node_participants)?;
+        policy::check_load(&self.policy, self.load.busiest_worker())?;
         let (idx, mode) = (meeting.idx, meeting.mode);
         let id = self.fresh_id(|id| meeting.participants.iter().any(|p| p.id == id))?;
         let client_to_relay = match new.client_to_relay {
@@ -260,8 +280,16 @@ impl Registry {
             None => self.random_key(new.profile)?,
         };
         let relay_to_client = self.random_key(new.profile)?;
+        let leg_id = LegId(self.next_leg);
+        let rtcp_ssrc = match new.rtcp_ssrc {
+            Some(ssrc) if self.ssrc_taken(ssrc, leg_id) => {
+                return Err(ApiError::DuplicateSsrc(ssrc));
+            }
+            Some(ssrc) => ssrc,
+            None => self.fresh_ssrc(leg_id)?,
+        };
         let leg = LegRoute {
-            id: LegId(self.next_leg),
+            id: leg_id,
             meeting: idx,
             mode,
             client_to_relay,
@@ -271,6 +299,7 @@ impl Registry {
             highest_srtcp_index: Arc::new(AtomicU64::new(0)),
         };
         self.next_leg += 1;
+        self.rtcp_ssrcs.insert(rtcp_ssrc, leg_id);
         let meeting = self.meeting_mut(meeting_id)?;
         meeting.participants.push(Participant {
             id,
@@ -278,6 +307,7 @@ impl Registry {
             role: new.role,
             source: new.source,
             leg: Arc::new(leg),
+            rtcp_ssrc,
             streams: Vec::new(),
         });
         self.publish();
@@ -315,12 +345,16 @@ impl Registry {
         new: NewStream,
     ) -> Result<&Stream, ApiError> {
         let meeting = self.meeting(meeting_id)?;
-        if !meeting.participants.iter().any(|p| p.id == participant_id) {
-            return Err(ApiError::ParticipantNotFound(participant_id.to_owned()));
-        }
-        if !self.ssrcs.insert(new.ssrc) {
+        let leg = meeting
+            .participants
+            .iter()
+            .find(|p| p.id == participant_id)
+            .map(|p| p.leg.id)
+            .ok_or_else(|| ApiError::ParticipantNotFound(participant_id.to_owned()))?;
+        if self.ssrc_taken(new.ssrc, leg) {
             return Err(ApiError::DuplicateSsrc(new.ssrc));
         }
+        self.ssrcs.insert(new.ssrc);
         let participant = self
             .meeting_mut(meeting_id)?
             .participants
@@ -349,9 +383,33 @@ impl Registry {
             .expect("the stream just added"))
     }
 
+    /// Forgets a departing participant's SSRCs: its streams' and its
+    /// `rtcp_ssrc`.
     fn forget_streams(&mut self, participant: &Participant) {
         for stream in &participant.streams {
             self.ssrcs.remove(&stream.route.ssrc);
+        }
+        self.rtcp_ssrcs.remove(&participant.rtcp_ssrc);
+    }
+
+    /// Whether `ssrc` may not be used by `leg`: a stream publishes it, or
+    /// another leg reports under it.
+    fn ssrc_taken(&self, ssrc: u32, leg: LegId) -> bool {
+        self.ssrcs.contains(&ssrc) || self.rtcp_ssrcs.get(&ssrc).is_some_and(|&l| l != leg)
+    }
+
+    /// A random SSRC for `leg`'s RTCP that nothing on the node uses (nor
+    /// 0, which some stacks treat as unset).
+    fn fresh_ssrc(&self, leg: LegId) -> Result<u32, ApiError> {
+        loop {
+            let mut bytes = [0u8; 4];
+            self.rng
+                .fill(&mut bytes)
+                .map_err(|_| ApiError::Internal("the system random generator failed".to_owned()))?;
+            let ssrc = u32::from_be_bytes(bytes);
+            if ssrc != 0 && !self.ssrc_taken(ssrc, leg) {
+                return Ok(ssrc);
+            }
         }
     }
 
@@ -381,6 +439,9 @@ impl Registry {
             let mut legs = Vec::with_capacity(meeting.participants.len());
             for participant in &meeting.participants {
                 legs.push(participant.leg.id);
+                snapshot
+                    .rtcp_ssrcs
+                    .insert(participant.rtcp_ssrc, participant.leg.id);
                 snapshot
                     .legs
                     .insert(participant.leg.id, Arc::clone(&participant.leg));

@@ -25,6 +25,7 @@ const MEDIA: &str = "192.0.2.10:40000";
 struct Harness {
     app: Router,
     cell: SnapshotCell,
+    metrics: Arc<MetricsHub>,
     token: Option<&'static str>,
 }
 
@@ -61,6 +62,7 @@ fn policy() -> Policy {
         max_participants_per_meeting: 4,
         max_participants_per_node: 6,
         max_meetings: 1000,
+        ..Policy::default()
     }
 }
 
@@ -74,8 +76,17 @@ fn harness_with(policy: Policy, token: Option<&'static str>) -> Harness {
         limits: Default::default(),
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
-    let app = router(ControlState::new(&opts, Arc::clone(&cell), metrics));
-    Harness { app, cell, token }
+    let app = router(ControlState::new(
+        &opts,
+        Arc::clone(&cell),
+        Arc::clone(&metrics),
+    ));
+    Harness {
+        app,
+        cell,
+        metrics,
+        token,
+    }
 }
 
 fn harness() -> Harness {
@@ -303,6 +314,106 @@ async fn streams_are_published_and_ssrcs_are_unique_per_node() {
     h.stream("m1", &p, 7).await.expect(409, "duplicate_ssrc");
     let got = h.get("/v1/meetings/m1").await;
     assert_eq!(got.body["roster"][0]["streams"][1]["codec"], "VP8");
+}
+
+/// `rtcp_ssrc` (DESIGN.md, "Control API"): echoed when asked for, chosen
+/// by the relay otherwise, published for one-lookup latching, and unique
+/// on the node against streams and other legs' RTCP SSRCs.
+#[tokio::test]
+async fn rtcp_ssrc_is_echoed_or_assigned_and_unique_per_node() {
+    let h = harness();
+    h.meeting("m1", "standard").await;
+    h.meeting("m2", "standard").await;
+    let asked = h
+        .join(
+            "m1",
+            json!({"name": "viewer", "rtcp_ssrc": 0x5200_0001_u32}),
+        )
+        .await;
+    asked.expect(201, "<none>");
+    assert_eq!(asked.body["media"]["rtcp_ssrc"], 0x5200_0001_u32);
+    let chosen = h.join("m1", json!({"name": "other"})).await;
+    chosen.expect(201, "<none>");
+    let chosen_ssrc = chosen.body["media"]["rtcp_ssrc"].as_u64().unwrap() as u32;
+    assert_ne!(chosen_ssrc, 0);
+    assert_ne!(chosen_ssrc, 0x5200_0001);
+    let snapshot = h.snapshot();
+    assert_eq!(snapshot.rtcp_ssrcs[&0x5200_0001], LegId(0));
+    assert_eq!(snapshot.rtcp_ssrcs[&chosen_ssrc], LegId(1));
+    assert_eq!(snapshot.rtcp_sender(0x5200_0001), Some(LegId(0)));
+
+    // Another leg may neither report nor publish under it, in any meeting.
+    h.join(
+        "m2",
+        json!({"name": "copycat", "rtcp_ssrc": 0x5200_0001_u32}),
+    )
+    .await
+    .expect(409, "duplicate_ssrc");
+    let q = h.attendee("m2").await;
+    h.stream("m2", &q, 0x5200_0001)
+        .await
+        .expect(409, "duplicate_ssrc");
+    // Nor report under a published stream's SSRC...
+    h.stream("m2", &q, 77).await.expect(201, "<none>");
+    let clash = h.join("m1", json!({"name": "x", "rtcp_ssrc": 77})).await;
+    clash.expect(409, "duplicate_ssrc");
+    assert!(clash.message().contains("77"), "{}", clash.message());
+    // ...but a leg may publish under its own RTCP SSRC.
+    let p = asked.body["id"].as_str().unwrap().to_owned();
+    h.stream("m1", &p, 0x5200_0001).await.expect(201, "<none>");
+    // Bad values are refused with the field named.
+    let bad = h.join("m1", json!({"name": "y", "rtcp_ssrc": -1})).await;
+    bad.expect(400, "invalid_request");
+    assert!(bad.message().contains("rtcp_ssrc"), "{}", bad.message());
+
+    // A departed participant's SSRC is free again and leaves the snapshot.
+    h.delete(&format!("/v1/meetings/m1/participants/{p}"))
+        .await
+        .expect(204, "<none>");
+    assert!(!h.snapshot().rtcp_ssrcs.contains_key(&0x5200_0001));
+    h.join("m2", json!({"name": "again", "rtcp_ssrc": 0x5200_0001_u32}))
+        .await
+        .expect(201, "<none>");
+}
+
+/// Load shedding: above `max_worker_busy` on its busiest worker the node
+/// refuses new participants with 503 `node_overloaded` and Retry-After;
+/// a lasting obstacle still wins; below the limit admission works again.
+#[tokio::test]
+async fn an_overloaded_node_sheds_new_participants() {
+    let h = harness();
+    h.meeting("m", "standard").await;
+    let quiet = h.metrics.add_worker();
+    let busy = h.metrics.add_worker();
+    quiet.set_busy(0.10);
+    busy.set_busy(0.84);
+    h.attendee("m").await;
+    busy.set_busy(0.97);
+    let refused = h.join("m", json!({"name": "late"})).await;
+    refused.expect(503, "node_overloaded");
+    assert_eq!(refused.headers[header::RETRY_AFTER], "5");
+    assert!(refused.message().contains("97%"), "{}", refused.message());
+    assert!(refused.message().contains("85%"), "{}", refused.message());
+    // Those already in are untouched: nothing left the snapshot.
+    assert_eq!(h.snapshot().legs.len(), 1);
+    // A lasting obstacle is the better answer.
+    h.post("/v1/meetings/m/lock", json!({"locked": true}))
+        .await
+        .expect(200, "<none>");
+    h.join("m", json!({"name": "late"}))
+        .await
+        .expect(403, "meeting_locked");
+    h.post("/v1/meetings/m/lock", json!({"locked": false}))
+        .await
+        .expect(200, "<none>");
+    // The refusal is counted like any other.
+    let text = h.get("/metrics").await.text;
+    assert!(
+        text.contains("sluice_api_refusals_total{code=\"node_overloaded\"} 1"),
+        "{text}"
+    );
+    busy.set_busy(0.5);
+    h.attendee("m").await;
 }
 
 #[tokio::test]
@@ -829,6 +940,7 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
     let h = Harness {
         app: router(state.clone()),
         cell: Arc::clone(&cell),
+        metrics: Arc::clone(&metrics),
         token: None,
     };
     let desk = MeetingDesk::new(state);

@@ -517,7 +517,9 @@ fn refusal_status(e: &DeskError) -> (u16, &'static str) {
         DeskError::Refused(Refusal::MeetingLocked | Refusal::WrongPasscode) => (403, "Forbidden"),
         DeskError::Refused(Refusal::E2eeForbidsDialIn) => (403, "Forbidden"),
         DeskError::Refused(Refusal::MeetingFull { .. }) => (486, "Busy Here"),
-        DeskError::Refused(Refusal::NodeFull { .. }) => (503, "Service Unavailable"),
+        DeskError::Refused(Refusal::NodeFull { .. } | Refusal::NodeOverloaded { .. }) => {
+            (503, "Service Unavailable")
+        }
         _ => (500, "Server Internal Error"),
     }
 }

@@ -101,6 +101,13 @@ impl BatchIo for MmsgIo {
         }
     }
 
+    fn discard(&mut self) -> usize {
+        // `received` takes the whole batch before it hands out the first
+        // datagram, so nothing is pending even after a panic in the
+        // handler; the next `wait` re-arms every slot.
+        std::mem::take(&mut self.ready)
+    }
+
     fn send(&mut self, out: &Transmits) -> io::Result<()> {
         let count = self.send.load(out);
         let mut at = 0;

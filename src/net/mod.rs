@@ -194,14 +194,16 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Binds the media port and starts the workers; `make_handler` is
-    /// called once per worker, with its index and counters. Returns once
+    /// called once per worker, with its index and counters, and again on
+    /// that worker's thread should its handler panic (the worker restarts
+    /// with the fresh handler; see `worker.rs`). Returns once
     /// every worker has its socket (datagrams that arrive before a worker
     /// runs wait in its socket buffer).
     pub fn start<H: PacketHandler>(
         opts: &DataPlaneOptions,
         cell: SnapshotCell,
         metrics: &MetricsHub,
-        mut make_handler: impl FnMut(usize, Arc<WorkerCounters>) -> H,
+        make_handler: impl Fn(usize, Arc<WorkerCounters>) -> H + Send + Sync + 'static,
     ) -> Result<Self, NetError> {
         if !(1..=MAX_RECV_BATCH).contains(&opts.recv_batch) {
             return Err(NetError::BadRecvBatch(opts.recv_batch));
@@ -220,6 +222,8 @@ impl DataPlane {
         let (sockets, local_addr) =
             socket::bind_group(opts.listen, count, opts.socket_buffer_bytes)?;
         metrics.set_io_backend(backend.name());
+        worker::install_panic_hook();
+        let make_handler: Arc<worker::HandlerFactory<H>> = Arc::new(make_handler);
         // One handle per worker; the last worker takes the caller's.
         let cells = std::iter::repeat_n(cell, count);
 
@@ -239,6 +243,7 @@ impl DataPlane {
                 cell,
                 counters,
                 stop: Arc::clone(&plane.stop),
+                make_handler: Arc::clone(&make_handler),
             };
             let ring = rings.next();
             let core = (opts.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]);

@@ -3,7 +3,7 @@
 //! the send headers built over a [`Transmits`] arena each loop turn.
 //!
 //! One layout serves both backends: `recvmmsg`/`sendmmsg` take the
-//! `mmsghdr` arrays whole, io_uring's `RecvMsg`/`SendMsg` take one
+//! `mmsghdr` arrays whole (both backends receive with `recvmmsg`), io_uring's `SendMsg` takes one
 //! `msghdr` inside them each.
 
 // The kernel reads and writes these structures through raw pointers

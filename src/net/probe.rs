@@ -88,7 +88,7 @@ pub(crate) fn check_features(ring: &IoUring) -> Result<(), IoUringUnavailable> {
         .register_probe(&mut probe)
         .map_err(|source| IoUringUnavailable::Setup { source })?;
     for (code, what) in [
-        (opcode::RecvMsg::CODE, "IORING_OP_RECVMSG"),
+        (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD"),
         (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
         (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
     ] {

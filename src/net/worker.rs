@@ -2,11 +2,27 @@
 //! a batch of datagrams, load the routing snapshot once, hand each datagram
 //! to the [`PacketHandler`], send everything it produced in one batch,
 //! sample the latency, repeat until told to stop.
+//!
+//! Two things the loop measures or survives on the way:
+//! - **Busy share.** The time from a wait's return to the next wait (the
+//!   handler and the sends: work, not waiting for packets), over windows
+//!   of [`BUSY_WINDOW`], published per worker
+//!   ([`WorkerCounters::set_busy`]); the control plane sheds new
+//!   participants above `[policy] max_worker_busy`.
+//! - **Panics.** A panic in the handler (a bug: network input must never
+//!   cause one) unwinds to [`supervise`], which drops the batch in hand,
+//!   builds a fresh handler from the factory (so the worker's SRTP state
+//!   starts over and its legs are taken up again with their next packet;
+//!   latches live in the snapshot and survive), counts the restart and
+//!   logs it once with its cause. The socket, and with it the worker's place
+//!   in the `SO_REUSEPORT` group, stays, so no other worker notices.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use io_uring::IoUring;
@@ -26,6 +42,13 @@ const DRAIN_TURNS: usize = 8;
 /// Outgoing datagrams per received one the transmit arena is first sized
 /// for; it grows (once) for larger fan-outs.
 const FANOUT_HINT: usize = 16;
+
+/// How long a window of the busy share is (published when it ends; an idle
+/// worker ends one at least every [`POLL_INTERVAL`] or so).
+pub(crate) const BUSY_WINDOW: Duration = Duration::from_millis(100);
+
+/// Makes a worker's handler: at start, and again after a panic.
+pub(crate) type HandlerFactory<H> = dyn Fn(usize, Arc<WorkerCounters>) -> H + Send + Sync;
 
 /// What a worker does with each datagram: the relay core implements this
 /// (sans-IO; it never touches a socket or the clock).
@@ -57,6 +80,11 @@ pub(crate) trait BatchIo {
     /// Sends every datagram of `out`, counting each as sent or dropped, and
     /// returns once the kernel has taken them all (so `out` may be reused).
     fn send(&mut self, out: &Transmits) -> io::Result<()>;
+
+    /// After a handler panicked inside [`Self::received`]: drops the
+    /// datagrams of that batch not yet let go, readying their slots again;
+    /// returns how many.
+    fn discard(&mut self) -> usize;
 }
 
 /// What a worker thread runs with, besides its backend.
@@ -66,6 +94,8 @@ pub(crate) struct WorkerContext<H> {
     pub(crate) cell: SnapshotCell,
     pub(crate) counters: Arc<WorkerCounters>,
     pub(crate) stop: Arc<AtomicBool>,
+    /// Makes a fresh handler after a panic.
+    pub(crate) make_handler: Arc<HandlerFactory<H>>,
 }
 
 /// A worker thread's body: pins it, builds its backend over `socket` (on
@@ -87,12 +117,88 @@ pub(crate) fn thread_main<H: PacketHandler>(
     let counters = Arc::clone(&ctx.counters);
     let result = match ring {
         Some(ring) => UringIo::new(ring, socket, recv_batch, counters)
-            .and_then(|mut io| run(&mut io, &mut ctx, &mut out)),
+            .and_then(|mut io| supervise(&mut io, &mut ctx, &mut out)),
         None => MmsgIo::new(socket, recv_batch, counters)
-            .and_then(|mut io| run(&mut io, &mut ctx, &mut out)),
+            .and_then(|mut io| supervise(&mut io, &mut ctx, &mut out)),
     };
     if let Err(error) = result {
         tracing::error!(worker = ctx.index, %error, "packet worker stopped");
+    }
+}
+
+thread_local! {
+    /// Set on a supervised worker thread: its panics are reported by
+    /// [`supervise`], not by the default hook.
+    static SUPERVISED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last panic on this thread happened (`file:line`).
+    static PANICKED_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that, on supervised worker
+/// threads, only notes where the panic happened, so the restart is logged
+/// once, with its cause, by [`supervise`]; every other thread keeps the
+/// hook it had.
+pub(crate) fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if SUPERVISED.with(std::cell::Cell::get) {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                PANICKED_AT.with(|cell| *cell.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// The message a panic carried.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
+/// Runs the loop; when the handler panics, drops the batch in hand, starts
+/// over with a fresh handler from `ctx.make_handler`, counts and logs it.
+/// Returns when the loop ends (stop, or a backend error).
+pub(crate) fn supervise<B: BatchIo, H: PacketHandler>(
+    io: &mut B,
+    ctx: &mut WorkerContext<H>,
+    out: &mut Transmits,
+) -> io::Result<()> {
+    SUPERVISED.with(|s| s.set(true));
+    loop {
+        // The backend is consistent at every point a handler can panic
+        // (`discard` below restores its slots); the handler, which may not
+        // be, is replaced; `out` is cleared.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(io, ctx, out)));
+        let payload = match outcome {
+            Ok(result) => return result,
+            Err(payload) => payload,
+        };
+        let dropped = io.discard();
+        for _ in 0..dropped {
+            ctx.counters.dropped(crate::metrics::Drop::Other);
+        }
+        out.clear();
+        ctx.handler = (ctx.make_handler)(ctx.index, Arc::clone(&ctx.counters));
+        ctx.counters.restarted();
+        let at = PANICKED_AT
+            .with(|cell| cell.borrow_mut().take())
+            .unwrap_or_else(|| "an unknown place".to_owned());
+        tracing::error!(
+            worker = ctx.index,
+            cause = panic_message(&*payload),
+            at,
+            dropped,
+            "packet worker panicked (a bug); restarted with fresh state, dropping the batch it was handling"
+        );
     }
 }
 
@@ -104,16 +210,21 @@ pub(crate) fn run<B: BatchIo, H: PacketHandler>(
     out: &mut Transmits,
 ) -> io::Result<()> {
     let mut drain_turns = 0;
+    let mut busy = BusyWindow::new(Instant::now());
     loop {
         let stopping = ctx.stop.load(Ordering::Relaxed);
         let ready = io.wait(!stopping)?;
         if ready == 0 {
+            busy.tick(Instant::now(), Duration::ZERO, &ctx.counters);
             if stopping {
                 return Ok(());
             }
             continue;
         }
-        turn(io, ctx, out)?;
+        let started = Instant::now();
+        turn(io, ctx, out, started)?;
+        let done = Instant::now();
+        busy.tick(done, done - started, &ctx.counters);
         if stopping {
             drain_turns += 1;
             if drain_turns >= DRAIN_TURNS {
@@ -123,13 +234,40 @@ pub(crate) fn run<B: BatchIo, H: PacketHandler>(
     }
 }
 
+/// Busy time summed over a window, published as a share when it ends.
+#[derive(Debug)]
+struct BusyWindow {
+    since: Instant,
+    busy: Duration,
+}
+
+impl BusyWindow {
+    fn new(now: Instant) -> Self {
+        Self {
+            since: now,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// Adds `busy` time ending at `now`; publishes and restarts the
+    /// window once it is [`BUSY_WINDOW`] long.
+    fn tick(&mut self, now: Instant, busy: Duration, counters: &WorkerCounters) {
+        self.busy += busy;
+        let span = now.saturating_duration_since(self.since);
+        if span >= BUSY_WINDOW {
+            counters.set_busy(self.busy.as_secs_f64() / span.as_secs_f64());
+            *self = Self::new(now);
+        }
+    }
+}
+
 /// One batch: handle every ready datagram under one snapshot, send.
 fn turn<B: BatchIo, H: PacketHandler>(
     io: &mut B,
     ctx: &mut WorkerContext<H>,
     out: &mut Transmits,
+    started: Instant,
 ) -> io::Result<()> {
-    let started = Instant::now();
     let snapshot = ctx.cell.load();
     let handler = &mut ctx.handler;
     io.received(|from, packet, len| handler.handle_datagram(&snapshot, from, packet, len, out));
@@ -137,7 +275,7 @@ fn turn<B: BatchIo, H: PacketHandler>(
     out.clear();
     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     ctx.counters.latency_sample(nanos);
-    ctx.counters.busy(nanos);
+    ctx.counters.add_busy(nanos);
     sent
 }
 

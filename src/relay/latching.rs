@@ -42,16 +42,68 @@ pub(crate) fn srtcp_is_fresher(leg: &LegRoute, index: u32) -> bool {
     next > leg.highest_srtcp_index.fetch_max(next, Ordering::Relaxed)
 }
 
-/// Decides, and applies, what an authenticated packet from `from` does to
-/// `latch`.
+/// Decides, and applies, what an authenticated RTP packet from `from`
+/// does to `latch`.
 pub(crate) fn admit(latch: &Latch, from: SocketAddr, fresher: bool) -> Admission {
-    match latch.get() {
+    let before = latch.get();
+    let admission = match before {
         Some(addr) if addr == from => Admission::Stay,
         Some(_) if !fresher => Admission::Stale,
         // Unset, or a fresher packet from a new address. `set` says false
         // only if another worker latched the same address meanwhile.
         _ if latch.set(from) => Admission::Latched,
         _ => Admission::Stay,
+    };
+    // The first RTP of a leg that was latched by its RTCP (a peer without
+    // rtcp-mux that reports before it sends, as ffmpeg does): the address
+    // RTCP came from stays the RTCP latch.
+    if let Some(rtcp) = before
+        && admission == Admission::Latched
+        && !latch.rtp_from_rtp()
+    {
+        latch.set_rtcp(rtcp);
+    }
+    if admission != Admission::Stale {
+        latch.mark_rtp_from_rtp();
+    }
+    admission
+}
+
+/// Decides, and applies, what an authenticated RTCP packet from `from`
+/// does to `latch`. Peers without rtcp-mux send RTCP from another port
+/// (RFC 3550 §11: the RTP port + 1), so RTCP keeps a latch of its own:
+/// - a leg with no address yet (a receive-only participant's first
+///   report) is latched there, RTP and RTCP alike;
+/// - once the RTP address was learnt from RTP, RTCP never moves it: RTCP
+///   from elsewhere, if fresher, moves only the RTCP latch;
+/// - while the RTP address came from RTCP (a receive-only participant,
+///   which sends nothing else), fresher RTCP from elsewhere moves it, so
+///   such a leg follows its NAT rebinding.
+pub(crate) fn admit_rtcp(latch: &Latch, from: SocketAddr, fresher: bool) -> Admission {
+    if latch.get().is_none() {
+        return if latch.set(from) {
+            Admission::Latched
+        } else {
+            Admission::Stay
+        };
+    }
+    if latch.rtcp() == Some(from) {
+        return Admission::Stay;
+    }
+    if !fresher {
+        return Admission::Stale;
+    }
+    let moved = if latch.rtp_from_rtp() {
+        // Also when `from` is the RTP address again (RTCP followed RTP to
+        // a new address): the RTCP latch names it then.
+        latch.set_rtcp(from)
+    } else {
+        latch.set(from)
+    };
+    if moved {
+        Admission::Latched
+    } else {
+        Admission::Stay
     }
 }
 
@@ -76,6 +128,64 @@ mod tests {
         assert_eq!(latch.get(), Some(addr(1)));
         assert_eq!(admit(&latch, addr(2), true), Admission::Latched);
         assert_eq!(latch.get(), Some(addr(2)));
+    }
+
+    #[test]
+    fn rtcp_from_another_port_keeps_its_own_latch() {
+        let latch = Latch::default();
+        // A peer without rtcp-mux: RTP from 5000, RTCP from 5001.
+        assert_eq!(admit(&latch, addr(5000), true), Admission::Latched);
+        assert_eq!(admit_rtcp(&latch, addr(5001), true), Admission::Latched);
+        assert_eq!(latch.get(), Some(addr(5000)));
+        assert_eq!(latch.rtcp(), Some(addr(5001)));
+        // Alternating never moves either again.
+        for _ in 0..3 {
+            assert_eq!(admit(&latch, addr(5000), true), Admission::Stay);
+            assert_eq!(admit_rtcp(&latch, addr(5001), true), Admission::Stay);
+        }
+        // A stale report from elsewhere moves nothing.
+        assert_eq!(admit_rtcp(&latch, addr(6001), false), Admission::Stale);
+        assert_eq!(
+            (latch.get(), latch.rtcp()),
+            (Some(addr(5000)), Some(addr(5001)))
+        );
+        // The peer rebinds: RTP and RTCP each follow their own packets.
+        assert_eq!(admit(&latch, addr(7000), true), Admission::Latched);
+        assert_eq!(latch.rtcp(), Some(addr(5001)));
+        assert_eq!(admit_rtcp(&latch, addr(7001), true), Admission::Latched);
+        assert_eq!(
+            (latch.get(), latch.rtcp()),
+            (Some(addr(7000)), Some(addr(7001)))
+        );
+    }
+
+    #[test]
+    fn a_peer_that_reports_before_it_sends_keeps_its_rtcp_port() {
+        let latch = Latch::default();
+        assert_eq!(admit_rtcp(&latch, addr(5001), true), Admission::Latched);
+        assert_eq!(admit(&latch, addr(5000), true), Admission::Latched);
+        assert_eq!(
+            (latch.get(), latch.rtcp()),
+            (Some(addr(5000)), Some(addr(5001)))
+        );
+        assert_eq!(admit_rtcp(&latch, addr(5001), true), Admission::Stay);
+        assert_eq!(admit(&latch, addr(5000), true), Admission::Stay);
+    }
+
+    #[test]
+    fn a_receive_only_leg_latches_and_moves_with_its_rtcp() {
+        let latch = Latch::default();
+        assert_eq!(admit_rtcp(&latch, addr(1), false), Admission::Latched);
+        assert_eq!((latch.get(), latch.rtcp()), (Some(addr(1)), Some(addr(1))));
+        assert_eq!(admit_rtcp(&latch, addr(1), false), Admission::Stay);
+        assert_eq!(admit_rtcp(&latch, addr(2), false), Admission::Stale);
+        // Its NAT rebinds: a fresher report moves where its media goes.
+        assert_eq!(admit_rtcp(&latch, addr(2), true), Admission::Latched);
+        assert_eq!((latch.get(), latch.rtcp()), (Some(addr(2)), Some(addr(2))));
+        // Once it sends RTP, RTCP from elsewhere no longer moves the RTP latch.
+        assert_eq!(admit(&latch, addr(3), true), Admission::Latched);
+        assert_eq!(admit_rtcp(&latch, addr(4), true), Admission::Latched);
+        assert_eq!((latch.get(), latch.rtcp()), (Some(addr(3)), Some(addr(4))));
     }
 
     #[test]

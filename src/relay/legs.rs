@@ -181,6 +181,19 @@ impl<B: AeadBackend> LegSessions<B> {
         self.by_addr.insert(addr, state.route.id);
     }
 
+    /// Like [`Self::seen_at`], but only if the leg has no address noted
+    /// yet.
+    pub(crate) fn seen_first_at(&mut self, slot: SlotIdx, addr: SocketAddr) {
+        let known = self
+            .slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|state| state.seen_at.is_some());
+        if !known {
+            self.seen_at(slot, addr);
+        }
+    }
+
     /// The latched address of the leg in `slot`.
     pub(crate) fn latched(&self, slot: SlotIdx) -> Option<SocketAddr> {
         self.slots.get(slot)?.as_ref()?.route.latch.get()

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
@@ -65,23 +65,59 @@ pub enum MediaKind {
     Video,
 }
 
-/// A leg's remote address, set by the first authenticated packet.
+/// A leg's remote addresses, set by authenticated packets: where its RTP
+/// goes and, for a peer without rtcp-mux (RFC 5761) that sends RTCP from
+/// another port, where its RTCP goes. The rules are in `latching.rs`.
 #[derive(Debug, Default)]
-pub struct Latch(ArcSwapOption<SocketAddr>);
+pub struct Latch {
+    rtp: ArcSwapOption<SocketAddr>,
+    /// Set only when the leg's RTCP comes from elsewhere than its RTP.
+    rtcp: ArcSwapOption<SocketAddr>,
+    /// Whether `rtp` was learnt from an RTP packet (else from RTCP: a
+    /// receive-only participant).
+    rtp_from_rtp: AtomicBool,
+}
 
 impl Latch {
-    /// The latched address, if any packet authenticated yet.
+    /// The latched RTP address, if any packet authenticated yet.
     pub fn get(&self) -> Option<SocketAddr> {
-        self.0.load().as_deref().copied()
+        self.rtp.load().as_deref().copied()
     }
 
-    /// Moves the latch to `addr`; returns whether it changed.
+    /// Moves the RTP latch to `addr`; returns whether it changed.
     pub fn set(&self, addr: SocketAddr) -> bool {
         if self.get() == Some(addr) {
             return false;
         }
-        self.0.store(Some(Arc::new(addr)));
+        self.rtp.store(Some(Arc::new(addr)));
         true
+    }
+
+    /// Where RTCP for the leg goes: its RTCP address when it has one of
+    /// its own, else its RTP address (rtcp-mux).
+    pub fn rtcp(&self) -> Option<SocketAddr> {
+        self.rtcp.load().as_deref().copied().or_else(|| self.get())
+    }
+
+    /// Moves the RTCP latch to `addr`; returns whether it changed.
+    pub fn set_rtcp(&self, addr: SocketAddr) -> bool {
+        if self.rtcp.load().as_deref() == Some(&addr) {
+            return false;
+        }
+        self.rtcp.store(Some(Arc::new(addr)));
+        true
+    }
+
+    /// Whether the RTP address came from an RTP packet.
+    pub fn rtp_from_rtp(&self) -> bool {
+        self.rtp_from_rtp.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the RTP address came from an RTP packet.
+    pub fn mark_rtp_from_rtp(&self) {
+        if !self.rtp_from_rtp() {
+            self.rtp_from_rtp.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -141,6 +177,24 @@ pub struct RoutingSnapshot {
     pub streams: HashMap<u32, Arc<StreamRoute>>,
     /// Each meeting's legs, in admission order: the fan-out set.
     pub meetings: HashMap<MeetingIdx, Vec<LegId>>,
+    /// The SSRC each leg puts in the sender field of its RTCP (the API's
+    /// `rtcp_ssrc`), for legs that have one: a receive-only participant's
+    /// first SRTCP packet finds its leg here with one lookup. Unique per
+    /// node together with `streams` (the API refuses a clash), so one SSRC
+    /// names one leg.
+    pub rtcp_ssrcs: HashMap<u32, LegId>,
+}
+
+impl RoutingSnapshot {
+    /// The leg an RTCP packet whose sender field is `ssrc` claims to come
+    /// from: the publisher of that stream, else the leg that registered it
+    /// as its `rtcp_ssrc`.
+    pub fn rtcp_sender(&self, ssrc: u32) -> Option<LegId> {
+        match self.streams.get(&ssrc) {
+            Some(stream) => Some(stream.leg),
+            None => self.rtcp_ssrcs.get(&ssrc).copied(),
+        }
+    }
 }
 
 /// Where the current snapshot lives: written by the control plane, read by

@@ -690,11 +690,12 @@ fn removing_a_leg_or_a_meeting_stops_forwarding_at_once() {
     assert_eq!(destinations(&sent), addrs(&[1]));
 }
 
-/// AnyGcm, counting the seal calls the worker makes.
+/// AnyGcm, counting the seal and open calls the worker makes.
 #[derive(Debug, Clone, Default)]
 struct CountingGcm {
     inner: AnyGcm,
     seal_calls: Arc<AtomicUsize>,
+    open_calls: Arc<AtomicUsize>,
 }
 
 impl AeadBackend for CountingGcm {
@@ -714,6 +715,7 @@ impl AeadBackend for CountingGcm {
     }
 
     fn open_batch(&self, jobs: &mut [OpenJob<'_, Self::Key>]) {
+        self.open_calls.fetch_add(1, Ordering::Relaxed);
         self.inner.open_batch(jobs);
     }
 }
@@ -913,4 +915,117 @@ fn many_receive_only_participants_all_latch() {
             }
         }
     }
+}
+
+/// A receive-only participant whose RR carries the `rtcp_ssrc` it was
+/// admitted with latches on its first report with one decryption, however
+/// many other legs wait for theirs; a forged report under its SSRC fails
+/// that one decryption and moves nothing.
+#[test]
+fn a_registered_rtcp_ssrc_latches_with_one_decryption() {
+    let mut snapshot = RoutingSnapshot::default();
+    admit_leg(&mut snapshot, 1, STANDARD, MeetingMode::Standard, false);
+    snapshot.legs[&LegId(1)].latch.set(client_addr(1));
+    // 500 viewers, none latched yet, each with its RTCP SSRC registered.
+    for leg in 100..600 {
+        admit_leg(&mut snapshot, leg, STANDARD, MeetingMode::Standard, true);
+        snapshot
+            .rtcp_ssrcs
+            .insert(0x5200_0000 + leg as u32, LegId(leg));
+    }
+    let backend = CountingGcm::default();
+    let opens = Arc::clone(&backend.open_calls);
+    let counters = Arc::new(WorkerCounters::default());
+    let mut worker = RelayWorker::new(backend, Arc::clone(&counters));
+    let mut out = Transmits::default();
+    for leg in 100..600 {
+        let mut viewer = client(leg);
+        let compound = receiver_report(0x5200_0000 + leg as u32, video_ssrc(1));
+        let mut buf = compound.clone();
+        buf.resize(compound.len() + 64, 0);
+        let n = viewer.send.protect_rtcp(&mut buf, compound.len()).unwrap();
+        opens.store(0, Ordering::Relaxed);
+        deliver_to(
+            &mut worker,
+            &snapshot,
+            &mut out,
+            client_addr(leg),
+            &buf[..n],
+        );
+        assert_eq!(opens.load(Ordering::Relaxed), 1, "leg {leg}");
+        assert_eq!(
+            snapshot.legs[&LegId(leg)].latch.get(),
+            Some(client_addr(leg))
+        );
+    }
+    assert_eq!(counters.snapshot().latches, 500);
+
+    // Someone else's key under a registered SSRC: one failed decryption,
+    // counted, and the latch stays.
+    let mut stranger = client(99);
+    let compound = receiver_report(0x5200_0000 + 100, video_ssrc(1));
+    let mut buf = Vec::new();
+    let mut n = 0;
+    // A fresh SRTCP index (index 0 is refused as a replay before any
+    // decryption).
+    for _ in 0..3 {
+        buf = compound.clone();
+        buf.resize(compound.len() + 64, 0);
+        n = stranger
+            .send
+            .protect_rtcp(&mut buf, compound.len())
+            .unwrap();
+    }
+    opens.store(0, Ordering::Relaxed);
+    let failed = counters.snapshot().dropped(Drop::AuthFailed);
+    deliver_to(&mut worker, &snapshot, &mut out, other_addr(5), &buf[..n]);
+    assert_eq!(opens.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.snapshot().dropped(Drop::AuthFailed), failed + 1);
+    assert_eq!(
+        snapshot.legs[&LegId(100)].latch.get(),
+        Some(client_addr(100))
+    );
+}
+
+/// A publisher without rtcp-mux (the `ffmpeg` CLI, legacy SIP video):
+/// RTP from its port, RTCP from the port above. Neither moves the other's
+/// latch however they alternate; media goes to the RTP port, RTCP (a
+/// receiver's PLI) to the RTCP port; its SR still reaches the meeting.
+#[test]
+fn a_peer_without_rtcp_mux_keeps_its_rtp_and_rtcp_latches_apart() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let rtp_port = client_addr(1);
+    let rtcp_port = SocketAddr::new(rtp_port.ip(), rtp_port.port() + 1);
+    let latches = s.counts().latches;
+    for round in 0..5 {
+        let sr = s.srtcp(1, &sender_report(audio_ssrc(1)));
+        let sent = s.deliver(rtcp_port, &sr);
+        assert_eq!(
+            destinations(&sent),
+            addrs(&[2, 3]),
+            "round {round}: the SR is forwarded"
+        );
+        let (_, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+        assert_eq!(destinations(&sent), addrs(&[2, 3]), "round {round}");
+        assert_eq!(
+            s.latch(1),
+            Some(rtp_port),
+            "round {round}: RTCP never moves the RTP latch"
+        );
+    }
+    // One latch for the RTCP address, none after.
+    assert_eq!(s.counts().latches, latches + 1);
+    assert_eq!(s.counts().dropped(Drop::Replayed), 0);
+
+    // Media to it goes to its RTP port, feedback about its stream to its
+    // RTCP port.
+    let (_, sent) = s.send_rtp(2, audio_ssrc(2), AUDIO);
+    assert!(destinations(&sent).contains(&rtp_port));
+    assert!(!destinations(&sent).contains(&rtcp_port));
+    let feedback = s.srtcp(2, &pli(audio_ssrc(2), video_ssrc(1)));
+    let sent = s.deliver(client_addr(2), &feedback);
+    assert_eq!(destinations(&sent), BTreeSet::from([rtcp_port]));
+    let opened = s.open_rtcp(1, &sent[0].1).unwrap();
+    assert_eq!(opened, pli(audio_ssrc(2), video_ssrc(1)));
 }

@@ -21,14 +21,17 @@
 //! (SFrame, RFC 9605): it leaves byte for byte as the publisher sent it.
 //!
 //! SRTCP (RFC 3711 §3.4, RFC 7714 §9): the sender is found by the first
-//! packet's SSRC (a publisher's stream), else by the address this worker
-//! accepted the leg from, else, for a receive-only participant's first
-//! report, by trying the keys of legs that have no latch yet, newest
-//! first, at most `MAX_TRIALS` (16) per packet, resuming where the last
-//! packet stopped; only a packet that authenticates under a leg's key is
-//! that leg's. (The report block or feedback SSRC that would narrow the
-//! candidates to one meeting is in the encrypted part: SRTCP leaves only
-//! the first 8 bytes in the clear.)
+//! packet's SSRC, which SRTCP leaves in the clear: a publisher's stream, or
+//! the `rtcp_ssrc` the leg was admitted with (DESIGN.md, "Control API"), so
+//! a receive-only participant latches with one lookup and one decryption.
+//! Else by the address this worker accepted the leg from. Only as a
+//! fallback, for a client that reports under some other SSRC, the keys of
+//! legs that have no latch yet are tried, newest first, at most
+//! `MAX_TRIALS` (16) per packet, resuming where the last packet stopped;
+//! only a packet that authenticates under a leg's key is that leg's. (The
+//! report block or feedback SSRC that would narrow the candidates to one
+//! meeting is in the encrypted part: SRTCP leaves only the first 8 bytes
+//! in the clear.)
 //! What it carries is routed by `rtcp_route.rs`; each destination gets one
 //! SRTCP packet whose index comes from the leg's shared counter
 //! ([`LegRoute::take_srtcp_index`]), since every worker protects RTCP to
@@ -55,7 +58,7 @@ use std::sync::Arc;
 use arrayvec::ArrayVec;
 
 use super::fanout::{FanoutPlans, Receiver, protect_chunk};
-use super::latching::{Admission, admit, rtp_is_fresher, srtcp_is_fresher};
+use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx};
 use super::rtcp_route::RtcpPlan;
 use super::{LegId, LegRoute, MeetingMode, RoutingSnapshot, SLOT, StreamRoute, Transmits};
@@ -191,7 +194,8 @@ impl<B: AeadBackend> RelayWorker<B> {
             }
         };
         self.counters.received(leg.mode, len);
-        if !self.admit(slot, leg, from, rtp_is_fresher(stream, index)) {
+        let admission = admit(&leg.latch, from, rtp_is_fresher(stream, index));
+        if !self.admitted(slot, from, admission, false) {
             return;
         }
         let Some(rtp) = packet.get(..rtp_len) else {
@@ -205,9 +209,16 @@ impl<B: AeadBackend> RelayWorker<B> {
         self.fan_out(snapshot, slot, leg, rtp, out);
     }
 
-    /// Applies the latch rules to an authenticated packet; whether to go on.
-    fn admit(&mut self, slot: SlotIdx, leg: &LegRoute, from: SocketAddr, fresher: bool) -> bool {
-        match admit(&leg.latch, from, fresher) {
+    /// Counts what the latch rules made of an authenticated packet
+    /// (RTCP or not) from `from`; whether to go on.
+    fn admitted(
+        &mut self,
+        slot: SlotIdx,
+        from: SocketAddr,
+        admission: Admission,
+        rtcp: bool,
+    ) -> bool {
+        match admission {
             Admission::Stale => {
                 self.counters.dropped(Drop::Replayed);
                 return false;
@@ -215,7 +226,14 @@ impl<B: AeadBackend> RelayWorker<B> {
             Admission::Latched => self.counters.latched(),
             Admission::Stay => {}
         }
-        self.legs.seen_at(slot, from);
+        // The address index serves RTCP sender demux: RTCP's source is the
+        // one to remember; RTP's only until the leg's RTCP is seen (a peer
+        // without rtcp-mux would otherwise flip the entry every packet).
+        if rtcp || admission == Admission::Latched {
+            self.legs.seen_at(slot, from);
+        } else {
+            self.legs.seen_first_at(slot, from);
+        }
         true
     }
 
@@ -273,10 +291,9 @@ impl<B: AeadBackend> RelayWorker<B> {
             self.counters.dropped(Drop::Malformed);
             return;
         };
-        let claimed = match snapshot.streams.get(&ssrc.0) {
-            Some(stream) => Some(stream.leg),
-            None => self.legs.leg_at(from),
-        };
+        let claimed = snapshot
+            .rtcp_sender(ssrc.0)
+            .or_else(|| self.legs.leg_at(from));
         let (sender, slot, rtcp_len, index, in_trial_buf) = if let Some(id) = claimed {
             let Some(route) = snapshot.legs.get(&id) else {
                 self.counters.dropped(Drop::UnknownSsrc);
@@ -306,7 +323,8 @@ impl<B: AeadBackend> RelayWorker<B> {
             (route, slot, rtcp_len, index, true)
         };
         self.counters.received(sender.mode, len);
-        if !self.admit(slot, sender, from, srtcp_is_fresher(sender, index)) {
+        let admission = admit_rtcp(&sender.latch, from, srtcp_is_fresher(sender, index));
+        if !self.admitted(slot, from, admission, true) {
             return;
         }
         let trial_buf = std::mem::take(&mut self.trial_buf);
@@ -426,7 +444,9 @@ impl<B: AeadBackend> RelayWorker<B> {
         if parts.peek().is_none() {
             return;
         }
-        let Some(dest) = route.latch.get() else {
+        // RTCP to the leg's RTCP address (a peer without rtcp-mux has one
+        // of its own).
+        let Some(dest) = route.latch.rtcp() else {
             self.counters.dropped(Drop::NotLatched);
             return;
         };

@@ -79,6 +79,11 @@ pub(crate) const APT: &[Package] = &[
         "SIPp, the phone in tests/dialin.rs",
     ),
     pkg(
+        "ffmpeg",
+        Stage::Test,
+        "the ffmpeg CLI: an SRTP peer without rtcp-mux in tests/ffmpeg_no_mux.rs",
+    ),
+    pkg(
         "prometheus",
         Stage::Test,
         "promtool, for tests/contrib.rs and the alert rules gate",

@@ -147,11 +147,13 @@ pub(super) fn latch_all(
     loop {
         for (i, (p, mine)) in participants.iter().zip(&mut sessions).enumerate() {
             // A publisher reports under its first stream's SSRC, which the
-            // relay knows; a subscriber under an SSRC of its own.
-            let ssrc = p
-                .streams
-                .first()
-                .map_or(0x5200_0000 + i as u32, |(_, s)| s.ssrc);
+            // relay knows; a subscriber under the SSRC the target gave it
+            // (sluice's `rtcp_ssrc`), else one of its own.
+            let ssrc = match (p.streams.first(), p.plan.rtcp_ssrc) {
+                (Some((_, s)), _) => s.ssrc,
+                (None, Some(ssrc)) => ssrc,
+                (None, None) => 0x5200_0000 + i as u32,
+            };
             for (session, relay) in mine.iter_mut() {
                 let report = ReceiverReportBuilder {
                     ssrc: Ssrc(ssrc),

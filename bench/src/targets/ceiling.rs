@@ -66,6 +66,7 @@ impl Target for Ceiling {
             .iter()
             .enumerate()
             .map(|(me, _)| LegPlan {
+                rtcp_ssrc: None,
                 sends: match keys.get(me) {
                     Some(key) => participants
                         .iter()

@@ -273,6 +273,12 @@ impl Target for Sluice {
                 .ok_or_else(|| bad("client_to_relay key"))?;
             let receive = key(media, "relay_to_client", meeting.profile)
                 .ok_or_else(|| bad("relay_to_client key"))?;
+            // The SSRC a receive-only participant must report under: its
+            // first SRTCP packet latches it with one lookup.
+            let rtcp_ssrc = media["rtcp_ssrc"]
+                .as_u64()
+                .and_then(|s| u32::try_from(s).ok())
+                .ok_or_else(|| bad("media.rtcp_ssrc"))?;
             for stream in meeting.publishers.get(who).into_iter().flatten() {
                 let (kind, codec) = match stream.kind {
                     StreamKind::Audio => ("audio", "opus"),
@@ -285,6 +291,7 @@ impl Target for Sluice {
                 )?;
             }
             plans.push(LegPlan {
+                rtcp_ssrc: Some(rtcp_ssrc),
                 sends: vec![Path {
                     relay,
                     key: Some(send),
