@@ -171,7 +171,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "media",
         &["listen", "advertise", "workers", "io", "pin_cores"],
     ),
-    ("crypto", &["backend"]),
+    ("crypto", &["backend", "gpu"]),
     (
         "policy",
         &[
@@ -208,6 +208,7 @@ const TOP: [&str; 5] = ["control", "media", "crypto", "policy", "sip"];
 const CHOICES: &[(&str, &str, &[&str])] = &[
     ("media", "io", &["auto", "io_uring", "recvmmsg"]),
     ("crypto", "backend", &["auto", "ring", "aes-gcm"]),
+    ("crypto", "gpu", &["auto", "off", "always"]),
     ("policy", "e2ee", &["verified-only", "all", "disabled"]),
 ];
 
@@ -504,7 +505,7 @@ mod tests {
         );
         assert_eq!(
             error("[crypto]\nbackend = \"ring\"\nbakend = \"ring\"\n"),
-            "sluice.toml:3:1: unknown key `bakend` in [crypto]; expected one of backend"
+            "sluice.toml:3:1: unknown key `bakend` in [crypto]; expected one of backend, gpu"
         );
     }
 

@@ -14,12 +14,20 @@
 //! Backends: [`RustCryptoGcm`] (the `aes-gcm` crate, AES-NI + CLMUL) and
 //! [`RingGcm`] (ring's BoringSSL-derived assembly). [`AnyGcm`] picks one at
 //! run time; which is the default, and why, is in [`BackendKind::default`].
+//! The GPU backend (the `sluice-gpu` crate: OpenCL kernels, constant
+//! time) joins through [`AnyGcm`] too, either for every batch
+//! ([`BackendKind::Gpu`]) or for batches above the crossover measured at
+//! start-up ([`gpu::GpuOffload`], [`calibrate`]).
 
 mod any;
+pub mod calibrate;
+mod counters;
+pub mod gpu;
 mod ring_gcm;
 mod rustcrypto;
 
 pub use any::{AnyGcm, AnyGcmKey, BackendKind};
+pub use counters::{CryptoCounters, CryptoMetrics, CryptoPath};
 pub use ring_gcm::RingGcm;
 pub use rustcrypto::RustCryptoGcm;
 
@@ -34,6 +42,13 @@ pub enum CryptoError {
     /// AES-GCM keys are 16 (AES-128) or 32 (AES-256) bytes.
     #[error("an AES-GCM key must be 16 or 32 bytes long, not {0}")]
     BadKeyLength(usize),
+    /// The GPU backend was asked for but no OpenCL device could be used
+    /// (the reason was logged once).
+    #[error("the GPU crypto backend has no usable OpenCL device")]
+    GpuUnavailable,
+    /// Every key slot on the GPU is taken.
+    #[error("the GPU key table is full")]
+    GpuKeysFull,
 }
 
 /// One packet to seal in place: `data` is encrypted and the tag over
