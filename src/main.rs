@@ -40,8 +40,14 @@ enum Command {
         file: PathBuf,
     },
     /// Report what this machine offers sluice: CPU crypto instructions,
-    /// io_uring, the AES-GCM backend that would be used, GPUs seen.
-    Hw,
+    /// io_uring, the AES-GCM backend that would be used, GPUs seen, the
+    /// OpenCL devices and the GPU crossover calibration.
+    Hw {
+        /// Calibrate the GPU crossover even on a CPU OpenCL driver (pocl),
+        /// which `gpu = "auto"` never uses.
+        #[arg(long)]
+        calibrate: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,8 +57,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => {
             load(Some(&file)).map(|_| println!("{}: ok", file.display()))
         }
-        Command::Hw => {
-            print!("{}", hw::report());
+        Command::Hw { calibrate } => {
+            print!("{}", hw::report(calibrate));
             Ok(())
         }
     };
