@@ -116,6 +116,14 @@ impl<B: AeadBackend> PacketHandler for RelayWorker<B> {
     ) {
         Self::handle_datagram(self, snapshot, from, packet, len, out);
     }
+
+    fn has_deferred(&self) -> bool {
+        Self::has_deferred(self)
+    }
+
+    fn poll_deferred(&mut self, block: bool, out: &mut Transmits) -> bool {
+        Self::poll_deferred(self, block, out)
+    }
 }
 
 impl Daemon {

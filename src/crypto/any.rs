@@ -183,14 +183,13 @@ impl AnyGcm {
         f(lane)
     }
 
-    /// Whether this batch goes to the GPU.
+    /// Whether this synchronous batch goes to the GPU: only when nothing
+    /// submitted asynchronously is outstanding on the lane (its results
+    /// must come back first, in order).
     fn offload_for(&self, n: usize) -> Option<&GpuOffload> {
         let offload = self.gpu.as_deref()?;
-        let queued = match offload.policy() {
-            GpuPolicy::Auto => self.gpu_queued(),
-            GpuPolicy::Off | GpuPolicy::Always => 0,
-        };
-        offload.wants(n, queued).then_some(offload)
+        let queued = self.gpu_queued();
+        (queued == 0 && offload.wants(n, 0)).then_some(offload)
     }
 }
 
@@ -315,6 +314,44 @@ impl AeadBackend for AnyGcm {
             }
         }
         self.count_cpu(cpu);
+    }
+
+    fn defers(&self, n: usize) -> bool {
+        self.gpu
+            .as_deref()
+            .is_some_and(|offload| offload.wants(n, self.gpu_queued()))
+    }
+
+    fn submit_seal(&self, jobs: &[SealJob<'_, Self::Key>]) -> bool {
+        let Some(offload) = self.gpu.as_deref() else {
+            return false;
+        };
+        match self.with_lane(offload, |lane| gpu::submit(lane, jobs, gpu_key)) {
+            Ok(taken) => taken,
+            Err(error) => {
+                gpu::warn_once("submit", &error);
+                self.counters.gpu_fallback();
+                false
+            }
+        }
+    }
+
+    fn poll_sealed(&self, block: bool, each: &mut super::SealedSink<'_>) -> Option<bool> {
+        let offload = self.gpu.as_deref()?;
+        let mut guard = self.lane_guard();
+        let lane = guard.as_mut()?;
+        match gpu::poll(lane, block, each)? {
+            Ok(n) => {
+                self.counters.batch(CryptoPath::Gpu, n);
+                Some(true)
+            }
+            Err(error) => {
+                gpu::warn_once("batch", &error);
+                offload.fail();
+                self.counters.gpu_fallback();
+                Some(false)
+            }
+        }
     }
 }
 

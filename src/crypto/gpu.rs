@@ -46,6 +46,9 @@ pub struct GpuOffload {
     engine: Engine,
     policy: GpuPolicy,
     calibration: Option<Calibration>,
+    /// Set when the device failed a batch: from then on everything stays
+    /// on the CPU (a device that faults once is not trusted again).
+    failed: AtomicBool,
 }
 
 impl GpuOffload {
@@ -56,7 +59,13 @@ impl GpuOffload {
             engine,
             policy,
             calibration,
+            failed: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the device out of use after a failure.
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
     }
 
     /// The device engine.
@@ -82,6 +91,9 @@ impl GpuOffload {
     /// Whether a batch of `n` jobs goes to the GPU, given `queued` jobs
     /// already waiting there (a backed-up queue keeps work on the CPU).
     pub fn wants(&self, n: usize, queued: usize) -> bool {
+        if self.failed.load(Ordering::Relaxed) {
+            return false;
+        }
         match self.policy {
             GpuPolicy::Off => false,
             GpuPolicy::Always => n > 0,
@@ -218,6 +230,52 @@ pub(crate) fn open<K>(
     }
     lane.recycle(done);
     Ok(n)
+}
+
+/// Submits a whole seal batch without waiting; `Ok(false)` when some job
+/// cannot go to the device (the caller seals the batch itself).
+pub(crate) fn submit<K>(
+    lane: &mut Lane,
+    jobs: &[SealJob<'_, K>],
+    take: impl Fn(&K) -> Option<&GpuKey>,
+) -> Result<bool, GpuError> {
+    if jobs
+        .iter()
+        .any(|job| take(job.key).is_none() || !fits(job.aad.len(), job.data.len()))
+    {
+        return Ok(false);
+    }
+    let mut batch = lane.batch();
+    for (i, job) in jobs.iter().enumerate() {
+        let Some(key) = take(job.key) else {
+            continue;
+        };
+        if i > 0 && *jobs[i - 1].data == *job.data {
+            batch.push_same_data(key, &job.nonce, job.aad)?;
+        } else {
+            batch.push(key, &job.nonce, job.aad, job.data)?;
+        }
+    }
+    lane.submit(batch, Direction::Seal)?;
+    Ok(true)
+}
+
+/// The oldest submitted batch if done (or, with `block`, once done),
+/// handed to `each` job by job; see `AeadBackend::poll_sealed`.
+pub(crate) fn poll(
+    lane: &mut Lane,
+    block: bool,
+    each: &mut super::SealedSink<'_>,
+) -> Option<Result<usize, GpuError>> {
+    let done = if block { lane.wait()? } else { lane.poll()? };
+    Some(done.map(|batch| {
+        let n = batch.len();
+        for i in 0..n {
+            each(i, batch.output(i), &batch.tag(i));
+        }
+        lane.recycle(batch);
+        n
+    }))
 }
 
 /// Whether a job stays on the CPU although the batch went to the GPU.

@@ -85,6 +85,10 @@ pub struct OpenJob<'a, K> {
     pub authentic: bool,
 }
 
+/// Receives an asynchronously sealed batch job by job:
+/// `(job index, ciphertext, tag)`; see [`AeadBackend::poll_sealed`].
+pub type SealedSink<'a> = dyn FnMut(usize, &[u8], &[u8; GCM_TAG_LEN]) + 'a;
+
 /// A batch AES-GCM implementation.
 ///
 /// Implementations must give results identical to AES-GCM (NIST SP 800-38D)
@@ -105,6 +109,29 @@ pub trait AeadBackend: Send + Sync + Clone + std::fmt::Debug + 'static {
 
     /// Opens every job in place, setting each job's `authentic`.
     fn open_batch(&self, jobs: &mut [OpenJob<'_, Self::Key>]);
+
+    /// Whether a fan-out batch of `n` seals should be handed over with
+    /// [`Self::submit_seal`] (a device queue, the GPU) instead of sealed
+    /// now. The default backend never defers.
+    fn defers(&self, _n: usize) -> bool {
+        false
+    }
+
+    /// Hands `jobs` to the device without waiting: their inputs are
+    /// copied, nothing is written. `false`: not taken; seal them now.
+    /// Results come back, in submission order, from [`Self::poll_sealed`].
+    fn submit_seal(&self, _jobs: &[SealJob<'_, Self::Key>]) -> bool {
+        false
+    }
+
+    /// The oldest submitted batch, once the device has finished it (with
+    /// `block`, waiting for that): `each(i, ciphertext, tag)` is called for
+    /// its jobs in order, then `Some(true)`; `Some(false)` if the device
+    /// failed the batch (nothing written); `None` if none is finished or
+    /// outstanding.
+    fn poll_sealed(&self, _block: bool, _each: &mut SealedSink<'_>) -> Option<bool> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,19 @@ pub trait PacketHandler: Send + 'static {
         len: usize,
         out: &mut Transmits,
     );
+
+    /// Whether output is waiting on a device (GPU crypto); while so, the
+    /// loop does not block on input and calls [`Self::poll_deferred`]
+    /// every turn.
+    fn has_deferred(&self) -> bool {
+        false
+    }
+
+    /// Commits to `out` the waiting output that is ready (with `block`,
+    /// all of it); returns whether some still waits.
+    fn poll_deferred(&mut self, _block: bool, _out: &mut Transmits) -> bool {
+        false
+    }
 }
 
 /// One backend's batched socket operations.
@@ -106,8 +119,17 @@ pub(crate) fn run<B: BatchIo, H: PacketHandler>(
     let mut drain_turns = 0;
     loop {
         let stopping = ctx.stop.load(Ordering::Relaxed);
-        let ready = io.wait(!stopping)?;
+        let deferred = ctx.handler.has_deferred();
+        let ready = io.wait(!stopping && !deferred)?;
         if ready == 0 {
+            if deferred {
+                // Nothing arrived, but device work finished: send it.
+                ctx.handler.poll_deferred(stopping, out);
+                let sent = io.send(out);
+                out.clear();
+                sent?;
+                continue;
+            }
             if stopping {
                 return Ok(());
             }
@@ -117,6 +139,11 @@ pub(crate) fn run<B: BatchIo, H: PacketHandler>(
         if stopping {
             drain_turns += 1;
             if drain_turns >= DRAIN_TURNS {
+                if ctx.handler.has_deferred() {
+                    ctx.handler.poll_deferred(true, out);
+                    io.send(out)?;
+                    out.clear();
+                }
                 return Ok(());
             }
         }
@@ -133,6 +160,9 @@ fn turn<B: BatchIo, H: PacketHandler>(
     let snapshot = ctx.cell.load();
     let handler = &mut ctx.handler;
     io.received(|from, packet, len| handler.handle_datagram(&snapshot, from, packet, len, out));
+    if handler.has_deferred() {
+        handler.poll_deferred(false, out);
+    }
     let sent = io.send(out);
     out.clear();
     ctx.counters

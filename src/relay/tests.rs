@@ -914,3 +914,83 @@ fn many_receive_only_participants_all_latch() {
         }
     }
 }
+
+/// A backend that sends fan-outs of two or more receivers to the GPU
+/// queue (a calibrated crossover of 2), when this machine has a device.
+fn deferring_backend() -> Option<AnyGcm> {
+    use crate::crypto::BackendKind;
+    use crate::crypto::calibrate::Calibration;
+    use crate::crypto::gpu::{GpuOffload, GpuPolicy, process_engine};
+    if !crate::test_util::backend_kinds().contains(&BackendKind::Gpu) {
+        return None;
+    }
+    let calibration = Calibration {
+        payload: VIDEO,
+        points: Vec::new(),
+        crossover: Some(2),
+    };
+    let offload = GpuOffload::new(
+        process_engine(true).ok()?,
+        GpuPolicy::Auto,
+        Some(calibration),
+    );
+    Some(AnyGcm::with_gpu(BackendKind::Ring, Arc::new(offload)))
+}
+
+/// Fan-outs handed to the GPU leave in a later loop turn, not in the turn
+/// that handled them; a CPU-sealed fan-out handled meanwhile waits behind
+/// them; then everything goes out in the order it was handled, and every
+/// receiver opens every packet, in sequence.
+#[test]
+fn gpu_fanouts_go_out_in_a_later_turn_and_in_order() {
+    let Some(backend) = deferring_backend() else {
+        return;
+    };
+    let mut s = Scenario::new();
+    // The E2EE meeting keeps two legs, so its fan-outs have one receiver
+    // (below the crossover: sealed on the CPU).
+    remove_leg(&mut s.snapshot, 6);
+    s.worker = RelayWorker::new(backend, Arc::clone(&s.counters));
+    for leg in 1..=5 {
+        let (_, srtp) = s.rtp(leg, audio_ssrc(leg), AUDIO);
+        s.deliver(client_addr(leg), &srtp);
+    }
+    s.out.clear();
+    s.worker.poll_deferred(true, &mut s.out);
+    assert!(!s.worker.has_deferred());
+
+    let mut plains = Vec::new();
+    for _ in 0..3 {
+        let (plain, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+        assert!(sent.is_empty(), "a GPU fan-out left in its own turn");
+        plains.push(plain);
+    }
+    let (e2ee_plain, sent) = s.send_rtp(4, audio_ssrc(4), AUDIO);
+    assert!(sent.is_empty(), "a CPU fan-out overtook the GPU's");
+    assert!(s.worker.has_deferred());
+
+    s.out.clear();
+    // Bounded: the device gets 30 s to finish, then the test fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.worker.poll_deferred(false, &mut s.out) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the GPU never finished"
+        );
+        std::thread::yield_now();
+    }
+    let sent: Sent = s.out.iter().map(|t| (t.dest, t.data.to_vec())).collect();
+    // Three fan-outs to legs 2 and 3, then the E2EE one to leg 5.
+    assert_eq!(sent.len(), 7);
+    let order: Vec<SocketAddr> = sent.iter().map(|(a, _)| *a).collect();
+    assert_eq!(order[6], client_addr(5));
+    for (i, (dest, wire)) in sent.iter().enumerate() {
+        let leg = s.leg_at(*dest);
+        let client = s.client(leg);
+        let mut buf = wire.clone();
+        let n = client.recv.unprotect_rtp(&mut buf, wire.len()).unwrap();
+        let want = if i < 6 { &plains[i / 2] } else { &e2ee_plain };
+        assert_eq!(&buf[..n], &want[..], "packet {i} to leg {leg}");
+    }
+    assert_eq!(s.counts().dropped(Drop::Other), 0);
+}
