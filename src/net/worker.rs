@@ -123,11 +123,16 @@ pub(crate) fn run<B: BatchIo, H: PacketHandler>(
         let ready = io.wait(!stopping && !deferred)?;
         if ready == 0 {
             if deferred {
-                // Nothing arrived, but device work finished: send it.
-                ctx.handler.poll_deferred(stopping, out);
-                let sent = io.send(out);
-                out.clear();
-                sent?;
+                // Nothing arrived; send what the device finished. The
+                // device may be a CPU driver sharing these cores: yield
+                // rather than spin on it.
+                if !ctx.handler.poll_deferred(stopping, out) || !out.is_empty() {
+                    let sent = io.send(out);
+                    out.clear();
+                    sent?;
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             if stopping {
