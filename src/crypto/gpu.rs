@@ -111,6 +111,22 @@ pub const MAX_QUEUED_JOBS: usize = 4 * 4096;
 /// The process's OpenCL device, opened on first use: the first GPU if
 /// there is one, else (only when `any_kind`) the first device of any kind.
 pub fn process_engine(any_kind: bool) -> Result<Engine, GpuError> {
+    if !any_kind {
+        // Decide from the probe alone, so a box with only a CPU driver
+        // never builds the kernels under `auto`.
+        let devices = sluice_gpu::probe()?;
+        match devices.first() {
+            Some(d) if d.kind.is_offload() => {}
+            Some(d) => {
+                return Err(GpuError::NoDevice(format!(
+                    " that is a GPU (only {}, a {} driver: correct but slower than the CPU backend)",
+                    d.name,
+                    d.kind.name()
+                )));
+            }
+            None => return Err(GpuError::NoDevice(String::new())),
+        }
+    }
     static ENGINE: OnceLock<Result<Engine, GpuError>> = OnceLock::new();
     let engine = ENGINE
         .get_or_init(|| {
@@ -121,13 +137,6 @@ pub fn process_engine(any_kind: bool) -> Result<Engine, GpuError> {
             Engine::open(device, GPU_KEY_CAPACITY)
         })
         .clone()?;
-    if !any_kind && !engine.device().kind.is_offload() {
-        return Err(GpuError::NoDevice(format!(
-            " that is a GPU (only {}, a {} driver: correct but slower than the CPU backend)",
-            engine.device().name,
-            engine.device().kind.name()
-        )));
-    }
     Ok(engine)
 }
 
