@@ -97,6 +97,9 @@ impl FromStr for BackendKind {
 pub struct AnyGcm {
     kind: BackendKind,
     gpu: Option<Arc<GpuOffload>>,
+    /// Whether synchronous batches (`seal_batch`/`open_batch`) may go to
+    /// the GPU too, waiting for it, or only deferred fan-outs.
+    gpu_sync: bool,
     lane: Arc<Mutex<Option<Lane>>>,
     counters: Arc<CryptoCounters>,
 }
@@ -119,11 +122,14 @@ impl AnyGcm {
         Self {
             kind,
             gpu,
+            gpu_sync: true,
             ..Self::default()
         }
     }
 
-    /// This CPU backend, sending the batches `offload` wants to its GPU.
+    /// This CPU backend, sending the fan-outs `offload` wants to its GPU
+    /// asynchronously ([`AeadBackend::defers`]); synchronous batches stay
+    /// on the CPU, so the caller never waits for the device.
     pub fn with_gpu(kind: BackendKind, offload: Arc<GpuOffload>) -> Self {
         Self {
             kind,
@@ -132,12 +138,20 @@ impl AnyGcm {
         }
     }
 
+    /// Lets synchronous batches the offload wants go to the GPU as well
+    /// (waiting for it): what [`BackendKind::Gpu`] does, for tests.
+    pub fn gpu_for_every_batch(mut self) -> Self {
+        self.gpu_sync = true;
+        self
+    }
+
     /// The same backend for another packet worker: its own GPU lane
     /// (command queue), its own counters, registered in `metrics`.
     pub fn for_worker(&self, metrics: &CryptoMetrics) -> Self {
         Self {
             kind: self.kind,
             gpu: self.gpu.clone(),
+            gpu_sync: self.gpu_sync,
             lane: Arc::default(),
             counters: metrics.add(),
         }
@@ -187,6 +201,9 @@ impl AnyGcm {
     /// submitted asynchronously is outstanding on the lane (its results
     /// must come back first, in order).
     fn offload_for(&self, n: usize) -> Option<&GpuOffload> {
+        if !self.gpu_sync {
+            return None;
+        }
         let offload = self.gpu.as_deref()?;
         let queued = self.gpu_queued();
         (queued == 0 && offload.wants(n, 0)).then_some(offload)

@@ -304,7 +304,8 @@ fn auto_offload_sends_only_batches_above_the_crossover() {
     let backend = AnyGcm::with_gpu(
         BackendKind::Ring,
         std::sync::Arc::new(GpuOffload::new(engine, GpuPolicy::Auto, Some(calibration))),
-    );
+    )
+    .gpu_for_every_batch();
     let key = backend.key(&[5; 32]).unwrap();
     let seal = |sizes: &[usize]| {
         let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![1; n]).collect();
