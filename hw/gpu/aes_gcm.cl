@@ -41,28 +41,54 @@
 /* Bit position of byte k (row k%4, column k/4) of block b in a word:
  * row r is byte r of the word, and inside it column c sits at bits
  * 2c (block 0) and 2c+1 (block 1). */
-#define BIT_POS(k, b) (8u * ((k) & 3u) + 2u * ((k) >> 2) + (b))
+#define BIT_POS(k, b) (8u * ((k) & 3u) + 2u * ((k) >> 2) + (b)) /* for reading */
 
-static void bitslice(const uchar *b0, const uchar *b1, uint *q) {
-    for (uint i = 0; i < 8; i++) {
-        uint w = 0;
-        for (uint k = 0; k < 16; k++) {
-            w |= (uint)((b0[k] >> i) & 1u) << BIT_POS(k, 0u);
-            w |= (uint)((b1[k] >> i) & 1u) << BIT_POS(k, 1u);
-        }
-        q[i] = w;
+/* Exchanges the bits of `a` at positions p + n (p in `mask`) with the
+ * bits of `b` at positions p. */
+#define SWAPMOVE(a, b, mask, n) do {                  \
+        const uint t_ = (((a) >> (n)) ^ (b)) & (mask); \
+        (b) ^= t_;                                     \
+        (a) ^= t_ << (n);                              \
+    } while (0)
+
+/* Word m = 2c + b holds column c of block b little-endian (row r in byte
+ * r); this 8x8 bit transpose inside every byte lane turns that into
+ * word j = bit j of every byte, at bit 8r + 2c + b: BIT_POS. It is its
+ * own inverse. */
+static void transpose8(uint *x) {
+    for (uint m = 0; m < 8; m += 2) {
+        SWAPMOVE(x[m], x[m + 1], 0x55555555u, 1u);
+    }
+    for (uint m = 0; m < 8; m += 4) {
+        SWAPMOVE(x[m], x[m + 2], 0x33333333u, 2u);
+        SWAPMOVE(x[m + 1], x[m + 3], 0x33333333u, 2u);
+    }
+    for (uint m = 0; m < 4; m++) {
+        SWAPMOVE(x[m], x[m + 4], 0x0F0F0F0Fu, 4u);
     }
 }
 
+static void bitslice(const uchar *b0, const uchar *b1, uint *q) {
+    for (uint c = 0; c < 4; c++) {
+        q[2 * c] = (uint)b0[4 * c] | ((uint)b0[4 * c + 1] << 8)
+                 | ((uint)b0[4 * c + 2] << 16) | ((uint)b0[4 * c + 3] << 24);
+        q[2 * c + 1] = (uint)b1[4 * c] | ((uint)b1[4 * c + 1] << 8)
+                     | ((uint)b1[4 * c + 2] << 16) | ((uint)b1[4 * c + 3] << 24);
+    }
+    transpose8(q);
+}
+
 static void unbitslice(const uint *q, uchar *b0, uchar *b1) {
-    for (uint k = 0; k < 16; k++) {
-        uint x0 = 0, x1 = 0;
-        for (uint i = 0; i < 8; i++) {
-            x0 |= ((q[i] >> BIT_POS(k, 0u)) & 1u) << i;
-            x1 |= ((q[i] >> BIT_POS(k, 1u)) & 1u) << i;
+    uint x[8];
+    for (uint i = 0; i < 8; i++) {
+        x[i] = q[i];
+    }
+    transpose8(x);
+    for (uint c = 0; c < 4; c++) {
+        for (uint r = 0; r < 4; r++) {
+            b0[4 * c + r] = (uchar)(x[2 * c] >> (8u * r));
+            b1[4 * c + r] = (uchar)(x[2 * c + 1] >> (8u * r));
         }
-        b0[k] = (uchar)x0;
-        b1[k] = (uchar)x1;
     }
 }
 
