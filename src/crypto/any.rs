@@ -241,15 +241,17 @@ impl AeadBackend for AnyGcm {
     fn key(&self, raw: &[u8]) -> Result<Self::Key, CryptoError> {
         if let Some(offload) = &self.gpu {
             let cpu = RingGcm.key(raw)?;
-            let gpu = offload.engine().key(raw).map_err(|e| match e {
-                sluice_gpu::GpuError::KeysFull(_) => CryptoError::GpuKeysFull,
-                sluice_gpu::GpuError::BadKeyLength(n) => CryptoError::BadKeyLength(n),
-                other => {
+            return match offload.engine().key(raw) {
+                Ok(gpu) => Ok(AnyGcmKey::Gpu(GpuGcmKey { cpu, gpu })),
+                Err(sluice_gpu::GpuError::BadKeyLength(n)) => Err(CryptoError::BadKeyLength(n)),
+                // A full key table (or a device error) must not cost the
+                // leg: its key stays on the CPU, and batches with it are
+                // sealed there.
+                Err(other) => {
                     gpu::warn_once("key upload", &other);
-                    CryptoError::GpuUnavailable
+                    Ok(AnyGcmKey::Ring(cpu))
                 }
-            })?;
-            return Ok(AnyGcmKey::Gpu(GpuGcmKey { cpu, gpu }));
+            };
         }
         Ok(match self.kind {
             BackendKind::Ring => AnyGcmKey::Ring(RingGcm.key(raw)?),

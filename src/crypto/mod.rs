@@ -46,9 +46,6 @@ pub enum CryptoError {
     /// (the reason was logged once).
     #[error("the GPU crypto backend has no usable OpenCL device")]
     GpuUnavailable,
-    /// Every key slot on the GPU is taken.
-    #[error("the GPU key table is full")]
-    GpuKeysFull,
 }
 
 /// One packet to seal in place: `data` is encrypted and the tag over

@@ -355,3 +355,59 @@ fn calibration_measures_every_size() {
     );
     assert!(calibration.table().lines().count() == 3);
 }
+
+/// When the device's key table is full, new legs keep their keys on the
+/// CPU: nothing fails, and their packets are sealed by ring.
+#[test]
+fn a_full_gpu_key_table_leaves_new_keys_on_the_cpu() {
+    use super::gpu::{GpuOffload, GpuPolicy};
+    if gpu_backend().is_none() {
+        return;
+    }
+    let devices = sluice_gpu::probe().unwrap();
+    let engine = sluice_gpu::Engine::open(&devices[0], 1).unwrap();
+    let backend = AnyGcm::with_gpu(
+        BackendKind::Ring,
+        std::sync::Arc::new(GpuOffload::new(engine, GpuPolicy::Always, None)),
+    )
+    .gpu_for_every_batch();
+    let on_gpu = backend.key(&[1; 16]).unwrap();
+    let on_cpu = backend.key(&[2; 16]).unwrap();
+    assert!(matches!(on_gpu, AnyGcmKey::Gpu(_)));
+    assert!(matches!(on_cpu, AnyGcmKey::Ring(_)));
+    let mut bufs = [vec![3u8; 100], vec![3u8; 100]];
+    let mut tags = [[0u8; 16]; 2];
+    let [b0, b1] = &mut bufs;
+    let [t0, t1] = &mut tags;
+    backend.seal_batch(&mut [
+        SealJob {
+            key: &on_gpu,
+            nonce: [0; 12],
+            aad: &[0; 12],
+            data: b0,
+            tag: t0,
+        },
+        SealJob {
+            key: &on_cpu,
+            nonce: [0; 12],
+            aad: &[0; 12],
+            data: b1,
+            tag: t1,
+        },
+    ]);
+    for (raw, (data, tag)) in [[1u8; 16], [2u8; 16]].iter().zip(bufs.iter().zip(&tags)) {
+        let ring = RingGcm.key(raw).unwrap();
+        let mut want = vec![3u8; 100];
+        let mut want_tag = [0u8; 16];
+        RingGcm.seal_batch(&mut [SealJob {
+            key: &ring,
+            nonce: [0; 12],
+            aad: &[0; 12],
+            data: &mut want,
+            tag: &mut want_tag,
+        }]);
+        assert_eq!((data, tag), (&want, &want_tag));
+    }
+    assert_eq!(backend.counters().packets(CryptoPath::Gpu), 1);
+    assert_eq!(backend.counters().packets(CryptoPath::Ring), 1);
+}

@@ -304,56 +304,68 @@ impl Lane {
             Direction::Open => 1,
         };
         let mut events = Vec::with_capacity(5);
-        // SAFETY: every host slice handed to a non-blocking copy lives in
-        // `batch`, whose heap memory neither moves nor is freed until the
-        // batch leaves `in_flight`, which only happens once its last event
-        // (the final read, after which the in-order queue has finished the
-        // rest) is complete, or in `Drop` after `finish`. Device buffers
-        // are at least as large as the copies (`grow`). The kernel's
-        // arguments match `gcm_crypt` in aes_gcm.cl; its global size is
-        // `n` work-groups of the size it was built for, and each
-        // descriptor's offsets lie inside the buffers `Packing` sized.
-        #[allow(unsafe_code)]
-        unsafe {
-            events.push(
-                self.queue
-                    .enqueue_write_buffer(d_desc, CL_NON_BLOCKING, 0, &batch.pack.desc, &[])
-                    .map_err(GpuError::cl("clEnqueueWriteBuffer"))?,
-            );
-            if !batch.pack.input.is_empty() {
+        let enqueued = (|| -> Result<(), GpuError> {
+            // SAFETY: every host slice handed to a non-blocking copy lives in
+            // `batch`, whose heap memory neither moves nor is freed until the
+            // batch leaves `in_flight`, which only happens once its last event
+            // (the final read, after which the in-order queue has finished the
+            // rest) is complete, or in `Drop` after `finish`. Device buffers
+            // are at least as large as the copies (`grow`). The kernel's
+            // arguments match `gcm_crypt` in aes_gcm.cl; its global size is
+            // `n` work-groups of the size it was built for, and each
+            // descriptor's offsets lie inside the buffers `Packing` sized.
+            #[allow(unsafe_code)]
+            unsafe {
                 events.push(
                     self.queue
-                        .enqueue_write_buffer(d_in, CL_NON_BLOCKING, 0, &batch.pack.input, &[])
+                        .enqueue_write_buffer(d_desc, CL_NON_BLOCKING, 0, &batch.pack.desc, &[])
                         .map_err(GpuError::cl("clEnqueueWriteBuffer"))?,
                 );
-            }
-            events.push(
-                ExecuteKernel::new(&self.kernel)
-                    .set_arg(&engine.shared.keys)
-                    .set_arg(d_desc)
-                    .set_arg(d_in)
-                    .set_arg(d_out)
-                    .set_arg(d_tags)
-                    .set_arg(&decrypt)
-                    .set_global_work_size(n * engine.shared.wg)
-                    .set_local_work_size(engine.shared.wg)
-                    .enqueue_nd_range(&self.queue)
-                    .map_err(GpuError::cl("clEnqueueNDRangeKernel"))?,
-            );
-            if !batch.out.is_empty() {
+                if !batch.pack.input.is_empty() {
+                    events.push(
+                        self.queue
+                            .enqueue_write_buffer(d_in, CL_NON_BLOCKING, 0, &batch.pack.input, &[])
+                            .map_err(GpuError::cl("clEnqueueWriteBuffer"))?,
+                    );
+                }
+                events.push(
+                    ExecuteKernel::new(&self.kernel)
+                        .set_arg(&engine.shared.keys)
+                        .set_arg(d_desc)
+                        .set_arg(d_in)
+                        .set_arg(d_out)
+                        .set_arg(d_tags)
+                        .set_arg(&decrypt)
+                        .set_global_work_size(n * engine.shared.wg)
+                        .set_local_work_size(engine.shared.wg)
+                        .enqueue_nd_range(&self.queue)
+                        .map_err(GpuError::cl("clEnqueueNDRangeKernel"))?,
+                );
+                if !batch.out.is_empty() {
+                    events.push(
+                        self.queue
+                            .enqueue_read_buffer(d_out, CL_NON_BLOCKING, 0, &mut batch.out, &[])
+                            .map_err(GpuError::cl("clEnqueueReadBuffer"))?,
+                    );
+                }
                 events.push(
                     self.queue
-                        .enqueue_read_buffer(d_out, CL_NON_BLOCKING, 0, &mut batch.out, &[])
+                        .enqueue_read_buffer(d_tags, CL_NON_BLOCKING, 0, &mut batch.tags, &[])
                         .map_err(GpuError::cl("clEnqueueReadBuffer"))?,
                 );
             }
-            events.push(
-                self.queue
-                    .enqueue_read_buffer(d_tags, CL_NON_BLOCKING, 0, &mut batch.tags, &[])
-                    .map_err(GpuError::cl("clEnqueueReadBuffer"))?,
-            );
+            Ok(())
+        })();
+        if let Err(e) = enqueued {
+            // Commands already queued may still read or write `batch`:
+            // let them finish before it is freed.
+            let _ = self.queue.finish();
+            return Err(e);
         }
-        self.queue.flush().map_err(GpuError::cl("clFlush"))?;
+        if let Err(e) = self.queue.flush() {
+            let _ = self.queue.finish();
+            return Err(GpuError::cl("clFlush")(e));
+        }
         self.next_ticket += 1;
         self.in_flight.push_back(InFlight { batch, events });
         Ok(ticket)
