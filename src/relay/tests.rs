@@ -1005,10 +1005,14 @@ struct FakeDeviceGcm {
     state: Arc<std::sync::Mutex<FakeDevice>>,
 }
 
+/// One fake device batch: each job's ciphertext and tag, or `None` when
+/// the device failed it.
+type FakeBatch = Option<Vec<(Vec<u8>, [u8; 16])>>;
+
 #[derive(Debug, Default)]
 struct FakeDevice {
-    /// Sealed batches (`None`: the device failed it), oldest first.
-    queue: std::collections::VecDeque<Option<Vec<(Vec<u8>, [u8; 16])>>>,
+    /// Sealed batches, oldest first.
+    queue: std::collections::VecDeque<FakeBatch>,
     /// How many of the oldest batches are finished.
     released: usize,
     fail_next: bool,
