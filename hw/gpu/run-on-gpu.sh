@@ -30,6 +30,13 @@ echo "== build (release, bench profile)" | tee -a "$OUT/summary.txt"
 cargo build --release --bin sluice 2>&1 | tail -2
 cargo bench --bench gpu --no-run 2>&1 | tail -1
 
+# GPU first: sluice picks the first GPU OpenCL device. Without one every
+# figure below would be a CPU driver's; refuse unless told otherwise.
+if ./target/release/sluice hw | grep -q 'none under gpu = "auto"'; then
+    echo "NO GPU OpenCL DEVICE: figures would be a CPU driver's (set ALLOW_CPU=1 to run anyway)" | tee -a "$OUT/summary.txt"
+    [ "${ALLOW_CPU:-0}" = 1 ] || exit 1
+fi
+
 echo "== correctness on this device" | tee -a "$OUT/summary.txt"
 # The kernels' own suite (GCM vectors, thousands of random packets against
 # ring, shared-payload fan-outs, in-order completions), then the GPU
