@@ -6,8 +6,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, CryptoChoice, IoChoice};
+use crate::config::{Config, ConfigError, CryptoChoice, CryptoConfig, GpuChoice, IoChoice};
 use crate::control::{ControlError, ControlOptions, ControlServer};
+use crate::crypto::calibrate::{SWEEP, calibrate};
+use crate::crypto::gpu::{GpuOffload, GpuPolicy, process_engine};
 use crate::crypto::{AeadBackend, AnyGcm, BackendKind};
 use crate::dialin::{DialIn, DialInError, DialInOptions};
 use crate::metrics::MetricsHub;
@@ -34,6 +36,61 @@ pub enum DaemonError {
     /// SIP dial-in could not start.
     #[error("SIP dial-in: {0}")]
     DialIn(#[from] DialInError),
+    /// `[crypto] gpu = "always"` and no OpenCL device could be used.
+    #[error(
+        "[crypto] gpu = \"always\" but {0}; install the GPU's OpenCL driver (or pocl-opencl-icd), or set gpu = \"auto\""
+    )]
+    Gpu(sluice_gpu::GpuError),
+}
+
+/// Builds the AES-GCM backend `[crypto]` asks for: the CPU backend, plus a
+/// GPU offload when `gpu` allows one and a device is there (calibrated
+/// first under `auto`). Returns it with a few words on the GPU for the
+/// banner.
+fn crypto_backend(config: &CryptoConfig) -> Result<(AnyGcm, String), DaemonError> {
+    let kind = match config.backend {
+        // ring is the default because it measured fastest (bench/README.md).
+        CryptoChoice::Auto => BackendKind::default(),
+        CryptoChoice::Ring => BackendKind::Ring,
+        CryptoChoice::AesGcm => BackendKind::RustCrypto,
+    };
+    match config.gpu {
+        GpuChoice::Off => Ok((AnyGcm::new(kind), "gpu off".to_owned())),
+        GpuChoice::Always => {
+            let engine = process_engine(true).map_err(DaemonError::Gpu)?;
+            let note = format!("gpu always on {}", engine.device().name);
+            tracing::info!(device = %engine.device().describe(), "GPU offload: every batch");
+            let offload = GpuOffload::new(engine, GpuPolicy::Always, None);
+            Ok((AnyGcm::with_gpu(kind, Arc::new(offload)), note))
+        }
+        GpuChoice::Auto => match process_engine(false) {
+            Err(why) => {
+                tracing::info!("GPU offload off: {why}");
+                Ok((AnyGcm::new(kind), "no gpu".to_owned()))
+            }
+            Ok(engine) => match calibrate(&engine, &SWEEP, 3) {
+                Err(why) => {
+                    tracing::warn!(device = %engine.device().describe(), "GPU offload off: calibration failed: {why}");
+                    Ok((AnyGcm::new(kind), "gpu failed calibration".to_owned()))
+                }
+                Ok(calibration) => {
+                    let note = match calibration.crossover {
+                        Some(n) => format!("gpu {} from {n} receivers", engine.device().name),
+                        None => format!("gpu {} never faster: unused", engine.device().name),
+                    };
+                    tracing::info!(
+                        device = %engine.device().describe(),
+                        crossover = ?calibration.crossover,
+                        "GPU calibration (seal time per batch of {}-byte packets):\n{}",
+                        calibration.payload,
+                        calibration.table()
+                    );
+                    let offload = GpuOffload::new(engine, GpuPolicy::Auto, Some(calibration));
+                    Ok((AnyGcm::with_gpu(kind, Arc::new(offload)), note))
+                }
+            },
+        },
+    }
 }
 
 /// What [`Daemon::reload`] did.
@@ -55,6 +112,7 @@ pub struct Daemon {
     control: ControlServer,
     metrics: Arc<MetricsHub>,
     crypto: BackendKind,
+    gpu: String,
     media_address: SocketAddr,
 }
 
@@ -69,20 +127,26 @@ impl<B: AeadBackend> PacketHandler for RelayWorker<B> {
     ) {
         Self::handle_datagram(self, snapshot, from, packet, len, out);
     }
+
+    fn has_deferred(&self) -> bool {
+        Self::has_deferred(self)
+    }
+
+    fn poll_deferred(&mut self, block: bool, out: &mut Transmits) -> bool {
+        Self::poll_deferred(self, block, out)
+    }
 }
 
 impl Daemon {
     /// Binds the media port and the control API and starts every worker.
     pub fn start(config: &Config) -> Result<Self, DaemonError> {
         let token = config.api_token()?;
-        let crypto = match config.crypto.backend {
-            // ring is the default because it measured fastest (bench/README.md).
-            CryptoChoice::Auto => BackendKind::default(),
-            CryptoChoice::Ring => BackendKind::Ring,
-            CryptoChoice::AesGcm => BackendKind::RustCrypto,
-        };
-        let backend = AnyGcm::new(crypto);
-        let metrics = Arc::new(MetricsHub::new(backend.name()));
+        let (backend, gpu) = crypto_backend(&config.crypto)?;
+        let crypto = backend.kind();
+        let metrics = Arc::new(MetricsHub::new(match backend.gpu() {
+            Some(offload) if offload.policy() == GpuPolicy::Always => "gpu",
+            _ => backend.name(),
+        }));
         let cell = empty_cell();
 
         let options = DataPlaneOptions {
@@ -97,8 +161,9 @@ impl Daemon {
             recv_batch: RECV_BATCH,
             socket_buffer_bytes: SOCKET_BUFFER,
         };
+        let crypto_metrics = Arc::clone(metrics.crypto());
         let data = DataPlane::start(&options, Arc::clone(&cell), &metrics, move |_, counters| {
-            RelayWorker::new(backend, counters)
+            RelayWorker::new(backend.for_worker(&crypto_metrics), counters)
         })?;
         let advertised_ip = config
             .media
@@ -148,6 +213,7 @@ impl Daemon {
             control,
             metrics,
             crypto,
+            gpu,
             media_address,
         })
     }
@@ -215,13 +281,14 @@ impl Daemon {
     /// One line for the log and the operator: where everything listens.
     pub fn banner(&self) -> String {
         format!(
-            "sluice {}: control API on http://{}, media on {} ({}, {} workers, crypto {}), {}",
+            "sluice {}: control API on http://{}, media on {} ({}, {} workers, crypto {}, {}), {}",
             env!("CARGO_PKG_VERSION"),
             self.control_addr(),
             self.media_addr(),
             self.io_backend().name(),
             self.workers(),
             self.crypto.name(),
+            self.gpu,
             match self.sip_addr() {
                 Some(addr) => format!("SIP dial-in on udp {addr}"),
                 None => "SIP dial-in off".to_owned(),

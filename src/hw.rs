@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 
 use sluice::crypto::BackendKind;
+use sluice::crypto::calibrate::{SWEEP, calibrate};
+use sluice::crypto::gpu::process_engine;
 use sluice::net::probe_io_uring;
 
 /// CPU features that decide AES-GCM speed, as (name, present).
@@ -58,8 +60,69 @@ fn gpu_devices() -> Vec<String> {
     found
 }
 
-/// The report `sluice hw` prints.
-pub(crate) fn report() -> String {
+/// The OpenCL devices, what `gpu = "auto"` would do with them, and (on a
+/// GPU, or on any device when `force`) the measured crossover.
+fn gpu_report(out: &mut String, force: bool) {
+    match sluice_gpu::probe() {
+        Err(why) => {
+            let _ = writeln!(out, "opencl:         none ({why})");
+        }
+        Ok(devices) if devices.is_empty() => {
+            let _ = writeln!(out, "opencl:         no device");
+        }
+        Ok(devices) => {
+            for device in &devices {
+                let _ = writeln!(out, "opencl:         {}", device.describe());
+            }
+        }
+    }
+    let engine = match process_engine(force) {
+        Ok(engine) => engine,
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "gpu offload:    none under gpu = \"auto\": {why}; `sluice hw --calibrate` measures a CPU driver anyway"
+            );
+            return;
+        }
+    };
+    match calibrate(&engine, &SWEEP, 3) {
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "gpu offload:    none: calibration on {} failed: {why}",
+                engine.device().name
+            );
+        }
+        Ok(calibration) => {
+            let _ = match calibration.crossover {
+                Some(n) => writeln!(
+                    out,
+                    "gpu offload:    {} for fan-outs of {n} receivers or more (measured crossover)",
+                    engine.device().name
+                ),
+                None => writeln!(
+                    out,
+                    "gpu offload:    unused: {} was slower than ring at every N up to {}",
+                    engine.device().name,
+                    SWEEP[SWEEP.len() - 1]
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "gpu crossover:  seal time per batch of {}-byte packets, ring on one core vs the device:",
+                calibration.payload
+            );
+            for line in calibration.table().lines() {
+                let _ = writeln!(out, "                {line}");
+            }
+        }
+    }
+}
+
+/// The report `sluice hw` prints; `calibrate` measures the GPU crossover
+/// even on a CPU OpenCL driver.
+pub(crate) fn report(calibrate: bool) -> String {
     let mut out = String::new();
     let features = cpu_features();
     let line: Vec<String> = features
@@ -96,6 +159,7 @@ pub(crate) fn report() -> String {
             "default; no AES/carry-less multiply instructions: expect software AES speeds"
         }
     );
+    gpu_report(&mut out, calibrate);
     let _ = match probe_io_uring() {
         Ok(()) => writeln!(out, "packet I/O:     io_uring (available)"),
         Err(why) => writeln!(out, "packet I/O:     recvmmsg/sendmmsg fallback: {why}"),
@@ -107,9 +171,31 @@ pub(crate) fn report() -> String {
 mod tests {
     #[test]
     fn the_report_names_the_backend() {
-        let report = super::report();
+        let report = super::report(false);
         assert!(report.contains("crypto backend: ring"), "{report}");
         assert!(report.contains("cpu crypto:"), "{report}");
         assert!(report.contains("packet I/O:"), "{report}");
+        assert!(report.contains("gpu offload:"), "{report}");
+        assert!(report.contains("opencl:"), "{report}");
+    }
+
+    /// With a device (pocl in CI), `--calibrate` prints the sweep.
+    #[test]
+    fn calibrating_prints_every_batch_size() {
+        if sluice::crypto::BackendKind::usable().contains(&sluice::crypto::BackendKind::Gpu) {
+            let report = super::report(true);
+            assert!(report.contains("gpu crossover:"), "{report}");
+            for n in super::SWEEP {
+                assert!(
+                    report.contains(&format!("{n:>6} ")),
+                    "{n} missing in\n{report}"
+                );
+            }
+        } else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but there is no OpenCL device"
+            );
+        }
     }
 }

@@ -45,8 +45,14 @@ enum Command {
         file: PathBuf,
     },
     /// Report what this machine offers sluice: CPU crypto instructions,
-    /// io_uring, the AES-GCM backend that would be used, GPUs seen.
-    Hw,
+    /// io_uring, the AES-GCM backend that would be used, GPUs seen, the
+    /// OpenCL devices and the GPU crossover calibration.
+    Hw {
+        /// Calibrate the GPU crossover even on a CPU OpenCL driver (pocl),
+        /// which `gpu = "auto"` never uses.
+        #[arg(long)]
+        calibrate: bool,
+    },
     /// Inspect and steer a running relay over its control API.
     Ctl(CtlArgs),
 }
@@ -113,8 +119,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => {
             load(Some(&file)).map(|_| println!("{}: ok", file.display()))
         }
-        Command::Hw => {
-            print!("{}", hw::report());
+        Command::Hw { calibrate } => {
+            print!("{}", hw::report(calibrate));
             Ok(())
         }
         Command::Ctl(args) => ctl(&args).map(|out| print!("{out}")),

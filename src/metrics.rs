@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::crypto::CryptoMetrics;
 use crate::relay::MeetingMode;
 
 /// Upper bounds (seconds) of the in-relay latency histogram buckets.
@@ -442,6 +443,7 @@ pub struct MetricsHub {
     refusals: Mutex<Vec<(&'static str, u64)>>,
     io_backend: Mutex<&'static str>,
     crypto_backend: &'static str,
+    crypto: Arc<CryptoMetrics>,
     dialin: Arc<DialInCounters>,
 }
 
@@ -453,6 +455,7 @@ impl MetricsHub {
             refusals: Mutex::new(Vec::new()),
             io_backend: Mutex::new("none"),
             crypto_backend,
+            crypto: Arc::default(),
             dialin: Arc::default(),
         }
     }
@@ -471,6 +474,12 @@ impl MetricsHub {
             .iter()
             .map(|w| w.busy())
             .fold(0.0, f64::max)
+    }
+
+    /// The crypto counters by backend, which each worker's backend
+    /// registers into ([`crate::crypto::AnyGcm::for_worker`]).
+    pub fn crypto(&self) -> &Arc<CryptoMetrics> {
+        &self.crypto
     }
 
     /// The SIP dial-in counters (rendered whether or not SIP is enabled).
@@ -658,6 +667,7 @@ impl MetricsHub {
         TextEncoder::new().encode(&registry.gather(), &mut text)?;
         let mut out = String::from_utf8_lossy(&text).into_owned();
         out.push_str(&render_latency(&workers));
+        out.push_str(&self.crypto.render());
         out.push_str(&self.dialin.render());
         Ok(out)
     }

@@ -157,7 +157,14 @@ fn hw_reports_crypto_and_io() {
     let out = Command::new(SLUICE).arg("hw").output().expect("run hw");
     assert!(out.status.success());
     let report = String::from_utf8_lossy(&out.stdout);
-    for field in ["cpu crypto:", "crypto backend:", "packet I/O:", "gpus:"] {
+    for field in [
+        "cpu crypto:",
+        "crypto backend:",
+        "packet I/O:",
+        "gpus:",
+        "opencl:",
+        "gpu offload:",
+    ] {
         assert!(report.contains(field), "missing {field} in\n{report}");
     }
 }

@@ -209,7 +209,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "media",
         &["listen", "advertise", "workers", "io", "pin_cores"],
     ),
-    ("crypto", &["backend"]),
+    ("crypto", &["backend", "gpu"]),
     (
         "policy",
         &[
@@ -255,6 +255,7 @@ const TOP: [&str; 6] = ["control", "media", "crypto", "policy", "sip", "log"];
 const CHOICES: &[(&str, &str, &[&str])] = &[
     ("media", "io", &["auto", "io_uring", "recvmmsg"]),
     ("crypto", "backend", &["auto", "ring", "aes-gcm"]),
+    ("crypto", "gpu", &["auto", "off", "always"]),
     ("policy", "e2ee", &["verified-only", "all", "disabled"]),
     ("log", "format", &["text", "json"]),
     ("log", "level", &["error", "warn", "info", "debug", "trace"]),
@@ -584,7 +585,7 @@ mod tests {
         );
         assert_eq!(
             error("[crypto]\nbackend = \"ring\"\nbakend = \"ring\"\n"),
-            "sluice.toml:3:1: unknown key `bakend` in [crypto]; expected one of backend"
+            "sluice.toml:3:1: unknown key `bakend` in [crypto]; expected one of backend, gpu"
         );
     }
 

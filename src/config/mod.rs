@@ -535,6 +535,24 @@ impl SipConfig {
 pub struct CryptoConfig {
     /// Which AES-GCM backend to use.
     pub backend: CryptoChoice,
+    /// When batches may go to a GPU.
+    pub gpu: GpuChoice,
+}
+
+/// `[crypto] gpu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuChoice {
+    /// Probe for a GPU at start-up, calibrate, and send it the batches
+    /// above the crossover it measured; CPU only when there is none or it
+    /// never wins.
+    #[default]
+    Auto,
+    /// Never use a GPU.
+    Off,
+    /// Every batch on the first OpenCL device (any kind); refuse to start
+    /// without one.
+    Always,
 }
 
 /// `[crypto] backend`.
@@ -769,6 +787,7 @@ pin_cores = false
 
 [crypto]
 backend = "aes-gcm"
+gpu = "off"
 
 [policy]
 e2ee = "all"
@@ -786,6 +805,7 @@ max_worker_busy = 0.7
         assert_eq!(c.media.workers, 4);
         assert_eq!(c.media.io, IoChoice::IoUring);
         assert_eq!(c.crypto.backend, CryptoChoice::AesGcm);
+        assert_eq!(c.crypto.gpu, GpuChoice::Off);
         assert_eq!(c.policy.e2ee, E2eePolicy::All);
         assert_eq!(
             c.media.public_address(),
@@ -794,6 +814,9 @@ max_worker_busy = 0.7
         let c = parse("[media]\nio = \"recvmmsg\"\n[crypto]\nbackend = \"ring\"\n").unwrap();
         assert_eq!(c.media.io, IoChoice::Recvmmsg);
         assert_eq!(c.crypto.backend, CryptoChoice::Ring);
+        assert_eq!(c.crypto.gpu, GpuChoice::Auto);
+        let c = parse("[crypto]\ngpu = \"always\"\n").unwrap();
+        assert_eq!(c.crypto.gpu, GpuChoice::Always);
     }
 
     #[test]

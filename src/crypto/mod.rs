@@ -14,12 +14,20 @@
 //! Backends: [`RustCryptoGcm`] (the `aes-gcm` crate, AES-NI + CLMUL) and
 //! [`RingGcm`] (ring's BoringSSL-derived assembly). [`AnyGcm`] picks one at
 //! run time; which is the default, and why, is in [`BackendKind::default`].
+//! The GPU backend (the `sluice-gpu` crate: OpenCL kernels, constant
+//! time) joins through [`AnyGcm`] too, either for every batch
+//! ([`BackendKind::Gpu`]) or for batches above the crossover measured at
+//! start-up ([`gpu::GpuOffload`], [`calibrate`]).
 
 mod any;
+pub mod calibrate;
+mod counters;
+pub mod gpu;
 mod ring_gcm;
 mod rustcrypto;
 
 pub use any::{AnyGcm, AnyGcmKey, BackendKind};
+pub use counters::{CryptoCounters, CryptoMetrics, CryptoPath};
 pub use ring_gcm::RingGcm;
 pub use rustcrypto::RustCryptoGcm;
 
@@ -34,6 +42,10 @@ pub enum CryptoError {
     /// AES-GCM keys are 16 (AES-128) or 32 (AES-256) bytes.
     #[error("an AES-GCM key must be 16 or 32 bytes long, not {0}")]
     BadKeyLength(usize),
+    /// The GPU backend was asked for but no OpenCL device could be used
+    /// (the reason was logged once).
+    #[error("the GPU crypto backend has no usable OpenCL device")]
+    GpuUnavailable,
 }
 
 /// One packet to seal in place: `data` is encrypted and the tag over
@@ -70,6 +82,10 @@ pub struct OpenJob<'a, K> {
     pub authentic: bool,
 }
 
+/// Receives an asynchronously sealed batch job by job:
+/// `(job index, ciphertext, tag)`; see [`AeadBackend::poll_sealed`].
+pub type SealedSink<'a> = dyn FnMut(usize, &[u8], &[u8; GCM_TAG_LEN]) + 'a;
+
 /// A batch AES-GCM implementation.
 ///
 /// Implementations must give results identical to AES-GCM (NIST SP 800-38D)
@@ -90,6 +106,29 @@ pub trait AeadBackend: Send + Sync + Clone + std::fmt::Debug + 'static {
 
     /// Opens every job in place, setting each job's `authentic`.
     fn open_batch(&self, jobs: &mut [OpenJob<'_, Self::Key>]);
+
+    /// Whether a fan-out batch of `n` seals should be handed over with
+    /// [`Self::submit_seal`] (a device queue, the GPU) instead of sealed
+    /// now. The default backend never defers.
+    fn defers(&self, _n: usize) -> bool {
+        false
+    }
+
+    /// Hands `jobs` to the device without waiting: their inputs are
+    /// copied, nothing is written. `false`: not taken; seal them now.
+    /// Results come back, in submission order, from [`Self::poll_sealed`].
+    fn submit_seal(&self, _jobs: &[SealJob<'_, Self::Key>]) -> bool {
+        false
+    }
+
+    /// The oldest submitted batch, once the device has finished it (with
+    /// `block`, waiting for that): `each(i, ciphertext, tag)` is called for
+    /// its jobs in order, then `Some(true)`; `Some(false)` if the device
+    /// failed the batch (nothing written); `None` if none is finished or
+    /// outstanding.
+    fn poll_sealed(&self, _block: bool, _each: &mut SealedSink<'_>) -> Option<bool> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ impl Call {
         let backend = AnyGcm::new(settings.backend);
         let (from_caller, to_caller) = match &media.srtp {
             Some((theirs, ours)) => (
-                Some(SrtpSession::new(backend, theirs)?),
+                Some(SrtpSession::new(backend.clone(), theirs)?),
                 Some(SrtpSession::new(backend, ours)?),
             ),
             None => (None, None),
@@ -329,7 +329,7 @@ impl Call {
         };
         Ok((
             CallerUplink::new(self.media.codec, uplink)?,
-            SrtpSession::new(backend, &leg.client_to_relay)?,
+            SrtpSession::new(backend.clone(), &leg.client_to_relay)?,
             SrtpSession::new(backend, &leg.relay_to_client)?,
         ))
     }

@@ -65,6 +65,19 @@ pub trait PacketHandler: Send + 'static {
         len: usize,
         out: &mut Transmits,
     );
+
+    /// Whether output is waiting on a device (GPU crypto); while so, the
+    /// loop does not block on input and calls [`Self::poll_deferred`]
+    /// every turn.
+    fn has_deferred(&self) -> bool {
+        false
+    }
+
+    /// Commits to `out` the waiting output that is ready (with `block`,
+    /// all of it); returns whether some still waits.
+    fn poll_deferred(&mut self, _block: bool, _out: &mut Transmits) -> bool {
+        false
+    }
 }
 
 /// One backend's batched socket operations.
@@ -213,9 +226,23 @@ pub(crate) fn run<B: BatchIo, H: PacketHandler>(
     let mut busy = BusyWindow::new(Instant::now());
     loop {
         let stopping = ctx.stop.load(Ordering::Relaxed);
-        let ready = io.wait(!stopping)?;
+        let deferred = ctx.handler.has_deferred();
+        let ready = io.wait(!stopping && !deferred)?;
         if ready == 0 {
             busy.tick(Instant::now(), Duration::ZERO, &ctx.counters);
+            if deferred {
+                // Nothing arrived; send what the device finished. The
+                // device may be a CPU driver sharing these cores: yield
+                // rather than spin on it.
+                if !ctx.handler.poll_deferred(stopping, out) || !out.is_empty() {
+                    let sent = io.send(out);
+                    out.clear();
+                    sent?;
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
             if stopping {
                 return Ok(());
             }
@@ -228,6 +255,11 @@ pub(crate) fn run<B: BatchIo, H: PacketHandler>(
         if stopping {
             drain_turns += 1;
             if drain_turns >= DRAIN_TURNS {
+                if ctx.handler.has_deferred() {
+                    ctx.handler.poll_deferred(true, out);
+                    io.send(out)?;
+                    out.clear();
+                }
                 return Ok(());
             }
         }
@@ -271,6 +303,9 @@ fn turn<B: BatchIo, H: PacketHandler>(
     let snapshot = ctx.cell.load();
     let handler = &mut ctx.handler;
     io.received(|from, packet, len| handler.handle_datagram(&snapshot, from, packet, len, out));
+    if handler.has_deferred() {
+        handler.poll_deferred(false, out);
+    }
     let sent = io.send(out);
     out.clear();
     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);

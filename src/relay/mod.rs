@@ -5,6 +5,7 @@
 //! [`RelayWorker`] is one worker's packet path, fed datagrams and writing
 //! [`Transmits`].
 
+mod deferred;
 mod fanout;
 mod latching;
 mod legs;

@@ -1029,3 +1029,264 @@ fn a_peer_without_rtcp_mux_keeps_its_rtp_and_rtcp_latches_apart() {
     let opened = s.open_rtcp(1, &sent[0].1).unwrap();
     assert_eq!(opened, pli(audio_ssrc(2), video_ssrc(1)));
 }
+
+/// A backend that sends fan-outs of two or more receivers to the GPU
+/// queue (a calibrated crossover of 2), when this machine has a device.
+fn deferring_backend() -> Option<AnyGcm> {
+    use crate::crypto::BackendKind;
+    use crate::crypto::calibrate::Calibration;
+    use crate::crypto::gpu::{GpuOffload, GpuPolicy, process_engine};
+    if !crate::test_util::backend_kinds().contains(&BackendKind::Gpu) {
+        return None;
+    }
+    let calibration = Calibration {
+        payload: VIDEO,
+        points: Vec::new(),
+        crossover: Some(2),
+    };
+    let offload = GpuOffload::new(
+        process_engine(true).ok()?,
+        GpuPolicy::Auto,
+        Some(calibration),
+    );
+    Some(AnyGcm::with_gpu(BackendKind::Ring, Arc::new(offload)))
+}
+
+/// Fan-outs handed to the GPU leave in a later loop turn, not in the turn
+/// that handled them; a CPU-sealed fan-out handled meanwhile waits behind
+/// them; then everything goes out in the order it was handled, and every
+/// receiver opens every packet, in sequence.
+#[test]
+fn gpu_fanouts_go_out_in_a_later_turn_and_in_order() {
+    let Some(backend) = deferring_backend() else {
+        return;
+    };
+    let mut s = Scenario::new();
+    // The E2EE meeting keeps two legs, so its fan-outs have one receiver
+    // (below the crossover: sealed on the CPU).
+    remove_leg(&mut s.snapshot, 6);
+    s.worker = RelayWorker::new(backend, Arc::clone(&s.counters));
+    for leg in 1..=5 {
+        let (_, srtp) = s.rtp(leg, audio_ssrc(leg), AUDIO);
+        s.deliver(client_addr(leg), &srtp);
+    }
+    s.out.clear();
+    s.worker.poll_deferred(true, &mut s.out);
+    assert!(!s.worker.has_deferred());
+
+    let mut plains = Vec::new();
+    for _ in 0..3 {
+        let (plain, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+        assert!(sent.is_empty(), "a GPU fan-out left in its own turn");
+        plains.push(plain);
+    }
+    let (e2ee_plain, sent) = s.send_rtp(4, audio_ssrc(4), AUDIO);
+    assert!(sent.is_empty(), "a CPU fan-out overtook the GPU's");
+    assert!(s.worker.has_deferred());
+
+    s.out.clear();
+    // Bounded: the device gets 30 s to finish, then the test fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.worker.poll_deferred(false, &mut s.out) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the GPU never finished"
+        );
+        std::thread::yield_now();
+    }
+    let sent: Sent = s.out.iter().map(|t| (t.dest, t.data.to_vec())).collect();
+    // Three fan-outs to legs 2 and 3, then the E2EE one to leg 5.
+    assert_eq!(sent.len(), 7);
+    let order: Vec<SocketAddr> = sent.iter().map(|(a, _)| *a).collect();
+    assert_eq!(order[6], client_addr(5));
+    for (i, (dest, wire)) in sent.iter().enumerate() {
+        let leg = s.leg_at(*dest);
+        let client = s.client(leg);
+        let mut buf = wire.clone();
+        let n = client.recv.unprotect_rtp(&mut buf, wire.len()).unwrap();
+        let want = if i < 6 { &plains[i / 2] } else { &e2ee_plain };
+        assert_eq!(&buf[..n], &want[..], "packet {i} to leg {leg}");
+    }
+    assert_eq!(s.counts().dropped(Drop::Other), 0);
+}
+
+/// A stand-in for a device queue, on every machine: fan-outs of
+/// `threshold` or more are "submitted" (sealed on the CPU into a queue)
+/// and come back only once released; a batch can be made to fail.
+#[derive(Debug, Clone, Default)]
+struct FakeDeviceGcm {
+    inner: AnyGcm,
+    threshold: usize,
+    state: Arc<std::sync::Mutex<FakeDevice>>,
+}
+
+/// One fake device batch: each job's ciphertext and tag, or `None` when
+/// the device failed it.
+type FakeBatch = Option<Vec<(Vec<u8>, [u8; 16])>>;
+
+#[derive(Debug, Default)]
+struct FakeDevice {
+    /// Sealed batches, oldest first.
+    queue: std::collections::VecDeque<FakeBatch>,
+    /// How many of the oldest batches are finished.
+    released: usize,
+    fail_next: bool,
+}
+
+impl AeadBackend for FakeDeviceGcm {
+    type Key = <AnyGcm as AeadBackend>::Key;
+
+    fn name(&self) -> &'static str {
+        "fake-device"
+    }
+
+    fn key(&self, raw: &[u8]) -> Result<Self::Key, CryptoError> {
+        self.inner.key(raw)
+    }
+
+    fn seal_batch(&self, jobs: &mut [SealJob<'_, Self::Key>]) {
+        self.inner.seal_batch(jobs);
+    }
+
+    fn open_batch(&self, jobs: &mut [OpenJob<'_, Self::Key>]) {
+        self.inner.open_batch(jobs);
+    }
+
+    fn defers(&self, n: usize) -> bool {
+        n >= self.threshold
+    }
+
+    fn submit_seal(&self, jobs: &[SealJob<'_, Self::Key>]) -> bool {
+        let mut state = self.state.lock().unwrap();
+        if std::mem::take(&mut state.fail_next) {
+            state.queue.push_back(None);
+            return true;
+        }
+        let mut results = Vec::new();
+        for job in jobs {
+            let mut data = job.data.to_vec();
+            let mut tag = [0u8; 16];
+            self.inner.seal_batch(&mut [SealJob {
+                key: job.key,
+                nonce: job.nonce,
+                aad: job.aad,
+                data: &mut data,
+                tag: &mut tag,
+            }]);
+            results.push((data, tag));
+        }
+        state.queue.push_back(Some(results));
+        true
+    }
+
+    fn poll_sealed(&self, _block: bool, each: &mut crate::crypto::SealedSink<'_>) -> Option<bool> {
+        let mut state = self.state.lock().unwrap();
+        if state.released == 0 {
+            return None;
+        }
+        state.released -= 1;
+        match state.queue.pop_front()? {
+            Some(results) => {
+                for (i, (data, tag)) in results.iter().enumerate() {
+                    each(i, data, tag);
+                }
+                Some(true)
+            }
+            None => Some(false),
+        }
+    }
+}
+
+/// Deferred fan-outs wait for the device, leave in order once it is done,
+/// and a batch the device fails is dropped and counted, never sent
+/// half-sealed; the relay goes on after it.
+#[test]
+fn deferred_fanouts_wait_for_the_device_and_a_failed_batch_is_counted() {
+    let mut snapshot = RoutingSnapshot::default();
+    admit_leg(&mut snapshot, 1, E2EE, MeetingMode::E2ee, false);
+    for leg in 2..=5 {
+        admit_leg(&mut snapshot, leg, E2EE, MeetingMode::E2ee, true);
+        snapshot.legs[&LegId(leg)].latch.set(client_addr(leg));
+    }
+    snapshot.legs[&LegId(1)].latch.set(client_addr(1));
+    let backend = FakeDeviceGcm {
+        threshold: 3,
+        ..FakeDeviceGcm::default()
+    };
+    let device = Arc::clone(&backend.state);
+    let counters = Arc::new(WorkerCounters::default());
+    let mut worker = RelayWorker::new(backend, Arc::clone(&counters));
+    let mut out = Transmits::default();
+    let mut publisher = client(1);
+    let mut receivers: HashMap<SocketAddr, Client> =
+        (2..=5).map(|leg| (client_addr(leg), client(leg))).collect();
+    let mut packet = |seq: u16| {
+        let mut buf = vec![0u8; VIDEO + 64];
+        let len = RtpBuilder::new(
+            PayloadType::new(96).unwrap(),
+            SeqNum(seq),
+            0,
+            Ssrc(video_ssrc(1)),
+        )
+        .write(&[seq as u8; VIDEO], &mut buf)
+        .unwrap();
+        let plain = buf[..len].to_vec();
+        let n = publisher.send.protect_rtp(&mut buf, len).unwrap();
+        (plain, buf[..n].to_vec())
+    };
+
+    let (first, wire1) = packet(1);
+    let (second, wire2) = packet(2);
+    assert!(deliver_to(&mut worker, &snapshot, &mut out, client_addr(1), &wire1).is_empty());
+    assert!(deliver_to(&mut worker, &snapshot, &mut out, client_addr(1), &wire2).is_empty());
+    out.clear();
+    assert!(
+        worker.poll_deferred(false, &mut out),
+        "the device is not done yet"
+    );
+    assert!(out.is_empty());
+    device.lock().unwrap().released = 2;
+    assert!(!worker.poll_deferred(false, &mut out));
+    let sent: Vec<(SocketAddr, Vec<u8>)> = out.iter().map(|t| (t.dest, t.data.to_vec())).collect();
+    assert_eq!(sent.len(), 8);
+    for (i, (dest, wire)) in sent.iter().enumerate() {
+        let mut copy = wire.clone();
+        let n = receivers
+            .get_mut(dest)
+            .unwrap()
+            .recv
+            .unprotect_rtp(&mut copy, wire.len())
+            .unwrap();
+        assert_eq!(
+            &copy[..n],
+            if i < 4 { &first[..] } else { &second[..] },
+            "packet {i}"
+        );
+    }
+
+    device.lock().unwrap().fail_next = true;
+    let (_, wire3) = packet(3);
+    deliver_to(&mut worker, &snapshot, &mut out, client_addr(1), &wire3);
+    device.lock().unwrap().released = 1;
+    out.clear();
+    assert!(!worker.poll_deferred(false, &mut out));
+    assert!(out.is_empty(), "a failed batch sends nothing");
+    assert_eq!(counters.snapshot().dropped(Drop::Other), 4);
+
+    let (fourth, wire4) = packet(4);
+    deliver_to(&mut worker, &snapshot, &mut out, client_addr(1), &wire4);
+    device.lock().unwrap().released = 1;
+    out.clear();
+    worker.poll_deferred(false, &mut out);
+    assert_eq!(out.len(), 4);
+    for t in out.iter() {
+        let mut copy = t.data.to_vec();
+        let n = receivers
+            .get_mut(&t.dest)
+            .unwrap()
+            .recv
+            .unprotect_rtp(&mut copy, t.data.len())
+            .unwrap();
+        assert_eq!(&copy[..n], &fourth[..]);
+    }
+}

@@ -57,6 +57,7 @@ use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
+use super::deferred::{DeferredSends, submit_fanout};
 use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx};
@@ -96,6 +97,8 @@ pub struct RelayWorker<B: AeadBackend> {
     /// A copy of the datagram for each key trial (a failed GCM open leaves
     /// the buffer unspecified).
     trial_buf: Vec<u8>,
+    /// Fan-outs sealing on a device queue, and what must go out after them.
+    deferred: DeferredSends,
 }
 
 impl<B: AeadBackend> RelayWorker<B> {
@@ -111,7 +114,22 @@ impl<B: AeadBackend> RelayWorker<B> {
             plans: FanoutPlans::default(),
             receivers: Vec::new(),
             trial_buf: vec![0; SLOT],
+            deferred: DeferredSends::default(),
         }
+    }
+
+    /// Whether fan-outs are waiting on the crypto device; while so, call
+    /// [`Self::poll_deferred`] every loop turn, without blocking on input.
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Appends to `out` every waiting fan-out the device has finished, in
+    /// the order they were handled (with `block`, waits for all of them:
+    /// on shutdown). Returns whether any still waits.
+    pub fn poll_deferred(&mut self, block: bool, out: &mut Transmits) -> bool {
+        self.deferred
+            .poll(&self.backend, block, &self.counters, out)
     }
 
     /// Handles one received datagram (`packet[..len]`, from `from`),
@@ -266,6 +284,26 @@ impl<B: AeadBackend> RelayWorker<B> {
             }
             self.receivers.push(Receiver { slot, dest });
         }
+        // A large fan-out goes to the crypto device's queue (GPU) when the
+        // backend wants it, and is sent in a later loop turn; while such
+        // work waits, CPU-sealed fan-outs queue behind it, in order.
+        if self.backend.defers(self.receivers.len()) {
+            submit_fanout(
+                &self.backend,
+                &mut self.legs,
+                &self.counters,
+                &self.receivers,
+                rtp,
+                sender.mode,
+                &mut self.deferred,
+            );
+            return;
+        }
+        let out = if self.deferred.is_empty() {
+            out
+        } else {
+            self.deferred.sealed()
+        };
         for chunk in self.receivers.chunks(BATCH_CHUNK) {
             protect_chunk(
                 &self.backend,

@@ -32,6 +32,7 @@ pub use error::SrtpError;
 pub use keys::MasterKey;
 pub use profile::{SrtpProfile, UnknownProfile};
 pub use session::{DEFAULT_MAX_STREAMS, SrtpSession};
+pub(crate) use session::{Phase, SealPlan};
 
 #[cfg(test)]
 mod tests;

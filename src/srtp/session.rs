@@ -47,6 +47,18 @@ pub(crate) struct SealPlan {
     nonce: [u8; GCM_NONCE_LEN],
 }
 
+impl SealPlan {
+    /// Where the RTP header (the AAD) ends.
+    pub(crate) fn header_len(&self) -> usize {
+        self.header_len
+    }
+
+    /// The packet's length once sealed (tag included).
+    pub(crate) fn sealed_len(&self) -> usize {
+        self.len + GCM_TAG_LEN
+    }
+}
+
 /// What was decided about an incoming GCM packet before opening it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OpenPlan {

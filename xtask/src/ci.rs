@@ -61,6 +61,11 @@ pub(crate) const STEPS: &[Step] = &[
         ]),
     ),
     step("docs", "rustdoc, warnings denied", Fn(docs)),
+    step(
+        "opencl",
+        "the OpenCL devices the GPU tests run on",
+        Cmd(&["clinfo", "-l"]),
+    ),
     step("tests", "the whole suite (cargo xtask test)", Fn(tests)),
     step(
         "schemathesis",

@@ -79,6 +79,21 @@ pub(crate) const APT: &[Package] = &[
         "SIPp, the phone in tests/dialin.rs",
     ),
     pkg(
+        "ocl-icd-libopencl1",
+        Stage::Test,
+        "the OpenCL loader crates/sluice-gpu opens at run time",
+    ),
+    pkg(
+        "pocl-opencl-icd",
+        Stage::Test,
+        "an OpenCL driver on the CPU: the GPU AES-GCM kernels run on it in the tests",
+    ),
+    pkg(
+        "clinfo",
+        Stage::Ci,
+        "lists the OpenCL devices in the CI log",
+    ),
+    pkg(
         "ffmpeg",
         Stage::Test,
         "the ffmpeg CLI: an SRTP peer without rtcp-mux in tests/ffmpeg_no_mux.rs",
