@@ -1,0 +1,3 @@
+//! placeholder
+pub mod demux;
+pub mod stun;
