@@ -1,3 +1,4 @@
 //! placeholder
 pub mod demux;
+pub mod ice;
 pub mod stun;
