@@ -159,12 +159,17 @@ impl IceLite {
             .verify_integrity(self.local_pwd.as_bytes())
             .map_err(StunDrop::from)?;
         // Authenticated from here on: only now may state move.
-        let len = MessageWriter::new(out, Class::Success, METHOD_BINDING, message.transaction_id())
-            .xor_mapped_address(from)
-            .integrity(self.local_pwd.as_bytes())
-            .fingerprint()
-            .finish()
-            .map_err(StunDrop::from)?;
+        let len = MessageWriter::new(
+            out,
+            Class::Success,
+            METHOD_BINDING,
+            message.transaction_id(),
+        )
+        .xor_mapped_address(from)
+        .integrity(self.local_pwd.as_bytes())
+        .fingerprint()
+        .finish()
+        .map_err(StunDrop::from)?;
         if message.use_candidate() && self.selected != Some(from) {
             self.selected = Some(from);
             self.events.push_back(IceEvent::Selected(from));
@@ -255,7 +260,9 @@ mod tests {
         let mut ice = agent();
         let mut out = [0u8; 256];
         let from: SocketAddr = A.parse().unwrap();
-        let r = ice.handle_stun(now, from, &good(false, 1), &mut out).unwrap();
+        let r = ice
+            .handle_stun(now, from, &good(false, 1), &mut out)
+            .unwrap();
         let resp = StunMessage::parse(&out[..r.len]).unwrap();
         assert_eq!(resp.class(), Class::Success);
         assert_eq!(resp.transaction_id(), [1; 12]);
@@ -331,7 +338,12 @@ mod tests {
         let mut ice = agent();
         let mut out = [0u8; 256];
         let a = A.parse().unwrap();
-        for name in ["other:brws", "sluice01:other", "sluice01brws", "sluice01:brws:x"] {
+        for name in [
+            "other:brws",
+            "sluice01:other",
+            "sluice01brws",
+            "sluice01:brws:x",
+        ] {
             assert_eq!(
                 ice.handle_stun(now, a, &check(name, L_PWD, true, 1), &mut out),
                 Err(StunDrop::UnknownUsername),
@@ -373,13 +385,19 @@ mod tests {
         for i in 1..=10u8 {
             let t = t0 + Duration::from_secs(5 * u64::from(i));
             ice.handle_timeout(t);
-            ice.handle_stun(t, a, &good(false, i + 1), &mut out).unwrap();
+            ice.handle_stun(t, a, &good(false, i + 1), &mut out)
+                .unwrap();
         }
         let last = t0 + Duration::from_secs(50);
         assert_eq!(ice.poll_timeout(), Some(last + CONSENT_TIMEOUT));
         // A valid check from another, un-nominated address refreshes nothing.
-        ice.handle_stun(last + Duration::from_secs(20), b, &good(false, 99), &mut out)
-            .unwrap();
+        ice.handle_stun(
+            last + Duration::from_secs(20),
+            b,
+            &good(false, 99),
+            &mut out,
+        )
+        .unwrap();
         ice.handle_timeout(last + CONSENT_TIMEOUT - Duration::from_millis(1));
         assert_eq!(ice.selected(), Some(a));
         ice.handle_timeout(last + CONSENT_TIMEOUT);

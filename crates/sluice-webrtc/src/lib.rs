@@ -1,4 +1,7 @@
 //! placeholder
 pub mod demux;
+pub mod dtls;
 pub mod ice;
+pub mod identity;
+pub mod keying;
 pub mod stun;
