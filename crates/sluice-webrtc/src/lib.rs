@@ -4,4 +4,5 @@ pub mod dtls;
 pub mod ice;
 pub mod identity;
 pub mod keying;
+pub mod sdp;
 pub mod stun;
