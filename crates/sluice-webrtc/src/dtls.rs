@@ -165,6 +165,11 @@ impl DtlsServer {
         self.state == State::Handshaking
     }
 
+    /// Whether the session is over (failed, timed out or closed).
+    pub fn is_ended(&self) -> bool {
+        self.state == State::Done
+    }
+
     /// Feeds one DTLS datagram received at `now`. Garbage in the DTLS
     /// range is discarded by dimpl without ending the session.
     pub fn handle_packet(&mut self, now: Instant, datagram: &[u8]) {

@@ -109,8 +109,14 @@ pub struct IceLite {
     remote_ufrag: String,
     selected: Option<SocketAddr>,
     last_valid: Option<Instant>,
+    /// Addresses that passed a check (most recent last), bounded.
+    validated: Vec<SocketAddr>,
     events: VecDeque<IceEvent>,
 }
+
+/// Most addresses one session remembers as validated (a browser has a
+/// handful of candidates; the oldest is forgotten first).
+const MAX_VALIDATED: usize = 8;
 
 impl IceLite {
     /// An agent with our credentials and the browser's ufrag (from its offer).
@@ -121,8 +127,16 @@ impl IceLite {
             remote_ufrag,
             selected: None,
             last_valid: None,
+            validated: Vec::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Whether `addr` has passed an authenticated check: DTLS is only
+    /// accepted from such an address (RFC 8445 §7.3: media and DTLS flow
+    /// on validated pairs).
+    pub fn is_validated(&self, addr: SocketAddr) -> bool {
+        self.validated.contains(&addr)
     }
 
     /// Our ufrag (the first half of every check's USERNAME).
@@ -170,6 +184,12 @@ impl IceLite {
         .fingerprint()
         .finish()
         .map_err(StunDrop::from)?;
+        if let Some(i) = self.validated.iter().position(|a| *a == from) {
+            self.validated.remove(i);
+        } else if self.validated.len() == MAX_VALIDATED {
+            self.validated.remove(0);
+        }
+        self.validated.push(from);
         if message.use_candidate() && self.selected != Some(from) {
             self.selected = Some(from);
             self.events.push_back(IceEvent::Selected(from));
@@ -272,6 +292,8 @@ mod tests {
         // No USE-CANDIDATE yet: nothing selected.
         assert_eq!(ice.selected(), None);
         assert_eq!(ice.poll_event(), None);
+        assert!(ice.is_validated(from));
+        assert!(!ice.is_validated(B.parse().unwrap()));
     }
 
     #[test]
@@ -306,6 +328,7 @@ mod tests {
         );
         assert_eq!(ice.selected(), Some(a));
         assert_eq!(ice.poll_event(), None);
+        assert!(!ice.is_validated(b), "a forged check validates nothing");
         // Nor does a check altered in flight whose FINGERPRINT was redone.
         let mut tampered = good(true, 3);
         let n = tampered.len();
