@@ -15,6 +15,8 @@
 //! (the worker threads and their io_uring or recvmmsg sockets) that drives
 //! them. [`daemon`] wires all of it into the running relay. [`sip`] is the
 //! sans-IO SIP user agent server and SDP offer/answer for dial-in callers.
+//! [`webrtc`] turns a browser's ICE-lite + DTLS-SRTP session (the
+//! `sluice-webrtc` crate) into an ordinary leg.
 
 pub mod config;
 pub mod control;
@@ -29,6 +31,7 @@ pub mod relay;
 pub mod rtp;
 pub mod sip;
 pub mod srtp;
+pub mod webrtc;
 
 #[cfg(test)]
 mod test_util;

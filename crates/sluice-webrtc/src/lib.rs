@@ -16,6 +16,9 @@
 //! - [`session`]: one browser's ICE-lite agent and DTLS server together,
 //!   fed what the media port routed to it.
 //!
+//! - [`client`]: the browser's side (DTLS client, ICE check), for tests
+//!   and `sluice-bench` only.
+//!
 //! Every machine here is fed bytes and `now` and never reads a clock or
 //! touches a socket (`handle_*` / `poll_*`, as in quinn-proto and str0m);
 //! the media port and the HTTP endpoints in the `sluice` crate drive them.
@@ -54,6 +57,7 @@
 //! dependencies build once, in parallel with the daemon, and never
 //! recompile with it.
 
+pub mod client;
 pub mod demux;
 pub mod dtls;
 pub mod ice;
