@@ -21,11 +21,16 @@ fn identity() -> &'static DtlsIdentity {
     ID.get_or_init(|| DtlsIdentity::generate().unwrap())
 }
 
+fn config() -> &'static DtlsConfig {
+    static CONFIG: OnceLock<DtlsConfig> = OnceLock::new();
+    CONFIG.get_or_init(DtlsConfig::new)
+}
+
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let mut s = Session::new(
-        &DtlsConfig::new(),
+        config(),
         identity(),
         SessionParams {
             local_ufrag: "fuzz".into(),
