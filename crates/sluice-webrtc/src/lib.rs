@@ -65,4 +65,5 @@ pub mod identity;
 pub mod keying;
 pub mod sdp;
 pub mod session;
+pub mod slots;
 pub mod stun;
