@@ -11,6 +11,17 @@
 //! replay windows, fan-out and policy as an SDES leg. Nothing of WebRTC
 //! runs on the packet path after that.
 //!
+//! # What is wired, what is not yet
+//!
+//! Done and tested: every sans-IO machine, and the join of a finished
+//! handshake to the data plane ([`BrowserLegKeys`] into a `LegRoute`,
+//! exercised through `RelayWorker` in this module's tests). Not yet: the
+//! `transport: "webrtc"` admission and its token, the WHIP/WHEP HTTP
+//! endpoints, and the media port handing STUN/DTLS datagrams (RFC 7983
+//! demux) to a handshake thread that owns the [`proto::session::Session`]s
+//! and publishes the finished leg; nor the fan-out calling
+//! [`proto::slots::SlotRouter::rewrite`] for WHEP viewers.
+//!
 //! # Library choice
 //!
 //! DTLS is `dimpl` 0.9 (str0m's sans-IO DTLS 1.2/1.3) on its pure-Rust

@@ -2,7 +2,7 @@
 //! client (`a=setup:active`) and the ICE check a browser sends, sans-IO.
 //! Never used by the relay itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use dimpl::{Dtls, Output};
@@ -30,11 +30,11 @@ impl std::fmt::Debug for DtlsClient {
 impl DtlsClient {
     /// A client using `identity`, starting at `now`.
     pub fn new(identity: &DtlsIdentity, now: Instant) -> Self {
-        let mut dtls = Dtls::new_12(
-            Arc::new(dimpl::Config::default()),
-            identity.certificate.clone(),
-            now,
-        );
+        // Building a dimpl config validates its crypto provider (about a
+        // millisecond); every client shares one.
+        static CONFIG: OnceLock<Arc<dimpl::Config>> = OnceLock::new();
+        let config = CONFIG.get_or_init(|| Arc::new(dimpl::Config::default()));
+        let mut dtls = Dtls::new_12(Arc::clone(config), identity.certificate.clone(), now);
         dtls.set_active(true);
         Self {
             dtls,

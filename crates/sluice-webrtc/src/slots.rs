@@ -552,7 +552,9 @@ mod tests {
         assert_eq!(second.seq, first.seq.wrapping_add(1));
         assert_eq!(second.timestamp, first.timestamp.wrapping_add(3000));
         // A reordered older packet maps before, not after.
-        let late = r.rewrite(now, video(2), 6, 42u32.wrapping_sub(3000)).unwrap();
+        let late = r
+            .rewrite(now, video(2), 6, 42u32.wrapping_sub(3000))
+            .unwrap();
         assert_eq!(late.seq, first.seq.wrapping_sub(1));
         let third = r.rewrite(now, video(2), 9, 42 + 6000).unwrap();
         assert_eq!(third.seq, second.seq.wrapping_add(1));
