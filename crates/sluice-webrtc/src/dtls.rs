@@ -217,7 +217,8 @@ impl DtlsServer {
             match self.dtls.poll_output(buf) {
                 Output::Packet(p) => {
                     // dimpl writes into `buf`: keep the place, not the borrow.
-                    packet = Some((p.as_ptr() as usize - base, p.len()));
+                    let at = (p.as_ptr() as usize).wrapping_sub(base);
+                    packet = Some((at, p.len()));
                     break;
                 }
                 Output::Timeout(t) => {
@@ -271,7 +272,9 @@ impl DtlsServer {
         if cycle_done {
             self.settle();
         }
-        packet.map(|(at, len)| &buf[at..at + len])
+        // `get` rather than indexing: should dimpl ever hand back bytes
+        // outside `buf`, the datagram is dropped instead of panicking.
+        packet.and_then(|(at, len)| buf.get(at..at.checked_add(len)?))
     }
 
     /// When [`DtlsServer::handle_timeout`] must next be called.

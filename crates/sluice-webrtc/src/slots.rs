@@ -104,8 +104,10 @@ impl Slot {
             let (next_seq, next_ts) = match self.last {
                 Some((s, t, at)) => {
                     let gap = now.saturating_duration_since(at);
+                    // RTP timestamps wrap, so only the gap modulo 2^32
+                    // matters; u128 keeps a gap of years from overflowing.
                     let ticks =
-                        (gap.as_micros() as u64 * self.kind.clock_rate() / 1_000_000).max(1);
+                        (gap.as_micros() * u128::from(self.kind.clock_rate()) / 1_000_000).max(1);
                     (s.wrapping_add(1), t.wrapping_add(ticks as u32))
                 }
                 None => (seq, ts),
@@ -563,6 +565,21 @@ mod tests {
             r.rewrite(now, video(1), 65_530u16.wrapping_add(10), 0),
             None
         );
+    }
+
+    #[test]
+    fn a_switch_after_a_very_long_gap_wraps_the_timestamp_without_overflow() {
+        let t0 = Instant::now();
+        let mut r = SlotRouter::new(&[0xA0], &[]);
+        r.add_publisher(t0, 1, Some(audio(1)), None);
+        let before = r.rewrite(t0, audio(1), 1, 0).unwrap();
+        r.remove_publisher(t0, 1);
+        let later = t0 + Duration::from_secs(10 * 365 * 86_400);
+        r.add_publisher(later, 2, Some(audio(2)), None);
+        let after = r.rewrite(later, audio(2), 500, 77).unwrap();
+        assert_eq!(after.seq, before.seq.wrapping_add(1));
+        let ticks = (10u128 * 365 * 86_400 * 48_000) as u32;
+        assert_eq!(after.timestamp, before.timestamp.wrapping_add(ticks));
     }
 
     #[test]
