@@ -16,6 +16,8 @@
 //! - [`session`]: one browser's ICE-lite agent and DTLS server together,
 //!   fed what the media port routed to it.
 //!
+//! - [`table`]: every pending session of a media port, and which one a
+//!   datagram belongs to (bounded).
 //! - [`client`]: the browser's side (DTLS client, ICE check), for tests
 //!   and `sluice-bench` only.
 //!
@@ -67,3 +69,4 @@ pub mod sdp;
 pub mod session;
 pub mod slots;
 pub mod stun;
+pub mod table;
