@@ -18,6 +18,8 @@
 //!
 //! - [`table`]: every pending session of a media port, and which one a
 //!   datagram belongs to (bounded).
+//! - [`counters`]: drops by reason, handshakes by outcome, consent
+//!   expiries, slot switches, for the metrics edge.
 //! - [`client`]: the browser's side (DTLS client, ICE check), for tests
 //!   and `sluice-bench` only.
 //!
@@ -60,6 +62,7 @@
 //! recompile with it.
 
 pub mod client;
+pub mod counters;
 pub mod demux;
 pub mod dtls;
 pub mod ice;
