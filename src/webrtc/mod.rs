@@ -16,8 +16,9 @@
 //! Done and tested: every sans-IO machine, and the join of a finished
 //! handshake to the data plane ([`BrowserLegKeys`] into a `LegRoute`,
 //! exercised through `RelayWorker` in this module's tests). Not yet: the
-//! `transport: "webrtc"` admission and its token, the WHIP/WHEP HTTP
-//! endpoints, and the media port handing STUN/DTLS datagrams (RFC 7983
+//! `transport: "webrtc"` admission and its token, the WHIP/WHEP routes in
+//! `control/` (their checks, statuses and answer are ready in [`whip`]),
+//! and the media port handing STUN/DTLS datagrams (RFC 7983
 //! demux) to a handshake thread that owns the [`proto::session::Session`]s
 //! and publishes the finished leg; nor the fan-out calling
 //! [`proto::slots::SlotRouter::rewrite`] for WHEP viewers.
@@ -44,6 +45,8 @@ use sluice_webrtc::keying::{DtlsSrtpProfile, LegKeying};
 use crate::srtp::{MasterKey, SrtpError, SrtpProfile};
 
 pub use sluice_webrtc as proto;
+
+pub mod whip;
 
 #[cfg(test)]
 mod tests;
