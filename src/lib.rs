@@ -17,6 +17,8 @@
 //! them. [`daemon`] wires all of it into the running relay; [`ctl`] is the
 //! operator's client of the control API (`sluice ctl`). [`sip`] is the
 //! sans-IO SIP user agent server and SDP offer/answer for dial-in callers.
+//! [`webrtc`] turns a browser's ICE-lite + DTLS-SRTP session (the
+//! `sluice-webrtc` crate) into an ordinary leg.
 
 pub mod config;
 pub mod control;
@@ -34,6 +36,7 @@ pub mod reload;
 pub mod rtp;
 pub mod sip;
 pub mod srtp;
+pub mod webrtc;
 
 #[cfg(test)]
 mod test_util;
