@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use sluice::crypto::BackendKind;
 use sluice::net::probe_io_uring;
+use sluice::transcode::{EncoderKind, EncoderProbe};
 
 /// CPU features that decide AES-GCM speed, as (name, present).
 fn cpu_features() -> Vec<(&'static str, bool)> {
@@ -59,7 +60,7 @@ fn gpu_devices() -> Vec<String> {
 }
 
 /// The report `sluice hw` prints.
-pub(crate) fn report() -> String {
+pub(crate) fn report(encoders: &[EncoderKind]) -> String {
     let mut out = String::new();
     let features = cpu_features();
     let line: Vec<String> = features
@@ -100,6 +101,19 @@ pub(crate) fn report() -> String {
         Ok(()) => writeln!(out, "packet I/O:     io_uring (available)"),
         Err(why) => writeln!(out, "packet I/O:     recvmmsg/sendmmsg fallback: {why}"),
     };
+    out.push_str(&encoder_report(encoders));
+    out
+}
+
+/// The video encoders, probed in `order` by opening each on a tiny frame.
+pub(crate) fn encoder_report(order: &[EncoderKind]) -> String {
+    let mut out = String::from("video encoders (probed in [transcode] encoders order):\n");
+    for r in EncoderProbe::run(order).results {
+        let _ = match &r.outcome {
+            Ok(()) => writeln!(out, "  {:<11} opened ({})", r.kind.name(), r.kind.codec()),
+            Err(why) => writeln!(out, "  {:<11} not available: {why}", r.kind.name()),
+        };
+    }
     out
 }
 
@@ -107,9 +121,12 @@ pub(crate) fn report() -> String {
 mod tests {
     #[test]
     fn the_report_names_the_backend() {
-        let report = super::report();
+        let report = super::report(&sluice::transcode::EncoderKind::ALL);
         assert!(report.contains("crypto backend: ring"), "{report}");
         assert!(report.contains("cpu crypto:"), "{report}");
         assert!(report.contains("packet I/O:"), "{report}");
+        assert!(report.contains("libx264     opened (H264)"), "{report}");
+        assert!(report.contains("libvpx      opened (VP8)"), "{report}");
+        assert!(report.contains("h264_nvenc"), "{report}");
     }
 }

@@ -29,6 +29,7 @@ pub mod relay;
 pub mod rtp;
 pub mod sip;
 pub mod srtp;
+pub mod transcode;
 pub mod video;
 
 #[cfg(test)]

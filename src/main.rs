@@ -40,8 +40,13 @@ enum Command {
         file: PathBuf,
     },
     /// Report what this machine offers sluice: CPU crypto instructions,
-    /// io_uring, the AES-GCM backend that would be used, GPUs seen.
-    Hw,
+    /// io_uring, the AES-GCM backend that would be used, GPUs seen, and
+    /// which video encoders open (and why the others do not).
+    Hw {
+        /// A TOML config file whose `[transcode] encoders` sets the order.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,10 +56,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => {
             load(Some(&file)).map(|_| println!("{}: ok", file.display()))
         }
-        Command::Hw => {
-            print!("{}", hw::report());
-            Ok(())
-        }
+        Command::Hw { config } => load(config.as_ref()).map(|config| {
+            print!("{}", hw::report(&config.transcode.encoder_order()));
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

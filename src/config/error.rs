@@ -166,6 +166,16 @@ pub enum ConfigError {
 
 /// Each section and the keys it accepts, in the order the file lists them.
 const SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "transcode",
+        &[
+            "enabled",
+            "encoders",
+            "max_sessions",
+            "threads",
+            "linger_secs",
+        ],
+    ),
     ("control", &["listen", "token_file", "token_env"]),
     (
         "media",
@@ -202,7 +212,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
 ];
 
 /// The top-level names: the sections.
-const TOP: [&str; 5] = ["control", "media", "crypto", "policy", "sip"];
+const TOP: [&str; 6] = ["control", "media", "crypto", "policy", "sip", "transcode"];
 
 /// Keys whose value is one of a fixed set.
 const CHOICES: &[(&str, &str, &[&str])] = &[
@@ -227,6 +237,9 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("sip"), "enabled") => "use true or false",
         (Some("sip"), "ivr_user") => "use a SIP user name such as \"meet\"",
         (Some("sip"), _) => "use a whole number",
+        (Some("transcode"), "enabled") => "use true or false",
+        (Some("transcode"), "encoders") => "use a list such as [\"libx264\", \"libvpx\"]",
+        (Some("transcode"), _) => "use a whole number",
         (None, _) => "write it as a [section] of keys",
         _ => "see the commented defaults in systemd/sluice.toml",
     }
@@ -513,7 +526,7 @@ mod tests {
         assert_eq!(
             error("[media]\nworkers = 2\n\n[medai]\nworkers = 2\n"),
             "sluice.toml:4:2: unknown section `medai`; expected one of [control], [media], \
-             [crypto], [policy], [sip]"
+             [crypto], [policy], [sip], [transcode]"
         );
     }
 

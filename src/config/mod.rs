@@ -10,6 +10,7 @@
 //! ([`Config::api_token`]).
 
 mod error;
+mod transcode;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location};
+pub use transcode::TranscodeConfig;
 
 use crate::policy::Policy;
 
@@ -37,6 +39,8 @@ pub struct Config {
     pub policy: Policy,
     /// `[sip]`: telephone dial-in.
     pub sip: SipConfig,
+    /// `[transcode]`: video renditions.
+    pub transcode: TranscodeConfig,
 }
 
 /// `[control]`.
@@ -353,7 +357,8 @@ impl Config {
                 ip: public,
             });
         }
-        self.sip.validate(text, origin)
+        self.sip.validate(text, origin)?;
+        self.transcode.validate(text, origin)
     }
 
     /// The bearer token guarding the control API: the trimmed contents of

@@ -32,7 +32,9 @@ pub struct H264Depacketizer {
 
 impl H264Depacketizer {
     fn push_nal(&mut self, nal: &[u8], out: &mut Vec<u8>) -> Result<(), DepacketizeError> {
-        let &header = nal.first().ok_or(DepacketizeError::TooShort { needed: 1, got: 0 })?;
+        let &header = nal
+            .first()
+            .ok_or(DepacketizeError::TooShort { needed: 1, got: 0 })?;
         if header & 0x80 != 0 {
             return Err(DepacketizeError::ForbiddenBit);
         }
@@ -238,9 +240,8 @@ impl H264Packetizer {
             }
             // Aggregate the following NAL units while they fit.
             let mut size = 1 + 2 + nal.len();
-            let fits = |size: usize, next: Option<&&[u8]>| {
-                next.is_some_and(|n| size + 2 + n.len() <= mtu)
-            };
+            let fits =
+                |size: usize, next: Option<&&[u8]>| next.is_some_and(|n| size + 2 + n.len() <= mtu);
             if !fits(size, nals.peek()) {
                 count += 1;
                 emit(nal, nals.peek().is_none());
@@ -314,7 +315,12 @@ mod tests {
     #[test]
     fn single_nal_units() {
         let (out, key) = assemble(&[&[0x67, 1, 2], &[0x68, 3], &[0x65, 9, 9]]).unwrap();
-        assert_eq!(out, [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 9, 9]);
+        assert_eq!(
+            out,
+            [
+                0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 9, 9
+            ]
+        );
         assert!(key);
         let (_, key) = assemble(&[&[0x41, 1]]).unwrap();
         assert!(!key);
@@ -327,7 +333,12 @@ mod tests {
         let (out, _) = assemble(&[&stap]).unwrap();
         assert_eq!(out, [0, 0, 0, 1, 0x67, 0xaa, 0, 0, 0, 1, 0x68]);
         assert!(H264Depacketizer::starts_keyframe(&stap));
-        for bad in [&[0x78][..], &[0x78, 0], &[0x78, 0, 3, 0x67, 0], &[0x78, 0, 0]] {
+        for bad in [
+            &[0x78][..],
+            &[0x78, 0],
+            &[0x78, 0, 3, 0x67, 0],
+            &[0x78, 0, 0],
+        ] {
             assert!(assemble(&[bad]).is_err(), "{bad:?}");
         }
     }
@@ -378,7 +389,9 @@ mod tests {
 
     #[test]
     fn annex_b_split() {
-        let stream = [9, 0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 0, 0, 0, 0, 1, 0x65, 7, 0, 0, 1];
+        let stream = [
+            9, 0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 0, 0, 0, 0, 1, 0x65, 7, 0, 0, 1,
+        ];
         let nals: Vec<&[u8]> = AnnexBNals::new(&stream).collect();
         assert_eq!(nals, [&[0x67, 1][..], &[0x68], &[0x65, 7]]);
         assert_eq!(AnnexBNals::new(&[1, 2, 3]).count(), 0);
@@ -390,7 +403,12 @@ mod tests {
         let idr: Vec<u8> = std::iter::once(0x65)
             .chain((0..5000u32).map(|i| (i % 251) as u8 | 1))
             .collect();
-        for nal in [&[0x09, 0xf0][..], &[0x67, 0x42, 0, 0x1e], &[0x68, 0xce], &idr] {
+        for nal in [
+            &[0x09, 0xf0][..],
+            &[0x67, 0x42, 0, 0x1e],
+            &[0x68, 0xce],
+            &idr,
+        ] {
             au.extend_from_slice(&START_CODE);
             au.extend_from_slice(nal);
         }
@@ -416,8 +434,10 @@ mod tests {
     fn packetize_single_and_limits() {
         let mut p = H264Packetizer::default();
         let mut got = Vec::new();
-        p.packetize(&[0, 0, 1, 0x41, 5, 6], 100, |pl, m| got.push((pl.to_vec(), m)))
-            .unwrap();
+        p.packetize(&[0, 0, 1, 0x41, 5, 6], 100, |pl, m| {
+            got.push((pl.to_vec(), m));
+        })
+        .unwrap();
         assert_eq!(got, [(vec![0x41, 5, 6], true)]);
         assert_eq!(
             p.packetize(&[1, 2, 3], 100, |_, _| {}),
@@ -430,6 +450,9 @@ mod tests {
         p.packetize(&au, MIN_MTU, |pl, _| payloads.push(pl.to_vec()))
             .unwrap();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        assert_eq!(assemble(&refs).unwrap().0, [0, 0, 0, 1, 0x41, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            assemble(&refs).unwrap().0,
+            [0, 0, 0, 1, 0x41, 1, 2, 3, 4, 5]
+        );
     }
 }

@@ -119,10 +119,17 @@ fn reordering_and_duplicates_are_repaired() {
     let order = [0, 2, 2, 1, 3, 5, 5, 4, 6, 8, 7, 9, 11, 10, 0, 4];
     let mut got = Vec::new();
     for (i, &k) in order.iter().enumerate() {
-        got.extend(feed(&mut jb, t0 + Duration::from_millis(i as u64), &sent[k]));
+        got.extend(feed(
+            &mut jb,
+            t0 + Duration::from_millis(i as u64),
+            &sent[k],
+        ));
     }
     assert_eq!(frames(&got), [0, 3000, 6000, 9000]);
-    assert!(got.iter().all(|g| matches!(g, Got::Frame(..) | Got::Nack(_))));
+    assert!(
+        got.iter()
+            .all(|g| matches!(g, Got::Frame(..) | Got::Nack(_)))
+    );
     let stats = jb.stats();
     assert_eq!(stats.packets_duplicate, 2);
     assert_eq!(stats.packets_late, 2);
@@ -185,7 +192,10 @@ fn keyframe_requests_repeat_while_none_comes() {
     let mut keys = 0;
     for (i, p) in sent.iter().enumerate().skip(1) {
         let now = t0 + Duration::from_millis(33 * i as u64);
-        keys += feed(&mut jb, now, p).iter().filter(|g| **g == Got::Key).count();
+        keys += feed(&mut jb, now, p)
+            .iter()
+            .filter(|g| **g == Got::Key)
+            .count();
     }
     // 1.3 s waiting, one request at once and one per 500 ms after.
     assert_eq!(keys, 3);

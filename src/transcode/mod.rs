@@ -1,0 +1,32 @@
+//! The transcoder (DESIGN.md, "Transcoding"): renditions of a source video
+//! stream for receivers that cannot take it as it is (another codec, a
+//! smaller size, a lower bitrate).
+//!
+//! The codec layer, through FFmpeg (`ffmpeg-next`):
+//! - [`VideoDecoder`]: H.264 or VP8 frames (from [`crate::video`]'s
+//!   jitter buffer) to pictures;
+//! - [`Scaler`]: libswscale to the rendition's size ([`rendition_size`]);
+//! - [`VideoEncoder`]: the rendition's encoder, opened from its profile in
+//!   `hw/encoders/` with real-time rate control, key frames on demand;
+//! - [`EncoderProbe`]: which encoders this box can open, in the operator's
+//!   order, and why the others cannot (`sluice hw`).
+
+mod decoder;
+mod encoder;
+mod error;
+mod ffi;
+mod probe;
+mod profile;
+mod scale;
+
+pub use decoder::VideoDecoder;
+pub use encoder::{Encoded, EncoderSettings, VIDEO_CLOCK, VideoEncoder};
+pub use error::TranscodeError;
+pub use probe::{EncoderProbe, ProbeResult, render_nodes};
+pub use profile::{EncoderKind, EncoderProfile};
+pub use scale::{Scaler, rendition_size};
+
+/// FFmpeg's one-time set-up, shared with the audio codecs.
+fn init() {
+    crate::media::init();
+}
