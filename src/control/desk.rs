@@ -88,6 +88,7 @@ impl MeetingDesk {
                 source: Source::DialIn,
                 profile: SrtpProfile::AeadAes256Gcm,
                 client_to_relay: None,
+                receive: None,
             },
         );
         let participant = match admitted {

@@ -125,7 +125,8 @@ pub(crate) fn document() -> Value {
                         "401": unauthorized,
                         "403": error("The policy refuses this participant", &[
                             "meeting_locked", "wrong_passcode",
-                            "e2ee_forbids_observers", "e2ee_forbids_dial_in"]),
+                            "e2ee_forbids_observers", "e2ee_forbids_dial_in",
+                            "e2ee_forbids_transcoding"]),
                         "404": no_meeting,
                         "409": error("The meeting is full", &["meeting_full"]),
                         "503": error("The node is full", &["node_full"])
@@ -195,6 +196,7 @@ pub(crate) fn document() -> Value {
 fn schemas() -> Value {
     let key = json!({ "type": "string", "format": "byte",
         "description": "Standard base64 of master key ‖ master salt (SDES style, RFC 4568 §6.1)" });
+    let receive = receive_schema();
     json!({
         "Error": {
             "type": "object", "required": ["error"],
@@ -264,7 +266,8 @@ fn schemas() -> Value {
                     "AEAD_AES_256_GCM", "AEAD_AES_128_GCM",
                     "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"] },
                 "source": { "type": "string", "enum": ["api", "dial-in"], "default": "api" },
-                "client_to_relay": key
+                "client_to_relay": key,
+                "receive": receive
             }
         },
         "Admitted": {
@@ -296,6 +299,32 @@ fn schemas() -> Value {
         "Stream": { "$ref": "#/components/schemas/CreateStream" },
         "Health": {
             "type": "object", "properties": { "status": { "type": "string", "enum": ["ok"] } }
+        }
+    })
+}
+
+/// `receive` on admission (its own function: one `json!` this deep would
+/// pass the macro's recursion limit).
+fn receive_schema() -> Value {
+    json!({
+        "type": "object", "additionalProperties": false,
+        "description": "Standard meetings only (E2EE: e2ee_forbids_transcoding). Video streams this participant cannot take as published reach it as a rendition.",
+        "properties": {
+            "video": {
+                "type": "object", "required": ["codecs"], "additionalProperties": false,
+                "properties": {
+                    "codecs": { "type": "array", "minItems": 1, "items": {
+                        "type": "object", "required": ["name", "payload_type"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "name": { "type": "string", "enum": ["VP8", "H264"] },
+                            "payload_type": { "type": "integer", "minimum": 0, "maximum": 127 }
+                        }
+                    } },
+                    "max_height": { "type": "integer", "minimum": 90, "maximum": 4320 },
+                    "max_kbps": { "type": "integer", "minimum": 50, "maximum": 50000 }
+                }
+            }
         }
     })
 }

@@ -23,6 +23,7 @@ use crate::relay::{
     LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell, StreamRoute,
 };
 use crate::srtp::{MasterKey, SrtpProfile};
+use crate::transcode::VideoPrefs;
 
 /// A meeting's owner, as the integrator vouches for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub(crate) struct Participant {
     pub(crate) source: Source,
     pub(crate) leg: Arc<LegRoute>,
     pub(crate) streams: Vec<Stream>,
+    /// What video it takes (`receive`), for the transcoder's decisions.
+    pub(crate) receive: Option<VideoPrefs>,
 }
 
 /// A published stream.
@@ -88,6 +91,8 @@ pub(crate) struct NewParticipant {
     pub(crate) profile: SrtpProfile,
     /// The key the client chose for what it sends; generated when absent.
     pub(crate) client_to_relay: Option<MasterKey>,
+    /// The video it can take (`receive`); `None` takes every stream as is.
+    pub(crate) receive: Option<VideoPrefs>,
 }
 
 /// What publishing a stream takes (validated by the API layer).
@@ -223,6 +228,7 @@ impl Registry {
             role: new.role,
             passcode: new.passcode.as_deref(),
             source: new.source,
+            transcoding: new.receive.is_some(),
         };
         policy::check_admit(&self.policy, &facts, &who, node_participants)?;
         let (idx, mode) = (meeting.idx, meeting.mode);
@@ -251,6 +257,7 @@ impl Registry {
             source: new.source,
             leg: Arc::new(leg),
             streams: Vec::new(),
+            receive: new.receive,
         });
         self.publish();
         let meeting = self.meeting(meeting_id)?;

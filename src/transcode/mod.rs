@@ -10,11 +10,16 @@
 //!   `hw/encoders/` with real-time rate control, key frames on demand;
 //! - [`EncoderProbe`]: which encoders this box can open, in the operator's
 //!   order, and why the others cannot (`sluice hw`).
+//!
+//! [`VideoPrefs`] is what a receiver asked for (`receive` on admission);
+//! [`VideoPrefs::delivery`] decides per source stream: forward it, or
+//! a [`RenditionSpec`], the key one transcode is shared by.
 
 mod decoder;
 mod encoder;
 mod error;
 mod ffi;
+mod prefs;
 mod probe;
 mod profile;
 mod scale;
@@ -22,6 +27,10 @@ mod scale;
 pub use decoder::VideoDecoder;
 pub use encoder::{Encoded, EncoderSettings, VIDEO_CLOCK, VideoEncoder};
 pub use error::TranscodeError;
+pub use prefs::{
+    CodecChoice, DEFAULT_RENDITION_KBPS, Delivery, PrefsError, RenditionSpec, SourceVideo,
+    VideoPrefs,
+};
 pub use probe::{EncoderProbe, ProbeResult, render_nodes};
 pub use profile::{EncoderKind, EncoderProfile};
 pub use scale::{Scaler, rendition_size};
