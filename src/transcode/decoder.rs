@@ -52,6 +52,12 @@ impl VideoDecoder {
         })
     }
 
+    /// The last picture [`Self::decode`] returned.
+    #[must_use]
+    pub const fn picture(&self) -> &frame::Video {
+        &self.picture
+    }
+
     /// Decodes one whole frame (Annex B access unit or VP8 frame) with
     /// RTP timestamp `pts`; the picture, when the decoder gave one.
     pub fn decode(

@@ -13,26 +13,32 @@
 //!
 //! [`VideoPrefs`] is what a receiver asked for (`receive` on admission);
 //! [`VideoPrefs::delivery`] decides per source stream: forward it, or
-//! a [`RenditionSpec`], the key one transcode is shared by.
+//! a [`RenditionSpec`], the key one transcode is shared by. A
+//! [`Rendition`] is one running transcode: source RTP in, rendition RTP
+//! out, receivers' key frame requests answered by [`KeyframeLimiter`].
 
 mod decoder;
 mod encoder;
 mod error;
 mod ffi;
+mod keyframes;
 mod prefs;
 mod probe;
 mod profile;
+mod rendition;
 mod scale;
 
 pub use decoder::VideoDecoder;
 pub use encoder::{Encoded, EncoderSettings, VIDEO_CLOCK, VideoEncoder};
 pub use error::TranscodeError;
+pub use keyframes::{KEYFRAME_INTERVAL, KeyframeLimiter};
 pub use prefs::{
     CodecChoice, DEFAULT_RENDITION_KBPS, Delivery, PrefsError, RenditionSpec, SourceVideo,
     VideoPrefs,
 };
 pub use probe::{EncoderProbe, ProbeResult, render_nodes};
 pub use profile::{EncoderKind, EncoderProfile};
+pub use rendition::{RENDITION_MTU, Rendition, RenditionOutput, RenditionPacket, RenditionStats};
 pub use scale::{Scaler, rendition_size};
 
 /// FFmpeg's one-time set-up, shared with the audio codecs.

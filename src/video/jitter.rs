@@ -164,6 +164,14 @@ impl<D: Depacketizer> JitterBuffer<D> {
         self.waiting_keyframe
     }
 
+    /// Drops frames until the next key frame, asking for one: what the
+    /// owner calls when a frame the buffer handed out would not decode.
+    pub fn resync(&mut self) {
+        if !self.waiting_keyframe {
+            self.give_up();
+        }
+    }
+
     fn slot(&self, seq: SeqNum) -> Option<&Slot> {
         let slot = &self.slots[usize::from(seq.0 & self.mask)];
         (slot.present && slot.seq == seq.0).then_some(slot)
