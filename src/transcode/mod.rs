@@ -16,6 +16,8 @@
 //! a [`RenditionSpec`], the key one transcode is shared by. A
 //! [`Rendition`] is one running transcode: source RTP in, rendition RTP
 //! out, receivers' key frame requests answered by [`KeyframeLimiter`].
+//! [`SessionTable`] decides which renditions run: one per (source, spec),
+//! shared, lingering after the last receiver, `max_sessions` at most.
 
 mod decoder;
 mod encoder;
@@ -27,6 +29,7 @@ mod probe;
 mod profile;
 mod rendition;
 mod scale;
+mod sessions;
 
 pub use decoder::VideoDecoder;
 pub use encoder::{Encoded, EncoderSettings, VIDEO_CLOCK, VideoEncoder};
@@ -40,6 +43,7 @@ pub use probe::{EncoderProbe, ProbeResult, render_nodes};
 pub use profile::{EncoderKind, EncoderProfile};
 pub use rendition::{RENDITION_MTU, Rendition, RenditionOutput, RenditionPacket, RenditionStats};
 pub use scale::{Scaler, rendition_size};
+pub use sessions::{SessionKey, SessionTable, Subscription};
 
 /// FFmpeg's one-time set-up, shared with the audio codecs.
 fn init() {
