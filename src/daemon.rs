@@ -13,6 +13,7 @@ use crate::dialin::{DialIn, DialInError, DialInOptions};
 use crate::metrics::MetricsHub;
 use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, PacketHandler};
 use crate::relay::{RelayWorker, RoutingSnapshot, Transmits, empty_cell};
+use crate::transcode::{EncoderKind, EncoderProbe};
 
 /// Receive batch size per worker loop turn.
 const RECV_BATCH: usize = 32;
@@ -39,6 +40,7 @@ pub enum DaemonError {
 /// A started relay.
 #[derive(Debug)]
 pub struct Daemon {
+    video_encoders: Vec<EncoderKind>,
     dialin: Option<DialIn>,
     data: DataPlane,
     control: ControlServer,
@@ -112,6 +114,14 @@ impl Daemon {
                 return Err(e.into());
             }
         };
+        // Encoders are probed once, at start, in the operator's order.
+        let video_encoders = if config.transcode.enabled {
+            EncoderProbe::run_and_log(&config.transcode.encoder_order())
+                .usable()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let dialin = if config.sip.enabled {
             let options = DialInOptions {
                 config: config.sip.clone(),
@@ -130,6 +140,7 @@ impl Daemon {
             None
         };
         Ok(Self {
+            video_encoders,
             dialin,
             data,
             control,
@@ -137,6 +148,12 @@ impl Daemon {
             crypto,
             media_address,
         })
+    }
+
+    /// The video encoders that opened at start, in `[transcode] encoders`
+    /// order (empty when transcoding is disabled or none opened).
+    pub fn video_encoders(&self) -> &[EncoderKind] {
+        &self.video_encoders
     }
 
     /// Where the control API listens.

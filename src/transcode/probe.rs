@@ -51,6 +51,28 @@ impl EncoderProbe {
             .map(|r| r.kind)
     }
 
+    /// Probes `order` and logs the outcome once: one line per encoder that
+    /// did not open (why), one naming those that did. What the daemon
+    /// does at start-up.
+    #[must_use]
+    pub fn run_and_log(order: &[EncoderKind]) -> Self {
+        let probe = Self::run(order);
+        for r in &probe.results {
+            if let Err(why) = &r.outcome {
+                tracing::info!("video encoder {} not available: {why}", r.kind);
+            }
+        }
+        let usable: Vec<&str> = probe.usable().map(EncoderKind::name).collect();
+        if usable.is_empty() {
+            tracing::warn!(
+                "no video encoder opened: renditions are off, receivers get original streams"
+            );
+        } else {
+            tracing::info!("video encoders available: {}", usable.join(", "));
+        }
+        probe
+    }
+
     /// Every encoder that opened.
     pub fn usable(&self) -> impl Iterator<Item = EncoderKind> + '_ {
         self.results
