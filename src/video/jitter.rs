@@ -213,6 +213,10 @@ impl<D: Depacketizer> JitterBuffer<D> {
         marker: bool,
         payload: &[u8],
     ) {
+        // Holes are timed from when poll_output first sees them, so the
+        // arrival time is not needed yet; the parameter keeps the driving
+        // vocabulary (every handle_* takes now) for an arrival-jitter
+        // estimate later.
         let _ = now;
         let capacity = self.mask + 1;
         let expected = *self.expected.get_or_insert(seq);
