@@ -15,6 +15,7 @@ use crate::dialin::{DialIn, DialInError, DialInOptions};
 use crate::metrics::MetricsHub;
 use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, PacketHandler};
 use crate::relay::{RelayWorker, RoutingSnapshot, Transmits, empty_cell};
+use crate::transcode::{EncoderKind, EncoderProbe};
 
 /// Receive batch size per worker loop turn.
 const RECV_BATCH: usize = 32;
@@ -107,6 +108,7 @@ pub struct ReloadReport {
 pub struct Daemon {
     /// The config in force (run-time keys as last reloaded).
     config: Config,
+    video_encoders: Vec<EncoderKind>,
     dialin: Option<DialIn>,
     data: DataPlane,
     control: ControlServer,
@@ -189,6 +191,14 @@ impl Daemon {
                 return Err(e.into());
             }
         };
+        // Encoders are probed once, at start, in the operator's order.
+        let video_encoders = if config.transcode.enabled {
+            EncoderProbe::run_and_log(&config.transcode.encoder_order())
+                .usable()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let dialin = if config.sip.enabled {
             let options = DialInOptions {
                 config: config.sip.clone(),
@@ -208,6 +218,7 @@ impl Daemon {
         };
         Ok(Self {
             config: config.clone(),
+            video_encoders,
             dialin,
             data,
             control,
@@ -241,6 +252,12 @@ impl Daemon {
     /// The config in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The video encoders that opened at start, in `[transcode] encoders`
+    /// order (empty when transcoding is disabled or none opened).
+    pub fn video_encoders(&self) -> &[EncoderKind] {
+        &self.video_encoders
     }
 
     /// Where the control API listens.

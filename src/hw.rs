@@ -7,6 +7,7 @@ use sluice::crypto::BackendKind;
 use sluice::crypto::calibrate::{SWEEP, calibrate};
 use sluice::crypto::gpu::process_engine;
 use sluice::net::probe_io_uring;
+use sluice::transcode::{EncoderKind, EncoderProbe};
 
 /// CPU features that decide AES-GCM speed, as (name, present).
 fn cpu_features() -> Vec<(&'static str, bool)> {
@@ -120,9 +121,10 @@ fn gpu_report(out: &mut String, force: bool) {
     }
 }
 
-/// The report `sluice hw` prints; `calibrate` measures the GPU crossover
-/// even on a CPU OpenCL driver.
-pub(crate) fn report(calibrate: bool) -> String {
+/// The report `sluice hw` prints: the GPU crossover is measured even on a
+/// CPU OpenCL driver when `calibrate`; video encoders are probed in the
+/// order `encoders` gives.
+pub(crate) fn report(calibrate: bool, encoders: &[EncoderKind]) -> String {
     let mut out = String::new();
     let features = cpu_features();
     let line: Vec<String> = features
@@ -164,6 +166,19 @@ pub(crate) fn report(calibrate: bool) -> String {
         Ok(()) => writeln!(out, "packet I/O:     io_uring (available)"),
         Err(why) => writeln!(out, "packet I/O:     recvmmsg/sendmmsg fallback: {why}"),
     };
+    out.push_str(&encoder_report(encoders));
+    out
+}
+
+/// The video encoders, probed in `order` by opening each on a tiny frame.
+pub(crate) fn encoder_report(order: &[EncoderKind]) -> String {
+    let mut out = String::from("video encoders (probed in [transcode] encoders order):\n");
+    for r in EncoderProbe::run(order).results {
+        let _ = match &r.outcome {
+            Ok(()) => writeln!(out, "  {:<11} opened ({})", r.kind.name(), r.kind.codec()),
+            Err(why) => writeln!(out, "  {:<11} not available: {why}", r.kind.name()),
+        };
+    }
     out
 }
 
@@ -171,19 +186,22 @@ pub(crate) fn report(calibrate: bool) -> String {
 mod tests {
     #[test]
     fn the_report_names_the_backend() {
-        let report = super::report(false);
+        let report = super::report(false, &sluice::transcode::EncoderKind::ALL);
         assert!(report.contains("crypto backend: ring"), "{report}");
         assert!(report.contains("cpu crypto:"), "{report}");
         assert!(report.contains("packet I/O:"), "{report}");
         assert!(report.contains("gpu offload:"), "{report}");
         assert!(report.contains("opencl:"), "{report}");
+        assert!(report.contains("libx264     opened (H264)"), "{report}");
+        assert!(report.contains("libvpx      opened (VP8)"), "{report}");
+        assert!(report.contains("h264_nvenc"), "{report}");
     }
 
     /// With a device (pocl in CI), `--calibrate` prints the sweep.
     #[test]
     fn calibrating_prints_every_batch_size() {
         if sluice::crypto::BackendKind::usable().contains(&sluice::crypto::BackendKind::Gpu) {
-            let report = super::report(true);
+            let report = super::report(true, &[]);
             assert!(report.contains("gpu crossover:"), "{report}");
             for n in super::SWEEP {
                 assert!(

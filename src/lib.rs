@@ -36,6 +36,8 @@ pub mod reload;
 pub mod rtp;
 pub mod sip;
 pub mod srtp;
+pub mod transcode;
+pub mod video;
 pub mod webrtc;
 
 #[cfg(test)]

@@ -46,12 +46,16 @@ enum Command {
     },
     /// Report what this machine offers sluice: CPU crypto instructions,
     /// io_uring, the AES-GCM backend that would be used, GPUs seen, the
-    /// OpenCL devices and the GPU crossover calibration.
+    /// OpenCL devices and the GPU crossover calibration, and which video
+    /// encoders open (and why the others do not).
     Hw {
         /// Calibrate the GPU crossover even on a CPU OpenCL driver (pocl),
         /// which `gpu = "auto"` never uses.
         #[arg(long)]
         calibrate: bool,
+        /// A TOML config file whose `[transcode] encoders` sets the order.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Inspect and steer a running relay over its control API.
     Ctl(CtlArgs),
@@ -119,10 +123,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => {
             load(Some(&file)).map(|_| println!("{}: ok", file.display()))
         }
-        Command::Hw { calibrate } => {
-            print!("{}", hw::report(calibrate));
-            Ok(())
-        }
+        Command::Hw { calibrate, config } => load(config.as_ref()).map(|config| {
+            print!(
+                "{}",
+                hw::report(calibrate, &config.transcode.encoder_order())
+            );
+        }),
         Command::Ctl(args) => ctl(&args).map(|out| print!("{out}")),
     };
     match result {

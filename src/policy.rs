@@ -166,6 +166,9 @@ pub struct Admission<'a> {
     pub passcode: Option<&'a str>,
     /// How the participant arrives.
     pub source: Source,
+    /// Whether it asked for renditions (`receive`): the relay would have
+    /// to read its media.
+    pub transcoding: bool,
 }
 
 /// Why a request was refused. Each has a stable API code.
@@ -183,6 +186,8 @@ pub enum Refusal {
     E2eeForbidsObservers,
     /// E2EE meetings admit no dial-in callers.
     E2eeForbidsDialIn,
+    /// E2EE meetings cannot transcode: the relay cannot read SFrame.
+    E2eeForbidsTranscoding,
     /// The meeting holds its maximum.
     MeetingFull {
         /// `max_participants_per_meeting`.
@@ -217,6 +222,7 @@ impl Refusal {
             Self::WrongPasscode => "wrong_passcode",
             Self::E2eeForbidsObservers => "e2ee_forbids_observers",
             Self::E2eeForbidsDialIn => "e2ee_forbids_dial_in",
+            Self::E2eeForbidsTranscoding => "e2ee_forbids_transcoding",
             Self::MeetingFull { .. } => "meeting_full",
             Self::NodeFull { .. } => "node_full",
             Self::TooManyMeetings { .. } => "too_many_meetings",
@@ -238,6 +244,11 @@ impl Refusal {
             }
             Self::E2eeForbidsDialIn => {
                 "E2EE meetings admit no dial-in callers: the phone network carries plain audio"
+                    .to_owned()
+            }
+            Self::E2eeForbidsTranscoding => {
+                "E2EE meetings cannot transcode (receive): the relay cannot read their \
+                 SFrame-encrypted media; receive the original streams instead"
                     .to_owned()
             }
             Self::MeetingFull { limit } => {
@@ -299,6 +310,9 @@ pub fn check_admit(
         }
         if who.role == Role::Observer {
             return Err(Refusal::E2eeForbidsObservers);
+        }
+        if who.transcoding {
+            return Err(Refusal::E2eeForbidsTranscoding);
         }
     }
     if meeting.locked {
@@ -439,6 +453,7 @@ mod tests {
         role: Role,
         passcode: Option<&'static str>,
         source: Source,
+        transcoding: bool,
         outcome: Result<(), Refusal>,
     }
 
@@ -451,6 +466,7 @@ mod tests {
         role: Role::Attendee,
         passcode: None,
         source: Source::Api,
+        transcoding: false,
         outcome: Ok(()),
     };
 
@@ -488,6 +504,18 @@ mod tests {
                 mode: E2ee,
                 source: Source::DialIn,
                 outcome: Err(E2eeForbidsDialIn),
+                ..OPEN
+            },
+            // Renditions: standard meetings only, refused before the lock.
+            Case {
+                transcoding: true,
+                ..OPEN
+            },
+            Case {
+                mode: E2ee,
+                transcoding: true,
+                locked: true,
+                outcome: Err(E2eeForbidsTranscoding),
                 ..OPEN
             },
             Case {
@@ -605,6 +633,7 @@ mod tests {
                 role: case.role,
                 passcode: case.passcode,
                 source: case.source,
+                transcoding: case.transcoding,
             };
             // The E2EE setting governs creation only, never admission.
             for e2ee in [

@@ -194,6 +194,16 @@ pub enum ConfigError {
 /// Each section and the keys it accepts, in the order the file lists them.
 const SECTIONS: &[(&str, &[&str])] = &[
     (
+        "transcode",
+        &[
+            "enabled",
+            "encoders",
+            "max_sessions",
+            "threads",
+            "linger_secs",
+        ],
+    ),
+    (
         "control",
         &[
             "listen",
@@ -249,7 +259,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
 ];
 
 /// The top-level names: the sections.
-const TOP: [&str; 6] = ["control", "media", "crypto", "policy", "sip", "log"];
+const TOP: [&str; 7] = [
+    "control",
+    "media",
+    "crypto",
+    "policy",
+    "sip",
+    "log",
+    "transcode",
+];
 
 /// Keys whose value is one of a fixed set.
 const CHOICES: &[(&str, &str, &[&str])] = &[
@@ -283,6 +301,9 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("sip"), "auth_file") => "use a path such as \"/etc/sluice/sip-users\"",
         (Some("sip"), "auth_realm") => "use a realm name such as \"sluice\"",
         (Some("sip"), _) => "use a whole number",
+        (Some("transcode"), "enabled") => "use true or false",
+        (Some("transcode"), "encoders") => "use a list such as [\"libx264\", \"libvpx\"]",
+        (Some("transcode"), _) => "use a whole number",
         (None, _) => "write it as a [section] of keys",
         _ => "see the commented defaults in systemd/sluice.toml",
     }
@@ -594,7 +615,7 @@ mod tests {
         assert_eq!(
             error("[media]\nworkers = 2\n\n[medai]\nworkers = 2\n"),
             "sluice.toml:4:2: unknown section `medai`; expected one of [control], [media], \
-             [crypto], [policy], [sip], [log]"
+             [crypto], [policy], [sip], [log], [transcode]"
         );
     }
 

@@ -10,6 +10,7 @@
 //! ([`Config::api_token`]).
 
 mod error;
+mod transcode;
 
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,6 +20,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location};
+pub use transcode::TranscodeConfig;
 
 use crate::policy::Policy;
 
@@ -45,6 +47,8 @@ pub struct Config {
     pub sip: SipConfig,
     /// `[log]`: how the daemon writes its log.
     pub log: LogConfig,
+    /// `[transcode]`: video renditions.
+    pub transcode: TranscodeConfig,
 }
 
 /// `[log]`.
@@ -642,7 +646,8 @@ impl Config {
         self.control.validate(text, origin)?;
         self.media.validate(text, origin)?;
         self.policy_validate(text, origin)?;
-        self.sip.validate(text, origin)
+        self.sip.validate(text, origin)?;
+        self.transcode.validate(text, origin)
     }
 
     fn policy_validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {

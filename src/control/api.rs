@@ -17,6 +17,7 @@ use super::registry::{Meeting, NewMeeting, NewParticipant, NewStream, Owner, Par
 use crate::policy::{Role, Source};
 use crate::relay::{MediaKind, MeetingMode};
 use crate::srtp::{MasterKey, SrtpProfile};
+use crate::transcode::VideoPrefs;
 
 /// The profile a participant gets when it names none.
 const DEFAULT_PROFILE: SrtpProfile = SrtpProfile::AeadAes256Gcm;
@@ -86,6 +87,56 @@ pub(crate) struct CreateParticipant {
     source: Source,
     client_to_relay: Option<String>,
     rtcp_ssrc: Option<u32>,
+    receive: Option<WireReceive>,
+}
+
+/// `receive` on admission: what video the participant can take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WireReceive {
+    video: Option<WireVideoPrefs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireVideoPrefs {
+    codecs: Vec<WireCodec>,
+    max_height: Option<u32>,
+    max_kbps: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireCodec {
+    name: String,
+    payload_type: u16,
+}
+
+/// The `receive` preferences as the roster shows them.
+fn receive_view(prefs: &VideoPrefs) -> serde_json::Value {
+    let codecs: Vec<serde_json::Value> = prefs
+        .codecs
+        .iter()
+        .map(|c| json!({"name": c.codec.name(), "payload_type": c.payload_type.get()}))
+        .collect();
+    json!({"video": {"codecs": codecs, "max_height": prefs.max_height, "max_kbps": prefs.max_kbps}})
+}
+
+impl WireReceive {
+    /// The checked preferences; `None` when no video preference is given.
+    fn video_prefs(self) -> Result<Option<VideoPrefs>, ApiError> {
+        let Some(video) = self.video else {
+            return Ok(None);
+        };
+        let codecs: Vec<(String, u16)> = video
+            .codecs
+            .into_iter()
+            .map(|c| (c.name, c.payload_type))
+            .collect();
+        VideoPrefs::new(&codecs, video.max_height, video.max_kbps)
+            .map(Some)
+            .map_err(|e| ApiError::InvalidRequest(e.to_string()))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +195,9 @@ struct ParticipantView<'a> {
     role: &'static str,
     source: &'static str,
     streams: Vec<StreamView<'a>>,
+    /// The `receive` preferences it was admitted with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receive: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -274,6 +328,7 @@ pub(crate) async fn show_meeting(
             role: p.role.name(),
             source: p.source.name(),
             streams: p.streams.iter().map(StreamView::of).collect(),
+            receive: p.receive.as_ref().map(receive_view),
         })
         .collect();
     let detail = MeetingDetail {
@@ -324,6 +379,11 @@ pub(crate) async fn add_participant(
         .as_deref()
         .map(|text| decode_key("client_to_relay", profile, text))
         .transpose()?;
+    let receive = body
+        .receive
+        .map(WireReceive::video_prefs)
+        .transpose()?
+        .flatten();
     let mut registry = state.registry();
     let address = registry.media_address();
     let participant = registry.admit(
@@ -336,6 +396,7 @@ pub(crate) async fn add_participant(
             profile,
             client_to_relay,
             rtcp_ssrc: body.rtcp_ssrc,
+            receive,
         },
     )?;
     let body = json!({

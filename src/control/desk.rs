@@ -90,6 +90,7 @@ impl MeetingDesk {
                 client_to_relay: None,
                 // The bridge's RTCP reports under its stream's SSRC.
                 rtcp_ssrc: Some(ssrc),
+                receive: None,
             },
         );
         let participant = match admitted {

@@ -50,7 +50,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Every code any endpoint can answer with.
-    pub const CODES: [&'static str; 27] = [
+    pub const CODES: [&'static str; 28] = [
         "invalid_request",
         "invalid_key",
         "invalid_srtp_profile",
@@ -68,6 +68,7 @@ impl ApiError {
         "wrong_passcode",
         "e2ee_forbids_observers",
         "e2ee_forbids_dial_in",
+        "e2ee_forbids_transcoding",
         "meeting_full",
         "node_full",
         "node_overloaded",
@@ -284,6 +285,7 @@ mod tests {
             (Refusal::WrongPasscode.into(), 403),
             (Refusal::E2eeForbidsObservers.into(), 403),
             (Refusal::E2eeForbidsDialIn.into(), 403),
+            (Refusal::E2eeForbidsTranscoding.into(), 403),
             (Refusal::MeetingFull { limit: 1 }.into(), 409),
             (Refusal::NodeFull { limit: 1 }.into(), 503),
             (Refusal::TooManyMeetings { limit: 1 }.into(), 503),

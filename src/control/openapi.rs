@@ -194,7 +194,8 @@ pub(crate) fn document() -> Value {
                         "401": unauthorized,
                         "403": error("The policy refuses this participant", &[
                             "meeting_locked", "wrong_passcode",
-                            "e2ee_forbids_observers", "e2ee_forbids_dial_in"]),
+                            "e2ee_forbids_observers", "e2ee_forbids_dial_in",
+                            "e2ee_forbids_transcoding"]),
                         "404": no_meeting,
                         "409": error("The meeting is full, or rtcp_ssrc is in use",
                             &["meeting_full", "duplicate_ssrc"]),
@@ -271,6 +272,7 @@ pub(crate) fn document() -> Value {
 fn schemas() -> Value {
     let key = json!({ "type": "string", "format": "byte",
         "description": "Standard base64 of master key ‖ master salt (SDES style, RFC 4568 §6.1)" });
+    let receive = receive_schema();
     json!({
         "Error": {
             "type": "object", "required": ["error"],
@@ -345,7 +347,8 @@ fn schemas() -> Value {
                 "client_to_relay": nullable(key.clone()),
                 "rtcp_ssrc": nullable(json!({ "type": "integer", "minimum": 0, "maximum": 4_294_967_295_u32,
                     "description": "The SSRC the participant puts in the sender field of its RTCP; \
-                        unique on the node (409 duplicate_ssrc otherwise). The relay picks one when absent." }))
+                        unique on the node (409 duplicate_ssrc otherwise). The relay picks one when absent." })),
+                "receive": nullable(receive)
             },
             "description": "client_to_relay, when given, is the key for srtp_profile: 44 bytes \
                 for AEAD_AES_256_GCM (the default), 28 for AEAD_AES_128_GCM, 30 for the \
@@ -395,6 +398,34 @@ fn schemas() -> Value {
         "Stream": { "$ref": "#/components/schemas/CreateStream" },
         "Health": {
             "type": "object", "properties": { "status": { "type": "string", "enum": ["ok"] } }
+        }
+    })
+}
+
+/// `receive` on admission (its own function: one `json!` this deep would
+/// pass the macro's recursion limit).
+fn receive_schema() -> Value {
+    json!({
+        "type": "object", "additionalProperties": false,
+        "description": "Standard meetings only (E2EE: e2ee_forbids_transcoding). Video streams this participant cannot take as published reach it as a rendition.",
+        "properties": {
+            "video": {
+                "type": "object", "required": ["codecs"], "additionalProperties": false,
+                "nullable": true,
+                "properties": {
+                    "codecs": { "type": "array", "minItems": 1, "maxItems": 2, "items": {
+                        "type": "object", "required": ["name", "payload_type"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "name": { "type": "string", "pattern": "^([Vv][Pp]8|[Hh]264)$",
+                                "description": "VP8 or H264, in any case; each at most once" },
+                            "payload_type": { "type": "integer", "minimum": 0, "maximum": 127 }
+                        }
+                    } },
+                    "max_height": { "type": "integer", "minimum": 90, "maximum": 4320, "nullable": true },
+                    "max_kbps": { "type": "integer", "minimum": 50, "maximum": 50000, "nullable": true }
+                }
+            }
         }
     })
 }

@@ -23,6 +23,7 @@ use crate::relay::{
     LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell, StreamRoute,
 };
 use crate::srtp::{MasterKey, SrtpProfile};
+use crate::transcode::VideoPrefs;
 
 /// A meeting's owner, as the integrator vouches for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub(crate) struct Participant {
     /// or chosen by the relay): how its first SRTCP packet finds the leg.
     pub(crate) rtcp_ssrc: u32,
     pub(crate) streams: Vec<Stream>,
+    /// What video it takes (`receive`), for the transcoder's decisions.
+    pub(crate) receive: Option<VideoPrefs>,
 }
 
 /// A published stream.
@@ -94,6 +97,8 @@ pub(crate) struct NewParticipant {
     /// The SSRC the client will put in its RTCP's sender field; the relay
     /// picks one when absent.
     pub(crate) rtcp_ssrc: Option<u32>,
+    /// The video it can take (`receive`); `None` takes every stream as is.
+    pub(crate) receive: Option<VideoPrefs>,
 }
 
 /// What publishing a stream takes (validated by the API layer).
@@ -270,6 +275,7 @@ impl Registry {
             role: new.role,
             passcode: new.passcode.as_deref(),
             source: new.source,
+            transcoding: new.receive.is_some(),
         };
         policy::check_admit(&self.policy, &facts, &who, node_participants)?;
         policy::check_load(&self.policy, self.load.busiest_worker())?;
@@ -309,6 +315,7 @@ impl Registry {
             leg: Arc::new(leg),
             rtcp_ssrc,
             streams: Vec::new(),
+            receive: new.receive,
         });
         self.publish();
         let meeting = self.meeting(meeting_id)?;

@@ -1145,3 +1145,71 @@ mod listing {
             .expect(404, "meeting_not_found");
     }
 }
+
+#[tokio::test]
+async fn receive_preferences_are_checked_and_refused_in_e2ee_meetings() {
+    let h = harness();
+    h.meeting("s", "standard").await;
+    let vp8_360 =
+        json!({"video": {"codecs": [{"name": "VP8", "payload_type": 96}], "max_height": 360}});
+    h.join("s", json!({"name": "thin", "receive": vp8_360}))
+        .await
+        .expect(201, "<none>");
+    let h264 = json!({"video": {"codecs": [{"name": "H264", "payload_type": 102}]}});
+    h.join("s", json!({"name": "room", "receive": h264}))
+        .await
+        .expect(201, "<none>");
+    // No video preference: takes everything as published.
+    h.join("s", json!({"name": "plain", "receive": {}}))
+        .await
+        .expect(201, "<none>");
+    let roster = h.get("/v1/meetings/s").await.body;
+    let shown: Vec<&Value> = roster["roster"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["receive"])
+        .collect();
+    assert_eq!(shown[0]["video"]["codecs"][0]["name"], "VP8");
+    assert_eq!(shown[0]["video"]["max_height"], 360);
+    assert_eq!(shown[1]["video"]["codecs"][0]["payload_type"], 102);
+    assert!(shown[2].is_null(), "{roster}");
+
+    for (bad, says) in [
+        (json!({"video": {"codecs": []}}), "at least one codec"),
+        (
+            json!({"video": {"codecs": [{"name": "AV1", "payload_type": 96}]}}),
+            "\"AV1\"",
+        ),
+        (
+            json!({"video": {"codecs": [{"name": "VP8", "payload_type": 200}]}}),
+            "payload_type 200",
+        ),
+        (
+            json!({"video": {"codecs": [{"name": "VP8", "payload_type": 96}], "max_height": 8}}),
+            "max_height = 8",
+        ),
+        (
+            json!({"video": {"codecs": [{"name": "VP8"}]}}),
+            "payload_type",
+        ),
+        (json!({"video": {"codec": "VP8"}}), "codec"),
+    ] {
+        let answer = h.join("s", json!({"name": "x", "receive": bad})).await;
+        answer.expect(400, "invalid_request");
+        let message = answer.body["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(says), "{message}");
+    }
+
+    h.meeting("e", "e2ee").await;
+    let answer = h
+        .join("e", json!({"name": "thin", "receive": vp8_360}))
+        .await;
+    answer.expect(403, "e2ee_forbids_transcoding");
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("SFrame"), "{message}");
+    // Without receive the same participant is welcome.
+    h.join("e", json!({"name": "thin"}))
+        .await
+        .expect(201, "<none>");
+}

@@ -69,7 +69,7 @@ pub const FRAME_48K: usize = 960;
 /// Initialises FFmpeg once per process and quiets its logging to errors
 /// (a corrupt packet from the network is ours to count, not FFmpeg's to
 /// print). Every constructor here calls it.
-fn init() {
+pub(crate) fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // init() only registers error strings on FFmpeg >= 5; it cannot

@@ -64,6 +64,11 @@ pub(crate) const APT: &[Package] = &[
         "ffmpeg-next: 8 kHz <-> 48 kHz resampling",
     ),
     pkg(
+        "libswscale-dev",
+        Stage::Build,
+        "ffmpeg-next: scaling for the video renditions (src/transcode/)",
+    ),
+    pkg(
         "libsrtp2-dev",
         Stage::Test,
         "interop/libsrtp: the reference SRTP peer in tests and benches",
@@ -96,7 +101,7 @@ pub(crate) const APT: &[Package] = &[
     pkg(
         "ffmpeg",
         Stage::Test,
-        "the ffmpeg CLI: an SRTP peer without rtcp-mux in tests/ffmpeg_no_mux.rs",
+        "the ffmpeg CLI: an SRTP peer in tests/ffmpeg_no_mux.rs, the rendition tests' publisher and baseline",
     ),
     pkg(
         "prometheus",
