@@ -17,7 +17,7 @@ use super::registry::{Meeting, NewMeeting, NewParticipant, NewStream, Owner, Par
 use crate::policy::{Role, Source};
 use crate::relay::{MediaKind, MeetingMode};
 use crate::srtp::{MasterKey, SrtpProfile};
-use crate::transcode::VideoPrefs;
+use crate::transcode::{PrefsError, VideoPrefs};
 
 /// The profile a participant gets when it names none.
 const DEFAULT_PROFILE: SrtpProfile = SrtpProfile::AeadAes256Gcm;
@@ -135,7 +135,12 @@ impl WireReceive {
             .collect();
         VideoPrefs::new(&codecs, video.max_height, video.max_kbps)
             .map(Some)
-            .map_err(|e| ApiError::InvalidRequest(e.to_string()))
+            .map_err(|e| match e {
+                PrefsError::Duplicate(what) => {
+                    ApiError::ConflictingReceive(format!("{what} is listed twice"))
+                }
+                other => ApiError::InvalidRequest(other.to_string()),
+            })
     }
 }
 

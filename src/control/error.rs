@@ -40,6 +40,9 @@ pub enum ApiError {
     MeetingExists(String),
     /// Some stream on this node already uses the SSRC.
     DuplicateSsrc(u32),
+    /// `receive` lists a codec twice, or two codecs on one payload type
+    /// (a request the schema cannot rule out, so a conflict, not a 400).
+    ConflictingReceive(String),
     /// The admission policy said no.
     Refused(Refusal),
     /// The bearer token is missing or wrong.
@@ -50,7 +53,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Every code any endpoint can answer with.
-    pub const CODES: [&'static str; 28] = [
+    pub const CODES: [&'static str; 29] = [
         "invalid_request",
         "invalid_key",
         "invalid_srtp_profile",
@@ -60,6 +63,7 @@ impl ApiError {
         "method_not_allowed",
         "meeting_exists",
         "duplicate_ssrc",
+        "conflicting_receive",
         "unauthorized",
         "internal",
         "e2ee_requires_verified_owner",
@@ -94,6 +98,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::MeetingExists(_) => "meeting_exists",
             Self::DuplicateSsrc(_) => "duplicate_ssrc",
+            Self::ConflictingReceive(_) => "conflicting_receive",
             Self::Refused(refusal) => refusal.code(),
             Self::Unauthorized => "unauthorized",
             Self::Internal(_) => "internal",
@@ -111,7 +116,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::MeetingExists(_) | Self::DuplicateSsrc(_) => StatusCode::CONFLICT,
+            Self::MeetingExists(_) | Self::DuplicateSsrc(_) | Self::ConflictingReceive(_) => {
+                StatusCode::CONFLICT
+            }
             Self::Refused(Refusal::MeetingFull { .. }) => StatusCode::CONFLICT,
             Self::Refused(
                 Refusal::NodeFull { .. }
@@ -145,6 +152,11 @@ impl ApiError {
                 "this endpoint does not take that method; see /v1/openapi.json".to_owned()
             }
             Self::MeetingExists(id) => format!("a meeting with the id {} exists", IdPrefix(id)),
+            Self::ConflictingReceive(what) => {
+                format!(
+                    "receive.video.codecs: {what}; list each codec once, on its own payload type"
+                )
+            }
             Self::DuplicateSsrc(ssrc) => {
                 format!(
                     "SSRC {ssrc} is already in use on this node (a published stream or another \
@@ -277,6 +289,7 @@ mod tests {
             (ApiError::MethodNotAllowed, 405),
             (ApiError::MeetingExists("x".into()), 409),
             (ApiError::DuplicateSsrc(1), 409),
+            (ApiError::ConflictingReceive("x".into()), 409),
             (ApiError::Unauthorized, 401),
             (ApiError::Internal("x".into()), 500),
             (Refusal::E2eeRequiresVerifiedOwner.into(), 403),

@@ -197,8 +197,9 @@ pub(crate) fn document() -> Value {
                             "e2ee_forbids_observers", "e2ee_forbids_dial_in",
                             "e2ee_forbids_transcoding"]),
                         "404": no_meeting,
-                        "409": error("The meeting is full, or rtcp_ssrc is in use",
-                            &["meeting_full", "duplicate_ssrc"]),
+                        "409": error("The meeting is full, rtcp_ssrc is in use, or receive \
+                            lists a codec or a payload type twice",
+                            &["meeting_full", "duplicate_ssrc", "conflicting_receive"]),
                         "503": error("The node is full, or its busiest packet worker is above \
                             max_worker_busy (then with Retry-After)", &["node_full", "node_overloaded"])
                     }
@@ -395,7 +396,17 @@ fn schemas() -> Value {
                     "description": "64 to 95 are refused: they collide with RTCP (RFC 5761 §4)" }
             }
         },
-        "Stream": { "$ref": "#/components/schemas/CreateStream" },
+        "Stream": {
+            "type": "object", "required": ["ssrc", "kind", "codec", "payload_type"],
+            "description": "A published stream as the relay reports it (CreateStream's fields, \
+                and what a view adds, such as highest_srtp_index)",
+            "properties": {
+                "ssrc": { "type": "integer", "minimum": 0, "maximum": 4_294_967_295_u32 },
+                "kind": { "type": "string", "enum": ["audio", "video"] },
+                "codec": { "type": "string" },
+                "payload_type": { "type": "integer", "minimum": 0, "maximum": 127 }
+            }
+        },
         "Health": {
             "type": "object", "properties": { "status": { "type": "string", "enum": ["ok"] } }
         }

@@ -1175,6 +1175,20 @@ async fn receive_preferences_are_checked_and_refused_in_e2ee_meetings() {
     assert_eq!(shown[1]["video"]["codecs"][0]["payload_type"], 102);
     assert!(shown[2].is_null(), "{roster}");
 
+    // A codec or a payload type listed twice is a conflict the schema
+    // cannot rule out: 409, saying what to fix.
+    for twice in [
+        json!({"video": {"codecs": [{"name": "VP8", "payload_type": 96}, {"name": "vp8", "payload_type": 97}]}}),
+        json!({"video": {"codecs": [{"name": "VP8", "payload_type": 96}, {"name": "H264", "payload_type": 96}]}}),
+    ] {
+        let answer = h
+            .join("s", json!({"name": "twice", "receive": twice}))
+            .await;
+        answer.expect(409, "conflicting_receive");
+        let message = answer.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("list each codec once"), "{message}");
+    }
+
     for (bad, says) in [
         (json!({"video": {"codecs": []}}), "at least one codec"),
         (
