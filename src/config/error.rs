@@ -50,6 +50,24 @@ impl Location {
         });
         Self::at_offset(text, origin, offset.unwrap_or(0))
     }
+
+    /// Where the `[section]` header is written (the start of the file if
+    /// it is not found).
+    pub(crate) fn of_section(text: &str, origin: &str, section: &str) -> Self {
+        let header = format!("[{section}]");
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            if line.trim() == header {
+                return Self::at_offset(
+                    text,
+                    origin,
+                    offset + (line.len() - line.trim_start().len()),
+                );
+            }
+            offset += line.len();
+        }
+        Self::at_offset(text, origin, 0)
+    }
 }
 
 fn find<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a toml::Spanned<DeValue<'i>>> {
@@ -148,6 +166,15 @@ pub enum ConfigError {
         /// The accepted range, in words (`1 to 14`).
         range: &'static str,
     },
+    /// `[cluster]` lacks a key it cannot do without.
+    ClusterMissing {
+        /// Where `[cluster]` is written.
+        at: Location,
+        /// The key.
+        key: &'static str,
+        /// An example value, as TOML.
+        example: &'static str,
+    },
     /// `[control] token_file` cannot be read or is empty.
     TokenFile {
         /// The file.
@@ -199,10 +226,21 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "silence_suppression",
         ],
     ),
+    (
+        "cluster",
+        &[
+            "redis",
+            "node_id",
+            "advertise_api",
+            "advertise_media",
+            "heartbeat_ms",
+            "ttl_secs",
+        ],
+    ),
 ];
 
 /// The top-level names: the sections.
-const TOP: [&str; 5] = ["control", "media", "crypto", "policy", "sip"];
+const TOP: [&str; 6] = ["control", "media", "crypto", "policy", "sip", "cluster"];
 
 /// Keys whose value is one of a fixed set.
 const CHOICES: &[(&str, &str, &[&str])] = &[
@@ -227,6 +265,12 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("sip"), "enabled") => "use true or false",
         (Some("sip"), "ivr_user") => "use a SIP user name such as \"meet\"",
         (Some("sip"), _) => "use a whole number",
+        (Some("cluster"), "redis") => "use a URL such as \"redis://10.0.0.5:6379\"",
+        (Some("cluster"), "node_id") => "use a name such as \"rack1-a\"",
+        (Some("cluster"), "advertise_api" | "advertise_media") => {
+            "use an address and port such as \"10.0.0.11:7480\""
+        }
+        (Some("cluster"), _) => "use a whole number",
         (None, _) => "write it as a [section] of keys",
         _ => "see the commented defaults in systemd/sluice.toml",
     }
@@ -457,6 +501,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "{at}: [{section}] {key} = {value} is out of range; use {range}"
             ),
+            Self::ClusterMissing { at, key, example } => write!(
+                f,
+                "{at}: [cluster] needs {key}; add a line such as {key} = {example}"
+            ),
             Self::TokenFile { path, reason } => write!(
                 f,
                 "cannot read the API token from {} ({reason}); put the token in that file or \
@@ -513,7 +561,7 @@ mod tests {
         assert_eq!(
             error("[media]\nworkers = 2\n\n[medai]\nworkers = 2\n"),
             "sluice.toml:4:2: unknown section `medai`; expected one of [control], [media], \
-             [crypto], [policy], [sip]"
+             [crypto], [policy], [sip], [cluster]"
         );
     }
 

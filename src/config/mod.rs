@@ -9,6 +9,7 @@
 //! token comes from `token_file` or an environment variable
 //! ([`Config::api_token`]).
 
+mod cluster;
 mod error;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use cluster::{ClusterConfig, ClusterSettings};
 pub use error::{ConfigError, Location};
 
 use crate::policy::Policy;
@@ -37,6 +39,8 @@ pub struct Config {
     pub policy: Policy,
     /// `[sip]`: telephone dial-in.
     pub sip: SipConfig,
+    /// `[cluster]`: other nodes of the rack, through Redis; alone without it.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[control]`.
@@ -353,7 +357,31 @@ impl Config {
                 ip: public,
             });
         }
-        self.sip.validate(text, origin)
+        self.sip.validate(text, origin)?;
+        self.cluster_settings_in(text, origin).map(drop)
+    }
+
+    /// The resolved `[cluster]` section; `None` when the node runs alone.
+    pub fn cluster_settings(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        self.cluster_settings_in("", "sluice.toml")
+    }
+
+    fn cluster_settings_in(
+        &self,
+        text: &str,
+        origin: &str,
+    ) -> Result<Option<ClusterSettings>, ConfigError> {
+        self.cluster
+            .as_ref()
+            .map(|c| {
+                c.settle(
+                    text,
+                    origin,
+                    self.control.listen,
+                    self.media.public_address(),
+                )
+            })
+            .transpose()
     }
 
     /// The bearer token guarding the control API: the trimmed contents of
