@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::cluster::{ClusterError, ClusterLink, Membership};
 use crate::config::{Config, ConfigError, CryptoChoice, IoChoice};
 use crate::control::{ControlError, ControlOptions, ControlServer};
 use crate::crypto::{AeadBackend, AnyGcm, BackendKind};
@@ -34,11 +35,15 @@ pub enum DaemonError {
     /// SIP dial-in could not start.
     #[error("SIP dial-in: {0}")]
     DialIn(#[from] DialInError),
+    /// Cluster mode could not start.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// A started relay.
 #[derive(Debug)]
 pub struct Daemon {
+    membership: Option<Membership>,
     dialin: Option<DialIn>,
     data: DataPlane,
     control: ControlServer,
@@ -64,6 +69,11 @@ impl Daemon {
     /// Binds the media port and the control API and starts every worker.
     pub fn start(config: &Config) -> Result<Self, DaemonError> {
         let token = config.api_token()?;
+        let cluster = config
+            .cluster_settings()?
+            .map(ClusterLink::new)
+            .transpose()?
+            .map(Arc::new);
         let crypto = match config.crypto.backend {
             // ring is the default because it measured fastest (bench/README.md).
             CryptoChoice::Auto => BackendKind::default(),
@@ -101,6 +111,7 @@ impl Daemon {
                 token,
                 media_address,
                 policy: config.policy,
+                cluster: cluster.clone(),
             },
             cell,
             Arc::clone(&metrics),
@@ -111,6 +122,28 @@ impl Daemon {
                 data.shutdown();
                 return Err(e.into());
             }
+        };
+        let membership = match &cluster {
+            Some(link) => {
+                let settings = link.settings();
+                let bound = |advertised: SocketAddr, actual: SocketAddr| match advertised.port() {
+                    0 => SocketAddr::new(advertised.ip(), actual.port()),
+                    _ => advertised,
+                };
+                let api = bound(settings.advertise_api, control.local_addr());
+                let media = bound(settings.advertise_media, media_address);
+                let state = control.state().clone();
+                let load = Box::new(move || state.node_load());
+                match Membership::start(Arc::clone(link), api, media, load) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        control.shutdown();
+                        data.shutdown();
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
         };
         let dialin = if config.sip.enabled {
             let options = DialInOptions {
@@ -130,6 +163,7 @@ impl Daemon {
             None
         };
         Ok(Self {
+            membership,
             dialin,
             data,
             control,
@@ -152,6 +186,11 @@ impl Daemon {
     /// The media address participants are told to send to.
     pub fn media_addr(&self) -> SocketAddr {
         self.media_address
+    }
+
+    /// Whether the cluster heartbeat reaches Redis (`None`: alone).
+    pub fn cluster_up(&self) -> Option<bool> {
+        self.membership.as_ref().map(Membership::is_up)
     }
 
     /// The I/O backend the workers run on.
@@ -193,6 +232,10 @@ impl Daemon {
 
     /// Stops accepting API requests, then drains and joins the workers.
     pub fn shutdown(self) {
+        // Leave the cluster first, so no node places anything here now.
+        if let Some(membership) = self.membership {
+            membership.shutdown();
+        }
         // Callers first: their BYEs go out while the relay still runs.
         if let Some(dialin) = self.dialin {
             dialin.shutdown();

@@ -16,6 +16,7 @@
 //! them. [`daemon`] wires all of it into the running relay. [`sip`] is the
 //! sans-IO SIP user agent server and SDP offer/answer for dial-in callers.
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod crypto;

@@ -44,9 +44,10 @@ pub struct ClusterSettings {
     pub redis: String,
     /// This node's name.
     pub node_id: String,
-    /// The control API address other nodes use.
+    /// The control API address other nodes use (port 0: the bound port).
     pub advertise_api: SocketAddr,
-    /// The media address handed out for legs on this node.
+    /// The media address handed out for legs on this node (port 0: the
+    /// bound port).
     pub advertise_media: SocketAddr,
     /// The heartbeat period.
     pub heartbeat: std::time::Duration,
@@ -106,27 +107,28 @@ impl ClusterConfig {
                 "1 to 64 letters, digits, '-', '_' or '.'",
             ));
         }
-        let (api_key, advertise_api) = match self.advertise_api {
-            Some(addr) => ("advertise_api", addr),
-            None => ("advertise_api", control_listen),
+        // A defaulted address may carry port 0 (the port is then the one
+        // bound at start, filled in by the daemon); a written one may not.
+        let check = |key: &'static str, given: Option<SocketAddr>, default: SocketAddr, whom| {
+            let addr = given.unwrap_or(default);
+            if addr.ip().is_unspecified() || (given.is_some() && addr.port() == 0) {
+                return Err(out_of_range(key, format!("\"{addr}\""), whom));
+            }
+            Ok(addr)
         };
-        if advertise_api.ip().is_unspecified() || advertise_api.port() == 0 {
-            return Err(out_of_range(
-                api_key,
-                format!("\"{advertise_api}\""),
-                "an IP and port the other nodes can reach (set advertise_api when the \
-                 control API listens on all addresses or on port 0)",
-            ));
-        }
-        let advertise_media = self.advertise_media.unwrap_or(media_public);
-        if advertise_media.ip().is_unspecified() || advertise_media.port() == 0 {
-            return Err(out_of_range(
-                "advertise_media",
-                format!("\"{advertise_media}\""),
-                "an IP and port participants and the other nodes can reach (set \
-                 advertise_media when media listens on port 0)",
-            ));
-        }
+        let advertise_api = check(
+            "advertise_api",
+            self.advertise_api,
+            control_listen,
+            "an IP and port the other nodes can reach (set advertise_api when the control \
+             API listens on all addresses)",
+        )?;
+        let advertise_media = check(
+            "advertise_media",
+            self.advertise_media,
+            media_public,
+            "an IP and port participants and the other nodes can reach",
+        )?;
         if !(100..=2000).contains(&self.heartbeat_ms) {
             return Err(out_of_range(
                 "heartbeat_ms",
@@ -262,5 +264,11 @@ mod tests {
         assert!(e.contains("set advertise_api"), "{e}");
         let fixed = format!("{text}advertise_api = \"10.0.0.1:7480\"\n");
         assert!(Config::parse_with_env(&fixed, "sluice.toml", &env).is_ok());
+        let e = parse(
+            "[cluster]\nredis = \"redis://h\"\nnode_id = \"a\"\nadvertise_media = \"10.0.0.1:0\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("advertise_media"), "{e}");
     }
 }

@@ -46,11 +46,18 @@ pub enum ApiError {
     Unauthorized,
     /// A bug or an exhausted resource (the system RNG failed).
     Internal(String),
+    /// Cluster mode: the cluster's Redis is unreachable, so no change can
+    /// be decided; the message says what failed. Media keeps flowing.
+    ClusterUnavailable(String),
+    /// A cluster endpoint was asked of a node without `[cluster]`.
+    NotClustered,
+    /// Cluster mode: no live node can take the meeting or the leg.
+    NoNodeAvailable(String),
 }
 
 impl ApiError {
     /// Every code any endpoint can answer with.
-    pub const CODES: [&'static str; 20] = [
+    pub const CODES: [&'static str; 23] = [
         "invalid_request",
         "invalid_key",
         "invalid_srtp_profile",
@@ -71,6 +78,9 @@ impl ApiError {
         "meeting_full",
         "node_full",
         "body_too_large",
+        "cluster_unavailable",
+        "not_clustered",
+        "no_node_available",
     ];
 
     /// The stable code.
@@ -89,6 +99,9 @@ impl ApiError {
             Self::Refused(refusal) => refusal.code(),
             Self::Unauthorized => "unauthorized",
             Self::Internal(_) => "internal",
+            Self::ClusterUnavailable(_) => "cluster_unavailable",
+            Self::NotClustered => "not_clustered",
+            Self::NoNodeAvailable(_) => "no_node_available",
         }
     }
 
@@ -109,6 +122,10 @@ impl ApiError {
             Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ClusterUnavailable(_) | Self::NoNodeAvailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::NotClustered => StatusCode::NOT_FOUND,
         }
     }
 
@@ -116,6 +133,14 @@ impl ApiError {
     pub fn message(&self) -> String {
         match self {
             Self::InvalidRequest(m) | Self::InvalidKey(m) | Self::Internal(m) => m.clone(),
+            Self::ClusterUnavailable(m) => {
+                format!("{m}; changes are refused until it is back, media keeps flowing, retry")
+            }
+            Self::NotClustered => {
+                "this node runs alone: add a [cluster] section to its config to join a cluster"
+                    .to_owned()
+            }
+            Self::NoNodeAvailable(m) => format!("{m}; add capacity or retry later"),
             Self::BodyTooLarge => "the request body is too large".to_owned(),
             Self::InvalidSrtpProfile(name) => format!(
                 "unknown srtp_profile {name:?}: use AEAD_AES_256_GCM, AEAD_AES_128_GCM, \
@@ -149,6 +174,17 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => Self::Unauthorized,
             s if s.is_client_error() => Self::InvalidRequest(format!("request refused ({s})")),
             s => Self::Internal(format!("the control API failed ({s})")),
+        }
+    }
+}
+
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        use crate::cluster::ClusterError;
+        match e {
+            ClusterError::Unavailable { .. } => Self::ClusterUnavailable(e.to_string()),
+            ClusterError::Corrupt { .. } => Self::Internal(e.to_string()),
+            ClusterError::Placement(p) => Self::NoNodeAvailable(p.to_string()),
         }
     }
 }
@@ -231,6 +267,9 @@ mod tests {
             (Refusal::E2eeForbidsDialIn.into(), 403),
             (Refusal::MeetingFull { limit: 1 }.into(), 409),
             (Refusal::NodeFull { limit: 1 }.into(), 503),
+            (ApiError::ClusterUnavailable("x".into()), 503),
+            (ApiError::NotClustered, 404),
+            (ApiError::NoNodeAvailable("x".into()), 503),
         ];
         assert_eq!(all.len(), ApiError::CODES.len());
         for (error, status) in all {

@@ -16,6 +16,7 @@
 //!     token: None,
 //!     media_address: "127.0.0.1:40000".parse().unwrap(),
 //!     policy: Default::default(),
+//!     cluster: None,
 //! };
 //! let server = ControlServer::start(opts, cell, metrics)?;
 //! // ... run the packet workers ...
@@ -51,6 +52,7 @@ use tokio::sync::watch;
 pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup};
 pub use error::ApiError;
 
+use crate::cluster::{ClusterLink, NodeLoad};
 use crate::metrics::MetricsHub;
 use crate::policy::Policy;
 use crate::relay::SnapshotCell;
@@ -71,6 +73,8 @@ pub struct ControlOptions {
     pub media_address: SocketAddr,
     /// The admission policy.
     pub policy: Policy,
+    /// Cluster mode: the link to the cluster's Redis; `None` alone.
+    pub cluster: Option<Arc<ClusterLink>>,
 }
 
 impl fmt::Debug for ControlOptions {
@@ -80,6 +84,7 @@ impl fmt::Debug for ControlOptions {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("media_address", &self.media_address)
             .field("policy", &self.policy)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -95,6 +100,7 @@ struct Shared {
     registry: Mutex<Registry>,
     metrics: Arc<MetricsHub>,
     token: Option<String>,
+    cluster: Option<Arc<ClusterLink>>,
 }
 
 impl fmt::Debug for ControlState {
@@ -115,6 +121,7 @@ impl ControlState {
                 registry: Mutex::new(Registry::new(cell, opts.policy, opts.media_address)),
                 metrics,
                 token: opts.token,
+                cluster: opts.cluster,
             }),
         }
     }
@@ -134,6 +141,16 @@ impl ControlState {
 
     fn token(&self) -> Option<&str> {
         self.inner.token.as_deref()
+    }
+
+    /// The cluster link, in cluster mode.
+    pub(crate) fn cluster(&self) -> Option<&Arc<ClusterLink>> {
+        self.inner.cluster.as_ref()
+    }
+
+    /// This node's load, as the cluster heartbeat publishes it.
+    pub fn node_load(&self) -> NodeLoad {
+        self.registry().node_load()
     }
 }
 
@@ -155,6 +172,7 @@ pub fn router(state: ControlState) -> Router {
             "/v1/meetings/{id}/participants/{pid}/streams",
             post(api::add_stream),
         )
+        .route("/v1/cluster/nodes", get(crate::cluster::api::list_nodes))
         .route("/v1/openapi.json", get(api::openapi))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
@@ -232,6 +250,12 @@ impl ControlServer {
     /// The dial-in side's handle on this server's registry.
     pub fn desk(&self) -> MeetingDesk {
         MeetingDesk::new(self.state.clone())
+    }
+
+    /// The state its handlers share (the cluster heartbeat reads the load
+    /// through it).
+    pub fn state(&self) -> &ControlState {
+        &self.state
     }
 
     /// The address the API listens on (the chosen port when it was 0).

@@ -128,7 +128,9 @@ pub(crate) fn document() -> Value {
                             "e2ee_forbids_observers", "e2ee_forbids_dial_in"]),
                         "404": no_meeting,
                         "409": error("The meeting is full", &["meeting_full"]),
-                        "503": error("The node is full", &["node_full"])
+                        "503": error("The node is full, or (cluster mode) no node has room or \
+                            the cluster's Redis is unreachable",
+                            &["node_full", "no_node_available", "cluster_unavailable"])
                     }
                 }
             },
@@ -154,6 +156,17 @@ pub(crate) fn document() -> Value {
                         "401": unauthorized,
                         "404": no_participant,
                         "409": error("The SSRC is in use on this node", &["duplicate_ssrc"])
+                    }
+                }
+            },
+            "/v1/cluster/nodes": {
+                "get": {
+                    "summary": "Cluster mode: the live nodes and their published load",
+                    "responses": {
+                        "200": ok("The live nodes, sorted by id", "ClusterNodes"),
+                        "401": unauthorized,
+                        "404": error("This node runs alone", &["not_clustered"]),
+                        "503": error("The cluster's Redis is unreachable", &["cluster_unavailable"])
                     }
                 }
             },
@@ -296,6 +309,22 @@ fn schemas() -> Value {
         "Stream": { "$ref": "#/components/schemas/CreateStream" },
         "Health": {
             "type": "object", "properties": { "status": { "type": "string", "enum": ["ok"] } }
+        },
+        "ClusterNodes": {
+            "type": "object", "required": ["nodes"],
+            "properties": { "nodes": { "type": "array", "items": {
+                "type": "object", "required": ["id", "api", "media", "load", "self"],
+                "properties": {
+                    "id": { "type": "string" },
+                    "api": { "type": "string", "description": "host:port of its control API" },
+                    "media": { "type": "string", "description": "host:port of its media port" },
+                    "self": { "type": "boolean", "description": "whether this is the answering node" },
+                    "load": { "type": "object", "properties": {
+                        "legs": { "type": "integer" }, "streams": { "type": "integer" },
+                        "meetings": { "type": "integer" }, "max_legs": { "type": "integer" }
+                    } }
+                }
+            } } }
         }
     })
 }

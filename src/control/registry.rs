@@ -342,6 +342,29 @@ impl Registry {
         gauges
     }
 
+    /// What the cluster heartbeat publishes about this node.
+    pub(crate) fn node_load(&self) -> crate::cluster::NodeLoad {
+        let legs = self.node_participants();
+        let streams = self
+            .meetings
+            .values()
+            .flat_map(|m| &m.participants)
+            .map(|p| p.streams.len())
+            .sum::<usize>();
+        let meetings = self
+            .meetings
+            .values()
+            .filter(|m| !m.participants.is_empty())
+            .count();
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        crate::cluster::NodeLoad {
+            legs: wide(legs),
+            streams: wide(streams),
+            meetings: wide(meetings),
+            max_legs: wide(self.policy.max_participants_per_node),
+        }
+    }
+
     /// Builds the snapshot of the current state and hands it to the workers.
     fn publish(&mut self) {
         self.generation += 1;

@@ -70,6 +70,7 @@ fn harness_with(policy: Policy, token: Option<&'static str>) -> Harness {
         token: token.map(str::to_owned),
         media_address: MEDIA.parse().unwrap(),
         policy,
+        cluster: None,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let app = router(ControlState::new(&opts, Arc::clone(&cell), metrics));
@@ -741,6 +742,7 @@ async fn openapi_describes_every_route_and_code() {
         [
             "/healthz",
             "/metrics",
+            "/v1/cluster/nodes",
             "/v1/meetings",
             "/v1/meetings/{id}",
             "/v1/meetings/{id}/lock",
@@ -767,7 +769,7 @@ async fn openapi_describes_every_route_and_code() {
             );
         }
     }
-    assert_eq!(operations, 10);
+    assert_eq!(operations, 11);
     for code in ApiError::CODES {
         assert!(
             doc.text.contains(&format!("\"{code}\"")),
@@ -783,6 +785,7 @@ fn the_server_answers_over_tcp_and_shuts_down() {
         token: Some("t".to_owned()),
         media_address: MEDIA.parse().unwrap(),
         policy: policy(),
+        cluster: None,
     };
     let server =
         ControlServer::start(opts, empty_cell(), Arc::new(MetricsHub::new("ring"))).unwrap();
@@ -819,6 +822,7 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
         token: None,
         media_address: MEDIA.parse().unwrap(),
         policy: policy(),
+        cluster: None,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let state = ControlState::new(&opts, Arc::clone(&cell), Arc::clone(&metrics));
@@ -886,5 +890,19 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
     assert!(
         text.contains("sluice_api_refusals_total{code=\"e2ee_forbids_dial_in\"} 1"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_alone_says_so_on_the_cluster_endpoint() {
+    let h = harness();
+    let answer = h.get("/v1/cluster/nodes").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.body["error"]["code"], "not_clustered");
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[cluster]")
     );
 }
