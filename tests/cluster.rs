@@ -97,3 +97,125 @@ fn nodes_register_again_after_redis_restarts() {
         (node_ids(a.api)? == ["a"]).then_some(())
     });
 }
+
+fn link(redis: &Redis, node: &str) -> sluice::cluster::ClusterLink {
+    sluice::cluster::ClusterLink::new(sluice::config::ClusterSettings {
+        redis: redis.url(),
+        node_id: node.to_owned(),
+        advertise_api: "127.0.0.1:1".parse().expect("addr"),
+        advertise_media: "127.0.0.1:1".parse().expect("addr"),
+        heartbeat: Duration::from_millis(200),
+        ttl: TTL,
+    })
+    .expect("a link")
+}
+
+#[test]
+fn two_nodes_taking_seats_at_once_never_pass_the_limit() {
+    use sluice::cluster::{MeetingBook, MeetingRecord, RosterEntry, SeatRefusal};
+    let redis = Redis::start();
+    let first = link(&redis, "a");
+    let record = MeetingRecord {
+        id: "race".to_owned(),
+        mode: sluice::relay::MeetingMode::Standard,
+        owner: "ops".to_owned(),
+        verified: false,
+        passcode_hash: None,
+        locked: false,
+        home: "a".to_owned(),
+        participants: 0,
+        roster: Default::default(),
+    };
+    assert!(MeetingBook::new(&first).create(&record).expect("create"));
+    assert!(!MeetingBook::new(&first).create(&record).expect("taken"));
+    const LIMIT: usize = 10;
+    let results: Vec<(usize, usize)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|node| {
+                let redis = &redis;
+                scope.spawn(move || {
+                    let link = link(redis, node);
+                    let book = MeetingBook::new(&link);
+                    let (mut seated, mut full) = (0, 0);
+                    for i in 0..50 {
+                        let entry = RosterEntry {
+                            name: format!("{node}{i}"),
+                            role: "attendee".to_owned(),
+                            source: "api".to_owned(),
+                            node: node.to_owned(),
+                        };
+                        match book.take_seat("race", &format!("{node}-{i}"), &entry, LIMIT) {
+                            Ok(Ok(())) => seated += 1,
+                            Ok(Err(SeatRefusal::Full)) => full += 1,
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                    (seated, full)
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("no panic"))
+            .collect()
+    });
+    let seated: usize = results.iter().map(|r| r.0).sum();
+    let full: usize = results.iter().map(|r| r.1).sum();
+    assert_eq!((seated, full), (LIMIT, 100 - LIMIT), "{results:?}");
+    let stored = MeetingBook::new(&first)
+        .get("race")
+        .expect("get")
+        .expect("exists");
+    assert_eq!(stored.participants, LIMIT as u64);
+    assert_eq!(stored.roster.len(), LIMIT);
+    // Leaving frees a seat; the lock closes it again, atomically too.
+    let (pid, _) = stored.roster.iter().next().expect("one");
+    assert!(
+        MeetingBook::new(&first)
+            .leave("race", pid)
+            .expect("leave")
+            .is_some()
+    );
+    assert!(
+        MeetingBook::new(&first)
+            .leave("race", pid)
+            .expect("again")
+            .is_none()
+    );
+    assert!(
+        MeetingBook::new(&first)
+            .set_locked("race", true)
+            .expect("lock")
+    );
+    let entry = RosterEntry {
+        name: "late".to_owned(),
+        role: "attendee".to_owned(),
+        source: "api".to_owned(),
+        node: "a".to_owned(),
+    };
+    let book = MeetingBook::new(&first);
+    assert_eq!(
+        book.take_seat("race", "late", &entry, LIMIT).expect("seat"),
+        Err(SeatRefusal::Locked)
+    );
+    book.set_locked("race", false).expect("unlock");
+    assert_eq!(
+        book.take_seat("race", "late", &entry, LIMIT).expect("seat"),
+        Ok(())
+    );
+    assert!(book.delete("race").expect("delete").is_some());
+    assert_eq!(
+        redis
+            .command(&[
+                "EXISTS",
+                "sluice:meeting:race",
+                "sluice:meeting:race:roster"
+            ])
+            .as_deref(),
+        Some(":0")
+    );
+    assert_eq!(
+        book.take_seat("race", "x", &entry, LIMIT).expect("seat"),
+        Err(SeatRefusal::Missing)
+    );
+}

@@ -5,6 +5,8 @@
 //! - [`placement`]: the sans-IO choice of a node for a meeting or a leg.
 //! - [`link`]: the one Redis connection the control plane uses, with
 //!   timeouts, so a Redis outage answers `cluster_unavailable` at once.
+//! - [`book`]: meetings in Redis, seats taken by Lua scripts (atomic).
+//! - [`passcode`]: the salted PBKDF2 hash stored instead of a passcode.
 //! - [`membership`]: the heartbeat thread that registers this node,
 //!   refreshes its TTL, reconnects with backoff and deregisters on stop.
 //!
@@ -14,11 +16,14 @@
 //! nothing home-made.
 
 pub(crate) mod api;
+pub mod book;
 pub mod link;
 pub mod membership;
 pub mod node;
+pub mod passcode;
 pub mod placement;
 
+pub use book::{MeetingBook, MeetingRecord, RosterEntry, SeatRefusal};
 pub use link::{ClusterLink, keys};
 pub use membership::Membership;
 pub use node::{NodeLoad, NodeRecord};
