@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::ApiError;
 use super::ControlState;
+use super::clustered;
 use super::extract::{ApiJson, ApiPath};
 use super::registry::{Meeting, NewMeeting, NewParticipant, NewStream, Owner, Participant, Stream};
 use crate::policy::{Role, Source};
@@ -44,7 +45,7 @@ enum WireKind {
     Video,
 }
 
-fn kind_name(kind: MediaKind) -> &'static str {
+pub(crate) fn kind_name(kind: MediaKind) -> &'static str {
     match kind {
         MediaKind::Audio => "audio",
         MediaKind::Video => "video",
@@ -85,6 +86,8 @@ pub(crate) struct CreateParticipant {
     #[serde(default)]
     source: Source,
     client_to_relay: Option<String>,
+    /// Cluster mode: the node the leg must go to.
+    node: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,8 +224,7 @@ pub(crate) async fn create_meeting(
     if let Some(passcode) = &body.passcode {
         check_text("passcode", passcode, 128)?;
     }
-    let mut registry = state.registry();
-    let meeting = registry.create_meeting(NewMeeting {
+    let new = NewMeeting {
         id: body.id,
         mode: body.mode.into(),
         owner: Owner {
@@ -230,7 +232,12 @@ pub(crate) async fn create_meeting(
             verified: body.owner.verified,
         },
         passcode: body.passcode,
-    })?;
+    };
+    if let Some(link) = state.cluster() {
+        return clustered::create_meeting(&state, link, &new);
+    }
+    let mut registry = state.registry();
+    let meeting = registry.create_meeting(new)?;
     let location = format!("/v1/meetings/{}", meeting.id);
     Ok(created(Some(location), json!(MeetingView::of(meeting))))
 }
@@ -240,6 +247,9 @@ pub(crate) async fn show_meeting(
     State(state): State<ControlState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
+    if let Some(link) = state.cluster() {
+        return clustered::show_meeting(link, &id);
+    }
     let registry = state.registry();
     let meeting = registry.meeting(&id)?;
     let roster = meeting
@@ -265,6 +275,9 @@ pub(crate) async fn delete_meeting(
     State(state): State<ControlState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(link) = state.cluster() {
+        return clustered::delete_meeting(&state, link, &id).await;
+    }
     state.registry().delete_meeting(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -275,6 +288,9 @@ pub(crate) async fn set_lock(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SetLock>,
 ) -> Result<Response, ApiError> {
+    if let Some(link) = state.cluster() {
+        return clustered::set_lock(link, &id, body.locked);
+    }
     let mut registry = state.registry();
     let meeting = registry.set_locked(&id, body.locked)?;
     Ok(Json(MeetingView::of(meeting)).into_response())
@@ -298,19 +314,26 @@ pub(crate) async fn add_participant(
         .as_deref()
         .map(|text| decode_key("client_to_relay", profile, text))
         .transpose()?;
+    if let Some(node) = &body.node {
+        check_id("node", node)?;
+    }
+    let new = NewParticipant {
+        name: body.name,
+        role: body.role,
+        passcode: body.passcode,
+        source: body.source,
+        profile,
+        client_to_relay,
+    };
+    if let Some(link) = state.cluster() {
+        return clustered::add_participant(&state, link, &meeting_id, new, body.node).await;
+    }
+    if body.node.is_some() {
+        return Err(ApiError::NotClustered);
+    }
     let mut registry = state.registry();
     let address = registry.media_address();
-    let participant = registry.admit(
-        &meeting_id,
-        NewParticipant {
-            name: body.name,
-            role: body.role,
-            passcode: body.passcode,
-            source: body.source,
-            profile,
-            client_to_relay,
-        },
-    )?;
+    let participant = registry.admit(&meeting_id, new)?;
     let body = json!({
         "id": participant.id,
         "role": participant.role.name(),
@@ -330,6 +353,9 @@ pub(crate) async fn delete_participant(
     State(state): State<ControlState>,
     ApiPath((meeting_id, participant_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(link) = state.cluster() {
+        return clustered::delete_participant(&state, link, &meeting_id, &participant_id).await;
+    }
     state
         .registry()
         .remove_participant(&meeting_id, &participant_id)?;
@@ -362,17 +388,20 @@ pub(crate) async fn add_stream(
         WireKind::Audio => MediaKind::Audio,
         WireKind::Video => MediaKind::Video,
     };
+    let new = NewStream {
+        ssrc: body.ssrc,
+        kind,
+        codec: body.codec,
+        payload_type: body.payload_type,
+    };
+    if let Some(link) = state.cluster()
+        && let Some(forwarded) =
+            clustered::stream_elsewhere(&state, link, &meeting_id, &participant_id, &new).await?
+    {
+        return Ok(forwarded);
+    }
     let mut registry = state.registry();
-    let stream = registry.add_stream(
-        &meeting_id,
-        &participant_id,
-        NewStream {
-            ssrc: body.ssrc,
-            kind,
-            codec: body.codec,
-            payload_type: body.payload_type,
-        },
-    )?;
+    let stream = registry.add_stream(&meeting_id, &participant_id, new)?;
     Ok(created(None, json!(StreamView::of(stream))))
 }
 

@@ -28,6 +28,7 @@
 
 mod api;
 mod auth;
+mod clustered;
 mod desk;
 mod error;
 mod extract;
@@ -173,6 +174,10 @@ pub fn router(state: ControlState) -> Router {
             post(api::add_stream),
         )
         .route("/v1/cluster/nodes", get(crate::cluster::api::list_nodes))
+        .route(
+            "/v1/cluster/local/meetings/{id}",
+            axum::routing::delete(clustered::drop_local_meeting),
+        )
         .route("/v1/openapi.json", get(api::openapi))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))

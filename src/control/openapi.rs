@@ -170,6 +170,17 @@ pub(crate) fn document() -> Value {
                     }
                 }
             },
+            "/v1/cluster/local/meetings/{id}": {
+                "parameters": [meeting_id],
+                "delete": {
+                    "summary": "Node to node: drop this node's copy of a meeting deleted from the cluster",
+                    "responses": {
+                        "204": { "description": "Dropped (or there was none)" },
+                        "401": unauthorized,
+                        "404": error("This node runs alone", &["not_clustered"])
+                    }
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness; never needs a token",
@@ -273,6 +284,9 @@ fn schemas() -> Value {
                 "name": { "type": "string", "maxLength": 256 },
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"], "default": "attendee" },
                 "passcode": { "type": "string", "description": "Required when the meeting has one" },
+                "node": { "type": "string", "description": "Cluster mode only: the node the leg must \
+                    go to (refused with no_node_available when it is full or gone); without it the \
+                    meeting's node, or the next best one when that is full. Alone: not_clustered" },
                 "srtp_profile": { "type": "string", "default": "AEAD_AES_256_GCM", "enum": [
                     "AEAD_AES_256_GCM", "AEAD_AES_128_GCM",
                     "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"] },

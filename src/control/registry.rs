@@ -184,6 +184,44 @@ impl Registry {
         self.meeting(&id)
     }
 
+    /// The admission policy.
+    pub(crate) fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Cluster mode: this node's copy of a meeting the cluster decided on
+    /// (policy already checked there; passcode and lock live in Redis).
+    /// A no-op when the copy exists.
+    pub(crate) fn mirror_meeting(
+        &mut self,
+        id: &str,
+        mode: MeetingMode,
+        account: &str,
+        verified: bool,
+    ) {
+        if self.meetings.contains_key(id) {
+            return;
+        }
+        let idx = MeetingIdx(self.next_meeting);
+        self.next_meeting += 1;
+        self.meetings.insert(
+            id.to_owned(),
+            Meeting {
+                id: id.to_owned(),
+                idx,
+                mode,
+                owner: Owner {
+                    account: account.to_owned(),
+                    verified,
+                },
+                passcode: None,
+                locked: false,
+                participants: Vec::new(),
+            },
+        );
+        self.publish();
+    }
+
     /// Ends a meeting: its legs and streams leave the next snapshot.
     pub(crate) fn delete_meeting(&mut self, id: &str) -> Result<(), ApiError> {
         let meeting = self

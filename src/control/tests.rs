@@ -742,6 +742,7 @@ async fn openapi_describes_every_route_and_code() {
         [
             "/healthz",
             "/metrics",
+            "/v1/cluster/local/meetings/{id}",
             "/v1/cluster/nodes",
             "/v1/meetings",
             "/v1/meetings/{id}",
@@ -769,7 +770,7 @@ async fn openapi_describes_every_route_and_code() {
             );
         }
     }
-    assert_eq!(operations, 11);
+    assert_eq!(operations, 12);
     for code in ApiError::CODES {
         assert!(
             doc.text.contains(&format!("\"{code}\"")),
@@ -905,4 +906,10 @@ async fn a_node_alone_says_so_on_the_cluster_endpoint() {
             .unwrap()
             .contains("[cluster]")
     );
+    // A leg pinned to a node makes no sense alone: said so, nothing admitted.
+    h.meeting("m", "standard").await;
+    let answer = h.join("m", json!({"name": "bob", "node": "b"})).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.body["error"]["code"], "not_clustered");
+    assert!(h.snapshot().legs.is_empty());
 }
