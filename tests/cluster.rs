@@ -219,3 +219,235 @@ fn two_nodes_taking_seats_at_once_never_pass_the_limit() {
         Err(SeatRefusal::Missing)
     );
 }
+
+fn post(api: SocketAddr, path: &str, body: &Value) -> support::Response {
+    http(api, "POST", path, Some(body), None)
+}
+
+fn create(api: SocketAddr, body: &Value) -> String {
+    let created = post(api, "/v1/meetings", body);
+    assert_eq!(created.status, 201, "{}", created.text);
+    created.json()["id"].as_str().expect("id").to_owned()
+}
+
+fn standard() -> Value {
+    serde_json::json!({"mode": "standard", "owner": {"account": "ops", "verified": true}})
+}
+
+/// Admits `name` into `meeting` through `api` (optionally pinned to `node`).
+fn join(api: SocketAddr, meeting: &str, name: &str, node: Option<&str>) -> Value {
+    let mut body = serde_json::json!({"name": name});
+    if let Some(node) = node {
+        body["node"] = node.into();
+    }
+    let joined = post(api, &format!("/v1/meetings/{meeting}/participants"), &body);
+    assert_eq!(joined.status, 201, "{}", joined.text);
+    joined.json()
+}
+
+/// The legs node `id` publishes, as `api` lists it.
+fn legs_of(api: SocketAddr, id: &str) -> Option<u64> {
+    nodes(api)
+        .iter()
+        .find(|n| n["id"] == id)
+        .and_then(|n| n["load"]["legs"].as_u64())
+}
+
+/// Waits until every node in `expect` publishes that many legs.
+fn await_legs(api: SocketAddr, expect: &[(&str, u64)]) {
+    eventually(Duration::from_secs(5), "published loads", || {
+        expect
+            .iter()
+            .all(|(id, legs)| legs_of(api, id) == Some(*legs))
+            .then_some(())
+    });
+}
+
+#[test]
+fn any_node_answers_for_any_meeting_and_legs_live_where_placed() {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "a", "");
+    let b = Node::start(&redis.url(), "b", "");
+    eventually(Duration::from_secs(5), "both listed", || {
+        (node_ids(a.api)? == ["a", "b"]).then_some(())
+    });
+    let mut body = standard();
+    body["id"] = "standup".into();
+    body["passcode"] = "4711".into();
+    let id = create(a.api, &body);
+    let through_a = http(a.api, "GET", &format!("/v1/meetings/{id}"), None, None);
+    let through_b = http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None);
+    assert_eq!(through_b.status, 200, "{}", through_b.text);
+    assert_eq!(through_a.json(), through_b.json());
+    assert_eq!(
+        through_b.json()["node"],
+        "a",
+        "both empty: the smaller id wins"
+    );
+    // The passcode is stored hashed, never as written.
+    let stored = redis
+        .command(&["HGET", "sluice:meeting:standup", "passcode"])
+        .expect("reply");
+    assert!(!stored.contains("4711"));
+    let taken = post(b.api, "/v1/meetings", &body);
+    assert_eq!(
+        (taken.status, taken.error_code().as_str()),
+        (409, "meeting_exists")
+    );
+
+    // The passcode is checked by whichever node takes the request.
+    let wrong = post(
+        b.api,
+        &format!("/v1/meetings/{id}/participants"),
+        &serde_json::json!({"name": "x", "passcode": "0000"}),
+    );
+    assert_eq!(
+        (wrong.status, wrong.error_code().as_str()),
+        (403, "wrong_passcode")
+    );
+    let pinned = |api, name, node: &str| {
+        let body = serde_json::json!({"name": name, "passcode": "4711", "node": node});
+        let joined = post(api, &format!("/v1/meetings/{id}/participants"), &body);
+        assert_eq!(joined.status, 201, "{}", joined.text);
+        joined.json()
+    };
+    // Asked of B, pinned to A: forwarded, and the answer names A's media.
+    let on_a = pinned(b.api, "alice", "a");
+    assert_eq!(on_a["node"], "a");
+    assert_eq!(on_a["media"]["address"], a.media.to_string());
+    let on_b = pinned(a.api, "bob", "b");
+    assert_eq!(on_b["node"], "b");
+    assert_eq!(on_b["media"]["address"], b.media.to_string());
+    await_legs(a.api, &[("a", 1), ("b", 1)]);
+    let roster = http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None).json();
+    assert_eq!(roster["participants"], 2);
+    let hosts: Vec<&str> = roster["roster"]
+        .as_array()
+        .expect("roster")
+        .iter()
+        .map(|p| p["node"].as_str().expect("node"))
+        .collect();
+    assert_eq!(hosts.len(), 2);
+    assert!(hosts.contains(&"a") && hosts.contains(&"b"), "{hosts:?}");
+
+    // A stream published through A for bob lands on B (forwarded).
+    let bob = on_b["id"].as_str().expect("id");
+    let stream = post(
+        a.api,
+        &format!("/v1/meetings/{id}/participants/{bob}/streams"),
+        &serde_json::json!({"ssrc": 7, "kind": "audio", "codec": "opus", "payload_type": 111}),
+    );
+    assert_eq!(stream.status, 201, "{}", stream.text);
+    let metrics = http(b.api, "GET", "/metrics", None, None).text;
+    assert!(
+        support::metric(&metrics, "sluice_streams{mode=\"standard\"}") >= 1.0,
+        "{metrics}"
+    );
+
+    // Removing alice through B removes her leg on A.
+    let alice = on_a["id"].as_str().expect("id");
+    let removed = http(
+        b.api,
+        "DELETE",
+        &format!("/v1/meetings/{id}/participants/{alice}"),
+        None,
+        None,
+    );
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    await_legs(b.api, &[("a", 0), ("b", 1)]);
+    // Locking through B holds on A.
+    let locked = post(
+        b.api,
+        &format!("/v1/meetings/{id}/lock"),
+        &serde_json::json!({"locked": true}),
+    );
+    assert_eq!(locked.status, 200, "{}", locked.text);
+    let refused = post(
+        a.api,
+        &format!("/v1/meetings/{id}/participants"),
+        &serde_json::json!({"name": "late", "passcode": "4711"}),
+    );
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (403, "meeting_locked")
+    );
+    // Deleting through A drops B's leg and leaves nothing in Redis.
+    let deleted = http(a.api, "DELETE", &format!("/v1/meetings/{id}"), None, None);
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    await_legs(a.api, &[("a", 0), ("b", 0)]);
+    assert_eq!(
+        http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None).status,
+        404
+    );
+    assert_eq!(
+        redis
+            .command(&[
+                "EXISTS",
+                "sluice:meeting:standup",
+                "sluice:meeting:standup:roster"
+            ])
+            .as_deref(),
+        Some(":0")
+    );
+}
+
+#[test]
+fn placement_spreads_meetings_and_a_full_node_sends_legs_to_the_next() {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "a", "max_participants_per_node = 10");
+    let b = Node::start(&redis.url(), "b", "max_participants_per_node = 10");
+    let c = Node::start(&redis.url(), "c", "max_participants_per_node = 10");
+    eventually(Duration::from_secs(5), "three listed", || {
+        (node_ids(a.api)? == ["a", "b", "c"]).then_some(())
+    });
+    let apis = [a.api, b.api, c.api];
+    let mut homes = std::collections::BTreeMap::<String, u64>::new();
+    for i in 0..20 {
+        let api = apis[i % 3];
+        let id = create(api, &standard());
+        let joined = join(api, &id, "p", None);
+        let home = joined["node"].as_str().expect("node").to_owned();
+        *homes.entry(home).or_default() += 1;
+        // The next placement sees this leg once the heartbeat carries it.
+        let expected: Vec<(&str, u64)> = homes.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        await_legs(a.api, &expected);
+    }
+    let spread: Vec<u64> = homes.values().copied().collect();
+    assert_eq!(spread, [7, 7, 6], "{homes:?}");
+
+    // c is the least loaded (6 of 10 legs), so a new meeting is placed
+    // there; its participants follow it until c is full, then the next
+    // goes to the next best node (a and b tie at 7: a by id) and the
+    // meeting spans both.
+    let full_id = {
+        let mut body = standard();
+        body["id"] = "big".into();
+        let created = post(b.api, "/v1/meetings", &body);
+        assert_eq!(created.json()["node"], "c", "{}", created.text);
+        "big"
+    };
+    let mut placed = Vec::new();
+    for i in 0..5 {
+        let joined = join(b.api, full_id, &format!("p{i}"), None);
+        placed.push(joined["node"].as_str().expect("node").to_owned());
+        let c_legs = 6 + u64::try_from(placed.iter().filter(|n| *n == "c").count()).expect("small");
+        await_legs(a.api, &[("c", c_legs)]);
+    }
+    assert_eq!(placed, ["c", "c", "c", "c", "a"]);
+    // Pinning a leg to the full node is refused, never silently rerouted.
+    let refused = post(
+        a.api,
+        &format!("/v1/meetings/{full_id}/participants"),
+        &serde_json::json!({"name": "late", "node": "c"}),
+    );
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (503, "no_node_available")
+    );
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("\"c\"")
+    );
+}
