@@ -451,3 +451,122 @@ fn placement_spreads_meetings_and_a_full_node_sends_legs_to_the_next() {
             .contains("\"c\"")
     );
 }
+
+/// Publishes an audio stream `ssrc` for participant `pid`.
+fn publish(api: SocketAddr, meeting: &str, pid: &str, ssrc: u32) {
+    let stream = post(
+        api,
+        &format!("/v1/meetings/{meeting}/participants/{pid}/streams"),
+        &serde_json::json!({"ssrc": ssrc, "kind": "audio", "codec": "opus", "payload_type": 111}),
+    );
+    assert_eq!(stream.status, 201, "{}", stream.text);
+}
+
+/// `from` sends `count` packets of `ssrc`; `to` must get each once, with
+/// the payload intact.
+fn assert_relayed(
+    from: &mut support::Endpoint,
+    to: &mut support::Endpoint,
+    ssrc: u32,
+    first_seq: u16,
+    count: u16,
+) {
+    to.drain();
+    for seq in first_seq..first_seq + count {
+        from.send_rtp(ssrc, seq, format!("frame {seq}").as_bytes());
+    }
+    let got = to.receive(usize::from(count), Duration::from_secs(3));
+    let mut payloads: Vec<String> = got
+        .into_iter()
+        .filter(|d| !support::is_rtcp(d))
+        .map(|mut d| {
+            let len = d.len();
+            let n = to
+                .recv
+                .unprotect_rtp(&mut d, len)
+                .expect("authentic SRTP from the relay");
+            String::from_utf8_lossy(&d[12..n]).into_owned()
+        })
+        .collect();
+    payloads.sort();
+    let mut want: Vec<String> = (first_seq..first_seq + count)
+        .map(|s| format!("frame {s}"))
+        .collect();
+    want.sort();
+    assert_eq!(payloads, want);
+}
+
+/// Two participants on `api`'s node, each publishing, both latched.
+fn talking_pair(
+    api: SocketAddr,
+    meeting: &str,
+    node: &str,
+) -> (support::Endpoint, support::Endpoint) {
+    let mut one = support::Endpoint::from_admission(&join(api, meeting, "one", Some(node)));
+    let mut two = support::Endpoint::from_admission(&join(api, meeting, "two", Some(node)));
+    publish(api, meeting, &one.id.clone(), 1001);
+    publish(api, meeting, &two.id.clone(), 1002);
+    // Latch both legs with a first packet each.
+    one.send_rtp(1001, 1, b"hello");
+    two.send_rtp(1002, 1, b"hello");
+    std::thread::sleep(Duration::from_millis(100));
+    one.drain();
+    two.drain();
+    (one, two)
+}
+
+#[test]
+fn a_killed_node_leaves_the_survivors_talking_and_its_meeting_rehomed() {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "a", "");
+    let b = Node::start(&redis.url(), "b", "");
+    eventually(Duration::from_secs(5), "both listed", || {
+        (node_ids(b.api)? == ["a", "b"]).then_some(())
+    });
+    let id = create(b.api, &standard());
+    assert_eq!(
+        http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None).json()["node"],
+        "a"
+    );
+    let (mut one, mut two) = talking_pair(b.api, &id, "b");
+    let on_a = join(b.api, &id, "doomed", Some("a"));
+    assert_eq!(on_a["node"], "a");
+    assert_relayed(&mut one, &mut two, 1001, 10, 20);
+
+    a.kill();
+    eventually(
+        TTL + Duration::from_secs(1),
+        "a dropped within the TTL",
+        || (node_ids(b.api)? == ["b"]).then_some(()),
+    );
+    // The survivors keep talking.
+    assert_relayed(&mut one, &mut two, 1001, 100, 20);
+    assert_relayed(&mut two, &mut one, 1002, 200, 20);
+    // The dead node's participant is gone from the roster ...
+    let shown = http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None).json();
+    assert_eq!(shown["participants"], 2, "{shown}");
+    // ... and a newcomer is placed on a live node, which now homes it.
+    let newcomer = join(b.api, &id, "new", None);
+    assert_eq!(newcomer["node"], "b");
+    assert_eq!(newcomer["media"]["address"], b.media.to_string());
+    let shown = http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None).json();
+    assert_eq!(shown["node"], "b", "{shown}");
+    // Asking for the dead node by name says it is gone.
+    let pinned = post(
+        b.api,
+        &format!("/v1/meetings/{id}/participants"),
+        &serde_json::json!({"name": "x", "node": "a"}),
+    );
+    assert_eq!(
+        (pinned.status, pinned.error_code().as_str()),
+        (503, "no_node_available")
+    );
+    // Nothing lives forever: the meeting's keys carry a TTL.
+    let pttl: i64 = redis
+        .command(&["PTTL", &format!("sluice:meeting:{id}")])
+        .and_then(|r| r.trim_start_matches(':').parse().ok())
+        .expect("a PTTL reply");
+    assert!((1..=60_000).contains(&pttl), "{pttl}");
+    let node_key = redis.command(&["EXISTS", "sluice:node:a"]);
+    assert_eq!(node_key.as_deref(), Some(":0"));
+}

@@ -6,7 +6,11 @@
 //!   itself, see [`super::passcode`]), `locked`, `home` (the node placed
 //!   for it) and `participants` (the seat count);
 //! - `sluice:meeting:{id}:roster`: participant id → JSON [`RosterEntry`];
-//! - `sluice:meetings`: the set of meeting ids.
+//! - `sluice:node:{node}:homes`: the ids of the meetings placed on a node.
+//!
+//! Nothing lives forever: the heartbeat of every node that homes a meeting
+//! or hosts one of its legs renews both keys' TTL ([`MEETING_TTL`]), so the
+//! meetings of a cluster that died expire on their own.
 //!
 //! Every change that a limit or the lock constrains runs as one Lua script,
 //! so two nodes admitting at once can never both take the last seat: Redis
@@ -20,8 +24,13 @@ use serde::{Deserialize, Serialize};
 use super::{ClusterError, ClusterLink};
 use crate::relay::MeetingMode;
 
-/// The set of meeting ids.
-const MEETINGS: &str = "sluice:meetings";
+/// How long a meeting outlives the last heartbeat of a node homing it or
+/// hosting one of its legs: long enough to re-home it when its home dies.
+pub const MEETING_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn homes_key(node: &str) -> String {
+    format!("sluice:node:{node}:homes")
+}
 
 fn meeting_key(id: &str) -> String {
     format!("sluice:meeting:{id}")
@@ -36,8 +45,10 @@ const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'mode', ARGV[1], 'owner', ARGV[2], 'verified', ARGV[3],
   'passcode', ARGV[4], 'locked', '0', 'home', ARGV[5], 'participants', '0')
-redis.call('SADD', KEYS[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('DEL', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
 return 1
 ";
 
@@ -49,7 +60,42 @@ local seated = tonumber(redis.call('HGET', KEYS[1], 'participants') or '0')
 if seated >= tonumber(ARGV[1]) then return 'full' end
 redis.call('HINCRBY', KEYS[1], 'participants', 1)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 'ok'
+";
+
+/// Moves a meeting whose home died to a live node (only if the home is
+/// still the dead one: two nodes re-homing at once agree on one).
+const REHOME: &str = r"
+if redis.call('HGET', KEYS[1], 'home') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'home', ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1
+";
+
+/// A heartbeat's renewal: every meeting this node homes (pruning the
+/// deleted and expired ones) and every meeting it hosts legs of
+/// (ARGV[2..]) lives another MEETING_TTL. Key names are built here, so
+/// this needs a single Redis (not Redis Cluster), as the rest does.
+const RENEW: &str = r"
+local ttl = ARGV[1]
+local function renew(id)
+  local key = 'sluice:meeting:' .. id
+  if redis.call('PEXPIRE', key, ttl) == 1 then
+    redis.call('PEXPIRE', key .. ':roster', ttl)
+    return true
+  end
+  return false
+end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not renew(id) then redis.call('SREM', KEYS[1], id) end
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+for i = 2, #ARGV do renew(ARGV[i]) end
+return 1
 ";
 
 /// Gives a seat back (a no-op for a participant not on the roster).
@@ -135,13 +181,14 @@ impl<'a> MeetingBook<'a> {
             Script::new(CREATE)
                 .key(meeting_key(&record.id))
                 .key(roster_key(&record.id))
-                .key(MEETINGS)
+                .key(homes_key(&record.home))
                 .arg(record.mode.name())
                 .arg(&record.owner)
                 .arg(u8::from(record.verified))
                 .arg(record.passcode_hash.as_deref().unwrap_or(""))
                 .arg(&record.home)
                 .arg(&record.id)
+                .arg(ttl_ms())
                 .invoke(c)
         })?;
         Ok(created == 1)
@@ -197,15 +244,6 @@ impl<'a> MeetingBook<'a> {
         }))
     }
 
-    /// Every meeting id, sorted.
-    pub fn ids(&self) -> Result<Vec<String>, ClusterError> {
-        let mut ids: Vec<String> = self
-            .link
-            .run(|c| redis::cmd("SMEMBERS").arg(MEETINGS).query(c))?;
-        ids.sort();
-        Ok(ids)
-    }
-
     /// Deletes the meeting; its roster as it was (`None`: no such meeting).
     pub fn delete(&self, id: &str) -> Result<Option<MeetingRecord>, ClusterError> {
         let Some(record) = self.get(id)? else {
@@ -219,7 +257,7 @@ impl<'a> MeetingBook<'a> {
                 .arg(roster_key(id))
                 .ignore()
                 .cmd("SREM")
-                .arg(MEETINGS)
+                .arg(homes_key(&record.home))
                 .arg(id)
                 .ignore()
                 .exec(c)
@@ -268,6 +306,23 @@ impl<'a> MeetingBook<'a> {
         })
     }
 
+    /// Re-homes meeting `id` from the dead node `from` to `to`; `false`
+    /// when another node re-homed it first (or it is gone).
+    pub fn rehome(&self, id: &str, from: &str, to: &str) -> Result<bool, ClusterError> {
+        let done: i64 = self.link.run(|c| {
+            Script::new(REHOME)
+                .key(meeting_key(id))
+                .key(homes_key(from))
+                .key(homes_key(to))
+                .arg(from)
+                .arg(to)
+                .arg(id)
+                .arg(ttl_ms())
+                .invoke(c)
+        })?;
+        Ok(done == 1)
+    }
+
     /// Gives participant `pid`'s seat back; its entry, if it had one.
     pub fn leave(&self, id: &str, pid: &str) -> Result<Option<RosterEntry>, ClusterError> {
         let entry: Option<String> = self.link.run(|c| {
@@ -286,4 +341,24 @@ impl<'a> MeetingBook<'a> {
             })
             .transpose()
     }
+}
+
+/// [`MEETING_TTL`] in milliseconds.
+fn ttl_ms() -> u64 {
+    u64::try_from(MEETING_TTL.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The heartbeat's renewal of `node`'s meetings (see `RENEW`), on the
+/// heartbeat thread's own connection.
+pub(crate) fn renew(
+    connection: &mut redis::Connection,
+    node: &str,
+    hosted: &[String],
+) -> redis::RedisResult<()> {
+    Script::new(RENEW)
+        .key(homes_key(node))
+        .arg(ttl_ms())
+        .arg(hosted)
+        .invoke::<i64>(connection)
+        .map(drop)
 }

@@ -7,7 +7,9 @@
 //! (100 ms doubling to the heartbeat period); the node keeps forwarding,
 //! and its registration reappears with the first beat that gets through
 //! (a restarted Redis holds nothing, so every beat rewrites the record).
-//! [`Membership::is_up`] says whether the last beat got through.
+//! [`Membership::is_up`] says whether the last beat got through. Each beat
+//! also renews the TTL of the meetings the node homes or hosts legs of
+//! (see `book`), so nothing a dead cluster owned stays in Redis.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,8 +25,9 @@ use super::{ClusterError, ClusterLink, NodeLoad, NodeRecord, keys};
 /// The first wait after a failed beat.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Reads the node's load at each beat (from the control registry).
-pub type LoadSource = Box<dyn Fn() -> NodeLoad + Send>;
+/// Reads, at each beat, the node's load and the ids of the meetings it
+/// hosts legs of (from the control registry).
+pub type LoadSource = Box<dyn Fn() -> (NodeLoad, Vec<String>) + Send>;
 
 /// The running heartbeat thread.
 #[derive(Debug)]
@@ -96,7 +99,7 @@ fn beat(
     connection: &mut Connection,
     link: &ClusterLink,
     (api, media): Addresses,
-    load: NodeLoad,
+    (load, hosted): (NodeLoad, Vec<String>),
 ) -> redis::RedisResult<()> {
     let settings = link.settings();
     let record = NodeRecord {
@@ -121,7 +124,9 @@ fn beat(
         .arg(keys::NODES)
         .arg(&settings.node_id)
         .ignore()
-        .exec(connection)
+        .exec(connection)?;
+    // The meetings this node homes or hosts legs of live on.
+    super::book::renew(connection, &settings.node_id, &hosted)
 }
 
 fn beat_loop(

@@ -117,9 +117,33 @@ fn record_of(link: &ClusterLink, id: &str) -> Result<MeetingRecord, ApiError> {
         .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))
 }
 
+/// Gives back the seats of participants whose node stopped heartbeating:
+/// they are gone (their clients must rejoin); the record as it is now.
+fn forget_the_dead(
+    link: &ClusterLink,
+    record: MeetingRecord,
+    nodes: &[NodeRecord],
+) -> Result<MeetingRecord, ApiError> {
+    let dead: Vec<&String> = record
+        .roster
+        .iter()
+        .filter(|(_, e)| !nodes.iter().any(|n| n.id == e.node))
+        .map(|(pid, _)| pid)
+        .collect();
+    if dead.is_empty() {
+        return Ok(record);
+    }
+    let book = MeetingBook::new(link);
+    for pid in dead {
+        book.leave(&record.id, pid)?;
+    }
+    record_of(link, &record.id)
+}
+
 /// `GET /v1/meetings/{id}`: the facts and the roster, where every leg is.
 pub(crate) fn show_meeting(link: &ClusterLink, id: &str) -> Result<Response, ApiError> {
-    let record = record_of(link, id)?;
+    let nodes = link.live_nodes()?;
+    let record = forget_the_dead(link, record_of(link, id)?, &nodes)?;
     let mut view = meeting_view(&record);
     view["roster"] = record
         .roster
@@ -219,8 +243,14 @@ pub(crate) async fn add_participant(
         }
     }
     let nodes = link.live_nodes()?;
+    let mut record = forget_the_dead(link, record, &nodes)?;
     let target = place_participant(&nodes, Some(&record.home), hint.as_deref())
         .map_err(crate::cluster::ClusterError::from)?;
+    if !nodes.iter().any(|n| n.id == record.home) {
+        // The home died: the meeting moves to where this leg goes.
+        MeetingBook::new(link).rehome(&record.id, &record.home, &target.id)?;
+        record = record_of(link, meeting_id)?;
+    }
     if target.id != link.settings().node_id {
         let mut body = json!({
             "name": new.name,

@@ -149,9 +149,11 @@ impl ControlState {
         self.inner.cluster.as_ref()
     }
 
-    /// This node's load, as the cluster heartbeat publishes it.
-    pub fn node_load(&self) -> NodeLoad {
-        self.registry().node_load()
+    /// This node's load, as the cluster heartbeat publishes it, and the
+    /// ids of the meetings it hosts legs of.
+    pub fn node_load(&self) -> (NodeLoad, Vec<String>) {
+        let registry = self.registry();
+        (registry.node_load(), registry.hosted_meetings())
     }
 }
 

@@ -380,6 +380,15 @@ impl Registry {
         gauges
     }
 
+    /// The ids of the meetings with a leg on this node.
+    pub(crate) fn hosted_meetings(&self) -> Vec<String> {
+        self.meetings
+            .values()
+            .filter(|m| !m.participants.is_empty())
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
     /// What the cluster heartbeat publishes about this node.
     pub(crate) fn node_load(&self) -> crate::cluster::NodeLoad {
         let legs = self.node_participants();
