@@ -570,3 +570,97 @@ fn a_killed_node_leaves_the_survivors_talking_and_its_meeting_rehomed() {
     let node_key = redis.command(&["EXISTS", "sluice:node:a"]);
     assert_eq!(node_key.as_deref(), Some(":0"));
 }
+
+#[test]
+fn a_redis_restart_stops_changes_never_media_and_everything_resumes() {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "a", "");
+    let b = Node::start(&redis.url(), "b", "");
+    eventually(Duration::from_secs(5), "both listed", || {
+        (node_ids(a.api)? == ["a", "b"]).then_some(())
+    });
+    let mut body = standard();
+    body["id"] = "steady".into();
+    body["passcode"] = "2468".into();
+    let id = create(a.api, &body);
+    let joined = |name: &str| {
+        let body = serde_json::json!({"name": name, "passcode": "2468", "node": "a"});
+        let answer = post(b.api, &format!("/v1/meetings/{id}/participants"), &body);
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        support::Endpoint::from_admission(&answer.json())
+    };
+    let (mut one, mut two) = (joined("one"), joined("two"));
+    publish(a.api, &id, &one.id.clone(), 1001);
+    publish(a.api, &id, &two.id.clone(), 1002);
+    one.send_rtp(1001, 1, b"hello");
+    two.send_rtp(1002, 1, b"hello");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_relayed(&mut one, &mut two, 1001, 10, 10);
+
+    let port = redis.kill();
+    // Media never waits on Redis.
+    assert_relayed(&mut one, &mut two, 1001, 100, 30);
+    assert_relayed(&mut two, &mut one, 1002, 200, 30);
+    // Every change is refused at once, with the code that says why.
+    let refusals = [
+        post(a.api, "/v1/meetings", &standard()),
+        post(
+            b.api,
+            &format!("/v1/meetings/{id}/participants"),
+            &serde_json::json!({"name": "x"}),
+        ),
+        post(
+            a.api,
+            &format!("/v1/meetings/{id}/lock"),
+            &serde_json::json!({"locked": true}),
+        ),
+        http(b.api, "DELETE", &format!("/v1/meetings/{id}"), None, None),
+    ];
+    for refused in refusals {
+        assert_eq!(
+            (refused.status, refused.error_code().as_str()),
+            (503, "cluster_unavailable"),
+            "{}",
+            refused.text
+        );
+    }
+    assert_relayed(&mut one, &mut two, 1001, 300, 10);
+
+    // Redis comes back empty: the nodes register again and put the
+    // meeting back (facts, passcode hash and roster), and changes resume.
+    let redis = Redis::start_on(port);
+    eventually(Duration::from_secs(5), "both registered again", || {
+        (node_ids(b.api)? == ["a", "b"]).then_some(())
+    });
+    let shown = eventually(Duration::from_secs(5), "the meeting put back", || {
+        let r = http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None);
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!(shown["participants"], 2, "{shown}");
+    let stored = redis
+        .command(&["HGET", "sluice:meeting:steady", "passcode"])
+        .expect("reply");
+    assert!(
+        stored.starts_with("$") && !stored.contains("2468"),
+        "{stored}"
+    );
+    let wrong = post(
+        b.api,
+        &format!("/v1/meetings/{id}/participants"),
+        &serde_json::json!({"name": "x", "passcode": "1"}),
+    );
+    assert_eq!(wrong.error_code(), "wrong_passcode");
+    let mut three = {
+        let body = serde_json::json!({"name": "three", "passcode": "2468"});
+        let answer = post(b.api, &format!("/v1/meetings/{id}/participants"), &body);
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        assert_eq!(answer.json()["node"], "a", "the meeting's node, put back");
+        support::Endpoint::from_admission(&answer.json())
+    };
+    publish(b.api, &id, &three.id.clone(), 1003);
+    three.send_rtp(1003, 1, b"latch");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_relayed(&mut one, &mut three, 1001, 400, 10);
+    let created = post(b.api, "/v1/meetings", &standard());
+    assert_eq!(created.status, 201, "{}", created.text);
+}

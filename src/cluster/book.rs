@@ -76,6 +76,26 @@ redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
 ";
 
+/// Puts back a meeting a restarted Redis lost, from a node that still
+/// knows it: the facts unless another node put them back first, then this
+/// node's participants (each seat once).
+const RESEED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'mode', ARGV[1], 'owner', ARGV[2], 'verified', ARGV[3],
+    'passcode', ARGV[4], 'locked', ARGV[5], 'home', ARGV[6], 'participants', '0')
+  redis.call('SADD', KEYS[3], ARGV[8])
+  redis.call('PEXPIRE', KEYS[3], ARGV[7])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+for i = 9, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('HINCRBY', KEYS[1], 'participants', 1)
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+return 1
+";
+
 /// A heartbeat's renewal: every meeting this node homes (pruning the
 /// deleted and expired ones) and every meeting it hosts legs of
 /// (ARGV[2..]) lives another MEETING_TTL. Key names are built here, so
@@ -361,4 +381,33 @@ pub(crate) fn renew(
         .arg(hosted)
         .invoke::<i64>(connection)
         .map(drop)
+}
+
+/// Puts `record` (with this node's `roster`) back after Redis lost it.
+pub(crate) fn reseed(
+    connection: &mut redis::Connection,
+    node: &str,
+    record: &MeetingRecord,
+    roster: &[(String, RosterEntry)],
+) -> redis::RedisResult<()> {
+    let script = Script::new(RESEED);
+    let mut invocation = script.key(meeting_key(&record.id));
+    invocation
+        .key(roster_key(&record.id))
+        .key(homes_key(node))
+        .arg(record.mode.name())
+        .arg(&record.owner)
+        .arg(u8::from(record.verified))
+        .arg(record.passcode_hash.as_deref().unwrap_or(""))
+        .arg(u8::from(record.locked))
+        .arg(node)
+        .arg(ttl_ms())
+        .arg(&record.id);
+    for (pid, entry) in roster {
+        let json = serde_json::to_string(entry).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Client, "serialize", e.to_string()))
+        })?;
+        invocation.arg(pid).arg(json);
+    }
+    invocation.invoke::<i64>(connection).map(drop)
 }

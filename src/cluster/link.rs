@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use redis::{Client, Connection, RedisError};
 
-use super::{ClusterError, NodeRecord};
+use std::collections::BTreeMap;
+
+use super::{ClusterError, MeetingRecord, NodeRecord};
 use crate::config::ClusterSettings;
 
 /// How long connecting to Redis may take before the call fails.
@@ -34,6 +36,9 @@ pub struct ClusterLink {
     client: Client,
     /// Held only for one command (or one script) at a time.
     connection: Mutex<Option<Connection>>,
+    /// The facts of the meetings this node homes or hosts legs of, kept to
+    /// put them back should Redis restart empty (see `membership`).
+    seeds: Mutex<BTreeMap<String, MeetingRecord>>,
 }
 
 impl std::fmt::Debug for ClusterLink {
@@ -54,6 +59,7 @@ impl ClusterLink {
             settings,
             client,
             connection: Mutex::new(None),
+            seeds: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -100,6 +106,43 @@ impl ClusterLink {
                 Err(unavailable(&self.settings, &e))
             }
         }
+    }
+
+    /// Remembers `record`'s facts (not its roster) for a re-seed.
+    pub fn remember(&self, record: &MeetingRecord) {
+        let facts = MeetingRecord {
+            roster: BTreeMap::new(),
+            ..record.clone()
+        };
+        self.seeds().insert(record.id.clone(), facts);
+    }
+
+    /// Updates the remembered facts of `record`, if it is remembered.
+    pub fn refresh(&self, record: &MeetingRecord) {
+        let mut seeds = self.seeds();
+        if let Some(seed) = seeds.get_mut(&record.id) {
+            *seed = MeetingRecord {
+                roster: BTreeMap::new(),
+                ..record.clone()
+            };
+        }
+    }
+
+    /// Forgets meeting `id` (deleted).
+    pub fn forget(&self, id: &str) {
+        self.seeds().remove(id);
+    }
+
+    /// The remembered meetings that `keep` holds; the others are dropped.
+    pub fn seeds_retained(&self, keep: impl Fn(&MeetingRecord) -> bool) -> Vec<MeetingRecord> {
+        let mut seeds = self.seeds();
+        seeds.retain(|_, r| keep(r));
+        seeds.values().cloned().collect()
+    }
+
+    fn seeds(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, MeetingRecord>> {
+        // A map of plain facts: a panic mid-insert leaves it usable.
+        self.seeds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every live node, sorted by id. Ids whose key expired are pruned

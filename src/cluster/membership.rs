@@ -20,14 +20,27 @@ use std::time::Duration;
 
 use redis::Connection;
 
-use super::{ClusterError, ClusterLink, NodeLoad, NodeRecord, keys};
+use super::{ClusterError, ClusterLink, NodeLoad, NodeRecord, RosterEntry, keys};
 
 /// The first wait after a failed beat.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Reads, at each beat, the node's load and the ids of the meetings it
-/// hosts legs of (from the control registry).
-pub type LoadSource = Box<dyn Fn() -> (NodeLoad, Vec<String>) + Send>;
+/// A meeting with legs on this node, and those legs as roster entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedMeeting {
+    /// The meeting id.
+    pub id: String,
+    /// Participant id → entry, for this node's participants.
+    pub roster: Vec<(String, RosterEntry)>,
+}
+
+/// Reads, at each beat, the node's load and the meetings it hosts legs of
+/// (from the control registry).
+pub type LoadSource = Box<dyn Fn() -> (NodeLoad, Vec<HostedMeeting>) + Send>;
+
+/// Where the cluster's Redis keeps a random value set once: a new value
+/// means Redis restarted empty, and the nodes put their meetings back.
+const EPOCH: &str = "sluice:epoch";
 
 /// The running heartbeat thread.
 #[derive(Debug)]
@@ -99,7 +112,8 @@ fn beat(
     connection: &mut Connection,
     link: &ClusterLink,
     (api, media): Addresses,
-    (load, hosted): (NodeLoad, Vec<String>),
+    (load, hosted): (NodeLoad, Vec<HostedMeeting>),
+    epoch: &mut Option<String>,
 ) -> redis::RedisResult<()> {
     let settings = link.settings();
     let record = NodeRecord {
@@ -125,8 +139,43 @@ fn beat(
         .arg(&settings.node_id)
         .ignore()
         .exec(connection)?;
+    let me = &settings.node_id;
+    // Redis restarted empty (a new epoch): put back what this node knows.
+    let fresh = format!("{:x}", u64::from(std::process::id()) ^ nanos_now());
+    let (current,): (String,) = redis::pipe()
+        .cmd("SET")
+        .arg(EPOCH)
+        .arg(fresh)
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(EPOCH)
+        .query(connection)?;
+    let seeds = link.seeds_retained(|r| &r.home == me || hosted.iter().any(|h| h.id == r.id));
+    if epoch.as_ref().is_some_and(|seen| *seen != current) {
+        for record in &seeds {
+            let roster = hosted
+                .iter()
+                .find(|h| h.id == record.id)
+                .map_or(&[][..], |h| &h.roster[..]);
+            super::book::reseed(connection, me, record, roster)?;
+        }
+        tracing::warn!(
+            meetings = seeds.len(),
+            "the cluster's Redis restarted empty: this node put its meetings back"
+        );
+    }
+    *epoch = Some(current);
     // The meetings this node homes or hosts legs of live on.
-    super::book::renew(connection, &settings.node_id, &hosted)
+    let ids: Vec<String> = hosted.into_iter().map(|h| h.id).collect();
+    super::book::renew(connection, me, &ids)
+}
+
+/// A value that differs between start-ups, for the epoch (not a secret).
+fn nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn beat_loop(
@@ -140,12 +189,14 @@ fn beat_loop(
     let mut connection: Option<Connection> = None;
     let mut backoff = MIN_BACKOFF;
     let mut logged_down = false;
+    let mut epoch = None;
     loop {
         let result = match connection.as_mut() {
-            Some(c) => beat(c, link, addresses, load()).map_err(|e| e.to_string()),
+            Some(c) => beat(c, link, addresses, load(), &mut epoch).map_err(|e| e.to_string()),
             None => match link.connect() {
                 Ok(mut c) => {
-                    let result = beat(&mut c, link, addresses, load()).map_err(|e| e.to_string());
+                    let result = beat(&mut c, link, addresses, load(), &mut epoch)
+                        .map_err(|e| e.to_string());
                     connection = Some(c);
                     result
                 }

@@ -25,7 +25,7 @@ pub mod placement;
 
 pub use book::{MeetingBook, MeetingRecord, RosterEntry, SeatRefusal};
 pub use link::{ClusterLink, keys};
-pub use membership::Membership;
+pub use membership::{HostedMeeting, Membership};
 pub use node::{NodeLoad, NodeRecord};
 pub use placement::{PlacementError, place_meeting, place_participant};
 

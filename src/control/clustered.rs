@@ -96,6 +96,9 @@ pub(crate) fn create_meeting(
             roster: Default::default(),
         };
         if book.create(&record)? {
+            if record.home == link.settings().node_id {
+                link.remember(&record);
+            }
             let mut response = (StatusCode::CREATED, Json(meeting_view(&record))).into_response();
             if let Ok(location) = format!("/v1/meetings/{id}").parse() {
                 response.headers_mut().insert(header::LOCATION, location);
@@ -160,7 +163,9 @@ pub(crate) fn set_lock(link: &ClusterLink, id: &str, locked: bool) -> Result<Res
     if !MeetingBook::new(link).set_locked(id, locked)? {
         return Err(ApiError::MeetingNotFound(id.to_owned()));
     }
-    Ok(Json(meeting_view(&record_of(link, id)?)).into_response())
+    let record = record_of(link, id)?;
+    link.refresh(&record);
+    Ok(Json(meeting_view(&record)).into_response())
 }
 
 /// `DELETE /v1/meetings/{id}`: out of Redis first (no node admits into it
@@ -174,7 +179,9 @@ pub(crate) async fn delete_meeting(
         .delete(id)?
         .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))?;
     let me = &link.settings().node_id;
+    link.forget(id);
     let mut hosts: Vec<&str> = record.roster.values().map(|e| e.node.as_str()).collect();
+    hosts.push(&record.home);
     hosts.sort_unstable();
     hosts.dedup();
     // Our own copy, even without legs (nothing to do if there is none).
@@ -207,6 +214,9 @@ pub(crate) async fn drop_local_meeting(
 ) -> Result<StatusCode, ApiError> {
     if state.cluster().is_none() {
         return Err(ApiError::NotClustered);
+    }
+    if let Some(link) = state.cluster() {
+        link.forget(&id);
     }
     let _ = state.registry().delete_meeting(&id);
     Ok(StatusCode::NO_CONTENT)
@@ -290,6 +300,7 @@ fn admit_here(
     max: usize,
 ) -> Result<Response, ApiError> {
     let (role, source, name, profile) = (new.role, new.source, new.name.clone(), new.profile);
+    link.remember(record);
     let (pid, c2r, r2c) = {
         let mut registry = state.registry();
         registry.mirror_meeting(&record.id, record.mode, &record.owner, record.verified);

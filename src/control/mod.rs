@@ -53,7 +53,7 @@ use tokio::sync::watch;
 pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup};
 pub use error::ApiError;
 
-use crate::cluster::{ClusterLink, NodeLoad};
+use crate::cluster::{ClusterLink, HostedMeeting, NodeLoad};
 use crate::metrics::MetricsHub;
 use crate::policy::Policy;
 use crate::relay::SnapshotCell;
@@ -151,9 +151,13 @@ impl ControlState {
 
     /// This node's load, as the cluster heartbeat publishes it, and the
     /// ids of the meetings it hosts legs of.
-    pub fn node_load(&self) -> (NodeLoad, Vec<String>) {
+    pub fn node_load(&self) -> (NodeLoad, Vec<HostedMeeting>) {
+        let node = self
+            .cluster()
+            .map(|l| l.settings().node_id.clone())
+            .unwrap_or_default();
         let registry = self.registry();
-        (registry.node_load(), registry.hosted_meetings())
+        (registry.node_load(), registry.hosted_meetings(&node))
     }
 }
 

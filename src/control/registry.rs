@@ -380,12 +380,27 @@ impl Registry {
         gauges
     }
 
-    /// The ids of the meetings with a leg on this node.
-    pub(crate) fn hosted_meetings(&self) -> Vec<String> {
+    /// The meetings with a leg on this node (`node`), with those legs.
+    pub(crate) fn hosted_meetings(&self, node: &str) -> Vec<crate::cluster::HostedMeeting> {
         self.meetings
             .values()
             .filter(|m| !m.participants.is_empty())
-            .map(|m| m.id.clone())
+            .map(|m| crate::cluster::HostedMeeting {
+                id: m.id.clone(),
+                roster: m
+                    .participants
+                    .iter()
+                    .map(|p| {
+                        let entry = crate::cluster::RosterEntry {
+                            name: p.name.clone(),
+                            role: p.role.name().to_owned(),
+                            source: p.source.name().to_owned(),
+                            node: node.to_owned(),
+                        };
+                        (p.id.clone(), entry)
+                    })
+                    .collect(),
+            })
             .collect()
     }
 
