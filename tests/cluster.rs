@@ -664,3 +664,55 @@ fn a_redis_restart_stops_changes_never_media_and_everything_resumes() {
     let created = post(b.api, "/v1/meetings", &standard());
     assert_eq!(created.status, 201, "{}", created.text);
 }
+
+#[test]
+fn two_nodes_admitting_at_once_hold_the_meeting_limit() {
+    let redis = Redis::start();
+    let limit = "max_participants_per_meeting = 5";
+    let a = Node::start(&redis.url(), "a", limit);
+    let b = Node::start(&redis.url(), "b", limit);
+    eventually(Duration::from_secs(5), "both listed", || {
+        (node_ids(a.api)? == ["a", "b"]).then_some(())
+    });
+    let id = create(a.api, &standard());
+    // Each node admits onto itself, ten requests each, all at once.
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = [(a.api, "a"), (b.api, "b")]
+            .into_iter()
+            .flat_map(|(api, node)| {
+                let id = &id;
+                (0..10).map(move |i| {
+                    scope.spawn(move || {
+                        let body = serde_json::json!({"name": format!("{node}{i}"), "node": node});
+                        let r = post(api, &format!("/v1/meetings/{id}/participants"), &body);
+                        let code = if r.status == 201 {
+                            String::new()
+                        } else {
+                            r.error_code()
+                        };
+                        (r.status, code)
+                    })
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("no panic"))
+            .collect()
+    });
+    let admitted = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(admitted, 5, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, c)| *s == 201 || (*s == 409 && c == "meeting_full")),
+        "{answers:?}"
+    );
+    let shown = http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None).json();
+    assert_eq!(shown["participants"], 5);
+    assert_eq!(shown["roster"].as_array().expect("roster").len(), 5);
+    // The refused legs were taken down again: the nodes host five in all.
+    eventually(Duration::from_secs(5), "loads add up to the seats", || {
+        let total: u64 = ["a", "b"].iter().filter_map(|n| legs_of(a.api, n)).sum();
+        (total == 5).then_some(())
+    });
+}
