@@ -716,3 +716,82 @@ fn two_nodes_admitting_at_once_hold_the_meeting_limit() {
         (total == 5).then_some(())
     });
 }
+
+/// Runs one SIPp call of `scenario` to `sip` for `service`, `call_ms` long.
+fn sipp(
+    sip: SocketAddr,
+    scenario: &str,
+    service: &str,
+    rtp_port: u16,
+    call_ms: u64,
+) -> std::process::Child {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(scenario);
+    std::process::Command::new("sipp")
+        .arg(sip.to_string())
+        .args(["-sf", file.to_str().expect("utf-8 path")])
+        .args(["-s", service])
+        .args(["-key", "cport", &rtp_port.to_string()])
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-m", "1", "-l", "1", "-nostdin"])
+        .args(["-d", &call_ms.to_string()])
+        .args(["-timeout", "40s", "-timeout_error"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp runs (Debian's sip-tester)")
+}
+
+#[test]
+fn a_call_to_any_node_joins_the_meeting_wherever_it_is_placed() {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "a", "");
+    let b = Node::start_with(&redis.url(), "b", "", true);
+    eventually(Duration::from_secs(5), "both listed", || {
+        (node_ids(a.api)? == ["a", "b"]).then_some(())
+    });
+    let mut body = standard();
+    body["id"] = "5551000".into();
+    create(a.api, &body);
+    let mut e2ee =
+        serde_json::json!({"mode": "e2ee", "owner": {"account": "ops", "verified": true}});
+    e2ee["id"] = "5551001".into();
+    create(a.api, &e2ee);
+    assert_eq!(
+        http(a.api, "GET", "/v1/meetings/5551000", None, None).json()["node"],
+        "a"
+    );
+    let sip = b.sip.expect("b runs SIP");
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").expect("phone RTP");
+    let port = phone.local_addr().expect("addr").port();
+    // The meeting lives on a; the call reaches b: the caller's bridge leg
+    // is admitted on b, its seat in the meeting's roster for every node.
+    let mut call = sipp(sip, "join.xml", "5551000", port, 3000);
+    let shown = eventually(Duration::from_secs(5), "the caller in the roster", || {
+        let r = http(a.api, "GET", "/v1/meetings/5551000", None, None).json();
+        (r["participants"] == 1).then_some(r)
+    });
+    assert_eq!(shown["roster"][0]["node"], "b", "{shown}");
+    assert_eq!(shown["roster"][0]["source"], "dial-in", "{shown}");
+    assert!(call.wait().expect("sipp ends").success(), "the call failed");
+    eventually(
+        Duration::from_secs(5),
+        "the caller's seat given back",
+        || {
+            let r = http(a.api, "GET", "/v1/meetings/5551000", None, None).json();
+            (r["participants"] == 0).then_some(())
+        },
+    );
+    // The policy is the cluster's too: an E2EE meeting elsewhere refuses.
+    let mut refused = sipp(sip, "refused.xml", "5551001", port, 0);
+    assert!(
+        refused.wait().expect("sipp ends").success(),
+        "no SIP refusal"
+    );
+    assert_eq!(
+        http(a.api, "GET", "/v1/meetings/5551001", None, None).json()["participants"],
+        0
+    );
+}

@@ -15,6 +15,7 @@
 //! link's timeouts; when Redis is away every change answers 503
 //! `cluster_unavailable` and forwarding goes on untouched.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
@@ -36,6 +37,7 @@ use crate::cluster::{
     place_meeting, place_participant,
 };
 use crate::policy::{self, Admission, MeetingFacts, Refusal};
+use crate::srtp::MasterKey;
 
 /// How long a forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -222,18 +224,27 @@ pub(crate) async fn drop_local_meeting(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/meetings/{id}/participants`: the static policy here, then
-/// the leg on the node placement picks (here, or forwarded there).
-pub(crate) async fn add_participant(
+/// A leg created on this node, its seat taken.
+#[derive(Debug)]
+pub(crate) struct Seated {
+    pub(crate) id: String,
+    pub(crate) media: SocketAddr,
+    pub(crate) client_to_relay: MasterKey,
+    pub(crate) relay_to_client: MasterKey,
+}
+
+/// The static policy for `new`, then the node its leg goes to; the
+/// meeting as it is now (re-homed if its home died), and the limit.
+fn decide(
     state: &ControlState,
     link: &ClusterLink,
     meeting_id: &str,
-    new: NewParticipant,
-    hint: Option<String>,
-) -> Result<Response, ApiError> {
+    new: &NewParticipant,
+    hint: Option<&str>,
+) -> Result<(MeetingRecord, NodeRecord, usize), ApiError> {
     let record = record_of(link, meeting_id)?;
     let policy = state.registry().policy();
-    // Mode rules and the lock (capacity is Redis's, below).
+    // Mode rules and the lock (capacity is Redis's, when the seat is taken).
     let facts = MeetingFacts {
         mode: record.mode,
         locked: record.locked,
@@ -254,13 +265,27 @@ pub(crate) async fn add_participant(
     }
     let nodes = link.live_nodes()?;
     let mut record = forget_the_dead(link, record, &nodes)?;
-    let target = place_participant(&nodes, Some(&record.home), hint.as_deref())
-        .map_err(crate::cluster::ClusterError::from)?;
+    let target = place_participant(&nodes, Some(&record.home), hint)
+        .map_err(crate::cluster::ClusterError::from)?
+        .clone();
     if !nodes.iter().any(|n| n.id == record.home) {
         // The home died: the meeting moves to where this leg goes.
         MeetingBook::new(link).rehome(&record.id, &record.home, &target.id)?;
         record = record_of(link, meeting_id)?;
     }
+    Ok((record, target, policy.max_participants_per_meeting))
+}
+
+/// `POST /v1/meetings/{id}/participants`: the static policy here, then
+/// the leg on the node placement picks (here, or forwarded there).
+pub(crate) async fn add_participant(
+    state: &ControlState,
+    link: &ClusterLink,
+    meeting_id: &str,
+    new: NewParticipant,
+    hint: Option<String>,
+) -> Result<Response, ApiError> {
+    let (record, target, max) = decide(state, link, meeting_id, &new, hint.as_deref())?;
     if target.id != link.settings().node_id {
         let mut body = json!({
             "name": new.name,
@@ -276,32 +301,55 @@ pub(crate) async fn add_participant(
             body["client_to_relay"] = json!(BASE64.encode(key.as_bytes()));
         }
         let path = format!("/v1/meetings/{meeting_id}/participants");
-        return forward(state, target, Method::POST, &path, Some(&body)).await;
+        return forward(state, &target, Method::POST, &path, Some(&body)).await;
     }
-    admit_here(
-        state,
-        link,
-        &record,
-        target,
-        new,
-        policy.max_participants_per_meeting,
-    )
+    let (role, profile) = (new.role, new.profile);
+    let seated = seat_here(state, link, &record, &target, new, max)?;
+    let body = json!({
+        "id": seated.id,
+        "role": role.name(),
+        "node": target.id,
+        "media": {
+            "address": seated.media.to_string(),
+            "srtp_profile": profile.name(),
+            "client_to_relay": BASE64.encode(seated.client_to_relay.as_bytes()),
+            "relay_to_client": BASE64.encode(seated.relay_to_client.as_bytes()),
+        },
+    });
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(location) = format!("/v1/meetings/{}/participants/{}", record.id, seated.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Dial-in: admits `new` (a caller's bridge leg) on this node, the node
+/// whose SIP port the call reached, whatever node homes the meeting.
+pub(crate) fn admit_on_this_node(
+    state: &ControlState,
+    link: &ClusterLink,
+    meeting_id: &str,
+    new: NewParticipant,
+) -> Result<Seated, ApiError> {
+    let me = link.settings().node_id.clone();
+    let (record, target, max) = decide(state, link, meeting_id, &new, Some(&me))?;
+    seat_here(state, link, &record, &target, new, max)
 }
 
 /// Creates the leg on this node and takes its seat in Redis; a refused
 /// seat removes the leg again (it never carried media: its keys were not
 /// handed out yet).
-fn admit_here(
+fn seat_here(
     state: &ControlState,
     link: &ClusterLink,
     record: &MeetingRecord,
     me: &NodeRecord,
     new: NewParticipant,
     max: usize,
-) -> Result<Response, ApiError> {
-    let (role, source, name, profile) = (new.role, new.source, new.name.clone(), new.profile);
+) -> Result<Seated, ApiError> {
+    let (role, source, name) = (new.role, new.source, new.name.clone());
     link.remember(record);
-    let (pid, c2r, r2c) = {
+    let (pid, client_to_relay, relay_to_client) = {
         let mut registry = state.registry();
         registry.mirror_meeting(&record.id, record.mode, &record.owner, record.verified);
         let participant = registry.admit(
@@ -313,8 +361,8 @@ fn admit_here(
         )?;
         (
             participant.id.clone(),
-            BASE64.encode(participant.leg.client_to_relay.as_bytes()),
-            BASE64.encode(participant.leg.relay_to_client.as_bytes()),
+            participant.leg.client_to_relay.clone(),
+            participant.leg.relay_to_client.clone(),
         )
     };
     let entry = RosterEntry {
@@ -335,22 +383,29 @@ fn admit_here(
         let _ = state.registry().remove_participant(&record.id, &pid);
         return Err(error);
     }
-    let body = json!({
-        "id": pid,
-        "role": role.name(),
-        "node": me.id,
-        "media": {
-            "address": me.media.to_string(),
-            "srtp_profile": profile.name(),
-            "client_to_relay": c2r,
-            "relay_to_client": r2c,
-        },
-    });
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if let Ok(location) = format!("/v1/meetings/{}/participants/{pid}", record.id).parse() {
-        response.headers_mut().insert(header::LOCATION, location);
+    Ok(Seated {
+        id: pid,
+        media: me.media,
+        client_to_relay,
+        relay_to_client,
+    })
+}
+
+/// Dial-in: the caller leaves (seat back, leg down); a no-op when gone.
+pub(crate) fn leave_here(state: &ControlState, link: &ClusterLink, meeting_id: &str, pid: &str) {
+    if let Err(e) = MeetingBook::new(link).leave(meeting_id, pid) {
+        tracing::warn!("a caller's seat in {meeting_id} stays taken until its TTL: {e}");
     }
-    Ok(response)
+    let _ = state.registry().remove_participant(meeting_id, pid);
+}
+
+/// Dial-in: what a caller must know before being asked anything.
+pub(crate) fn lookup(
+    link: &ClusterLink,
+    meeting_id: &str,
+) -> Result<(crate::relay::MeetingMode, bool), ApiError> {
+    let record = record_of(link, meeting_id)?;
+    Ok((record.mode, record.passcode_hash.is_some()))
 }
 
 /// Where participant `pid` of `meeting_id` is hosted.

@@ -98,6 +98,8 @@ pub struct Node {
     pub id: String,
     pub api: SocketAddr,
     pub media: SocketAddr,
+    /// The SIP port, when the node runs dial-in.
+    pub sip: Option<SocketAddr>,
     config: PathBuf,
 }
 
@@ -105,6 +107,16 @@ impl Node {
     /// Starts node `id` on fresh ports, joined to `redis_url`, with extra
     /// TOML `policy` lines (may be empty), and waits for its banner.
     pub fn start(redis_url: &str, id: &str, policy: &str) -> Self {
+        Self::start_with(redis_url, id, policy, false)
+    }
+
+    /// [`Node::start`], with SIP dial-in on a free port when `sip`.
+    pub fn start_with(redis_url: &str, id: &str, policy: &str, sip: bool) -> Self {
+        let sip_section = if sip {
+            "[sip]\nlisten = \"127.0.0.1:0\"\nmedia_threads = 1\n"
+        } else {
+            "[sip]\nenabled = false\n"
+        };
         let dir = std::env::temp_dir().join(format!("sluice-cluster-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         // Tests run in parallel: the Redis URL keeps their files apart.
@@ -112,7 +124,7 @@ impl Node {
         let config = dir.join(format!("{tag}-{id}.toml"));
         let text = format!(
             "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
-             pin_cores = false\n\n[sip]\nenabled = false\n\n[policy]\n{policy}\n\n[cluster]\n\
+             pin_cores = false\n\n{sip_section}\n[policy]\n{policy}\n\n[cluster]\n\
              redis = \"{redis_url}\"\nnode_id = \"{id}\"\nheartbeat_ms = 200\nttl_secs = 2\n"
         );
         std::fs::write(&config, text).expect("write config");
@@ -145,6 +157,7 @@ impl Node {
             id: id.to_owned(),
             api: after("control API on http://"),
             media: after("media on "),
+            sip: sip.then(|| after("SIP dial-in on udp ")),
             config,
         }
     }
