@@ -795,3 +795,158 @@ fn a_call_to_any_node_joins_the_meeting_wherever_it_is_placed() {
         0
     );
 }
+
+/// An endpoint admitted into `meeting` on `node` (through `api`), publishing
+/// `ssrc` and latched by a first packet.
+fn speaker(api: SocketAddr, meeting: &str, node: &str, ssrc: u32) -> support::Endpoint {
+    let mut endpoint =
+        support::Endpoint::from_admission(&join(api, meeting, &format!("s{ssrc}"), Some(node)));
+    publish(api, meeting, &endpoint.id.clone(), ssrc);
+    endpoint.send_rtp(ssrc, 1, b"latch");
+    endpoint
+}
+
+/// Sends from `from` until `to` hears it (the cascade forms on a heartbeat).
+fn await_path(from: &mut support::Endpoint, to: &support::Endpoint, ssrc: u32, first_seq: u16) {
+    let mut seq = first_seq;
+    eventually(Duration::from_secs(5), "the cascade to carry media", || {
+        from.send_rtp(ssrc, seq, b"probe");
+        seq += 1;
+        (!to.receive(1, Duration::from_millis(100)).is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    to.drain();
+}
+
+fn cascade_between_two_nodes(mode: &str) {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "a", "");
+    let b = Node::start(&redis.url(), "b", "");
+    eventually(Duration::from_secs(5), "both listed", || {
+        (node_ids(a.api)? == ["a", "b"]).then_some(())
+    });
+    let id = create(
+        a.api,
+        &serde_json::json!({"mode": mode, "owner": {"account": "ops", "verified": true}}),
+    );
+    let mut on_a = speaker(a.api, &id, "a", 2001);
+    let mut on_b = speaker(b.api, &id, "b", 2002);
+    let mut third = speaker(b.api, &id, "b", 2003);
+    await_path(&mut on_a, &on_b, 2001, 2);
+    await_path(&mut on_b, &on_a, 2002, 2);
+    third.drain();
+    on_b.drain();
+    // A to B: each packet once, payload byte for byte (in an E2EE meeting
+    // the payload is ciphertext the relays never read).
+    assert_relayed(&mut on_a, &mut on_b, 2001, 100, 30);
+    third.drain();
+    // B to A, and a third on B hears both the other node and its own.
+    assert_relayed(&mut on_b, &mut on_a, 2002, 200, 30);
+    third.drain();
+    assert_relayed(&mut on_a, &mut third, 2001, 300, 30);
+    assert_relayed(&mut on_b, &mut third, 2002, 400, 30);
+    // Nothing arrives twice.
+    on_a.drain();
+    on_b.drain();
+    assert_relayed(&mut third, &mut on_a, 2003, 500, 20);
+    assert!(on_a.drain().is_empty(), "a duplicate reached A");
+    // Once no leg of the meeting is left on B, the relay legs go.
+    for p in [&on_b, &third] {
+        let r = http(
+            a.api,
+            "DELETE",
+            &format!("/v1/meetings/{id}/participants/{}", p.id),
+            None,
+            None,
+        );
+        assert_eq!(r.status, 204, "{}", r.text);
+    }
+    await_legs(a.api, &[("a", 1), ("b", 0)]);
+    // A stops sending to B: nothing more reaches B, authentic or not.
+    let received = |api| {
+        let text = http(api, "GET", "/metrics", None, None).text;
+        support::metric(
+            &text,
+            &format!("sluice_packets_in_total{{mode=\"{mode}\"}}"),
+        ) + support::metric(
+            &text,
+            "sluice_packets_dropped_total{reason=\"unknown_ssrc\"}",
+        )
+    };
+    let mut seq = 600;
+    eventually(Duration::from_secs(5), "A's relay leg to B gone", || {
+        let before = received(b.api);
+        for _ in 0..5 {
+            on_a.send_rtp(2001, seq, b"after");
+            seq += 1;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        (received(b.api) == before).then_some(())
+    });
+}
+
+#[test]
+fn legs_on_two_nodes_hear_each_other_once_through_the_cascade() {
+    cascade_between_two_nodes("standard");
+}
+
+#[test]
+fn an_e2ee_meeting_cascades_its_ciphertext_untouched() {
+    cascade_between_two_nodes("e2ee");
+}
+
+#[test]
+fn three_nodes_receive_each_stream_once_split_horizon() {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "a", "");
+    let b = Node::start(&redis.url(), "b", "");
+    let c = Node::start(&redis.url(), "c", "");
+    eventually(Duration::from_secs(5), "three listed", || {
+        (node_ids(a.api)? == ["a", "b", "c"]).then_some(())
+    });
+    let id = create(a.api, &standard());
+    let mut on_a = speaker(a.api, &id, "a", 3001);
+    let mut on_b = speaker(b.api, &id, "b", 3002);
+    let mut on_c = speaker(c.api, &id, "c", 3003);
+    await_path(&mut on_a, &on_b, 3001, 2);
+    await_path(&mut on_a, &on_c, 3001, 1000);
+    await_path(&mut on_b, &on_c, 3002, 2);
+    await_path(&mut on_c, &on_a, 3003, 2);
+    on_a.drain();
+    on_b.drain();
+    on_c.drain();
+    let inbound = |api| {
+        let text = http(api, "GET", "/metrics", None, None).text;
+        (
+            support::metric(&text, "sluice_packets_in_total{mode=\"standard\"}"),
+            support::metric(
+                &text,
+                "sluice_packets_dropped_total{reason=\"auth_failed\"}",
+            ) + support::metric(&text, "sluice_packets_dropped_total{reason=\"replayed\"}"),
+        )
+    };
+    let before: Vec<(f64, f64)> = [a.api, b.api, c.api].into_iter().map(inbound).collect();
+    // 30 packets from A: B and C each get them once, straight from A.
+    for seq in 2000..2030 {
+        on_a.send_rtp(3001, seq, b"from a");
+    }
+    assert_eq!(on_b.receive(30, Duration::from_secs(3)).len(), 30);
+    assert_eq!(on_c.receive(30, Duration::from_secs(3)).len(), 30);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        on_b.drain().is_empty() && on_c.drain().is_empty(),
+        "a duplicate arrived"
+    );
+    let after: Vec<(f64, f64)> = [a.api, b.api, c.api].into_iter().map(inbound).collect();
+    // Each node received the stream once: A from its speaker, B and C from
+    // A's relay legs; neither forwarded it on (nothing failed or replayed).
+    for (node, (was, now)) in ["a", "b", "c"].iter().zip(before.iter().zip(&after)) {
+        assert_eq!(
+            now.0 - was.0,
+            30.0,
+            "node {node} received {} packets",
+            now.0 - was.0
+        );
+        assert_eq!(now.1, was.1, "node {node} dropped copies");
+    }
+}

@@ -275,6 +275,7 @@ impl<'a> MeetingBook<'a> {
                 .cmd("DEL")
                 .arg(meeting_key(id))
                 .arg(roster_key(id))
+                .arg(streams_key(id))
                 .ignore()
                 .cmd("SREM")
                 .arg(homes_key(&record.home))
@@ -410,4 +411,124 @@ pub(crate) fn reseed(
         invocation.arg(pid).arg(json);
     }
     invocation.invoke::<i64>(connection).map(drop)
+}
+
+/// A published stream as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEntry {
+    /// The node whose leg publishes it.
+    pub node: String,
+    /// The publishing participant.
+    pub participant: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// The RTP payload type.
+    pub payload_type: u8,
+    /// The codec name.
+    pub codec: String,
+}
+
+fn streams_key(id: &str) -> String {
+    format!("sluice:meeting:{id}:streams")
+}
+
+fn cascade_key(id: &str, a: &str, b: &str) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    format!("sluice:meeting:{id}:cascade:{lo}:{hi}")
+}
+
+/// Makes the streams hash hold exactly `node`'s `streams` (ssrc → JSON)
+/// among its entries, leaving the other nodes' alone.
+const PUBLISH_STREAMS: &str = r"
+local mine = {}
+for i = 3, #ARGV, 2 do mine[ARGV[i]] = ARGV[i + 1] end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local ok, entry = pcall(cjson.decode, all[i + 1])
+  if ok and entry.node == ARGV[1] and mine[all[i]] == nil then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+for ssrc, json in pairs(mine) do redis.call('HSET', KEYS[1], ssrc, json) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('HGETALL', KEYS[1])
+";
+
+/// The pair's keys: the first node to ask draws them, both read the same.
+const PAIR_KEYS: &str = r"
+redis.call('HSETNX', KEYS[1], 'lo_to_hi', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'hi_to_lo', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('HMGET', KEYS[1], 'lo_to_hi', 'hi_to_lo')
+";
+
+impl MeetingBook<'_> {
+    /// Publishes `node`'s streams of meeting `id` and returns every node's:
+    /// ssrc → entry.
+    pub fn publish_streams(
+        &self,
+        id: &str,
+        node: &str,
+        streams: &[(u32, StreamEntry)],
+    ) -> Result<BTreeMap<u32, StreamEntry>, ClusterError> {
+        let mut args = Vec::with_capacity(streams.len() * 2);
+        for (ssrc, entry) in streams {
+            let json = serde_json::to_string(entry).map_err(|e| ClusterError::Corrupt {
+                what: "stream entry".to_owned(),
+                reason: e.to_string(),
+            })?;
+            args.push(ssrc.to_string());
+            args.push(json);
+        }
+        let all: BTreeMap<String, String> = self.link.run(|c| {
+            Script::new(PUBLISH_STREAMS)
+                .key(streams_key(id))
+                .arg(node)
+                .arg(ttl_ms())
+                .arg(&args)
+                .invoke(c)
+        })?;
+        let mut out = BTreeMap::new();
+        for (ssrc, json) in all {
+            // Entries that do not parse are another version's: skipped.
+            if let (Ok(ssrc), Ok(entry)) = (ssrc.parse(), serde_json::from_str(&json)) {
+                out.insert(ssrc, entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The keys of the relay legs between `me` and `other` in meeting
+    /// `id`: (what `me` sends, what `other` sends), each key ‖ salt for
+    /// AEAD_AES_256_GCM; `candidates` are used if no node drew them yet.
+    pub fn pair_keys(
+        &self,
+        id: &str,
+        me: &str,
+        other: &str,
+        candidates: (&[u8], &[u8]),
+    ) -> Result<(Vec<u8>, Vec<u8>), ClusterError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (lo_to_hi, hi_to_lo): (String, String) = self.link.run(|c| {
+            Script::new(PAIR_KEYS)
+                .key(cascade_key(id, me, other))
+                .arg(b64.encode(candidates.0))
+                .arg(b64.encode(candidates.1))
+                .arg(ttl_ms())
+                .invoke(c)
+        })?;
+        let decode = |text: &str| {
+            b64.decode(text).map_err(|e| ClusterError::Corrupt {
+                what: format!("cascade keys of meeting {id:?}"),
+                reason: e.to_string(),
+            })
+        };
+        let (lo_to_hi, hi_to_lo) = (decode(&lo_to_hi)?, decode(&hi_to_lo)?);
+        Ok(if me <= other {
+            (lo_to_hi, hi_to_lo)
+        } else {
+            (hi_to_lo, lo_to_hi)
+        })
+    }
 }

@@ -23,7 +23,7 @@ pub mod node;
 pub mod passcode;
 pub mod placement;
 
-pub use book::{MeetingBook, MeetingRecord, RosterEntry, SeatRefusal};
+pub use book::{MeetingBook, MeetingRecord, RosterEntry, SeatRefusal, StreamEntry};
 pub use link::{ClusterLink, keys};
 pub use membership::{HostedMeeting, Membership};
 pub use node::{NodeLoad, NodeRecord};

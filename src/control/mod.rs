@@ -28,6 +28,7 @@
 
 mod api;
 mod auth;
+mod cascade;
 mod clustered;
 mod desk;
 mod error;
@@ -147,6 +148,12 @@ impl ControlState {
     /// The cluster link, in cluster mode.
     pub(crate) fn cluster(&self) -> Option<&Arc<ClusterLink>> {
         self.inner.cluster.as_ref()
+    }
+
+    /// Cluster mode: brings this node's relay-to-relay legs in line with
+    /// the cluster (the heartbeat thread calls it every beat).
+    pub fn cascade_tick(&self) {
+        cascade::tick(self);
     }
 
     /// This node's load, as the cluster heartbeat publishes it, and the

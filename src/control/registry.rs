@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
+mod relays;
+
+pub(crate) use relays::{LocalStream, WantedRelay};
+
 use super::ApiError;
 use crate::metrics::ControlGauges;
 use crate::policy::{self, Admission, MeetingFacts, Policy, Role, Source};
@@ -42,6 +46,11 @@ pub(crate) struct Meeting {
     pub(crate) locked: bool,
     /// In admission order: the fan-out order.
     pub(crate) participants: Vec<Participant>,
+    /// Cluster mode: the fan-out set of streams that came from another
+    /// node (this node's legs only: split horizon, see `relays.rs`).
+    relay_idx: MeetingIdx,
+    /// Cluster mode: one relay-to-relay leg per other node hosting legs.
+    relays: Vec<relays::RelayLeg>,
 }
 
 impl Meeting {
@@ -178,7 +187,10 @@ impl Registry {
             passcode: new.passcode,
             locked: false,
             participants: Vec::new(),
+            relay_idx: MeetingIdx(self.next_meeting),
+            relays: Vec::new(),
         };
+        self.next_meeting += 1;
         self.meetings.insert(id.clone(), meeting);
         self.publish();
         self.meeting(&id)
@@ -217,8 +229,11 @@ impl Registry {
                 passcode: None,
                 locked: false,
                 participants: Vec::new(),
+                relay_idx: MeetingIdx(self.next_meeting),
+                relays: Vec::new(),
             },
         );
+        self.next_meeting += 1;
         self.publish();
     }
 
@@ -230,6 +245,11 @@ impl Registry {
             .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))?;
         for participant in &meeting.participants {
             self.forget_streams(participant);
+        }
+        for relay in &meeting.relays {
+            for stream in &relay.streams {
+                self.ssrcs.remove(&stream.route.ssrc);
+            }
         }
         self.publish();
         Ok(())
@@ -446,6 +466,12 @@ impl Registry {
                         .streams
                         .insert(stream.route.ssrc, Arc::clone(&stream.route));
                 }
+            }
+            if !meeting.relays.is_empty() {
+                // What came from another node goes to this node's legs
+                // only, never on to a third node (split horizon).
+                snapshot.meetings.insert(meeting.relay_idx, legs.clone());
+                relays::publish(&meeting.relays, &mut legs, &mut snapshot);
             }
             snapshot.meetings.insert(meeting.idx, legs);
         }
