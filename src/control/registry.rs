@@ -471,6 +471,7 @@ impl Registry {
                 // What came from another node goes to this node's legs
                 // only, never on to a third node (split horizon).
                 snapshot.meetings.insert(meeting.relay_idx, legs.clone());
+                snapshot.relayed.insert(meeting.relay_idx, meeting.idx);
                 relays::publish(&meeting.relays, &mut legs, &mut snapshot);
             }
             snapshot.meetings.insert(meeting.idx, legs);

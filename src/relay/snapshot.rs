@@ -141,6 +141,21 @@ pub struct RoutingSnapshot {
     pub streams: HashMap<u32, Arc<StreamRoute>>,
     /// Each meeting's legs, in admission order: the fan-out set.
     pub meetings: HashMap<MeetingIdx, Vec<LegId>>,
+    /// Cluster mode: the fan-out sets of what came from other nodes (local
+    /// legs only: split horizon), each naming the meeting it belongs to,
+    /// so RTCP feedback still finds publishers across the two sets.
+    pub relayed: HashMap<MeetingIdx, MeetingIdx>,
+}
+
+impl RoutingSnapshot {
+    /// The meeting `idx` belongs to: itself, or the meeting whose relayed
+    /// fan-out set it is.
+    pub fn meeting_of(&self, idx: MeetingIdx) -> MeetingIdx {
+        if self.relayed.is_empty() {
+            return idx;
+        }
+        self.relayed.get(&idx).copied().unwrap_or(idx)
+    }
 }
 
 /// Where the current snapshot lives: written by the control plane, read by
