@@ -343,6 +343,16 @@ fn any_node_answers_for_any_meeting_and_legs_live_where_placed() {
         support::metric(&metrics, "sluice_streams{mode=\"standard\"}") >= 1.0,
         "{metrics}"
     );
+    // Every node's roster shows it, once B's heartbeat published it.
+    eventually(Duration::from_secs(5), "bob's stream in the roster", || {
+        let shown = http(a.api, "GET", &format!("/v1/meetings/{id}"), None, None).json();
+        let bob_view = shown["roster"]
+            .as_array()?
+            .iter()
+            .find(|p| p["id"] == bob)?
+            .clone();
+        (bob_view["streams"][0]["ssrc"] == 7).then_some(())
+    });
 
     // Removing alice through B removes her leg on A.
     let alice = on_a["id"].as_str().expect("id");

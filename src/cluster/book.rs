@@ -498,6 +498,19 @@ impl MeetingBook<'_> {
         Ok(out)
     }
 
+    /// Every node's published streams of meeting `id`: ssrc → entry.
+    pub fn streams(&self, id: &str) -> Result<BTreeMap<u32, StreamEntry>, ClusterError> {
+        let all: BTreeMap<String, String> = self
+            .link
+            .run(|c| redis::cmd("HGETALL").arg(streams_key(id)).query(c))?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(ssrc, json)| {
+                Some((ssrc.parse().ok()?, serde_json::from_str(&json).ok()?))
+            })
+            .collect())
+    }
+
     /// The keys of the relay legs between `me` and `other` in meeting
     /// `id`: (what `me` sends, what `other` sends), each key ‖ salt for
     /// AEAD_AES_256_GCM; `candidates` are used if no node drew them yet.

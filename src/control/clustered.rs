@@ -149,12 +149,23 @@ fn forget_the_dead(
 pub(crate) fn show_meeting(link: &ClusterLink, id: &str) -> Result<Response, ApiError> {
     let nodes = link.live_nodes()?;
     let record = forget_the_dead(link, record_of(link, id)?, &nodes)?;
+    let streams = MeetingBook::new(link).streams(id)?;
     let mut view = meeting_view(&record);
     view["roster"] = record
         .roster
         .iter()
         .map(|(pid, e)| {
-            json!({ "id": pid, "name": e.name, "role": e.role, "source": e.source, "node": e.node })
+            // Streams as their node last published them (each heartbeat).
+            let streams: Vec<Value> = streams
+                .iter()
+                .filter(|(_, s)| s.participant == *pid)
+                .map(|(ssrc, s)| {
+                    json!({ "ssrc": ssrc, "kind": s.kind, "codec": s.codec,
+                            "payload_type": s.payload_type })
+                })
+                .collect();
+            json!({ "id": pid, "name": e.name, "role": e.role, "source": e.source,
+                    "node": e.node, "streams": streams })
         })
         .collect();
     Ok(Json(view).into_response())

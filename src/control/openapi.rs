@@ -253,7 +253,8 @@ fn schemas() -> Value {
                 "mode": { "type": "string", "enum": ["e2ee", "standard"] },
                 "owner": { "$ref": "#/components/schemas/Owner" },
                 "locked": { "type": "boolean" },
-                "participants": { "type": "integer", "description": "How many are admitted" }
+                "participants": { "type": "integer", "description": "How many are admitted" },
+                "node": { "type": "string", "description": "Cluster mode only: the node the meeting is placed on" }
             }
         },
         "MeetingDetail": {
@@ -271,7 +272,9 @@ fn schemas() -> Value {
                 "name": { "type": "string" },
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"] },
                 "source": { "type": "string", "enum": ["api", "dial-in"] },
-                "streams": { "type": "array", "items": { "$ref": "#/components/schemas/Stream" } }
+                "streams": { "type": "array", "items": { "$ref": "#/components/schemas/Stream" } },
+                "node": { "type": "string", "description": "Cluster mode only: the node hosting the \
+                    leg (streams as that node last published them, within a heartbeat)" }
             }
         },
         "SetLock": {
@@ -299,6 +302,7 @@ fn schemas() -> Value {
             "properties": {
                 "id": { "type": "string" },
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"] },
+                "node": { "type": "string", "description": "Cluster mode only: the node hosting the leg" },
                 "media": { "type": "object",
                     "required": ["address", "srtp_profile", "client_to_relay", "relay_to_client"],
                     "properties": {
