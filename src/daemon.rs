@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::cluster::{ClusterError, ClusterLink, Membership};
 use crate::config::{Config, ConfigError, CryptoChoice, CryptoConfig, GpuChoice, IoChoice};
 use crate::control::{ControlError, ControlOptions, ControlServer};
 use crate::crypto::calibrate::{SWEEP, calibrate};
@@ -37,6 +38,9 @@ pub enum DaemonError {
     /// SIP dial-in could not start.
     #[error("SIP dial-in: {0}")]
     DialIn(#[from] DialInError),
+    /// Cluster mode could not start.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
     /// `[crypto] gpu = "always"` and no OpenCL device could be used.
     #[error(
         "[crypto] gpu = \"always\" but {0}; install the GPU's OpenCL driver (or pocl-opencl-icd), or set gpu = \"auto\""
@@ -109,6 +113,7 @@ pub struct Daemon {
     /// The config in force (run-time keys as last reloaded).
     config: Config,
     video_encoders: Vec<EncoderKind>,
+    membership: Option<Membership>,
     dialin: Option<DialIn>,
     data: DataPlane,
     control: ControlServer,
@@ -143,6 +148,11 @@ impl Daemon {
     /// Binds the media port and the control API and starts every worker.
     pub fn start(config: &Config) -> Result<Self, DaemonError> {
         let token = config.api_token()?;
+        let cluster = config
+            .cluster_settings()?
+            .map(ClusterLink::new)
+            .transpose()?
+            .map(Arc::new);
         let (backend, gpu) = crypto_backend(&config.crypto)?;
         let crypto = backend.kind();
         let metrics = Arc::new(MetricsHub::new(match backend.gpu() {
@@ -180,6 +190,7 @@ impl Daemon {
                 media_address,
                 policy: config.policy,
                 limits: config.control.edge_limits(),
+                cluster: cluster.clone(),
             },
             cell,
             Arc::clone(&metrics),
@@ -198,6 +209,31 @@ impl Daemon {
                 .collect()
         } else {
             Vec::new()
+        };
+        let membership = match &cluster {
+            Some(link) => {
+                let settings = link.settings();
+                let bound = |advertised: SocketAddr, actual: SocketAddr| match advertised.port() {
+                    0 => SocketAddr::new(advertised.ip(), actual.port()),
+                    _ => advertised,
+                };
+                let api = bound(settings.advertise_api, control.local_addr());
+                let media = bound(settings.advertise_media, media_address);
+                let state = control.state().clone();
+                let load = Box::new(move || {
+                    state.cascade_tick();
+                    state.node_load()
+                });
+                match Membership::start(Arc::clone(link), api, media, load) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        control.shutdown();
+                        data.shutdown();
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
         };
         let dialin = if config.sip.enabled {
             let options = DialInOptions {
@@ -219,6 +255,7 @@ impl Daemon {
         Ok(Self {
             config: config.clone(),
             video_encoders,
+            membership,
             dialin,
             data,
             control,
@@ -275,6 +312,11 @@ impl Daemon {
         self.media_address
     }
 
+    /// Whether the cluster heartbeat reaches Redis (`None`: alone).
+    pub fn cluster_up(&self) -> Option<bool> {
+        self.membership.as_ref().map(Membership::is_up)
+    }
+
     /// The I/O backend the workers run on.
     pub fn io_backend(&self) -> IoBackend {
         self.data.io_backend()
@@ -315,6 +357,10 @@ impl Daemon {
 
     /// Stops accepting API requests, then drains and joins the workers.
     pub fn shutdown(self) {
+        // Leave the cluster first, so no node places anything here now.
+        if let Some(membership) = self.membership {
+            membership.shutdown();
+        }
         // Callers first: their BYEs go out while the relay still runs.
         if let Some(dialin) = self.dialin {
             dialin.shutdown();

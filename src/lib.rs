@@ -20,6 +20,7 @@
 //! [`webrtc`] turns a browser's ICE-lite + DTLS-SRTP session (the
 //! `sluice-webrtc` crate) into an ordinary leg.
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod crypto;

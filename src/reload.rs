@@ -120,6 +120,14 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             silence_suppression
         ]
     );
+    // Whole sections read only at start: the encoder probe and the
+    // cluster's Redis link are made once.
+    if old.transcode != new.transcode {
+        restart.push("[transcode]");
+    }
+    if old.cluster != new.cluster {
+        restart.push("[cluster]");
+    }
     let mut running = old.clone();
     running.log.level = new.log.level;
     running.policy = new.policy;

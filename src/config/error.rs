@@ -50,6 +50,24 @@ impl Location {
         });
         Self::at_offset(text, origin, offset.unwrap_or(0))
     }
+
+    /// Where the `[section]` header is written (the start of the file if
+    /// it is not found).
+    pub(crate) fn of_section(text: &str, origin: &str, section: &str) -> Self {
+        let header = format!("[{section}]");
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            if line.trim() == header {
+                return Self::at_offset(
+                    text,
+                    origin,
+                    offset + (line.len() - line.trim_start().len()),
+                );
+            }
+            offset += line.len();
+        }
+        Self::at_offset(text, origin, 0)
+    }
 }
 
 fn find<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a toml::Spanned<DeValue<'i>>> {
@@ -147,6 +165,15 @@ pub enum ConfigError {
         value: String,
         /// The accepted range, in words (`1 to 14`).
         range: &'static str,
+    },
+    /// `[cluster]` lacks a key it cannot do without.
+    ClusterMissing {
+        /// Where `[cluster]` is written.
+        at: Location,
+        /// The key.
+        key: &'static str,
+        /// An example value, as TOML.
+        example: &'static str,
     },
     /// `[control] token_file` cannot be read or is empty.
     TokenFile {
@@ -255,11 +282,22 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "auth_realm",
         ],
     ),
+    (
+        "cluster",
+        &[
+            "redis",
+            "node_id",
+            "advertise_api",
+            "advertise_media",
+            "heartbeat_ms",
+            "ttl_secs",
+        ],
+    ),
     ("log", &["format", "level"]),
 ];
 
 /// The top-level names: the sections.
-const TOP: [&str; 7] = [
+const TOP: [&str; 8] = [
     "control",
     "media",
     "crypto",
@@ -267,6 +305,7 @@ const TOP: [&str; 7] = [
     "sip",
     "log",
     "transcode",
+    "cluster",
 ];
 
 /// Keys whose value is one of a fixed set.
@@ -304,6 +343,12 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("transcode"), "enabled") => "use true or false",
         (Some("transcode"), "encoders") => "use a list such as [\"libx264\", \"libvpx\"]",
         (Some("transcode"), _) => "use a whole number",
+        (Some("cluster"), "redis") => "use a URL such as \"redis://10.0.0.5:6379\"",
+        (Some("cluster"), "node_id") => "use a name such as \"rack1-a\"",
+        (Some("cluster"), "advertise_api" | "advertise_media") => {
+            "use an address and port such as \"10.0.0.11:7480\""
+        }
+        (Some("cluster"), _) => "use a whole number",
         (None, _) => "write it as a [section] of keys",
         _ => "see the commented defaults in systemd/sluice.toml",
     }
@@ -534,6 +579,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "{at}: [{section}] {key} = {value} is out of range; use {range}"
             ),
+            Self::ClusterMissing { at, key, example } => write!(
+                f,
+                "{at}: [cluster] needs {key}; add a line such as {key} = {example}"
+            ),
             Self::TokenFile { path, reason } => write!(
                 f,
                 "cannot read the API token from {} ({reason}); put the token in that file or \
@@ -615,7 +664,7 @@ mod tests {
         assert_eq!(
             error("[media]\nworkers = 2\n\n[medai]\nworkers = 2\n"),
             "sluice.toml:4:2: unknown section `medai`; expected one of [control], [media], \
-             [crypto], [policy], [sip], [log], [transcode]"
+             [crypto], [policy], [sip], [log], [transcode], [cluster]"
         );
     }
 

@@ -9,6 +9,7 @@
 //! token comes from `token_file` or an environment variable
 //! ([`Config::api_token`]).
 
+mod cluster;
 mod error;
 mod transcode;
 
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub use cluster::{ClusterConfig, ClusterSettings};
 pub use error::{ConfigError, Location};
 pub use transcode::TranscodeConfig;
 
@@ -49,6 +51,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[transcode]`: video renditions.
     pub transcode: TranscodeConfig,
+    /// `[cluster]`: other nodes of the rack, through Redis; alone without it.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[log]`.
@@ -647,7 +651,8 @@ impl Config {
         self.media.validate(text, origin)?;
         self.policy_validate(text, origin)?;
         self.sip.validate(text, origin)?;
-        self.transcode.validate(text, origin)
+        self.transcode.validate(text, origin)?;
+        self.cluster_settings_in(text, origin).map(drop)
     }
 
     fn policy_validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
@@ -661,6 +666,29 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The resolved `[cluster]` section; `None` when the node runs alone.
+    pub fn cluster_settings(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        self.cluster_settings_in("", "sluice.toml")
+    }
+
+    fn cluster_settings_in(
+        &self,
+        text: &str,
+        origin: &str,
+    ) -> Result<Option<ClusterSettings>, ConfigError> {
+        self.cluster
+            .as_ref()
+            .map(|c| {
+                c.settle(
+                    text,
+                    origin,
+                    self.control.listen,
+                    self.media.public_address(),
+                )
+            })
+            .transpose()
     }
 
     /// The bearer token guarding the control API: the trimmed contents of

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::ApiError;
 use super::ControlState;
+use super::clustered;
 use super::extract::{ApiJson, ApiPath};
 use super::registry::{Meeting, NewMeeting, NewParticipant, NewStream, Owner, Participant, Stream};
 use crate::policy::{Role, Source};
@@ -45,7 +46,7 @@ enum WireKind {
     Video,
 }
 
-fn kind_name(kind: MediaKind) -> &'static str {
+pub(crate) fn kind_name(kind: MediaKind) -> &'static str {
     match kind {
         MediaKind::Audio => "audio",
         MediaKind::Video => "video",
@@ -88,6 +89,8 @@ pub(crate) struct CreateParticipant {
     client_to_relay: Option<String>,
     rtcp_ssrc: Option<u32>,
     receive: Option<WireReceive>,
+    /// Cluster mode: the node the leg must go to.
+    node: Option<String>,
 }
 
 /// `receive` on admission: what video the participant can take.
@@ -113,7 +116,7 @@ struct WireCodec {
 }
 
 /// The `receive` preferences as the roster shows them.
-fn receive_view(prefs: &VideoPrefs) -> serde_json::Value {
+pub(super) fn receive_view(prefs: &VideoPrefs) -> serde_json::Value {
     let codecs: Vec<serde_json::Value> = prefs
         .codecs
         .iter()
@@ -302,8 +305,7 @@ pub(crate) async fn create_meeting(
     if let Some(passcode) = &body.passcode {
         check_text("passcode", passcode, 128)?;
     }
-    let mut registry = state.registry();
-    let meeting = registry.create_meeting(NewMeeting {
+    let new = NewMeeting {
         id: body.id,
         mode: body.mode.into(),
         owner: Owner {
@@ -311,7 +313,12 @@ pub(crate) async fn create_meeting(
             verified: body.owner.verified,
         },
         passcode: body.passcode,
-    })?;
+    };
+    if let Some(link) = state.cluster() {
+        return clustered::create_meeting(&state, link, &new);
+    }
+    let mut registry = state.registry();
+    let meeting = registry.create_meeting(new)?;
     let location = format!("/v1/meetings/{}", meeting.id);
     Ok(created(Some(location), json!(MeetingView::of(meeting))))
 }
@@ -322,6 +329,9 @@ pub(crate) async fn show_meeting(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     check_path_ids(&[("the meeting id", &id)])?;
+    if let Some(link) = state.cluster() {
+        return clustered::show_meeting(link, &id);
+    }
     let registry = state.registry();
     let meeting = registry.meeting(&id)?;
     let roster = meeting
@@ -349,6 +359,9 @@ pub(crate) async fn delete_meeting(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     check_path_ids(&[("the meeting id", &id)])?;
+    if let Some(link) = state.cluster() {
+        return clustered::delete_meeting(&state, link, &id).await;
+    }
     state.registry().delete_meeting(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -360,6 +373,9 @@ pub(crate) async fn set_lock(
     ApiJson(body): ApiJson<SetLock>,
 ) -> Result<Response, ApiError> {
     check_path_ids(&[("the meeting id", &id)])?;
+    if let Some(link) = state.cluster() {
+        return clustered::set_lock(link, &id, body.locked);
+    }
     let mut registry = state.registry();
     let meeting = registry.set_locked(&id, body.locked)?;
     Ok(Json(MeetingView::of(meeting)).into_response())
@@ -389,21 +405,28 @@ pub(crate) async fn add_participant(
         .map(WireReceive::video_prefs)
         .transpose()?
         .flatten();
+    if let Some(node) = &body.node {
+        check_id("node", node)?;
+    }
+    let new = NewParticipant {
+        name: body.name,
+        role: body.role,
+        passcode: body.passcode,
+        source: body.source,
+        profile,
+        client_to_relay,
+        rtcp_ssrc: body.rtcp_ssrc,
+        receive,
+    };
+    if let Some(link) = state.cluster() {
+        return clustered::add_participant(&state, link, &meeting_id, new, body.node).await;
+    }
+    if body.node.is_some() {
+        return Err(ApiError::NodeHintAlone);
+    }
     let mut registry = state.registry();
     let address = registry.media_address();
-    let participant = registry.admit(
-        &meeting_id,
-        NewParticipant {
-            name: body.name,
-            role: body.role,
-            passcode: body.passcode,
-            source: body.source,
-            profile,
-            client_to_relay,
-            rtcp_ssrc: body.rtcp_ssrc,
-            receive,
-        },
-    )?;
+    let participant = registry.admit(&meeting_id, new)?;
     let body = json!({
         "id": participant.id,
         "role": participant.role.name(),
@@ -428,6 +451,9 @@ pub(crate) async fn delete_participant(
         ("the meeting id", &meeting_id),
         ("the participant id", &participant_id),
     ])?;
+    if let Some(link) = state.cluster() {
+        return clustered::delete_participant(&state, link, &meeting_id, &participant_id).await;
+    }
     state
         .registry()
         .remove_participant(&meeting_id, &participant_id)?;
@@ -464,17 +490,20 @@ pub(crate) async fn add_stream(
         WireKind::Audio => MediaKind::Audio,
         WireKind::Video => MediaKind::Video,
     };
+    let new = NewStream {
+        ssrc: body.ssrc,
+        kind,
+        codec: body.codec,
+        payload_type: body.payload_type,
+    };
+    if let Some(link) = state.cluster()
+        && let Some(forwarded) =
+            clustered::stream_elsewhere(&state, link, &meeting_id, &participant_id, &new).await?
+    {
+        return Ok(forwarded);
+    }
     let mut registry = state.registry();
-    let stream = registry.add_stream(
-        &meeting_id,
-        &participant_id,
-        NewStream {
-            ssrc: body.ssrc,
-            kind,
-            codec: body.codec,
-            payload_type: body.payload_type,
-        },
-    )?;
+    let stream = registry.add_stream(&meeting_id, &participant_id, new)?;
     Ok(created(None, json!(StreamView::of(stream))))
 }
 

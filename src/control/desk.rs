@@ -58,6 +58,13 @@ impl MeetingDesk {
 
     /// The meeting's mode and whether it wants a passcode.
     pub fn lookup(&self, meeting: &str) -> Result<MeetingLookup, DeskError> {
+        if let Some(link) = self.state.cluster() {
+            let (mode, needs_passcode) = super::clustered::lookup(link, meeting)?;
+            return Ok(MeetingLookup {
+                mode,
+                needs_passcode,
+            });
+        }
         let registry = self.state.registry();
         let m = registry.meeting(meeting)?;
         Ok(MeetingLookup {
@@ -77,22 +84,23 @@ impl MeetingDesk {
         passcode: Option<&str>,
         ssrc: u32,
     ) -> Result<BridgeLeg, DeskError> {
+        let new = NewParticipant {
+            name: name.to_owned(),
+            role: Role::Attendee,
+            passcode: passcode.map(str::to_owned),
+            source: Source::DialIn,
+            profile: SrtpProfile::AeadAes256Gcm,
+            client_to_relay: None,
+            // The bridge's RTCP reports under its stream's SSRC.
+            rtcp_ssrc: Some(ssrc),
+            receive: None,
+        };
+        if let Some(link) = self.state.cluster() {
+            return self.admit_caller_clustered(link, meeting, new, ssrc);
+        }
         let mut registry = self.state.registry();
         let media_address = registry.media_address();
-        let admitted = registry.admit(
-            meeting,
-            NewParticipant {
-                name: name.to_owned(),
-                role: Role::Attendee,
-                passcode: passcode.map(str::to_owned),
-                source: Source::DialIn,
-                profile: SrtpProfile::AeadAes256Gcm,
-                client_to_relay: None,
-                // The bridge's RTCP reports under its stream's SSRC.
-                rtcp_ssrc: Some(ssrc),
-                receive: None,
-            },
-        );
+        let admitted = registry.admit(meeting, new);
         let participant = match admitted {
             Ok(p) => p,
             Err(e) => {
@@ -128,6 +136,54 @@ impl MeetingDesk {
         Ok(leg)
     }
 
+    /// [`MeetingDesk::admit_caller`] in cluster mode: the bridge leg is
+    /// admitted on this node (the one the call reached), its seat in Redis.
+    fn admit_caller_clustered(
+        &self,
+        link: &crate::cluster::ClusterLink,
+        meeting: &str,
+        new: NewParticipant,
+        ssrc: u32,
+    ) -> Result<BridgeLeg, DeskError> {
+        let seated = match super::clustered::admit_on_this_node(&self.state, link, meeting, new) {
+            Ok(seated) => seated,
+            Err(e) => {
+                if let DeskError::Refused(refusal) = &e {
+                    self.state.metrics().refused(refusal.code());
+                }
+                return Err(e);
+            }
+        };
+        let leg = BridgeLeg {
+            meeting: meeting.to_owned(),
+            participant: seated.id,
+            ssrc,
+            // The bridge runs on this node: it sends to the local relay.
+            media_address: self.state.registry().media_address(),
+            client_to_relay: seated.client_to_relay,
+            relay_to_client: seated.relay_to_client,
+        };
+        let stream = self
+            .state
+            .registry()
+            .add_stream(
+                meeting,
+                &leg.participant,
+                NewStream {
+                    ssrc,
+                    kind: MediaKind::Audio,
+                    codec: "opus".to_owned(),
+                    payload_type: DIAL_IN_OPUS_PT,
+                },
+            )
+            .map(drop);
+        if let Err(e) = stream {
+            super::clustered::leave_here(&self.state, link, meeting, &leg.participant);
+            return Err(e);
+        }
+        Ok(leg)
+    }
+
     /// Whether the caller's participant is still in its meeting (an
     /// integrator may delete it, or the whole meeting, at any time).
     pub fn is_present(&self, leg: &BridgeLeg) -> bool {
@@ -139,6 +195,10 @@ impl MeetingDesk {
 
     /// Removes the caller from its meeting (a no-op when already gone).
     pub fn leave(&self, leg: &BridgeLeg) {
+        if let Some(link) = self.state.cluster() {
+            super::clustered::leave_here(&self.state, link, &leg.meeting, &leg.participant);
+            return;
+        }
         let _ = self
             .state
             .registry()

@@ -49,11 +49,22 @@ pub enum ApiError {
     Unauthorized,
     /// A bug or an exhausted resource (the system RNG failed).
     Internal(String),
+    /// Cluster mode: the cluster's Redis is unreachable, so no change can
+    /// be decided; the message says what failed. Media keeps flowing.
+    ClusterUnavailable(String),
+    /// A cluster endpoint was asked of a node without `[cluster]`.
+    NotClustered,
+    /// A participant named a `node` on a node without `[cluster]`: a
+    /// valid request this node's configuration cannot honour (409, the
+    /// same code as [`Self::NotClustered`]).
+    NodeHintAlone,
+    /// Cluster mode: no live node can take the meeting or the leg.
+    NoNodeAvailable(String),
 }
 
 impl ApiError {
     /// Every code any endpoint can answer with.
-    pub const CODES: [&'static str; 29] = [
+    pub const CODES: [&'static str; 32] = [
         "invalid_request",
         "invalid_key",
         "invalid_srtp_profile",
@@ -83,6 +94,9 @@ impl ApiError {
         "request_timeout",
         "too_many_connections",
         "bad_request",
+        "cluster_unavailable",
+        "not_clustered",
+        "no_node_available",
     ];
 
     /// The stable code.
@@ -102,6 +116,9 @@ impl ApiError {
             Self::Refused(refusal) => refusal.code(),
             Self::Unauthorized => "unauthorized",
             Self::Internal(_) => "internal",
+            Self::ClusterUnavailable(_) => "cluster_unavailable",
+            Self::NotClustered | Self::NodeHintAlone => "not_clustered",
+            Self::NoNodeAvailable(_) => "no_node_available",
         }
     }
 
@@ -128,6 +145,11 @@ impl ApiError {
             Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ClusterUnavailable(_) | Self::NoNodeAvailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::NotClustered => StatusCode::NOT_FOUND,
+            Self::NodeHintAlone => StatusCode::CONFLICT,
         }
     }
 
@@ -135,6 +157,19 @@ impl ApiError {
     pub fn message(&self) -> String {
         match self {
             Self::InvalidRequest(m) | Self::InvalidKey(m) | Self::Internal(m) => m.clone(),
+            Self::ClusterUnavailable(m) => {
+                format!("{m}; changes are refused until it is back, media keeps flowing, retry")
+            }
+            Self::NotClustered => {
+                "this node runs alone: add a [cluster] section to its config to join a cluster"
+                    .to_owned()
+            }
+            Self::NodeHintAlone => {
+                "node: this node runs alone, so a participant cannot be sent to another node; \
+                 leave node out, or add a [cluster] section to the config"
+                    .to_owned()
+            }
+            Self::NoNodeAvailable(m) => format!("{m}; add capacity or retry later"),
             Self::BodyTooLarge => "the request body is too large".to_owned(),
             Self::InvalidSrtpProfile(name) => format!(
                 "unknown srtp_profile {name:?}: use AEAD_AES_256_GCM, AEAD_AES_128_GCM, \
@@ -196,6 +231,17 @@ impl std::fmt::Display for IdPrefix<'_> {
         let head: String = chars.by_ref().take(QUOTED_ID_CHARS).collect();
         let more = if chars.next().is_some() { "…" } else { "" };
         write!(f, "{:?}{more}", head)
+    }
+}
+
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        use crate::cluster::ClusterError;
+        match e {
+            ClusterError::Unavailable { .. } => Self::ClusterUnavailable(e.to_string()),
+            ClusterError::Corrupt { .. } => Self::Internal(e.to_string()),
+            ClusterError::Placement(p) => Self::NoNodeAvailable(p.to_string()),
+        }
     }
 }
 
@@ -310,10 +356,15 @@ mod tests {
                 .into(),
                 503,
             ),
+            (ApiError::ClusterUnavailable("x".into()), 503),
+            (ApiError::NotClustered, 404),
+            (ApiError::NodeHintAlone, 409),
+            (ApiError::NoNodeAvailable("x".into()), 503),
         ];
         // The edge's own errors (414, 431, 408, 503, 400 before routing)
         // are written in `edge.rs`, not through this enum.
-        assert_eq!(all.len() + 5, ApiError::CODES.len());
+        // NodeHintAlone shares not_clustered with NotClustered.
+        assert_eq!(all.len() + 5, ApiError::CODES.len() + 1);
         for (error, status) in all {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
             assert!(ApiError::CODES.contains(&error.code()), "{error:?}");

@@ -17,6 +17,7 @@
 //!     media_address: "127.0.0.1:40000".parse().unwrap(),
 //!     policy: Default::default(),
 //!     limits: Default::default(),
+//!     cluster: None,
 //! };
 //! let server = ControlServer::start(opts, cell, metrics)?;
 //! // ... run the packet workers ...
@@ -28,6 +29,8 @@
 
 mod api;
 mod auth;
+mod cascade;
+mod clustered;
 mod desk;
 mod edge;
 mod error;
@@ -55,6 +58,7 @@ pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup
 pub use edge::{EdgeLimits, MAX_HEAD, MAX_HEADER_FIELDS, MAX_URI};
 pub use error::ApiError;
 
+use crate::cluster::{ClusterLink, HostedMeeting, NodeLoad};
 use crate::metrics::MetricsHub;
 use crate::policy::Policy;
 use crate::relay::SnapshotCell;
@@ -77,6 +81,8 @@ pub struct ControlOptions {
     pub policy: Policy,
     /// Timeouts and connection caps of the TCP edge.
     pub limits: EdgeLimits,
+    /// Cluster mode: the link to the cluster's Redis; `None` alone.
+    pub cluster: Option<Arc<ClusterLink>>,
 }
 
 impl fmt::Debug for ControlOptions {
@@ -87,6 +93,7 @@ impl fmt::Debug for ControlOptions {
             .field("media_address", &self.media_address)
             .field("policy", &self.policy)
             .field("limits", &self.limits)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -103,6 +110,7 @@ struct Shared {
     metrics: Arc<MetricsHub>,
     /// Replaced whole on a config reload; read per request without a lock.
     token: arc_swap::ArcSwapOption<String>,
+    cluster: Option<Arc<ClusterLink>>,
 }
 
 impl fmt::Debug for ControlState {
@@ -128,6 +136,7 @@ impl ControlState {
                 )),
                 metrics,
                 token: arc_swap::ArcSwapOption::from(opts.token.map(Arc::new)),
+                cluster: opts.cluster,
             }),
         }
     }
@@ -164,6 +173,28 @@ impl ControlState {
         }
         changed
     }
+
+    /// The cluster link, in cluster mode.
+    pub(crate) fn cluster(&self) -> Option<&Arc<ClusterLink>> {
+        self.inner.cluster.as_ref()
+    }
+
+    /// Cluster mode: brings this node's relay-to-relay legs in line with
+    /// the cluster (the heartbeat thread calls it every beat).
+    pub fn cascade_tick(&self) {
+        cascade::tick(self);
+    }
+
+    /// This node's load, as the cluster heartbeat publishes it, and the
+    /// ids of the meetings it hosts legs of.
+    pub fn node_load(&self) -> (NodeLoad, Vec<HostedMeeting>) {
+        let node = self
+            .cluster()
+            .map(|l| l.settings().node_id.clone())
+            .unwrap_or_default();
+        let registry = self.registry();
+        (registry.node_load(), registry.hosted_meetings(&node))
+    }
 }
 
 /// The whole API as a service, without a socket.
@@ -186,6 +217,11 @@ pub fn router(state: ControlState) -> Router {
         .route(
             "/v1/meetings/{id}/participants/{pid}/streams",
             post(api::add_stream),
+        )
+        .route("/v1/cluster/nodes", get(crate::cluster::api::list_nodes))
+        .route(
+            "/v1/cluster/local/meetings/{id}",
+            axum::routing::delete(clustered::drop_local_meeting),
         )
         .route("/v1/openapi.json", get(api::openapi))
         .route("/metrics", get(api::metrics))
@@ -279,6 +315,12 @@ impl ControlServer {
     /// Returns what changed, for the log.
     pub fn reload(&self, token: Option<String>, policy: Policy) -> Vec<&'static str> {
         self.state.reload(token, policy)
+    }
+
+    /// The state its handlers share (the cluster heartbeat reads the load
+    /// through it).
+    pub fn state(&self) -> &ControlState {
+        &self.state
     }
 
     /// The address the API listens on (the chosen port when it was 0).

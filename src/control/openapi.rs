@@ -197,11 +197,14 @@ pub(crate) fn document() -> Value {
                             "e2ee_forbids_observers", "e2ee_forbids_dial_in",
                             "e2ee_forbids_transcoding"]),
                         "404": no_meeting,
-                        "409": error("The meeting is full, rtcp_ssrc is in use, or receive \
-                            lists a codec or a payload type twice",
-                            &["meeting_full", "duplicate_ssrc", "conflicting_receive"]),
-                        "503": error("The node is full, or its busiest packet worker is above \
-                            max_worker_busy (then with Retry-After)", &["node_full", "node_overloaded"])
+                        "409": error("The meeting is full, rtcp_ssrc is in use, receive \
+                            lists a codec or a payload type twice, or node is named on a node \
+                            that runs alone",
+                            &["meeting_full", "duplicate_ssrc", "conflicting_receive", "not_clustered"]),
+                        "503": error("The node is full, its busiest packet worker is above \
+                            max_worker_busy (then with Retry-After), or (cluster mode) no node has \
+                            room or the cluster's Redis is unreachable",
+                            &["node_full", "node_overloaded", "no_node_available", "cluster_unavailable"])
                     }
                 }
             },
@@ -230,6 +233,28 @@ pub(crate) fn document() -> Value {
                         "401": unauthorized,
                         "404": no_participant,
                         "409": error("The SSRC is in use on this node", &["duplicate_ssrc"])
+                    }
+                }
+            },
+            "/v1/cluster/nodes": {
+                "get": {
+                    "summary": "Cluster mode: the live nodes and their published load",
+                    "responses": {
+                        "200": ok("The live nodes, sorted by id", "ClusterNodes"),
+                        "401": unauthorized,
+                        "404": error("This node runs alone", &["not_clustered"]),
+                        "503": error("The cluster's Redis is unreachable", &["cluster_unavailable"])
+                    }
+                }
+            },
+            "/v1/cluster/local/meetings/{id}": {
+                "parameters": [meeting_id],
+                "delete": {
+                    "summary": "Node to node: drop this node's copy of a meeting deleted from the cluster",
+                    "responses": {
+                        "204": { "description": "Dropped (or there was none)" },
+                        "401": unauthorized,
+                        "404": error("This node runs alone", &["not_clustered"])
                     }
                 }
             },
@@ -309,7 +334,8 @@ fn schemas() -> Value {
                 "mode": { "type": "string", "enum": ["e2ee", "standard"] },
                 "owner": { "$ref": "#/components/schemas/Owner" },
                 "locked": { "type": "boolean" },
-                "participants": { "type": "integer", "description": "How many are admitted" }
+                "participants": { "type": "integer", "description": "How many are admitted" },
+                "node": { "type": "string", "description": "Cluster mode only: the node the meeting is placed on" }
             }
         },
         "MeetingDetail": {
@@ -327,7 +353,9 @@ fn schemas() -> Value {
                 "name": { "type": "string" },
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"] },
                 "source": { "type": "string", "enum": ["api", "dial-in"] },
-                "streams": { "type": "array", "items": { "$ref": "#/components/schemas/Stream" } }
+                "streams": { "type": "array", "items": { "$ref": "#/components/schemas/Stream" } },
+                "node": { "type": "string", "description": "Cluster mode only: the node hosting the \
+                    leg (streams as that node last published them, within a heartbeat)" }
             }
         },
         "SetLock": {
@@ -341,6 +369,13 @@ fn schemas() -> Value {
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"], "default": "attendee" },
                 "passcode": { "type": "string", "nullable": true,
                     "description": "Required when the meeting has one" },
+                "node": nullable({
+                    let mut node = id_schema();
+                    node["description"] = json!("Cluster mode only: the node the leg must \
+                        go to (refused with no_node_available when it is full or gone); without it the \
+                        meeting's node, or the next best one when that is full. Alone: 409 not_clustered");
+                    node
+                }),
                 "srtp_profile": { "type": "string", "nullable": true, "default": "AEAD_AES_256_GCM", "enum": [
                     "AEAD_AES_256_GCM", "AEAD_AES_128_GCM",
                     "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", null] },
@@ -371,6 +406,7 @@ fn schemas() -> Value {
             "properties": {
                 "id": { "type": "string" },
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"] },
+                "node": { "type": "string", "description": "Cluster mode only: the node hosting the leg" },
                 "media": { "type": "object",
                     "required": ["address", "srtp_profile", "client_to_relay", "relay_to_client", "rtcp_ssrc"],
                     "properties": {
@@ -409,6 +445,22 @@ fn schemas() -> Value {
         },
         "Health": {
             "type": "object", "properties": { "status": { "type": "string", "enum": ["ok"] } }
+        },
+        "ClusterNodes": {
+            "type": "object", "required": ["nodes"],
+            "properties": { "nodes": { "type": "array", "items": {
+                "type": "object", "required": ["id", "api", "media", "load", "self"],
+                "properties": {
+                    "id": { "type": "string" },
+                    "api": { "type": "string", "description": "host:port of its control API" },
+                    "media": { "type": "string", "description": "host:port of its media port" },
+                    "self": { "type": "boolean", "description": "whether this is the answering node" },
+                    "load": { "type": "object", "properties": {
+                        "legs": { "type": "integer" }, "streams": { "type": "integer" },
+                        "meetings": { "type": "integer" }, "max_legs": { "type": "integer" }
+                    } }
+                }
+            } } }
         }
     })
 }

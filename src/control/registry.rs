@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
+mod relays;
+
+pub(crate) use relays::{LocalStream, WantedRelay};
+
 use super::ApiError;
 use crate::metrics::{ControlGauges, MetricsHub};
 use crate::policy::{self, Admission, MeetingFacts, Policy, Role, Source};
@@ -43,6 +47,11 @@ pub(crate) struct Meeting {
     pub(crate) locked: bool,
     /// In admission order: the fan-out order.
     pub(crate) participants: Vec<Participant>,
+    /// Cluster mode: the fan-out set of streams that came from another
+    /// node (this node's legs only: split horizon, see `relays.rs`).
+    relay_idx: MeetingIdx,
+    /// Cluster mode: one relay-to-relay leg per other node hosting legs.
+    relays: Vec<relays::RelayLeg>,
 }
 
 impl Meeting {
@@ -205,6 +214,12 @@ impl Registry {
         self.meetings.values().map(|m| m.participants.len()).sum()
     }
 
+    /// How many meetings this node holds (in cluster mode: its copies of
+    /// the meetings it has legs of).
+    pub(crate) fn meeting_count(&self) -> usize {
+        self.meetings.len()
+    }
+
     /// Creates a meeting, if the policy lets its owner.
     pub(crate) fn create_meeting(&mut self, new: NewMeeting) -> Result<&Meeting, ApiError> {
         policy::check_create(
@@ -230,10 +245,49 @@ impl Registry {
             passcode: new.passcode,
             locked: false,
             participants: Vec::new(),
+            relay_idx: MeetingIdx(self.next_meeting),
+            relays: Vec::new(),
         };
+        self.next_meeting += 1;
         self.meetings.insert(id.clone(), meeting);
         self.publish();
         self.meeting(&id)
+    }
+
+    /// Cluster mode: this node's copy of a meeting the cluster decided on
+    /// (policy already checked there; passcode and lock live in Redis).
+    /// A no-op when the copy exists.
+    pub(crate) fn mirror_meeting(
+        &mut self,
+        id: &str,
+        mode: MeetingMode,
+        account: &str,
+        verified: bool,
+    ) {
+        if self.meetings.contains_key(id) {
+            return;
+        }
+        let idx = MeetingIdx(self.next_meeting);
+        self.next_meeting += 1;
+        self.meetings.insert(
+            id.to_owned(),
+            Meeting {
+                id: id.to_owned(),
+                idx,
+                mode,
+                owner: Owner {
+                    account: account.to_owned(),
+                    verified,
+                },
+                passcode: None,
+                locked: false,
+                participants: Vec::new(),
+                relay_idx: MeetingIdx(self.next_meeting),
+                relays: Vec::new(),
+            },
+        );
+        self.next_meeting += 1;
+        self.publish();
     }
 
     /// Ends a meeting: its legs and streams leave the next snapshot.
@@ -244,6 +298,11 @@ impl Registry {
             .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))?;
         for participant in &meeting.participants {
             self.forget_streams(participant);
+        }
+        for relay in &meeting.relays {
+            for stream in &relay.streams {
+                self.ssrcs.remove(&stream.route.ssrc);
+            }
         }
         self.publish();
         Ok(())
@@ -435,6 +494,53 @@ impl Registry {
         gauges
     }
 
+    /// The meetings with a leg on this node (`node`), with those legs.
+    pub(crate) fn hosted_meetings(&self, node: &str) -> Vec<crate::cluster::HostedMeeting> {
+        self.meetings
+            .values()
+            .filter(|m| !m.participants.is_empty())
+            .map(|m| crate::cluster::HostedMeeting {
+                id: m.id.clone(),
+                roster: m
+                    .participants
+                    .iter()
+                    .map(|p| {
+                        let entry = crate::cluster::RosterEntry {
+                            name: p.name.clone(),
+                            role: p.role.name().to_owned(),
+                            source: p.source.name().to_owned(),
+                            node: node.to_owned(),
+                        };
+                        (p.id.clone(), entry)
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// What the cluster heartbeat publishes about this node.
+    pub(crate) fn node_load(&self) -> crate::cluster::NodeLoad {
+        let legs = self.node_participants();
+        let streams = self
+            .meetings
+            .values()
+            .flat_map(|m| &m.participants)
+            .map(|p| p.streams.len())
+            .sum::<usize>();
+        let meetings = self
+            .meetings
+            .values()
+            .filter(|m| !m.participants.is_empty())
+            .count();
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        crate::cluster::NodeLoad {
+            legs: wide(legs),
+            streams: wide(streams),
+            meetings: wide(meetings),
+            max_legs: wide(self.policy.max_participants_per_node),
+        }
+    }
+
     /// Builds the snapshot of the current state and hands it to the workers.
     fn publish(&mut self) {
         self.generation += 1;
@@ -457,6 +563,13 @@ impl Registry {
                         .streams
                         .insert(stream.route.ssrc, Arc::clone(&stream.route));
                 }
+            }
+            if !meeting.relays.is_empty() {
+                // What came from another node goes to this node's legs
+                // only, never on to a third node (split horizon).
+                snapshot.meetings.insert(meeting.relay_idx, legs.clone());
+                snapshot.relayed.insert(meeting.relay_idx, meeting.idx);
+                relays::publish(&meeting.relays, &mut legs, &mut snapshot);
             }
             snapshot.meetings.insert(meeting.idx, legs);
         }

@@ -74,6 +74,7 @@ fn harness_with(policy: Policy, token: Option<&'static str>) -> Harness {
         media_address: MEDIA.parse().unwrap(),
         policy,
         limits: Default::default(),
+        cluster: None,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let app = router(ControlState::new(
@@ -854,6 +855,8 @@ async fn openapi_describes_every_route_and_code() {
         [
             "/healthz",
             "/metrics",
+            "/v1/cluster/local/meetings/{id}",
+            "/v1/cluster/nodes",
             "/v1/meetings",
             "/v1/meetings/{id}",
             "/v1/meetings/{id}/lock",
@@ -880,7 +883,7 @@ async fn openapi_describes_every_route_and_code() {
             );
         }
     }
-    assert_eq!(operations, 12);
+    assert_eq!(operations, 14);
     for code in ApiError::CODES {
         assert!(
             doc.text.contains(&format!("\"{code}\"")),
@@ -897,6 +900,7 @@ fn the_server_answers_over_tcp_and_shuts_down() {
         media_address: MEDIA.parse().unwrap(),
         policy: policy(),
         limits: Default::default(),
+        cluster: None,
     };
     let server =
         ControlServer::start(opts, empty_cell(), Arc::new(MetricsHub::new("ring"))).unwrap();
@@ -934,6 +938,7 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
         media_address: MEDIA.parse().unwrap(),
         policy: policy(),
         limits: Default::default(),
+        cluster: None,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let state = ControlState::new(&opts, Arc::clone(&cell), Arc::clone(&metrics));
@@ -1226,4 +1231,24 @@ async fn receive_preferences_are_checked_and_refused_in_e2ee_meetings() {
     h.join("e", json!({"name": "thin"}))
         .await
         .expect(201, "<none>");
+}
+
+#[tokio::test]
+async fn a_node_alone_says_so_on_the_cluster_endpoint() {
+    let h = harness();
+    let answer = h.get("/v1/cluster/nodes").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.body["error"]["code"], "not_clustered");
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[cluster]")
+    );
+    // A leg pinned to a node makes no sense alone: said so, nothing admitted.
+    h.meeting("m", "standard").await;
+    let answer = h.join("m", json!({"name": "bob", "node": "b"})).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(answer.body["error"]["code"], "not_clustered");
+    assert!(h.snapshot().legs.is_empty());
 }

@@ -140,7 +140,8 @@ fn one(leg: LegId) -> Audience {
 fn publisher_of(ssrc: Ssrc, sender: &LegRoute, snapshot: &RoutingSnapshot) -> Option<LegId> {
     let leg = snapshot.streams.get(&ssrc.0)?.leg;
     let route = snapshot.legs.get(&leg)?;
-    (leg != sender.id && route.meeting == sender.meeting).then_some(leg)
+    let same = snapshot.meeting_of(route.meeting) == snapshot.meeting_of(sender.meeting);
+    (leg != sender.id && same).then_some(leg)
 }
 
 #[cfg(test)]
@@ -219,6 +220,25 @@ mod tests {
             plan.publishers().collect::<Vec<_>>(),
             vec![LegId(1), LegId(1)]
         );
+    }
+
+    #[test]
+    fn feedback_crosses_between_a_meeting_and_its_relayed_set_only() {
+        // Meeting 2 stands for meeting 1's relayed set (cluster mode):
+        // a PLI from leg 3 (a relay leg) reaches leg 1's stream, and back.
+        let mut snapshot = snapshot();
+        let pli_for_1 = packet(0x81, 206, &[30, 10]);
+        let sender = &snapshot.legs[&LegId(3)];
+        let plan = RtcpPlan::new(&pli_for_1, sender, &snapshot).unwrap();
+        assert!(plan.publishers().next().is_none(), "another meeting");
+        snapshot.relayed.insert(MeetingIdx(2), MeetingIdx(1));
+        let sender = &snapshot.legs[&LegId(3)];
+        let plan = RtcpPlan::new(&pli_for_1, sender, &snapshot).unwrap();
+        assert_eq!(plan.publishers().collect::<Vec<_>>(), vec![LegId(1)]);
+        let pli_for_3 = packet(0x81, 206, &[10, 30]);
+        let sender = &snapshot.legs[&LegId(1)];
+        let plan = RtcpPlan::new(&pli_for_3, sender, &snapshot).unwrap();
+        assert_eq!(plan.publishers().collect::<Vec<_>>(), vec![LegId(3)]);
     }
 
     #[test]

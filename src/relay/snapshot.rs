@@ -183,6 +183,10 @@ pub struct RoutingSnapshot {
     /// node together with `streams` (the API refuses a clash), so one SSRC
     /// names one leg.
     pub rtcp_ssrcs: HashMap<u32, LegId>,
+    /// Cluster mode: the fan-out sets of what came from other nodes (local
+    /// legs only: split horizon), each naming the meeting it belongs to,
+    /// so RTCP feedback still finds publishers across the two sets.
+    pub relayed: HashMap<MeetingIdx, MeetingIdx>,
 }
 
 impl RoutingSnapshot {
@@ -194,6 +198,15 @@ impl RoutingSnapshot {
             Some(stream) => Some(stream.leg),
             None => self.rtcp_ssrcs.get(&ssrc).copied(),
         }
+    }
+
+    /// The meeting `idx` belongs to: itself, or the meeting whose relayed
+    /// fan-out set it is.
+    pub fn meeting_of(&self, idx: MeetingIdx) -> MeetingIdx {
+        if self.relayed.is_empty() {
+            return idx;
+        }
+        self.relayed.get(&idx).copied().unwrap_or(idx)
     }
 }
 

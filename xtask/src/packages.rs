@@ -99,6 +99,11 @@ pub(crate) const APT: &[Package] = &[
         "lists the OpenCL devices in the CI log",
     ),
     pkg(
+        "redis-server",
+        Stage::Test,
+        "the cluster's Redis in tests/cluster.rs (private instances on free ports)",
+    ),
+    pkg(
         "ffmpeg",
         Stage::Test,
         "the ffmpeg CLI: an SRTP peer in tests/ffmpeg_no_mux.rs, the rendition tests' publisher and baseline",
