@@ -100,16 +100,7 @@ impl MeetingDesk {
         }
         let mut registry = self.state.registry();
         let media_address = registry.media_address();
-        let admitted = registry.admit(meeting, new);
-        let participant = match admitted {
-            Ok(p) => p,
-            Err(e) => {
-                if let DeskError::Refused(refusal) = &e {
-                    self.state.metrics().refused(refusal.code());
-                }
-                return Err(e);
-            }
-        };
+        let participant = registry.admit(meeting, new).map_err(|e| self.counted(e))?;
         let leg = BridgeLeg {
             meeting: meeting.to_owned(),
             participant: participant.id.clone(),
@@ -118,16 +109,7 @@ impl MeetingDesk {
             client_to_relay: participant.leg.client_to_relay.clone(),
             relay_to_client: participant.leg.relay_to_client.clone(),
         };
-        let stream = registry.add_stream(
-            meeting,
-            &leg.participant,
-            NewStream {
-                ssrc,
-                kind: MediaKind::Audio,
-                codec: "opus".to_owned(),
-                payload_type: DIAL_IN_OPUS_PT,
-            },
-        );
+        let stream = registry.add_stream(meeting, &leg.participant, Self::caller_stream(ssrc));
         if let Err(e) = stream {
             // Undo the admission: a caller without its stream is no use.
             let _ = registry.remove_participant(meeting, &leg.participant);
@@ -145,15 +127,8 @@ impl MeetingDesk {
         new: NewParticipant,
         ssrc: u32,
     ) -> Result<BridgeLeg, DeskError> {
-        let seated = match super::clustered::admit_on_this_node(&self.state, link, meeting, new) {
-            Ok(seated) => seated,
-            Err(e) => {
-                if let DeskError::Refused(refusal) = &e {
-                    self.state.metrics().refused(refusal.code());
-                }
-                return Err(e);
-            }
-        };
+        let seated = super::clustered::admit_on_this_node(&self.state, link, meeting, new)
+            .map_err(|e| self.counted(e))?;
         let leg = BridgeLeg {
             meeting: meeting.to_owned(),
             participant: seated.id,
@@ -166,22 +141,31 @@ impl MeetingDesk {
         let stream = self
             .state
             .registry()
-            .add_stream(
-                meeting,
-                &leg.participant,
-                NewStream {
-                    ssrc,
-                    kind: MediaKind::Audio,
-                    codec: "opus".to_owned(),
-                    payload_type: DIAL_IN_OPUS_PT,
-                },
-            )
+            .add_stream(meeting, &leg.participant, Self::caller_stream(ssrc))
             .map(drop);
         if let Err(e) = stream {
             super::clustered::leave_here(&self.state, link, meeting, &leg.participant);
             return Err(e);
         }
         Ok(leg)
+    }
+
+    /// Counts a policy refusal as the API counts its own; passes `e` on.
+    fn counted(&self, e: DeskError) -> DeskError {
+        if let DeskError::Refused(refusal) = &e {
+            self.state.metrics().refused(refusal.code());
+        }
+        e
+    }
+
+    /// The caller's one stream: Opus on [`DIAL_IN_OPUS_PT`] under `ssrc`.
+    fn caller_stream(ssrc: u32) -> NewStream {
+        NewStream {
+            ssrc,
+            kind: MediaKind::Audio,
+            codec: "opus".to_owned(),
+            payload_type: DIAL_IN_OPUS_PT,
+        }
     }
 
     /// Whether the caller's participant is still in its meeting (an
