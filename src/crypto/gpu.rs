@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ring::aead::LessSafeKey;
 use sluice_gpu::layout::fits;
-use sluice_gpu::{Direction, Engine, GpuError, GpuKey, Lane};
+use sluice_gpu::{Batch, Direction, Engine, GpuError, GpuKey, Lane};
 use subtle::ConstantTimeEq;
 
 use super::{GCM_TAG_LEN, OpenJob, SealJob};
@@ -181,15 +181,9 @@ pub(crate) fn seal<K>(
         last = Some(i);
     }
     let n = batch.len();
-    if n == 0 {
-        lane.recycle(batch);
+    let Some(done) = run(lane, batch, Direction::Seal)? else {
         return Ok(0);
-    }
-    lane.submit(batch, Direction::Seal)?;
-    let done = lane.wait().ok_or(GpuError::Cl {
-        call: "wait",
-        code: 0,
-    })??;
+    };
     let mut k = 0;
     for job in jobs.iter_mut() {
         if take(job.key).is_some() && fits(job.aad.len(), job.data.len()) {
@@ -200,6 +194,21 @@ pub(crate) fn seal<K>(
     }
     lane.recycle(done);
     Ok(n)
+}
+
+/// Runs `batch` on the device and waits for it: `None` (the batch
+/// recycled unsent) when it holds no job, else the finished batch.
+fn run(lane: &mut Lane, batch: Batch, direction: Direction) -> Result<Option<Batch>, GpuError> {
+    if batch.is_empty() {
+        lane.recycle(batch);
+        return Ok(None);
+    }
+    lane.submit(batch, direction)?;
+    let done = lane.wait().ok_or(GpuError::Cl {
+        call: "wait",
+        code: 0,
+    })??;
+    Ok(Some(done))
 }
 
 /// The GPU's share of an open batch, as [`seal`]: decrypts on the device,
@@ -217,15 +226,9 @@ pub(crate) fn open<K>(
         }
     }
     let n = batch.len();
-    if n == 0 {
-        lane.recycle(batch);
+    let Some(done) = run(lane, batch, Direction::Open)? else {
         return Ok(0);
-    }
-    lane.submit(batch, Direction::Open)?;
-    let done = lane.wait().ok_or(GpuError::Cl {
-        call: "wait",
-        code: 0,
-    })??;
+    };
     let mut k = 0;
     for job in jobs.iter_mut() {
         if take(job.key).is_some() && fits(job.aad.len(), job.data.len()) {
