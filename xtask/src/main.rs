@@ -98,9 +98,32 @@ fn run(args: &[String]) -> Result<(), String> {
 /// `cargo xtask test`: also the `tests` step of `ci`.
 fn test(args: &[String]) -> Result<(), String> {
     packages::ensure(Stage::Test)?;
+    browser_driver()?;
     sh::say("running the whole test suite (cargo test --workspace --no-fail-fast)");
     // --no-fail-fast: one failing test binary must not hide the others'.
     let mut argv = vec!["cargo", "test", "--workspace", "--no-fail-fast"];
     argv.extend(args.iter().map(String::as_str));
     sh::run(&argv)
+}
+
+/// The browser tests' driver: playwright-core from npm, pinned by
+/// `tests/browser/package-lock.json`, driving the system's
+/// `/usr/bin/chromium` (nothing is downloaded but the npm package).
+fn browser_driver() -> Result<(), String> {
+    let dir = std::path::Path::new("tests/browser");
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return Ok(());
+    }
+    sh::say("installing the browser tests' driver (npm ci in tests/browser)");
+    sh::run(&[
+        "npm",
+        "ci",
+        "--prefix",
+        "tests/browser",
+        "--no-audit",
+        "--no-fund",
+    ])
 }

@@ -128,6 +128,21 @@ pub(crate) const APT: &[Package] = &[
         Stage::Ci,
         "dpkg-shlibdeps: cargo-deb computes the package's Depends with it",
     ),
+    pkg(
+        "chromium",
+        Stage::Test,
+        "headless Chromium: the browser in the WebRTC and meeting-page tests (tests/browser/)",
+    ),
+    pkg(
+        "nodejs",
+        Stage::Test,
+        "runs the browser tests' driver (playwright-core, tests/browser/)",
+    ),
+    pkg(
+        "npm",
+        Stage::Test,
+        "installs playwright-core from tests/browser/package-lock.json",
+    ),
     pkg("lintian", Stage::Ci, "checks the .deb (no errors allowed)"),
 ];
 
