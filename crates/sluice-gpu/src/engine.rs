@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
+use opencl3::event::Event;
 use opencl3::kernel::{ExecuteKernel, Kernel};
-use opencl3::memory::{Buffer, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
+use opencl3::memory::{Buffer, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE, ClMem};
 use opencl3::program::Program;
-use opencl3::types::CL_BLOCKING;
+use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
 
 use crate::layout::KEY_WORDS;
 use crate::{DeviceInfo, GpuError};
@@ -19,6 +20,11 @@ pub const KERNEL_SOURCE: &str = include_str!("../../../hw/gpu/aes_gcm.cl");
 
 /// Most keys one [`Engine::keys`] call sets up in one launch.
 const SETUP_BATCH: usize = 256;
+
+/// What a freed slot is overwritten with, so that no round key or power
+/// of H outlives its leg in device memory. A `static`, because the
+/// non-blocking write that uses it may complete after the drop returns.
+static ZERO_SLOT: [u32; KEY_WORDS] = [0; KEY_WORDS];
 
 /// An opened device with the AES-GCM kernels built on it. Cheap to
 /// clone (shared); make one per process and one [`crate::Lane`] per
@@ -270,8 +276,42 @@ impl std::fmt::Debug for KeySlot {
 }
 
 impl Drop for KeySlot {
+    /// Wipes the slot on the device, then returns it to the free list.
+    ///
+    /// The wipe is queued, not waited for, so the thread that drops the
+    /// last clone (possibly a packet worker recycling a batch) never blocks
+    /// on the device. It cannot race a reuse: the slot is only handed out
+    /// again by [`Engine::keys`], whose upload goes through the same
+    /// in-order queue and ends with `finish`, after the wipe. It cannot
+    /// race a batch either: every batch holds a clone, so the last clone
+    /// goes only once no batch uses the key. If the driver refuses the
+    /// write, the old words stay until the slot's next key overwrites them.
     fn drop(&mut self) {
         let mut setup = self.shared.setup.lock().unwrap_or_else(|e| e.into_inner());
+        let offset = self.slot as usize * KEY_WORDS * std::mem::size_of::<u32>();
+        // SAFETY: the write reads only `ZERO_SLOT`, which is 'static, into
+        // one slot of the key table (`slot < capacity`, and the buffer holds
+        // `capacity * KEY_WORDS` words); both handles live as long as
+        // `shared`. The returned event is owned by `Event`, which releases it.
+        #[allow(unsafe_code)]
+        let queued = unsafe {
+            opencl3::command_queue::enqueue_write_buffer(
+                setup.queue.get(),
+                self.shared.keys.get(),
+                CL_NON_BLOCKING,
+                offset,
+                std::mem::size_of_val(&ZERO_SLOT),
+                ZERO_SLOT.as_ptr().cast(),
+                0,
+                ptr::null(),
+            )
+            .map(Event::new)
+            .is_ok()
+        };
+        if queued {
+            // Submit it now rather than with the next upload.
+            let _ = setup.queue.flush();
+        }
         setup.free.push(self.slot);
     }
 }
@@ -280,5 +320,65 @@ impl GpuKey {
     /// Whether this key lives on `engine`.
     pub fn is_on(&self, engine: &Engine) -> bool {
         Arc::ptr_eq(&self.0.shared, &engine.shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads one slot of the key table back (test only: keys never leave
+    /// the device otherwise).
+    fn slot_words(engine: &Engine, slot: u32) -> Vec<u32> {
+        let setup = engine.shared.setup.lock().unwrap();
+        let mut words = vec![1u32; KEY_WORDS];
+        // SAFETY: a blocking read of one in-range slot into a live buffer
+        // of exactly that size.
+        #[allow(unsafe_code)]
+        unsafe {
+            setup
+                .queue
+                .enqueue_read_buffer(
+                    &engine.shared.keys,
+                    CL_BLOCKING,
+                    slot as usize * KEY_WORDS * 4,
+                    &mut words,
+                    &[],
+                )
+                .unwrap();
+        }
+        words
+    }
+
+    /// A freed key's round keys and powers of H are wiped from the device.
+    #[test]
+    fn a_freed_slot_is_wiped_on_the_device() {
+        let devices = match crate::probe() {
+            Ok(d) if !d.is_empty() => d,
+            other => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI is set but there is no OpenCL device ({other:?}): install pocl-opencl-icd"
+                );
+                eprintln!("skipping: no OpenCL device");
+                return;
+            }
+        };
+        let engine = Engine::open(&devices[0], 4).unwrap();
+        let key = engine.key(&[0x5a; 32]).unwrap();
+        let slot = key.0.slot;
+        assert!(
+            slot_words(&engine, slot).iter().any(|&w| w != 0),
+            "the expanded key is in its slot"
+        );
+        drop(key);
+        assert!(
+            slot_words(&engine, slot).iter().all(|&w| w == 0),
+            "the slot is zero once the key is gone"
+        );
+        // The wiped slot is handed out again and works.
+        let again = engine.key(&[0x11; 16]).unwrap();
+        assert_eq!(again.0.slot, slot);
+        assert!(slot_words(&engine, slot).iter().any(|&w| w != 0));
     }
 }
