@@ -83,12 +83,15 @@ fn admit_leg(
     mode: MeetingMode,
     receive_only: bool,
 ) {
-    snapshot.legs.insert(LegId(leg), route(leg, meeting, mode));
-    snapshot
+    snapshot.insert_leg(route(leg, meeting, mode));
+    // A new fan-out set, as the control plane publishes it.
+    let mut members = snapshot
         .meetings
-        .entry(meeting)
-        .or_default()
-        .push(LegId(leg));
+        .get(&meeting)
+        .map(|m| m.to_vec())
+        .unwrap_or_default();
+    members.push(LegId(leg));
+    snapshot.meetings.insert(meeting, Arc::new(members));
     if !receive_only {
         for (ssrc, kind) in [
             (audio_ssrc(leg), MediaKind::Audio),
@@ -105,8 +108,11 @@ fn admit_leg(
 fn remove_leg(snapshot: &mut RoutingSnapshot, leg: u64) {
     snapshot.legs.remove(&LegId(leg));
     snapshot.streams.retain(|_, s| s.leg != LegId(leg));
-    for members in snapshot.meetings.values_mut() {
-        members.retain(|id| *id != LegId(leg));
+    for (_, members) in snapshot.meetings.iter_mut() {
+        if members.contains(&LegId(leg)) {
+            let kept = members.iter().copied().filter(|id| *id != LegId(leg));
+            *members = Arc::new(kept.collect());
+        }
     }
     snapshot.generation += 1;
 }
