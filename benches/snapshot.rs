@@ -82,7 +82,7 @@ fn snapshot(c: &mut Criterion) {
                     let stream = std_maps.streams.get(black_box(s));
                     black_box(stream.and_then(|s| std_maps.legs.get(&s.leg)));
                 }
-            })
+            });
         });
         group.bench_function(BenchmarkId::new("im", n), |b| {
             b.iter(|| {
@@ -90,7 +90,7 @@ fn snapshot(c: &mut Criterion) {
                     let stream = im_maps.streams.get(black_box(s));
                     black_box(stream.and_then(|s| im_maps.legs.get(&s.leg)));
                 }
-            })
+            });
         });
         group.finish();
 
@@ -106,14 +106,14 @@ fn snapshot(c: &mut Criterion) {
                 }
                 legs.insert(extra.id, Arc::clone(&extra));
                 black_box((legs, streams))
-            })
+            });
         });
         group.bench_function(BenchmarkId::new("im_insert_clone", n), |b| {
             b.iter(|| {
                 let mut working = im_maps.clone();
                 working.insert_leg(Arc::clone(&extra));
                 black_box(Arc::new(working.clone()))
-            })
+            });
         });
         group.finish();
     }

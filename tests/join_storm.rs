@@ -134,7 +134,7 @@ fn existing(api: SocketAddr, k: usize) -> Existing {
 
 /// Sends one packet per stream every [`TICK`] until `stop`, timing each
 /// to its receiver; the latencies, with when each packet left.
-fn flow(mut streams: Vec<Existing>, stop: Arc<AtomicBool>) -> Vec<(Instant, Duration)> {
+fn flow(mut streams: Vec<Existing>, stop: &AtomicBool) -> Vec<(Instant, Duration)> {
     let mut samples = Vec::new();
     let mut seq: u16 = 1;
     let mut buf = [0u8; 2048];
@@ -203,7 +203,7 @@ fn a_storm_of_joins_is_admitted_and_latched_within_ten_seconds_and_existing_stre
     let stop = Arc::new(AtomicBool::new(false));
     let flowing = {
         let stop = Arc::clone(&stop);
-        std::thread::spawn(move || flow(streams, stop))
+        std::thread::spawn(move || flow(streams, &stop))
     };
     std::thread::sleep(QUIET);
 
