@@ -28,8 +28,14 @@ use support::{Endpoint, http, is_rtcp, metric};
 const MEETINGS: usize = 100;
 /// The bound: everyone admitted and latched within 10 s.
 const WITHIN: Duration = Duration::from_secs(10);
-/// Admission clients working at once.
-const CLIENTS: usize = 4;
+/// Admission clients working at once (`SLUICE_STORM_CLIENTS`, default 4).
+fn clients() -> usize {
+    std::env::var("SLUICE_STORM_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(4)
+}
 /// Streams that flow before, during and after the storm, each in a
 /// meeting of its own (publisher and one receiver).
 const EXISTING: usize = 4;
@@ -207,16 +213,17 @@ fn a_storm_of_joins_is_admitted_and_latched_within_ten_seconds_and_existing_stre
     };
     std::thread::sleep(QUIET);
 
-    // The storm: CLIENTS threads admit their share, round robin over the
+    // The storm: `clients()` threads admit their share, round robin over the
     // meetings, each joiner reporting at once.
     let storm_started = Instant::now();
     let meetings = Arc::new(meetings);
-    let clients: Vec<_> = (0..CLIENTS)
+    let workers = clients();
+    let clients: Vec<_> = (0..workers)
         .map(|c| {
             let meetings = Arc::clone(&meetings);
             std::thread::spawn(move || {
                 let mut joined = Vec::new();
-                for i in (c..storm).step_by(CLIENTS) {
+                for i in (c..storm).step_by(workers) {
                     let ssrc = 0x5200_0000 + i as u32;
                     let path = format!("/v1/meetings/{}/participants", meetings[i % MEETINGS]);
                     let body = json!({"name": format!("v{i}"), "rtcp_ssrc": ssrc});
