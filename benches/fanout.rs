@@ -63,11 +63,8 @@ fn snapshot() -> RoutingSnapshot {
         };
         route.latch.set(addr(leg));
         snapshot.legs.insert(LegId(leg), Arc::new(route));
-        snapshot
-            .meetings
-            .entry(MEETING)
-            .or_default()
-            .push(LegId(leg));
+        // Not published yet: the list may grow in place.
+        Arc::make_mut(snapshot.meetings.entry(MEETING).or_default()).push(LegId(leg));
     }
     let stream = StreamRoute {
         ssrc: SSRC,

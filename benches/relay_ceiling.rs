@@ -329,7 +329,7 @@ fn srtp_fanout(io: IoMode, load: Load) -> Row {
     );
     let mut members: Vec<LegId> = snapshot.legs.keys().copied().collect();
     members.sort();
-    snapshot.meetings.insert(MeetingIdx(1), members);
+    snapshot.meetings.insert(MeetingIdx(1), Arc::new(members));
     snapshot.streams.insert(
         PUBLISHER_SSRC,
         Arc::new(StreamRoute {

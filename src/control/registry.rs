@@ -1,12 +1,17 @@
 //! The control plane's state: meetings, participants, their legs and
 //! streams; and the routing snapshot built from them.
 //!
-//! The registry is the one owner of this state. Every mutation ends in
-//! [`Registry::publish`], which builds a fresh [`RoutingSnapshot`] and
-//! stores it in the cell the packet workers read. A leg's and a stream's
-//! route live here behind an `Arc` from admission to removal, so each
-//! snapshot carries the very same `Arc`s (and with them the live latch and
-//! index counters, see `relay::snapshot`) for everything that still exists.
+//! The registry is the one owner of this state. It keeps a working copy of
+//! the [`RoutingSnapshot`] beside it and changes only the entries a
+//! mutation touches (a join: its leg, its `rtcp_ssrc`, its meeting's
+//! fan-out set; a stream: one entry); every mutation ends in
+//! [`Registry::publish`], which stores an O(1) clone of that copy in the
+//! cell the packet workers read (persistent maps, see `relay::snapshot`).
+//! A join therefore costs O(log n + its meeting's size), not O(node).
+//! A leg's and a stream's route live here behind an `Arc` from admission
+//! to removal, so each snapshot carries the very same `Arc`s (and with
+//! them the live latch and index counters) for everything that still
+//! exists.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -17,6 +22,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
 mod relays;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use relays::{LocalStream, WantedRelay};
 
@@ -26,6 +33,35 @@ use crate::policy::{self, Admission, MeetingFacts, Policy, Role, Source};
 use crate::relay::{
     LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell, StreamRoute,
 };
+
+/// Sets `meeting`'s fan-out sets in `routes` from its participants (and,
+/// in cluster mode, its relay legs): a new list each time, which tells the
+/// workers to re-plan that meeting's fan-outs (`relay::Members`).
+fn refresh_sets(routes: &mut RoutingSnapshot, meeting: &Meeting) {
+    let local: Vec<LegId> = meeting.participants.iter().map(|p| p.leg.id).collect();
+    if meeting.relays.is_empty() {
+        routes.meetings.remove(&meeting.relay_idx);
+        routes.relayed.remove(&meeting.relay_idx);
+        routes.meetings.insert(meeting.idx, Arc::new(local));
+        return;
+    }
+    // What came from another node goes to this node's legs only, never
+    // on to a third node (split horizon).
+    let mut all = local.clone();
+    all.extend(meeting.relays.iter().map(relays::RelayLeg::id));
+    routes.meetings.insert(meeting.relay_idx, Arc::new(local));
+    routes.relayed.insert(meeting.relay_idx, meeting.idx);
+    routes.meetings.insert(meeting.idx, Arc::new(all));
+}
+
+/// Takes `participant`'s leg, `rtcp_ssrc` and streams out of `routes`.
+fn unroute_participant(routes: &mut RoutingSnapshot, participant: &Participant) {
+    routes.legs.remove(&participant.leg.id);
+    routes.rtcp_ssrcs.remove(&participant.rtcp_ssrc);
+    for stream in &participant.streams {
+        routes.streams.remove(&stream.route.ssrc);
+    }
+}
 use crate::srtp::{MasterKey, SrtpProfile};
 use crate::transcode::VideoPrefs;
 
@@ -135,6 +171,11 @@ pub(crate) struct Registry {
     /// latching index: an SSRC in it names one leg only (a leg may publish
     /// a stream under its own `rtcp_ssrc`).
     rtcp_ssrcs: HashMap<u32, LegId>,
+    /// Participants on the node, all meetings together.
+    participants: usize,
+    /// The routing of the current state, changed entry by entry; each
+    /// publication stores a clone (module doc).
+    routes: RoutingSnapshot,
     next_meeting: u64,
     next_leg: u64,
     generation: u64,
@@ -159,6 +200,8 @@ impl Registry {
             meetings: BTreeMap::new(),
             ssrcs: HashSet::new(),
             rtcp_ssrcs: HashMap::new(),
+            participants: 0,
+            routes: RoutingSnapshot::default(),
             next_meeting: 0,
             next_leg: 0,
             generation,
@@ -211,7 +254,7 @@ impl Registry {
     }
 
     fn node_participants(&self) -> usize {
-        self.meetings.values().map(|m| m.participants.len()).sum()
+        self.participants
     }
 
     /// How many meetings this node holds (in cluster mode: its copies of
@@ -249,6 +292,7 @@ impl Registry {
             relays: Vec::new(),
         };
         self.next_meeting += 1;
+        refresh_sets(&mut self.routes, &meeting);
         self.meetings.insert(id.clone(), meeting);
         self.publish();
         self.meeting(&id)
@@ -269,24 +313,23 @@ impl Registry {
         }
         let idx = MeetingIdx(self.next_meeting);
         self.next_meeting += 1;
-        self.meetings.insert(
-            id.to_owned(),
-            Meeting {
-                id: id.to_owned(),
-                idx,
-                mode,
-                owner: Owner {
-                    account: account.to_owned(),
-                    verified,
-                },
-                passcode: None,
-                locked: false,
-                participants: Vec::new(),
-                relay_idx: MeetingIdx(self.next_meeting),
-                relays: Vec::new(),
+        let meeting = Meeting {
+            id: id.to_owned(),
+            idx,
+            mode,
+            owner: Owner {
+                account: account.to_owned(),
+                verified,
             },
-        );
+            passcode: None,
+            locked: false,
+            participants: Vec::new(),
+            relay_idx: MeetingIdx(self.next_meeting),
+            relays: Vec::new(),
+        };
         self.next_meeting += 1;
+        refresh_sets(&mut self.routes, &meeting);
+        self.meetings.insert(id.to_owned(), meeting);
         self.publish();
     }
 
@@ -298,12 +341,18 @@ impl Registry {
             .ok_or_else(|| ApiError::MeetingNotFound(id.to_owned()))?;
         for participant in &meeting.participants {
             self.forget_streams(participant);
+            unroute_participant(&mut self.routes, participant);
         }
+        self.participants -= meeting.participants.len();
         for relay in &meeting.relays {
             for stream in &relay.streams {
                 self.ssrcs.remove(&stream.route.ssrc);
             }
         }
+        relays::unroute(&mut self.routes, &meeting.relays);
+        self.routes.meetings.remove(&meeting.idx);
+        self.routes.meetings.remove(&meeting.relay_idx);
+        self.routes.relayed.remove(&meeting.relay_idx);
         self.publish();
         Ok(())
     }
@@ -365,17 +414,25 @@ impl Registry {
         };
         self.next_leg += 1;
         self.rtcp_ssrcs.insert(rtcp_ssrc, leg_id);
-        let meeting = self.meeting_mut(meeting_id)?;
+        let leg = Arc::new(leg);
+        self.routes.insert_leg(Arc::clone(&leg));
+        self.routes.rtcp_ssrcs.insert(rtcp_ssrc, leg_id);
+        let meeting = self
+            .meetings
+            .get_mut(meeting_id)
+            .ok_or_else(|| ApiError::MeetingNotFound(meeting_id.to_owned()))?;
         meeting.participants.push(Participant {
             id,
             name: new.name,
             role: new.role,
             source: new.source,
-            leg: Arc::new(leg),
+            leg,
             rtcp_ssrc,
             streams: Vec::new(),
             receive: new.receive,
         });
+        refresh_sets(&mut self.routes, meeting);
+        self.participants += 1;
         self.publish();
         let meeting = self.meeting(meeting_id)?;
         // Just pushed, and publishing does not touch the meetings.
@@ -391,13 +448,19 @@ impl Registry {
         meeting_id: &str,
         participant_id: &str,
     ) -> Result<(), ApiError> {
-        let meeting = self.meeting_mut(meeting_id)?;
+        let meeting = self
+            .meetings
+            .get_mut(meeting_id)
+            .ok_or_else(|| ApiError::MeetingNotFound(meeting_id.to_owned()))?;
         let at = meeting
             .participants
             .iter()
             .position(|p| p.id == participant_id)
             .ok_or_else(|| ApiError::ParticipantNotFound(participant_id.to_owned()))?;
         let participant = meeting.participants.remove(at);
+        unroute_participant(&mut self.routes, &participant);
+        refresh_sets(&mut self.routes, meeting);
+        self.participants -= 1;
         self.forget_streams(&participant);
         self.publish();
         Ok(())
@@ -422,19 +485,23 @@ impl Registry {
         }
         self.ssrcs.insert(new.ssrc);
         let participant = self
-            .meeting_mut(meeting_id)?
+            .meetings
+            .get_mut(meeting_id)
+            .ok_or_else(|| ApiError::MeetingNotFound(meeting_id.to_owned()))?
             .participants
             .iter_mut()
             .find(|p| p.id == participant_id)
             .ok_or_else(|| ApiError::ParticipantNotFound(participant_id.to_owned()))?;
+        let route = Arc::new(StreamRoute {
+            ssrc: new.ssrc,
+            leg: participant.leg.id,
+            kind: new.kind,
+            payload_type: new.payload_type,
+            highest_index: Arc::new(AtomicU64::new(0)),
+        });
+        self.routes.streams.insert(new.ssrc, Arc::clone(&route));
         participant.streams.push(Stream {
-            route: Arc::new(StreamRoute {
-                ssrc: new.ssrc,
-                leg: participant.leg.id,
-                kind: new.kind,
-                payload_type: new.payload_type,
-                highest_index: Arc::new(AtomicU64::new(0)),
-            }),
+            route,
             codec: new.codec,
         });
         self.publish();
@@ -541,39 +608,12 @@ impl Registry {
         }
     }
 
-    /// Builds the snapshot of the current state and hands it to the workers.
+    /// Hands the workers a snapshot of the current state: an O(1) clone
+    /// of the working copy, sharing all it did not change.
     fn publish(&mut self) {
         self.generation += 1;
-        let mut snapshot = RoutingSnapshot {
-            generation: self.generation,
-            ..RoutingSnapshot::default()
-        };
-        for meeting in self.meetings.values() {
-            let mut legs = Vec::with_capacity(meeting.participants.len());
-            for participant in &meeting.participants {
-                legs.push(participant.leg.id);
-                snapshot
-                    .rtcp_ssrcs
-                    .insert(participant.rtcp_ssrc, participant.leg.id);
-                snapshot
-                    .legs
-                    .insert(participant.leg.id, Arc::clone(&participant.leg));
-                for stream in &participant.streams {
-                    snapshot
-                        .streams
-                        .insert(stream.route.ssrc, Arc::clone(&stream.route));
-                }
-            }
-            if !meeting.relays.is_empty() {
-                // What came from another node goes to this node's legs
-                // only, never on to a third node (split horizon).
-                snapshot.meetings.insert(meeting.relay_idx, legs.clone());
-                snapshot.relayed.insert(meeting.relay_idx, meeting.idx);
-                relays::publish(&meeting.relays, &mut legs, &mut snapshot);
-            }
-            snapshot.meetings.insert(meeting.idx, legs);
-        }
-        self.cell.store(Arc::new(snapshot));
+        self.routes.generation = self.generation;
+        self.cell.store(Arc::new(self.routes.clone()));
     }
 
     /// A fresh key for `profile` from the system RNG.

@@ -215,7 +215,7 @@ async fn meetings_are_created_in_both_modes_and_published() {
     let snapshot = h.snapshot();
     assert_eq!(snapshot.generation, 2);
     assert_eq!(snapshot.meetings.len(), 2);
-    assert!(snapshot.meetings.values().all(Vec::is_empty));
+    assert!(snapshot.meetings.values().all(|m| m.is_empty()));
 }
 
 #[tokio::test]
@@ -246,7 +246,7 @@ async fn admission_hands_out_keys_the_snapshot_uses() {
 
     let snapshot = h.snapshot();
     let legs = &snapshot.meetings[&MeetingIdx(0)];
-    assert_eq!(legs, &vec![LegId(0), LegId(1)], "admission order");
+    assert_eq!(**legs, vec![LegId(0), LegId(1)], "admission order");
     for (answer, leg, len) in [(&a, LegId(0), 44), (&b, LegId(1), 30)] {
         let route = &snapshot.legs[&leg];
         assert_eq!(route.meeting, MeetingIdx(0));
@@ -486,7 +486,7 @@ async fn deleting_stops_legs_and_streams_at_once() {
     assert_eq!(snapshot.generation, generation + 1);
     assert!(!snapshot.legs.contains_key(&LegId(0)));
     assert!(!snapshot.streams.contains_key(&10));
-    assert_eq!(snapshot.meetings[&MeetingIdx(0)], vec![LegId(1)]);
+    assert_eq!(*snapshot.meetings[&MeetingIdx(0)], vec![LegId(1)]);
     h.delete(&format!("/v1/meetings/m/participants/{p}"))
         .await
         .expect(404, "participant_not_found");

@@ -12,17 +12,19 @@
 //! packets from, indexed for RTCP sender demux (a receive-only participant's
 //! RTCP names an SSRC no stream has; its address says whose it is).
 //!
-//! When the snapshot's generation changes, [`LegSessions::prune`] drops
-//! the state of legs that left it, or whose keys changed.
+//! State of legs that left the snapshot is dropped by [`LegSessions::sweep`],
+//! a few slots per snapshot change, so a change costs the worker
+//! O(budget), not O(legs held); a route republished under the same id with
+//! other keys loses its sessions the first time it is looked up
+//! ([`LegSessions::slot_of`]).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use super::{LegId, LegRoute, RoutingSnapshot};
+use super::{IdHash, LegId, LegRoute, RoutingSnapshot};
 use crate::crypto::AeadBackend;
 use crate::srtp::{MasterKey, SrtpSession};
 
@@ -46,9 +48,11 @@ struct LegState<B: AeadBackend> {
 #[derive(Debug)]
 pub(crate) struct LegSessions<B: AeadBackend> {
     slots: Vec<Option<LegState<B>>>,
-    by_id: HashMap<LegId, SlotIdx, BuildHasherDefault<LegIdHasher>>,
+    by_id: HashMap<LegId, SlotIdx, IdHash>,
     free: Vec<SlotIdx>,
     by_addr: HashMap<SocketAddr, LegId>,
+    /// Where the next [`Self::sweep`] starts.
+    sweep_at: SlotIdx,
 }
 
 impl<B: AeadBackend> Default for LegSessions<B> {
@@ -58,29 +62,8 @@ impl<B: AeadBackend> Default for LegSessions<B> {
             by_id: HashMap::default(),
             free: Vec::new(),
             by_addr: HashMap::new(),
+            sweep_at: 0,
         }
-    }
-}
-
-/// Fibonacci hashing of a leg id, one multiply per packet instead of
-/// SipHash. Ids come from the control plane, not from the network, so
-/// they cannot be chosen to collide.
-#[derive(Debug, Default, Clone, Copy)]
-struct LegIdHasher(u64);
-
-impl Hasher for LegIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -95,8 +78,22 @@ fn same_keys(a: &LegRoute, b: &LegRoute) -> bool {
 
 impl<B: AeadBackend> LegSessions<B> {
     /// The slot of `route`'s leg, made (without sessions) on first use.
+    /// A route republished under the same id keeps the slot, and its
+    /// sessions too unless its keys changed.
     pub(crate) fn slot_of(&mut self, route: &Arc<LegRoute>) -> SlotIdx {
         if let Some(&slot) = self.by_id.get(&route.id) {
+            if let Some(state) = self.slots.get_mut(slot).and_then(Option::as_mut)
+                && !Arc::ptr_eq(&state.route, route)
+            {
+                if !same_keys(route, &state.route) {
+                    state.inbound = None;
+                    state.outbound = None;
+                    if let Some(addr) = state.seen_at.take() {
+                        self.by_addr.remove(&addr);
+                    }
+                }
+                state.route = Arc::clone(route);
+            }
             return slot;
         }
         let state = LegState {
@@ -204,25 +201,38 @@ impl<B: AeadBackend> LegSessions<B> {
         self.by_addr.get(&addr).copied()
     }
 
-    /// Drops the state of legs that are not in `snapshot`, or whose keys
-    /// changed there; keeps the rest, now pointing at the new routes.
-    pub(crate) fn prune(&mut self, snapshot: &RoutingSnapshot) {
-        for (slot, entry) in self.slots.iter_mut().enumerate() {
+    /// Looks at up to `budget` slots, continuing where the last sweep
+    /// stopped, and drops the state of those whose leg is not in
+    /// `snapshot`. Called once per snapshot change, so a change costs
+    /// O(budget) and the state of departed legs goes within a few changes.
+    ///
+    /// A freed slot may be reused by another leg at once: callers holding
+    /// slot numbers (the fan-out plans) must revalidate them after every
+    /// snapshot change, which they do against the meeting's [`Members`]
+    /// (a leg that left changed its meeting's set).
+    ///
+    /// [`Members`]: super::Members
+    pub(crate) fn sweep(&mut self, snapshot: &RoutingSnapshot, budget: usize) {
+        let count = self.slots.len();
+        if count == 0 {
+            return;
+        }
+        for _ in 0..budget.min(count) {
+            let slot = self.sweep_at % count;
+            self.sweep_at = slot + 1;
+            let Some(entry) = self.slots.get_mut(slot) else {
+                continue;
+            };
             let Some(state) = entry else { continue };
-            match snapshot.legs.get(&state.route.id) {
-                Some(route) if Arc::ptr_eq(route, &state.route) => {}
-                Some(route) if same_keys(route, &state.route) => {
-                    state.route = Arc::clone(route);
-                }
-                _ => {
-                    self.by_id.remove(&state.route.id);
-                    if let Some(addr) = state.seen_at {
-                        self.by_addr.remove(&addr);
-                    }
-                    self.free.push(slot);
-                    *entry = None;
-                }
+            if snapshot.legs.contains_key(&state.route.id) {
+                continue;
             }
+            self.by_id.remove(&state.route.id);
+            if let Some(addr) = state.seen_at {
+                self.by_addr.remove(&addr);
+            }
+            self.free.push(slot);
+            *entry = None;
         }
     }
 
@@ -261,10 +271,11 @@ mod tests {
     }
 
     fn snapshot(routes: &[&Arc<LegRoute>]) -> RoutingSnapshot {
-        RoutingSnapshot {
-            legs: routes.iter().map(|r| (r.id, Arc::clone(r))).collect(),
-            ..RoutingSnapshot::default()
+        let mut snapshot = RoutingSnapshot::default();
+        for route in routes {
+            snapshot.insert_leg(Arc::clone(route));
         }
+        snapshot
     }
 
     fn addr(port: u16) -> SocketAddr {
@@ -285,7 +296,7 @@ mod tests {
         legs.seen_at(sb, addr(3));
         assert_eq!(legs.leg_at(addr(2)), None);
 
-        legs.prune(&snapshot(&[&a]));
+        legs.sweep(&snapshot(&[&a]), usize::MAX);
         assert_eq!(legs.len(), 1);
         assert_eq!(legs.leg_at(addr(3)), None);
         // The freed slot is reused.
@@ -295,18 +306,43 @@ mod tests {
 
     #[test]
     fn a_republished_route_keeps_state_unless_rekeyed() {
+        let backend = AnyGcm::default();
         let a = route(1, 1);
         let mut legs = LegSessions::<AnyGcm>::default();
         let slot = legs.slot_of(&a);
         legs.seen_at(slot, addr(1));
+        assert!(legs.inbound(slot, &backend).is_some());
         // Same keys in a new Arc: kept.
         let same = route(1, 1);
-        legs.prune(&snapshot(&[&same]));
+        legs.sweep(&snapshot(&[&same]), usize::MAX);
+        assert_eq!(legs.slot_of(&same), slot);
         assert_eq!(legs.leg_at(addr(1)), Some(LegId(1)));
+        assert!(legs.slots[slot].as_ref().unwrap().inbound.is_some());
         // New keys under the same id: the old sessions must go.
         let rekeyed = route(1, 7);
-        legs.prune(&snapshot(&[&rekeyed]));
-        assert_eq!(legs.len(), 0);
+        assert_eq!(legs.slot_of(&rekeyed), slot);
+        assert_eq!(legs.leg_at(addr(1)), None);
+        let state = legs.slots[slot].as_ref().unwrap();
+        assert!(state.inbound.is_none() && state.outbound.is_none());
+        assert!(Arc::ptr_eq(&state.route, &rekeyed));
+    }
+
+    #[test]
+    fn a_sweep_looks_at_its_budget_of_slots_and_resumes() {
+        let routes: Vec<_> = (0..10).map(|i| route(i, i as u8)).collect();
+        let mut legs = LegSessions::<AnyGcm>::default();
+        for r in &routes {
+            legs.slot_of(r);
+        }
+        // Only legs 0 and 9 stay.
+        let kept = snapshot(&[&routes[0], &routes[9]]);
+        legs.sweep(&kept, 4);
+        assert_eq!(legs.len(), 7, "slots 1..=3 went");
+        legs.sweep(&kept, 4);
+        assert_eq!(legs.len(), 3);
+        legs.sweep(&kept, 4);
+        assert_eq!(legs.len(), 2);
+        assert_eq!(legs.slot_of(&routes[9]), 9);
     }
 
     #[test]

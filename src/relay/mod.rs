@@ -18,8 +18,8 @@ mod worker;
 mod tests;
 
 pub use snapshot::{
-    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell,
-    StreamRoute, empty_cell,
+    IdHash, IdHasher, Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, Members,
+    RoutingSnapshot, SnapshotCell, StreamRoute, empty_cell,
 };
 pub use transmit::{SLOT, Transmit, Transmits};
 pub use worker::RelayWorker;

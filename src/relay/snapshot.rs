@@ -19,8 +19,17 @@
 //!   that, so a captured packet replayed from another address (and thus
 //!   hashed to another worker, whose replay window has never seen it)
 //!   cannot hijack the leg.
+//!
+//! Snapshots scale with what changed, not with the node: the maps are
+//! persistent (`im`'s hash array mapped tries), so the control plane keeps
+//! one working copy, changes the few entries a join, leave or stream
+//! touches (O(log n) each) and publishes a clone that shares every other
+//! node of the trie with the snapshot before it. A meeting's fan-out set is
+//! one [`Members`] list, replaced whole when its meeting changes, so a
+//! worker tells a stale fan-out plan from a current one by comparing
+//! pointers, and re-plans only the meetings that changed.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -28,6 +37,36 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::srtp::MasterKey;
+
+/// Fibonacci hashing of a control-plane id ([`LegId`], [`MeetingIdx`]):
+/// one multiply per lookup instead of SipHash. Ids come from the control
+/// plane, never from the network, so they cannot be chosen to collide.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Builds [`IdHasher`]s.
+pub type IdHash = BuildHasherDefault<IdHasher>;
+
+/// A meeting's fan-out set: its legs in admission order. Replaced whole
+/// (a new `Arc`) whenever the set changes, never changed in place while
+/// published, so `Arc::ptr_eq` says whether a plan made from it is current.
+pub type Members = Arc<Vec<LegId>>;
 
 /// A leg (one participant's transport), numbered by the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -165,31 +204,43 @@ pub struct StreamRoute {
     pub highest_index: Arc<AtomicU64>,
 }
 
-/// Everything a worker needs to route, at one moment.
-#[derive(Debug, Default)]
+/// Everything a worker needs to route, at one moment. Cloning it is O(1)
+/// (module doc): the clone shares every map with the original.
+#[derive(Debug, Default, Clone)]
 pub struct RoutingSnapshot {
-    /// Bumped on every publication; workers prune per-leg state on change.
+    /// Bumped on every publication; workers look for what changed then.
     pub generation: u64,
-    /// Every leg.
-    pub legs: HashMap<LegId, Arc<LegRoute>>,
+    /// Every leg. Add legs with [`Self::insert_leg`], which keeps
+    /// [`Self::next_leg`] true.
+    pub legs: im::HashMap<LegId, Arc<LegRoute>, IdHash>,
+    /// Above every leg id ever inserted: a worker finds the legs admitted
+    /// since it last looked by the ids from where it stopped up to this
+    /// (control-plane ids only grow), without walking the node.
+    pub next_leg: u64,
     /// Every published stream by SSRC (SSRCs are unique per node: the API
     /// refuses a duplicate).
-    pub streams: HashMap<u32, Arc<StreamRoute>>,
+    pub streams: im::HashMap<u32, Arc<StreamRoute>>,
     /// Each meeting's legs, in admission order: the fan-out set.
-    pub meetings: HashMap<MeetingIdx, Vec<LegId>>,
+    pub meetings: im::HashMap<MeetingIdx, Members, IdHash>,
     /// The SSRC each leg puts in the sender field of its RTCP (the API's
     /// `rtcp_ssrc`), for legs that have one: a receive-only participant's
     /// first SRTCP packet finds its leg here with one lookup. Unique per
     /// node together with `streams` (the API refuses a clash), so one SSRC
     /// names one leg.
-    pub rtcp_ssrcs: HashMap<u32, LegId>,
+    pub rtcp_ssrcs: im::HashMap<u32, LegId>,
     /// Cluster mode: the fan-out sets of what came from other nodes (local
     /// legs only: split horizon), each naming the meeting it belongs to,
     /// so RTCP feedback still finds publishers across the two sets.
-    pub relayed: HashMap<MeetingIdx, MeetingIdx>,
+    pub relayed: im::HashMap<MeetingIdx, MeetingIdx, IdHash>,
 }
 
 impl RoutingSnapshot {
+    /// Adds (or replaces) a leg's route.
+    pub fn insert_leg(&mut self, route: Arc<LegRoute>) {
+        self.next_leg = self.next_leg.max(route.id.0.saturating_add(1));
+        self.legs.insert(route.id, route);
+    }
+
     /// The leg an RTCP packet whose sender field is `ssrc` claims to come
     /// from: the publisher of that stream, else the leg that registered it
     /// as its `rtcp_ssrc`.

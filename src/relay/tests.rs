@@ -83,12 +83,15 @@ fn admit_leg(
     mode: MeetingMode,
     receive_only: bool,
 ) {
-    snapshot.legs.insert(LegId(leg), route(leg, meeting, mode));
-    snapshot
+    snapshot.insert_leg(route(leg, meeting, mode));
+    // A new fan-out set, as the control plane publishes it.
+    let mut members = snapshot
         .meetings
-        .entry(meeting)
-        .or_default()
-        .push(LegId(leg));
+        .get(&meeting)
+        .map(|m| m.to_vec())
+        .unwrap_or_default();
+    members.push(LegId(leg));
+    snapshot.meetings.insert(meeting, Arc::new(members));
     if !receive_only {
         for (ssrc, kind) in [
             (audio_ssrc(leg), MediaKind::Audio),
@@ -105,8 +108,11 @@ fn admit_leg(
 fn remove_leg(snapshot: &mut RoutingSnapshot, leg: u64) {
     snapshot.legs.remove(&LegId(leg));
     snapshot.streams.retain(|_, s| s.leg != LegId(leg));
-    for members in snapshot.meetings.values_mut() {
-        members.retain(|id| *id != LegId(leg));
+    for (_, members) in snapshot.meetings.iter_mut() {
+        if members.contains(&LegId(leg)) {
+            let kept = members.iter().copied().filter(|id| *id != LegId(leg));
+            *members = Arc::new(kept.collect());
+        }
     }
     snapshot.generation += 1;
 }
@@ -530,6 +536,75 @@ fn a_stream_past_a_sequence_wrap_does_not_resume_on_another_worker() {
     assert_eq!(s.latch(1), Some(client_addr(1)));
     // The worker that holds the stream goes on across the wrap.
     assert_eq!(s.deliver(client_addr(1), &moved).len(), 2);
+}
+
+/// The SRTCP index of an AEAD SRTCP packet (RFC 7714 §9.2: E bit and
+/// index are its last four bytes).
+fn srtcp_index(packet: &[u8]) -> u32 {
+    let tail: [u8; 4] = packet[packet.len() - 4..].try_into().unwrap();
+    u32::from_be_bytes(tail) & 0x7fff_ffff
+}
+
+#[test]
+fn a_receivers_rtcp_follows_its_nat_rebinding_to_another_worker() {
+    const RR7: u32 = 0x7777_0000;
+    let mut s = Scenario::new();
+    s.latch_all();
+    admit_leg(&mut s.snapshot, 7, STANDARD, MeetingMode::Standard, true);
+    s.snapshot.rtcp_ssrcs.insert(RR7, LegId(7));
+    s.clients.insert(7, client(7));
+    let feedback = [receiver_report(RR7, video_ssrc(1)), pli(RR7, video_ssrc(1))].concat();
+
+    // Reports and PLIs through worker 1, from where the receiver was.
+    let mut to_publisher = Vec::new();
+    let mut last = Vec::new();
+    for _ in 0..5 {
+        last = s.srtcp(7, &feedback);
+        let sent = s.deliver(client_addr(7), &last);
+        to_publisher.extend(sent.into_iter().filter(|(a, _)| *a == client_addr(1)));
+    }
+    assert_eq!(s.latch(7), Some(client_addr(7)));
+    assert_eq!(to_publisher.len(), 5);
+
+    // Its NAT rebinds and the new address hashes to worker 2: the
+    // `rtcp_ssrc` finds the leg, the fresher index moves the latch.
+    let counters2 = Arc::new(WorkerCounters::default());
+    let mut worker2 = RelayWorker::new(AnyGcm::default(), Arc::clone(&counters2));
+    let mut out2 = Transmits::default();
+    for _ in 0..3 {
+        let rr = s.srtcp(7, &feedback);
+        let sent = deliver_to(&mut worker2, &s.snapshot, &mut out2, other_addr(7), &rr);
+        to_publisher.extend(sent.into_iter().filter(|(a, _)| *a == client_addr(1)));
+    }
+    assert_eq!(s.latch(7), Some(other_addr(7)));
+    assert_eq!(counters2.snapshot().latches, 1);
+    assert_eq!(to_publisher.len(), 8);
+
+    // Media follows it, from the worker that holds the publisher.
+    let (plain, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+    let (_, to_7) = sent.iter().find(|(a, _)| *a == other_addr(7)).unwrap();
+    assert_eq!(s.open_rtp(7, to_7).unwrap(), plain);
+    assert!(!destinations(&sent).contains(&client_addr(7)));
+
+    // A report captured at the old address, replayed from a third one,
+    // reaches a worker whose replay window never saw it: still stale.
+    let stale = s.counts().dropped(Drop::Replayed) + counters2.snapshot().dropped(Drop::Replayed);
+    deliver_to(&mut worker2, &s.snapshot, &mut out2, other_addr(8), &last);
+    s.deliver(other_addr(9), &last);
+    let now = s.counts().dropped(Drop::Replayed) + counters2.snapshot().dropped(Drop::Replayed);
+    assert_eq!(now, stale + 2);
+    assert_eq!(s.latch(7), Some(other_addr(7)));
+
+    // Both workers protect RTCP to the publisher under one key: no SRTCP
+    // index was used twice, and the publisher opens every one.
+    let mut indices: Vec<u32> = to_publisher.iter().map(|(_, p)| srtcp_index(p)).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(indices.len(), to_publisher.len());
+    for (_, packet) in &to_publisher {
+        s.open_rtcp(1, packet)
+            .expect("the publisher opens every report");
+    }
 }
 
 #[test]

@@ -37,10 +37,13 @@
 //! ([`LegRoute::take_srtcp_index`]), since every worker protects RTCP to
 //! that leg under the same key.
 //!
-//! Sessions are the worker's own (`legs.rs`), made on first use. When the
-//! snapshot's generation changes, the state of legs that left it is
-//! dropped; a leg or meeting missing from the snapshot is neither
-//! forwarded from nor to, from the first packet after its removal.
+//! Sessions are the worker's own (`legs.rs`), made on first use. A leg or
+//! meeting missing from the snapshot is neither forwarded from nor to,
+//! from the first packet after its removal. What a snapshot change costs
+//! the worker is bounded by what changed, not by the node: the state of
+//! departed legs is swept a few slots per change, the legs admitted since
+//! the last change are found by their ids, and a fan-out plan is made
+//! again only when its own meeting changed (`fanout.rs`).
 //!
 //! Known limit: SRTP state (rollover counters, replay windows) is per
 //! worker. A stream whose publisher moves to an address hashed to another
@@ -74,6 +77,8 @@ const MAX_SRTP_OVERHEAD: usize = 16;
 const MAX_TRIALS: usize = 16;
 /// Most candidate legs looked at (a latch load each) for one such packet.
 const MAX_SCAN: usize = 256;
+/// Slots of departed legs looked at per snapshot change (`legs.rs`).
+const SWEEP_BUDGET: usize = 256;
 
 /// One packet worker's routing core.
 #[derive(Debug)]
@@ -81,12 +86,18 @@ pub struct RelayWorker<B: AeadBackend> {
     backend: B,
     counters: Arc<WorkerCounters>,
     legs: LegSessions<B>,
-    /// The snapshot generation `legs` and `unlatched` were pruned for.
+    /// The snapshot generation last adopted.
     generation: Option<u64>,
-    /// Legs that had no latch when the snapshot was published, newest
+    /// Legs that had no latch when they were found in a snapshot, oldest
     /// first: whose keys an SRTCP packet from an unknown sender is tried
-    /// under.
+    /// under (newest first). Legs that latched or left since are skipped,
+    /// and compacted away once they are half the list.
     unlatched: Vec<LegId>,
+    /// `unlatched`'s length after its last compaction.
+    unlatched_compacted: usize,
+    /// The snapshot's `next_leg` when last adopted: legs from there on
+    /// are new.
+    next_leg: u64,
     /// Where the next trial starts in `unlatched`, so that more than
     /// [`MAX_TRIALS`] candidates are all reached over successive packets.
     unlatched_cursor: usize,
@@ -110,6 +121,8 @@ impl<B: AeadBackend> RelayWorker<B> {
             legs: LegSessions::default(),
             generation: None,
             unlatched: Vec::new(),
+            unlatched_compacted: 0,
+            next_leg: 0,
             unlatched_cursor: 0,
             plans: FanoutPlans::default(),
             receivers: Vec::new(),
@@ -157,23 +170,43 @@ impl<B: AeadBackend> RelayWorker<B> {
         }
     }
 
-    /// Prunes the state of legs that left the snapshot and lists the legs
-    /// still waiting for their first packet.
+    /// Takes in a new snapshot at the cost of what changed: sweeps a few
+    /// slots of departed legs, and lists the legs admitted since the last
+    /// one that are still waiting for their first packet.
     fn adopt(&mut self, snapshot: &RoutingSnapshot) {
-        self.legs.prune(snapshot);
-        self.plans.clear();
-        self.unlatched.clear();
-        self.unlatched.extend(
-            snapshot
-                .legs
-                .values()
-                .filter(|route| route.latch.get().is_none())
-                .map(|route| route.id),
-        );
-        // Control-plane ids grow: the newest legs are the likeliest to
-        // be sending their first report.
-        self.unlatched.sort_unstable_by(|a, b| b.cmp(a));
-        self.unlatched_cursor = 0;
+        self.legs.sweep(snapshot, SWEEP_BUDGET);
+        let new_ids = snapshot.next_leg.saturating_sub(self.next_leg);
+        let unlatched = |route: &Arc<LegRoute>| route.latch.get().is_none();
+        let walk_all = self.generation.is_none()
+            || snapshot.next_leg < self.next_leg
+            || new_ids > u64::try_from(snapshot.legs.len()).unwrap_or(u64::MAX);
+        if walk_all {
+            // The first snapshot, another cell's, or more ids handed out
+            // than legs exist: one walk of the node is the cheaper way.
+            self.unlatched.clear();
+            self.unlatched.extend(
+                snapshot
+                    .legs
+                    .values()
+                    .filter(|route| unlatched(route))
+                    .map(|route| route.id),
+            );
+            self.unlatched.sort_unstable();
+            self.unlatched_compacted = self.unlatched.len();
+        } else {
+            for id in self.next_leg..snapshot.next_leg {
+                if snapshot.legs.get(&LegId(id)).is_some_and(unlatched) {
+                    self.unlatched.push(LegId(id));
+                }
+            }
+            // Amortised O(1) per leg: compact only once the list doubled.
+            if self.unlatched.len() > 2 * self.unlatched_compacted.max(32) {
+                self.unlatched
+                    .retain(|id| snapshot.legs.get(id).is_some_and(unlatched));
+                self.unlatched_compacted = self.unlatched.len();
+            }
+        }
+        self.next_leg = snapshot.next_leg;
         self.generation = Some(snapshot.generation);
     }
 
@@ -403,7 +436,13 @@ impl<B: AeadBackend> RelayWorker<B> {
         let mut trials = 0;
         for step in 0..scan {
             let at = (start + step) % count;
-            let Some(route) = self.unlatched.get(at).and_then(|id| snapshot.legs.get(id)) else {
+            // Newest first: the likeliest to be sending their first report.
+            let newest_first = count - 1 - at;
+            let Some(route) = self
+                .unlatched
+                .get(newest_first)
+                .and_then(|id| snapshot.legs.get(id))
+            else {
                 continue;
             };
             if route.latch.get().is_some() {

@@ -183,7 +183,7 @@ fn a_dtls_keyed_browser_leg_and_an_sdes_leg_hear_each_other_through_the_worker()
         .insert(LegId(2), route(2, sdes_c2r.clone(), sdes_r2c.clone(), None));
     snapshot
         .meetings
-        .insert(MeetingIdx(1), vec![LegId(1), LegId(2)]);
+        .insert(MeetingIdx(1), Arc::new(vec![LegId(1), LegId(2)]));
     snapshot.streams.insert(0xB0, stream(0xB0, 1));
     snapshot.streams.insert(0x5D, stream(0x5D, 2));
     snapshot.generation = 1;

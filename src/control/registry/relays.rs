@@ -46,16 +46,32 @@ pub(crate) struct WantedRelay {
     pub(crate) streams: Vec<(u32, crate::relay::MediaKind, u8, String)>,
 }
 
-/// Adds the relay legs and their streams to the snapshot being built,
-/// their legs to the meeting's fan-out set `legs`.
-pub(super) fn publish(relays: &[RelayLeg], legs: &mut Vec<LegId>, snapshot: &mut RoutingSnapshot) {
+impl RelayLeg {
+    /// Its leg's id.
+    pub(super) fn id(&self) -> LegId {
+        self.leg.id
+    }
+}
+
+/// Puts the relay legs and their streams into the registry's routes (the
+/// fan-out sets are `refresh_sets`'s).
+pub(super) fn route(routes: &mut RoutingSnapshot, relays: &[RelayLeg]) {
     for relay in relays {
-        legs.push(relay.leg.id);
-        snapshot.legs.insert(relay.leg.id, Arc::clone(&relay.leg));
+        routes.insert_leg(Arc::clone(&relay.leg));
         for stream in &relay.streams {
-            snapshot
+            routes
                 .streams
                 .insert(stream.route.ssrc, Arc::clone(&stream.route));
+        }
+    }
+}
+
+/// Takes the relay legs and their streams out of the registry's routes.
+pub(super) fn unroute(routes: &mut RoutingSnapshot, relays: &[RelayLeg]) {
+    for relay in relays {
+        routes.legs.remove(&relay.leg.id);
+        for stream in &relay.streams {
+            routes.streams.remove(&stream.route.ssrc);
         }
     }
 }
@@ -104,6 +120,8 @@ impl Registry {
         let Some(meeting) = self.meetings.get_mut(id) else {
             return;
         };
+        // Out of the routes as they are, back in as they end up (below).
+        unroute(&mut self.routes, &meeting.relays);
         let mut changed = false;
         let mut freed = Vec::new();
         meeting.relays.retain(|r| {
@@ -157,6 +175,12 @@ impl Registry {
                 }
             };
             changed |= self.sync_relay_streams(id, at, &want.streams);
+        }
+        if let Some(meeting) = self.meetings.get(id) {
+            route(&mut self.routes, &meeting.relays);
+            if changed {
+                super::refresh_sets(&mut self.routes, meeting);
+            }
         }
         if changed {
             self.publish();
