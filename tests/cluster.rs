@@ -49,6 +49,17 @@ fn nodes_list_each_other_and_sigterm_deregisters_at_once() {
     assert_eq!(listed[1]["self"], false);
     assert_eq!(listed[1]["load"]["legs"], 0);
     assert_eq!(listed[1]["load"]["max_legs"], 5000);
+    // The busiest worker's share, and the policy's limit on it.
+    assert!(
+        listed[1]["load"]["busy_ppm"]
+            .as_u64()
+            .is_some_and(|b| b <= 1_000_000)
+    );
+    assert!(
+        listed[1]["load"]["max_busy_ppm"]
+            .as_u64()
+            .is_some_and(|b| b > 0)
+    );
 
     // SIGTERM: gone from the list at once, not after the TTL.
     let stopped = Instant::now();
