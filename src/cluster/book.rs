@@ -347,7 +347,20 @@ impl<'a> MeetingBook<'a> {
     }
 }
 
-/// A meeting's hash (`fields`) and roster as a record.
+impl MeetingRecord {
+    /// Meeting `id` as Redis holds it: its hash's `fields` and its
+    /// roster (participant id → JSON entry). Anything that does not parse
+    /// is [`ClusterError::Corrupt`] (any host on the Redis network may
+    /// have written it).
+    pub fn from_hash(
+        id: &str,
+        fields: &BTreeMap<String, String>,
+        roster: BTreeMap<String, String>,
+    ) -> Result<Self, ClusterError> {
+        parse_record(id, fields, roster)
+    }
+}
+
 fn parse_record(
     id: &str,
     fields: &BTreeMap<String, String>,
@@ -651,5 +664,52 @@ impl MeetingBook<'_> {
         } else {
             (hi_to_lo, lo_to_hi)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::MeetingRecord;
+    use crate::relay::MeetingMode;
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_meeting_hash_reads_back_and_a_foreign_one_is_refused() {
+        let good = fields(&[
+            ("mode", "e2ee"),
+            ("owner", "ops"),
+            ("verified", "1"),
+            ("passcode", ""),
+            ("locked", "0"),
+            ("home", "a"),
+            ("participants", "1"),
+        ]);
+        let roster = BTreeMap::from([(
+            "p1".to_owned(),
+            r#"{"name":"n","role":"host","source":"api","node":"b"}"#.to_owned(),
+        )]);
+        let record = MeetingRecord::from_hash("m", &good, roster).expect("parses");
+        assert_eq!(record.mode, MeetingMode::E2ee);
+        assert_eq!(record.passcode_hash, None);
+        assert_eq!(record.roster["p1"].node, "b");
+        for (field, bad) in [("mode", "plain"), ("participants", "-1"), ("home", "")] {
+            let mut broken = good.clone();
+            if bad.is_empty() {
+                broken.remove(field);
+            } else {
+                broken.insert(field.to_owned(), bad.to_owned());
+            }
+            assert!(MeetingRecord::from_hash("m", &broken, BTreeMap::new()).is_err());
+        }
+        let roster = BTreeMap::from([("p1".to_owned(), "{".to_owned())]);
+        assert!(MeetingRecord::from_hash("m", &good, roster).is_err());
     }
 }
