@@ -871,24 +871,39 @@ fn cascade_between_two_nodes(mode: &str) {
     on_b.drain();
     assert_relayed(&mut third, &mut on_a, 2003, 500, 20);
     assert!(on_a.drain().is_empty(), "a duplicate reached A");
-    // RTCP feedback crosses back: a PLI on B for A's stream reaches A's
-    // publisher (through the relay legs), once.
+    // RTCP feedback crosses back: a PLI, a NACK and a FIR on B for A's
+    // stream each reach A's publisher (through the relay legs), once.
     let mut pli = vec![0x81, 206, 0, 2];
     pli.extend(2002u32.to_be_bytes());
     pli.extend(2001u32.to_be_bytes());
-    on_b.send_rtcp(&pli);
-    let got = on_a.receive(1, Duration::from_secs(2));
-    let mut fb = got
-        .into_iter()
-        .find(|d| support::is_rtcp(d))
-        .expect("the PLI reached A's publisher");
-    let len = fb.len();
-    let n = on_a
-        .recv
-        .unprotect_rtcp(&mut fb, len)
-        .expect("authentic SRTCP from A");
-    assert_eq!(&fb[..n], &pli[..], "the PLI as B's participant sent it");
-    assert!(on_a.drain().is_empty(), "feedback arrived twice");
+    let mut nack = vec![0x81, 205, 0, 3];
+    nack.extend(2002u32.to_be_bytes());
+    nack.extend(2001u32.to_be_bytes());
+    nack.extend([0, 120, 0, 1]); // PID 120, BLP: 121 too
+    let mut fir = vec![0x84, 206, 0, 4];
+    fir.extend(2002u32.to_be_bytes());
+    fir.extend(0u32.to_be_bytes()); // RFC 5104 §4.3.1: media SSRC unused
+    fir.extend(2001u32.to_be_bytes());
+    fir.extend([7, 0, 0, 0]); // command sequence number 7
+    for (what, feedback) in [("PLI", &pli), ("NACK", &nack), ("FIR", &fir)] {
+        on_b.send_rtcp(feedback);
+        let got = on_a.receive(1, Duration::from_secs(2));
+        let mut fb = got
+            .into_iter()
+            .find(|d| support::is_rtcp(d))
+            .unwrap_or_else(|| panic!("the {what} reached A's publisher"));
+        let len = fb.len();
+        let n = on_a
+            .recv
+            .unprotect_rtcp(&mut fb, len)
+            .expect("authentic SRTCP from A");
+        assert_eq!(
+            &fb[..n],
+            &feedback[..],
+            "the {what} as B's participant sent it"
+        );
+        assert!(on_a.drain().is_empty(), "the {what} arrived twice");
+    }
     // Once no leg of the meeting is left on B, the relay legs go.
     for p in [&on_b, &third] {
         let r = http(
