@@ -238,13 +238,13 @@ fn ms(p: Option<&Percentiles>, f: fn(&Percentiles) -> u64) -> String {
 pub fn markdown(report: &ClusterReport) -> String {
     let mut out = format!(
         "# {} on one node and cascaded over {} nodes\n\n\
-         | | nodes | published | delivered | loss | dup | relay CPU s | CPU µs / delivered | p50 ms | p99 ms | p99 local ms | p99 behind a hop ms |\n\
+         | | nodes | published | delivered | loss | dup | relay CPU s | CPU µs / delivered | p50 ms | p99 ms | p50 local / behind a hop ms | p99 local / behind a hop ms |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report.scenario, report.nodes
     );
     for side in [&report.alone, &report.cluster] {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.4} % | {} | {:.2} | {:.3} | {:.3} | {:.3} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.4} % | {} | {:.2} | {:.3} | {:.3} | {:.3} | {} / {} | {} / {} |\n",
             side.target,
             side.nodes,
             side.published,
@@ -255,6 +255,8 @@ pub fn markdown(report: &ClusterReport) -> String {
             side.cpu_us_per_delivered,
             side.latency_ns.p50 as f64 / 1e6,
             side.latency_ns.p99 as f64 / 1e6,
+            ms(side.local_latency_ns.as_ref(), |p| p.p50),
+            ms(side.hop_latency_ns.as_ref(), |p| p.p50),
             ms(side.local_latency_ns.as_ref(), |p| p.p99),
             ms(side.hop_latency_ns.as_ref(), |p| p.p99),
         ));
