@@ -113,8 +113,6 @@ struct Shared {
     cluster: Option<Arc<ClusterLink>>,
     /// Cluster mode: wakes the cascade thread (`cascade::Cascader`).
     cascade: Option<std::sync::mpsc::Sender<cascade::Wake>>,
-    /// Its other end, until `ControlServer::start` hands it to the thread.
-    woken: Mutex<Option<std::sync::mpsc::Receiver<cascade::Wake>>>,
 }
 
 impl fmt::Debug for ControlState {
@@ -126,10 +124,17 @@ impl fmt::Debug for ControlState {
 impl ControlState {
     /// A fresh registry publishing into `cell`.
     pub fn new(opts: &ControlOptions, cell: SnapshotCell, metrics: Arc<MetricsHub>) -> Self {
-        Self::build(opts.clone(), cell, metrics)
+        // Without a server no cascade thread runs: wakes go nowhere.
+        Self::build(opts.clone(), cell, metrics).0
     }
 
-    fn build(opts: ControlOptions, cell: SnapshotCell, metrics: Arc<MetricsHub>) -> Self {
+    /// The state, and in cluster mode the receiving end of its cascade
+    /// wakes (for the thread `ControlServer::start` starts).
+    fn build(
+        opts: ControlOptions,
+        cell: SnapshotCell,
+        metrics: Arc<MetricsHub>,
+    ) -> (Self, Option<std::sync::mpsc::Receiver<cascade::Wake>>) {
         let (cascade, woken) = match opts.cluster {
             Some(_) => {
                 let (wake, woken) = std::sync::mpsc::channel();
@@ -137,7 +142,7 @@ impl ControlState {
             }
             None => (None, None),
         };
-        Self {
+        let state = Self {
             inner: Arc::new(Shared {
                 registry: Mutex::new(Registry::new(
                     cell,
@@ -149,9 +154,9 @@ impl ControlState {
                 token: arc_swap::ArcSwapOption::from(opts.token.map(Arc::new)),
                 cluster: opts.cluster,
                 cascade,
-                woken: Mutex::new(woken),
             }),
-        }
+        };
+        (state, woken)
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -302,7 +307,7 @@ impl ControlServer {
             tokio::net::TcpListener::from_std(listener).map_err(bind_error)?
         };
         let limits = opts.limits;
-        let state = ControlState::build(opts, cell, metrics);
+        let (state, woken) = ControlState::build(opts, cell, metrics);
         let app = router(state.clone());
         let (stop, stopped) = watch::channel(false);
         let edge_state = state.clone();
@@ -316,12 +321,6 @@ impl ControlServer {
             })
             .map_err(ControlError::Thread)?;
         tracing::info!(%local_addr, "control API listening");
-        let woken = state
-            .inner
-            .woken
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
         let mut server = Self {
             local_addr,
             stop,
