@@ -220,10 +220,7 @@ impl Daemon {
                 let api = bound(settings.advertise_api, control.local_addr());
                 let media = bound(settings.advertise_media, media_address);
                 let state = control.state().clone();
-                let load = Box::new(move || {
-                    state.cascade_tick();
-                    state.node_load()
-                });
+                let load = Box::new(move || state.node_load());
                 match Membership::start(Arc::clone(link), api, media, load) {
                     Ok(m) => Some(m),
                     Err(e) => {

@@ -49,6 +49,17 @@ fn nodes_list_each_other_and_sigterm_deregisters_at_once() {
     assert_eq!(listed[1]["self"], false);
     assert_eq!(listed[1]["load"]["legs"], 0);
     assert_eq!(listed[1]["load"]["max_legs"], 5000);
+    // The busiest worker's share, and the policy's limit on it.
+    assert!(
+        listed[1]["load"]["busy_ppm"]
+            .as_u64()
+            .is_some_and(|b| b <= 1_000_000)
+    );
+    assert!(
+        listed[1]["load"]["max_busy_ppm"]
+            .as_u64()
+            .is_some_and(|b| b > 0)
+    );
 
     // SIGTERM: gone from the list at once, not after the TTL.
     let stopped = Instant::now();
@@ -860,24 +871,39 @@ fn cascade_between_two_nodes(mode: &str) {
     on_b.drain();
     assert_relayed(&mut third, &mut on_a, 2003, 500, 20);
     assert!(on_a.drain().is_empty(), "a duplicate reached A");
-    // RTCP feedback crosses back: a PLI on B for A's stream reaches A's
-    // publisher (through the relay legs), once.
+    // RTCP feedback crosses back: a PLI, a NACK and a FIR on B for A's
+    // stream each reach A's publisher (through the relay legs), once.
     let mut pli = vec![0x81, 206, 0, 2];
     pli.extend(2002u32.to_be_bytes());
     pli.extend(2001u32.to_be_bytes());
-    on_b.send_rtcp(&pli);
-    let got = on_a.receive(1, Duration::from_secs(2));
-    let mut fb = got
-        .into_iter()
-        .find(|d| support::is_rtcp(d))
-        .expect("the PLI reached A's publisher");
-    let len = fb.len();
-    let n = on_a
-        .recv
-        .unprotect_rtcp(&mut fb, len)
-        .expect("authentic SRTCP from A");
-    assert_eq!(&fb[..n], &pli[..], "the PLI as B's participant sent it");
-    assert!(on_a.drain().is_empty(), "feedback arrived twice");
+    let mut nack = vec![0x81, 205, 0, 3];
+    nack.extend(2002u32.to_be_bytes());
+    nack.extend(2001u32.to_be_bytes());
+    nack.extend([0, 120, 0, 1]); // PID 120, BLP: 121 too
+    let mut fir = vec![0x84, 206, 0, 4];
+    fir.extend(2002u32.to_be_bytes());
+    fir.extend(0u32.to_be_bytes()); // RFC 5104 §4.3.1: media SSRC unused
+    fir.extend(2001u32.to_be_bytes());
+    fir.extend([7, 0, 0, 0]); // command sequence number 7
+    for (what, feedback) in [("PLI", &pli), ("NACK", &nack), ("FIR", &fir)] {
+        on_b.send_rtcp(feedback);
+        let got = on_a.receive(1, Duration::from_secs(2));
+        let mut fb = got
+            .into_iter()
+            .find(|d| support::is_rtcp(d))
+            .unwrap_or_else(|| panic!("the {what} reached A's publisher"));
+        let len = fb.len();
+        let n = on_a
+            .recv
+            .unprotect_rtcp(&mut fb, len)
+            .expect("authentic SRTCP from A");
+        assert_eq!(
+            &fb[..n],
+            &feedback[..],
+            "the {what} as B's participant sent it"
+        );
+        assert!(on_a.drain().is_empty(), "the {what} arrived twice");
+    }
     // Once no leg of the meeting is left on B, the relay legs go.
     for p in [&on_b, &third] {
         let r = http(
@@ -977,4 +1003,200 @@ fn three_nodes_receive_each_stream_once_split_horizon() {
         );
         assert_eq!(now.1, was.1, "node {node} dropped copies");
     }
+}
+
+/// `GET /v1/meetings` through `api`: the ids on each page of `query`'s
+/// listing (`limit` a page), following `next` to the end.
+fn listed_ids(api: SocketAddr, query: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    loop {
+        let path = format!("/v1/meetings?{query}{after}");
+        let page = http(api, "GET", &path, None, None);
+        assert_eq!(page.status, 200, "{path}: {}", page.text);
+        let page = page.json();
+        pages.push(
+            page["meetings"]
+                .as_array()
+                .expect("meetings")
+                .iter()
+                .map(|m| m["id"].as_str().expect("id").to_owned())
+                .collect(),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => return pages,
+        }
+        assert!(pages.len() < 20, "the listing never ends");
+    }
+}
+
+#[test]
+fn every_node_lists_the_clusters_meetings_paginated_and_filtered() {
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "a", "");
+    let b = Node::start(&redis.url(), "b", "");
+    eventually(Duration::from_secs(5), "both listed", || {
+        (node_ids(a.api)? == ["a", "b"]).then_some(())
+    });
+    // Five meetings, created through either node, placed on either.
+    for (id, mode, api) in [
+        ("m1", "standard", a.api),
+        ("m2", "e2ee", b.api),
+        ("m3", "standard", b.api),
+        ("m4", "e2ee", a.api),
+        ("m5", "standard", a.api),
+    ] {
+        let body = serde_json::json!({"id": id, "mode": mode,
+            "owner": {"account": "ops", "verified": true}});
+        create(api, &body);
+    }
+    let homes: Vec<Value> = ["m1", "m2"]
+        .iter()
+        .map(|id| {
+            http(a.api, "GET", &format!("/v1/meetings/{id}"), None, None).json()["node"].clone()
+        })
+        .collect();
+    for api in [a.api, b.api] {
+        assert_eq!(
+            listed_ids(api, "limit=2"),
+            [vec!["m1", "m2"], vec!["m3", "m4"], vec!["m5"]]
+        );
+        assert_eq!(listed_ids(api, "mode=e2ee"), [vec!["m2", "m4"]]);
+        assert_eq!(
+            listed_ids(api, "mode=standard&limit=1"),
+            [vec!["m1"], vec!["m3"], vec!["m5"]]
+        );
+    }
+    // Whole pages are the same through both nodes, facts and home included.
+    let page_a = http(a.api, "GET", "/v1/meetings", None, None).json();
+    assert_eq!(
+        page_a,
+        http(b.api, "GET", "/v1/meetings", None, None).json()
+    );
+    assert_eq!(page_a["meetings"][0]["node"], homes[0]);
+    assert_eq!(page_a["meetings"][1]["node"], homes[1]);
+    assert_eq!(page_a["meetings"][1]["mode"], "e2ee");
+    assert!(page_a.get("next").is_none());
+    // A participant counts wherever its leg is.
+    join(b.api, "m3", "guest", Some("b"));
+    let page = http(a.api, "GET", "/v1/meetings?after=m2&limit=1", None, None).json();
+    assert_eq!(page["meetings"][0]["id"], "m3");
+    assert_eq!(page["meetings"][0]["participants"], 1);
+    assert_eq!(page["next"], "m3");
+    // Deleted through one node: gone from every node's list; a meeting
+    // that expired in Redis is pruned from the index when met.
+    let deleted = http(b.api, "DELETE", "/v1/meetings/m1", None, None);
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    redis.command(&["DEL", "sluice:meeting:m5"]).expect("DEL");
+    assert_eq!(listed_ids(a.api, ""), [vec!["m2", "m3", "m4"]]);
+    assert_eq!(listed_ids(b.api, "limit=3"), [vec!["m2", "m3", "m4"]]);
+    assert_eq!(
+        redis.command(&["ZCARD", "sluice:meetings"]).as_deref(),
+        Some(":3")
+    );
+    // The bad query is refused as standalone refuses it.
+    let bad = http(a.api, "GET", "/v1/meetings?limit=0", None, None);
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "invalid_request")
+    );
+}
+
+/// Sends from `from` every 2 ms until `to` hears it; how long that took
+/// (at most `within`, else the test fails).
+fn time_to_cross(
+    from: &mut support::Endpoint,
+    to: &support::Endpoint,
+    ssrc: u32,
+    seq: &mut u16,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        from.send_rtp(ssrc, *seq, b"first");
+        *seq += 1;
+        if !to.receive(1, Duration::from_millis(2)).is_empty() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "nothing crossed within {within:?}"
+        );
+    }
+}
+
+/// With a 2 s heartbeat, the cascade forms when a meeting starts spanning
+/// a pair (a notice through Redis, not the next beat) and goes when it
+/// stops spanning it.
+#[test]
+fn the_cascade_forms_and_goes_at_once_not_at_the_next_heartbeat() {
+    const BEAT: Duration = Duration::from_secs(2);
+    const PROMPT: Duration = Duration::from_millis(400);
+    let redis = Redis::start();
+    let a = Node::start_beating(&redis.url(), "a", "", false, (2000, 4));
+    let b = Node::start_beating(&redis.url(), "b", "", false, (2000, 4));
+    eventually(Duration::from_secs(5), "both listed", || {
+        (node_ids(a.api)? == ["a", "b"]).then_some(())
+    });
+    let id = create(a.api, &standard());
+    let mut on_a = speaker(a.api, &id, "a", 5001);
+    let mut seq = 10;
+    // B's first leg: from its admission to the first packet of A's
+    // speaker on it (both relay legs formed, B's stream known to A).
+    let started = Instant::now();
+    let mut on_b = speaker(b.api, &id, "b", 5002);
+    time_to_cross(&mut on_a, &on_b, 5001, &mut seq, BEAT);
+    let a_to_b = started.elapsed();
+    // B's speaker reaches A as soon as it is published.
+    let mut back = 10;
+    let b_to_a = time_to_cross(&mut on_b, &on_a, 5002, &mut back, BEAT);
+    eprintln!(
+        "first packet across the cascade: A to B {a_to_b:?} after B's join, B to A {b_to_a:?}"
+    );
+    assert!(
+        a_to_b < PROMPT,
+        "A to B took {a_to_b:?}: the cascade waited for a heartbeat"
+    );
+    assert!(b_to_a < PROMPT, "B to A took {b_to_a:?}");
+    // B's leg goes: A stops sending to B at once (B counts what arrives,
+    // authentic or not).
+    let arrived = |api| {
+        let text = http(api, "GET", "/metrics", None, None).text;
+        support::metric(&text, "sluice_packets_in_total{mode=\"standard\"}")
+            + support::metric(
+                &text,
+                "sluice_packets_dropped_total{reason=\"unknown_ssrc\"}",
+            )
+    };
+    let gone = http(
+        a.api,
+        "DELETE",
+        &format!("/v1/meetings/{id}/participants/{}", on_b.id),
+        None,
+        None,
+    );
+    assert_eq!(gone.status, 204, "{}", gone.text);
+    let left = Instant::now();
+    let mut quiet_since = None;
+    let torn_down = loop {
+        let before = arrived(b.api);
+        for _ in 0..5 {
+            on_a.send_rtp(5001, seq, b"after");
+            seq += 1;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        if arrived(b.api) == before {
+            // Quiet for 100 ms in a row: the relay leg is gone.
+            let since = *quiet_since.get_or_insert(left.elapsed());
+            if left.elapsed() - since > Duration::from_millis(100) {
+                break since;
+            }
+        } else {
+            quiet_since = None;
+        }
+        assert!(left.elapsed() < BEAT * 2, "A kept sending to B");
+    };
+    eprintln!("relay leg A to B gone {torn_down:?} after B's last leg left");
+    assert!(torn_down < PROMPT, "teardown took {torn_down:?}");
 }

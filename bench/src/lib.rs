@@ -9,6 +9,7 @@
 //! page with the plot inline; [`progress`] says on stderr how far a run is.
 
 pub mod capacity;
+pub mod cluster;
 pub mod dialin;
 pub mod engine;
 pub mod histogram;

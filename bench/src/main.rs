@@ -65,6 +65,18 @@ enum Command {
     /// core before 20 ms frames are late, sluice's call bridge (3-speaker
     /// mix) next to rtpengine transcoding PCMU <-> Opus.
     Dialin(DialinArgs),
+    /// The scenario on one sluice node, then cascaded over a local cluster
+    /// of --nodes nodes on a private redis-server (publishers on node n0,
+    /// receivers spread evenly): each node's packets per packet published,
+    /// relay CPU per delivered packet, and the latency a cascade hop adds.
+    /// --targets is not used.
+    Cluster {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Cluster nodes (at least 2).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -428,7 +440,66 @@ fn run(command: Command, quiet: bool) -> Result<(), String> {
         }
         Command::Smoke { common } => smoke(&common, quiet),
         Command::Dialin(args) => dialin(&args, quiet),
+        Command::Cluster { load, nodes } => cluster(&load, nodes, quiet),
     }
+}
+
+/// `cluster`: one node, then `nodes`, the same load (see
+/// `sluice_bench::cluster`).
+fn cluster(load: &LoadArgs, nodes: usize, quiet: bool) -> Result<(), String> {
+    let scenario = load.scenario()?;
+    let (target_options, engine_options) = load.common.options();
+    let binary = match target_options.sluice_binary {
+        Some(path) => path,
+        None => targets::sluice::find_binary()?,
+    };
+    let sluice = targets::SluiceOptions {
+        binary,
+        relay_cores: target_options.relay_cores,
+        workers: target_options.relay_workers,
+        io: target_options.relay_io,
+        cluster: None,
+    };
+    let mut log = StepLog::new("cluster", 2, true, step_guess(&scenario), quiet);
+    let mut side_now = String::new();
+    let report = sluice_bench::cluster::run(
+        &scenario,
+        &sluice,
+        &engine_options,
+        nodes,
+        &mut |side, elapsed, total, c| {
+            if side != side_now {
+                if !side_now.is_empty() {
+                    log.finish(&side_now, true, "measured");
+                }
+                side_now = side.to_owned();
+                log.start(&side_now);
+            }
+            log.tick(elapsed, total, &counters(c));
+        },
+    );
+    match &report {
+        Ok(_) => {
+            log.finish(&side_now, true, "measured");
+            log.end("done");
+        }
+        Err(e) => log.end(&format!("stopped: {e}")),
+    }
+    let report = report?;
+    let text = sluice_bench::cluster::markdown(&report);
+    print!("{text}");
+    let out = load
+        .common
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out("cluster", &scenario.name));
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("summary.md"), text)
+        .and_then(|()| std::fs::write(out.join("report.json"), json))
+        .map_err(|e| format!("cannot write into {}: {e}", out.display()))?;
+    println!("\nWrote {}/summary.md and report.json.", out.display());
+    Ok(())
 }
 
 /// `dialin`: each target's capacity search (or one fixed load), then the

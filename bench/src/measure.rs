@@ -97,6 +97,14 @@ pub struct Measurement {
     pub worst_late_us: f64,
     /// One-way latency through the target, ns.
     pub latency_ns: Percentiles,
+    /// Cluster targets: the one-way latency of the receivers behind a
+    /// relay-to-relay hop (on another node than the publisher), ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hop_latency_ns: Option<Percentiles>,
+    /// Cluster targets: the one-way latency of the receivers on the
+    /// publisher's node, ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_latency_ns: Option<Percentiles>,
     /// Mean RFC 3550 jitter over streams and receivers, ms.
     pub jitter_ms_mean: f64,
     /// Highest RFC 3550 jitter of any stream at any receiver, ms.
@@ -160,6 +168,10 @@ pub struct Tally {
     pub(crate) steady_packets: u64,
     pub(crate) steady_bytes: u64,
     pub(crate) latency: Histogram,
+    /// The part of `latency` that crossed a relay-to-relay hop.
+    pub(crate) hop_latency: Histogram,
+    /// The rest of `latency`: receivers on the publisher's node.
+    pub(crate) local_latency: Histogram,
     streams: Vec<StreamFigures>,
 }
 
@@ -185,6 +197,8 @@ impl Tally {
             steady_packets: 0,
             steady_bytes: 0,
             latency: Histogram::default(),
+            hop_latency: Histogram::default(),
+            local_latency: Histogram::default(),
             streams: Vec::new(),
         }
     }
@@ -245,6 +259,9 @@ impl Tally {
             late_sends: self.late_sends,
             worst_late_us: self.worst_late_ns as f64 / 1e3,
             latency_ns: self.latency.percentiles(),
+            hop_latency_ns: (self.hop_latency.count() > 0).then(|| self.hop_latency.percentiles()),
+            local_latency_ns: (self.hop_latency.count() > 0)
+                .then(|| self.local_latency.percentiles()),
             jitter_ms_mean: if receivers == 0 {
                 0.0
             } else {

@@ -71,6 +71,10 @@ pub struct LegPlan {
     /// The SSRC the participant reports under in RTCP when it publishes
     /// nothing (sluice's `media.rtcp_ssrc`); `None`: any SSRC of its own.
     pub rtcp_ssrc: Option<u32>,
+    /// Whether what this participant receives crosses a relay-to-relay
+    /// hop (a cluster target's viewer on another node than the
+    /// publisher's): its latency is also tallied apart.
+    pub behind_hop: bool,
 }
 
 /// Why a target could not be set up or admit a meeting.

@@ -6,7 +6,10 @@
 //!   itself, see [`super::passcode`]), `locked`, `home` (the node placed
 //!   for it) and `participants` (the seat count);
 //! - `sluice:meeting:{id}:roster`: participant id → JSON [`RosterEntry`];
-//! - `sluice:node:{node}:homes`: the ids of the meetings placed on a node.
+//! - `sluice:node:{node}:homes`: the ids of the meetings placed on a node;
+//! - `sluice:meetings`: every meeting id, a sorted set of score 0 read in
+//!   id order (`ZRANGEBYLEX`) for `GET /v1/meetings`; an id whose meeting
+//!   expired is pruned when a listing meets it.
 //!
 //! Nothing lives forever: the heartbeat of every node that homes a meeting
 //! or hosts one of its legs renews both keys' TTL ([`MEETING_TTL`]), so the
@@ -27,6 +30,9 @@ use crate::relay::MeetingMode;
 /// How long a meeting outlives the last heartbeat of a node homing it or
 /// hosting one of its legs: long enough to re-home it when its home dies.
 pub const MEETING_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Every meeting id (see the module doc).
+const INDEX: &str = "sluice:meetings";
 
 fn homes_key(node: &str) -> String {
     format!("sluice:node:{node}:homes")
@@ -49,6 +55,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('DEL', KEYS[2])
 redis.call('SADD', KEYS[3], ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('ZADD', KEYS[4], 0, ARGV[6])
+redis.call('PEXPIRE', KEYS[4], ARGV[7])
 return 1
 ";
 
@@ -87,6 +95,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('PEXPIRE', KEYS[3], ARGV[7])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('ZADD', KEYS[4], 0, ARGV[8])
+redis.call('PEXPIRE', KEYS[4], ARGV[7])
 for i = 9, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('HINCRBY', KEYS[1], 'participants', 1)
@@ -98,7 +108,7 @@ return 1
 
 /// A heartbeat's renewal: every meeting this node homes (pruning the
 /// deleted and expired ones) and every meeting it hosts legs of
-/// (ARGV[2..]) lives another MEETING_TTL. Key names are built here, so
+/// (ARGV[2..]) lives another MEETING_TTL, and so does the id index. Key names are built here, so
 /// this needs a single Redis (not Redis Cluster), as the rest does.
 const RENEW: &str = r"
 local ttl = ARGV[1]
@@ -114,6 +124,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if not renew(id) then redis.call('SREM', KEYS[1], id) end
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
 for i = 2, #ARGV do renew(ARGV[i]) end
 return 1
 ";
@@ -202,6 +213,7 @@ impl<'a> MeetingBook<'a> {
                 .key(meeting_key(&record.id))
                 .key(roster_key(&record.id))
                 .key(homes_key(&record.home))
+                .key(INDEX)
                 .arg(record.mode.name())
                 .arg(&record.owner)
                 .arg(u8::from(record.verified))
@@ -228,40 +240,7 @@ impl<'a> MeetingBook<'a> {
         if fields.is_empty() {
             return Ok(None);
         }
-        let corrupt = |reason: String| ClusterError::Corrupt {
-            what: format!("meeting {id:?}"),
-            reason,
-        };
-        let field = |name: &str| {
-            fields
-                .get(name)
-                .cloned()
-                .ok_or_else(|| corrupt(format!("no field {name}")))
-        };
-        let mode = match field("mode")?.as_str() {
-            "e2ee" => MeetingMode::E2ee,
-            "standard" => MeetingMode::Standard,
-            other => return Err(corrupt(format!("mode {other:?}"))),
-        };
-        let participants = field("participants")?
-            .parse()
-            .map_err(|e| corrupt(format!("participants: {e}")))?;
-        let mut entries = BTreeMap::new();
-        for (pid, json) in roster {
-            let entry = serde_json::from_str(&json).map_err(|e| corrupt(format!("roster: {e}")))?;
-            entries.insert(pid, entry);
-        }
-        Ok(Some(MeetingRecord {
-            id: id.to_owned(),
-            mode,
-            owner: field("owner")?,
-            verified: field("verified")? == "1",
-            passcode_hash: Some(field("passcode")?).filter(|h| !h.is_empty()),
-            locked: field("locked")? == "1",
-            home: field("home")?,
-            participants,
-            roster: entries,
-        }))
+        parse_record(id, &fields, roster).map(Some)
     }
 
     /// Deletes the meeting; its roster as it was (`None`: no such meeting).
@@ -279,6 +258,10 @@ impl<'a> MeetingBook<'a> {
                 .ignore()
                 .cmd("SREM")
                 .arg(homes_key(&record.home))
+                .arg(id)
+                .ignore()
+                .cmd("ZREM")
+                .arg(INDEX)
                 .arg(id)
                 .ignore()
                 .exec(c)
@@ -364,6 +347,142 @@ impl<'a> MeetingBook<'a> {
     }
 }
 
+impl MeetingRecord {
+    /// Meeting `id` as Redis holds it: its hash's `fields` and its
+    /// roster (participant id → JSON entry). Anything that does not parse
+    /// is [`ClusterError::Corrupt`] (any host on the Redis network may
+    /// have written it).
+    pub fn from_hash(
+        id: &str,
+        fields: &BTreeMap<String, String>,
+        roster: BTreeMap<String, String>,
+    ) -> Result<Self, ClusterError> {
+        parse_record(id, fields, roster)
+    }
+}
+
+fn parse_record(
+    id: &str,
+    fields: &BTreeMap<String, String>,
+    roster: BTreeMap<String, String>,
+) -> Result<MeetingRecord, ClusterError> {
+    let corrupt = |reason: String| ClusterError::Corrupt {
+        what: format!("meeting {id:?}"),
+        reason,
+    };
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .cloned()
+            .ok_or_else(|| corrupt(format!("no field {name}")))
+    };
+    let mode = match field("mode")?.as_str() {
+        "e2ee" => MeetingMode::E2ee,
+        "standard" => MeetingMode::Standard,
+        other => return Err(corrupt(format!("mode {other:?}"))),
+    };
+    let participants = field("participants")?
+        .parse()
+        .map_err(|e| corrupt(format!("participants: {e}")))?;
+    let mut entries = BTreeMap::new();
+    for (pid, json) in roster {
+        let entry = serde_json::from_str(&json).map_err(|e| corrupt(format!("roster: {e}")))?;
+        entries.insert(pid, entry);
+    }
+    Ok(MeetingRecord {
+        id: id.to_owned(),
+        mode,
+        owner: field("owner")?,
+        verified: field("verified")? == "1",
+        passcode_hash: Some(field("passcode")?).filter(|h| !h.is_empty()),
+        locked: field("locked")? == "1",
+        home: field("home")?,
+        participants,
+        roster: entries,
+    })
+}
+
+/// Drops from the id index the ids (ARGV) whose meeting is gone, unless
+/// created again meanwhile.
+const PRUNE: &str = r"
+for i = 1, #ARGV do
+  if redis.call('EXISTS', 'sluice:meeting:' .. ARGV[i]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return 1
+";
+
+impl MeetingBook<'_> {
+    /// One page of the cluster's meetings in id order: the first `limit`
+    /// after `after` (exclusive) that `keep` holds, without rosters, and
+    /// whether more follow. Ids whose meeting expired are pruned from the
+    /// index on the way; an unreadable meeting is skipped (and logged).
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&MeetingRecord) -> bool,
+    ) -> Result<(Vec<MeetingRecord>, bool), ClusterError> {
+        let batch = limit.saturating_add(1).clamp(16, 1000);
+        let mut cursor = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let mut out = Vec::new();
+        loop {
+            let ids: Vec<String> = self.link.run(|c| {
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(INDEX)
+                    .arg(&cursor)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(batch)
+                    .query(c)
+            })?;
+            let Some(last) = ids.last() else {
+                return Ok((out, false));
+            };
+            cursor = format!("({last}");
+            let hashes: Vec<BTreeMap<String, String>> = self.link.run(|c| {
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.cmd("HGETALL").arg(meeting_key(id));
+                }
+                pipe.query(c)
+            })?;
+            let mut gone = Vec::new();
+            let mut more = false;
+            for (id, fields) in ids.iter().zip(&hashes) {
+                if fields.is_empty() {
+                    gone.push(id);
+                    continue;
+                }
+                let record = match parse_record(id, fields, BTreeMap::new()) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        tracing::warn!("listing skips an unreadable meeting: {e}");
+                        continue;
+                    }
+                };
+                if !keep(&record) {
+                    continue;
+                }
+                if out.len() == limit {
+                    more = true;
+                    break;
+                }
+                out.push(record);
+            }
+            if !gone.is_empty() {
+                self.link
+                    .run(|c| Script::new(PRUNE).key(INDEX).arg(&gone).invoke::<i64>(c))?;
+            }
+            if more || ids.len() < batch {
+                return Ok((out, more));
+            }
+        }
+    }
+}
+
 /// [`MEETING_TTL`] in milliseconds.
 fn ttl_ms() -> u64 {
     u64::try_from(MEETING_TTL.as_millis()).unwrap_or(u64::MAX)
@@ -378,6 +497,7 @@ pub(crate) fn renew(
 ) -> redis::RedisResult<()> {
     Script::new(RENEW)
         .key(homes_key(node))
+        .key(INDEX)
         .arg(ttl_ms())
         .arg(hosted)
         .invoke::<i64>(connection)
@@ -396,6 +516,7 @@ pub(crate) fn reseed(
     invocation
         .key(roster_key(&record.id))
         .key(homes_key(node))
+        .key(INDEX)
         .arg(record.mode.name())
         .arg(&record.owner)
         .arg(u8::from(record.verified))
@@ -543,5 +664,52 @@ impl MeetingBook<'_> {
         } else {
             (hi_to_lo, lo_to_hi)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::MeetingRecord;
+    use crate::relay::MeetingMode;
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_meeting_hash_reads_back_and_a_foreign_one_is_refused() {
+        let good = fields(&[
+            ("mode", "e2ee"),
+            ("owner", "ops"),
+            ("verified", "1"),
+            ("passcode", ""),
+            ("locked", "0"),
+            ("home", "a"),
+            ("participants", "1"),
+        ]);
+        let roster = BTreeMap::from([(
+            "p1".to_owned(),
+            r#"{"name":"n","role":"host","source":"api","node":"b"}"#.to_owned(),
+        )]);
+        let record = MeetingRecord::from_hash("m", &good, roster).expect("parses");
+        assert_eq!(record.mode, MeetingMode::E2ee);
+        assert_eq!(record.passcode_hash, None);
+        assert_eq!(record.roster["p1"].node, "b");
+        for (field, bad) in [("mode", "plain"), ("participants", "-1"), ("home", "")] {
+            let mut broken = good.clone();
+            if bad.is_empty() {
+                broken.remove(field);
+            } else {
+                broken.insert(field.to_owned(), bad.to_owned());
+            }
+            assert!(MeetingRecord::from_hash("m", &broken, BTreeMap::new()).is_err());
+        }
+        let roster = BTreeMap::from([("p1".to_owned(), "{".to_owned())]);
+        assert!(MeetingRecord::from_hash("m", &good, roster).is_err());
     }
 }

@@ -7,6 +7,8 @@
 //!   timeouts, so a Redis outage answers `cluster_unavailable` at once.
 //! - [`book`]: meetings in Redis, seats taken by Lua scripts (atomic).
 //! - [`passcode`]: the salted PBKDF2 hash stored instead of a passcode.
+//! - [`changes`]: the notices a node publishes when what it hosts of a
+//!   meeting changes, so the others cascade at once.
 //! - [`membership`]: the heartbeat thread that registers this node,
 //!   refreshes its TTL, reconnects with backoff and deregisters on stop.
 //!
@@ -17,6 +19,7 @@
 
 pub(crate) mod api;
 pub mod book;
+pub mod changes;
 pub mod link;
 pub mod membership;
 pub mod node;
@@ -24,6 +27,7 @@ pub mod passcode;
 pub mod placement;
 
 pub use book::{MeetingBook, MeetingRecord, RosterEntry, SeatRefusal, StreamEntry};
+pub use changes::ChangeFeed;
 pub use link::{ClusterLink, keys};
 pub use membership::{HostedMeeting, Membership};
 pub use node::{NodeLoad, NodeRecord};

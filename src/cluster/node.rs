@@ -16,12 +16,25 @@ pub struct NodeLoad {
     pub meetings: u64,
     /// Legs the node admits at most (`[policy] max_participants_per_node`).
     pub max_legs: u64,
+    /// How busy its busiest packet worker is, in millionths (0 from a
+    /// record without it).
+    #[serde(default)]
+    pub busy_ppm: u64,
+    /// The busy share above which the node refuses new legs
+    /// (`[policy] max_worker_busy`), in millionths.
+    #[serde(default = "all_of_it")]
+    pub max_busy_ppm: u64,
+}
+
+fn all_of_it() -> u64 {
+    1_000_000
 }
 
 impl NodeLoad {
-    /// Whether one more leg fits.
+    /// Whether one more leg fits: below the leg limit, and the busiest
+    /// worker not past the share at which the node sheds new legs.
     pub fn has_room(&self) -> bool {
-        self.legs < self.max_legs
+        self.legs < self.max_legs && self.busy_ppm <= self.max_busy_ppm
     }
 
     /// The fraction of the node's legs in use, in millionths (integer, so

@@ -2,6 +2,9 @@
 //! function of the live nodes' published records, so every node that asks
 //! with the same view gets the same answer, and tests need no Redis.
 //!
+//! - A node has room while it is below its leg limit and its busiest
+//!   packet worker is not past `[policy] max_worker_busy` (both as it
+//!   published them).
 //! - A meeting goes to the least-loaded live node with room: lowest fill
 //!   (legs / max), then fewest legs, then fewest meetings, then the
 //!   smallest node id (a deterministic tie-break).
@@ -92,6 +95,8 @@ mod tests {
                 streams: 0,
                 meetings: 0,
                 max_legs,
+                busy_ppm: 0,
+                max_busy_ppm: 1_000_000,
             },
         }
     }
@@ -103,6 +108,19 @@ mod tests {
         // Fill, not count: 40 of 1000 is emptier than 10 of 100.
         let nodes = [node("a", 10, 100), node("b", 40, 1000)];
         assert_eq!(place_meeting(&nodes).unwrap().id, "b");
+    }
+
+    #[test]
+    fn a_node_past_its_busy_limit_is_passed_over_like_a_full_one() {
+        let mut nodes = [node("a", 0, 100), node("b", 50, 100)];
+        nodes[0].load.busy_ppm = 900_000;
+        nodes[0].load.max_busy_ppm = 850_000;
+        assert_eq!(place_meeting(&nodes).unwrap().id, "b");
+        assert_eq!(place_participant(&nodes, Some("a"), None).unwrap().id, "b");
+        // A record from before the busy share was published has room.
+        let old: crate::cluster::NodeLoad =
+            serde_json::from_str(r#"{"legs":1,"streams":0,"meetings":1,"max_legs":5}"#).unwrap();
+        assert!(old.has_room());
     }
 
     #[test]

@@ -502,9 +502,16 @@ pub(crate) async fn add_stream(
     {
         return Ok(forwarded);
     }
-    let mut registry = state.registry();
-    let stream = registry.add_stream(&meeting_id, &participant_id, new)?;
-    Ok(created(None, json!(StreamView::of(stream))))
+    let view = {
+        let mut registry = state.registry();
+        json!(StreamView::of(registry.add_stream(
+            &meeting_id,
+            &participant_id,
+            new
+        )?))
+    };
+    state.cascade_changed(&meeting_id);
+    Ok(created(None, view))
 }
 
 /// `GET /healthz`: the control thread answers, so the process is alive.

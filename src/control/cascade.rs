@@ -1,14 +1,29 @@
-//! Cascading (DESIGN.md, "Cluster"): run on every heartbeat, it makes this
-//! node's relay legs match the cluster. For each meeting with legs here it
-//! publishes this node's streams to Redis, reads the roster and every
-//! node's streams, and wants one relay leg to each other live node that
-//! hosts legs of the meeting, carrying that node's streams; the registry
-//! does the rest (see `registry/relays.rs`). Both nodes of a pair see each
-//! other in the roster, so each builds its half; their keys come from one
-//! Redis hash that the first of them fills.
+//! Cascading (DESIGN.md, "Cluster"): makes this node's relay legs match
+//! the cluster. For a meeting with legs here it publishes this node's
+//! streams to Redis, reads the roster and every node's streams, and wants
+//! one relay leg to each other live node that hosts legs of the meeting,
+//! carrying that node's streams; the registry does the rest (see
+//! `registry/relays.rs`). Both nodes of a pair see each other in the
+//! roster, so each builds its half; their keys come from one Redis hash
+//! that the first of them fills.
 //!
-//! A Redis error skips the tick: the relay legs stay as they were and
+//! One thread, the [`Cascader`], owns the reconciling, woken by [`Wake`]:
+//! a local change (a leg seated or gone, a stream published) reconciles
+//! that meeting at once and then announces it on the cluster's change
+//! channel (`cluster::changes`), so every other node hosting the meeting
+//! reconciles it at once too: the cascade forms when a meeting starts
+//! spanning a pair, not at the next heartbeat, and goes when it stops.
+//! Every heartbeat period the thread also reconciles every meeting, which
+//! repairs whatever a lost notice (Redis away) left behind.
+//!
+//! A Redis error skips the meeting: the relay legs stay as they were and
 //! media keeps flowing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -29,26 +44,144 @@ fn kind_of(name: &str) -> MediaKind {
     }
 }
 
-/// One reconciliation pass over every meeting with legs here.
-pub(crate) fn tick(state: &ControlState) {
+/// What wakes the cascade thread.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    /// This node changed what it hosts of the meeting: reconcile, then
+    /// announce it to the other nodes.
+    Local(String),
+    /// Another node announced a change of the meeting: reconcile.
+    Remote(String),
+    /// End the thread.
+    Stop,
+}
+
+/// Reconciles the meetings with legs here that `only` names (every one
+/// when `None`).
+fn reconcile(state: &ControlState, only: Option<&BTreeSet<String>>) {
     let Some(link) = state.cluster() else {
         return;
     };
-    let local = state.registry().local_streams();
+    let mut local = state.registry().local_streams();
+    if let Some(only) = only {
+        local.retain(|(meeting, _)| only.contains(meeting));
+    }
     if local.is_empty() {
         return;
     }
     let nodes = match link.live_nodes() {
         Ok(nodes) => nodes,
         Err(e) => {
-            tracing::debug!("cascade tick skipped: {e}");
+            tracing::debug!("cascade pass skipped: {e}");
             return;
         }
     };
     for (meeting, streams) in local {
         match wanted(state, link, &nodes, &meeting, &streams) {
             Ok(wanted) => state.registry().sync_relays(&meeting, wanted),
-            Err(e) => tracing::debug!(%meeting, "cascade tick skipped: {e}"),
+            Err(e) => tracing::debug!(%meeting, "cascade pass skipped: {e}"),
+        }
+    }
+}
+
+/// The cascade thread (see the module doc) and the change feed that
+/// wakes it for other nodes' notices.
+#[derive(Debug)]
+pub(crate) struct Cascader {
+    wake: Sender<Wake>,
+    thread: Option<JoinHandle<()>>,
+    feed: Option<crate::cluster::ChangeFeed>,
+}
+
+impl Cascader {
+    /// Starts reconciling for `state` (in cluster mode), woken through
+    /// `wake` / `woken` (the pair `ControlState` holds the sender of).
+    pub(crate) fn start(
+        state: ControlState,
+        link: &Arc<ClusterLink>,
+        wake: Sender<Wake>,
+        woken: Receiver<Wake>,
+    ) -> std::io::Result<Self> {
+        let period = link.settings().heartbeat;
+        let remote = wake.clone();
+        let feed = crate::cluster::ChangeFeed::start(
+            Arc::clone(link),
+            Box::new(move |meeting| {
+                // Fails only once the cascade thread ended: nothing to do.
+                let _ = remote.send(Wake::Remote(meeting));
+            }),
+        )?;
+        let thread = std::thread::Builder::new()
+            .name("sluice-cascade".to_owned())
+            .spawn(move || run(&state, &woken, period))?;
+        Ok(Self {
+            wake,
+            thread: Some(thread),
+            feed: Some(feed),
+        })
+    }
+
+    /// Stops the feed and the thread and joins them.
+    pub(crate) fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(feed) = self.feed.take() {
+            feed.shutdown();
+        }
+        let _ = self.wake.send(Wake::Stop);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the cascade thread panicked");
+        }
+    }
+}
+
+impl Drop for Cascader {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run(state: &ControlState, woken: &Receiver<Wake>, period: Duration) {
+    let mut next_pass = Instant::now();
+    loop {
+        let wait = next_pass.saturating_duration_since(Instant::now());
+        let first = match woken.recv_timeout(wait) {
+            Ok(wake) => wake,
+            Err(RecvTimeoutError::Timeout) => {
+                reconcile(state, None);
+                next_pass = Instant::now() + period;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Everything queued meanwhile goes in one pass (a burst of joins
+        // reconciles each meeting once).
+        let (mut local, mut remote) = (BTreeSet::new(), BTreeSet::new());
+        for wake in std::iter::once(first).chain(woken.try_iter()) {
+            match wake {
+                Wake::Local(meeting) => {
+                    local.insert(meeting);
+                }
+                Wake::Remote(meeting) => {
+                    remote.insert(meeting);
+                }
+                Wake::Stop => return,
+            }
+        }
+        remote.extend(local.iter().cloned());
+        reconcile(state, Some(&remote));
+        // Announced only now, with this node's streams in Redis, so the
+        // others read them when they reconcile.
+        if let Some(link) = state.cluster() {
+            for meeting in &local {
+                if let Err(e) = link.announce(meeting) {
+                    tracing::debug!(%meeting, "change not announced (the next pass repairs it): {e}");
+                }
+            }
         }
     }
 }

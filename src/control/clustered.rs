@@ -176,6 +176,24 @@ pub(crate) fn show_meeting(link: &ClusterLink, id: &str) -> Result<Response, Api
     Ok(Json(view).into_response())
 }
 
+/// `GET /v1/meetings`: the cluster's meetings from Redis, so every node
+/// lists the same, paginated and filtered as the standalone listing.
+pub(crate) fn list_meetings(
+    link: &ClusterLink,
+    mode: Option<crate::relay::MeetingMode>,
+    limit: usize,
+    after: Option<&str>,
+) -> Result<Response, ApiError> {
+    let (records, more) =
+        MeetingBook::new(link).page(after, limit, |r| mode.is_none_or(|m| r.mode == m))?;
+    let meetings: Vec<Value> = records.iter().map(meeting_view).collect();
+    let mut page = json!({ "meetings": meetings });
+    if more && let Some(last) = records.last() {
+        page["next"] = json!(last.id);
+    }
+    Ok(Json(page).into_response())
+}
+
 /// `POST /v1/meetings/{id}/lock`.
 pub(crate) fn set_lock(link: &ClusterLink, id: &str, locked: bool) -> Result<Response, ApiError> {
     if !MeetingBook::new(link).set_locked(id, locked)? {
@@ -409,6 +427,7 @@ fn seat_here(
         let _ = state.registry().remove_participant(&record.id, &pid);
         return Err(error);
     }
+    state.cascade_changed(&record.id);
     Ok(Seated {
         id: pid,
         media: me.media,
@@ -424,6 +443,7 @@ pub(crate) fn leave_here(state: &ControlState, link: &ClusterLink, meeting_id: &
         tracing::warn!("a caller's seat in {meeting_id} stays taken until its TTL: {e}");
     }
     let _ = state.registry().remove_participant(meeting_id, pid);
+    state.cascade_changed(meeting_id);
 }
 
 /// Dial-in: what a caller must know before being asked anything.
@@ -470,6 +490,7 @@ pub(crate) async fn delete_participant(
     }
     MeetingBook::new(link).leave(meeting_id, pid)?;
     let _ = state.registry().remove_participant(meeting_id, pid);
+    state.cascade_changed(meeting_id);
     Ok(StatusCode::NO_CONTENT)
 }
 

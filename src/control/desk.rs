@@ -147,6 +147,7 @@ impl MeetingDesk {
             super::clustered::leave_here(&self.state, link, meeting, &leg.participant);
             return Err(e);
         }
+        self.state.cascade_changed(meeting);
         Ok(leg)
     }
 

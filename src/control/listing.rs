@@ -6,6 +6,8 @@
 //! page ends with `next` (the last id on it) when more follow, and the next
 //! page is `?after=<next>`. A meeting created or deleted between two pages
 //! neither repeats nor shifts the others, which an offset cannot promise.
+//! In cluster mode the listing is the cluster's, read from Redis (see
+//! `clustered::list_meetings`), the same through every node.
 //! Nothing here ever shows a key.
 
 use std::sync::atomic::Ordering;
@@ -88,6 +90,9 @@ pub(crate) async fn list_meetings(
         )));
     }
     let mode = query.mode.map(MeetingMode::from);
+    if let Some(link) = state.cluster() {
+        return super::clustered::list_meetings(link, mode, limit, query.after.as_deref());
+    }
     let registry = state.registry();
     let mut matching = registry
         .meetings_after(query.after.as_deref())

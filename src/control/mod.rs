@@ -111,6 +111,8 @@ struct Shared {
     /// Replaced whole on a config reload; read per request without a lock.
     token: arc_swap::ArcSwapOption<String>,
     cluster: Option<Arc<ClusterLink>>,
+    /// Cluster mode: wakes the cascade thread (`cascade::Cascader`).
+    cascade: Option<std::sync::mpsc::Sender<cascade::Wake>>,
 }
 
 impl fmt::Debug for ControlState {
@@ -122,11 +124,25 @@ impl fmt::Debug for ControlState {
 impl ControlState {
     /// A fresh registry publishing into `cell`.
     pub fn new(opts: &ControlOptions, cell: SnapshotCell, metrics: Arc<MetricsHub>) -> Self {
-        Self::build(opts.clone(), cell, metrics)
+        // Without a server no cascade thread runs: wakes go nowhere.
+        Self::build(opts.clone(), cell, metrics).0
     }
 
-    fn build(opts: ControlOptions, cell: SnapshotCell, metrics: Arc<MetricsHub>) -> Self {
-        Self {
+    /// The state, and in cluster mode the receiving end of its cascade
+    /// wakes (for the thread `ControlServer::start` starts).
+    fn build(
+        opts: ControlOptions,
+        cell: SnapshotCell,
+        metrics: Arc<MetricsHub>,
+    ) -> (Self, Option<std::sync::mpsc::Receiver<cascade::Wake>>) {
+        let (cascade, woken) = match opts.cluster {
+            Some(_) => {
+                let (wake, woken) = std::sync::mpsc::channel();
+                (Some(wake), Some(woken))
+            }
+            None => (None, None),
+        };
+        let state = Self {
             inner: Arc::new(Shared {
                 registry: Mutex::new(Registry::new(
                     cell,
@@ -137,8 +153,10 @@ impl ControlState {
                 metrics,
                 token: arc_swap::ArcSwapOption::from(opts.token.map(Arc::new)),
                 cluster: opts.cluster,
+                cascade,
             }),
-        }
+        };
+        (state, woken)
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -179,10 +197,14 @@ impl ControlState {
         self.inner.cluster.as_ref()
     }
 
-    /// Cluster mode: brings this node's relay-to-relay legs in line with
-    /// the cluster (the heartbeat thread calls it every beat).
-    pub fn cascade_tick(&self) {
-        cascade::tick(self);
+    /// Cluster mode: this node changed what it hosts of `meeting` (a leg
+    /// seated or gone, a stream published): the cascade reconciles it now
+    /// and tells the other nodes. A no-op alone.
+    pub(crate) fn cascade_changed(&self, meeting: &str) {
+        if let Some(wake) = &self.inner.cascade {
+            // Fails only once the cascade thread ended (shutting down).
+            let _ = wake.send(cascade::Wake::Local(meeting.to_owned()));
+        }
     }
 
     /// This node's load, as the cluster heartbeat publishes it, and the
@@ -256,6 +278,8 @@ pub struct ControlServer {
     state: ControlState,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    /// Cluster mode: the thread that keeps the relay legs in line.
+    cascader: Option<cascade::Cascader>,
 }
 
 impl ControlServer {
@@ -283,7 +307,7 @@ impl ControlServer {
             tokio::net::TcpListener::from_std(listener).map_err(bind_error)?
         };
         let limits = opts.limits;
-        let state = ControlState::build(opts, cell, metrics);
+        let (state, woken) = ControlState::build(opts, cell, metrics);
         let app = router(state.clone());
         let (stop, stopped) = watch::channel(false);
         let edge_state = state.clone();
@@ -297,12 +321,22 @@ impl ControlServer {
             })
             .map_err(ControlError::Thread)?;
         tracing::info!(%local_addr, "control API listening");
-        Ok(Self {
+        let mut server = Self {
             local_addr,
             stop,
             thread: Some(thread),
             state,
-        })
+            cascader: None,
+        };
+        if let (Some(link), Some(wake), Some(woken)) =
+            (server.state.cluster(), &server.state.inner.cascade, woken)
+        {
+            let cascader =
+                cascade::Cascader::start(server.state.clone(), link, wake.clone(), woken)
+                    .map_err(ControlError::Thread)?;
+            server.cascader = Some(cascader);
+        }
+        Ok(server)
     }
 
     /// The dial-in side's handle on this server's registry.
@@ -335,6 +369,9 @@ impl ControlServer {
     }
 
     fn stop_and_join(&mut self) {
+        if let Some(cascader) = self.cascader.take() {
+            cascader.shutdown();
+        }
         // The receiver is gone only if the thread ended already.
         let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take()

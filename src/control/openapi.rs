@@ -457,7 +457,11 @@ fn schemas() -> Value {
                     "self": { "type": "boolean", "description": "whether this is the answering node" },
                     "load": { "type": "object", "properties": {
                         "legs": { "type": "integer" }, "streams": { "type": "integer" },
-                        "meetings": { "type": "integer" }, "max_legs": { "type": "integer" }
+                        "meetings": { "type": "integer" }, "max_legs": { "type": "integer" },
+                        "busy_ppm": { "type": "integer", "description":
+                            "how busy its busiest packet worker is, in millionths" },
+                        "max_busy_ppm": { "type": "integer", "description":
+                            "the busy share past which it takes no new legs, in millionths" }
                     } }
                 }
             } } }

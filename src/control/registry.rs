@@ -600,11 +600,15 @@ impl Registry {
             .filter(|m| !m.participants.is_empty())
             .count();
         let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        // A share of 0 to 1 in millionths (the record keeps integers).
+        let ppm = |share: f64| (share.clamp(0.0, 1.0) * 1e6).round() as u64;
         crate::cluster::NodeLoad {
             legs: wide(legs),
             streams: wide(streams),
             meetings: wide(meetings),
             max_legs: wide(self.policy.max_participants_per_node),
+            busy_ppm: ppm(self.load.busiest_worker()),
+            max_busy_ppm: ppm(self.policy.max_worker_busy.get()),
         }
     }
 

@@ -112,6 +112,17 @@ impl Node {
 
     /// [`Node::start`], with SIP dial-in on a free port when `sip`.
     pub fn start_with(redis_url: &str, id: &str, policy: &str, sip: bool) -> Self {
+        Self::start_beating(redis_url, id, policy, sip, (200, 2))
+    }
+
+    /// [`Node::start_with`], with its heartbeat period (ms) and TTL (s).
+    pub fn start_beating(
+        redis_url: &str,
+        id: &str,
+        policy: &str,
+        sip: bool,
+        (heartbeat_ms, ttl_secs): (u64, u64),
+    ) -> Self {
         let sip_section = if sip {
             "[sip]\nlisten = \"127.0.0.1:0\"\nmedia_threads = 1\n"
         } else {
@@ -125,7 +136,7 @@ impl Node {
         let text = format!(
             "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
              pin_cores = false\n\n{sip_section}\n[policy]\n{policy}\n\n[cluster]\n\
-             redis = \"{redis_url}\"\nnode_id = \"{id}\"\nheartbeat_ms = 200\nttl_secs = 2\n"
+             redis = \"{redis_url}\"\nnode_id = \"{id}\"\nheartbeat_ms = {heartbeat_ms}\nttl_secs = {ttl_secs}\n"
         );
         std::fs::write(&config, text).expect("write config");
         let mut child = Command::new(SLUICE)

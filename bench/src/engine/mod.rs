@@ -146,6 +146,7 @@ pub fn run(
             socket: Arc::clone(&p.socket),
             paths: p.plan.receives.clone(),
             e2ee: p.e2ee,
+            behind_hop: p.plan.behind_hop,
         });
         if p.streams.is_empty() {
             continue;
@@ -257,6 +258,9 @@ pub fn run(
     let mut receptions: HashMap<usize, receiver::Reception> = HashMap::new();
     for r in received {
         tally.latency.merge(&r.latency);
+        tally.latency.merge(&r.hop_latency);
+        tally.hop_latency.merge(&r.hop_latency);
+        tally.local_latency.merge(&r.latency);
         tally.steady_packets += r.steady_packets;
         tally.steady_bytes += r.steady_bytes;
         for reception in r.receptions {

@@ -28,6 +28,8 @@ pub(crate) struct Subscriber {
     pub(crate) socket: Arc<UdpSocket>,
     pub(crate) paths: Vec<Path>,
     pub(crate) e2ee: Option<[u8; 16]>,
+    /// Its arrivals cross a relay-to-relay hop (see `LegPlan::behind_hop`).
+    pub(crate) behind_hop: bool,
 }
 
 /// What one participant received.
@@ -51,6 +53,8 @@ pub(crate) struct Reception {
 pub(crate) struct ReceiverResult {
     pub(crate) receptions: Vec<Reception>,
     pub(crate) latency: Histogram,
+    /// The latency of the participants behind a relay-to-relay hop only.
+    pub(crate) hop_latency: Histogram,
     /// Packets and bytes that arrived inside the steady window.
     pub(crate) steady_packets: u64,
     pub(crate) steady_bytes: u64,
@@ -61,6 +65,7 @@ struct Leg {
     sessions: Vec<Option<SrtpSession<AnyGcm>>>,
     by_source: HashMap<SocketAddr, usize>,
     e2ee: Option<E2eeKey>,
+    behind_hop: bool,
     seen: Reception,
 }
 
@@ -104,6 +109,7 @@ pub(crate) fn run(
             sessions,
             by_source,
             e2ee: sub.e2ee.map(|k| E2eeKey::new(&k)),
+            behind_hop: sub.behind_hop,
             seen: Reception {
                 participant: sub.participant,
                 ..Reception::default()
@@ -199,7 +205,12 @@ fn drain(
         count += 1;
         let stats = leg.seen.streams.entry(packet.stream).or_default();
         let before = stats.received;
-        stats.handle_packet(&packet, n, arrived, &mut result.latency);
+        let latency = if leg.behind_hop {
+            &mut result.hop_latency
+        } else {
+            &mut result.latency
+        };
+        stats.handle_packet(&packet, n, arrived, latency);
         if stats.received > before && (steady.0..steady.1).contains(&arrived) {
             result.steady_packets += 1;
             result.steady_bytes += n as u64;

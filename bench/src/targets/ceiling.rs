@@ -67,6 +67,7 @@ impl Target for Ceiling {
             .enumerate()
             .map(|(me, _)| LegPlan {
                 rtcp_ssrc: None,
+                behind_hop: false,
                 sends: match keys.get(me) {
                     Some(key) => participants
                         .iter()

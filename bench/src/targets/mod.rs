@@ -3,6 +3,7 @@
 //! [`crate::rtpengine`]).
 
 pub mod ceiling;
+pub mod cluster;
 pub mod sluice;
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use ::sluice::srtp::SrtpProfile;
 
 pub use self::ceiling::Ceiling;
+pub use self::cluster::SluiceCluster;
 pub use self::sluice::{Sluice, SluiceOptions};
 use crate::target::{Target, TargetError};
 
@@ -62,6 +64,7 @@ pub fn open(
                 relay_cores: options.relay_cores.clone(),
                 workers: options.relay_workers,
                 io: options.relay_io.clone(),
+                cluster: None,
             };
             Ok(Box::new(Sluice::start(&opts)?))
         }

@@ -27,6 +27,8 @@ pub struct SluiceOptions {
     pub workers: usize,
     /// Packet I/O backend: `auto`, `io_uring` or `recvmmsg`.
     pub io: String,
+    /// Cluster mode: (Redis URL, node id) to join; `None` alone.
+    pub cluster: Option<(String, String)>,
 }
 
 /// A running sluice daemon.
@@ -79,11 +81,14 @@ pub fn find_binary() -> Result<PathBuf, String> {
 
 /// The config the benchmark runs sluice with: loopback, free ports, no
 /// participant limits that a benchmark would hit, every E2EE owner allowed.
-fn config(workers: usize, io: &str) -> String {
+fn config(workers: usize, io: &str, cluster: Option<&(String, String)>) -> String {
+    let cluster = cluster.map_or_else(String::new, |(redis, node)| {
+        format!("\n[cluster]\nredis = \"{redis}\"\nnode_id = \"{node}\"\nheartbeat_ms = 500\nttl_secs = 5\n")
+    });
     format!(
         "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\nio = \"{io}\"\npin_cores = false\n\n\
          [policy]\ne2ee = \"all\"\nmax_participants_per_meeting = 100000\nmax_participants_per_node = 1000000\nmax_meetings = 1000000\n\n\
-         [sip]\nenabled = false\n"
+         [sip]\nenabled = false\n{cluster}"
     )
 }
 
@@ -111,8 +116,11 @@ impl Sluice {
             (0, cores) => cores,
             (n, _) => n,
         };
-        std::fs::write(&config_path, config(workers, &options.io))
-            .map_err(|e| start_error(format!("cannot write {}: {e}", config_path.display())))?;
+        std::fs::write(
+            &config_path,
+            config(workers, &options.io, options.cluster.as_ref()),
+        )
+        .map_err(|e| start_error(format!("cannot write {}: {e}", config_path.display())))?;
         // Under setpriv (util-linux), the kernel kills the relay if this
         // thread dies first (Ctrl-C, a panic), so no run leaves a stray
         // relay behind. setpriv execs the relay: the PID is the relay's.
@@ -222,7 +230,7 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-fn key(media: &Value, field: &str, profile: SrtpProfile) -> Option<MasterKey> {
+pub(crate) fn key(media: &Value, field: &str, profile: SrtpProfile) -> Option<MasterKey> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(media[field].as_str()?)
         .ok()?;
@@ -292,6 +300,7 @@ impl Target for Sluice {
             }
             plans.push(LegPlan {
                 rtcp_ssrc: Some(rtcp_ssrc),
+                behind_hop: false,
                 sends: vec![Path {
                     relay,
                     key: Some(send),
@@ -353,7 +362,7 @@ mod tests {
     #[test]
     fn generated_config_is_one_sluice_accepts() {
         for io in ["auto", "io_uring", "recvmmsg"] {
-            let text = config(2, io);
+            let text = config(2, io, None);
             sluice::config::Config::parse(&text, "bench.toml")
                 .expect("sluice accepts the bench config");
         }
