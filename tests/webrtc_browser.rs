@@ -136,6 +136,11 @@ fn a_browser_publishes_over_whip_and_another_views_over_whep() {
 }
 
 #[test]
+fn two_browsers_see_and_hear_each_other_and_a_third_joins_without_renegotiation() {
+    run("late-joiner");
+}
+
+#[test]
 fn the_same_in_an_e2ee_meeting_and_deleting_the_participant_stops_its_video() {
     run("publish-view-e2ee");
 }

@@ -77,9 +77,49 @@ async function mixed(args) {
   }
 }
 
+// Two browsers each publish and view (two audio and two video slots);
+// each decodes the other's video and hears its audio. A third joins
+// later: both see it in their free slot with no renegotiation, and it
+// sees both.
+async function lateJoiner() {
+  const id = await meeting('standard');
+  const people = [];
+  for (const name of ['ann', 'ben', 'cat']) people.push(await admitBrowser(base, id, name));
+  const browser = await launch();
+  const slots = { audio: 2, video: 2 };
+  try {
+    const pages = [];
+    const join = async (who) => {
+      const page = await openPage(browser, base);
+      await page.evaluate(([u, t]) => publish(u, t, { audio: true, video: true }), [who.whip, who.token]);
+      await page.evaluate(([u, t, s]) => view(u, t, s), [who.whep, who.token, slots]);
+      pages.push(page);
+      return page;
+    };
+    // Session 1 of each page is its WHEP view.
+    const videoFrames = (r) => r[1].inbound.filter((x) => x.kind === 'video').map((x) => x.frames);
+    const energy = (r) => r[1].inbound.filter((x) => x.kind === 'audio').map((x) => x.energy);
+    const a = await join(people[0]);
+    const b = await join(people[1]);
+    for (const page of [a, b]) {
+      const r = await until(page, 25000, (r) => videoFrames(r).some((f) => f > 20) && energy(r).some((e) => e > 0.0001));
+      console.log('two browsers: a viewer decodes', JSON.stringify(videoFrames(r)), 'energy', JSON.stringify(energy(r)));
+    }
+    const c = await join(people[2]);
+    for (const page of [a, b, c]) {
+      const r = await until(page, 25000, (r) => videoFrames(r).filter((f) => f > 20).length === 2
+        && energy(r).filter((e) => e > 0.0001).length === 2);
+      console.log('three browsers: a viewer decodes', JSON.stringify(videoFrames(r)), 'energy', JSON.stringify(energy(r)));
+    }
+  } finally {
+    await closeBrowser(browser);
+  }
+}
+
 try {
   if (scenario === 'publish-view') await publishView('standard', 'whip');
   else if (scenario === 'publish-view-e2ee') await publishView('e2ee', 'participant');
+  else if (scenario === 'late-joiner') await lateJoiner();
   else if (scenario === 'mixed') await mixed(process.argv[4]);
   else throw new Error('unknown scenario ' + scenario);
   console.log('PASS', scenario);
