@@ -390,3 +390,161 @@ fn whip_and_whep_refuse_bad_input_with_the_json_shape_and_stun_and_dtls_garbage_
     assert_eq!((d.status, d.code()), (404, "session_not_found".into()));
     daemon.stop();
 }
+
+/// The tests' own browser stand-in (the crate's sans-IO DTLS client and
+/// ICE check) over the real media port: the handshake makes a leg that
+/// carries SRTP to an SDES participant; when its consent checks stop,
+/// the leg ends after 30 s and the expiry is counted.
+#[test]
+fn a_dtls_keyed_leg_carries_media_and_ends_when_consent_stops() {
+    use sluice::webrtc::proto::client::DtlsClient;
+    use sluice::webrtc::proto::identity::DtlsIdentity;
+
+    let daemon = RunningDaemon::start("webrtc-consent", &loopback_config(""), &[]);
+    let api = daemon.api;
+    let owner = json!({"account": "test", "verified": false});
+    let created = http(
+        api,
+        "POST",
+        "/v1/meetings",
+        Some(&json!({"mode": "standard", "owner": owner})),
+        None,
+    );
+    let meeting = created.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/meetings/{meeting}/participants");
+    let sdes = http(api, "POST", &path, Some(&json!({"name": "s"})), None).json();
+    let mut sdes = support::Endpoint::from_admission(&sdes);
+    let stream = json!({"ssrc": 77, "kind": "audio", "codec": "opus", "payload_type": 111});
+    let declared = http(
+        api,
+        "POST",
+        &format!("{path}/{}/streams", sdes.id),
+        Some(&stream),
+        None,
+    );
+    assert_eq!(declared.status, 201, "{}", declared.text);
+    let web = http(
+        api,
+        "POST",
+        &path,
+        Some(&json!({"name": "w", "transport": "webrtc"})),
+        None,
+    )
+    .json();
+    let identity = DtlsIdentity::generate().unwrap();
+    let fp = identity.fingerprint().to_string();
+    let body = offer("sendonly", 1, true).replace(
+        &format!(
+            "sha-256 {}",
+            (0..32)
+                .map(|i| format!("{i:02X}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        ),
+        &fp,
+    );
+    let bearer = format!("Bearer {}", web["webrtc"]["token"].as_str().unwrap());
+    let r = raw(
+        api,
+        "POST",
+        web["webrtc"]["whip"].as_str().unwrap(),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &bearer),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (ufrag, pwd) = (attr(&r.body, "a=ice-ufrag:"), attr(&r.body, "a=ice-pwd:"));
+    let media = daemon.media;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = write_check(&mut buf, [3; 12], ufrag, "brws", pwd, true).unwrap();
+    sock.send_to(&buf[..n], media).unwrap();
+
+    let t0 = Instant::now();
+    let mut client = DtlsClient::new(&identity, t0);
+    let mut reply = [0u8; 2048];
+    while client.keying().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no handshake");
+        assert!(!client.has_failed(), "the handshake failed");
+        client.handle_timeout(Instant::now());
+        for p in client.poll_transmits() {
+            sock.send_to(&p, media).unwrap();
+        }
+        if let Ok((len, _)) = sock.recv_from(&mut reply)
+            && (20..64).contains(&reply[0])
+        {
+            client.handle_packet(Instant::now(), &reply[..len]);
+        }
+    }
+    for p in client.poll_transmits() {
+        sock.send_to(&p, media).unwrap();
+    }
+    let keys = client.keying().unwrap().clone();
+    let keys = sluice::webrtc::BrowserLegKeys::from_keying(&keys).unwrap();
+    let established = Instant::now();
+    // The browser's side: it protects with client_to_relay.
+    let mut send =
+        sluice::srtp::SrtpSession::new(sluice::crypto::AnyGcm::default(), &keys.client_to_relay)
+            .unwrap();
+    // SDES latches first, then the browser's stream (offered SSRC 1000)
+    // reaches it.
+    sdes.send_rtp(77, 0, b"hello");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = 0;
+    let mut seq = 0u16;
+    while got < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no browser media reached the SDES leg"
+        );
+        let mut p = support::rtp(1000, seq, b"from the browser");
+        seq += 1;
+        let len = p.len();
+        p.resize(len + 32, 0);
+        let n = send.protect_rtp(&mut p, len).unwrap();
+        sock.send_to(&p[..n], media).unwrap();
+        for mut d in sdes.receive(1, Duration::from_millis(50)) {
+            let len = d.len();
+            if sdes.recv.unprotect_rtp(&mut d, len).is_ok() {
+                got += 1;
+            }
+        }
+    }
+    let m = metrics(api);
+    assert_eq!(
+        metric(
+            &m,
+            "sluice_webrtc_handshakes_total{outcome=\"established\"}"
+        ),
+        1.0
+    );
+    // No more consent checks: after 30 s the leg ends, counted.
+    let deadline = established + Duration::from_secs(40);
+    loop {
+        let m = metrics(api);
+        if metric(&m, "sluice_webrtc_consent_expiries_total") >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no consent expiry counted:\n{m}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(established.elapsed() >= Duration::from_secs(29));
+    sdes.drain();
+    for _ in 0..5 {
+        let mut p = support::rtp(1000, seq, b"after expiry");
+        seq += 1;
+        let len = p.len();
+        p.resize(len + 32, 0);
+        let n = send.protect_rtp(&mut p, len).unwrap();
+        sock.send_to(&p[..n], media).unwrap();
+    }
+    assert!(
+        sdes.receive(1, Duration::from_millis(300)).is_empty(),
+        "the expired leg still forwards"
+    );
+    daemon.stop();
+}
