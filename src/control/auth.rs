@@ -24,7 +24,10 @@ pub(crate) async fn require_token(
     let Some(expected) = state.token() else {
         return next.run(request).await;
     };
-    if OPEN_PATHS.contains(&request.uri().path()) {
+    // WHIP/WHEP: the participant's own token is checked by the endpoint.
+    if OPEN_PATHS.contains(&request.uri().path())
+        || super::webrtc::is_browser_path(request.uri().path())
+    {
         return next.run(request).await;
     }
     let given = request

@@ -39,6 +39,7 @@ mod hygiene;
 mod listing;
 mod openapi;
 mod registry;
+mod webrtc;
 
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,7 @@ use tokio::sync::watch;
 pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup};
 pub use edge::{EdgeLimits, MAX_HEAD, MAX_HEADER_FIELDS, MAX_URI};
 pub use error::ApiError;
+pub use webrtc::{RegistrySink, WebrtcEdge};
 
 use crate::cluster::{ClusterLink, HostedMeeting, NodeLoad};
 use crate::metrics::MetricsHub;
@@ -113,6 +115,8 @@ struct Shared {
     cluster: Option<Arc<ClusterLink>>,
     /// Cluster mode: wakes the cascade thread (`cascade::Cascader`).
     cascade: Option<std::sync::mpsc::Sender<cascade::Wake>>,
+    /// The media port's WebRTC side, once the daemon attached it.
+    webrtc: std::sync::OnceLock<WebrtcEdge>,
 }
 
 impl fmt::Debug for ControlState {
@@ -154,6 +158,7 @@ impl ControlState {
                 token: arc_swap::ArcSwapOption::from(opts.token.map(Arc::new)),
                 cluster: opts.cluster,
                 cascade,
+                webrtc: std::sync::OnceLock::new(),
             }),
         };
         (state, woken)
@@ -190,6 +195,16 @@ impl ControlState {
             changed.push("[policy]");
         }
         changed
+    }
+
+    /// Gives the WHIP/WHEP endpoints the media port's handshake thread
+    /// (once; the daemon calls it after starting the thread).
+    pub fn attach_webrtc(&self, edge: WebrtcEdge) {
+        let _ = self.inner.webrtc.set(edge);
+    }
+
+    fn webrtc(&self) -> Option<&WebrtcEdge> {
+        self.inner.webrtc.get()
     }
 
     /// The cluster link, in cluster mode.
@@ -239,6 +254,20 @@ pub fn router(state: ControlState) -> Router {
         .route(
             "/v1/meetings/{id}/participants/{pid}/streams",
             post(api::add_stream),
+        )
+        .route(
+            "/v1/meetings/{id}/participants/{pid}/whip",
+            post(webrtc::whip).options(webrtc::options),
+        )
+        .route(
+            "/v1/meetings/{id}/participants/{pid}/whep",
+            post(webrtc::whep).options(webrtc::options),
+        )
+        .route(
+            "/v1/meetings/{id}/participants/{pid}/webrtc/{sid}",
+            axum::routing::delete(webrtc::delete_session)
+                .patch(webrtc::patch_session)
+                .options(webrtc::options),
         )
         .route("/v1/cluster/nodes", get(crate::cluster::api::list_nodes))
         .route(

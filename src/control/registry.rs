@@ -21,10 +21,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
+mod browser;
 mod relays;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use browser::MAX_SESSIONS_PER_PARTICIPANT as MAX_BROWSER_SESSIONS;
+pub(crate) use browser::SlotRequest;
 pub(crate) use relays::{LocalStream, WantedRelay};
 
 use super::ApiError;
@@ -111,6 +114,8 @@ pub(crate) struct Participant {
     pub(crate) streams: Vec<Stream>,
     /// What video it takes (`receive`), for the transcoder's decisions.
     pub(crate) receive: Option<VideoPrefs>,
+    /// A browser (`transport: "webrtc"`): its token and sessions.
+    pub(crate) webrtc: Option<browser::WebrtcSeat>,
 }
 
 /// A published stream.
@@ -179,6 +184,9 @@ pub(crate) struct Registry {
     next_meeting: u64,
     next_leg: u64,
     generation: u64,
+    /// Whether the last publication rebuilt the snapshot whole
+    /// ([`Self::publish`]).
+    rebuilt_last: bool,
 }
 
 impl Registry {
@@ -205,6 +213,7 @@ impl Registry {
             next_meeting: 0,
             next_leg: 0,
             generation,
+            rebuilt_last: false,
         }
     }
 
@@ -430,6 +439,7 @@ impl Registry {
             rtcp_ssrc,
             streams: Vec::new(),
             receive: new.receive,
+            webrtc: None,
         });
         refresh_sets(&mut self.routes, meeting);
         self.participants += 1;
@@ -521,6 +531,13 @@ impl Registry {
     fn forget_streams(&mut self, participant: &Participant) {
         for stream in &participant.streams {
             self.ssrcs.remove(&stream.route.ssrc);
+        }
+        for ssrc in participant
+            .webrtc
+            .iter()
+            .flat_map(browser::WebrtcSeat::ssrcs)
+        {
+            self.ssrcs.remove(&ssrc);
         }
         self.rtcp_ssrcs.remove(&participant.rtcp_ssrc);
     }
@@ -616,8 +633,68 @@ impl Registry {
     /// of the working copy, sharing all it did not change.
     fn publish(&mut self) {
         self.generation += 1;
+        // Browsers' slot maps and skip sets depend on their whole meeting,
+        // so while any browser is seated (and once more after the last
+        // leaves, to take its entries out) the snapshot is rebuilt whole;
+        // otherwise the working copy, kept up to date by each change, is
+        // published as it is.
+        let whole = self.needs_rebuild();
+        if whole || self.rebuilt_last {
+            self.routes = self.rebuild();
+        }
+        self.rebuilt_last = whole;
         self.routes.generation = self.generation;
         self.cell.store(Arc::new(self.routes.clone()));
+    }
+
+    /// Whether the snapshot must be rebuilt whole (see [`Self::publish`]).
+    fn needs_rebuild(&self) -> bool {
+        self.meetings
+            .values()
+            .any(|m| m.participants.iter().any(|p| p.webrtc.is_some()))
+    }
+
+    /// The whole snapshot, built from the registry's state.
+    fn rebuild(&mut self) -> RoutingSnapshot {
+        for meeting in self.meetings.values_mut() {
+            browser::assign_slots(meeting);
+        }
+        let mut snapshot = RoutingSnapshot {
+            next_leg: self.routes.next_leg,
+            ..RoutingSnapshot::default()
+        };
+        for meeting in self.meetings.values() {
+            let sources = browser::sources(meeting);
+            let mut legs = Vec::with_capacity(meeting.participants.len());
+            for participant in &meeting.participants {
+                if let Some(seat) = &participant.webrtc {
+                    browser::publish(participant, seat, &sources, &mut legs, &mut snapshot);
+                    continue;
+                }
+                legs.push(participant.leg.id);
+                snapshot
+                    .rtcp_ssrcs
+                    .insert(participant.rtcp_ssrc, participant.leg.id);
+                snapshot.insert_leg(Arc::clone(&participant.leg));
+                for stream in &participant.streams {
+                    snapshot
+                        .streams
+                        .insert(stream.route.ssrc, Arc::clone(&stream.route));
+                }
+            }
+            if !meeting.relays.is_empty() {
+                // What came from another node goes to this node's legs
+                // only, never on to a third node (split horizon).
+                snapshot
+                    .meetings
+                    .insert(meeting.relay_idx, Arc::new(legs.clone()));
+                snapshot.relayed.insert(meeting.relay_idx, meeting.idx);
+                relays::route(&mut snapshot, &meeting.relays);
+                legs.extend(meeting.relays.iter().map(relays::RelayLeg::id));
+            }
+            snapshot.meetings.insert(meeting.idx, Arc::new(legs));
+        }
+        snapshot
     }
 
     /// A fresh key for `profile` from the system RNG.

@@ -10,6 +10,7 @@ mod fanout;
 mod latching;
 mod legs;
 mod rtcp_route;
+mod slot_rewrite;
 mod snapshot;
 mod transmit;
 mod worker;
@@ -19,7 +20,7 @@ mod tests;
 
 pub use snapshot::{
     IdHash, IdHasher, Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, Members,
-    RoutingSnapshot, SnapshotCell, StreamRoute, empty_cell,
+    RoutingSnapshot, SlotEntry, SlotMap, SnapshotCell, StreamRoute, empty_cell,
 };
 pub use transmit::{SLOT, Transmit, Transmits};
 pub use worker::RelayWorker;
