@@ -17,6 +17,7 @@ use crate::metrics::MetricsHub;
 use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, PacketHandler};
 use crate::relay::{RelayWorker, RoutingSnapshot, Transmits, empty_cell};
 use crate::transcode::{EncoderKind, EncoderProbe};
+use crate::webrtc::port::{PortInbox, WebrtcDemux, WebrtcPort};
 
 /// Receive batch size per worker loop turn.
 const RECV_BATCH: usize = 32;
@@ -115,6 +116,8 @@ pub struct Daemon {
     video_encoders: Vec<EncoderKind>,
     membership: Option<Membership>,
     dialin: Option<DialIn>,
+    /// The media port's WebRTC handshake thread (browsers), when it runs.
+    webrtc: Option<WebrtcPort>,
     data: DataPlane,
     control: ControlServer,
     metrics: Arc<MetricsHub>,
@@ -174,9 +177,16 @@ impl Daemon {
             socket_buffer_bytes: SOCKET_BUFFER,
         };
         let crypto_metrics = Arc::clone(metrics.crypto());
-        let data = DataPlane::start(&options, Arc::clone(&cell), &metrics, move |_, counters| {
-            RelayWorker::new(backend.for_worker(&crypto_metrics), counters)
-        })?;
+        // STUN and DTLS leave the workers' batches for the handshake thread.
+        let inbox = PortInbox::new(Arc::clone(metrics.webrtc()));
+        let queue = inbox.queue().clone();
+        let mut data =
+            DataPlane::start(&options, Arc::clone(&cell), &metrics, move |_, counters| {
+                WebrtcDemux::new(
+                    RelayWorker::new(backend.for_worker(&crypto_metrics), counters),
+                    queue.clone(),
+                )
+            })?;
         let advertised_ip = config
             .media
             .advertise
@@ -202,6 +212,7 @@ impl Daemon {
                 return Err(e.into());
             }
         };
+        let webrtc = start_webrtc(inbox, &mut data, &control, media_address);
         // Encoders are probed once, at start, in the operator's order.
         let video_encoders = if config.transcode.enabled {
             EncoderProbe::run_and_log(&config.transcode.encoder_order())
@@ -257,6 +268,7 @@ impl Daemon {
             video_encoders,
             membership,
             dialin,
+            webrtc,
             data,
             control,
             metrics,
@@ -366,6 +378,57 @@ impl Daemon {
             dialin.shutdown();
         }
         self.control.shutdown();
+        if let Some(webrtc) = self.webrtc {
+            webrtc.shutdown();
+        }
         self.data.shutdown();
+    }
+}
+
+/// Starts the WebRTC handshake thread on the media port and hands the
+/// WHIP/WHEP endpoints its queue. Browsers are then admitted; without
+/// it (no certificate, no socket) they are refused with 503 and one log
+/// line says why, while every SDES participant is served as before.
+fn start_webrtc(
+    inbox: PortInbox,
+    data: &mut DataPlane,
+    control: &ControlServer,
+    media_address: SocketAddr,
+) -> Option<WebrtcPort> {
+    use crate::control::{RegistrySink, WebrtcEdge};
+    use crate::webrtc::proto::{dtls::DtlsConfig, identity::DtlsIdentity};
+
+    let identity = match DtlsIdentity::generate() {
+        Ok(identity) => Arc::new(identity),
+        Err(e) => {
+            tracing::warn!("WebRTC off: cannot make the DTLS certificate: {e}");
+            return None;
+        }
+    };
+    let Some(socket) = data.take_send_socket() else {
+        tracing::warn!("WebRTC off: cannot clone a media socket for the handshake thread");
+        return None;
+    };
+    let queue = inbox.queue().clone();
+    let sink = RegistrySink(control.state().clone());
+    match WebrtcPort::start(
+        inbox,
+        socket,
+        Arc::clone(&identity),
+        DtlsConfig::new(),
+        sink,
+    ) {
+        Ok(port) => {
+            control.state().attach_webrtc(WebrtcEdge {
+                queue,
+                identity,
+                candidates: vec![media_address],
+            });
+            Some(port)
+        }
+        Err(e) => {
+            tracing::warn!("WebRTC off: cannot start the handshake thread: {e}");
+            None
+        }
     }
 }

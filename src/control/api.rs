@@ -91,6 +91,20 @@ pub(crate) struct CreateParticipant {
     receive: Option<WireReceive>,
     /// Cluster mode: the node the leg must go to.
     node: Option<String>,
+    /// `srtp` (SDES keys, the default) or `webrtc` (a browser: WHIP/WHEP).
+    #[serde(default)]
+    transport: WireTransport,
+}
+
+/// How a participant's leg is keyed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum WireTransport {
+    /// SDES-style keys in the answer.
+    #[default]
+    Srtp,
+    /// A browser: a token and WHIP/WHEP endpoints; keys come from DTLS.
+    Webrtc,
 }
 
 /// `receive` on admission: what video the participant can take.
@@ -362,7 +376,11 @@ pub(crate) async fn delete_meeting(
     if let Some(link) = state.cluster() {
         return clustered::delete_meeting(&state, link, &id).await;
     }
-    state.registry().delete_meeting(&id)?;
+    let mut registry = state.registry();
+    let sessions = registry.browser_sessions(&id, None);
+    registry.delete_meeting(&id)?;
+    drop(registry);
+    super::webrtc::close_sessions(&state, sessions);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -418,6 +436,21 @@ pub(crate) async fn add_participant(
         rtcp_ssrc: body.rtcp_ssrc,
         receive,
     };
+    let webrtc = body.transport == WireTransport::Webrtc;
+    if webrtc && (new.client_to_relay.is_some() || body.srtp_profile.is_some()) {
+        return Err(ApiError::InvalidRequest(
+            "transport \"webrtc\" takes its keys from DTLS: leave srtp_profile and \
+             client_to_relay out"
+                .to_owned(),
+        ));
+    }
+    if webrtc && state.cluster().is_some() {
+        return Err(ApiError::InvalidRequest(
+            "transport \"webrtc\" is not available in cluster mode yet; admit the browser \
+             on a node running alone"
+                .to_owned(),
+        ));
+    }
     if let Some(link) = state.cluster() {
         return clustered::add_participant(&state, link, &meeting_id, new, body.node).await;
     }
@@ -425,6 +458,27 @@ pub(crate) async fn add_participant(
         return Err(ApiError::NodeHintAlone);
     }
     let mut registry = state.registry();
+    if webrtc {
+        let id = registry.admit(&meeting_id, new)?.id.clone();
+        let token = registry.seat_browser(&meeting_id, &id)?;
+        let participant = registry
+            .meeting(&meeting_id)?
+            .participants
+            .iter()
+            .find(|p| p.id == id);
+        let role = participant.map_or("attendee", |p| p.role.name());
+        let body = json!({
+            "id": id,
+            "role": role,
+            "webrtc": {
+                "token": token,
+                "whip": super::webrtc::endpoint(&meeting_id, &id, "whip"),
+                "whep": super::webrtc::endpoint(&meeting_id, &id, "whep"),
+            },
+        });
+        let location = format!("/v1/meetings/{meeting_id}/participants/{id}");
+        return Ok(created(Some(location), body));
+    }
     let address = registry.media_address();
     let participant = registry.admit(&meeting_id, new)?;
     let body = json!({
@@ -454,9 +508,11 @@ pub(crate) async fn delete_participant(
     if let Some(link) = state.cluster() {
         return clustered::delete_participant(&state, link, &meeting_id, &participant_id).await;
     }
-    state
-        .registry()
-        .remove_participant(&meeting_id, &participant_id)?;
+    let mut registry = state.registry();
+    let sessions = registry.browser_sessions(&meeting_id, Some(&participant_id));
+    registry.remove_participant(&meeting_id, &participant_id)?;
+    drop(registry);
+    super::webrtc::close_sessions(&state, sessions);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -25,8 +25,13 @@ pub(crate) async fn require_token(
     let Some(expected) = state.token() else {
         return next.run(request).await;
     };
+    // WHIP/WHEP: the participant's own token is checked by the endpoint.
+    // The meeting page carries no secret.
     let path = request.uri().path();
-    if OPEN_PATHS.contains(&path) || super::meet_page::is_page_path(path) {
+    if OPEN_PATHS.contains(&path)
+        || super::webrtc::is_browser_path(path)
+        || super::meet_page::is_page_path(path)
+    {
         return next.run(request).await;
     }
     let given = request

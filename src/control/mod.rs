@@ -40,6 +40,7 @@ mod listing;
 mod meet_page;
 mod openapi;
 mod registry;
+mod webrtc;
 
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,7 @@ use tokio::sync::watch;
 pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup};
 pub use edge::{EdgeLimits, MAX_HEAD, MAX_HEADER_FIELDS, MAX_URI};
 pub use error::ApiError;
+pub use webrtc::{RegistrySink, WebrtcEdge};
 
 use crate::cluster::{ClusterLink, HostedMeeting, NodeLoad};
 use crate::metrics::MetricsHub;
@@ -112,6 +114,8 @@ struct Shared {
     /// Replaced whole on a config reload; read per request without a lock.
     token: arc_swap::ArcSwapOption<String>,
     cluster: Option<Arc<ClusterLink>>,
+    /// The media port's WebRTC side, once the daemon attached it.
+    webrtc: std::sync::OnceLock<WebrtcEdge>,
 }
 
 impl fmt::Debug for ControlState {
@@ -138,6 +142,7 @@ impl ControlState {
                 metrics,
                 token: arc_swap::ArcSwapOption::from(opts.token.map(Arc::new)),
                 cluster: opts.cluster,
+                webrtc: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -173,6 +178,16 @@ impl ControlState {
             changed.push("[policy]");
         }
         changed
+    }
+
+    /// Gives the WHIP/WHEP endpoints the media port's handshake thread
+    /// (once; the daemon calls it after starting the thread).
+    pub fn attach_webrtc(&self, edge: WebrtcEdge) {
+        let _ = self.inner.webrtc.set(edge);
+    }
+
+    fn webrtc(&self) -> Option<&WebrtcEdge> {
+        self.inner.webrtc.get()
     }
 
     /// The cluster link, in cluster mode.
@@ -218,6 +233,20 @@ pub fn router(state: ControlState) -> Router {
         .route(
             "/v1/meetings/{id}/participants/{pid}/streams",
             post(api::add_stream),
+        )
+        .route(
+            "/v1/meetings/{id}/participants/{pid}/whip",
+            post(webrtc::whip).options(webrtc::options),
+        )
+        .route(
+            "/v1/meetings/{id}/participants/{pid}/whep",
+            post(webrtc::whep).options(webrtc::options),
+        )
+        .route(
+            "/v1/meetings/{id}/participants/{pid}/webrtc/{sid}",
+            axum::routing::delete(webrtc::delete_session)
+                .patch(webrtc::patch_session)
+                .options(webrtc::options),
         )
         .route("/v1/cluster/nodes", get(crate::cluster::api::list_nodes))
         .route(

@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
+mod browser;
 mod relays;
 
+pub(crate) use browser::MAX_SESSIONS_PER_PARTICIPANT as MAX_BROWSER_SESSIONS;
 pub(crate) use relays::{LocalStream, WantedRelay};
 
 use super::ApiError;
@@ -75,6 +77,8 @@ pub(crate) struct Participant {
     pub(crate) streams: Vec<Stream>,
     /// What video it takes (`receive`), for the transcoder's decisions.
     pub(crate) receive: Option<VideoPrefs>,
+    /// A browser (`transport: "webrtc"`): its token and sessions.
+    pub(crate) webrtc: Option<browser::WebrtcSeat>,
 }
 
 /// A published stream.
@@ -375,6 +379,7 @@ impl Registry {
             rtcp_ssrc,
             streams: Vec::new(),
             receive: new.receive,
+            webrtc: None,
         });
         self.publish();
         let meeting = self.meeting(meeting_id)?;
@@ -454,6 +459,13 @@ impl Registry {
     fn forget_streams(&mut self, participant: &Participant) {
         for stream in &participant.streams {
             self.ssrcs.remove(&stream.route.ssrc);
+        }
+        for ssrc in participant
+            .webrtc
+            .iter()
+            .flat_map(browser::WebrtcSeat::ssrcs)
+        {
+            self.ssrcs.remove(&ssrc);
         }
         self.rtcp_ssrcs.remove(&participant.rtcp_ssrc);
     }
@@ -551,6 +563,10 @@ impl Registry {
         for meeting in self.meetings.values() {
             let mut legs = Vec::with_capacity(meeting.participants.len());
             for participant in &meeting.participants {
+                if let Some(seat) = &participant.webrtc {
+                    browser::publish(participant, seat, &mut legs, &mut snapshot);
+                    continue;
+                }
                 legs.push(participant.leg.id);
                 snapshot
                     .rtcp_ssrcs

@@ -187,6 +187,9 @@ pub enum NetError {
 #[derive(Debug)]
 pub struct DataPlane {
     local_addr: SocketAddr,
+    /// A clone of the first worker's socket, for the WebRTC handshake
+    /// thread to answer from the media address (it only sends on it).
+    spare: Option<std::net::UdpSocket>,
     backend: IoBackend,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -221,6 +224,7 @@ impl DataPlane {
         };
         let (sockets, local_addr) =
             socket::bind_group(opts.listen, count, opts.socket_buffer_bytes)?;
+        let spare = sockets.first().and_then(|s| s.try_clone().ok());
         metrics.set_io_backend(backend.name());
         worker::install_panic_hook();
         let make_handler: Arc<worker::HandlerFactory<H>> = Arc::new(make_handler);
@@ -231,6 +235,7 @@ impl DataPlane {
         // and joins the ones already running.
         let mut plane = Self {
             local_addr,
+            spare,
             backend,
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::with_capacity(count),
@@ -266,6 +271,14 @@ impl DataPlane {
     /// The bound media address (with the real port when `listen` had 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A socket bound to the media address that the workers do not
+    /// read: sending on it leaves from the media port (the WebRTC
+    /// handshake thread answers browsers with it). `None` after the first
+    /// call.
+    pub fn take_send_socket(&mut self) -> Option<std::net::UdpSocket> {
+        self.spare.take()
     }
 
     /// The backend the workers run on.

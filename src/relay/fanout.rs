@@ -58,7 +58,7 @@ impl FanoutPlans {
             let mut slots: Vec<SlotIdx> = members
                 .into_iter()
                 .flatten()
-                .filter(|id| **id != sender.id)
+                .filter(|id| **id != sender.id && !snapshot.skips(sender.id, **id))
                 .filter_map(|id| snapshot.legs.get(id))
                 .map(|route| legs.slot_of(route))
                 .collect();

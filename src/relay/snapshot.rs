@@ -20,7 +20,7 @@
 //!   hashed to another worker, whose replay window has never seen it)
 //!   cannot hijack the leg.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -187,6 +187,16 @@ pub struct RoutingSnapshot {
     /// legs only: split horizon), each naming the meeting it belongs to,
     /// so RTCP feedback still finds publishers across the two sets.
     pub relayed: HashMap<MeetingIdx, MeetingIdx>,
+    /// Browser (WebRTC) legs by the address ICE validated for them: RTCP
+    /// from a receive-only browser carries a sender SSRC of its own
+    /// choosing that names nothing here, and finds its leg by address.
+    pub ice_addresses: HashMap<SocketAddr, LegId>,
+    /// Legs nothing is sent to (a WHIP session only publishes).
+    pub send_only: HashSet<LegId>,
+    /// Legs that belong to one participant (a browser's WHIP and WHEP
+    /// sessions), by a number naming the participant: fan-out never sends
+    /// a participant its own streams.
+    pub participant_of: HashMap<LegId, u64>,
 }
 
 impl RoutingSnapshot {
@@ -197,6 +207,21 @@ impl RoutingSnapshot {
         match self.streams.get(&ssrc) {
             Some(stream) => Some(stream.leg),
             None => self.rtcp_ssrcs.get(&ssrc).copied(),
+        }
+    }
+
+    /// Whether fan-out from `sender` skips `receiver`: it takes nothing
+    /// (WHIP), or both are the same participant's.
+    pub fn skips(&self, sender: LegId, receiver: LegId) -> bool {
+        if self.send_only.contains(&receiver) {
+            return true;
+        }
+        match (
+            self.participant_of.get(&sender),
+            self.participant_of.get(&receiver),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
         }
     }
 

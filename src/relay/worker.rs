@@ -331,7 +331,8 @@ impl<B: AeadBackend> RelayWorker<B> {
         };
         let claimed = snapshot
             .rtcp_sender(ssrc.0)
-            .or_else(|| self.legs.leg_at(from));
+            .or_else(|| self.legs.leg_at(from))
+            .or_else(|| snapshot.ice_addresses.get(&from).copied());
         let (sender, slot, rtcp_len, index, in_trial_buf) = if let Some(id) = claimed {
             let Some(route) = snapshot.legs.get(&id) else {
                 self.counters.dropped(Drop::UnknownSsrc);

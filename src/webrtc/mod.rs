@@ -46,6 +46,7 @@ use crate::srtp::{MasterKey, SrtpError, SrtpProfile};
 
 pub use sluice_webrtc as proto;
 
+pub mod port;
 pub mod whip;
 
 #[cfg(test)]
@@ -78,4 +79,43 @@ impl BrowserLegKeys {
             relay_to_client: MasterKey::new(profile, keying.relay_to_client.as_bytes())?,
         })
     }
+}
+
+/// The Prometheus text of the media port's WebRTC counters.
+pub fn render_counters(c: &proto::counters::WebRtcSnapshot) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(2048);
+    out.push_str(
+        "# HELP sluice_webrtc_handshakes_total DTLS-SRTP handshakes by outcome.\n\
+         # TYPE sluice_webrtc_handshakes_total counter\n",
+    );
+    for (outcome, n) in &c.handshakes {
+        let _ = writeln!(
+            out,
+            "sluice_webrtc_handshakes_total{{outcome=\"{}\"}} {n}",
+            outcome.label()
+        );
+    }
+    out.push_str(
+        "# HELP sluice_webrtc_drops_total STUN and DTLS datagrams dropped on the media port, by reason.\n\
+         # TYPE sluice_webrtc_drops_total counter\n",
+    );
+    for (why, n) in &c.drops {
+        let _ = writeln!(
+            out,
+            "sluice_webrtc_drops_total{{reason=\"{}\"}} {n}",
+            why.label()
+        );
+    }
+    let _ = write!(
+        out,
+        "# HELP sluice_webrtc_consent_expiries_total Browser legs that lost ICE consent (RFC 7675).\n\
+         # TYPE sluice_webrtc_consent_expiries_total counter\n\
+         sluice_webrtc_consent_expiries_total {}\n\
+         # HELP sluice_webrtc_slot_switches_total WHEP receive-slot switches.\n\
+         # TYPE sluice_webrtc_slot_switches_total counter\n\
+         sluice_webrtc_slot_switches_total {}\n",
+        c.consent_expiries, c.slot_switches
+    );
+    out
 }

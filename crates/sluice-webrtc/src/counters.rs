@@ -57,11 +57,14 @@ pub enum WebRtcDrop {
     UnknownAddress,
     /// DTLS after its session's handshake ended.
     DtlsAfterEnd,
+    /// The handshake thread's queue was full (a storm of handshakes):
+    /// the worker dropped the datagram rather than wait.
+    QueueFull,
 }
 
 impl WebRtcDrop {
     /// Every reason, in metric order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Stun(StunDrop::Malformed),
         Self::Stun(StunDrop::NotBindingRequest),
         Self::Stun(StunDrop::NoFingerprint),
@@ -72,6 +75,7 @@ impl WebRtcDrop {
         Self::UnknownUfrag,
         Self::UnknownAddress,
         Self::DtlsAfterEnd,
+        Self::QueueFull,
     ];
 
     /// The metric label.
@@ -81,6 +85,7 @@ impl WebRtcDrop {
             Self::UnknownUfrag => "unknown_ufrag",
             Self::UnknownAddress => "unknown_address",
             Self::DtlsAfterEnd => "dtls_after_end",
+            Self::QueueFull => "queue_full",
         }
     }
 

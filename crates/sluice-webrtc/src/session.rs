@@ -114,6 +114,13 @@ impl Session {
         self.ice.selected()
     }
 
+    /// Where the leg's media goes: the nominated address, or before any
+    /// nomination (a browser nominates after DTLS has started) the
+    /// validated address the handshake came from.
+    pub fn media_address(&self) -> Option<SocketAddr> {
+        self.ice.selected().or(self.dtls_peer)
+    }
+
     /// Whether the DTLS handshake is still running.
     pub fn is_handshaking(&self) -> bool {
         self.dtls.is_handshaking()

@@ -1,0 +1,468 @@
+//! The WHIP (RFC 9725) and WHEP endpoints of browser participants, and
+//! the registry's side of the media port's handshake thread.
+//!
+//! A participant admitted with `"transport": "webrtc"` gets a random token
+//! and two paths under its own resource:
+//! - `POST …/participants/{pid}/whip` (publish) and `…/whep` (receive),
+//!   `Authorization: Bearer <token>`, `Content-Type: application/sdp`:
+//!   201, the SDP answer, `Location: …/participants/{pid}/webrtc/{sid}`;
+//! - `DELETE {Location}` ends the session (its leg leaves the data plane
+//!   at once), `PATCH {Location}` takes a trickle fragment (204: the
+//!   ICE-lite answer already holds every candidate), `OPTIONS` on any of
+//!   them answers CORS.
+//!
+//! These paths are authorised by the participant's token, not the API's
+//! (a browser never holds the integrator's token): `auth.rs` lets them
+//! through to the checks here. Every refusal is the API's JSON error
+//! shape, with the CORS headers, so a page on another origin can read it.
+//!
+//! The checks and the answer are `crate::webrtc::whip`'s; the handshake
+//! runs on the media port's thread (`crate::webrtc::port`), which reports
+//! back through [`RegistrySink`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::json;
+use sluice_webrtc::identity::DtlsIdentity;
+use sluice_webrtc::keying::LegKeying;
+use sluice_webrtc::sdp::{CodecName, MediaKind as SdpKind, Offer, Purpose};
+
+use super::ControlState;
+use super::error::ErrorCode;
+use super::extract::ApiPath;
+use super::registry::NewStream;
+use crate::relay::MediaKind;
+use crate::webrtc::BrowserLegKeys;
+use crate::webrtc::port::{EndReason, LegSink, PortInput, PortQueue, SessionId};
+use crate::webrtc::whip::{CORS_HEADERS, IceCredentials, WhipError, accept_offer, check_bearer};
+
+/// Most receive slots of each kind one WHEP offer may ask for.
+pub(crate) const MAX_SLOTS: usize = 8;
+
+/// What the WHIP/WHEP endpoints need of the media port.
+#[derive(Debug, Clone)]
+pub struct WebrtcEdge {
+    /// The handshake thread's queue.
+    pub queue: PortQueue,
+    /// The relay's DTLS certificate (its fingerprint goes in every answer).
+    pub identity: Arc<DtlsIdentity>,
+    /// The media port's addresses: the answer's host candidates.
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// The paths under `/v1/meetings/{id}/participants/{pid}/` served here.
+pub(crate) fn is_browser_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/v1/meetings/") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    matches!(
+        parts.as_slice(),
+        [_, "participants", _, "whip" | "whep"] | [_, "participants", _, "webrtc", _]
+    )
+}
+
+/// The path of a participant's WHIP or WHEP endpoint.
+pub(crate) fn endpoint(meeting: &str, participant: &str, which: &str) -> String {
+    format!("/v1/meetings/{meeting}/participants/{participant}/{which}")
+}
+
+/// A refusal of a browser endpoint: the JSON error shape, the CORS headers.
+#[derive(Debug)]
+pub(crate) enum BrowserError {
+    Whip(WhipError),
+    NoSession,
+    TooManySessions,
+    IceRestart,
+    Unavailable,
+    Internal,
+}
+
+impl BrowserError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::Whip(e) => (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                e.code(),
+                e.to_string(),
+            ),
+            Self::NoSession => (
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                "no such WebRTC session for this participant".to_owned(),
+            ),
+            Self::TooManySessions => (
+                StatusCode::CONFLICT,
+                "too_many_sessions",
+                format!(
+                    "this participant holds {} WebRTC sessions already; DELETE one first",
+                    super::registry::MAX_BROWSER_SESSIONS
+                ),
+            ),
+            Self::IceRestart => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unacceptable_offer",
+                "an ICE restart (a new a=ice-ufrag) is not supported: DELETE the session and POST a new offer".to_owned(),
+            ),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "webrtc_unavailable",
+                "WebRTC is not running on this node's media port".to_owned(),
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the system random generator failed".to_owned(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for BrowserError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let body = json!({ "error": { "code": code, "message": message } });
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        with_cors(&mut response);
+        response.extensions_mut().insert(ErrorCode(code));
+        response
+    }
+}
+
+impl From<WhipError> for BrowserError {
+    fn from(e: WhipError) -> Self {
+        Self::Whip(e)
+    }
+}
+
+fn with_cors(response: &mut Response) {
+    for (name, value) in CORS_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The participant's token; an unknown meeting or participant is a bad
+/// token too, so an uninvited browser learns nothing.
+fn token_of(state: &ControlState, meeting: &str, participant: &str) -> Result<String, WhipError> {
+    state
+        .registry()
+        .browser_token(meeting, participant)
+        .ok()
+        .flatten()
+        .map(str::to_owned)
+        .ok_or(WhipError::BadToken)
+}
+
+/// `POST …/participants/{pid}/whip`.
+pub(crate) async fn whip(
+    State(state): State<ControlState>,
+    ApiPath((meeting, participant)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BrowserError> {
+    post_offer(
+        &state,
+        &meeting,
+        &participant,
+        &headers,
+        &body,
+        Purpose::Publish,
+    )
+}
+
+/// `POST …/participants/{pid}/whep`.
+pub(crate) async fn whep(
+    State(state): State<ControlState>,
+    ApiPath((meeting, participant)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BrowserError> {
+    let purpose = Purpose::Receive {
+        max_audio: MAX_SLOTS,
+        max_video: MAX_SLOTS,
+    };
+    post_offer(&state, &meeting, &participant, &headers, &body, purpose)
+}
+
+fn post_offer(
+    state: &ControlState,
+    meeting: &str,
+    participant: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    purpose: Purpose,
+) -> Result<Response, BrowserError> {
+    let authorization = header_str(headers, header::AUTHORIZATION);
+    if authorization.is_none() {
+        return Err(WhipError::MissingToken.into());
+    }
+    let token = token_of(state, meeting, participant)?;
+    check_bearer(authorization, &token)?;
+    let edge = state.webrtc().ok_or(BrowserError::Unavailable)?;
+    let text = std::str::from_utf8(body).map_err(|_| {
+        WhipError::Offer(sluice_webrtc::sdp::SdpError::Malformed(
+            "the body is not UTF-8".to_owned(),
+        ))
+    });
+    let rng = SystemRandom::new();
+    let credentials = IceCredentials::random(&rng).map_err(|_| BrowserError::Internal)?;
+    let mut id_bytes = [0u8; 8];
+    rng.fill(&mut id_bytes)
+        .map_err(|_| BrowserError::Internal)?;
+    let id = u64::from_be_bytes(id_bytes);
+    let accepted = accept_offer(
+        authorization,
+        header_str(headers, header::CONTENT_TYPE),
+        // The content type is checked before the body is read.
+        text.as_deref().unwrap_or(""),
+        &token,
+        purpose,
+        &edge.identity,
+        &edge.candidates,
+        credentials,
+        &[],
+        id,
+    );
+    let accepted = match (accepted, text) {
+        (Err(e @ WhipError::WrongContentType { .. }), _) => return Err(e.into()),
+        (_, Err(e)) => return Err(e.into()),
+        (result, Ok(_)) => result?,
+    };
+    let offered = match purpose {
+        Purpose::Publish => offered_streams(&accepted.offer),
+        Purpose::Receive { .. } => Vec::new(),
+    };
+    let opened = state.registry().open_browser_session(
+        meeting,
+        participant,
+        id,
+        purpose == Purpose::Publish,
+        offered,
+    );
+    match opened {
+        Ok(true) => {}
+        Ok(false) => return Err(BrowserError::TooManySessions),
+        Err(_) => return Err(WhipError::BadToken.into()),
+    }
+    // Queued before the answer leaves: the browser's first check finds
+    // the session.
+    if !edge.queue.command(PortInput::Open {
+        id,
+        params: Box::new(accepted.session),
+    }) {
+        state.registry().end_browser_session(id);
+        return Err(BrowserError::Unavailable);
+    }
+    let location = format!("{}/{id:016x}", endpoint(meeting, participant, "webrtc"));
+    let mut response = (StatusCode::CREATED, accepted.answer).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{id:016x}\"")) {
+        h.insert(header::ETAG, v);
+    }
+    with_cors(&mut response);
+    Ok(response)
+}
+
+/// The streams a WHIP offer declares with `a=ssrc`, by m-line.
+fn offered_streams(offer: &Offer) -> Vec<NewStream> {
+    let mut streams = Vec::new();
+    for m in offer.media.iter().filter(|m| !m.rejected) {
+        let (Some(codec), kind) = (&m.codec, m.kind) else {
+            continue;
+        };
+        let kind = match kind {
+            SdpKind::Audio => MediaKind::Audio,
+            SdpKind::Video => MediaKind::Video,
+            SdpKind::Other => continue,
+        };
+        let name = match codec.name {
+            CodecName::Opus => "opus",
+            CodecName::Vp8 => "VP8",
+            CodecName::H264 => "H264",
+        };
+        for &ssrc in &m.ssrcs {
+            streams.push(NewStream {
+                ssrc,
+                kind,
+                codec: name.to_owned(),
+                payload_type: codec.payload_type,
+            });
+        }
+    }
+    streams
+}
+
+fn session_id(text: &str) -> Option<u64> {
+    (text.len() == 16)
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
+/// Checks the token of a request on session `sid`; the session's id.
+fn check_session(
+    state: &ControlState,
+    meeting: &str,
+    participant: &str,
+    sid: &str,
+    headers: &HeaderMap,
+) -> Result<u64, BrowserError> {
+    let authorization = header_str(headers, header::AUTHORIZATION);
+    if authorization.is_none() {
+        return Err(WhipError::MissingToken.into());
+    }
+    let token = token_of(state, meeting, participant)?;
+    check_bearer(authorization, &token)?;
+    let id = session_id(sid).ok_or(BrowserError::NoSession)?;
+    if !state
+        .registry()
+        .browser_session_of(meeting, participant, id)
+    {
+        return Err(BrowserError::NoSession);
+    }
+    Ok(id)
+}
+
+/// `DELETE …/participants/{pid}/webrtc/{sid}`: the session's leg stops now.
+pub(crate) async fn delete_session(
+    State(state): State<ControlState>,
+    ApiPath((meeting, participant, sid)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, BrowserError> {
+    let id = check_session(&state, &meeting, &participant, &sid, &headers)?;
+    state.registry().end_browser_session(id);
+    if let Some(edge) = state.webrtc() {
+        edge.queue.command(PortInput::Close(id));
+    }
+    let mut response = StatusCode::OK.into_response();
+    with_cors(&mut response);
+    Ok(response)
+}
+
+/// `PATCH …/participants/{pid}/webrtc/{sid}`: a trickle fragment (RFC 9725
+/// §4.3). ICE-lite: the answer held every candidate, the browser's own
+/// are learnt from its checks, so a fragment changes nothing: 204. An
+/// ICE restart (a new ufrag) is not supported: 422.
+pub(crate) async fn patch_session(
+    State(state): State<ControlState>,
+    ApiPath((meeting, participant, sid)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BrowserError> {
+    check_session(&state, &meeting, &participant, &sid, &headers)?;
+    let content_type = header_str(&headers, header::CONTENT_TYPE).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/trickle-ice-sdpfrag") {
+        return Err(WhipError::WrongContentType {
+            got: content_type.to_owned(),
+        }
+        .into());
+    }
+    let text = String::from_utf8_lossy(&body);
+    if text.lines().any(|l| l.trim().starts_with("a=ice-ufrag:")) {
+        return Err(BrowserError::IceRestart);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    with_cors(&mut response);
+    Ok(response)
+}
+
+/// `OPTIONS` on every browser path: CORS preflight (RFC 9725 §4.2).
+pub(crate) async fn options() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    with_cors(&mut response);
+    response
+}
+
+/// Ends the media-port sessions of `ids` (their participant or meeting is
+/// being removed).
+pub(crate) fn close_sessions(state: &ControlState, ids: Vec<u64>) {
+    if let Some(edge) = state.webrtc() {
+        for id in ids {
+            edge.queue.command(PortInput::Close(id));
+        }
+    }
+}
+
+/// The handshake thread's outcomes, applied to the registry.
+#[derive(Debug)]
+pub struct RegistrySink(pub ControlState);
+
+impl LegSink for RegistrySink {
+    fn established(&self, id: SessionId, keys: &LegKeying, addr: SocketAddr) -> bool {
+        let Ok(keys) = BrowserLegKeys::from_keying(keys) else {
+            return false;
+        };
+        self.0.registry().browser_leg_established(
+            id,
+            keys.client_to_relay,
+            keys.relay_to_client,
+            addr,
+        )
+    }
+
+    fn moved(&self, id: SessionId, addr: SocketAddr) {
+        self.0.registry().browser_leg_moved(id, addr);
+    }
+
+    fn ended(&self, id: SessionId, why: EndReason) {
+        if self.0.registry().end_browser_session(id) {
+            tracing::info!(session = %format!("{id:016x}"), ?why, "WebRTC session ended");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browser_paths_are_recognised_and_nothing_else() {
+        for yes in [
+            "/v1/meetings/m/participants/p/whip",
+            "/v1/meetings/m/participants/p/whep",
+            "/v1/meetings/m/participants/p/webrtc/00000000000000ff",
+        ] {
+            assert!(is_browser_path(yes), "{yes}");
+        }
+        for no in [
+            "/v1/meetings/m/participants/p",
+            "/v1/meetings/m/participants/p/streams",
+            "/v1/meetings/m/participants/p/whip/x",
+            "/v1/meetings",
+            "/v1/meetings/m/participants/p/webrtc",
+        ] {
+            assert!(!is_browser_path(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn session_ids_are_sixteen_hex_digits() {
+        assert_eq!(session_id("00000000000000ff"), Some(255));
+        assert_eq!(session_id("ff"), None);
+        assert_eq!(session_id("zz000000000000ff"), None);
+    }
+}
