@@ -7,7 +7,9 @@
 // Messages from the page: {type:'key', epoch, key} installs a base key;
 // {type:'stats', id} answers {type:'stats', id, stats}; {type:'probe',
 // frames} records the next frames' bytes before and after sealing (the
-// tests' sender-side hook).
+// tests' sender-side hook), {type:'probe-inbound', frames} the next
+// received frames as they arrived, before opening (what the relay
+// forwarded); {type:'probe-read', id} answers both.
 
 import { MeetingKeyring, clearBytes } from './meetkeys.js';
 
@@ -20,6 +22,7 @@ const stats = {
   lastError: null,
 };
 let probe = null;
+let inbound = null;
 
 self.onmessage = (event) => {
   const m = event.data;
@@ -34,8 +37,11 @@ self.onmessage = (event) => {
     self.postMessage({ type: 'stats', id: m.id, stats: { ...stats, kid: kid === null ? null : kid.toString(16) } });
   } else if (m.type === 'probe') {
     probe = { left: m.frames, samples: [] };
+  } else if (m.type === 'probe-inbound') {
+    inbound = { left: m.frames, samples: [] };
   } else if (m.type === 'probe-read') {
-    self.postMessage({ type: 'probe', id: m.id, samples: probe ? probe.samples : [] });
+    const samples = { sent: probe ? probe.samples : [], received: inbound ? inbound.samples : [] };
+    self.postMessage({ type: 'probe', id: m.id, samples });
   }
 };
 
@@ -64,6 +70,10 @@ async function encrypt(kind, frame, controller) {
 }
 
 async function decrypt(kind, frame, controller) {
+  if (inbound && inbound.left > 0) {
+    inbound.left -= 1;
+    inbound.samples.push({ kind, received: Array.from(new Uint8Array(frame.data).subarray(0, 256)) });
+  }
   try {
     const opened = await keyring.openFrame(kind, new Uint8Array(frame.data), Date.now());
     frame.data = opened.buffer;

@@ -53,7 +53,15 @@ export class E2ee {
     this.worker.postMessage({ type: 'probe', frames });
   }
 
-  /** The recorded frames: `{kind, clear, plain, sealed}` (first 256 bytes). */
+  /** Records the next `frames` received frames before they are opened. */
+  probeInbound(frames) {
+    this.worker.postMessage({ type: 'probe-inbound', frames });
+  }
+
+  /**
+   * The recorded frames (first 256 bytes of each): `sent` as
+   * `{kind, clear, plain, sealed}`, `received` as `{kind, received}`.
+   */
   async probeSamples() {
     return (await this.#ask({ type: 'probe-read' })).samples;
   }

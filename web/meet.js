@@ -95,12 +95,6 @@ function tile(id, name, self = false) {
   return t;
 }
 
-function nameOf(streamId, index) {
-  const id = decodeURIComponent(streamId ?? '');
-  if (!id || id === '-' || /^[{]?[0-9a-f-]{16,}[}]?$/i.test(id)) return `Guest ${index}`;
-  return id.slice(0, 40);
-}
-
 async function openDevices() {
   try {
     return await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
@@ -146,15 +140,16 @@ async function view() {
       if (meet.e2ee) meet.e2ee.attachReceiver(tr.receiver, kind);
     }
   }
-  let guests = 0;
+  // The relay names no publisher per slot (every slot is in one stream),
+  // so audio slot i and video slot i make tile i; a slot nobody fills
+  // stays muted and its tile hidden.
   pc.ontrack = (event) => {
-    const stream = event.streams[0];
-    const id = `remote:${stream?.id ?? event.transceiver.mid}`;
-    if (!meet.tiles.has(id)) guests += 1;
-    const t = tile(id, nameOf(stream?.id, guests));
+    const kind = event.track.kind;
+    const index = pc.getTransceivers().filter((t) => t.receiver.track.kind === kind).indexOf(event.transceiver);
+    const t = tile(`slot:${index}`, `Guest ${index + 1}`);
     t.stream.addTrack(event.track);
     const refresh = () => {
-      t.el.hidden = t.stream.getTracks().every((track) => track.muted);
+      t.el.hidden = t.stream.getVideoTracks().every((track) => track.muted) && t.stream.getAudioTracks().every((track) => track.muted);
     };
     event.track.onmute = refresh;
     event.track.onunmute = refresh;

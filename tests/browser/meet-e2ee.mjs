@@ -180,7 +180,7 @@ try {
   checks.check(cat.e2ee.dropped.video > 10 && cat.e2ee.dropped.audio > 10, 'Cat’s transform drops every frame', cat.e2ee);
   checks.check(ann.from.cat.framesDecoded === 0, 'Ann decodes nothing from Cat', ann.from.cat);
 
-  const samples = await pages.ann.evaluate(() => window.t.e2ee.probeSamples());
+  const samples = (await pages.ann.evaluate(() => window.t.e2ee.probeSamples())).sent;
   const video = samples.filter((s) => s.kind === 'video');
   const audio = samples.filter((s) => s.kind === 'audio');
   const keyframes = video.filter((s) => (s.plain[0] & 1) === 0);

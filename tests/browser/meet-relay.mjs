@@ -1,0 +1,128 @@
+// The meeting page through sluice, as people use it: every page is
+// sluice's own /meet with a join link's fragment, publishing over WHIP
+// and viewing over WHEP on this build's relay (started here, inside the
+// test's lo-only network namespace).
+//   1. standard meeting, Ann and Bob: each decodes the other's video and
+//      audio; the mute button marks Ann muted; a screenshot of Bob's page
+//      goes to $MEET_SCREENSHOT (docs/meet.png);
+//   2. E2EE meeting, Ann and Bob with the key, then Cat with another: Ann
+//      and Bob decode each other, Cat decodes nothing (her transform drops
+//      every frame) and her page says her key differs; what Bob receives
+//      from the relay is exactly what Ann's transform sealed (the relay
+//      forwards ciphertext byte for byte) and never a plaintext frame.
+import { Checks, hardStop, launch, sleep, startSluice, until } from './meet-lib.mjs';
+
+const checks = new Checks();
+let sluice = null;
+let chromium = null;
+const cleanup = async () => {
+  await chromium?.close();
+  await sluice?.stop();
+};
+hardStop(140_000, cleanup);
+
+async function api(method, path, body) {
+  const r = await fetch(`${sluice.api}${path}`, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  const json = await r.json().catch(() => null);
+  if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function join(meeting, name, key) {
+  const p = await api('POST', `/v1/meetings/${meeting}/participants`, { name, transport: 'webrtc' });
+  const fragment = new URLSearchParams({ token: p.webrtc.token, whip: p.webrtc.whip, whep: p.webrtc.whep, name });
+  if (key) fragment.set('key', key);
+  const context = await chromium.browser.newContext({ viewport: { width: 1000, height: 620 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.log(`[${name}] page error: ${e.message}`));
+  await page.goto(`${sluice.api}/meet#${fragment}`);
+  return page;
+}
+
+const report = (page) => page.evaluate(() => window.sluiceMeet.report());
+const decodes = (r) => r.framesDecoded > 30 && r.audioSamples > 0;
+
+async function standard() {
+  const { id } = await api('POST', '/v1/meetings', { mode: 'standard', owner: { account: 'test', verified: false } });
+  const ann = await join(id, 'Ann');
+  const bob = await join(id, 'Bob');
+  const [a, b] = await Promise.all([until(() => report(ann), decodes, 40_000), until(() => report(bob), decodes, 40_000)]);
+  console.log(JSON.stringify({ standard: { ann: a, bob: b } }));
+  checks.check(a.phase === 'joined' && b.phase === 'joined', 'standard: both pages joined', [a.phase, a.notice, b.phase, b.notice]);
+  checks.check(decodes(a), 'standard: Ann decodes Bob’s video and audio', a);
+  checks.check(decodes(b), 'standard: Bob decodes Ann’s video and audio', b);
+  const shown = (r) => r.tiles.some((t) => !t.self && !t.hidden && t.width > 0) && r.tiles.some((t) => t.self && t.name === `${t.name.split(' ')[0]} (you)`);
+  checks.check(shown(a) && shown(b), 'standard: the grid shows oneself by name and the other’s picture', [a.tiles, b.tiles]);
+  await ann.click('#mic');
+  const muted = await ann.evaluate(() => !document.querySelector('.tile.self .muted').hidden && document.querySelector('#mic').getAttribute('aria-pressed') === 'true');
+  checks.check(muted, 'standard: the mute button marks Ann muted', muted);
+  await ann.click('#mic');
+  if (process.env.MEET_SCREENSHOT) {
+    await sleep(1000);
+    await bob.screenshot({ path: process.env.MEET_SCREENSHOT });
+    console.log(`screenshot: ${process.env.MEET_SCREENSHOT}`);
+  }
+  await ann.click('#leave');
+  const left = await report(ann);
+  checks.check(left.phase === 'left' && /You left/.test(left.notice ?? ''), 'standard: Leave ends the meeting for Ann and says so', left);
+  await Promise.all([ann.context().close(), bob.context().close()]);
+}
+
+async function e2ee() {
+  const key = Buffer.alloc(32, 0x5a).toString('base64url');
+  const wrong = Buffer.alloc(32, 0x3c).toString('base64url');
+  const { id } = await api('POST', '/v1/meetings', { mode: 'e2ee', owner: { account: 'test', verified: true } });
+  const ann = await join(id, 'Ann', key);
+  const bob = await join(id, 'Bob', key);
+  let [a, b] = await Promise.all([until(() => report(ann), decodes, 40_000), until(() => report(bob), decodes, 40_000)]);
+  // Record a few seconds of what Ann seals and what Bob gets from the relay.
+  await Promise.all([ann.evaluate(() => window.sluiceMeet.e2ee.probe(400)), bob.evaluate(() => window.sluiceMeet.e2ee.probeInbound(600))]);
+  await sleep(4000);
+  [a, b] = await Promise.all([report(ann), report(bob)]);
+  // Cat joins last: the relay does not route WHEP slots yet (every
+  // publisher's video reaches a viewer on one m-line), so with three
+  // publishers nobody's video would decode reliably, key or no key.
+  const cat = await join(id, 'Cat', wrong);
+  const c = await until(() => report(cat), (r) => r.reason === 'wrong-key', 20_000);
+  console.log(JSON.stringify({ e2ee: { ann: a, bob: b, cat: c } }));
+  checks.check(decodes(a), 'e2ee: Ann decodes Bob (same key)', a);
+  checks.check(decodes(b), 'e2ee: Bob decodes Ann (same key)', b);
+  checks.check(a.e2ee.decrypted.video > 30 && b.e2ee.decrypted.video > 30, 'e2ee: Ann’s and Bob’s transforms open each other’s frames', [a.e2ee, b.e2ee]);
+  checks.check(a.safety === b.safety && a.safety !== c.safety, 'e2ee: the safety code matches for the same key only', [a.safety, b.safety, c.safety]);
+  checks.check(c.framesDecoded === 0 && c.e2ee.decrypted.video === 0 && c.e2ee.decrypted.audio === 0, 'e2ee: Cat (wrong key) decodes nothing', c);
+  checks.check(c.e2ee.dropped.video > 10 && c.e2ee.dropped.audio > 10, 'e2ee: Cat’s transform drops every frame it gets', c.e2ee);
+  checks.check(c.reason === 'wrong-key', 'e2ee: Cat’s page says her key differs', c.notice);
+  checks.check(a.reason === null && b.reason === null, 'e2ee: Ann and Bob get no notice', [a.notice, b.notice]);
+
+  const sent = (await ann.evaluate(() => window.sluiceMeet.e2ee.probeSamples())).sent;
+  const received = (await bob.evaluate(() => window.sluiceMeet.e2ee.probeSamples())).received;
+  const same = (x, y) => x.length === y.length && x.every((v, i) => v === y[i]);
+  const forwarded = received.filter((r) => sent.some((s) => s.kind === r.kind && same(s.sealed, r.received)));
+  checks.check(sent.length > 50 && received.length > 50, 'e2ee: frames recorded on both sides', [sent.length, received.length]);
+  checks.check(forwarded.length >= 20 && forwarded.some((r) => r.kind === 'video'), 'e2ee: Bob receives Ann’s sealed frames byte for byte (the relay forwards ciphertext)', forwarded.length);
+  let leaked = 0;
+  for (const s of sent) {
+    const body = s.plain.slice(s.clear, s.clear + 16);
+    if (body.length < 8) continue;
+    for (const r of received) {
+      const tail = r.received.slice(s.clear);
+      for (let at = 0; at + body.length <= Math.min(tail.length, 32); at++) if (same(tail.slice(at, at + body.length), body)) leaked += 1;
+    }
+  }
+  checks.check(leaked === 0, 'e2ee: no received frame carries a plaintext frame’s bytes after the clear codec bytes', leaked);
+  await Promise.all([ann.context().close(), bob.context().close(), cat.context().close()]);
+}
+
+try {
+  sluice = await startSluice();
+  chromium = await launch();
+  await standard();
+  await e2ee();
+} catch (e) {
+  checks.check(false, 'the driver ran to the end', String(e.stack ?? e));
+  console.log(sluice?.log());
+} finally {
+  await cleanup();
+}
+console.log(checks.failures.length ? `FAILED: ${checks.failures.join('; ')}` : 'PASSED');
+process.exit(checks.failures.length ? 1 : 0);
