@@ -10,6 +10,8 @@
 //      every frame) and her page says her key differs; what Bob receives
 //      from the relay is exactly what Ann's transform sealed (the relay
 //      forwards ciphertext byte for byte) and never a plaintext frame.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { Checks, hardStop, launch, sleep, startSluice, until } from './meet-lib.mjs';
 
 const checks = new Checks();
@@ -28,14 +30,28 @@ async function api(method, path, body) {
   return json;
 }
 
-async function join(meeting, name, key) {
+/** `sluice demo [--e2ee]`, as the README has a newcomer run it: {id, links: {Ann, Bob}}. */
+async function demo(...args) {
+  const { stdout } = await promisify(execFile)(process.env.SLUICE_BIN, ['demo', '--api', sluice.api, ...args], { timeout: 15_000 });
+  const id = /meeting "([^"]+)"/.exec(stdout)?.[1];
+  const links = Object.fromEntries([...stdout.matchAll(/^ {2}(\w+): (http\S+)$/gm)].map((m) => [m[1], m[2]]));
+  if (!id || !links.Ann || !links.Bob) throw new Error(`sluice demo printed no meeting and links:\n${stdout}`);
+  return { id, links, stdout };
+}
+
+/** A join link the test makes itself, through the API (Cat's). */
+async function link(meeting, name, key) {
   const p = await api('POST', `/v1/meetings/${meeting}/participants`, { name, transport: 'webrtc' });
   const fragment = new URLSearchParams({ token: p.webrtc.token, whip: p.webrtc.whip, whep: p.webrtc.whep, name });
   if (key) fragment.set('key', key);
+  return `${sluice.api}/meet#${fragment}`;
+}
+
+async function open(url, name) {
   const context = await chromium.browser.newContext({ viewport: { width: 1000, height: 620 } });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[${name}] page error: ${e.message}`));
-  await page.goto(`${sluice.api}/meet#${fragment}`);
+  await page.goto(url);
   return page;
 }
 
@@ -43,9 +59,10 @@ const report = (page) => page.evaluate(() => window.sluiceMeet.report());
 const decodes = (r) => r.framesDecoded > 30 && r.audioSamples > 0;
 
 async function standard() {
-  const { id } = await api('POST', '/v1/meetings', { mode: 'standard', owner: { account: 'test', verified: false } });
-  const ann = await join(id, 'Ann');
-  const bob = await join(id, 'Bob');
+  const { links, stdout } = await demo();
+  checks.check(/a standard meeting/.test(stdout) && !/key=/.test(stdout), 'standard: sluice demo prints two links without a key', stdout);
+  const ann = await open(links.Ann, 'Ann');
+  const bob = await open(links.Bob, 'Bob');
   const [a, b] = await Promise.all([until(() => report(ann), decodes, 40_000), until(() => report(bob), decodes, 40_000)]);
   console.log(JSON.stringify({ standard: { ann: a, bob: b } }));
   checks.check(a.phase === 'joined' && b.phase === 'joined', 'standard: both pages joined', [a.phase, a.notice, b.phase, b.notice]);
@@ -69,11 +86,14 @@ async function standard() {
 }
 
 async function e2ee() {
-  const key = Buffer.alloc(32, 0x5a).toString('base64url');
   const wrong = Buffer.alloc(32, 0x3c).toString('base64url');
-  const { id } = await api('POST', '/v1/meetings', { mode: 'e2ee', owner: { account: 'test', verified: true } });
-  const ann = await join(id, 'Ann', key);
-  const bob = await join(id, 'Bob', key);
+  const { id, links, stdout } = await demo('--e2ee');
+  const keys = [...stdout.matchAll(/key=([\w-]+)/g)].map((m) => m[1]);
+  checks.check(keys.length === 2 && keys[0] === keys[1] && keys[0].length === 43, 'e2ee: sluice demo --e2ee prints two links with one fresh 32-byte key', keys);
+  const meeting = await api('GET', `/v1/meetings/${id}`);
+  checks.check(meeting.mode === 'e2ee' && !JSON.stringify(meeting).includes(keys[0]), 'e2ee: the meeting is E2EE and the relay never saw the key', meeting);
+  const ann = await open(links.Ann, 'Ann');
+  const bob = await open(links.Bob, 'Bob');
   let [a, b] = await Promise.all([until(() => report(ann), decodes, 40_000), until(() => report(bob), decodes, 40_000)]);
   // Record a few seconds of what Ann seals and what Bob gets from the relay.
   await Promise.all([ann.evaluate(() => window.sluiceMeet.e2ee.probe(400)), bob.evaluate(() => window.sluiceMeet.e2ee.probeInbound(600))]);
@@ -82,7 +102,7 @@ async function e2ee() {
   // Cat joins last: the relay does not route WHEP slots yet (every
   // publisher's video reaches a viewer on one m-line), so with three
   // publishers nobody's video would decode reliably, key or no key.
-  const cat = await join(id, 'Cat', wrong);
+  const cat = await open(await link(id, 'Cat', wrong), 'Cat');
   const c = await until(() => report(cat), (r) => r.reason === 'wrong-key', 20_000);
   console.log(JSON.stringify({ e2ee: { ann: a, bob: b, cat: c } }));
   checks.check(decodes(a), 'e2ee: Ann decodes Bob (same key)', a);
