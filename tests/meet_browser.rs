@@ -104,3 +104,11 @@ fn meeting_page_through_sluice_standard_and_e2ee() {
     let shot = Path::new(ROOT).join("docs/meet.png");
     run_driver_with("meet-relay.mjs", &[("MEET_SCREENSHOT", shot.as_os_str())]);
 }
+
+/// The page's sentences: an incomplete link, a token the relay refuses, a
+/// camera the browser denies (with Try again), and the relay going away
+/// while joined (the page says it reconnects).
+#[test]
+fn meeting_page_tells_a_person_what_went_wrong() {
+    run_driver("meet-errors.mjs");
+}
