@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use support::daemon::{RunningDaemon, loopback_config};
+use support::{Endpoint, http};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -46,9 +48,15 @@ fn browser_ready() -> bool {
     false
 }
 
+/// One browser scenario at a time: Chromium is heavy on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `f` on a thread moved into a new network namespace with `lo` up;
 /// processes it starts (the relay, node, Chromium) live there too.
 fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -68,11 +76,12 @@ fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// Runs a scenario of `webrtc.mjs` against the relay at `api`; panics
 /// with its output unless it passed within 90 s.
-fn scenario(name: &str, api: std::net::SocketAddr) -> String {
+fn scenario(name: &str, api: std::net::SocketAddr, extra: &[String]) -> String {
     let mut child = Command::new("node")
         .arg(browser_dir().join("webrtc.mjs"))
         .arg(name)
         .arg(format!("http://{api}"))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -109,7 +118,7 @@ fn run(name: &str) {
             &loopback_config(""),
             &[("SLUICE_LOG", "info")],
         );
-        let outcome = std::panic::catch_unwind(|| scenario(name, daemon.api));
+        let outcome = std::panic::catch_unwind(|| scenario(name, daemon.api, &[]));
         let (_, log) = daemon.stop();
         match outcome {
             Ok(text) => eprintln!("{text}"),
@@ -124,4 +133,113 @@ fn run(name: &str) {
 #[test]
 fn a_browser_publishes_over_whip_and_another_views_over_whep() {
     run("publish-view");
+}
+
+#[test]
+fn two_browsers_see_and_hear_each_other_and_a_third_joins_without_renegotiation() {
+    run("late-joiner");
+}
+
+#[test]
+fn the_same_in_an_e2ee_meeting_and_deleting_the_participant_stops_its_video() {
+    run("publish-view-e2ee");
+}
+
+/// A browser and an SDES participant (the tests' own SRTP endpoint) in
+/// one standard meeting: the browser receives the SDES audio stream (its
+/// inbound-rtp for that SSRC counts packets), and the SDES side receives
+/// and authenticates the browser's streams under its own key.
+#[test]
+fn a_browser_and_an_sdes_participant_receive_each_others_streams() {
+    if !browser_ready() {
+        return;
+    }
+    in_netns(|| {
+        let daemon = RunningDaemon::start("webrtc-mixed", &loopback_config(""), &[]);
+        let api = daemon.api;
+        let owner = json!({"account": "test", "verified": false});
+        let meeting = http(
+            api,
+            "POST",
+            "/v1/meetings",
+            Some(&json!({"mode": "standard", "owner": owner})),
+            None,
+        );
+        assert_eq!(meeting.status, 201, "{}", meeting.text);
+        let id = meeting.json()["id"].as_str().expect("id").to_owned();
+        let path = format!("/v1/meetings/{id}/participants");
+        let sdes = http(api, "POST", &path, Some(&json!({"name": "sdes"})), None);
+        assert_eq!(sdes.status, 201, "{}", sdes.text);
+        let mut sdes = Endpoint::from_admission(&sdes.json());
+        sdes.socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("timeout");
+        const SSRC: u32 = 0x5D35_0001;
+        let stream = http(
+            api,
+            "POST",
+            &format!("{path}/{}/streams", sdes.id),
+            Some(&json!({"ssrc": SSRC, "kind": "audio", "codec": "opus", "payload_type": 111})),
+            None,
+        );
+        assert_eq!(stream.status, 201, "{}", stream.text);
+        let browser = http(
+            api,
+            "POST",
+            &path,
+            Some(&json!({"name": "web", "transport": "webrtc"})),
+            None,
+        );
+        assert_eq!(browser.status, 201, "{}", browser.text);
+        let web = &browser.json()["webrtc"];
+        let args = json!({
+            "whip": web["whip"], "whep": web["whep"], "token": web["token"], "sdes_ssrc": SSRC,
+        })
+        .to_string();
+
+        let node = std::thread::spawn(move || {
+            std::panic::catch_unwind(|| scenario("mixed", api, &[args]))
+        });
+        // 20 ms Opus frames (a valid "silence" TOC + frame), and whatever
+        // the relay sends back, counted by SSRC once authenticated.
+        let mut received = std::collections::HashMap::<u32, usize>::new();
+        let mut seq = 0u16;
+        let mut buf = [0u8; 2048];
+        let until = Instant::now() + Duration::from_secs(60);
+        while !node.is_finished() && Instant::now() < until {
+            sdes.send_rtp(SSRC, seq, &[0xF8, 0xFF, 0xFE]);
+            seq = seq.wrapping_add(1);
+            let tick = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < tick {
+                let Ok((n, _)) = sdes.socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n >= 12 && !(64..96).contains(&(buf[1] & 0x7f)) {
+                    let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                    if sdes.recv.unprotect_rtp(&mut buf, n).is_ok() {
+                        *received.entry(ssrc).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let outcome = node.join().expect("node thread");
+        let (_, log) = daemon.stop();
+        let text = match outcome {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("relay log:\n{log}");
+                std::panic::resume_unwind(e);
+            }
+        };
+        eprintln!("{text}\nSDES side received, by SSRC: {received:?}");
+        let from_browser: usize = received
+            .iter()
+            .filter(|(ssrc, _)| **ssrc != SSRC)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(
+            received.len() >= 2 && from_browser > 100,
+            "the SDES participant should receive the browser's audio and video: {received:?}"
+        );
+    });
 }

@@ -384,26 +384,52 @@ fn schemas() -> Value {
                 "rtcp_ssrc": nullable(json!({ "type": "integer", "minimum": 0, "maximum": 4_294_967_295_u32,
                     "description": "The SSRC the participant puts in the sender field of its RTCP; \
                         unique on the node (409 duplicate_ssrc otherwise). The relay picks one when absent." })),
-                "receive": nullable(receive)
+                "receive": nullable(receive),
+                "transport": { "type": "string", "enum": ["srtp", "webrtc"], "default": "srtp",
+                    "description": "srtp: the answer hands out SDES-style keys (media). webrtc: a \
+                        browser; the answer hands out webrtc {token, whip, whep} instead and the keys \
+                        come from DTLS-SRTP (srtp_profile and client_to_relay are then refused). \
+                        Standalone nodes only (cluster mode: 400 invalid_request)." }
             },
             "description": "client_to_relay, when given, is the key for srtp_profile: 44 bytes \
                 for AEAD_AES_256_GCM (the default), 28 for AEAD_AES_128_GCM, 30 for the \
                 AES_CM profiles.",
             "oneOf": [
                 { "properties": {
+                    "transport": { "enum": ["srtp"] },
                     "srtp_profile": { "enum": ["AEAD_AES_256_GCM", null] },
                     "client_to_relay": { "pattern": "^[A-Za-z0-9+/]{58}[AEIMQUYcgkosw048]=$" } } },
                 { "required": ["srtp_profile"], "properties": {
+                    "transport": { "enum": ["srtp"] },
                     "srtp_profile": { "enum": ["AEAD_AES_128_GCM"] },
                     "client_to_relay": { "pattern": "^[A-Za-z0-9+/]{37}[AQgw]==$" } } },
                 { "required": ["srtp_profile"], "properties": {
+                    "transport": { "enum": ["srtp"] },
                     "srtp_profile": { "enum": ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"] },
-                    "client_to_relay": { "pattern": "^[A-Za-z0-9+/]{40}$" } } }
+                    "client_to_relay": { "pattern": "^[A-Za-z0-9+/]{40}$" } } },
+                { "required": ["transport"], "properties": {
+                    "transport": { "enum": ["webrtc"] },
+                    "srtp_profile": { "enum": [null] },
+                    "client_to_relay": { "enum": [null] } } }
             ]
         },
         "Admitted": {
-            "type": "object", "required": ["id", "role", "media"],
+            "type": "object", "required": ["id", "role"],
+            "description": "media for transport srtp, webrtc for transport webrtc",
             "properties": {
+                "webrtc": { "type": "object", "required": ["token", "whip", "whep"],
+                    "description": "A browser's way in: POST an SDP offer (Content-Type: \
+                        application/sdp, Authorization: Bearer <token>) to whip to publish (RFC 9725) \
+                        or to whep to receive; 201 with the answer and a Location to DELETE (end) or \
+                        PATCH (trickle, 204). Refusals: 401 missing_token/invalid_token, 415 \
+                        unsupported_media_type, 400 malformed_sdp, 422 unacceptable_offer, 409 \
+                        too_many_sessions, 503 webrtc_unavailable. Deleting the participant ends its \
+                        sessions at once.",
+                    "properties": {
+                        "token": { "type": "string", "description": "64 hex digits, this participant's only" },
+                        "whip": { "type": "string", "description": "Path on this API's origin" },
+                        "whep": { "type": "string", "description": "Path on this API's origin" }
+                    } },
                 "id": { "type": "string" },
                 "role": { "type": "string", "enum": ["host", "attendee", "observer"] },
                 "node": { "type": "string", "description": "Cluster mode only: the node hosting the leg" },

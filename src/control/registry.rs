@@ -20,6 +20,7 @@ mod browser;
 mod relays;
 
 pub(crate) use browser::MAX_SESSIONS_PER_PARTICIPANT as MAX_BROWSER_SESSIONS;
+pub(crate) use browser::SlotRequest;
 pub(crate) use relays::{LocalStream, WantedRelay};
 
 use super::ApiError;
@@ -560,11 +561,15 @@ impl Registry {
             generation: self.generation,
             ..RoutingSnapshot::default()
         };
+        for meeting in self.meetings.values_mut() {
+            browser::assign_slots(meeting);
+        }
         for meeting in self.meetings.values() {
+            let sources = browser::sources(meeting);
             let mut legs = Vec::with_capacity(meeting.participants.len());
             for participant in &meeting.participants {
                 if let Some(seat) = &participant.webrtc {
-                    browser::publish(participant, seat, &mut legs, &mut snapshot);
+                    browser::publish(participant, seat, &sources, &mut legs, &mut snapshot);
                     continue;
                 }
                 legs.push(participant.leg.id);

@@ -31,12 +31,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use sluice_webrtc::identity::DtlsIdentity;
 use sluice_webrtc::keying::LegKeying;
-use sluice_webrtc::sdp::{CodecName, MediaKind as SdpKind, Offer, Purpose};
+use sluice_webrtc::sdp::{
+    AnswerParams, CodecName, MediaKind as SdpKind, Offer, Purpose, SlotSsrc, build_answer,
+};
 
 use super::ControlState;
 use super::error::ErrorCode;
 use super::extract::ApiPath;
-use super::registry::NewStream;
+use super::registry::{NewStream, SlotRequest};
 use crate::relay::MediaKind;
 use crate::webrtc::BrowserLegKeys;
 use crate::webrtc::port::{EndReason, LegSink, PortInput, PortQueue, SessionId};
@@ -154,7 +156,7 @@ fn with_cors(response: &mut Response) {
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -245,21 +247,39 @@ fn post_offer(
         (_, Err(e)) => return Err(e.into()),
         (result, Ok(_)) => result?,
     };
-    let offered = match purpose {
-        Purpose::Publish => offered_streams(&accepted.offer),
-        Purpose::Receive { .. } => Vec::new(),
+    let (offered, requests) = match purpose {
+        Purpose::Publish => (offered_streams(&accepted.offer), Vec::new()),
+        Purpose::Receive { .. } => (Vec::new(), slot_requests(&accepted.offer)),
     };
-    let opened = state.registry().open_browser_session(
-        meeting,
-        participant,
-        id,
-        purpose == Purpose::Publish,
-        offered,
-    );
-    match opened {
-        Ok(true) => {}
-        Ok(false) => return Err(BrowserError::TooManySessions),
+    let mids: Vec<String> = requests.iter().map(|r| r.mid.clone()).collect();
+    let opened = state
+        .registry()
+        .open_browser_session(meeting, participant, id, offered, requests);
+    let slot_ssrcs = match opened {
+        Ok(Some(ssrcs)) => ssrcs,
+        Ok(None) => return Err(BrowserError::TooManySessions),
         Err(_) => return Err(WhipError::BadToken.into()),
+    };
+    let mut accepted = accepted;
+    if !mids.is_empty() {
+        // WHEP: the answer declares each slot's SSRC.
+        let slots: Vec<SlotSsrc> = mids
+            .into_iter()
+            .zip(slot_ssrcs)
+            .map(|(mid, ssrc)| SlotSsrc { mid, ssrc })
+            .collect();
+        accepted.answer = build_answer(
+            &accepted.offer,
+            purpose,
+            &AnswerParams {
+                ice_ufrag: &accepted.session.local_ufrag,
+                ice_pwd: &accepted.session.local_pwd,
+                fingerprint: edge.identity.fingerprint(),
+                candidates: &edge.candidates,
+                session_id: id,
+                slots: &slots,
+            },
+        );
     }
     // Queued before the answer leaves: the browser's first check finds
     // the session.
@@ -287,8 +307,30 @@ fn post_offer(
     Ok(response)
 }
 
-/// The streams a WHIP offer declares with `a=ssrc`, by m-line.
-fn offered_streams(offer: &Offer) -> Vec<NewStream> {
+/// The slots a WHEP offer asks for: its accepted audio and video m-lines.
+fn slot_requests(offer: &Offer) -> Vec<SlotRequest> {
+    offer
+        .media
+        .iter()
+        .filter(|m| !m.rejected && m.codec.is_some())
+        .filter_map(|m| {
+            let kind = match m.kind {
+                SdpKind::Audio => MediaKind::Audio,
+                SdpKind::Video => MediaKind::Video,
+                SdpKind::Other => return None,
+            };
+            Some(SlotRequest {
+                kind,
+                mid: m.mid.clone(),
+                mid_ext: m.mid_extension.unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// The streams a WHIP offer declares with `a=ssrc`, by m-line, each with
+/// its m-line's MID extension id.
+fn offered_streams(offer: &Offer) -> Vec<(NewStream, u8)> {
     let mut streams = Vec::new();
     for m in offer.media.iter().filter(|m| !m.rejected) {
         let (Some(codec), kind) = (&m.codec, m.kind) else {
@@ -305,12 +347,13 @@ fn offered_streams(offer: &Offer) -> Vec<NewStream> {
             CodecName::H264 => "H264",
         };
         for &ssrc in &m.ssrcs {
-            streams.push(NewStream {
+            let stream = NewStream {
                 ssrc,
                 kind,
                 codec: name.to_owned(),
                 payload_type: codec.payload_type,
-            });
+            };
+            streams.push((stream, m.mid_extension.unwrap_or(0)));
         }
     }
     streams

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use arrayvec::ArrayVec;
 
 use super::legs::{LegSessions, SlotIdx};
+use super::slot_rewrite::rewrite_header;
 use super::worker::drop_reason;
-use super::{LegRoute, MeetingMode, RoutingSnapshot, SLOT, Transmits};
+use super::{LegRoute, MeetingMode, RoutingSnapshot, SLOT, SlotEntry, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
 use crate::srtp::{BATCH_CHUNK, BatchItem, protect_rtp_batch};
@@ -23,6 +24,8 @@ pub(crate) struct Receiver {
     pub(crate) slot: SlotIdx,
     /// Its latched address.
     pub(crate) dest: SocketAddr,
+    /// A WHEP slot's rewrite of the header (SSRC, mid), if it has one.
+    pub(crate) rewrite: Option<SlotEntry>,
 }
 
 /// Per sending leg (by slot): the slots of the other legs of its meeting,
@@ -88,10 +91,15 @@ pub(crate) fn protect_chunk<B: AeadBackend>(
         // Whether each receiver got a batch item, in receiver order.
         let mut queued = ArrayVec::<bool, BATCH_CHUNK>::new();
         let sessions = legs.outbound_many(chunk.iter().map(|r| r.slot));
-        for (session, buf) in sessions.zip(region.chunks_exact_mut(SLOT)) {
+        for ((session, buf), receiver) in sessions.zip(region.chunks_exact_mut(SLOT)).zip(chunk) {
             let copied = buf
                 .get_mut(..rtp.len())
-                .map(|plain| plain.copy_from_slice(rtp))
+                .map(|plain| {
+                    plain.copy_from_slice(rtp);
+                    if let Some(slot) = &receiver.rewrite {
+                        rewrite_header(plain, slot);
+                    }
+                })
                 .is_some();
             let ok = match session {
                 Some(session) if copied => items

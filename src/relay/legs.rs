@@ -199,6 +199,11 @@ impl<B: AeadBackend> LegSessions<B> {
         self.slots.get(slot)?.as_ref()?.route.latch.get()
     }
 
+    /// The leg in `slot`.
+    pub(crate) fn id_of(&self, slot: SlotIdx) -> Option<LegId> {
+        Some(self.slots.get(slot)?.as_ref()?.route.id)
+    }
+
     /// The leg this worker last accepted packets from `addr` for.
     pub(crate) fn leg_at(&self, addr: SocketAddr) -> Option<LegId> {
         self.by_addr.get(&addr).copied()

@@ -10,6 +10,7 @@ mod fanout;
 mod latching;
 mod legs;
 mod rtcp_route;
+mod slot_rewrite;
 mod snapshot;
 mod transmit;
 mod worker;
@@ -18,8 +19,8 @@ mod worker;
 mod tests;
 
 pub use snapshot::{
-    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell,
-    StreamRoute, empty_cell,
+    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SlotEntry,
+    SlotMap, SnapshotCell, StreamRoute, empty_cell,
 };
 pub use transmit::{SLOT, Transmit, Transmits};
 pub use worker::RelayWorker;

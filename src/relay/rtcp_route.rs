@@ -138,7 +138,13 @@ fn one(leg: LegId) -> Audience {
 /// The leg publishing `ssrc`, if it is in `sender`'s meeting and is not
 /// the sender.
 fn publisher_of(ssrc: Ssrc, sender: &LegRoute, snapshot: &RoutingSnapshot) -> Option<LegId> {
-    let leg = snapshot.streams.get(&ssrc.0)?.leg;
+    // A WHEP viewer's feedback names its slot: the slot's publisher.
+    let ssrc = snapshot
+        .slot_sources
+        .get(&ssrc.0)
+        .copied()
+        .unwrap_or(ssrc.0);
+    let leg = snapshot.streams.get(&ssrc)?.leg;
     let route = snapshot.legs.get(&leg)?;
     let same = snapshot.meeting_of(route.meeting) == snapshot.meeting_of(sender.meeting);
     (leg != sender.id && same).then_some(leg)

@@ -197,6 +197,47 @@ pub struct RoutingSnapshot {
     /// sessions), by a number naming the participant: fan-out never sends
     /// a participant its own streams.
     pub participant_of: HashMap<LegId, u64>,
+    /// WHEP legs' receive slots: which publisher stream each slot carries
+    /// now. A leg with a slot map receives only the streams in it, each
+    /// under its slot's SSRC and mid.
+    pub slot_maps: HashMap<LegId, Arc<SlotMap>>,
+    /// Every slot SSRC, to the publisher SSRC its slot carries now: a
+    /// WHEP viewer's feedback (NACK, PLI) names the slot, and reaches the
+    /// publisher under the publisher's own SSRC.
+    pub slot_sources: HashMap<u32, u32>,
+}
+
+/// One WHEP leg's receive slots (see `crate::webrtc`'s slot notes).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SlotMap {
+    /// The filled slots.
+    pub entries: Vec<SlotEntry>,
+}
+
+impl SlotMap {
+    /// The slot carrying the publisher stream `source`, if one does.
+    #[inline]
+    pub fn slot_of(&self, source: u32) -> Option<&SlotEntry> {
+        self.entries.iter().find(|e| e.source == source)
+    }
+}
+
+/// One filled slot: the rewrite every packet of `source` gets on its way
+/// to the slot's leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotEntry {
+    /// The publisher's SSRC.
+    pub source: u32,
+    /// The slot's SSRC (declared in the WHEP answer).
+    pub ssrc: u32,
+    /// The slot's mid (at most 8 bytes: longer mids are not rewritten).
+    pub mid: [u8; 8],
+    /// How many bytes of `mid` are used.
+    pub mid_len: u8,
+    /// The MID extension id in the publisher's packets (0: none).
+    pub source_mid_ext: u8,
+    /// The MID extension id the viewer negotiated (0: none).
+    pub mid_ext: u8,
 }
 
 impl RoutingSnapshot {

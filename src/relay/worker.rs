@@ -273,7 +273,24 @@ impl<B: AeadBackend> RelayWorker<B> {
             .plans
             .receivers(sender_slot, sender, snapshot, &mut self.legs);
         self.receivers.clear();
+        let source = rtp_ssrc(rtp);
         for &slot in plan {
+            // A WHEP leg takes only what fills one of its slots.
+            let rewrite = if snapshot.slot_maps.is_empty() {
+                None
+            } else {
+                match self
+                    .legs
+                    .id_of(slot)
+                    .and_then(|id| snapshot.slot_maps.get(&id))
+                {
+                    Some(map) => match map.slot_of(source) {
+                        Some(entry) => Some(*entry),
+                        None => continue,
+                    },
+                    None => None,
+                }
+            };
             let Some(dest) = self.legs.latched(slot) else {
                 self.counters.dropped(Drop::NotLatched);
                 continue;
@@ -282,7 +299,11 @@ impl<B: AeadBackend> RelayWorker<B> {
                 self.counters.dropped(Drop::Other);
                 continue;
             }
-            self.receivers.push(Receiver { slot, dest });
+            self.receivers.push(Receiver {
+                slot,
+                dest,
+                rewrite,
+            });
         }
         // A large fan-out goes to the crypto device's queue (GPU) when the
         // backend wants it, and is sent in a later loop turn; while such
@@ -505,6 +526,12 @@ impl<B: AeadBackend> RelayWorker<B> {
             into.copy_from_slice(part);
             len += part.len();
         }
+        if !snapshot.slot_sources.is_empty() {
+            super::slot_rewrite::feedback_to_sources(
+                buf.get_mut(..len).unwrap_or_default(),
+                snapshot,
+            );
+        }
         match session.protect_rtcp_at(buf, len, route.take_srtcp_index()) {
             Ok(len) => out.commit(len, dest, route.mode),
             Err(e) => self.counters.dropped(drop_reason(&e)),
@@ -527,6 +554,15 @@ impl<B: AeadBackend> RelayWorker<B> {
 /// whose payload is SFrame ciphertext that no code path looks into.
 #[inline]
 fn media_pool_tap(_stream: &StreamRoute, _rtp: &[u8]) {}
+
+/// The SSRC of a plaintext RTP packet (0 when too short: matches no slot).
+#[inline]
+fn rtp_ssrc(rtp: &[u8]) -> u32 {
+    match rtp.get(8..12) {
+        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+        _ => 0,
+    }
+}
 
 /// The counter an SRTP refusal goes to.
 pub(crate) fn drop_reason(e: &SrtpError) -> Drop {

@@ -11,18 +11,49 @@
 //! replay windows, fan-out and policy as an SDES leg. Nothing of WebRTC
 //! runs on the packet path after that.
 //!
-//! # What is wired, what is not yet
+//! # How a browser gets in
 //!
-//! Done and tested: every sans-IO machine, and the join of a finished
-//! handshake to the data plane ([`BrowserLegKeys`] into a `LegRoute`,
-//! exercised through `RelayWorker` in this module's tests). Not yet: the
-//! `transport: "webrtc"` admission and its token, the WHIP/WHEP routes in
-//! `control/` (their checks, statuses and answer are ready in [`whip`]),
-//! and the media port handing STUN/DTLS datagrams (RFC 7983
-//! demux) to a handshake thread that owns the [`proto::session::Session`]s
-//! and publishes the finished leg; nor the fan-out calling
-//! [`proto::slots::SlotRouter::rewrite`] for WHEP viewers.
+//! 1. Admission (`control/api.rs`): `"transport": "webrtc"` goes through
+//!    the same `MeetingDesk`/policy as every participant; the answer is
+//!    `webrtc: {token, whip, whep}` (`control/registry/browser.rs` keeps
+//!    the token and the sessions; the admission leg itself is never
+//!    published, its keys being nobody's).
+//! 2. WHIP/WHEP POST (`control/webrtc.rs`, checks in [`whip`]): the
+//!    session is queued to the handshake thread *before* the answer
+//!    leaves, so the browser's first check finds it.
+//! 3. The media port ([`port`]): every worker's handler is wrapped in
+//!    [`port::WebrtcDemux`], which passes RTP/RTCP on and copies STUN and
+//!    DTLS (RFC 7983) into one bounded queue (`try_send`: a worker never
+//!    waits; a full queue drops and counts). One handshake thread owns the
+//!    [`proto::table::SessionTable`], answers from a clone of a media
+//!    socket, and tells the registry when a session is established (a
+//!    new leg, keyed by [`BrowserLegKeys`], latched to the ICE address),
+//!    re-nominated, or ended (consent expired, handshake failed, closed).
+//! 4. From then on the leg is ordinary: same SRTP engine, replay windows,
+//!    fan-out, policy. Three snapshot facts are all WebRTC adds to the
+//!    data plane: a WHIP leg takes nothing (`send_only`), a participant's
+//!    legs skip each other (`participant_of`), and RTCP from a
+//!    receive-only browser finds its leg by ICE address (`ice_addresses`).
+//! 5. WHEP receive slots: the answer declares one SSRC per recvonly
+//!    m-line; the registry fills slots with the meeting's streams (a slot
+//!    keeps its publisher while it publishes; a free slot takes the first
+//!    stream of its kind, in admission order, that is not the viewer's
+//!    own), and the fan-out rewrites SSRC and the MID extension for the
+//!    slot (`relay/slot_rewrite.rs`), while the viewer's NACK/PLI reach
+//!    the publisher under its own SSRC. A publisher joining later fills a
+//!    free slot with no renegotiation.
 //!
+//! Not yet: choosing who fills a slot by RFC 6464 level (audio) or last-N
+//! speakers (video): the sans-IO [`proto::slots::SlotRouter`] does that
+//! on simulated time but is not wired, so slots are filled first come;
+//! sequence number and timestamp are passed through (a slot keeps its
+//! publisher, so it stays one stream; when it changes hands the browser
+//! resynchronises); SR/SDES are not rewritten for slots (no lip sync
+//! across a slot); the payload type is passed as the publisher numbered
+//! it (Chrome numbers Opus and VP8 alike in every offer); a WHIP offer
+//! without `a=ssrc` publishes nothing (no first-packet learning); ICE
+//! restarts (422) and cluster mode (400) are refused.
+
 //! # Library choice
 //!
 //! DTLS is `dimpl` 0.9 (str0m's sans-IO DTLS 1.2/1.3) on its pure-Rust

@@ -21,7 +21,9 @@ async function meeting(mode) {
 
 // One browser publishes, another views; then the publisher's WHIP session
 // is deleted and the viewer's video stops.
-async function publishView(mode) {
+// stopBy: 'whip' (the publisher's WHIP DELETE) or 'participant' (the
+// integrator deletes the publishing participant).
+async function publishView(mode, stopBy) {
   const id = await meeting(mode);
   const alice = await admitBrowser(base, id, 'alice');
   const bob = await admitBrowser(base, id, 'bob');
@@ -34,23 +36,91 @@ async function publishView(mode) {
     const seen = await until(view, 20000, (r) => decoding(r, 20) && hearing(r, 0.0001));
     const before = await until(view, 5000, (r) => decoding(r, video(seen)[0].frames + 5));
     console.log('viewer decodes', JSON.stringify(before[0]));
-    const status = await pub.evaluate(() => closeSession(0));
-    if (status !== 200) throw new Error('WHIP DELETE answered ' + status);
+    if (stopBy === 'whip') {
+      const status = await pub.evaluate(() => closeSession(0));
+      if (status !== 200) throw new Error('WHIP DELETE answered ' + status);
+    } else {
+      const r = await api(base, 'DELETE', `/v1/meetings/${id}/participants/${alice.id}`);
+      if (r.status !== 204) throw new Error('participant DELETE answered ' + r.status);
+    }
     const closedAt = Date.now();
     await sleep(3000);
     const a = video(await view.evaluate('report()'))[0].frames;
     await sleep(1500);
     const b = video(await view.evaluate('report()'))[0].frames;
     if (b > a) throw new Error(`video still decoded 3 s after the WHIP DELETE (${a} -> ${b})`);
-    console.log(`video stopped within ${Date.now() - closedAt - 1500} ms of the DELETE (frames ${a} -> ${b})`);
+    console.log(`${stopBy} DELETE: no video frame decoded 3 to 4.5 s after it (frames ${a} -> ${b}, ${Date.now() - closedAt} ms)`);
+  } finally {
+    await closeBrowser(browser);
+  }
+}
+
+// A browser and an SDES participant (driven by the Rust test) in one
+// meeting: the browser publishes and views; it must receive the SDES
+// participant's audio stream (its SSRC, argv), the test checks the rest.
+async function mixed(args) {
+  const { whip, whep, token, sdes_ssrc: sdesSsrc } = JSON.parse(args);
+  const browser = await launch();
+  try {
+    const page = await openPage(browser, base);
+    await page.evaluate(([u, t]) => publish(u, t, { audio: true, video: true }), [base + whip, token]);
+    await page.evaluate(([u, t]) => view(u, t, { audio: 1, video: 1 }), [base + whep, token]);
+    // The SDES stream is the meeting's only audio the browser may receive
+    // (not its own): it fills the audio slot, under the slot's SSRC.
+    const r = await until(page, 20000, (r) => r[1].inbound.some((x) => x.kind === 'audio' && x.ssrc !== sdesSsrc && x.packets > 50)
+      && r[0].outbound.some((x) => x.kind === 'video' && x.packets > 50));
+    console.log('browser received the SDES stream', JSON.stringify(r[1].inbound));
+    // Keep publishing while the test counts what reached the SDES side.
+    await sleep(3000);
+  } finally {
+    await closeBrowser(browser);
+  }
+}
+
+// Two browsers each publish and view (two audio and two video slots);
+// each decodes the other's video and hears its audio. A third joins
+// later: both see it in their free slot with no renegotiation, and it
+// sees both.
+async function lateJoiner() {
+  const id = await meeting('standard');
+  const people = [];
+  for (const name of ['ann', 'ben', 'cat']) people.push(await admitBrowser(base, id, name));
+  const browser = await launch();
+  const slots = { audio: 2, video: 2 };
+  try {
+    const pages = [];
+    const join = async (who) => {
+      const page = await openPage(browser, base);
+      await page.evaluate(([u, t]) => publish(u, t, { audio: true, video: true }), [who.whip, who.token]);
+      await page.evaluate(([u, t, s]) => view(u, t, s), [who.whep, who.token, slots]);
+      pages.push(page);
+      return page;
+    };
+    // Session 1 of each page is its WHEP view.
+    const videoFrames = (r) => r[1].inbound.filter((x) => x.kind === 'video').map((x) => x.frames);
+    const energy = (r) => r[1].inbound.filter((x) => x.kind === 'audio').map((x) => x.energy);
+    const a = await join(people[0]);
+    const b = await join(people[1]);
+    for (const page of [a, b]) {
+      const r = await until(page, 25000, (r) => videoFrames(r).some((f) => f > 20) && energy(r).some((e) => e > 0.0001));
+      console.log('two browsers: a viewer decodes', JSON.stringify(videoFrames(r)), 'energy', JSON.stringify(energy(r)));
+    }
+    const c = await join(people[2]);
+    for (const page of [a, b, c]) {
+      const r = await until(page, 25000, (r) => videoFrames(r).filter((f) => f > 20).length === 2
+        && energy(r).filter((e) => e > 0.0001).length === 2);
+      console.log('three browsers: a viewer decodes', JSON.stringify(videoFrames(r)), 'energy', JSON.stringify(energy(r)));
+    }
   } finally {
     await closeBrowser(browser);
   }
 }
 
 try {
-  if (scenario === 'publish-view') await publishView('standard');
-  else if (scenario === 'publish-view-e2ee') await publishView('e2ee');
+  if (scenario === 'publish-view') await publishView('standard', 'whip');
+  else if (scenario === 'publish-view-e2ee') await publishView('e2ee', 'participant');
+  else if (scenario === 'late-joiner') await lateJoiner();
+  else if (scenario === 'mixed') await mixed(process.argv[4]);
   else throw new Error('unknown scenario ' + scenario);
   console.log('PASS', scenario);
   clearTimeout(hardStop);

@@ -18,7 +18,7 @@ use ring::rand::SecureRandom;
 
 use super::{Meeting, NewStream, Participant, Registry, Stream};
 use crate::control::ApiError;
-use crate::relay::{LegId, LegRoute, RoutingSnapshot, StreamRoute};
+use crate::relay::{LegId, LegRoute, MediaKind, RoutingSnapshot, SlotEntry, SlotMap, StreamRoute};
 use crate::srtp::MasterKey;
 
 /// Sessions one browser participant may hold at once (a WHIP and a WHEP
@@ -33,15 +33,39 @@ pub(crate) struct WebrtcSeat {
     pub(crate) sessions: Vec<BrowserSession>,
 }
 
+/// What a WHEP offer's recvonly m-line asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotRequest {
+    pub(crate) kind: MediaKind,
+    pub(crate) mid: String,
+    /// The viewer's MID extension id (0: none).
+    pub(crate) mid_ext: u8,
+}
+
+/// One receive slot of a WHEP session.
+#[derive(Debug)]
+struct ViewerSlot {
+    request: SlotRequest,
+    /// Its SSRC, declared in the answer.
+    ssrc: u32,
+    /// The publisher stream it carries now.
+    source: Option<u32>,
+}
+
 /// One WHIP or WHEP session of a browser participant.
 #[derive(Debug)]
 pub(crate) struct BrowserSession {
     pub(crate) id: u64,
     /// WHIP (publishes) or WHEP (receives).
     pub(crate) publishes: bool,
-    /// WHIP: the streams its offer declared (`a=ssrc`), published once
-    /// the leg exists.
-    offered: Vec<NewStream>,
+    /// WHIP: the streams its offer declared (`a=ssrc`), each with the
+    /// MID extension id of its m-line (0: none), published once the leg
+    /// exists.
+    offered: Vec<(NewStream, u8)>,
+    /// WHIP: the MID extension id of each published stream.
+    source_mid_ext: Vec<(u32, u8)>,
+    /// WHEP: its receive slots.
+    slots: Vec<ViewerSlot>,
     /// Once the handshake is done.
     leg: Option<Arc<LegRoute>>,
     streams: Vec<Stream>,
@@ -84,31 +108,50 @@ impl Registry {
         Ok(participant.webrtc.as_ref().map(|s| s.token.as_str()))
     }
 
-    /// Records a session whose answer is about to be sent; `false` when
-    /// the participant holds [`MAX_SESSIONS_PER_PARTICIPANT`] already.
+    /// Records a session whose answer is about to be sent, with the SSRC
+    /// of each of its slots (WHEP), in `slots` order; `None` when the
+    /// participant holds [`MAX_SESSIONS_PER_PARTICIPANT`] already.
     pub(crate) fn open_browser_session(
         &mut self,
         meeting_id: &str,
         participant_id: &str,
         id: u64,
-        publishes: bool,
-        offered: Vec<NewStream>,
-    ) -> Result<bool, ApiError> {
+        offered: Vec<(NewStream, u8)>,
+        slots: Vec<SlotRequest>,
+    ) -> Result<Option<Vec<u32>>, ApiError> {
         let participant = self.participant_mut(meeting_id, participant_id)?;
-        let Some(seat) = participant.webrtc.as_mut() else {
-            return Ok(false);
-        };
-        if seat.sessions.len() >= MAX_SESSIONS_PER_PARTICIPANT {
-            return Ok(false);
+        let leg = participant.leg.id;
+        match participant.webrtc.as_ref() {
+            Some(seat) if seat.sessions.len() < MAX_SESSIONS_PER_PARTICIPANT => {}
+            _ => return Ok(None),
         }
+        let mut viewer = Vec::with_capacity(slots.len());
+        for request in slots {
+            let ssrc = self.fresh_ssrc(leg)?;
+            // Reserved: no stream may take a slot's SSRC.
+            self.ssrcs.insert(ssrc);
+            viewer.push(ViewerSlot {
+                request,
+                ssrc,
+                source: None,
+            });
+        }
+        let ssrcs = viewer.iter().map(|s| s.ssrc).collect();
+        let seat = self
+            .participant_mut(meeting_id, participant_id)?
+            .webrtc
+            .as_mut()
+            .ok_or_else(|| ApiError::Internal("the browser seat vanished".to_owned()))?;
         seat.sessions.push(BrowserSession {
             id,
-            publishes,
+            publishes: viewer.is_empty(),
             offered,
+            source_mid_ext: Vec::new(),
+            slots: viewer,
             leg: None,
             streams: Vec::new(),
         });
-        Ok(true)
+        Ok(Some(ssrcs))
     }
 
     /// The handshake of session `id` is done: its leg, keyed by DTLS and
@@ -150,7 +193,9 @@ impl Registry {
             None => return false,
         };
         let mut streams = Vec::with_capacity(offered.len());
-        for new in offered {
+        let mut mid_exts = Vec::with_capacity(offered.len());
+        for (new, mid_ext) in offered {
+            mid_exts.push((new.ssrc, mid_ext));
             if self.ssrc_taken(new.ssrc, leg_id) {
                 tracing::warn!(
                     ssrc = new.ssrc,
@@ -172,6 +217,7 @@ impl Registry {
         }
         if let Some(session) = self.session_mut(id) {
             session.streams = streams;
+            session.source_mid_ext = mid_exts;
         }
         self.publish();
         true
@@ -207,6 +253,9 @@ impl Registry {
         };
         for stream in &session.streams {
             self.ssrcs.remove(&stream.route.ssrc);
+        }
+        for slot in &session.slots {
+            self.ssrcs.remove(&slot.ssrc);
         }
         self.publish();
         true
@@ -283,6 +332,7 @@ fn session_in(meeting: &Meeting, id: u64) -> bool {
 pub(super) fn publish(
     participant: &Participant,
     seat: &WebrtcSeat,
+    sources: &[Source],
     legs: &mut Vec<LegId>,
     snapshot: &mut RoutingSnapshot,
 ) {
@@ -295,6 +345,12 @@ pub(super) fn publish(
         }
         if session.publishes {
             snapshot.send_only.insert(leg.id);
+        } else {
+            let map = slot_map(session, sources);
+            for entry in &map.entries {
+                snapshot.slot_sources.insert(entry.ssrc, entry.source);
+            }
+            snapshot.slot_maps.insert(leg.id, Arc::new(map));
         }
         snapshot.participant_of.insert(leg.id, participant.leg.id.0);
         for stream in &session.streams {
@@ -306,10 +362,125 @@ pub(super) fn publish(
 }
 
 impl WebrtcSeat {
-    /// Every SSRC its sessions publish.
+    /// Every SSRC its sessions publish or reserve for slots.
     pub(crate) fn ssrcs(&self) -> impl Iterator<Item = u32> + '_ {
-        self.sessions
-            .iter()
-            .flat_map(|s| s.streams.iter().map(|st| st.route.ssrc))
+        self.sessions.iter().flat_map(|s| {
+            s.streams
+                .iter()
+                .map(|st| st.route.ssrc)
+                .chain(s.slots.iter().map(|slot| slot.ssrc))
+        })
     }
+}
+
+/// A publisher stream of a meeting, as slots see it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Source {
+    ssrc: u32,
+    kind: MediaKind,
+    /// The participant publishing it (its admission leg's number).
+    owner: u64,
+    /// The MID extension id in its packets (0: none).
+    mid_ext: u8,
+}
+
+/// Every stream published in `meeting`, in admission order.
+pub(super) fn sources(meeting: &Meeting) -> Vec<Source> {
+    let mut out = Vec::new();
+    for p in &meeting.participants {
+        let owner = p.leg.id.0;
+        for s in &p.streams {
+            out.push(Source {
+                ssrc: s.route.ssrc,
+                kind: s.route.kind,
+                owner,
+                mid_ext: 0,
+            });
+        }
+        for session in p.webrtc.iter().flat_map(|seat| &seat.sessions) {
+            for s in &session.streams {
+                let mid_ext = session
+                    .source_mid_ext
+                    .iter()
+                    .find(|(ssrc, _)| *ssrc == s.route.ssrc)
+                    .map_or(0, |(_, id)| *id);
+                out.push(Source {
+                    ssrc: s.route.ssrc,
+                    kind: s.route.kind,
+                    owner,
+                    mid_ext,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Fills the WHEP slots of `meeting`'s browsers: a slot keeps its
+/// publisher while that stream exists; a free slot takes the first
+/// stream of its kind (in admission order) that no slot of the session
+/// carries and that is not the viewer's own. Slots are declared in the
+/// answer, so a publisher joining later fills a free one with no
+/// renegotiation.
+pub(super) fn assign_slots(meeting: &mut Meeting) {
+    let sources = sources(meeting);
+    for p in &mut meeting.participants {
+        let own = p.leg.id.0;
+        for session in p
+            .webrtc
+            .iter_mut()
+            .flat_map(|seat| seat.sessions.iter_mut())
+        {
+            for slot in &mut session.slots {
+                if slot
+                    .source
+                    .is_some_and(|s| !sources.iter().any(|x| x.ssrc == s))
+                {
+                    slot.source = None;
+                }
+            }
+            for at in 0..session.slots.len() {
+                if session.slots[at].source.is_some() {
+                    continue;
+                }
+                let kind = session.slots[at].request.kind;
+                let taken: Vec<u32> = session.slots.iter().filter_map(|s| s.source).collect();
+                session.slots[at].source = sources
+                    .iter()
+                    .find(|x| x.kind == kind && x.owner != own && !taken.contains(&x.ssrc))
+                    .map(|x| x.ssrc);
+            }
+        }
+    }
+}
+
+/// The data plane's view of a WHEP session's slots.
+fn slot_map(session: &BrowserSession, sources: &[Source]) -> SlotMap {
+    let entries = session
+        .slots
+        .iter()
+        .filter_map(|slot| {
+            let source = slot.source?;
+            let mid_bytes = slot.request.mid.as_bytes();
+            let mut mid = [0u8; 8];
+            let mid_len = if mid_bytes.len() <= mid.len() {
+                mid[..mid_bytes.len()].copy_from_slice(mid_bytes);
+                u8::try_from(mid_bytes.len()).unwrap_or(0)
+            } else {
+                0
+            };
+            Some(SlotEntry {
+                source,
+                ssrc: slot.ssrc,
+                mid,
+                mid_len,
+                source_mid_ext: sources
+                    .iter()
+                    .find(|x| x.ssrc == source)
+                    .map_or(0, |x| x.mid_ext),
+                mid_ext: slot.request.mid_ext,
+            })
+        })
+        .collect();
+    SlotMap { entries }
 }

@@ -1,0 +1,168 @@
+//! The header rewrites of WHEP receive slots (DESIGN.md, "WebRTC"): a
+//! publisher's packet on its way to a viewer's slot leaves under the
+//! slot's SSRC and with the slot's mid in its MID extension (RFC 8843
+//! §15, the one-byte form of RFC 8285), so the browser demuxes it into the
+//! slot's track; and the viewer's feedback (NACK, PLI), which names the
+//! slot's SSRC, reaches the publisher under the publisher's own SSRC.
+//!
+//! Both work on the plaintext in place, before protection, and never
+//! touch the payload: in an E2EE meeting the SFrame ciphertext passes
+//! byte for byte. Both are bounds-checked on bytes that came from the
+//! network and do nothing on what they cannot read.
+//!
+//! The sequence number and timestamp pass as the publisher sent them:
+//! a slot keeps its publisher while the publisher stays (assignment is
+//! the registry's), so each slot is one continuous stream; when a slot
+//! changes hands the browser sees a jump and resynchronises.
+
+use super::{RoutingSnapshot, SlotEntry};
+
+/// RTP header extension profile of the one-byte form (RFC 8285 §4.2).
+const ONE_BYTE_PROFILE: u16 = 0xBEDE;
+
+/// Rewrites the plaintext RTP packet `rtp` for `slot`: its SSRC, and the
+/// value of its MID extension element when the slot's mid has the same
+/// length (the element is then renumbered to the viewer's id).
+#[inline]
+pub(crate) fn rewrite_header(rtp: &mut [u8], slot: &SlotEntry) {
+    let Some(ssrc) = rtp.get_mut(8..12) else {
+        return;
+    };
+    ssrc.copy_from_slice(&slot.ssrc.to_be_bytes());
+    if slot.source_mid_ext == 0 || slot.mid_ext == 0 {
+        return;
+    }
+    rewrite_mid(rtp, slot);
+}
+
+fn rewrite_mid(rtp: &mut [u8], slot: &SlotEntry) -> Option<()> {
+    let first = *rtp.first()?;
+    if first & 0x10 == 0 {
+        return None;
+    }
+    let ext = 12 + 4 * usize::from(first & 0x0f);
+    let profile = u16::from_be_bytes([*rtp.get(ext)?, *rtp.get(ext + 1)?]);
+    let words = usize::from(u16::from_be_bytes([*rtp.get(ext + 2)?, *rtp.get(ext + 3)?]));
+    if profile != ONE_BYTE_PROFILE {
+        return None;
+    }
+    let (start, end) = (ext + 4, ext + 4 + 4 * words);
+    let mid_len = usize::from(slot.mid_len);
+    let mut at = start;
+    while at < end {
+        let b = *rtp.get(at)?;
+        if b == 0 {
+            at += 1;
+            continue;
+        }
+        let (id, len) = (b >> 4, usize::from(b & 0x0f) + 1);
+        if id == 15 {
+            return None;
+        }
+        if id == slot.source_mid_ext {
+            if len == mid_len && at + 1 + len <= end {
+                let value = rtp.get_mut(at + 1..at + 1 + len)?;
+                value.copy_from_slice(slot.mid.get(..len)?);
+                *rtp.get_mut(at)? = (slot.mid_ext << 4) | (b & 0x0f);
+            }
+            return Some(());
+        }
+        at += 1 + len;
+    }
+    None
+}
+
+/// In a plaintext RTCP compound going to a publisher, replaces every
+/// transport or payload-specific feedback packet's media SSRC that names
+/// a slot with the SSRC of the publisher stream the slot carries.
+pub(crate) fn feedback_to_sources(compound: &mut [u8], snapshot: &RoutingSnapshot) {
+    let mut at = 0;
+    while let Some(head) = compound.get(at..at + 4) {
+        let pt = head[1];
+        let len = (usize::from(u16::from_be_bytes([head[2], head[3]])) + 1) * 4;
+        let Some(packet) = compound.get_mut(at..at + len) else {
+            return;
+        };
+        if matches!(pt, 205 | 206)
+            && let Some(media) = packet.get_mut(8..12)
+        {
+            let ssrc = u32::from_be_bytes([media[0], media[1], media[2], media[3]]);
+            if let Some(source) = snapshot.slot_sources.get(&ssrc) {
+                media.copy_from_slice(&source.to_be_bytes());
+            }
+        }
+        at += len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(mid: &[u8]) -> SlotEntry {
+        let mut m = [0u8; 8];
+        m[..mid.len()].copy_from_slice(mid);
+        SlotEntry {
+            source: 0x1111_1111,
+            ssrc: 0x2222_2222,
+            mid: m,
+            mid_len: u8::try_from(mid.len()).unwrap(),
+            source_mid_ext: 4,
+            mid_ext: 9,
+        }
+    }
+
+    /// RTP with a one-byte extension block: audio level (id 1, 1 byte),
+    /// padding, MID (id 4, "1"), then the payload.
+    fn packet() -> Vec<u8> {
+        let mut p = vec![0x90, 111, 0, 7, 0, 0, 0, 9, 0x11, 0x11, 0x11, 0x11];
+        p.extend([0xBE, 0xDE, 0, 2, 0x10, 0x55, 0x00, 0x40, b'1', 0, 0, 0]);
+        p.extend(b"payload");
+        p
+    }
+
+    #[test]
+    fn the_ssrc_and_mid_are_rewritten_and_nothing_else() {
+        let mut p = packet();
+        rewrite_header(&mut p, &slot(b"3"));
+        let mut want = packet();
+        want[8..12].copy_from_slice(&[0x22; 4]);
+        want[19] = 0x90;
+        want[20] = b'3';
+        assert_eq!(p, want);
+    }
+
+    #[test]
+    fn a_mid_of_another_length_is_left_and_short_input_never_panics() {
+        let mut p = packet();
+        rewrite_header(&mut p, &slot(b"12"));
+        assert_eq!(p[19..21], [0x40, b'1']);
+        assert_eq!(p[8..12], [0x22; 4]);
+        for n in 0..packet().len() {
+            let mut p = packet();
+            p.truncate(n);
+            rewrite_header(&mut p, &slot(b"3"));
+            // A claimed extension length past the end.
+            let mut q = packet();
+            q[15] = 200;
+            q.truncate(n.max(16));
+            rewrite_header(&mut q, &slot(b"3"));
+        }
+    }
+
+    #[test]
+    fn feedback_naming_a_slot_names_its_publisher() {
+        let mut snapshot = RoutingSnapshot::default();
+        snapshot.slot_sources.insert(0x2222_2222, 0x1111_1111);
+        // RR (sender only), then a PLI for the slot, then a PLI for another SSRC.
+        let mut c = vec![0x80, 201, 0, 1, 0, 0, 0, 1];
+        c.extend([0x81, 206, 0, 2, 0, 0, 0, 1, 0x22, 0x22, 0x22, 0x22]);
+        c.extend([0x81, 206, 0, 2, 0, 0, 0, 1, 0x33, 0x33, 0x33, 0x33]);
+        feedback_to_sources(&mut c, &snapshot);
+        assert_eq!(c[16..20], [0x11; 4]);
+        assert_eq!(c[28..32], [0x33; 4]);
+        for n in 0..c.len() {
+            feedback_to_sources(&mut c.clone()[..n], &snapshot);
+        }
+    }
+}

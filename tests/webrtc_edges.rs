@@ -1,0 +1,550 @@
+//! The WHIP/WHEP endpoints and the media port's WebRTC side against bad
+//! input, over real sockets on loopback (no browser): every refusal of
+//! the endpoints with its status and JSON code, CORS, PATCH and DELETE;
+//! a STUN check with a wrong MESSAGE-INTEGRITY (dropped, counted, never
+//! answered, no latch), random bytes in the DTLS range (no panic), and a
+//! handshake that never finishes (cleaned up at the deadline, counted).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice::webrtc::proto::client::write_check;
+use support::daemon::{RunningDaemon, loopback_config};
+use support::{http, metric};
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    fn code(&self) -> String {
+        let v: Value = serde_json::from_str(&self.body).unwrap_or(Value::Null);
+        v["error"]["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// One HTTP/1.1 request with these headers and body (Connection: close).
+fn raw(api: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut s = TcpStream::connect(api).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// A WebRTC offer like Chrome's, with `video` video m-lines after one
+/// audio m-line, each `direction`.
+fn offer(direction: &str, video: usize, bundle: bool) -> String {
+    let fp = (0..32)
+        .map(|i| format!("{i:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let mids: Vec<String> = (0..=video).map(|i| i.to_string()).collect();
+    let mut s = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+    if bundle {
+        s.push_str(&format!("a=group:BUNDLE {}\r\n", mids.join(" ")));
+    }
+    for (i, mid) in mids.iter().enumerate() {
+        let (m, rtpmap) = if i == 0 {
+            (
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+                "a=rtpmap:111 opus/48000/2",
+            )
+        } else {
+            ("m=video 9 UDP/TLS/RTP/SAVPF 96", "a=rtpmap:96 VP8/90000")
+        };
+        s.push_str(&format!(
+            "{m}\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:brws\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+             a=fingerprint:sha-256 {fp}\r\na=setup:actpass\r\na=mid:{mid}\r\na={direction}\r\n\
+             a=rtcp-mux\r\n{rtpmap}\r\n"
+        ));
+        if direction == "sendonly" {
+            s.push_str(&format!("a=ssrc:{} cname:x\r\n", 1000 + i));
+        }
+    }
+    s
+}
+
+fn attr<'a>(sdp: &'a str, key: &str) -> &'a str {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("{key} in {sdp}"))
+        .trim()
+}
+
+fn metrics(api: SocketAddr) -> String {
+    http(api, "GET", "/metrics", None, None).text
+}
+
+#[test]
+fn whip_and_whep_refuse_bad_input_with_the_json_shape_and_stun_and_dtls_garbage_moves_nothing() {
+    let daemon = RunningDaemon::start("webrtc-edges", &loopback_config(""), &[]);
+    let api = daemon.api;
+    let owner = json!({"account": "test", "verified": false});
+    let created = http(
+        api,
+        "POST",
+        "/v1/meetings",
+        Some(&json!({"mode": "standard", "owner": owner})),
+        None,
+    );
+    let meeting = created.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/meetings/{meeting}/participants");
+    let bad = http(
+        api,
+        "POST",
+        &path,
+        Some(&json!({"name": "b", "transport": "webrtc", "srtp_profile": "AEAD_AES_128_GCM"})),
+        None,
+    );
+    assert_eq!(
+        (bad.status, bad.error_code()),
+        (400, "invalid_request".into())
+    );
+    let sdes = http(api, "POST", &path, Some(&json!({"name": "s"})), None).json();
+    let web = http(
+        api,
+        "POST",
+        &path,
+        Some(&json!({"name": "w", "transport": "webrtc"})),
+        None,
+    );
+    assert_eq!(web.status, 201, "{}", web.text);
+    let web = web.json();
+    assert!(
+        web.get("media").is_none(),
+        "no SDES keys for a browser: {web}"
+    );
+    let token = web["webrtc"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 64);
+    let whip = web["webrtc"]["whip"].as_str().unwrap().to_owned();
+    let whep = web["webrtc"]["whep"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    let sdp = ("Content-Type", "application/sdp");
+    let good = offer("sendonly", 1, true);
+
+    // (path, headers, body, status, code)
+    let uninvited = format!("{path}/{}/whip", sdes["id"].as_str().unwrap());
+    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+        (&whip, vec![sdp], good.clone(), 401, "missing_token"),
+        (
+            &whip,
+            vec![sdp, ("Authorization", "Bearer nope")],
+            good.clone(),
+            401,
+            "invalid_token",
+        ),
+        (
+            &uninvited,
+            vec![sdp, ("Authorization", &bearer)],
+            good.clone(),
+            401,
+            "invalid_token",
+        ),
+        (
+            &whip,
+            vec![
+                ("Content-Type", "application/json"),
+                ("Authorization", &bearer),
+            ],
+            good.clone(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            &whip,
+            vec![sdp, ("Authorization", &bearer)],
+            "v=0\r\nnonsense".into(),
+            400,
+            "malformed_sdp",
+        ),
+        (
+            &whip,
+            vec![sdp, ("Authorization", &bearer)],
+            offer("sendonly", 1, false),
+            422,
+            "unacceptable_offer",
+        ),
+        (
+            &whip,
+            vec![sdp, ("Authorization", &bearer)],
+            offer("sendonly", 2, true),
+            422,
+            "unacceptable_offer",
+        ),
+        (
+            &whep,
+            vec![sdp, ("Authorization", &bearer)],
+            offer("recvonly", 9, true),
+            422,
+            "unacceptable_offer",
+        ),
+    ];
+    for (at, headers, body, status, code) in cases {
+        let r = raw(api, "POST", at, &headers, &body);
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code.to_owned()),
+            "{at} {headers:?}: {}",
+            r.body
+        );
+        assert!(!r.body.contains("\"message\":\"\""), "{}", r.body);
+        assert_eq!(
+            r.header("access-control-allow-origin").as_deref(),
+            Some("*")
+        );
+        if status == 401 {
+            assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
+        }
+    }
+
+    let pre = raw(api, "OPTIONS", &whip, &[], "");
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.header("access-control-expose-headers").as_deref(),
+        Some("Location, ETag, Link")
+    );
+
+    // A good offer: 201, the answer, Location.
+    let r = raw(
+        api,
+        "POST",
+        &whip,
+        &[sdp, ("Authorization", &bearer)],
+        &good,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("content-type").as_deref(), Some("application/sdp"));
+    let location = r.header("location").expect("Location");
+    assert!(location.starts_with(&format!("{path}/{}/webrtc/", web["id"].as_str().unwrap())));
+    for line in [
+        "a=ice-lite",
+        "a=setup:passive",
+        "a=end-of-candidates",
+        "a=rtcp-mux",
+    ] {
+        assert!(r.body.contains(line), "{line} in {}", r.body);
+    }
+    let media = daemon.media;
+    assert!(
+        r.body
+            .contains(&format!("{} {} typ host", media.ip(), media.port())),
+        "{}",
+        r.body
+    );
+    let (ufrag, pwd) = (attr(&r.body, "a=ice-ufrag:"), attr(&r.body, "a=ice-pwd:"));
+
+    // PATCH: a trickle fragment is 204; another type 415; a restart 422.
+    let frag = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let auth = ("Authorization", bearer.as_str());
+    let patch = raw(
+        api,
+        "PATCH",
+        &location,
+        &[frag, auth],
+        "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
+    );
+    assert_eq!(patch.status, 204, "{}", patch.body);
+    let patch = raw(api, "PATCH", &location, &[sdp, auth], "");
+    assert_eq!(
+        (patch.status, patch.code()),
+        (415, "unsupported_media_type".into())
+    );
+    let patch = raw(
+        api,
+        "PATCH",
+        &location,
+        &[frag, auth],
+        "a=ice-ufrag:new1\r\n",
+    );
+    assert_eq!(
+        (patch.status, patch.code()),
+        (422, "unacceptable_offer".into())
+    );
+
+    // STUN with a wrong MESSAGE-INTEGRITY: no answer, counted, no latch;
+    // with the right one: answered.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = write_check(
+        &mut buf,
+        [1; 12],
+        ufrag,
+        "brws",
+        "wrongwrongwrongwrongwrong",
+        true,
+    )
+    .unwrap();
+    for _ in 0..3 {
+        sock.send_to(&buf[..n], media).unwrap();
+    }
+    let mut reply = [0u8; 1500];
+    assert!(
+        sock.recv_from(&mut reply).is_err(),
+        "a forged check was answered"
+    );
+    // Random bytes in the DTLS range, from an address no check validated.
+    let mut seed = 0x2545_f491_u32;
+    for _ in 0..200 {
+        let mut junk = [0u8; 200];
+        for b in &mut junk {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            *b = seed as u8;
+        }
+        junk[0] = 20 + (junk[0] % 44);
+        sock.send_to(&junk, media).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = metrics(api);
+        let forged = metric(&m, "sluice_webrtc_drops_total{reason=\"bad_integrity\"}");
+        let junk = metric(&m, "sluice_webrtc_drops_total{reason=\"unknown_address\"}");
+        if forged >= 3.0 && junk >= 200.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drops not counted:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = write_check(&mut buf, [2; 12], ufrag, "brws", pwd, false).unwrap();
+    sock.send_to(&buf[..n], media).unwrap();
+    let (len, _) = sock
+        .recv_from(&mut reply)
+        .expect("a valid check is answered");
+    assert_eq!(&reply[..2], &[0x01, 0x01], "a Binding success response");
+    assert!(len > 20);
+    assert_eq!(http(api, "GET", "/healthz", None, None).status, 200);
+
+    // The handshake never finishes: at the deadline (10 s) the session
+    // ends, counted as a timeout, and its Location is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics(api);
+        if metric(&m, "sluice_webrtc_handshakes_total{outcome=\"timeout\"}") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no handshake timeout counted:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let gone = raw(api, "DELETE", &location, &[auth], "");
+    assert_eq!(
+        (gone.status, gone.code()),
+        (404, "session_not_found".into())
+    );
+
+    // DELETE: a wrong token is 401; the right one 200, then 404.
+    let r = raw(api, "POST", &whip, &[sdp, auth], &good);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let location = r.header("location").unwrap();
+    let d = raw(
+        api,
+        "DELETE",
+        &location,
+        &[("Authorization", "Bearer x")],
+        "",
+    );
+    assert_eq!((d.status, d.code()), (401, "invalid_token".into()));
+    assert_eq!(raw(api, "DELETE", &location, &[auth], "").status, 200);
+    let d = raw(api, "DELETE", &location, &[auth], "");
+    assert_eq!((d.status, d.code()), (404, "session_not_found".into()));
+    daemon.stop();
+}
+
+/// The tests' own browser stand-in (the crate's sans-IO DTLS client and
+/// ICE check) over the real media port: the handshake makes a leg that
+/// carries SRTP to an SDES participant; when its consent checks stop,
+/// the leg ends after 30 s and the expiry is counted.
+#[test]
+fn a_dtls_keyed_leg_carries_media_and_ends_when_consent_stops() {
+    use sluice::webrtc::proto::client::DtlsClient;
+    use sluice::webrtc::proto::identity::DtlsIdentity;
+
+    let daemon = RunningDaemon::start("webrtc-consent", &loopback_config(""), &[]);
+    let api = daemon.api;
+    let owner = json!({"account": "test", "verified": false});
+    let created = http(
+        api,
+        "POST",
+        "/v1/meetings",
+        Some(&json!({"mode": "standard", "owner": owner})),
+        None,
+    );
+    let meeting = created.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/meetings/{meeting}/participants");
+    let sdes = http(api, "POST", &path, Some(&json!({"name": "s"})), None).json();
+    let mut sdes = support::Endpoint::from_admission(&sdes);
+    let stream = json!({"ssrc": 77, "kind": "audio", "codec": "opus", "payload_type": 111});
+    let declared = http(
+        api,
+        "POST",
+        &format!("{path}/{}/streams", sdes.id),
+        Some(&stream),
+        None,
+    );
+    assert_eq!(declared.status, 201, "{}", declared.text);
+    let web = http(
+        api,
+        "POST",
+        &path,
+        Some(&json!({"name": "w", "transport": "webrtc"})),
+        None,
+    )
+    .json();
+    let identity = DtlsIdentity::generate().unwrap();
+    let fp = identity.fingerprint().to_string();
+    let body = offer("sendonly", 1, true).replace(
+        &format!(
+            "sha-256 {}",
+            (0..32)
+                .map(|i| format!("{i:02X}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        ),
+        &fp,
+    );
+    let bearer = format!("Bearer {}", web["webrtc"]["token"].as_str().unwrap());
+    let r = raw(
+        api,
+        "POST",
+        web["webrtc"]["whip"].as_str().unwrap(),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &bearer),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (ufrag, pwd) = (attr(&r.body, "a=ice-ufrag:"), attr(&r.body, "a=ice-pwd:"));
+    let media = daemon.media;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = write_check(&mut buf, [3; 12], ufrag, "brws", pwd, true).unwrap();
+    sock.send_to(&buf[..n], media).unwrap();
+
+    let t0 = Instant::now();
+    let mut client = DtlsClient::new(&identity, t0);
+    let mut reply = [0u8; 2048];
+    while client.keying().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no handshake");
+        assert!(!client.has_failed(), "the handshake failed");
+        client.handle_timeout(Instant::now());
+        for p in client.poll_transmits() {
+            sock.send_to(&p, media).unwrap();
+        }
+        if let Ok((len, _)) = sock.recv_from(&mut reply)
+            && (20..64).contains(&reply[0])
+        {
+            client.handle_packet(Instant::now(), &reply[..len]);
+        }
+    }
+    for p in client.poll_transmits() {
+        sock.send_to(&p, media).unwrap();
+    }
+    let keys = client.keying().unwrap().clone();
+    let keys = sluice::webrtc::BrowserLegKeys::from_keying(&keys).unwrap();
+    let established = Instant::now();
+    // The browser's side: it protects with client_to_relay.
+    let mut send =
+        sluice::srtp::SrtpSession::new(sluice::crypto::AnyGcm::default(), &keys.client_to_relay)
+            .unwrap();
+    // SDES latches first, then the browser's stream (offered SSRC 1000)
+    // reaches it.
+    sdes.send_rtp(77, 0, b"hello");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = 0;
+    let mut seq = 0u16;
+    while got < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no browser media reached the SDES leg"
+        );
+        let mut p = support::rtp(1000, seq, b"from the browser");
+        seq += 1;
+        let len = p.len();
+        p.resize(len + 32, 0);
+        let n = send.protect_rtp(&mut p, len).unwrap();
+        sock.send_to(&p[..n], media).unwrap();
+        for mut d in sdes.receive(1, Duration::from_millis(50)) {
+            let len = d.len();
+            if sdes.recv.unprotect_rtp(&mut d, len).is_ok() {
+                got += 1;
+            }
+        }
+    }
+    let m = metrics(api);
+    assert_eq!(
+        metric(
+            &m,
+            "sluice_webrtc_handshakes_total{outcome=\"established\"}"
+        ),
+        1.0
+    );
+    // No more consent checks: after 30 s the leg ends, counted.
+    let deadline = established + Duration::from_secs(40);
+    loop {
+        let m = metrics(api);
+        if metric(&m, "sluice_webrtc_consent_expiries_total") >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no consent expiry counted:\n{m}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(established.elapsed() >= Duration::from_secs(29));
+    sdes.drain();
+    for _ in 0..5 {
+        let mut p = support::rtp(1000, seq, b"after expiry");
+        seq += 1;
+        let len = p.len();
+        p.resize(len + 32, 0);
+        let n = send.protect_rtp(&mut p, len).unwrap();
+        sock.send_to(&p[..n], media).unwrap();
+    }
+    assert!(
+        sdes.receive(1, Duration::from_millis(300)).is_empty(),
+        "the expired leg still forwards"
+    );
+    daemon.stop();
+}
