@@ -6,7 +6,7 @@
 //      audio; the mute button marks Ann muted; a screenshot of Bob's page
 //      goes to $MEET_SCREENSHOT (docs/meet.png);
 //   2. E2EE meeting, Ann and Bob with the key, then Cat with another: Ann
-//      and Bob decode each other, Cat decodes nothing (her transform drops
+//      and Bob decode each other (before and after Cat is in), Cat decodes nothing (her transform drops
 //      every frame) and her page says her key differs; what Bob receives
 //      from the relay is exactly what Ann's transform sealed (the relay
 //      forwards ciphertext byte for byte) and never a plaintext frame.
@@ -99,11 +99,16 @@ async function e2ee() {
   await Promise.all([ann.evaluate(() => window.sluiceMeet.e2ee.probe(400)), bob.evaluate(() => window.sluiceMeet.e2ee.probeInbound(600))]);
   await sleep(4000);
   [a, b] = await Promise.all([report(ann), report(bob)]);
-  // Cat joins last: the relay does not route WHEP slots yet (every
-  // publisher's video reaches a viewer on one m-line), so with three
-  // publishers nobody's video would decode reliably, key or no key.
+  // Cat joins with another key: she decodes nothing, and Ann and Bob, who
+  // now also receive her frames in a slot of their own, go on decoding
+  // each other.
   const cat = await open(await link(id, 'Cat', wrong), 'Cat');
   const c = await until(() => report(cat), (r) => r.reason === 'wrong-key', 20_000);
+  const [a2, b2] = await Promise.all([report(ann), report(bob)]);
+  await sleep(3000);
+  const [a3, b3] = await Promise.all([report(ann), report(bob)]);
+  checks.check(a3.framesDecoded - a2.framesDecoded > 10 && b3.framesDecoded - b2.framesDecoded > 10, 'e2ee: with Cat in, Ann and Bob still decode each other', [a2.framesDecoded, a3.framesDecoded, b2.framesDecoded, b3.framesDecoded]);
+  checks.check(a3.e2ee.dropped.video > a.e2ee.dropped.video, 'e2ee: Ann’s transform drops Cat’s frames', [a.e2ee.dropped, a3.e2ee.dropped]);
   console.log(JSON.stringify({ e2ee: { ann: a, bob: b, cat: c } }));
   checks.check(decodes(a), 'e2ee: Ann decodes Bob (same key)', a);
   checks.check(decodes(b), 'e2ee: Bob decodes Ann (same key)', b);
