@@ -109,6 +109,27 @@ async function e2ee() {
   const [a3, b3] = await Promise.all([report(ann), report(bob)]);
   checks.check(a3.framesDecoded - a2.framesDecoded > 10 && b3.framesDecoded - b2.framesDecoded > 10, 'e2ee: with Cat in, Ann and Bob still decode each other', [a2.framesDecoded, a3.framesDecoded, b2.framesDecoded, b3.framesDecoded]);
   checks.check(a3.e2ee.dropped.video > a.e2ee.dropped.video, 'e2ee: Ann’s transform drops Cat’s frames', [a.e2ee.dropped, a3.e2ee.dropped]);
+
+  // Key rotation, as an integrator's page does it: a new key and epoch in
+  // the fragment, no rejoin. Both show the new safety code, send under
+  // epoch 2 and keep decoding each other.
+  const next = Buffer.alloc(32, 0x77).toString('base64url');
+  const rotate = (page) =>
+    page.evaluate((k) => {
+      const p = new URLSearchParams(location.hash.slice(1));
+      p.set('key', k);
+      p.set('epoch', '2');
+      location.hash = p.toString();
+    }, next);
+  await Promise.all([rotate(ann), rotate(bob)]);
+  const rotated = (r) => r.safety !== a.safety && r.e2ee.kid && BigInt(`0x${r.e2ee.kid}`) >> 40n === 2n;
+  const [a4, b4] = await Promise.all([until(() => report(ann), rotated, 10_000), until(() => report(bob), rotated, 10_000)]);
+  checks.check(rotated(a4) && rotated(b4) && a4.safety === b4.safety, 'e2ee: a new key in the fragment rotates: new safety code, epoch 2 sends', [a4.safety, b4.safety, a4.e2ee.kid, b4.e2ee.kid]);
+  const [a5, b5] = await Promise.all([
+    until(() => report(ann), (r) => r.framesDecoded > a4.framesDecoded + 10, 15_000),
+    until(() => report(bob), (r) => r.framesDecoded > b4.framesDecoded + 10, 15_000),
+  ]);
+  checks.check(a5.framesDecoded > a4.framesDecoded + 10 && b5.framesDecoded > b4.framesDecoded + 10, 'e2ee: after the rotation Ann and Bob still decode each other', [a4.framesDecoded, a5.framesDecoded, b4.framesDecoded, b5.framesDecoded]);
   console.log(JSON.stringify({ e2ee: { ann: a, bob: b, cat: c } }));
   checks.check(decodes(a), 'e2ee: Ann decodes Bob (same key)', a);
   checks.check(decodes(b), 'e2ee: Bob decodes Ann (same key)', b);
