@@ -98,7 +98,8 @@ fn e2ee_transform_in_chromium_decodes_with_the_key_and_drops_everything_without_
 /// leave work, the screenshot in docs/meet.png is taken), then an E2EE
 /// meeting (same key decodes; what the viewer receives is the sender's
 /// sealed frame byte for byte and never plaintext; a wrong key decodes
-/// nothing and the page says so).
+/// nothing and the page says so while the two with the key still decode
+/// each other; a new key in the fragment rotates without a rejoin).
 #[test]
 fn meeting_page_through_sluice_standard_and_e2ee() {
     let shot = Path::new(ROOT).join("docs/meet.png");
