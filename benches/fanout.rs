@@ -9,6 +9,11 @@
 //! is one packet sent out, so one input counts as ten. Protecting the
 //! publisher's input packets is set-up, outside the measurement.
 //!
+//! Each size runs twice: to SDES legs, and to WebRTC (WHEP) legs whose
+//! receive slot carries the stream, so every copy gets the slot's SSRC
+//! rewrite before it is protected (the only per-packet work a browser
+//! leg adds). The ratio of the two is the cost of a browser leg.
+//!
 //! Run: `cargo bench --bench fanout` (full), `cargo test --benches` (smoke).
 
 use std::hint::black_box;
@@ -22,7 +27,7 @@ use sluice::crypto::AnyGcm;
 use sluice::metrics::WorkerCounters;
 use sluice::relay::{
     Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RelayWorker, RoutingSnapshot,
-    StreamRoute, Transmits,
+    SlotEntry, SlotMap, StreamRoute, Transmits,
 };
 use sluice::rtp::{PayloadType, RtpBuilder, SeqNum, Ssrc};
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
@@ -44,8 +49,9 @@ fn addr(leg: u64) -> SocketAddr {
     SocketAddr::from(([10, 0, (leg >> 8) as u8, leg as u8], 50_000))
 }
 
-/// Leg 0 publishes one stream; legs 1..=SUBSCRIBERS receive it; all latched.
-fn snapshot() -> RoutingSnapshot {
+/// Leg 0 publishes one stream; legs 1..=SUBSCRIBERS receive it; all
+/// latched; with `webrtc`, each receiver is a WHEP leg with one slot.
+fn snapshot(webrtc: bool) -> RoutingSnapshot {
     let mut snapshot = RoutingSnapshot {
         generation: 1,
         ..RoutingSnapshot::default()
@@ -77,6 +83,25 @@ fn snapshot() -> RoutingSnapshot {
         highest_index: Arc::new(AtomicU64::new(0)),
     };
     snapshot.streams.insert(SSRC, Arc::new(stream));
+    if webrtc {
+        for leg in 1..=SUBSCRIBERS {
+            let slot = SlotEntry {
+                source: SSRC,
+                ssrc: 0x7000_0000 + leg as u32,
+                mid: *b"1\0\0\0\0\0\0\0",
+                mid_len: 1,
+                source_mid_ext: 4,
+                mid_ext: 4,
+            };
+            snapshot.slot_sources.insert(slot.ssrc, SSRC);
+            snapshot.slot_maps.insert(
+                LegId(leg),
+                Arc::new(SlotMap {
+                    entries: vec![slot],
+                }),
+            );
+        }
+    }
     snapshot
 }
 
@@ -106,8 +131,12 @@ fn fanout(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Elements(SUBSCRIBERS));
-    for size in PAYLOADS {
-        let snapshot = snapshot();
+    for (size, webrtc) in PAYLOADS
+        .into_iter()
+        .flat_map(|size| [(size, false), (size, true)])
+    {
+        let snapshot = snapshot(webrtc);
+        let legs = if webrtc { "webrtc" } else { "sdes" };
         let counters = Arc::new(WorkerCounters::default());
         let mut worker = RelayWorker::new(AnyGcm::default(), counters);
         let mut publisher = SrtpSession::new(AnyGcm::default(), &key(0, 0)).expect("session");
@@ -120,7 +149,8 @@ fn fanout(c: &mut Criterion) {
         worker.handle_datagram(&snapshot, addr(0), &mut buf, len, &mut out);
         assert_eq!(out.len() as u64, SUBSCRIBERS, "every subscriber is sent to");
 
-        group.bench_function(BenchmarkId::new(PROFILE.name(), size), |b| {
+        let id = BenchmarkId::new(format!("{}/{legs}", PROFILE.name()), size);
+        group.bench_function(id, |b| {
             b.iter_batched_ref(
                 || next_packet(&mut publisher, &mut seq, &payload),
                 |(buf, len)| {

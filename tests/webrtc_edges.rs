@@ -16,6 +16,9 @@ use sluice::webrtc::proto::client::write_check;
 use support::daemon::{RunningDaemon, loopback_config};
 use support::{http, metric};
 
+/// (path, headers, body, status, code) of one refused request.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+
 struct Reply {
     status: u16,
     head: String,
@@ -160,7 +163,7 @@ fn whip_and_whep_refuse_bad_input_with_the_json_shape_and_stun_and_dtls_garbage_
 
     // (path, headers, body, status, code)
     let uninvited = format!("{path}/{}/whip", sdes["id"].as_str().unwrap());
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (&whip, vec![sdp], good.clone(), 401, "missing_token"),
         (
             &whip,

@@ -484,3 +484,114 @@ fn slot_map(session: &BrowserSession, sources: &[Source]) -> SlotMap {
         .collect();
     SlotMap { entries }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::registry::{NewMeeting, NewParticipant, Owner};
+    use crate::metrics::MetricsHub;
+    use crate::policy::{Role, Source as Origin};
+    use crate::relay::{MeetingMode, empty_cell};
+    use crate::srtp::SrtpProfile;
+
+    fn person(name: &str) -> NewParticipant {
+        NewParticipant {
+            name: name.to_owned(),
+            role: Role::Attendee,
+            passcode: None,
+            source: Origin::Api,
+            profile: SrtpProfile::AeadAes256Gcm,
+            client_to_relay: None,
+            rtcp_ssrc: None,
+            receive: None,
+        }
+    }
+
+    fn audio(ssrc: u32) -> NewStream {
+        NewStream {
+            ssrc,
+            kind: MediaKind::Audio,
+            codec: "opus".to_owned(),
+            payload_type: 111,
+        }
+    }
+
+    /// A viewer's one audio slot: taken by the first publisher, kept while
+    /// it publishes (a later one waits), taken over when it leaves; never
+    /// filled with the viewer's own stream; the slot's SSRC is the one the
+    /// answer declared.
+    #[test]
+    fn slots_are_filled_first_come_kept_and_handed_on() {
+        let cell = empty_cell();
+        let mut r = Registry::new(
+            cell.clone(),
+            Arc::new(MetricsHub::new("ring")),
+            crate::policy::Policy::default(),
+            "127.0.0.1:40000".parse().unwrap(),
+        );
+        let m = r
+            .create_meeting(NewMeeting {
+                id: Some("m".into()),
+                mode: MeetingMode::Standard,
+                owner: Owner {
+                    account: "o".into(),
+                    verified: false,
+                },
+                passcode: None,
+            })
+            .unwrap()
+            .id
+            .clone();
+        let web = r.admit(&m, person("web")).unwrap().id.clone();
+        r.seat_browser(&m, &web).unwrap();
+        let request = SlotRequest {
+            kind: MediaKind::Audio,
+            mid: "0".into(),
+            mid_ext: 4,
+        };
+        let ssrcs = r
+            .open_browser_session(&m, &web, 7, Vec::new(), vec![request])
+            .unwrap()
+            .unwrap();
+        let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[9; 44]).unwrap();
+        assert!(r.browser_leg_established(7, key.clone(), key, "127.0.0.1:5000".parse().unwrap()));
+        let leg = *cell.load().slot_maps.keys().next().unwrap();
+        let source = |cell: &crate::relay::SnapshotCell| {
+            cell.load().slot_maps[&leg]
+                .entries
+                .first()
+                .map(|e| (e.source, e.ssrc))
+        };
+        assert_eq!(source(&cell), None, "nothing published yet");
+
+        let a = r.admit(&m, person("a")).unwrap().id.clone();
+        let b = r.admit(&m, person("b")).unwrap().id.clone();
+        r.add_stream(&m, &a, audio(0xA)).unwrap();
+        assert_eq!(source(&cell), Some((0xA, ssrcs[0])));
+        r.add_stream(&m, &b, audio(0xB)).unwrap();
+        assert_eq!(
+            source(&cell),
+            Some((0xA, ssrcs[0])),
+            "a slot keeps its publisher"
+        );
+        assert_eq!(cell.load().slot_sources[&ssrcs[0]], 0xA);
+        r.remove_participant(&m, &a).unwrap();
+        assert_eq!(
+            source(&cell),
+            Some((0xB, ssrcs[0])),
+            "the next one takes it"
+        );
+        assert!(
+            cell.load()
+                .ice_addresses
+                .contains_key(&"127.0.0.1:5000".parse().unwrap())
+        );
+
+        assert!(r.end_browser_session(7));
+        assert!(cell.load().slot_maps.is_empty());
+        assert!(
+            !r.ssrc_taken(ssrcs[0], LegId(u64::MAX)),
+            "the slot SSRC is free again"
+        );
+    }
+}
