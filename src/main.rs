@@ -59,6 +59,19 @@ enum Command {
     },
     /// Inspect and steer a running relay over its control API.
     Ctl(CtlArgs),
+    /// Create a meeting on a running relay and print two join links for
+    /// the meeting page: open each in a browser tab of its own.
+    Demo {
+        /// An end-to-end encrypted meeting: the links carry a fresh key.
+        #[arg(long)]
+        e2ee: bool,
+        /// The control API's address.
+        #[arg(long, env = "SLUICE_API", default_value = "http://127.0.0.1:7480")]
+        api: String,
+        /// A file holding the API token (else the SLUICE_API_TOKEN variable).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +143,11 @@ fn main() -> ExitCode {
             );
         }),
         Command::Ctl(args) => ctl(&args).map(|out| print!("{out}")),
+        Command::Demo {
+            e2ee,
+            api,
+            token_file,
+        } => demo(e2ee, &api, token_file.as_ref()).map(|out| print!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,10 +165,17 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
-/// Runs one `sluice ctl` command; the text to print.
-fn ctl(args: &CtlArgs) -> Result<String, String> {
+/// `sluice demo`: the meeting and its join links, as text.
+fn demo(e2ee: bool, api: &str, token_file: Option<&PathBuf>) -> Result<String, String> {
     use sluice::ctl;
-    let token = match &args.token_file {
+    let api = ctl::ApiClient::new(api, api_token(token_file)?).map_err(|e| e.to_string())?;
+    let made = ctl::demo::create(&api, e2ee).map_err(|e| format!("demo: {e}"))?;
+    Ok(ctl::demo::render(&made, &api))
+}
+
+/// The API token from `--token-file`, else `SLUICE_API_TOKEN`.
+fn api_token(token_file: Option<&PathBuf>) -> Result<Option<String>, String> {
+    Ok(match token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
@@ -160,7 +185,13 @@ fn ctl(args: &CtlArgs) -> Result<String, String> {
             .ok()
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty()),
-    };
+    })
+}
+
+/// Runs one `sluice ctl` command; the text to print.
+fn ctl(args: &CtlArgs) -> Result<String, String> {
+    use sluice::ctl;
+    let token = api_token(args.token_file.as_ref())?;
     let api = ctl::ApiClient::new(&args.api, token).map_err(|e| e.to_string())?;
     let json = args.json;
     let result = match &args.command {

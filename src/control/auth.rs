@@ -1,5 +1,6 @@
 //! Bearer-token authentication (RFC 6750 §2.1) for every path but
-//! `/healthz`, which load balancers and systemd probes call without one.
+//! `/healthz`, which load balancers and systemd probes call without one,
+//! and the meeting page (`/meet`), which carries no secret.
 //!
 //! With no token configured the middleware lets everything through; the
 //! config refuses to start such an API anywhere but on loopback.
@@ -25,8 +26,11 @@ pub(crate) async fn require_token(
         return next.run(request).await;
     };
     // WHIP/WHEP: the participant's own token is checked by the endpoint.
-    if OPEN_PATHS.contains(&request.uri().path())
-        || super::webrtc::is_browser_path(request.uri().path())
+    // The meeting page carries no secret.
+    let path = request.uri().path();
+    if OPEN_PATHS.contains(&path)
+        || super::webrtc::is_browser_path(path)
+        || super::meet_page::is_page_path(path)
     {
         return next.run(request).await;
     }

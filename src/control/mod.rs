@@ -37,6 +37,7 @@ mod error;
 mod extract;
 mod hygiene;
 mod listing;
+mod meet_page;
 mod openapi;
 mod registry;
 mod webrtc;
@@ -277,6 +278,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/openapi.json", get(api::openapi))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
+        .route("/meet", get(meet_page::page))
+        .route("/meet/{asset}", get(meet_page::asset))
         .fallback(api::not_found)
         .layer(from_fn_with_state(state.clone(), auth::require_token))
         .layer(axum::middleware::from_fn(hygiene::guard))

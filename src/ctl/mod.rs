@@ -5,6 +5,7 @@
 //! real daemon and compare what an operator would see.
 
 mod client;
+pub mod demo;
 mod table;
 
 use serde_json::{Value, json};

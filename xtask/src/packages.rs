@@ -143,6 +143,11 @@ pub(crate) const APT: &[Package] = &[
         Stage::Test,
         "installs playwright-core from tests/browser/package-lock.json",
     ),
+    pkg(
+        "iproute2",
+        Stage::Test,
+        "`ip link set lo up` in the browser tests' network namespaces (tests/meet_browser.rs)",
+    ),
     pkg("lintian", Stage::Ci, "checks the .deb (no errors allowed)"),
 ];
 
