@@ -60,12 +60,8 @@ fn snapshot(mode: MeetingMode) -> RoutingSnapshot {
             highest_srtcp_index: Arc::new(AtomicU64::new(0)),
         };
         route.latch.set(addr(leg));
-        snapshot.legs.insert(LegId(leg), Arc::new(route));
-        snapshot
-            .meetings
-            .entry(MEETING)
-            .or_default()
-            .push(LegId(leg));
+        snapshot.insert_leg(Arc::new(route));
+        Arc::make_mut(snapshot.meetings.entry(MEETING).or_default()).push(LegId(leg));
     }
     let stream = StreamRoute {
         ssrc: SSRC,
