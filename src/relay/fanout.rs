@@ -5,13 +5,11 @@
 //! backend call per [`BATCH_CHUNK`] receivers: the batch a multi-buffer
 //! or GPU backend fills its lanes with).
 
-use std::net::SocketAddr;
-
 use arrayvec::ArrayVec;
 
 use super::legs::{LegSessions, SlotIdx};
 use super::worker::drop_reason;
-use super::{LegRoute, MeetingMode, RoutingSnapshot, SLOT, Transmits};
+use super::{LegRoute, MeetingMode, Path, RoutingSnapshot, SLOT, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
 use crate::srtp::{BATCH_CHUNK, BatchItem, protect_rtp_batch};
@@ -21,8 +19,8 @@ use crate::srtp::{BATCH_CHUNK, BatchItem, protect_rtp_batch};
 pub(crate) struct Receiver {
     /// Its leg's slot (outbound session made).
     pub(crate) slot: SlotIdx,
-    /// Its latched address.
-    pub(crate) dest: SocketAddr,
+    /// Its latched address (and the local address it sent to).
+    pub(crate) dest: Path,
 }
 
 /// Per sending leg (by slot): the slots of the other legs of its meeting,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use super::{LegId, LegRoute, RoutingSnapshot};
+use super::{LegId, LegRoute, Path, RoutingSnapshot};
 use crate::crypto::AeadBackend;
 use crate::srtp::{MasterKey, SrtpSession};
 
@@ -194,9 +194,9 @@ impl<B: AeadBackend> LegSessions<B> {
         }
     }
 
-    /// The latched address of the leg in `slot`.
-    pub(crate) fn latched(&self, slot: SlotIdx) -> Option<SocketAddr> {
-        self.slots.get(slot)?.as_ref()?.route.latch.get()
+    /// The latched path of the leg in `slot`.
+    pub(crate) fn latched(&self, slot: SlotIdx) -> Option<Path> {
+        self.slots.get(slot)?.as_ref()?.route.latch.path()
     }
 
     /// The leg this worker last accepted packets from `addr` for.

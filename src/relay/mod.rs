@@ -9,6 +9,7 @@ mod deferred;
 mod fanout;
 mod latching;
 mod legs;
+mod path;
 mod rtcp_route;
 mod snapshot;
 mod transmit;
@@ -17,6 +18,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use path::Path;
 pub use snapshot::{
     Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RoutingSnapshot, SnapshotCell,
     StreamRoute, empty_cell,
