@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn other_messages_are_skipped_and_garbage_never_panics() {
         // An unrelated message first (SO_TIMESTAMP-like), then IPV6_PKTINFO.
-        let mut buf = vec![0u8; 2 * CMSG_ROOM];
+        let mut buf = [0u8; 2 * CMSG_ROOM];
         let first = HDR_BYTES + 16;
         buf[..LEN_BYTES].copy_from_slice(&first.to_ne_bytes());
         buf[LEN_BYTES..LEN_BYTES + 4].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
