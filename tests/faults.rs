@@ -262,7 +262,8 @@ fn relay_forwards_what_arrives_once_and_counts_drops(io: &str) {
     ns.enter(&ns.relay);
 
     // Latch both (a latching packet may be lost: resend, bounded).
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Generous: the box may be loaded (a 2-core CI runner compiling).
+    let deadline = Instant::now() + Duration::from_secs(15);
     let mut seq = 1;
     while metric(&metrics(api), "sluice_latches_total") < 2.0 {
         assert!(Instant::now() < deadline, "no latches: {}", metrics(api));
@@ -320,8 +321,8 @@ fn relay_forwards_what_arrives_once_and_counts_drops(io: &str) {
     let mut seen: HashMap<u16, u32> = HashMap::new();
     let mut quiet_since = Instant::now();
     let mut buf = [0u8; 2048];
-    let end = Instant::now() + Duration::from_secs(10);
-    while quiet_since.elapsed() < Duration::from_millis(500) && Instant::now() < end {
+    let end = Instant::now() + Duration::from_secs(20);
+    while quiet_since.elapsed() < Duration::from_secs(1) && Instant::now() < end {
         let Ok(n) = receiver.socket.recv(&mut buf) else {
             continue;
         };
