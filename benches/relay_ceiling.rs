@@ -28,7 +28,7 @@ use sluice::crypto::AnyGcm;
 use sluice::metrics::{MetricsHub, WorkerCounters};
 use sluice::net::{DataPlane, DataPlaneOptions, IoMode, PacketHandler};
 use sluice::relay::{
-    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RelayWorker, RoutingSnapshot,
+    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, Path, RelayWorker, RoutingSnapshot,
     SnapshotCell, StreamRoute, Transmits, empty_cell,
 };
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
@@ -50,7 +50,7 @@ impl PacketHandler for Fanout {
     fn handle_datagram(
         &mut self,
         _snapshot: &RoutingSnapshot,
-        _from: SocketAddr,
+        _from: Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,

@@ -15,7 +15,7 @@ use crate::crypto::{AeadBackend, AnyGcm, BackendKind};
 use crate::dialin::{DialIn, DialInError, DialInOptions};
 use crate::metrics::MetricsHub;
 use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, PacketHandler};
-use crate::relay::{RelayWorker, RoutingSnapshot, Transmits, empty_cell};
+use crate::relay::{Path, RelayWorker, RoutingSnapshot, Transmits, empty_cell};
 use crate::transcode::{EncoderKind, EncoderProbe};
 use crate::webrtc::port::{PortInbox, WebrtcDemux, WebrtcPort};
 
@@ -130,7 +130,7 @@ impl<B: AeadBackend> PacketHandler for RelayWorker<B> {
     fn handle_datagram(
         &mut self,
         snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice::metrics::MetricsHub;
 use sluice::net::{DataPlane, DataPlaneOptions, IoMode, PacketHandler};
-use sluice::relay::{MeetingMode, RoutingSnapshot, Transmits, empty_cell};
+use sluice::relay::{MeetingMode, Path, RoutingSnapshot, Transmits, empty_cell};
 
 /// Echoes each datagram; panics on `panic`.
 struct Fragile;
@@ -20,7 +20,7 @@ impl PacketHandler for Fragile {
     fn handle_datagram(
         &mut self,
         _snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,

@@ -7,14 +7,14 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use super::msghdr::{RecvSlots, SendHeaders};
 use super::worker::{BatchIo, POLL_INTERVAL};
 use crate::metrics::{Drop, WorkerCounters};
-use crate::relay::Transmits;
+use crate::relay::{Path, Transmits};
 
 /// Most datagrams one `sendmmsg` takes (`UIO_MAXIOV`).
 const SENDMMSG_MAX: usize = 1024;
@@ -36,12 +36,13 @@ impl MmsgIo {
         counters: Arc<WorkerCounters>,
     ) -> io::Result<Self> {
         socket.set_read_timeout(Some(POLL_INTERVAL))?;
-        let v6 = socket.local_addr()?.is_ipv6();
+        let local = socket.local_addr()?;
+        let (v6, any) = (local.is_ipv6(), local.ip().is_unspecified());
         Ok(Self {
             socket,
             recv: RecvSlots::new(recv_batch),
             ready: 0,
-            send: SendHeaders::new(v6, recv_batch),
+            send: SendHeaders::new(v6, any, recv_batch),
             counters,
         })
     }
@@ -86,7 +87,7 @@ impl BatchIo for MmsgIo {
         Ok(self.ready)
     }
 
-    fn received(&mut self, mut each: impl FnMut(SocketAddr, &mut [u8], usize)) {
+    fn received(&mut self, mut each: impl FnMut(Path, &mut [u8], usize)) {
         for i in 0..std::mem::take(&mut self.ready) {
             // SAFETY: `recvmmsg` returned, so no receive is in flight, and
             // it filled the first `ready` slots.

@@ -16,8 +16,10 @@
 //! Files: `socket` binds the group, `worker` is the loop (written once),
 //! `uring` and `mmsg` are the two backends behind it, `msghdr` the kernel
 //! message headers they share, `probe` finds out whether io_uring may be
-//! used. Only `msghdr`, `uring` and `mmsg` contain `unsafe`.
+//! used, `cmsg` reads and writes the local-address control messages
+//! (multi-homed hosts). Only `msghdr`, `uring` and `mmsg` contain `unsafe`.
 
+mod cmsg;
 mod mmsg;
 mod msghdr;
 mod probe;

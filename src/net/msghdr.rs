@@ -17,7 +17,8 @@ use std::ptr::NonNull;
 
 use socket2::SockAddr;
 
-use crate::relay::Transmits;
+use super::cmsg::{self, CMSG_ROOM, CmsgRoom};
+use crate::relay::{Path, Transmits};
 
 /// Room for one received datagram. RTP over a 1500-byte MTU needs at most
 /// 1472; a datagram that fills the room may have been truncated and is
@@ -75,6 +76,9 @@ pub(crate) struct RecvSlots {
     bufs: Fixed<[u8; DATAGRAM_ROOM]>,
     iovs: Fixed<libc::iovec>,
     names: Fixed<libc::sockaddr_storage>,
+    /// Control messages: the local address a datagram was sent to, on a
+    /// socket that asked for it (`socket.rs`); empty otherwise.
+    ctrls: Fixed<CmsgRoom>,
     hdrs: Fixed<libc::mmsghdr>,
 }
 
@@ -93,6 +97,7 @@ impl RecvSlots {
             bufs: Fixed::new(count, || [0; DATAGRAM_ROOM]),
             iovs: Fixed::new(count, zeroed),
             names: Fixed::new(count, zeroed),
+            ctrls: Fixed::new(count, CmsgRoom::default),
             hdrs: Fixed::new(count, zeroed),
         }
     }
@@ -109,10 +114,11 @@ impl RecvSlots {
     /// header to the kernel and touches the slot again only once that
     /// receive has completed.
     pub(crate) unsafe fn arm(&mut self, i: usize) -> *mut libc::mmsghdr {
-        let (buf, iov, name, hdr) = (
+        let (buf, iov, name, ctrl, hdr) = (
             self.bufs.at(i),
             self.iovs.at(i),
             self.names.at(i),
+            self.ctrls.at(i),
             self.hdrs.at(i),
         );
         let mut msg: libc::msghdr = zeroed();
@@ -120,7 +126,9 @@ impl RecvSlots {
         msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         msg.msg_iov = iov;
         msg.msg_iovlen = 1;
-        // SAFETY: the four pointers address element `i` of live arrays owned
+        msg.msg_control = ctrl.cast();
+        msg.msg_controllen = CMSG_ROOM;
+        // SAFETY: the five pointers address element `i` of live arrays owned
         // by `self` (bounds checked by `at`); `&mut self` and the caller's
         // promise (no receive in flight on slot `i`) mean nobody else reads
         // or writes them now.
@@ -160,7 +168,8 @@ impl RecvSlots {
         unsafe { (*self.hdrs.at(i)).msg_len as usize }
     }
 
-    /// The datagram of `len` bytes that slot `i` received, with its sender,
+    /// The datagram of `len` bytes that slot `i` received, with its sender
+    /// and the local address it was sent to (when the socket reports it),
     /// or `None` if it may have been truncated or came from an address
     /// family sluice does not speak. The buffer is the whole slot, so a
     /// handler may grow the packet in place.
@@ -168,21 +177,35 @@ impl RecvSlots {
     /// # Safety
     /// The receive into slot `i` must have completed, and no other may be
     /// in flight on it while the returned slice lives.
-    pub(crate) unsafe fn datagram(
-        &mut self,
-        i: usize,
-        len: usize,
-    ) -> Option<(SocketAddr, &mut [u8])> {
+    pub(crate) unsafe fn datagram(&mut self, i: usize, len: usize) -> Option<(Path, &mut [u8])> {
         if len >= DATAGRAM_ROOM {
             return None;
         }
         // SAFETY: forwarded to the caller.
         let from = unsafe { self.peer(i) }?;
+        // SAFETY: as for `peer`.
+        let local = unsafe { self.local(i) };
         // SAFETY: element `i` of a live array (bounds checked by `at`); the
         // kernel is done with it (caller's promise) and the `&mut self`
         // borrow keeps the worker from re-arming it while the slice lives.
         let buf = unsafe { &mut *self.bufs.at(i) };
-        Some((from, &mut buf[..]))
+        Some((Path::new(from, local), &mut buf[..]))
+    }
+
+    /// The local address in slot `i`'s control messages, if any.
+    ///
+    /// # Safety
+    /// No receive into slot `i` may be in flight.
+    unsafe fn local(&self, i: usize) -> Option<IpAddr> {
+        // SAFETY: elements `i` of live arrays, written by a completed
+        // receive (caller's promise); the kernel set `msg_controllen` to
+        // what it wrote, clamped to the room in case it did not.
+        let control = unsafe {
+            let written = (*self.hdrs.at(i)).msg_hdr.msg_controllen.min(CMSG_ROOM);
+            let room: &CmsgRoom = &*self.ctrls.at(i);
+            &room.0[..written]
+        };
+        cmsg::local_address(control)
     }
 
     /// # Safety
@@ -228,18 +251,28 @@ pub(crate) struct SendHeaders {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     names: Vec<SockAddr>,
+    /// Per datagram: the control message naming its source, and its length
+    /// (0: none).
+    ctrls: Vec<(CmsgRoom, usize)>,
     /// The socket is IPv6 (dual stack): IPv4 destinations are sent as
     /// IPv4-mapped IPv6 addresses.
     v6_socket: bool,
+    /// The socket is bound to every address (`0.0.0.0`, `[::]`): each
+    /// datagram with a [`Transmit::src`](crate::relay::Transmit::src) goes
+    /// out from that address. On a socket bound to one address the kernel
+    /// sends from it anyway, and no control message is built.
+    choose_source: bool,
 }
 
 impl SendHeaders {
-    pub(crate) fn new(v6_socket: bool, capacity: usize) -> Self {
+    pub(crate) fn new(v6_socket: bool, choose_source: bool, capacity: usize) -> Self {
         Self {
             hdrs: Vec::with_capacity(capacity),
             iovs: Vec::with_capacity(capacity),
             names: Vec::with_capacity(capacity),
+            ctrls: Vec::with_capacity(if choose_source { capacity } else { 0 }),
             v6_socket,
+            choose_source,
         }
     }
 
@@ -250,6 +283,7 @@ impl SendHeaders {
         self.hdrs.clear();
         self.iovs.clear();
         self.names.clear();
+        self.ctrls.clear();
         // Addresses and iovecs first, headers second: once headers point
         // into the vectors, nothing may be pushed to them (a push could move
         // them).
@@ -266,13 +300,26 @@ impl SendHeaders {
                 iov_base: t.data.as_ptr().cast_mut().cast(),
                 iov_len: t.data.len(),
             });
+            if self.choose_source {
+                let mut room = CmsgRoom::default();
+                let len = t
+                    .src
+                    .map_or(0, |src| cmsg::write_source(&mut room, src, self.v6_socket));
+                self.ctrls.push((room, len));
+            }
         }
-        for (name, iov) in self.names.iter().zip(self.iovs.iter_mut()) {
+        for (j, (name, iov)) in self.names.iter().zip(self.iovs.iter_mut()).enumerate() {
             let mut msg: libc::msghdr = zeroed();
             msg.msg_name = name.as_ptr().cast_mut().cast();
             msg.msg_namelen = name.len();
             msg.msg_iov = iov;
             msg.msg_iovlen = 1;
+            if let Some((room, len)) = self.ctrls.get_mut(j)
+                && *len > 0
+            {
+                msg.msg_control = room.0.as_mut_ptr().cast();
+                msg.msg_controllen = *len;
+            }
             self.hdrs.push(libc::mmsghdr {
                 msg_hdr: msg,
                 msg_len: 0,
@@ -301,8 +348,12 @@ mod tests {
     fn send_headers_point_at_the_arena_and_map_ipv4_on_a_v6_socket() {
         let mut out = Transmits::with_capacity(2);
         out.slot()[..3].copy_from_slice(b"abc");
-        out.commit(3, "127.0.0.1:5000".parse().unwrap(), MeetingMode::E2ee);
-        let mut headers = SendHeaders::new(true, 0);
+        out.commit(
+            3,
+            "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
+            MeetingMode::E2ee,
+        );
+        let mut headers = SendHeaders::new(true, false, 0);
         assert_eq!(headers.load(&out), 1);
         let msg = headers.msghdr(0);
         // SAFETY (test): the header and what it points to live in `headers`

@@ -2,6 +2,11 @@
 //! group, so the kernel hashes each sender's 4-tuple to one worker and a
 //! stream's state never crosses threads (DESIGN.md, "Shared-nothing
 //! workers").
+//!
+//! Bound to every address (`0.0.0.0`, `[::]`), each socket also asks for
+//! every datagram's local address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`), so
+//! replies leave from the address the peer sent to (`cmsg.rs`); `[::]` is
+//! dual-stack whatever `net.ipv6.bindv6only` says.
 
 use std::net::{SocketAddr, UdpSocket};
 
@@ -44,6 +49,9 @@ fn bind_one(addr: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket, NetError
             what: "setsockopt(SO_REUSEPORT)",
             source,
         })?;
+    if addr.ip().is_unspecified() {
+        want_local_addresses(&socket, addr)?;
+    }
     if buffer_bytes > 0 {
         // Best effort: the kernel caps these at net.core.{r,w}mem_max, which
         // `warn_if_buffers_capped` reports once.
@@ -54,6 +62,33 @@ fn bind_one(addr: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket, NetError
         .bind(&addr.into())
         .map_err(|source| NetError::Bind { addr, source })?;
     Ok(socket.into())
+}
+
+/// Asks the kernel for each datagram's local address; for `[::]`, also
+/// takes IPv4 (dual stack), so one listen address serves both families.
+fn want_local_addresses(socket: &Socket, addr: SocketAddr) -> Result<(), NetError> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let (what, set) = if addr.is_ipv6() {
+        socket
+            .set_only_v6(false)
+            .map_err(|source| NetError::Socket {
+                what: "setsockopt(IPV6_V6ONLY, 0)",
+                source,
+            })?;
+        (
+            "setsockopt(IPV6_RECVPKTINFO)",
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true),
+        )
+    } else {
+        (
+            "setsockopt(IP_PKTINFO)",
+            setsockopt(socket, sockopt::Ipv4PacketInfo, &true),
+        )
+    };
+    set.map_err(|errno| NetError::Socket {
+        what,
+        source: errno.into(),
+    })
 }
 
 /// Linux reports twice what was granted; a smaller value means the sysctl

@@ -4,11 +4,11 @@
 //! hangs it.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::relay::{MeetingMode, RoutingSnapshot, SLOT, Transmits, empty_cell};
+use crate::relay::{MeetingMode, Path, RoutingSnapshot, SLOT, Transmits, empty_cell};
 
 /// Reflects each datagram to its sender, prefixed with the worker index;
 /// with `first_to`, first sends a copy there.
@@ -21,7 +21,7 @@ impl PacketHandler for Echo {
     fn handle_datagram(
         &mut self,
         _snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,
@@ -29,7 +29,7 @@ impl PacketHandler for Echo {
         if len + 1 > SLOT {
             return;
         }
-        for dest in self.first_to.into_iter().chain([from]) {
+        for dest in self.first_to.map(Path::from).into_iter().chain([from]) {
             let slot = out.slot();
             slot[0] = self.index;
             slot[1..=len].copy_from_slice(&packet[..len]);
@@ -255,6 +255,63 @@ fn dual_stack_socket_answers_ipv4_senders(io: IoMode) {
     plane.shutdown();
 }
 
+fn client_at(ip: &str) -> UdpSocket {
+    let socket = UdpSocket::bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    socket
+}
+
+/// Sends `tag` from `c` to `to` until a reply comes back (bounded);
+/// returns where the reply came from.
+fn reply_source(c: &UdpSocket, to: SocketAddr, tag: &[u8]) -> SocketAddr {
+    let deadline = Instant::now() + DEADLINE;
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        c.send_to(tag, to).unwrap();
+        if let Ok((n, src)) = c.recv_from(&mut buf) {
+            assert_eq!(&buf[1..n], tag);
+            return src;
+        }
+    }
+    panic!("no reply to {tag:?} sent to {to}");
+}
+
+/// A host with several addresses and the relay bound to all of them:
+/// every reply leaves from the address its peer sent to, though the
+/// kernel's own choice for these peers (all on 127.0.0.1) would be
+/// 127.0.0.1 every time. Loopback holds all of 127/8, so 127.0.0.2 and
+/// 127.0.0.3 are addresses of this host without any set-up.
+fn replies_leave_from_the_address_the_peer_sent_to(io: IoMode) {
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let (plane, _metrics) = start(io, 2, listen);
+        let port = plane.local_addr().port();
+        for (i, local) in ["127.0.0.2", "127.0.0.3", "127.0.0.1"].iter().enumerate() {
+            let to = SocketAddr::new(local.parse().unwrap(), port);
+            let c = client_at("127.0.0.1");
+            assert_eq!(reply_source(&c, to, &[i as u8; 3]), to, "on {listen}");
+        }
+        if listen.starts_with('[') {
+            let to = SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), port);
+            let c = client_at("::1");
+            assert_eq!(reply_source(&c, to, b"v6"), to, "on {listen}");
+        }
+        plane.shutdown();
+    }
+}
+
+/// IPv6 only: a relay on ::1 answers IPv6 peers.
+fn an_ipv6_socket_answers_ipv6_senders(io: IoMode) {
+    let (plane, _metrics) = start(io, 1, "[::1]:0");
+    let c = client_at("::1");
+    assert_eq!(
+        reply_source(&c, plane.local_addr(), b"six"),
+        plane.local_addr()
+    );
+    plane.shutdown();
+}
+
 fn pinned_workers_run(io: IoMode) {
     let metrics = MetricsHub::new("test");
     let opts = DataPlaneOptions {
@@ -286,7 +343,7 @@ impl PacketHandler for Fragile {
     fn handle_datagram(
         &mut self,
         _snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,
@@ -384,7 +441,7 @@ fn workers_publish_their_busy_share(io: IoMode) {
         fn handle_datagram(
             &mut self,
             _snapshot: &RoutingSnapshot,
-            _from: SocketAddr,
+            _from: Path,
             _packet: &mut [u8],
             _len: usize,
             _out: &mut Transmits,
@@ -453,6 +510,8 @@ on_both_backends!(
     metrics_count_sent_packets_and_latency,
     a_failed_send_is_a_drop_and_the_rest_still_go,
     dual_stack_socket_answers_ipv4_senders,
+    replies_leave_from_the_address_the_peer_sent_to,
+    an_ipv6_socket_answers_ipv6_senders,
     pinned_workers_run,
     a_panicking_worker_restarts_fresh_and_the_other_never_notices,
     workers_publish_their_busy_share,

@@ -29,7 +29,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 use super::msghdr::{RecvSlots, SendHeaders};
 use super::worker::{BatchIo, POLL_INTERVAL};
 use crate::metrics::{Drop, WorkerCounters};
-use crate::relay::Transmits;
+use crate::relay::{Path, Transmits};
 
 /// `user_data` tags: the high half says what completed, the low half which
 /// datagram.
@@ -100,14 +100,15 @@ impl UringIo {
         recv_batch: usize,
         counters: Arc<WorkerCounters>,
     ) -> io::Result<Self> {
-        let v6 = socket.local_addr()?.is_ipv6();
+        let local = socket.local_addr()?;
+        let (v6, any) = (local.is_ipv6(), local.ip().is_unspecified());
         Ok(Self {
             ring,
             socket,
             recv: RecvSlots::new(recv_batch),
             ready: 0,
             poll_armed: false,
-            send: SendHeaders::new(v6, recv_batch),
+            send: SendHeaders::new(v6, any, recv_batch),
             sends_in_flight: 0,
             counters,
             wait_timeout: types::Timespec::from(POLL_INTERVAL),
@@ -210,7 +211,7 @@ impl BatchIo for UringIo {
         self.receive_now()
     }
 
-    fn received(&mut self, mut each: impl FnMut(SocketAddr, &mut [u8], usize)) {
+    fn received(&mut self, mut each: impl FnMut(Path, &mut [u8], usize)) {
         for i in 0..std::mem::take(&mut self.ready) {
             // SAFETY: `recvmmsg` returned, so no receive is in flight, and
             // it filled the first `ready` slots.
@@ -317,7 +318,7 @@ impl std::ops::Drop for UringIo {
                 "io_uring operations did not complete after cancellation"
             );
             // Leaking beats freeing memory the kernel may still read.
-            let send = std::mem::replace(&mut self.send, SendHeaders::new(false, 0));
+            let send = std::mem::replace(&mut self.send, SendHeaders::new(false, false, 0));
             std::mem::forget(send);
         }
     }

@@ -19,7 +19,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
@@ -30,7 +30,7 @@ use io_uring::IoUring;
 use super::mmsg::MmsgIo;
 use super::uring::UringIo;
 use crate::metrics::WorkerCounters;
-use crate::relay::{RoutingSnapshot, SnapshotCell, Transmits};
+use crate::relay::{Path, RoutingSnapshot, SnapshotCell, Transmits};
 
 /// How long a worker waits for a datagram before it looks at the stop flag.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -53,14 +53,16 @@ pub(crate) type HandlerFactory<H> = dyn Fn(usize, Arc<WorkerCounters>) -> H + Se
 /// What a worker does with each datagram: the relay core implements this
 /// (sans-IO; it never touches a socket or the clock).
 pub trait PacketHandler: Send + 'static {
-    /// Handles one datagram of `len` bytes from `from`. `packet` is the
-    /// whole receive buffer (at least `len` bytes, with room to grow in
+    /// Handles one datagram of `len` bytes from `from` (the peer, and the
+    /// local address it sent to when the socket is bound to every address:
+    /// commit replies to that [`Path`] and they leave from it). `packet` is
+    /// the whole receive buffer (at least `len` bytes, with room to grow in
     /// place); whatever should go out is committed to `out`, which the worker
     /// sends in one batch after the whole receive batch is handled.
     fn handle_datagram(
         &mut self,
         snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,
@@ -88,7 +90,7 @@ pub(crate) trait BatchIo {
 
     /// Hands every ready datagram to `each` as (sender, buffer, length),
     /// then frees its slot for the next receive.
-    fn received(&mut self, each: impl FnMut(SocketAddr, &mut [u8], usize));
+    fn received(&mut self, each: impl FnMut(Path, &mut [u8], usize));
 
     /// Sends every datagram of `out`, counting each as sent or dropped, and
     /// returns once the kernel has taken them all (so `out` may be reused).

@@ -16,12 +16,11 @@
 //! indices are spent, so nothing is ever sealed twice under one nonce.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 
 use super::fanout::Receiver;
 use super::legs::LegSessions;
 use super::worker::drop_reason;
-use super::{MeetingMode, SLOT, Transmits};
+use super::{MeetingMode, Path, SLOT, Transmits};
 use crate::crypto::{AeadBackend, GCM_TAG_LEN, SealJob};
 use crate::metrics::{Drop, WorkerCounters};
 use crate::srtp::{Phase, SealPlan};
@@ -40,7 +39,7 @@ enum RowState {
 /// One receiver's packet in a staged fan-out.
 #[derive(Debug, Clone, Copy)]
 struct Row {
-    dest: SocketAddr,
+    dest: Path,
     /// Where the header ends and the sealed packet's whole length.
     header_len: usize,
     len: usize,
@@ -108,7 +107,7 @@ impl DeferredSends {
             match front {
                 Entry::Sealed(sealed) => {
                     for t in sealed.iter() {
-                        copy_out(out, t.data, t.dest, t.mode);
+                        copy_out(out, t.data, Path::new(t.dest, t.src), t.mode);
                     }
                 }
                 Entry::Staged(staged) => {
@@ -182,7 +181,7 @@ fn finish<B: AeadBackend>(
     }
 }
 
-fn copy_out(out: &mut Transmits, data: &[u8], dest: SocketAddr, mode: MeetingMode) {
+fn copy_out(out: &mut Transmits, data: &[u8], dest: impl Into<Path>, mode: MeetingMode) {
     let slot = out.slot();
     if let Some(into) = slot.get_mut(..data.len()) {
         into.copy_from_slice(data);

@@ -6,7 +6,6 @@
 //! backend call per [`BATCH_CHUNK`] receivers: the batch a multi-buffer
 //! or GPU backend fills its lanes with).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrayvec::ArrayVec;
@@ -14,7 +13,7 @@ use arrayvec::ArrayVec;
 use super::legs::{LegSessions, SlotIdx};
 use super::slot_rewrite::rewrite_header;
 use super::worker::drop_reason;
-use super::{LegId, LegRoute, MeetingMode, Members, RoutingSnapshot, SLOT, SlotEntry, Transmits};
+use super::{LegId, LegRoute, MeetingMode, Members, Path, RoutingSnapshot, SLOT, SlotEntry, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
 use crate::srtp::{BATCH_CHUNK, BatchItem, protect_rtp_batch};
@@ -24,8 +23,8 @@ use crate::srtp::{BATCH_CHUNK, BatchItem, protect_rtp_batch};
 pub(crate) struct Receiver {
     /// Its leg's slot (outbound session made).
     pub(crate) slot: SlotIdx,
-    /// Its latched address.
-    pub(crate) dest: SocketAddr,
+    /// Its latched address (and the local address it sent to).
+    pub(crate) dest: Path,
     /// A WHEP slot's rewrite of the header (SSRC, mid), if it has one.
     pub(crate) rewrite: Option<SlotEntry>,
 }

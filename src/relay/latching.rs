@@ -10,10 +10,9 @@
 //! is judged against the shared counters of the snapshot (module doc of
 //! `snapshot.rs`), updated here with `fetch_max` for every accepted packet.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use super::{Latch, LegRoute, StreamRoute};
+use super::{Latch, LegRoute, Path, StreamRoute};
 
 /// What an authenticated packet does to its leg's latch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +43,15 @@ pub(crate) fn srtcp_is_fresher(leg: &LegRoute, index: u32) -> bool {
 
 /// Decides, and applies, what an authenticated RTP packet from `from`
 /// does to `latch`.
-pub(crate) fn admit(latch: &Latch, from: SocketAddr, fresher: bool) -> Admission {
-    let before = latch.get();
+pub(crate) fn admit(latch: &Latch, from: impl Into<Path>, fresher: bool) -> Admission {
+    let from = from.into();
+    let before = latch.path();
     let admission = match before {
         Some(addr) if addr == from => Admission::Stay,
         Some(_) if !fresher => Admission::Stale,
         // Unset, or a fresher packet from a new address. `set` says false
         // only if another worker latched the same address meanwhile.
-        _ if latch.set(from) => Admission::Latched,
+        _ if latch.set_path(from) => Admission::Latched,
         _ => Admission::Stay,
     };
     // The first RTP of a leg that was latched by its RTCP (a peer without
@@ -61,7 +61,7 @@ pub(crate) fn admit(latch: &Latch, from: SocketAddr, fresher: bool) -> Admission
         && admission == Admission::Latched
         && !latch.rtp_from_rtp()
     {
-        latch.set_rtcp(rtcp);
+        latch.set_rtcp_path(rtcp);
     }
     if admission != Admission::Stale {
         latch.mark_rtp_from_rtp();
@@ -79,15 +79,16 @@ pub(crate) fn admit(latch: &Latch, from: SocketAddr, fresher: bool) -> Admission
 /// - while the RTP address came from RTCP (a receive-only participant,
 ///   which sends nothing else), fresher RTCP from elsewhere moves it, so
 ///   such a leg follows its NAT rebinding.
-pub(crate) fn admit_rtcp(latch: &Latch, from: SocketAddr, fresher: bool) -> Admission {
-    if latch.get().is_none() {
-        return if latch.set(from) {
+pub(crate) fn admit_rtcp(latch: &Latch, from: impl Into<Path>, fresher: bool) -> Admission {
+    let from = from.into();
+    if latch.path().is_none() {
+        return if latch.set_path(from) {
             Admission::Latched
         } else {
             Admission::Stay
         };
     }
-    if latch.rtcp() == Some(from) {
+    if latch.rtcp_path() == Some(from) {
         return Admission::Stay;
     }
     if !fresher {
@@ -96,9 +97,9 @@ pub(crate) fn admit_rtcp(latch: &Latch, from: SocketAddr, fresher: bool) -> Admi
     let moved = if latch.rtp_from_rtp() {
         // Also when `from` is the RTP address again (RTCP followed RTP to
         // a new address): the RTCP latch names it then.
-        latch.set_rtcp(from)
+        latch.set_rtcp_path(from)
     } else {
-        latch.set(from)
+        latch.set_path(from)
     };
     if moved {
         Admission::Latched
@@ -109,6 +110,7 @@ pub(crate) fn admit_rtcp(latch: &Latch, from: SocketAddr, fresher: bool) -> Admi
 
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, SocketAddr};
     use std::sync::Arc;
     use std::sync::atomic::AtomicU64;
 
@@ -186,6 +188,30 @@ mod tests {
         assert_eq!(admit(&latch, addr(3), true), Admission::Latched);
         assert_eq!(admit_rtcp(&latch, addr(4), true), Admission::Latched);
         assert_eq!((latch.get(), latch.rtcp()), (Some(addr(3)), Some(addr(4))));
+    }
+
+    #[test]
+    fn the_local_address_is_part_of_the_latch() {
+        let latch = Latch::default();
+        let at = |ip: [u8; 4]| Path::new(addr(5000), Some(IpAddr::from(ip)));
+        assert_eq!(
+            admit(&latch, at([198, 51, 100, 1]), false),
+            Admission::Latched
+        );
+        assert_eq!(admit(&latch, at([198, 51, 100, 1]), false), Admission::Stay);
+        // The same peer reaching another of the box's addresses is a move,
+        // subject to freshness like any other.
+        assert_eq!(
+            admit(&latch, at([198, 51, 100, 2]), false),
+            Admission::Stale
+        );
+        assert_eq!(
+            admit(&latch, at([198, 51, 100, 2]), true),
+            Admission::Latched
+        );
+        assert_eq!(latch.path(), Some(at([198, 51, 100, 2])));
+        assert_eq!(latch.rtcp_path(), Some(at([198, 51, 100, 2])));
+        assert_eq!(latch.get(), Some(addr(5000)));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use super::{IdHash, LegId, LegRoute, RoutingSnapshot};
+use super::{IdHash, LegId, LegRoute, Path, RoutingSnapshot};
 use crate::crypto::AeadBackend;
 use crate::srtp::{MasterKey, SrtpSession};
 
@@ -191,9 +191,9 @@ impl<B: AeadBackend> LegSessions<B> {
         }
     }
 
-    /// The latched address of the leg in `slot`.
-    pub(crate) fn latched(&self, slot: SlotIdx) -> Option<SocketAddr> {
-        self.slots.get(slot)?.as_ref()?.route.latch.get()
+    /// The latched path of the leg in `slot`.
+    pub(crate) fn latched(&self, slot: SlotIdx) -> Option<Path> {
+        self.slots.get(slot)?.as_ref()?.route.latch.path()
     }
 
     /// The leg in `slot`.

@@ -9,6 +9,7 @@ mod deferred;
 mod fanout;
 mod latching;
 mod legs;
+mod path;
 mod rtcp_route;
 mod slot_rewrite;
 mod snapshot;
@@ -18,6 +19,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use path::Path;
 pub use snapshot::{
     IdHash, IdHasher, Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, Members,
     RoutingSnapshot, SlotEntry, SlotMap, SnapshotCell, StreamRoute, empty_cell,

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use super::Path;
 use crate::srtp::MasterKey;
 
 /// Fibonacci hashing of a control-plane id ([`LegId`], [`MeetingIdx`]):
@@ -106,12 +107,14 @@ pub enum MediaKind {
 
 /// A leg's remote addresses, set by authenticated packets: where its RTP
 /// goes and, for a peer without rtcp-mux (RFC 5761) that sends RTCP from
-/// another port, where its RTCP goes. The rules are in `latching.rs`.
+/// another port, where its RTCP goes. Each is a [`Path`]: the peer's
+/// address and the local address it sent to, which replies leave from.
+/// The rules are in `latching.rs`.
 #[derive(Debug, Default)]
 pub struct Latch {
-    rtp: ArcSwapOption<SocketAddr>,
+    rtp: ArcSwapOption<Path>,
     /// Set only when the leg's RTCP comes from elsewhere than its RTP.
-    rtcp: ArcSwapOption<SocketAddr>,
+    rtcp: ArcSwapOption<Path>,
     /// Whether `rtp` was learnt from an RTP packet (else from RTCP: a
     /// receive-only participant).
     rtp_from_rtp: AtomicBool,
@@ -120,30 +123,51 @@ pub struct Latch {
 impl Latch {
     /// The latched RTP address, if any packet authenticated yet.
     pub fn get(&self) -> Option<SocketAddr> {
+        self.path().map(|p| p.remote)
+    }
+
+    /// The latched RTP path (address and the local address it sent to).
+    pub fn path(&self) -> Option<Path> {
         self.rtp.load().as_deref().copied()
     }
 
-    /// Moves the RTP latch to `addr`; returns whether it changed.
+    /// Moves the RTP latch to `addr` (the local address left to the
+    /// kernel); returns whether it changed.
     pub fn set(&self, addr: SocketAddr) -> bool {
-        if self.get() == Some(addr) {
+        self.set_path(addr.into())
+    }
+
+    /// Moves the RTP latch to `path`; returns whether it changed.
+    pub fn set_path(&self, path: Path) -> bool {
+        if self.path() == Some(path) {
             return false;
         }
-        self.rtp.store(Some(Arc::new(addr)));
+        self.rtp.store(Some(Arc::new(path)));
         true
     }
 
     /// Where RTCP for the leg goes: its RTCP address when it has one of
     /// its own, else its RTP address (rtcp-mux).
     pub fn rtcp(&self) -> Option<SocketAddr> {
-        self.rtcp.load().as_deref().copied().or_else(|| self.get())
+        self.rtcp_path().map(|p| p.remote)
+    }
+
+    /// [`Self::rtcp`] with the local address it was learnt at.
+    pub fn rtcp_path(&self) -> Option<Path> {
+        self.rtcp.load().as_deref().copied().or_else(|| self.path())
     }
 
     /// Moves the RTCP latch to `addr`; returns whether it changed.
     pub fn set_rtcp(&self, addr: SocketAddr) -> bool {
-        if self.rtcp.load().as_deref() == Some(&addr) {
+        self.set_rtcp_path(addr.into())
+    }
+
+    /// Moves the RTCP latch to `path`; returns whether it changed.
+    pub fn set_rtcp_path(&self, path: Path) -> bool {
+        if self.rtcp.load().as_deref() == Some(&path) {
             return false;
         }
-        self.rtcp.store(Some(Arc::new(addr)));
+        self.rtcp.store(Some(Arc::new(path)));
         true
     }
 

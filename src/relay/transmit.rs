@@ -3,9 +3,9 @@
 //! per-packet allocation once the arena has grown to the largest fan-out
 //! seen), and the I/O layer sends them all in one batch.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use super::MeetingMode;
+use super::{MeetingMode, Path};
 
 /// Room for one datagram: a full Ethernet-MTU UDP payload plus the SRTP/
 /// SRTCP trailer sluice may append.
@@ -18,6 +18,9 @@ pub struct Transmit<'a> {
     pub data: &'a [u8],
     /// Where to.
     pub dest: SocketAddr,
+    /// The local address to send from (the one `dest` sent to), when the
+    /// socket is bound to several; `None`: the kernel's choice.
+    pub src: Option<IpAddr>,
     /// The mode of the meeting it belongs to (for metrics).
     pub mode: MeetingMode,
 }
@@ -26,7 +29,7 @@ pub struct Transmit<'a> {
 #[derive(Debug, Default)]
 pub struct Transmits {
     bytes: Vec<u8>,
-    meta: Vec<(usize, SocketAddr, MeetingMode)>,
+    meta: Vec<(usize, Path, MeetingMode)>,
 }
 
 impl Transmits {
@@ -48,10 +51,12 @@ impl Transmits {
         &mut self.bytes[start..start + SLOT]
     }
 
-    /// Keeps the first `len` bytes of the current slot as a datagram to `dest`.
-    pub fn commit(&mut self, len: usize, dest: SocketAddr, mode: MeetingMode) {
+    /// Keeps the first `len` bytes of the current slot as a datagram to
+    /// `dest` (an address, or a [`Path`] naming the local address to send
+    /// from too).
+    pub fn commit(&mut self, len: usize, dest: impl Into<Path>, mode: MeetingMode) {
         debug_assert!(len <= SLOT);
-        self.meta.push((len.min(SLOT), dest, mode));
+        self.meta.push((len.min(SLOT), dest.into(), mode));
     }
 
     /// The next `n` free slots as one buffer of `n * SLOT` bytes, to fill
@@ -72,7 +77,7 @@ impl Transmits {
     /// slots filled through [`Self::free_slots`] are committed in order,
     /// with `k` counting from the first one still free, and the ones to
     /// drop are simply skipped (no copy unless one was skipped).
-    pub fn commit_free(&mut self, k: usize, len: usize, dest: SocketAddr, mode: MeetingMode) {
+    pub fn commit_free(&mut self, k: usize, len: usize, dest: impl Into<Path>, mode: MeetingMode) {
         let len = len.min(SLOT);
         let first = self.meta.len() * SLOT;
         if k > 0 {
@@ -101,7 +106,8 @@ impl Transmits {
         let &(len, dest, mode) = self.meta.get(i)?;
         Some(Transmit {
             data: &self.bytes[i * SLOT..i * SLOT + len],
-            dest,
+            dest: dest.remote,
+            src: dest.local,
             mode,
         })
     }

@@ -55,7 +55,6 @@
 //! GCM nonces. Carrying it over needs per-(subscriber, SSRC) index state
 //! shared across workers, which the snapshot contract does not have yet.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrayvec::ArrayVec;
@@ -65,7 +64,7 @@ use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx};
 use super::rtcp_route::RtcpPlan;
-use super::{LegId, LegRoute, MeetingMode, RoutingSnapshot, SLOT, StreamRoute, Transmits};
+use super::{LegId, LegRoute, MeetingMode, Path, RoutingSnapshot, SLOT, StreamRoute, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
 use crate::rtp::{RtpHeader, is_rtcp, rtcp_header_ssrc};
@@ -145,17 +144,20 @@ impl<B: AeadBackend> RelayWorker<B> {
             .poll(&self.backend, block, &self.counters, out)
     }
 
-    /// Handles one received datagram (`packet[..len]`, from `from`),
-    /// appending what to send to `out`. The packet is decrypted in place,
-    /// so its bytes are unspecified afterwards.
+    /// Handles one received datagram (`packet[..len]`, from `from`: the
+    /// peer's address, or a [`Path`] with the local address it sent to,
+    /// which replies to the leg then leave from), appending what to send
+    /// to `out`. The packet is decrypted in place, so its bytes are
+    /// unspecified afterwards.
     pub fn handle_datagram(
         &mut self,
         snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: impl Into<Path>,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,
     ) {
+        let from = from.into();
         if self.generation != Some(snapshot.generation) {
             self.adopt(snapshot);
         }
@@ -213,7 +215,7 @@ impl<B: AeadBackend> RelayWorker<B> {
     fn handle_rtp(
         &mut self,
         snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,
@@ -262,13 +264,7 @@ impl<B: AeadBackend> RelayWorker<B> {
 
     /// Counts what the latch rules made of an authenticated packet
     /// (RTCP or not) from `from`; whether to go on.
-    fn admitted(
-        &mut self,
-        slot: SlotIdx,
-        from: SocketAddr,
-        admission: Admission,
-        rtcp: bool,
-    ) -> bool {
+    fn admitted(&mut self, slot: SlotIdx, from: Path, admission: Admission, rtcp: bool) -> bool {
         match admission {
             Admission::Stale => {
                 self.counters.dropped(Drop::Replayed);
@@ -281,9 +277,9 @@ impl<B: AeadBackend> RelayWorker<B> {
         // one to remember; RTP's only until the leg's RTCP is seen (a peer
         // without rtcp-mux would otherwise flip the entry every packet).
         if rtcp || admission == Admission::Latched {
-            self.legs.seen_at(slot, from);
+            self.legs.seen_at(slot, from.remote);
         } else {
-            self.legs.seen_first_at(slot, from);
+            self.legs.seen_first_at(slot, from.remote);
         }
         true
     }
@@ -374,7 +370,7 @@ impl<B: AeadBackend> RelayWorker<B> {
     fn handle_rtcp(
         &mut self,
         snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,
@@ -385,8 +381,8 @@ impl<B: AeadBackend> RelayWorker<B> {
         };
         let claimed = snapshot
             .rtcp_sender(ssrc.0)
-            .or_else(|| self.legs.leg_at(from))
-            .or_else(|| snapshot.ice_addresses.get(&from).copied());
+            .or_else(|| self.legs.leg_at(from.remote))
+            .or_else(|| snapshot.ice_addresses.get(&from.remote).copied());
         let (sender, slot, rtcp_len, index, in_trial_buf) = if let Some(id) = claimed {
             let Some(route) = snapshot.legs.get(&id) else {
                 self.counters.dropped(Drop::UnknownSsrc);
@@ -545,7 +541,7 @@ impl<B: AeadBackend> RelayWorker<B> {
         }
         // RTCP to the leg's RTCP address (a peer without rtcp-mux has one
         // of its own).
-        let Some(dest) = route.latch.rtcp() else {
+        let Some(dest) = route.latch.rtcp_path() else {
             self.counters.dropped(Drop::NotLatched);
             return;
         };

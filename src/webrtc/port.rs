@@ -143,14 +143,14 @@ impl<H: PacketHandler> PacketHandler for WebrtcDemux<H> {
     fn handle_datagram(
         &mut self,
         snapshot: &RoutingSnapshot,
-        from: SocketAddr,
+        from: crate::relay::Path,
         packet: &mut [u8],
         len: usize,
         out: &mut Transmits,
     ) {
         let datagram = packet.get(..len).unwrap_or_default();
         match PacketClass::of(datagram) {
-            PacketClass::Stun | PacketClass::Dtls => self.queue.offer(from, datagram),
+            PacketClass::Stun | PacketClass::Dtls => self.queue.offer(from.remote, datagram),
             PacketClass::Rtp | PacketClass::Other => {
                 self.inner.handle_datagram(snapshot, from, packet, len, out);
             }

@@ -79,6 +79,11 @@ pub(crate) const APT: &[Package] = &[
         "bench/tests/rtpengine.rs and the bench's rtpengine target",
     ),
     pkg(
+        "iproute2",
+        Stage::Test,
+        "ip netns, veth and tc netem for tests/faults.rs",
+    ),
+    pkg(
         "sip-tester",
         Stage::Test,
         "SIPp, the phone in tests/dialin.rs",
