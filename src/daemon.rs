@@ -16,7 +16,7 @@ use crate::dialin::{DialIn, DialInError, DialInOptions};
 use crate::metrics::MetricsHub;
 use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, PacketHandler};
 use crate::relay::{RelayWorker, RoutingSnapshot, Transmits, empty_cell};
-use crate::transcode::{EncoderKind, EncoderProbe};
+use crate::transcode::{EncoderKind, EncoderProbe, TranscodeService};
 
 /// Receive batch size per worker loop turn.
 const RECV_BATCH: usize = 32;
@@ -38,6 +38,11 @@ pub enum DaemonError {
     /// SIP dial-in could not start.
     #[error("SIP dial-in: {0}")]
     DialIn(#[from] DialInError),
+    /// The video transcoding threads could not start.
+    #[error(
+        "cannot start the video transcoding threads: {0} (set [transcode] enabled = false to run without)"
+    )]
+    Transcode(std::io::Error),
     /// Cluster mode could not start.
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
@@ -115,6 +120,7 @@ pub struct Daemon {
     video_encoders: Vec<EncoderKind>,
     membership: Option<Membership>,
     dialin: Option<DialIn>,
+    transcode: Option<TranscodeService>,
     data: DataPlane,
     control: ControlServer,
     metrics: Arc<MetricsHub>,
@@ -210,6 +216,36 @@ impl Daemon {
         } else {
             Vec::new()
         };
+        let transcode = if config.transcode.enabled {
+            let desk = control.desk();
+            let started = TranscodeService::start(
+                config.transcode.threads,
+                crypto,
+                Arc::clone(metrics.transcode()),
+                move |now| desk.transcode_tick(now),
+            );
+            match started {
+                Ok(service) => {
+                    control
+                        .desk()
+                        .attach_transcodes(crate::control::Transcodes::new(
+                            config.transcode.max_sessions,
+                            std::time::Duration::from_secs(config.transcode.linger_secs),
+                            service.sender(),
+                            video_encoders.clone(),
+                            Arc::clone(metrics.transcode()),
+                        ));
+                    Some(service)
+                }
+                Err(e) => {
+                    control.shutdown();
+                    data.shutdown();
+                    return Err(DaemonError::Transcode(e));
+                }
+            }
+        } else {
+            None
+        };
         let membership = match &cluster {
             Some(link) => {
                 let settings = link.settings();
@@ -257,6 +293,7 @@ impl Daemon {
             video_encoders,
             membership,
             dialin,
+            transcode,
             data,
             control,
             metrics,
@@ -364,6 +401,9 @@ impl Daemon {
         // Callers first: their BYEs go out while the relay still runs.
         if let Some(dialin) = self.dialin {
             dialin.shutdown();
+        }
+        if let Some(transcode) = self.transcode {
+            transcode.shutdown();
         }
         self.control.shutdown();
         self.data.shutdown();

@@ -445,6 +445,7 @@ pub struct MetricsHub {
     crypto_backend: &'static str,
     crypto: Arc<CryptoMetrics>,
     dialin: Arc<DialInCounters>,
+    transcode: Arc<crate::transcode::TranscodeCounters>,
 }
 
 impl MetricsHub {
@@ -457,6 +458,7 @@ impl MetricsHub {
             crypto_backend,
             crypto: Arc::default(),
             dialin: Arc::default(),
+            transcode: Arc::default(),
         }
     }
 
@@ -485,6 +487,11 @@ impl MetricsHub {
     /// The SIP dial-in counters (rendered whether or not SIP is enabled).
     pub fn dialin(&self) -> &Arc<DialInCounters> {
         &self.dialin
+    }
+
+    /// The video transcoding counters (rendered whether or not it is enabled).
+    pub fn transcode(&self) -> &Arc<crate::transcode::TranscodeCounters> {
+        &self.transcode
     }
 
     /// Records which I/O backend the data plane runs on (`io_uring`, `recvmmsg`).
@@ -669,6 +676,7 @@ impl MetricsHub {
         out.push_str(&render_latency(&workers));
         out.push_str(&self.crypto.render());
         out.push_str(&self.dialin.render());
+        out.push_str(&self.transcode.render());
         Ok(out)
     }
 }

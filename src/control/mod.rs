@@ -57,6 +57,7 @@ use tokio::sync::watch;
 pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup};
 pub use edge::{EdgeLimits, MAX_HEAD, MAX_HEADER_FIELDS, MAX_URI};
 pub use error::ApiError;
+pub(crate) use registry::Transcodes;
 
 use crate::cluster::{ClusterLink, HostedMeeting, NodeLoad};
 use crate::metrics::MetricsHub;

@@ -17,8 +17,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
 mod relays;
+mod transcodes;
 
 pub(crate) use relays::{LocalStream, WantedRelay};
+pub(crate) use transcodes::Transcodes;
 
 use super::ApiError;
 use crate::metrics::{ControlGauges, MetricsHub};
@@ -138,6 +140,9 @@ pub(crate) struct Registry {
     next_meeting: u64,
     next_leg: u64,
     generation: u64,
+    /// The transcodes running and who they serve (`transcodes.rs`);
+    /// `None` while transcoding is off.
+    transcodes: Option<Box<Transcodes>>,
 }
 
 impl Registry {
@@ -162,6 +167,7 @@ impl Registry {
             next_meeting: 0,
             next_leg: 0,
             generation,
+            transcodes: None,
         }
     }
 
@@ -543,6 +549,8 @@ impl Registry {
 
     /// Builds the snapshot of the current state and hands it to the workers.
     fn publish(&mut self) {
+        // The control plane's clock: lingering transcodes stop by it.
+        self.reconcile_transcodes(std::time::Instant::now());
         self.generation += 1;
         let mut snapshot = RoutingSnapshot {
             generation: self.generation,
@@ -570,6 +578,9 @@ impl Registry {
                 snapshot.meetings.insert(meeting.relay_idx, legs.clone());
                 snapshot.relayed.insert(meeting.relay_idx, meeting.idx);
                 relays::publish(&meeting.relays, &mut legs, &mut snapshot);
+            }
+            if let Some(transcodes) = &self.transcodes {
+                transcodes.publish(meeting, &legs, &mut snapshot);
             }
             snapshot.meetings.insert(meeting.idx, legs);
         }

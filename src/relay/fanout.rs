@@ -5,6 +5,7 @@
 //! backend call per [`BATCH_CHUNK`] receivers: the batch a multi-buffer
 //! or GPU backend fills its lanes with).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use arrayvec::ArrayVec;
@@ -27,15 +28,52 @@ pub(crate) struct Receiver {
 
 /// Per sending leg (by slot): the slots of the other legs of its meeting,
 /// ascending and distinct, as [`LegSessions::outbound_many`] lends them.
+/// Streams with an audience of their own (`RoutingSnapshot::audiences`)
+/// have a plan by SSRC instead.
 #[derive(Debug, Default)]
 pub(crate) struct FanoutPlans {
     by_sender: Vec<Option<Vec<SlotIdx>>>,
+    by_stream: HashMap<u32, Vec<SlotIdx>>,
 }
 
 impl FanoutPlans {
     /// Forgets every plan (the snapshot changed; slots may be reused).
     pub(crate) fn clear(&mut self) {
         self.by_sender.clear();
+        self.by_stream.clear();
+    }
+
+    /// Who the stream `ssrc` from `sender` goes to: its own audience when
+    /// the snapshot gives it one, else the rest of the sender's meeting.
+    /// The audience lookup is skipped while no stream has one.
+    pub(crate) fn receivers_of<B: AeadBackend>(
+        &mut self,
+        ssrc: u32,
+        sender_slot: SlotIdx,
+        sender: &LegRoute,
+        snapshot: &RoutingSnapshot,
+        legs: &mut LegSessions<B>,
+    ) -> &[SlotIdx] {
+        let audience = if snapshot.audiences.is_empty() {
+            None
+        } else {
+            snapshot.audiences.get(&ssrc)
+        };
+        let Some(audience) = audience else {
+            return self.receivers(sender_slot, sender, snapshot, legs);
+        };
+        self.by_stream.entry(ssrc).or_insert_with(|| {
+            let mut slots: Vec<SlotIdx> = audience
+                .iter()
+                .filter(|id| **id != sender.id)
+                .filter_map(|id| snapshot.legs.get(id))
+                .filter(|route| route.meeting == sender.meeting)
+                .map(|route| legs.slot_of(route))
+                .collect();
+            slots.sort_unstable();
+            slots.dedup();
+            slots
+        })
     }
 
     /// Who `sender`, in `sender_slot`, fans out to; worked out on the

@@ -20,7 +20,7 @@
 //!   hashed to another worker, whose replay window has never seen it)
 //!   cannot hijack the leg.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -187,6 +187,18 @@ pub struct RoutingSnapshot {
     /// legs only: split horizon), each naming the meeting it belongs to,
     /// so RTCP feedback still finds publishers across the two sets.
     pub relayed: HashMap<MeetingIdx, MeetingIdx>,
+    /// Streams that go to a chosen set of legs instead of the whole
+    /// meeting (DESIGN.md, "Transcoding"): a rendition goes only to the
+    /// receivers that need it; its source goes to the transcoders that
+    /// make renditions of it and to the receivers that take it as it is,
+    /// not to those that get a rendition instead. Empty unless a meeting
+    /// has a transcode running.
+    pub audiences: HashMap<u32, Arc<[LegId]>>,
+    /// The legs of media services (transcoders): outside every meeting's
+    /// fan-out set, receiving only what `audiences` names; the receivers'
+    /// REMB about their streams reaches them (it stops at the relay for
+    /// endpoints).
+    pub services: HashSet<LegId>,
 }
 
 impl RoutingSnapshot {
