@@ -221,7 +221,7 @@ impl Daemon {
             let started = TranscodeService::start(
                 config.transcode.threads,
                 crypto,
-                Arc::clone(metrics.transcode()),
+                metrics.transcode(),
                 move |now| desk.transcode_tick(now),
             );
             match started {

@@ -75,7 +75,7 @@ impl TranscodeService {
     pub fn start(
         threads: usize,
         backend: BackendKind,
-        counters: Arc<TranscodeCounters>,
+        counters: &Arc<TranscodeCounters>,
         tick: impl Fn(Instant) + Send + 'static,
     ) -> std::io::Result<Self> {
         let n = match threads {
@@ -87,7 +87,7 @@ impl TranscodeService {
         let mut handles = Vec::with_capacity(n);
         for k in 0..n {
             let (tx, rx) = std::sync::mpsc::channel();
-            let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
+            let (stop, counters) = (Arc::clone(&stop), Arc::clone(counters));
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-video-{k}"))
                 .spawn(move || run(&rx, &stop, backend, &counters))?;
