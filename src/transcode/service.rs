@@ -45,6 +45,13 @@ pub struct TranscodeSender {
 }
 
 impl TranscodeSender {
+    /// A sender over the given channels, one per thread (for tests that
+    /// stand in for the threads).
+    #[must_use]
+    pub const fn over(threads: Vec<Sender<TranscodeCommand>>) -> Self {
+        Self { threads }
+    }
+
     /// Sends `command` to the thread that owns (or will own) it.
     pub fn send(&self, command: TranscodeCommand) {
         let id = match &command {

@@ -351,3 +351,150 @@ impl Registry {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::Receiver;
+
+    use super::super::{NewMeeting, NewParticipant, NewStream, Owner};
+    use super::*;
+    use crate::metrics::MetricsHub;
+    use crate::policy::{Policy, Role, Source};
+    use crate::relay::{SnapshotCell, empty_cell};
+    use crate::transcode::VideoPrefs;
+
+    fn registry(max_sessions: usize) -> (Registry, SnapshotCell, Receiver<TranscodeCommand>) {
+        let cell = empty_cell();
+        let mut r = Registry::new(
+            Arc::clone(&cell),
+            Arc::new(MetricsHub::new("test")),
+            Policy::default(),
+            "127.0.0.1:40000".parse().unwrap(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.attach_transcodes(Transcodes::new(
+            max_sessions,
+            Duration::ZERO,
+            TranscodeSender::over(vec![tx]),
+            vec![EncoderKind::Libx264, EncoderKind::Libvpx],
+            Arc::default(),
+        ));
+        r.create_meeting(NewMeeting {
+            id: Some("m".to_owned()),
+            mode: MeetingMode::Standard,
+            owner: Owner {
+                account: "a".to_owned(),
+                verified: true,
+            },
+            passcode: None,
+        })
+        .unwrap();
+        (r, cell, rx)
+    }
+
+    fn join(
+        r: &mut Registry,
+        name: &str,
+        receive: Option<(&str, u16, Option<u32>)>,
+    ) -> (String, LegId) {
+        let receive = receive
+            .map(|(codec, pt, h)| VideoPrefs::new(&[(codec.to_owned(), pt)], h, None).unwrap());
+        let p = r
+            .admit(
+                "m",
+                NewParticipant {
+                    name: name.to_owned(),
+                    role: Role::Attendee,
+                    passcode: None,
+                    source: Source::Api,
+                    profile: SrtpProfile::AeadAes256Gcm,
+                    client_to_relay: None,
+                    rtcp_ssrc: None,
+                    receive,
+                },
+            )
+            .unwrap();
+        (p.id.clone(), p.leg.id)
+    }
+
+    #[test]
+    fn a_rendition_goes_to_its_receivers_only_and_they_stop_getting_the_source() {
+        let (mut r, cell, rx) = registry(4);
+        let (publisher, p) = join(&mut r, "camera", None);
+        let (a_id, a) = join(&mut r, "thin", Some(("VP8", 100, Some(360))));
+        let (_, b) = join(&mut r, "room", Some(("H264", 96, None)));
+        let (c_id, c) = join(&mut r, "thin too", Some(("VP8", 100, Some(360))));
+        let (_, d) = join(&mut r, "browser", None);
+        r.add_stream(
+            "m",
+            &publisher,
+            NewStream {
+                ssrc: 7,
+                kind: MediaKind::Video,
+                codec: "H264".to_owned(),
+                payload_type: 96,
+            },
+        )
+        .unwrap();
+        // One transcode for A and C: its leg's keys go to the media thread.
+        let Ok(TranscodeCommand::Start(job)) = rx.try_recv() else {
+            panic!("a transcode starts");
+        };
+        assert!(rx.try_recv().is_err(), "one, shared");
+        assert_eq!((job.source_ssrc, job.encoder), (7, EncoderKind::Libvpx));
+        let snap = cell.load();
+        let rendition = &snap.audiences[&job.rendition_ssrc];
+        assert_eq!(rendition.to_vec(), [a, c]);
+        let leg = snap.streams[&job.rendition_ssrc].leg;
+        assert!(snap.services.contains(&leg));
+        assert_eq!(snap.rtcp_ssrcs[&job.rtcp_ssrc], leg);
+        let source = &snap.audiences[&7];
+        assert!(source.contains(&b) && source.contains(&d) && source.contains(&leg));
+        assert!(!source.contains(&a) && !source.contains(&c));
+        let members = &snap.meetings[&snap.legs[&p].meeting];
+        assert!(
+            !members.contains(&leg),
+            "the transcoder is outside the fan-out set"
+        );
+        // Both leave: with no linger, the transcode stops and its leg goes.
+        r.remove_participant("m", &a_id).unwrap();
+        assert!(rx.try_recv().is_err(), "C still needs it");
+        r.remove_participant("m", &c_id).unwrap();
+        let Ok(TranscodeCommand::Stop(id)) = rx.try_recv() else {
+            panic!("the transcode stops");
+        };
+        assert_eq!(id, job.id);
+        let snap = cell.load();
+        assert!(snap.audiences.is_empty() && snap.services.is_empty());
+        assert!(!snap.streams.contains_key(&job.rendition_ssrc));
+    }
+
+    #[test]
+    fn beyond_max_sessions_the_receiver_keeps_the_source_and_is_counted() {
+        let (mut r, cell, rx) = registry(1);
+        let (publisher, _) = join(&mut r, "camera", None);
+        let (_, a) = join(&mut r, "a", Some(("VP8", 100, Some(360))));
+        let (_, b) = join(&mut r, "b", Some(("VP8", 100, Some(180))));
+        r.add_stream(
+            "m",
+            &publisher,
+            NewStream {
+                ssrc: 7,
+                kind: MediaKind::Video,
+                codec: "H264".to_owned(),
+                payload_type: 96,
+            },
+        )
+        .unwrap();
+        assert!(matches!(rx.try_recv(), Ok(TranscodeCommand::Start(_))));
+        assert!(rx.try_recv().is_err());
+        let source = &cell.load().audiences[&7];
+        assert!(source.contains(&b) && !source.contains(&a));
+        let counters = &r.transcodes.as_ref().unwrap().counters;
+        assert_eq!(counters.refusals(TranscodeRefusal::MaxSessions), 1);
+        // Counted once, not at every publication.
+        join(&mut r, "bystander", None);
+        let counters = &r.transcodes.as_ref().unwrap().counters;
+        assert_eq!(counters.refusals(TranscodeRefusal::MaxSessions), 1);
+    }
+}
