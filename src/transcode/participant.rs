@@ -31,6 +31,8 @@ use crate::video::VideoCodec;
 
 /// Largest datagram the leg reads or writes.
 const MAX_DATAGRAM: usize = 1500;
+/// The socket buffers asked for.
+const RECV_BUFFER: usize = 4 << 20;
 /// How often the leg sends a receiver report: it latches the leg at the
 /// relay before any media flows, and keeps it latched.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -117,6 +119,10 @@ impl TranscoderLeg {
         let socket = UdpSocket::bind(any).map_err(socket_error)?;
         socket.connect(job.relay).map_err(socket_error)?;
         socket.set_nonblocking(true).map_err(socket_error)?;
+        // A key frame arrives as a burst; a deep buffer rides it out while
+        // the thread is encoding (the kernel caps it at net.core.rmem_max).
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
+        let _ = socket2::SockRef::from(&socket).set_send_buffer_size(RECV_BUFFER);
         let first_seq = SeqNum((job.rendition_ssrc & 0xffff) as u16);
         Ok(Self {
             id: job.id,
