@@ -11,7 +11,11 @@
 //!   with the encoder options of the same `hw/encoders` profile, to null.
 //!
 //! Streams per core = 1 / (CPU seconds per second of video); the ratio is
-//! sluice's over ffmpeg's. Run: `cargo bench --bench rendition` (300
+//! sluice's over ffmpeg's. Also the rendition's latency per frame, wall
+//! clock: from the source frame's last packet in to the rendition's last
+//! packet of that frame out, less the scale + encode time (the encoder's
+//! own); the rest is the jitter buffer, depacketizing, decoding and
+//! packetizing that the rendition adds. Run: `cargo bench --bench rendition` (300
 //! frames per case); `cargo test --benches` runs a 20-frame smoke pass.
 
 use std::io::Write as _;
@@ -96,7 +100,19 @@ fn cpu(who: libc::c_int) -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn sluice_cpu(clip: &Clip, kind: EncoderKind) -> Duration {
+/// What one run of a rendition over the clip measured.
+struct Measured {
+    cpu: Duration,
+    /// Per frame: from the source frame's last packet in to the
+    /// rendition's last packet of it out, wall clock.
+    latency: Vec<Duration>,
+    /// Per frame: the scale + encode share of that (the encoder's own).
+    encode: Vec<Duration>,
+    /// Frames whose rendition came out after a later source packet.
+    delayed: u64,
+}
+
+fn sluice_cpu(clip: &Clip, kind: EncoderKind) -> Measured {
     let spec = RenditionSpec {
         codec: kind.codec(),
         payload_type: PayloadType::new(96).expect("96 fits"),
@@ -107,15 +123,31 @@ fn sluice_cpu(clip: &Clip, kind: EncoderKind) -> Duration {
     let t0 = std::time::Instant::now();
     let start = cpu(libc::RUSAGE_SELF);
     let mut bytes = 0usize;
+    let (mut latency, mut encode, mut delayed) = (Vec::new(), Vec::new(), 0);
+    let mut waiting: Option<std::time::Instant> = None;
     for (i, (seq, ts, marker, payload)) in clip.packets.iter().enumerate() {
         // Simulated arrival: the clip's own timeline (no waiting).
         let now =
             t0 + Duration::from_micros(u64::from(*ts) * 100 / 9) + Duration::from_nanos(i as u64);
+        let before = r.stats().encode_ns;
+        let t_in = std::time::Instant::now();
+        if *marker {
+            if waiting.is_some() {
+                delayed += 1;
+            }
+            waiting = Some(t_in);
+        }
         r.handle_rtp(now, SeqNum(*seq), *ts, *marker, payload)
             .expect("transcode");
         while let Some(out) = r.poll_output() {
             if let RenditionOutput::Rtp(p) = out {
                 bytes += p.payload.len();
+                if p.marker
+                    && let Some(since) = waiting.take()
+                {
+                    latency.push(since.elapsed());
+                    encode.push(Duration::from_nanos(r_encode_ns(&r) - before));
+                }
             }
         }
     }
@@ -126,7 +158,12 @@ fn sluice_cpu(clip: &Clip, kind: EncoderKind) -> Duration {
         "every frame transcoded"
     );
     assert!(bytes > 0);
-    used
+    Measured {
+        cpu: used,
+        latency,
+        encode,
+        delayed,
+    }
 }
 
 fn ffmpeg_cpu(clip_path: &std::path::Path, kind: EncoderKind) -> Option<Duration> {
@@ -169,6 +206,16 @@ fn ffmpeg_cpu(clip_path: &std::path::Path, kind: EncoderKind) -> Option<Duration
     status.success().then(|| cpu(libc::RUSAGE_CHILDREN) - start)
 }
 
+fn r_encode_ns(r: &Rendition) -> u64 {
+    r.stats().encode_ns
+}
+
+/// The median of `v`, sorted in place.
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let frames = if full { 300 } else { 20 };
@@ -182,7 +229,33 @@ fn main() {
     let seconds = f64::from(frames) / 30.0;
     println!("720p30 H.264 -> 360p, {frames} frames, CPU time on one thread:");
     for kind in [EncoderKind::Libvpx, EncoderKind::Libx264] {
-        let ours = sluice_cpu(&clip, kind);
+        let mut measured = sluice_cpu(&clip, kind);
+        let ours = measured.cpu;
+        let added: Vec<Duration> = measured
+            .latency
+            .iter()
+            .zip(&measured.encode)
+            .map(|(l, e)| l.saturating_sub(*e))
+            .collect();
+        let mut added_sorted = added.clone();
+        let p95 = {
+            added_sorted.sort_unstable();
+            added_sorted
+                .get(added_sorted.len() * 95 / 100)
+                .copied()
+                .unwrap_or_default()
+        };
+        println!(
+            "  {:<8} latency: median {:.2} ms in to out, of which encoder {:.2} ms; added beyond the encoder median {:.2} ms, p95 {:.2} ms ({:.2} / {:.2} frame times at 30 fps); {} frames held past the next one",
+            kind.name(),
+            median(&mut measured.latency).as_secs_f64() * 1e3,
+            median(&mut measured.encode).as_secs_f64() * 1e3,
+            median(&mut added_sorted.clone()).as_secs_f64() * 1e3,
+            p95.as_secs_f64() * 1e3,
+            median(&mut added_sorted).as_secs_f64() * 30.0,
+            p95.as_secs_f64() * 30.0,
+            measured.delayed,
+        );
         let per_core = |cpu: Duration| seconds / cpu.as_secs_f64();
         match ffmpeg_cpu(&path, kind) {
             Some(theirs) => println!(

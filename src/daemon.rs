@@ -16,7 +16,7 @@ use crate::dialin::{DialIn, DialInError, DialInOptions};
 use crate::metrics::MetricsHub;
 use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, PacketHandler};
 use crate::relay::{Path, RelayWorker, RoutingSnapshot, Transmits, empty_cell};
-use crate::transcode::{EncoderKind, EncoderProbe};
+use crate::transcode::{EncoderKind, EncoderProbe, TranscodeService};
 use crate::webrtc::port::{PortInbox, WebrtcDemux, WebrtcPort};
 
 /// Receive batch size per worker loop turn.
@@ -39,6 +39,11 @@ pub enum DaemonError {
     /// SIP dial-in could not start.
     #[error("SIP dial-in: {0}")]
     DialIn(#[from] DialInError),
+    /// The video transcoding threads could not start.
+    #[error(
+        "cannot start the video transcoding threads: {0} (set [transcode] enabled = false to run without)"
+    )]
+    Transcode(std::io::Error),
     /// Cluster mode could not start.
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
@@ -118,6 +123,7 @@ pub struct Daemon {
     dialin: Option<DialIn>,
     /// The media port's WebRTC handshake thread (browsers), when it runs.
     webrtc: Option<WebrtcPort>,
+    transcode: Option<TranscodeService>,
     data: DataPlane,
     control: ControlServer,
     metrics: Arc<MetricsHub>,
@@ -221,6 +227,36 @@ impl Daemon {
         } else {
             Vec::new()
         };
+        let transcode = if config.transcode.enabled {
+            let desk = control.desk();
+            let started = TranscodeService::start(
+                config.transcode.threads,
+                crypto,
+                metrics.transcode(),
+                move |now| desk.transcode_tick(now),
+            );
+            match started {
+                Ok(service) => {
+                    control
+                        .desk()
+                        .attach_transcodes(crate::control::Transcodes::new(
+                            config.transcode.max_sessions,
+                            std::time::Duration::from_secs(config.transcode.linger_secs),
+                            service.sender(),
+                            video_encoders.clone(),
+                            Arc::clone(metrics.transcode()),
+                        ));
+                    Some(service)
+                }
+                Err(e) => {
+                    control.shutdown();
+                    data.shutdown();
+                    return Err(DaemonError::Transcode(e));
+                }
+            }
+        } else {
+            None
+        };
         let membership = match &cluster {
             Some(link) => {
                 let settings = link.settings();
@@ -266,6 +302,7 @@ impl Daemon {
             membership,
             dialin,
             webrtc,
+            transcode,
             data,
             control,
             metrics,
@@ -373,6 +410,9 @@ impl Daemon {
         // Callers first: their BYEs go out while the relay still runs.
         if let Some(dialin) = self.dialin {
             dialin.shutdown();
+        }
+        if let Some(transcode) = self.transcode {
+            transcode.shutdown();
         }
         self.control.shutdown();
         if let Some(webrtc) = self.webrtc {

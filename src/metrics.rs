@@ -446,6 +446,7 @@ pub struct MetricsHub {
     crypto: Arc<CryptoMetrics>,
     dialin: Arc<DialInCounters>,
     webrtc: Arc<sluice_webrtc::counters::WebRtcCounters>,
+    transcode: Arc<crate::transcode::TranscodeCounters>,
 }
 
 impl MetricsHub {
@@ -459,6 +460,7 @@ impl MetricsHub {
             crypto: Arc::default(),
             dialin: Arc::default(),
             webrtc: Arc::default(),
+            transcode: Arc::default(),
         }
     }
 
@@ -492,6 +494,10 @@ impl MetricsHub {
     /// The media port's WebRTC counters (handshakes, drops, consent).
     pub fn webrtc(&self) -> &Arc<sluice_webrtc::counters::WebRtcCounters> {
         &self.webrtc
+    }
+    /// The video transcoding counters (rendered whether or not it is enabled).
+    pub fn transcode(&self) -> &Arc<crate::transcode::TranscodeCounters> {
+        &self.transcode
     }
 
     /// Records which I/O backend the data plane runs on (`io_uring`, `recvmmsg`).
@@ -677,6 +683,7 @@ impl MetricsHub {
         out.push_str(&self.crypto.render());
         out.push_str(&self.dialin.render());
         out.push_str(&crate::webrtc::render_counters(&self.webrtc.snapshot()));
+        out.push_str(&self.transcode.render());
         Ok(out)
     }
 }

@@ -190,6 +190,18 @@ impl MeetingDesk {
             .remove_participant(&leg.meeting, &leg.participant);
     }
 
+    /// Starts deciding renditions, run by the media threads behind
+    /// `sender` (the daemon, when `[transcode]` is enabled).
+    pub(crate) fn attach_transcodes(&self, transcodes: super::registry::Transcodes) {
+        self.state.registry().attach_transcodes(transcodes);
+    }
+
+    /// Stops the transcodes whose linger ran out (the transcode service's
+    /// timer).
+    pub fn transcode_tick(&self, now: std::time::Instant) {
+        self.state.registry().transcode_tick(now);
+    }
+
     /// The kind of the stream `ssrc`, if one is published (read from the
     /// routing snapshot: no lock).
     pub fn stream_kind(&self, ssrc: u32) -> Option<MediaKind> {

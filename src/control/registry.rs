@@ -23,12 +23,14 @@ use zeroize::Zeroize;
 
 mod browser;
 mod relays;
+mod transcodes;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use browser::MAX_SESSIONS_PER_PARTICIPANT as MAX_BROWSER_SESSIONS;
 pub(crate) use browser::SlotRequest;
 pub(crate) use relays::{LocalStream, WantedRelay};
+pub(crate) use transcodes::Transcodes;
 
 use super::ApiError;
 use crate::metrics::{ControlGauges, MetricsHub};
@@ -187,6 +189,9 @@ pub(crate) struct Registry {
     /// Whether the last publication rebuilt the snapshot whole
     /// ([`Self::publish`]).
     rebuilt_last: bool,
+    /// The transcodes running and who they serve (`transcodes.rs`);
+    /// `None` while transcoding is off.
+    transcodes: Option<Box<Transcodes>>,
 }
 
 impl Registry {
@@ -214,6 +219,7 @@ impl Registry {
             next_leg: 0,
             generation,
             rebuilt_last: false,
+            transcodes: None,
         }
     }
 
@@ -632,10 +638,13 @@ impl Registry {
     /// Hands the workers a snapshot of the current state: an O(1) clone
     /// of the working copy, sharing all it did not change.
     fn publish(&mut self) {
+        // The control plane's clock: lingering transcodes stop by it.
+        self.reconcile_transcodes(std::time::Instant::now());
         self.generation += 1;
-        // Browsers' slot maps and skip sets depend on their whole meeting,
-        // so while any browser is seated (and once more after the last
-        // leaves, to take its entries out) the snapshot is rebuilt whole;
+        // Browsers' slot maps and skip sets, and transcodes' audiences,
+        // depend on their whole meeting, so while any browser is seated or
+        // any transcode runs (and once more after, to take their entries
+        // out) the snapshot is rebuilt whole;
         // otherwise the working copy, kept up to date by each change, is
         // published as it is.
         let whole = self.needs_rebuild();
@@ -649,9 +658,11 @@ impl Registry {
 
     /// Whether the snapshot must be rebuilt whole (see [`Self::publish`]).
     fn needs_rebuild(&self) -> bool {
-        self.meetings
-            .values()
-            .any(|m| m.participants.iter().any(|p| p.webrtc.is_some()))
+        self.transcodes.as_ref().is_some_and(|t| t.any_running())
+            || self
+                .meetings
+                .values()
+                .any(|m| m.participants.iter().any(|p| p.webrtc.is_some()))
     }
 
     /// The whole snapshot, built from the registry's state.
@@ -691,6 +702,9 @@ impl Registry {
                 snapshot.relayed.insert(meeting.relay_idx, meeting.idx);
                 relays::route(&mut snapshot, &meeting.relays);
                 legs.extend(meeting.relays.iter().map(relays::RelayLeg::id));
+            }
+            if let Some(transcodes) = &self.transcodes {
+                transcodes.publish(meeting, &legs, &mut snapshot);
             }
             snapshot.meetings.insert(meeting.idx, Arc::new(legs));
         }

@@ -6,6 +6,7 @@
 //! backend call per [`BATCH_CHUNK`] receivers: the batch a multi-buffer
 //! or GPU backend fills its lanes with).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrayvec::ArrayVec;
@@ -43,16 +44,58 @@ struct Plan {
     slots: Vec<SlotIdx>,
 }
 
-/// Per sending leg (by slot): its [`Plan`].
+/// Per sending leg (by slot): its [`Plan`]. Streams with an audience of
+/// their own (`RoutingSnapshot::audiences`) have a plan by SSRC instead.
 #[derive(Debug, Default)]
 pub(crate) struct FanoutPlans {
     by_sender: Vec<Option<Plan>>,
+    by_stream: HashMap<u32, Vec<SlotIdx>>,
+    /// The snapshot generation `by_stream` was made for.
+    by_stream_generation: u64,
     /// How many plans were made (not merely checked).
     #[cfg(test)]
     made: usize,
 }
 
 impl FanoutPlans {
+    /// Who the stream `ssrc` from `sender` goes to: its own audience when
+    /// the snapshot gives it one, else the rest of the sender's meeting.
+    /// The audience lookup is skipped while no stream has one; audience
+    /// plans are made again for each new snapshot.
+    pub(crate) fn receivers_of<B: AeadBackend>(
+        &mut self,
+        ssrc: u32,
+        sender_slot: SlotIdx,
+        sender: &LegRoute,
+        snapshot: &RoutingSnapshot,
+        legs: &mut LegSessions<B>,
+    ) -> &[SlotIdx] {
+        let audience = if snapshot.audiences.is_empty() {
+            None
+        } else {
+            snapshot.audiences.get(&ssrc)
+        };
+        let Some(audience) = audience else {
+            return self.receivers(sender_slot, sender, snapshot, legs);
+        };
+        if self.by_stream_generation != snapshot.generation {
+            self.by_stream.clear();
+            self.by_stream_generation = snapshot.generation;
+        }
+        self.by_stream.entry(ssrc).or_insert_with(|| {
+            let mut slots: Vec<SlotIdx> = audience
+                .iter()
+                .filter(|id| **id != sender.id)
+                .filter_map(|id| snapshot.legs.get(id))
+                .filter(|route| route.meeting == sender.meeting)
+                .map(|route| legs.slot_of(route))
+                .collect();
+            slots.sort_unstable();
+            slots.dedup();
+            slots
+        })
+    }
+
     /// Who `sender`, in `sender_slot`, fans out to in `snapshot`. The
     /// plan is checked once per generation (one lookup and a pointer
     /// comparison) and made again only when its meeting's fan-out set

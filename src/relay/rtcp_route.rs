@@ -8,7 +8,9 @@
 //! - NACK and PLI go to the publisher of their media SSRC; FIR to the
 //!   publishers of its entries' SSRCs. Only within the sender's meeting,
 //!   and never back to the sender itself.
-//! - RR, APP, REMB and unknown types stop at the relay: an RR has done its
+//! - REMB about a rendition goes to the transcoder publishing it (a media
+//!   service leg, `RoutingSnapshot::services`).
+//! - RR, APP, other REMB and unknown types stop at the relay: an RR has done its
 //!   job once it authenticated (it latches receive-only participants); the
 //!   relay does not pass receivers' reception statistics between
 //!   participants.
@@ -78,6 +80,21 @@ impl RtcpPlan {
                 }
                 RtcpPacket::Nack(nack) => publisher(nack.media_ssrc()).map(one),
                 RtcpPacket::Pli(pli) => publisher(pli.media_ssrc()).map(one),
+                // A REMB about a rendition goes to its transcoder, which
+                // caps the rendition's bitrate; to an endpoint it stops here.
+                RtcpPacket::Remb(remb) if !snapshot.services.is_empty() => {
+                    let mut legs = ArrayVec::new();
+                    for leg in remb
+                        .ssrcs()
+                        .filter_map(publisher)
+                        .filter(|leg| snapshot.services.contains(leg))
+                    {
+                        if !legs.contains(&leg) && legs.try_push(leg).is_err() {
+                            break;
+                        }
+                    }
+                    (!legs.is_empty()).then_some(Audience::Publishers(legs))
+                }
                 RtcpPacket::Fir(fir) => {
                     let mut legs = ArrayVec::new();
                     for leg in fir.entries().filter_map(|e| publisher(e.ssrc)) {

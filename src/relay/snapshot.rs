@@ -274,6 +274,18 @@ pub struct RoutingSnapshot {
     /// WHEP viewer's feedback (NACK, PLI) names the slot, and reaches the
     /// publisher under the publisher's own SSRC.
     pub slot_sources: im::HashMap<u32, u32>,
+    /// Streams that go to a chosen set of legs instead of the whole
+    /// meeting (DESIGN.md, "Transcoding"): a rendition goes only to the
+    /// receivers that need it; its source goes to the transcoders that
+    /// make renditions of it and to the receivers that take it as it is,
+    /// not to those that get a rendition instead. Empty unless a meeting
+    /// has a transcode running.
+    pub audiences: im::HashMap<u32, Arc<[LegId]>>,
+    /// The legs of media services (transcoders): outside every meeting's
+    /// fan-out set, receiving only what `audiences` names; the receivers'
+    /// REMB about their streams reaches them (it stops at the relay for
+    /// endpoints).
+    pub services: im::HashSet<LegId, IdHash>,
 }
 
 /// One WHEP leg's receive slots (see `crate::webrtc`'s slot notes).

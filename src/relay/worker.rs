@@ -12,9 +12,12 @@
 //!
 //! RTP (RFC 3550, demuxed from RTCP per RFC 5761 §4): SSRC → stream → leg;
 //! SRTP unprotect with the leg's client→relay key (authentication and
-//! replay window, RFC 3711 §3.3); latch (see `latching.rs`); for a
-//! standard meeting, the media pool tap; then fan-out to every *other*
-//! participant of the meeting, re-protected under each receiver's
+//! replay window, RFC 3711 §3.3); latch (see `latching.rs`); then fan-out
+//! to every *other* participant of the meeting (or, for a stream with an
+//! audience of its own, to that: a transcode's source goes to its
+//! transcoder and to the receivers taking it as it is, a rendition to its
+//! receivers only; the transcoder is a participant on a leg of its own,
+//! so nothing here decodes), re-protected under each receiver's
 //! relay→client key in one crypto batch (`protect_rtp_batch`), written
 //! straight into the arena. The packet is forwarded as it came: the relay
 //! rewrites no header and, in an E2EE meeting, nothing reads the payload
@@ -64,7 +67,7 @@ use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx};
 use super::rtcp_route::RtcpPlan;
-use super::{LegId, LegRoute, MeetingMode, Path, RoutingSnapshot, SLOT, StreamRoute, Transmits};
+use super::{LegId, LegRoute, Path, RoutingSnapshot, SLOT, StreamRoute, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
 use crate::rtp::{RtpHeader, is_rtcp, rtcp_header_ssrc};
@@ -255,11 +258,7 @@ impl<B: AeadBackend> RelayWorker<B> {
             self.counters.dropped(Drop::Other);
             return;
         };
-        match leg.mode {
-            MeetingMode::Standard => media_pool_tap(stream, rtp),
-            MeetingMode::E2ee => {}
-        }
-        self.fan_out(snapshot, slot, leg, rtp, out);
+        self.fan_out(snapshot, stream, slot, leg, rtp, out);
     }
 
     /// Counts what the latch rules made of an authenticated packet
@@ -284,11 +283,13 @@ impl<B: AeadBackend> RelayWorker<B> {
         true
     }
 
-    /// Sends the plaintext `rtp` from `sender` (in `sender_slot`) to every
-    /// other latched leg of its meeting.
+    /// Sends the plaintext `rtp` of `stream` from `sender` (in
+    /// `sender_slot`) to every other latched leg of its meeting, or of the
+    /// stream's own audience (a transcode's source or rendition).
     fn fan_out(
         &mut self,
         snapshot: &RoutingSnapshot,
+        stream: &StreamRoute,
         sender_slot: SlotIdx,
         sender: &LegRoute,
         rtp: &[u8],
@@ -298,9 +299,9 @@ impl<B: AeadBackend> RelayWorker<B> {
             self.counters.dropped(Drop::Other);
             return;
         }
-        let plan = self
-            .plans
-            .receivers(sender_slot, sender, snapshot, &mut self.legs);
+        let plan =
+            self.plans
+                .receivers_of(stream.ssrc, sender_slot, sender, snapshot, &mut self.legs);
         self.receivers.clear();
         let source = rtp_ssrc(rtp);
         for &slot in plan {
@@ -579,16 +580,6 @@ impl<B: AeadBackend> RelayWorker<B> {
         self.legs.len()
     }
 }
-
-/// Standard meetings only: the authenticated, decrypted RTP packet of
-/// `stream`, before fan-out. This is where the media pool (DESIGN.md:
-/// decoding, mixing and transcoding on threads of their own) will take a
-/// copy when some receiver needs what it makes (a dial-in caller, a
-/// transcoded rendition); until then every receiver takes the publisher's
-/// own packets and nothing is taken. Never called for E2EE meetings,
-/// whose payload is SFrame ciphertext that no code path looks into.
-#[inline]
-fn media_pool_tap(_stream: &StreamRoute, _rtp: &[u8]) {}
 
 /// The SSRC of a plaintext RTP packet (0 when too short: matches no slot).
 #[inline]

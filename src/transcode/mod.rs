@@ -18,23 +18,35 @@
 //! out, receivers' key frame requests answered by [`KeyframeLimiter`].
 //! [`SessionTable`] decides which renditions run: one per (source, spec),
 //! shared, lingering after the last receiver, `max_sessions` at most.
+//!
+//! The transcoder is a participant (DESIGN.md, "Media services are
+//! participants"): the registry (`control/registry/transcodes.rs`) admits
+//! one leg per running transcode and tells the [`TranscodeService`]'s
+//! media threads to run a [`TranscoderLeg`] on it: SRTP to and from the
+//! relay's media port like any endpoint, never code on a packet worker.
+//! [`TranscodeCounters`] is what `/metrics` shows of them.
 
+mod counters;
 mod decoder;
 mod encoder;
 mod error;
 mod ffi;
 mod keyframes;
+mod participant;
 mod prefs;
 mod probe;
 mod profile;
 mod rendition;
 mod scale;
+mod service;
 mod sessions;
 
+pub use counters::{Refusal as TranscodeRefusal, TranscodeCounters};
 pub use decoder::VideoDecoder;
 pub use encoder::{Encoded, EncoderSettings, VIDEO_CLOCK, VideoEncoder};
 pub use error::TranscodeError;
 pub use keyframes::{KEYFRAME_INTERVAL, KeyframeLimiter};
+pub use participant::{LegError, TranscodeJob, TranscoderLeg};
 pub use prefs::{
     CodecChoice, DEFAULT_RENDITION_KBPS, Delivery, PrefsError, RenditionSpec, SourceVideo,
     VideoPrefs,
@@ -43,6 +55,7 @@ pub use probe::{EncoderProbe, ProbeResult, render_nodes};
 pub use profile::{EncoderKind, EncoderProfile};
 pub use rendition::{RENDITION_MTU, Rendition, RenditionOutput, RenditionPacket, RenditionStats};
 pub use scale::{Scaler, rendition_size};
+pub use service::{TranscodeCommand, TranscodeSender, TranscodeService};
 pub use sessions::{SessionKey, SessionTable, Subscription};
 
 /// FFmpeg's one-time set-up, shared with the audio codecs.

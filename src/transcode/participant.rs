@@ -1,0 +1,352 @@
+//! [`TranscoderLeg`]: the transcoder as a participant (DESIGN.md, "Media
+//! services are participants"). One per running transcode: an SRTP leg to
+//! the relay's media port with keys of its own, like the dial-in bridge's.
+//! The relay sends it the source stream (and nothing else: the leg is in
+//! the source's audience, outside the meeting's fan-out set); it sends
+//! back the rendition stream, which the relay forwards to the rendition's
+//! receivers only, and RTCP to the publisher (PLI at start and after
+//! unrepairable loss, NACK for holes). Its receivers' PLI/FIR and REMB
+//! about the rendition reach it, and are answered here, never passed on.
+//!
+//! Driven by a media thread (`service.rs`) with the caller's `now`:
+//! [`TranscoderLeg::start`] once, [`TranscoderLeg::handle_datagram`] for
+//! each datagram from the relay, [`TranscoderLeg::handle_timeout`] at
+//! [`TranscoderLeg::poll_timeout`]. Socket errors on the loopback leg are
+//! counted as nothing: the relay is on the same box, and a lost datagram
+//! is a lost packet like any other.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use super::counters::TranscodeCounters;
+use super::error::TranscodeError;
+use super::prefs::RenditionSpec;
+use super::profile::EncoderKind;
+use super::rendition::{Rendition, RenditionOutput, RenditionStats};
+use crate::crypto::{AnyGcm, BackendKind};
+use crate::rtp::rtcp::{NackBuilder, PliBuilder, ReceiverReportBuilder};
+use crate::rtp::{RtcpCompound, RtcpPacket, RtpBuilder, RtpPacket, SeqNum, Ssrc, is_rtcp};
+use crate::srtp::{MasterKey, SrtpSession};
+use crate::video::VideoCodec;
+
+/// Largest datagram the leg reads or writes.
+const MAX_DATAGRAM: usize = 1500;
+/// The socket buffers asked for.
+const RECV_BUFFER: usize = 4 << 20;
+/// How often the leg sends a receiver report: it latches the leg at the
+/// relay before any media flows, and keeps it latched.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A receiver's REMB counts this long after it was sent.
+const REMB_TTL: Duration = Duration::from_secs(5);
+/// Room SRTP needs after a packet (a GCM tag or an HMAC tag, an SRTCP index).
+const SRTP_ROOM: usize = 32;
+
+/// What starting one transcode takes: decided by the registry when a
+/// receiver first needs the rendition.
+#[derive(Debug, Clone)]
+pub struct TranscodeJob {
+    /// The registry's number for it (what stops it).
+    pub id: u64,
+    /// The source stream's SSRC.
+    pub source_ssrc: u32,
+    /// The source stream's codec.
+    pub source_codec: VideoCodec,
+    /// The SSRC the rendition is published under.
+    pub rendition_ssrc: u32,
+    /// The SSRC of the leg's RTCP (its `rtcp_ssrc`).
+    pub rtcp_ssrc: u32,
+    /// The rendition.
+    pub spec: RenditionSpec,
+    /// The encoder the probe chose for the spec's codec.
+    pub encoder: EncoderKind,
+    /// What the leg protects with (client → relay).
+    pub client_to_relay: MasterKey,
+    /// What the leg unprotects with (relay → client).
+    pub relay_to_client: MasterKey,
+    /// The relay's media address.
+    pub relay: SocketAddr,
+}
+
+/// Why a leg could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LegError {
+    /// The socket towards the relay could not be made.
+    #[error("cannot open the transcoder's socket towards {relay}: {source}")]
+    Socket {
+        /// The relay's media address.
+        relay: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key does not make an SRTP session.
+    #[error("the transcoder's SRTP keys are unusable: {0}")]
+    Srtp(#[from] crate::srtp::SrtpError),
+    /// The decoder could not be opened.
+    #[error(transparent)]
+    Codec(#[from] TranscodeError),
+}
+
+/// One running transcode and its leg.
+#[derive(Debug)]
+pub struct TranscoderLeg {
+    id: u64,
+    source: Ssrc,
+    ssrc: Ssrc,
+    rtcp_ssrc: Ssrc,
+    spec: RenditionSpec,
+    socket: UdpSocket,
+    to_relay: SrtpSession<AnyGcm>,
+    from_relay: SrtpSession<AnyGcm>,
+    rendition: Rendition,
+    reported: RenditionStats,
+    rembs: Vec<(u32, u64, Instant)>,
+    next_report: Option<Instant>,
+    out: Vec<u8>,
+}
+
+impl TranscoderLeg {
+    /// Opens the leg's socket (connected to the relay) and the rendition.
+    pub fn open(job: &TranscodeJob, backend: BackendKind) -> Result<Self, LegError> {
+        let socket_error = |source| LegError::Socket {
+            relay: job.relay,
+            source,
+        };
+        let any: SocketAddr = if job.relay.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(any).map_err(socket_error)?;
+        socket.connect(job.relay).map_err(socket_error)?;
+        socket.set_nonblocking(true).map_err(socket_error)?;
+        // A key frame arrives as a burst; a deep buffer rides it out while
+        // the thread is encoding (the kernel caps it at net.core.rmem_max).
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
+        let _ = socket2::SockRef::from(&socket).set_send_buffer_size(RECV_BUFFER);
+        let first_seq = SeqNum((job.rendition_ssrc & 0xffff) as u16);
+        Ok(Self {
+            id: job.id,
+            source: Ssrc(job.source_ssrc),
+            ssrc: Ssrc(job.rendition_ssrc),
+            rtcp_ssrc: Ssrc(job.rtcp_ssrc),
+            spec: job.spec,
+            socket,
+            to_relay: SrtpSession::new(AnyGcm::new(backend), &job.client_to_relay)?,
+            from_relay: SrtpSession::new(AnyGcm::new(backend), &job.relay_to_client)?,
+            rendition: Rendition::new(job.source_codec, job.spec, job.encoder, first_seq)?,
+            reported: RenditionStats::default(),
+            rembs: Vec::new(),
+            next_report: None,
+            out: vec![0; MAX_DATAGRAM + SRTP_ROOM],
+        })
+    }
+
+    /// The registry's number for it.
+    #[must_use]
+    pub const fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The encoder it uses.
+    #[must_use]
+    pub const fn encoder(&self) -> EncoderKind {
+        self.rendition.encoder_kind()
+    }
+
+    /// The socket, for the thread's poll.
+    #[must_use]
+    pub const fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Latches the leg (a receiver report) and asks the publisher for a
+    /// key frame.
+    pub fn start(&mut self, now: Instant, counters: &TranscodeCounters) {
+        self.send_report(now);
+        if let Err(e) = self.rendition.handle_timeout(now) {
+            tracing::warn!(transcode = self.id, "rendition failed: {e}");
+        }
+        self.flush(counters);
+    }
+
+    /// When to call [`Self::handle_timeout`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.rendition.poll_timeout(), self.next_report) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Time passed: the jitter buffer's deadlines, the next report.
+    pub fn handle_timeout(&mut self, now: Instant, counters: &TranscodeCounters) {
+        if self.next_report.is_some_and(|at| now >= at) {
+            self.send_report(now);
+        }
+        if self.rendition.poll_timeout().is_some_and(|at| now >= at)
+            && let Err(e) = self.rendition.handle_timeout(now)
+        {
+            tracing::warn!(transcode = self.id, "rendition failed: {e}");
+        }
+        self.flush(counters);
+    }
+
+    /// Reads every datagram waiting on the socket and handles each.
+    pub fn drain_socket(&mut self, now: Instant, counters: &TranscodeCounters) {
+        let mut buf = [0u8; MAX_DATAGRAM + SRTP_ROOM];
+        // Bounded: a flood cannot keep the thread from its other legs.
+        for _ in 0..256 {
+            match self.socket.recv(&mut buf) {
+                Ok(len) => self.handle_datagram(now, &mut buf, len),
+                Err(_) => break,
+            }
+        }
+        self.flush(counters);
+    }
+
+    /// One datagram from the relay (`buf[..len]`, decrypted in place):
+    /// the source's RTP, or its receivers' RTCP. Anything that does not
+    /// authenticate or parse is dropped.
+    pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8], len: usize) {
+        let Some(datagram) = buf.get(..len) else {
+            return;
+        };
+        if is_rtcp(datagram) {
+            let Ok(len) = self.from_relay.unprotect_rtcp(buf, len) else {
+                return;
+            };
+            if let Some(compound) = buf.get(..len) {
+                self.handle_rtcp(now, compound);
+            }
+            return;
+        }
+        let Ok(len) = self.from_relay.unprotect_rtp(buf, len) else {
+            return;
+        };
+        let Some(Ok(packet)) = buf.get(..len).map(RtpPacket::parse) else {
+            return;
+        };
+        let header = packet.header();
+        if header.ssrc() != self.source {
+            return;
+        }
+        let result = self.rendition.handle_rtp(
+            now,
+            header.sequence(),
+            header.timestamp(),
+            header.marker(),
+            packet.payload(),
+        );
+        if let Err(e) = result {
+            tracing::warn!(transcode = self.id, "rendition failed: {e}");
+        }
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, compound: &[u8]) {
+        let mut remb_changed = false;
+        for packet in RtcpCompound::new(compound) {
+            match packet {
+                Ok(RtcpPacket::Pli(pli)) if pli.media_ssrc() == self.ssrc => {
+                    self.rendition.handle_keyframe_request(now);
+                }
+                Ok(RtcpPacket::Fir(fir)) if fir.entries().any(|e| e.ssrc == self.ssrc) => {
+                    self.rendition.handle_keyframe_request(now);
+                }
+                Ok(RtcpPacket::Remb(remb)) if remb.ssrcs().any(|s| s == self.ssrc) => {
+                    let sender = remb.sender_ssrc().0;
+                    self.rembs.retain(|(s, _, _)| *s != sender);
+                    // A few receivers per rendition; bounded all the same.
+                    if self.rembs.len() < 64 {
+                        self.rembs.push((sender, remb.bitrate_bps(), now));
+                    }
+                    remb_changed = true;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if remb_changed {
+            self.rembs
+                .retain(|(_, _, at)| now.duration_since(*at) < REMB_TTL);
+            if let Some(min) = self.rembs.iter().map(|(_, bps, _)| *bps).min() {
+                self.rendition.handle_remb(min);
+            }
+        }
+    }
+
+    fn send_report(&mut self, now: Instant) {
+        self.next_report = Some(now + REPORT_INTERVAL);
+        let report = ReceiverReportBuilder {
+            ssrc: self.rtcp_ssrc,
+            report_blocks: &[],
+        };
+        if let Ok(len) = report.write(&mut self.out) {
+            self.send_rtcp(len);
+        }
+    }
+
+    fn send_rtcp(&mut self, len: usize) {
+        if let Ok(len) = self.to_relay.protect_rtcp(&mut self.out, len)
+            && let Some(datagram) = self.out.get(..len)
+        {
+            let _ = self.socket.send(datagram);
+        }
+    }
+
+    /// Sends everything the rendition has for the relay, and counts.
+    fn flush(&mut self, counters: &TranscodeCounters) {
+        let Self {
+            rendition,
+            out,
+            socket,
+            to_relay,
+            ssrc,
+            rtcp_ssrc,
+            source,
+            spec,
+            ..
+        } = self;
+        while let Some(output) = rendition.poll_output() {
+            let len = match output {
+                RenditionOutput::Rtp(p) => {
+                    let builder = RtpBuilder::new(spec.payload_type, p.seq, p.timestamp, *ssrc)
+                        .marker(p.marker);
+                    match builder.write(p.payload, out) {
+                        Ok(len) => to_relay.protect_rtp(out, len),
+                        Err(_) => continue,
+                    }
+                }
+                RenditionOutput::RequestKeyframe => {
+                    let pli = PliBuilder {
+                        sender_ssrc: *rtcp_ssrc,
+                        media_ssrc: *source,
+                    };
+                    match pli.write(out) {
+                        Ok(len) => to_relay.protect_rtcp(out, len),
+                        Err(_) => continue,
+                    }
+                }
+                RenditionOutput::Nack(lost) if !lost.is_empty() => {
+                    let nack = NackBuilder {
+                        sender_ssrc: *rtcp_ssrc,
+                        media_ssrc: *source,
+                        lost,
+                    };
+                    match nack.write(out) {
+                        Ok(len) => to_relay.protect_rtcp(out, len),
+                        Err(_) => continue,
+                    }
+                }
+                RenditionOutput::Nack(_) => continue,
+            };
+            if let Ok(len) = len
+                && let Some(datagram) = out.get(..len)
+            {
+                let _ = socket.send(datagram);
+            }
+        }
+        let stats = self.rendition.stats();
+        counters.add(&self.reported, &stats);
+        self.reported = stats;
+    }
+}
