@@ -800,6 +800,30 @@ mod tests {
     }
 
     #[test]
+    fn sip_tls_needs_a_usable_certificate_and_key() {
+        let e = parse("[sip]\nlisten_tls = \"127.0.0.1:0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_cert and tls_key are both needed"), "{e}");
+        assert!(e.contains("set [sip] tls_cert and tls_key"), "{e}");
+        let dir = std::env::temp_dir().join(format!("sluice-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let text = format!(
+            "[sip]\nlisten_tls = \"127.0.0.1:0\"\ntls_cert = \"{0}\"\ntls_key = \"{0}\"\n",
+            junk.display()
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("holds no certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = parse("[sip]\nmax_connections_per_source = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_connections_per_source = 0"), "{e}");
+    }
+
+    #[test]
     fn sip_values_out_of_range_name_key_line_and_range() {
         let e = parse("[sip]\nopus_complexity = 11\n")
             .unwrap_err()
