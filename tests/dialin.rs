@@ -1245,3 +1245,31 @@ fn a_tls_caller_offering_plain_rtp_is_refused_488() {
     drop(hop);
     daemon.shutdown();
 }
+
+#[test]
+fn silent_connections_and_stalled_tls_handshakes_are_closed() {
+    let cert = TestCert::new("idle");
+    let daemon = start(&format!(
+        "listen_tcp = \"127.0.0.1:0\"\nconnection_idle_secs = 10\n{}",
+        cert.config()
+    ));
+    let api = daemon.control_addr();
+    let opened = Instant::now();
+    // A TCP peer that never sends, and a TLS peer that never says hello.
+    let mut silent = std::net::TcpStream::connect(sip_tcp(&daemon)).expect("connect");
+    let mut stalled = std::net::TcpStream::connect(sip_tls(&daemon)).expect("connect");
+    let mut both_closed = false;
+    while opened.elapsed() < Duration::from_secs(16) {
+        if closed_by_peer(&mut silent) && closed_by_peer(&mut stalled) {
+            both_closed = true;
+            break;
+        }
+    }
+    assert!(both_closed, "idle connections are still open");
+    let took = opened.elapsed();
+    assert!(took >= Duration::from_secs(9), "closed too early: {took:?}");
+    wait_for("the closes to be counted", Duration::from_secs(3), || {
+        edge(api, "connection-idle") == 2.0
+    });
+    daemon.shutdown();
+}

@@ -25,9 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let mut cfg = UasConfig::new(local, "fuzz");
     cfg.tcp = Some(local);
     cfg.tls = Some(local);
-    let mut uas = Uas::with_seed(cfg, 3);
-    let mut now = Instant::now();
     for transport in [Transport::Tcp, Transport::Tls] {
+        // One UAS per transport: everything it sends must then go back
+        // over that transport, to the connection's peer.
+        let mut uas = Uas::with_seed(cfg.clone(), 3);
+        let mut now = Instant::now();
         let mut framer = StreamFramer::new(LIMIT);
         'stream: for piece in data.chunks(step) {
             if framer.push(piece).is_err() {
@@ -55,13 +57,15 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(t.to, peer);
             }
         }
+        // Every timer runs out; the UAS ends up holding nothing.
+        for _ in 0..16 {
+            now += Duration::from_secs(40);
+            uas.handle_timeout(now);
+            while uas.poll_event().is_some() {}
+            while let Some(t) = uas.poll_transmit() {
+                assert_eq!((t.transport, t.to), (transport, peer));
+            }
+        }
+        assert_eq!(uas.active_calls(), 0);
     }
-    // Every timer runs out; the UAS ends up holding nothing.
-    for _ in 0..16 {
-        now += Duration::from_secs(40);
-        uas.handle_timeout(now);
-        while uas.poll_event().is_some() {}
-        while uas.poll_transmit().is_some() {}
-    }
-    assert_eq!(uas.active_calls(), 0);
 });
