@@ -353,6 +353,13 @@ impl Daemon {
         self.dialin.as_ref().map(DialIn::local_addr)
     }
 
+    /// Where SIP over TCP and over TLS listen, when they do.
+    pub fn sip_stream_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.dialin
+            .as_ref()
+            .map_or((None, None), |d| (d.tcp_addr(), d.tls_addr()))
+    }
+
     /// The media address participants are told to send to.
     pub fn media_addr(&self) -> SocketAddr {
         self.media_address

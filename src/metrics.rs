@@ -273,16 +273,27 @@ pub enum SipEdge {
     AuthChallenged,
     /// Refused (404, 403, 503) without keeping state.
     Stateless,
+    /// A TCP/TLS connection closed at accept (not allowed, or over the
+    /// total or per-source connection cap).
+    ConnectionRefused,
+    /// A TCP/TLS connection closed for idling (or a handshake too slow).
+    ConnectionIdle,
+    /// A TCP/TLS connection closed for a framing error, a failed TLS
+    /// handshake or a peer that does not read.
+    ConnectionMisbehaving,
 }
 
 impl SipEdge {
     /// Every reason, in label order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 8] = [
         Self::NotAllowed,
         Self::RateLimited,
         Self::PendingLimited,
         Self::AuthChallenged,
         Self::Stateless,
+        Self::ConnectionRefused,
+        Self::ConnectionIdle,
+        Self::ConnectionMisbehaving,
     ];
 
     /// The `reason` label.
@@ -293,6 +304,9 @@ impl SipEdge {
             Self::PendingLimited => "pending-limited",
             Self::AuthChallenged => "auth-challenged",
             Self::Stateless => "stateless-refusal",
+            Self::ConnectionRefused => "connection-refused",
+            Self::ConnectionIdle => "connection-idle",
+            Self::ConnectionMisbehaving => "connection-misbehaving",
         }
     }
 }
@@ -304,7 +318,7 @@ pub struct DialInCounters {
     active_calls: AtomicU64,
     outcomes: [AtomicU64; 4],
     sip_malformed: AtomicU64,
-    sip_edge: [AtomicU64; 5],
+    sip_edge: [AtomicU64; SipEdge::ALL.len()],
     late_frames: AtomicU64,
     transcode_buckets: [AtomicU64; TRANSCODE_BUCKETS.len() + 1],
     transcode_sum_ns: AtomicU64,

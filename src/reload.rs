@@ -97,7 +97,10 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             auth_file,
             auth_realm,
             max_calls,
-            answer_delay_ms
+            answer_delay_ms,
+            max_connections,
+            max_connections_per_source,
+            connection_idle_secs
         ]
     );
     differ!(
@@ -117,7 +120,12 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             opus_bitrate,
             opus_complexity,
             audio_level_extension,
-            silence_suppression
+            silence_suppression,
+            listen_tcp,
+            listen_tls,
+            tls_cert,
+            tls_key,
+            tls_require_srtp
         ]
     );
     // Whole sections read only at start: the encoder probe and the
@@ -144,6 +152,9 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     running.sip.auth_realm.clone_from(&new.sip.auth_realm);
     running.sip.max_calls = new.sip.max_calls;
     running.sip.answer_delay_ms = new.sip.answer_delay_ms;
+    running.sip.max_connections = new.sip.max_connections;
+    running.sip.max_connections_per_source = new.sip.max_connections_per_source;
+    running.sip.connection_idle_secs = new.sip.connection_idle_secs;
     ReloadPlan {
         applied,
         restart,

@@ -860,3 +860,416 @@ fn a_silent_caller_sends_keep_alives_and_a_talking_one_every_frame() {
     calls_settled(api);
     daemon.shutdown();
 }
+
+// ----- SIP over TCP and TLS -----
+
+fn sip_tcp(daemon: &Daemon) -> SocketAddr {
+    daemon.sip_stream_addrs().0.expect("SIP over TCP is on")
+}
+
+fn sip_tls(daemon: &Daemon) -> SocketAddr {
+    daemon.sip_stream_addrs().1.expect("SIP over TLS is on")
+}
+
+fn edge(api: SocketAddr, reason: &str) -> f64 {
+    metric(
+        &metrics(api),
+        &format!("sluice_sip_edge_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// A certificate for 127.0.0.1 and localhost made now (nothing is kept in
+/// the repository), written as PEM into a fresh directory.
+struct TestCert {
+    dir: std::path::PathBuf,
+}
+
+impl TestCert {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-sip-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let made = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("rcgen makes a certificate");
+        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write cert");
+        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write key");
+        Self { dir }
+    }
+
+    fn cert(&self) -> std::path::PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    /// The `[sip]` lines that serve TLS with it.
+    fn config(&self) -> String {
+        format!(
+            "listen_tls = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            self.cert().display(),
+            self.dir.join("key.pem").display()
+        )
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An OpenSSL TLS client hop (socat) in front of SIPp's TCP: Debian's SIPp
+/// is built without TLS, so SIPp speaks SIP over TCP to socat, which
+/// verifies sluice's certificate and carries the stream over TLS. The
+/// INVITE's Via says TCP; sluice answers over the TLS connection it came on.
+struct TlsHop {
+    child: Child,
+    port: u16,
+}
+
+impl TlsHop {
+    fn new(tls: SocketAddr, cert: &TestCert) -> Self {
+        // A free port, released just before socat takes it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"))
+            .arg(format!(
+                "OPENSSL:127.0.0.1:{},cafile={},commonname=localhost,verify=1",
+                tls.port(),
+                cert.cert().display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run socat ({e}): install Debian's socat package"));
+        // Listening shows in /proc/net/tcp (state 0A); connecting to find
+        // out would use up socat's one connection.
+        let needle = format!(":{port:04X} 00000000:0000 0A");
+        wait_for("socat to listen", Duration::from_secs(5), || {
+            std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| t.contains(&needle))
+        });
+        Self { child, port }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for TlsHop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_call_over_tcp_joins_and_is_hung_up_over_its_connection() {
+    let daemon = start("listen_tcp = \"127.0.0.1:0\"\n");
+    let api = daemon.control_addr();
+    meeting(api, "5550020", "standard", None);
+    let mut phone = Phone::new();
+    // SIPp over one TCP connection; the BYE that deleting the meeting
+    // causes must come back over it.
+    let sipp = Sipp::call_with(
+        sip_tcp(&daemon),
+        "hungup.xml",
+        "5550020",
+        phone.port(),
+        0,
+        &["-t", "t1"],
+    );
+    phone.wait_for_relay();
+    wait_for("the TCP caller to join", Duration::from_secs(5), || {
+        participants(api, "5550020") == 1
+    });
+    let r = http(api, "DELETE", "/v1/meetings/5550020", None, None);
+    assert_eq!(r.status, 204, "{}", r.text);
+    phone.idle(Duration::from_millis(200));
+    sipp.succeeds();
+    let text = calls_settled(api);
+    assert_eq!(outcome(&text, "joined"), 1.0);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_tcp_caller_hangs_up_and_e2ee_is_refused_over_tcp() {
+    let daemon = start("listen_tcp = \"127.0.0.1:0\"\n");
+    let api = daemon.control_addr();
+    meeting(api, "5550021", "standard", None);
+    meeting(api, "5550022", "e2ee", None);
+    let mut phone = Phone::new();
+    let sipp = Sipp::call_with(
+        sip_tcp(&daemon),
+        "join.xml",
+        "5550021",
+        phone.port(),
+        1500,
+        &["-t", "t1"],
+    );
+    phone.wait_for_relay();
+    wait_for("the TCP caller to join", Duration::from_secs(5), || {
+        participants(api, "5550021") == 1
+    });
+    phone.idle(Duration::from_millis(400));
+    sipp.succeeds();
+    wait_for("the caller's leg to go", Duration::from_secs(3), || {
+        participants(api, "5550021") == 0
+    });
+    // The 403 with its Reason, over TCP (the scenario checks the header).
+    let phone = Phone::new();
+    Sipp::call_with(
+        sip_tcp(&daemon),
+        "refused.xml",
+        "5550022",
+        phone.port(),
+        0,
+        &["-t", "t1"],
+    )
+    .succeeds();
+    let text = calls_settled(api);
+    assert_eq!(outcome(&text, "joined"), 1.0);
+    assert_eq!(outcome(&text, "refused-e2ee"), 1.0);
+    daemon.shutdown();
+}
+
+/// Reads from `stream` until `want` has arrived (or 5 s pass).
+fn read_until(stream: &mut std::net::TcpStream, want: &str) -> String {
+    use std::io::Read as _;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(want) && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Whether the peer closed `stream` within 5 s.
+fn closed_by_peer(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read as _;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+#[test]
+fn a_tcp_connection_answers_keepalives_and_options_and_is_closed_when_hostile() {
+    use std::io::Write as _;
+    let daemon = start("listen_tcp = \"127.0.0.1:0\"\nmax_connections_per_source = 2\n");
+    let api = daemon.control_addr();
+    let tcp = sip_tcp(&daemon);
+    let mut conn = std::net::TcpStream::connect(tcp).expect("connect");
+    // RFC 5626 ping, then OPTIONS split across writes, on one connection.
+    conn.write_all(b"\r\n\r\n").expect("ping");
+    assert_eq!(read_until(&mut conn, "\r\n"), "\r\n", "pong");
+    let local = conn.local_addr().expect("addr");
+    let options = format!(
+        "OPTIONS sip:{tcp} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-opt1\r\n\
+         From: <sip:probe@{local}>;tag=p1\r\nTo: <sip:{tcp}>\r\nCall-ID: opt-1@test\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (head, tail) = options.split_at(40);
+    conn.write_all(head.as_bytes()).expect("write");
+    thread::sleep(Duration::from_millis(50));
+    conn.write_all(tail.as_bytes()).expect("write");
+    let answer = read_until(&mut conn, "Content-Length: 0\r\n\r\n");
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("Call-ID: opt-1@test\r\n"), "{answer}");
+
+    // A third connection from this source is over its cap: closed unread.
+    let mut second = std::net::TcpStream::connect(tcp).expect("connect");
+    let mut third = std::net::TcpStream::connect(tcp).expect("connect");
+    assert!(
+        closed_by_peer(&mut third),
+        "the third connection stays open"
+    );
+    wait_for("the refusal to be counted", Duration::from_secs(3), || {
+        edge(api, "connection-refused") == 1.0
+    });
+    // A message without Content-Length cannot be framed on a stream.
+    second
+        .write_all(b"INVITE sip:1@x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKx\r\n\r\n")
+        .expect("write");
+    assert!(
+        closed_by_peer(&mut second),
+        "a stream without Content-Length stays open"
+    );
+    // Endless headers: closed at the message size limit, not buffered on.
+    let mut third = std::net::TcpStream::connect(tcp).expect("connect");
+    let _ = third.write_all(b"INVITE sip:1@x SIP/2.0\r\n");
+    let pad = "X-Pad: 0123456789012345678901234567890123456789\r\n".repeat(2000);
+    let _ = third.write_all(pad.as_bytes());
+    assert!(closed_by_peer(&mut third), "endless headers stay buffered");
+    wait_for("the closes to be counted", Duration::from_secs(3), || {
+        edge(api, "connection-misbehaving") == 2.0
+    });
+    // The first connection still works.
+    let again = options
+        .replace("z9hG4bK-opt1", "z9hG4bK-opt2")
+        .replace("CSeq: 1", "CSeq: 2");
+    conn.write_all(again.as_bytes()).expect("write");
+    let answer = read_until(&mut conn, "Content-Length: 0\r\n\r\n");
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+    daemon.shutdown();
+}
+
+#[test]
+fn tcp_sources_outside_allow_are_closed_before_a_byte_is_read() {
+    let daemon = start("listen_tcp = \"127.0.0.1:0\"\nallow = [\"192.0.2.0/24\"]\n");
+    let api = daemon.control_addr();
+    let mut conn = std::net::TcpStream::connect(sip_tcp(&daemon)).expect("connect");
+    assert!(
+        closed_by_peer(&mut conn),
+        "a refused source stays connected"
+    );
+    wait_for("the refusal to be counted", Duration::from_secs(3), || {
+        edge(api, "connection-refused") == 1.0 && edge(api, "not-allowed") == 1.0
+    });
+    daemon.shutdown();
+}
+
+#[test]
+fn a_tls_caller_with_sdes_srtp_joins_through_openssl() {
+    let cert = TestCert::new("join");
+    let daemon = start(&cert.config());
+    let api = daemon.control_addr();
+    meeting(api, "5550023", "standard", None);
+    let hop = TlsHop::new(sip_tls(&daemon), &cert);
+    let profile = SrtpProfile::AesCm128HmacSha1_80;
+    let caller_key: Vec<u8> = (31..=60u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let log = std::env::temp_dir().join(format!("sluice-sipp-tls-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut phone = Phone::new();
+    let sipp = Sipp::call_with(
+        hop.addr(),
+        "join-srtp.xml",
+        "5550023",
+        phone.port(),
+        2000,
+        &[
+            "-t",
+            "t1",
+            "-key",
+            "ckey",
+            &b64.encode(&caller_key),
+            "-trace_logs",
+            "-log_file",
+            log.to_str().expect("utf-8 path"),
+        ],
+    );
+    let mut answer_key = None;
+    wait_for(
+        "SIPp to log the answer's key",
+        Duration::from_secs(10),
+        || {
+            answer_key = std::fs::read_to_string(&log).ok().and_then(|text| {
+                let line = text.lines().find(|l| l.contains("answer-key "))?;
+                b64.decode(line.split("answer-key ").nth(1)?.trim()).ok()
+            });
+            answer_key.is_some()
+        },
+    );
+    let answer_key = answer_key.expect("found");
+    phone.srtp = Some((
+        SrtpSession::new(
+            AnyGcm::default(),
+            &MasterKey::new(profile, &caller_key).expect("key"),
+        )
+        .expect("session"),
+        SrtpSession::new(
+            AnyGcm::default(),
+            &MasterKey::new(profile, &answer_key).expect("key"),
+        )
+        .expect("session"),
+    ));
+    // Every packet from sluice must authenticate (listen() panics if not).
+    phone.wait_for_relay();
+    wait_for("the TLS caller to join", Duration::from_secs(5), || {
+        participants(api, "5550023") == 1
+    });
+    phone.idle(Duration::from_millis(300));
+    sipp.succeeds();
+    let _ = std::fs::remove_file(&log);
+    let text = calls_settled(api);
+    assert_eq!(outcome(&text, "joined"), 1.0);
+    drop(hop);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_tls_caller_offering_plain_rtp_is_refused_488() {
+    let cert = TestCert::new("plain");
+    let daemon = start(&cert.config());
+    let api = daemon.control_addr();
+    meeting(api, "5550024", "standard", None);
+    let hop = TlsHop::new(sip_tls(&daemon), &cert);
+    let phone = Phone::new();
+    // The scenario checks the 488 and its Warning.
+    Sipp::call_with(
+        hop.addr(),
+        "srtp-required.xml",
+        "5550024",
+        phone.port(),
+        0,
+        &["-t", "t1"],
+    )
+    .succeeds();
+    assert_eq!(participants(api, "5550024"), 0);
+    let text = calls_settled(api);
+    assert_eq!(outcome(&text, "failed"), 1.0);
+    drop(hop);
+    daemon.shutdown();
+}
+
+#[test]
+fn silent_connections_and_stalled_tls_handshakes_are_closed() {
+    let cert = TestCert::new("idle");
+    let daemon = start(&format!(
+        "listen_tcp = \"127.0.0.1:0\"\nconnection_idle_secs = 10\n{}",
+        cert.config()
+    ));
+    let api = daemon.control_addr();
+    let opened = Instant::now();
+    // A TCP peer that never sends, and a TLS peer that never says hello.
+    let mut silent = std::net::TcpStream::connect(sip_tcp(&daemon)).expect("connect");
+    let mut stalled = std::net::TcpStream::connect(sip_tls(&daemon)).expect("connect");
+    let mut both_closed = false;
+    while opened.elapsed() < Duration::from_secs(16) {
+        if closed_by_peer(&mut silent) && closed_by_peer(&mut stalled) {
+            both_closed = true;
+            break;
+        }
+    }
+    assert!(both_closed, "idle connections are still open");
+    let took = opened.elapsed();
+    assert!(took >= Duration::from_secs(9), "closed too early: {took:?}");
+    wait_for("the closes to be counted", Duration::from_secs(3), || {
+        edge(api, "connection-idle") == 2.0
+    });
+    daemon.shutdown();
+}

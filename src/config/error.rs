@@ -209,6 +209,11 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// `[sip] listen_tls` without a usable certificate and key.
+    SipTls {
+        /// Why, as a sentence fragment.
+        reason: String,
+    },
     /// The config file itself cannot be read.
     Unreadable {
         /// The file.
@@ -611,6 +616,11 @@ impl fmt::Display for ConfigError {
                 "cannot use the SIP credentials in {} ({reason}); write one \
                  \"user:password\" a line or fix [sip] auth_file",
                 path.display()
+            ),
+            Self::SipTls { reason } => write!(
+                f,
+                "cannot serve SIP over TLS: {reason}; set [sip] tls_cert and tls_key to a \
+                 PEM certificate chain and its private key, or remove listen_tls"
             ),
             Self::Unreadable { path, reason } => write!(
                 f,

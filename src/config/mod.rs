@@ -368,6 +368,26 @@ pub struct SipConfig {
     pub auth_file: Option<PathBuf>,
     /// The digest realm (RFC 7616 §3.3).
     pub auth_realm: String,
+    /// Where SIP over TCP listens (RFC 3261 §18); off when absent.
+    pub listen_tcp: Option<SocketAddr>,
+    /// Where SIP over TLS listens (RFC 3261 §18, `sips:` per RFC 5630);
+    /// off when absent. Needs `tls_cert` and `tls_key`.
+    pub listen_tls: Option<SocketAddr>,
+    /// The PEM certificate chain SIP over TLS presents.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Whether a call over TLS must offer SRTP (SDES): plain RTP next to
+    /// encrypted signalling would leak the audio. On by default.
+    pub tls_require_srtp: bool,
+    /// TCP and TLS connections held at once, at most; more are closed at
+    /// accept.
+    pub max_connections: usize,
+    /// TCP and TLS connections one source IP may hold at once.
+    pub max_connections_per_source: usize,
+    /// A connection that carries nothing (not even a keep-alive) for this
+    /// long is closed; a TLS handshake must finish within 10 s.
+    pub connection_idle_secs: u64,
 }
 
 impl Default for SipConfig {
@@ -397,6 +417,14 @@ impl Default for SipConfig {
             max_pending_per_source: 64,
             auth_file: None,
             auth_realm: "sluice".to_owned(),
+            listen_tcp: None,
+            listen_tls: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_require_srtp: true,
+            max_connections: 512,
+            max_connections_per_source: 32,
+            connection_idle_secs: 300,
         }
     }
 }
@@ -503,6 +531,31 @@ impl SipConfig {
                 path: path.clone(),
                 reason,
             })?;
+        }
+        if !(1..=100_000).contains(&self.max_connections) {
+            return Err(out_of_range(
+                "max_connections",
+                self.max_connections.to_string(),
+                "1 to 100000",
+            ));
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_source) {
+            return Err(out_of_range(
+                "max_connections_per_source",
+                self.max_connections_per_source.to_string(),
+                "1 to max_connections",
+            ));
+        }
+        if !(10..=86_400).contains(&self.connection_idle_secs) {
+            return Err(out_of_range(
+                "connection_idle_secs",
+                self.connection_idle_secs.to_string(),
+                "10 to 86400",
+            ));
+        }
+        if self.listen_tls.is_some() {
+            crate::dialin::server_tls(self.tls_cert.as_deref(), self.tls_key.as_deref())
+                .map_err(|reason| ConfigError::SipTls { reason })?;
         }
         if self.ivr_user.is_empty()
             || !self
@@ -744,6 +797,30 @@ mod tests {
         let path = std::env::temp_dir().join(format!("sluice-{}-{name}", std::process::id()));
         std::fs::write(&path, contents).unwrap();
         path
+    }
+
+    #[test]
+    fn sip_tls_needs_a_usable_certificate_and_key() {
+        let e = parse("[sip]\nlisten_tls = \"127.0.0.1:0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_cert and tls_key are both needed"), "{e}");
+        assert!(e.contains("set [sip] tls_cert and tls_key"), "{e}");
+        let dir = std::env::temp_dir().join(format!("sluice-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let text = format!(
+            "[sip]\nlisten_tls = \"127.0.0.1:0\"\ntls_cert = \"{0}\"\ntls_key = \"{0}\"\n",
+            junk.display()
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("holds no certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = parse("[sip]\nmax_connections_per_source = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_connections_per_source = 0"), "{e}");
     }
 
     #[test]

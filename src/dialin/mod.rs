@@ -1,5 +1,5 @@
 //! Telephone dial-in (DESIGN.md, "Dial-in"): a SIP user agent server on
-//! UDP that bridges phone callers into standard meetings.
+//! UDP, TCP and TLS (`stream.rs`) that bridges phone callers into standard meetings.
 //!
 //! Three parts, each on its own threads:
 //! - `signalling.rs`: the SIP socket and the sans-IO [`crate::sip::Uas`];
@@ -24,8 +24,9 @@ mod call;
 mod pool;
 mod prompts;
 mod signalling;
+mod stream;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -40,8 +41,10 @@ use crate::sip::{Credentials, SipLimits, Uas, UasConfig};
 use call::CallSettings;
 use pool::PoolThread;
 use signalling::{Signalling, SignallingSettings, SipReload};
+use stream::{StreamLimits, Streams};
 
 pub use signalling::E2EE_REASON;
+pub(crate) use stream::server_tls;
 
 /// The SIP socket's receive buffer asked for.
 const SIP_RECV_BUFFER: usize = 4 << 20;
@@ -59,6 +62,9 @@ pub enum DialInError {
         /// Why.
         source: std::io::Error,
     },
+    /// `[sip] listen_tls` cannot be served with the certificate and key.
+    #[error("cannot serve SIP over TLS: {0}; fix [sip] tls_cert and tls_key")]
+    Tls(String),
     /// A thread could not be started.
     #[error("cannot start a dial-in thread: {0}")]
     Thread(std::io::Error),
@@ -93,6 +99,20 @@ fn limits(config: &SipConfig) -> Result<SipLimits, DialInError> {
     })
 }
 
+/// The connection limits `[sip]` asks for.
+fn stream_limits(config: &SipConfig) -> StreamLimits {
+    StreamLimits {
+        max_connections: config.max_connections,
+        per_source: config.max_connections_per_source,
+        idle: Duration::from_secs(config.connection_idle_secs),
+    }
+}
+
+/// Binds a TCP listener for SIP.
+fn listen_stream(addr: SocketAddr) -> Result<TcpListener, DialInError> {
+    TcpListener::bind(addr).map_err(|source| DialInError::Bind { addr, source })
+}
+
 /// What dial-in needs from the rest of the daemon.
 #[derive(Debug, Clone)]
 pub struct DialInOptions {
@@ -108,6 +128,8 @@ pub struct DialInOptions {
 #[derive(Debug)]
 pub struct DialIn {
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     reload: std::sync::mpsc::Sender<SipReload>,
     stop: Arc<AtomicBool>,
     signalling: Option<JoinHandle<()>>,
@@ -132,6 +154,21 @@ impl DialIn {
         // limits see it; the kernel caps it at net.core.rmem_max.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(SIP_RECV_BUFFER);
         let local_addr = socket.local_addr().map_err(bind_error)?;
+        // The SIP thread polls the socket with the TCP and TLS ones.
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let tcp = config.listen_tcp.map(listen_stream).transpose()?;
+        let tls = match config.listen_tls {
+            Some(addr) => {
+                let server = server_tls(config.tls_cert.as_deref(), config.tls_key.as_deref())
+                    .map_err(DialInError::Tls)?;
+                Some((listen_stream(addr)?, server))
+            }
+            None => None,
+        };
+        let local_of = |l: &TcpListener| l.local_addr().ok();
+        let tcp_addr = tcp.as_ref().and_then(local_of);
+        let tls_addr = tls.as_ref().and_then(|(l, _)| local_of(l));
+        let streams = Streams::new(tcp, tls, stream_limits(config)).map_err(bind_error)?;
         let settings = Arc::new(CallSettings {
             desk,
             counters,
@@ -159,6 +196,8 @@ impl DialIn {
         }
         let uas = Uas::new(UasConfig {
             local: local_addr,
+            tcp: tcp_addr,
+            tls: tls_addr,
             user_agent: format!("sluice/{}", env!("CARGO_PKG_VERSION")),
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
@@ -168,7 +207,7 @@ impl DialIn {
         let stop = Arc::new(AtomicBool::new(false));
         let (reload, reloads) = std::sync::mpsc::channel();
         let signalling = Signalling::new(
-            socket,
+            (socket, streams),
             uas,
             SignallingSettings {
                 ivr_user: config.ivr_user.clone(),
@@ -176,6 +215,7 @@ impl DialIn {
                 relay: options.relay,
                 max_calls: config.max_calls,
                 answer_delay: Duration::from_millis(config.answer_delay_ms),
+                tls_require_srtp: config.tls_require_srtp,
             },
             settings,
             senders,
@@ -186,7 +226,13 @@ impl DialIn {
             .name("sluice-sip".to_owned())
             .spawn(move || signalling.run())
             .map_err(DialInError::Thread)?;
-        tracing::info!(%local_addr, media_threads = threads, "SIP dial-in listening");
+        tracing::info!(
+            %local_addr,
+            tcp = ?tcp_addr,
+            tls = ?tls_addr,
+            media_threads = threads,
+            "SIP dial-in listening"
+        );
         if !local_addr.ip().is_loopback() && config.allow.iter().all(|net| net.addr().is_loopback())
         {
             tracing::warn!(
@@ -196,6 +242,8 @@ impl DialIn {
         }
         Ok(Self {
             local_addr,
+            tcp_addr,
+            tls_addr,
             reload,
             stop,
             signalling: Some(signalling),
@@ -208,6 +256,16 @@ impl DialIn {
         self.local_addr
     }
 
+    /// Where SIP over TCP listens, if it does.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Where SIP over TLS listens, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
     /// Applies what a config reload may change at run time: the allow
     /// list, rates, per-source shares, credentials, `max_calls` and the
     /// answer delay. Calls in progress are untouched.
@@ -216,6 +274,7 @@ impl DialIn {
             limits: limits(config)?,
             max_calls: config.max_calls,
             answer_delay: Duration::from_millis(config.answer_delay_ms),
+            streams: stream_limits(config),
         };
         // The receiver lives as long as the signalling thread.
         let _ = self.reload.send(update);

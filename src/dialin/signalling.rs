@@ -22,11 +22,12 @@ use crate::metrics::{CallOutcome, SipEdge};
 use crate::policy::Refusal;
 use crate::relay::MeetingMode;
 use crate::sip::sdp::{self, AnswerSpec, Codec, MediaOffer, Negotiated, build_answer};
-use crate::sip::{CallId, Event, SipLimits, Uas, UasStats};
+use crate::sip::{CallId, Event, SipLimits, Transport, Uas, UasStats};
 use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, CallerMedia, Entry, admit_direct, random_u32};
 use super::pool::{CallSlot, PoolCommand, PoolEvent};
+use super::stream::{StreamLimits, StreamStats, Streams};
 
 /// The `Reason` header an E2EE meeting's refusal carries (RFC 3326).
 pub const E2EE_REASON: &str =
@@ -44,7 +45,15 @@ pub(crate) struct SignallingSettings {
     pub(crate) relay: SocketAddr,
     pub(crate) max_calls: usize,
     pub(crate) answer_delay: Duration,
+    /// Calls over TLS must offer SRTP (`[sip] tls_require_srtp`).
+    pub(crate) tls_require_srtp: bool,
 }
+
+/// The 488's Warning (RFC 3261 §20.43) when a TLS call offers plain RTP.
+const SRTP_REQUIRED_WARNING: &str = "399 sluice \"SRTP (SDES) is required for calls over TLS\"";
+
+/// UDP datagrams read per turn, at most (the streams get their turn too).
+const DATAGRAMS_PER_TURN: usize = 64;
 
 /// A call the signalling side knows.
 #[derive(Debug)]
@@ -65,6 +74,8 @@ struct Ringing {
 
 pub(crate) struct Signalling {
     pub(crate) socket: UdpSocket,
+    /// SIP over TCP and TLS.
+    pub(crate) streams: Streams,
     pub(crate) uas: Uas,
     pub(crate) settings: SignallingSettings,
     pub(crate) calls_settings: Arc<CallSettings>,
@@ -78,6 +89,7 @@ pub(crate) struct Signalling {
     next_pool: usize,
     malformed_seen: u64,
     edge_seen: UasStats,
+    streams_seen: StreamStats,
     rng: SystemRandom,
 }
 
@@ -87,6 +99,7 @@ pub(crate) struct SipReload {
     pub(crate) limits: SipLimits,
     pub(crate) max_calls: usize,
     pub(crate) answer_delay: Duration,
+    pub(crate) streams: StreamLimits,
 }
 
 impl std::fmt::Debug for Signalling {
@@ -99,7 +112,7 @@ impl std::fmt::Debug for Signalling {
 
 impl Signalling {
     pub(crate) fn new(
-        socket: UdpSocket,
+        (socket, streams): (UdpSocket, Streams),
         uas: Uas,
         settings: SignallingSettings,
         calls_settings: Arc<CallSettings>,
@@ -109,6 +122,7 @@ impl Signalling {
     ) -> Self {
         Self {
             socket,
+            streams,
             uas,
             settings,
             calls_settings,
@@ -121,6 +135,7 @@ impl Signalling {
             next_pool: 0,
             malformed_seen: 0,
             edge_seen: UasStats::default(),
+            streams_seen: StreamStats::default(),
             rng: SystemRandom::new(),
         }
     }
@@ -147,6 +162,7 @@ impl Signalling {
             self.turn(&mut buf);
         }
         self.flush();
+        self.streams.close_all();
     }
 
     fn turn(&mut self, buf: &mut [u8]) {
@@ -158,19 +174,25 @@ impl Signalling {
         if let Some(r) = self.ringing.iter().map(|r| r.due).min() {
             wait = wait.min(r.saturating_duration_since(now));
         }
-        // A zero timeout means "block forever" to the socket.
-        let _ = self
-            .socket
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        match self.socket.recv_from(buf) {
-            Ok((len, from)) => {
-                if let Some(data) = buf.get(..len) {
-                    self.uas.handle_datagram(Instant::now(), from, data);
+        if self.streams.wait(&self.socket, wait) {
+            for _ in 0..DATAGRAMS_PER_TURN {
+                match self.socket.recv_from(buf) {
+                    Ok((len, from)) => {
+                        if let Some(data) = buf.get(..len) {
+                            self.uas.handle_datagram(Instant::now(), from, data);
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!("SIP socket: {e}");
+                        break;
+                    }
                 }
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => tracing::debug!("SIP socket: {e}"),
         }
+        self.streams.service(Instant::now(), &mut self.uas);
         let now = Instant::now();
         self.uas.handle_timeout(now);
         while let Some(event) = self.uas.poll_event() {
@@ -193,6 +215,7 @@ impl Signalling {
             self.uas.set_limits(reload.limits);
             self.settings.max_calls = reload.max_calls;
             self.settings.answer_delay = reload.answer_delay;
+            self.streams.set_limits(reload.streams);
         }
     }
 
@@ -219,7 +242,27 @@ impl Signalling {
                 was.stateless_refusals,
             ),
         ];
-        for (why, now, was) in pairs {
+        let streams = self.streams.stats();
+        let was_streams = self.streams_seen;
+        let stream_pairs = [
+            (
+                SipEdge::ConnectionRefused,
+                streams.refused,
+                was_streams.refused,
+            ),
+            (
+                SipEdge::ConnectionIdle,
+                streams.idle_closed,
+                was_streams.idle_closed,
+            ),
+            (
+                SipEdge::ConnectionMisbehaving,
+                streams.misbehaving_closed,
+                was_streams.misbehaving_closed,
+            ),
+        ];
+        self.streams_seen = streams;
+        for (why, now, was) in pairs.into_iter().chain(stream_pairs) {
             if now > was {
                 self.calls_settings.counters.sip_edge(why, now - was);
             }
@@ -229,7 +272,9 @@ impl Signalling {
 
     fn flush(&mut self) {
         while let Some(t) = self.uas.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.payload, t.to) {
+            if t.transport.is_stream() {
+                self.streams.send(&t);
+            } else if let Err(e) = self.socket.send_to(&t.payload, t.to) {
                 tracing::debug!("SIP send to {} failed: {e}", t.to);
             }
         }
@@ -240,10 +285,11 @@ impl Signalling {
             Event::Incoming {
                 call,
                 from,
+                transport,
                 user,
                 caller,
                 offer,
-            } => self.incoming(now, call, from, &user, &caller, offer),
+            } => self.incoming(now, call, (from, transport), &user, &caller, offer),
             Event::Confirmed { .. } => {}
             Event::Reoffer { call, offer } => self.reoffer(now, call, &offer),
             Event::Cancelled { call } => {
@@ -290,7 +336,7 @@ impl Signalling {
         &mut self,
         now: Instant,
         call: CallId,
-        from: SocketAddr,
+        (from, transport): (SocketAddr, Transport),
         user: &str,
         caller: &str,
         offer: Option<MediaOffer>,
@@ -308,6 +354,21 @@ impl Signalling {
                 return self.refuse(now, call, 488, "Not Acceptable Here", CallOutcome::Failed);
             }
         };
+        if transport == Transport::Tls
+            && self.settings.tls_require_srtp
+            && negotiated.crypto.is_none()
+        {
+            tracing::info!(%from, "dial-in over TLS refused: the offer has no SRTP (SDES)");
+            self.uas.reject(
+                now,
+                call,
+                488,
+                "Not Acceptable Here",
+                &[("Warning", SRTP_REQUIRED_WARNING)],
+            );
+            self.calls_settings.counters.outcome(CallOutcome::Failed);
+            return;
+        }
         let desk = &self.calls_settings.desk;
         let entry = if user == self.settings.ivr_user {
             Entry::Menu

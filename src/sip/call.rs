@@ -30,6 +30,7 @@ pub(crate) enum CallState {
 pub(crate) struct Pending2xx {
     pub(crate) payload: Vec<u8>,
     pub(crate) to: SocketAddr,
+    pub(crate) transport: super::Transport,
     /// CSeq of the INVITE it answers, which the ACK repeats.
     pub(crate) cseq: u32,
     pub(crate) interval: Duration,
@@ -53,6 +54,9 @@ pub(crate) struct Call {
     pub(crate) local_cseq: u32,
     /// Where the INVITE came from.
     pub(crate) source: SocketAddr,
+    /// How it came; on a stream, the dialog's requests go back over the
+    /// connection whose peer is `source`.
+    pub(crate) transport: super::Transport,
     /// The caller put its own (private) address in Via and Contact and is
     /// reached through a NAT: requests go to `source`.
     pub(crate) behind_nat: bool,
@@ -94,6 +98,7 @@ impl Call {
             remote_cseq: req.cseq.seq,
             local_cseq: req.cseq.seq,
             source: req.source,
+            transport: req.transport,
             behind_nat,
             invite_tx,
             reinvite_tx: None,
@@ -118,6 +123,17 @@ impl Call {
     /// the dialog (§12.2.1.1, §8.1.2). Names are not resolved (sans-IO):
     /// a hop that is not an IP literal is reached at the INVITE's source.
     pub(crate) fn next_hop(&self) -> (String, Vec<String>, SocketAddr) {
+        let (uri, route, to) = self.next_hop_by_uri();
+        if self.transport.is_stream() {
+            // The peer opened the connection the dialog came on, and is
+            // reached through it (RFC 5923 §5; a caller's own Contact on a
+            // stream is often an ephemeral port nobody listens on).
+            return (uri, route, self.source);
+        }
+        (uri, route, to)
+    }
+
+    fn next_hop_by_uri(&self) -> (String, Vec<String>, SocketAddr) {
         let addr = |uri: &str| {
             Uri::parse(uri)
                 .and_then(|u| u.socket_addr())

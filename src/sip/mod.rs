@@ -17,7 +17,14 @@
 //! - the UAS core (§8.2, §12, §13.3, §14, §15): dialogs, 2xx retransmission
 //!   until ACK (§13.3.1.4), CANCEL (§9.2), BYE both ways, re-INVITE, OPTIONS;
 //! - a non-INVITE client transaction (§17.1.2, Timers E and F) for our BYE;
-//! - responses routed per §18.2.2 and RFC 3581 (`rport`).
+//! - responses routed per §18.2.2 and RFC 3581 (`rport`);
+//! - three transports ([`Transport`]): UDP datagrams
+//!   ([`Uas::handle_datagram`]) and messages cut from TCP or TLS streams by
+//!   [`StreamFramer`] (§18.3, RFC 5626 keep-alives) fed to
+//!   [`Uas::handle_message`]. On a stream every response and every request
+//!   in the dialog goes back over the connection the request came on
+//!   (§18.2.2, and RFC 5923 reuse, which our own Via offers with `alias`);
+//!   a `sips:` Request-URI is only taken over TLS (RFC 5630 §3.1).
 //!
 //! [`sdp`] parses the caller's offer and builds our answer.
 //!
@@ -37,6 +44,7 @@ mod guard;
 mod header;
 mod message;
 pub mod sdp;
+mod stream;
 mod timer;
 mod transaction;
 mod uas;
@@ -46,6 +54,8 @@ mod wire;
 mod edge_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transport_tests;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,6 +68,7 @@ pub use sdp::{
     AnswerSpec, Codec, CryptoOffer, Direction, MediaOffer, Negotiated, OfferedCodec, SdpError,
     build_answer, negotiate, parse_offer,
 };
+pub use stream::{Frame, FramingError, PONG, StreamFramer};
 pub use uas::{Uas, UasStats};
 
 /// The largest datagram the UAS reads (larger ones are dropped).
@@ -79,6 +90,10 @@ pub struct UasConfig {
     pub local: SocketAddr,
     /// The `Server:` (responses) and `User-Agent:` (requests) value.
     pub user_agent: String,
+    /// Where SIP over TCP listens, if it does (Contact and Via on TCP).
+    pub tcp: Option<SocketAddr>,
+    /// Where SIP over TLS listens, if it does (Contact and Via on TLS).
+    pub tls: Option<SocketAddr>,
     /// RTT estimate, RFC 3261 T1 (500 ms).
     pub t1: Duration,
     /// Longest retransmit interval for non-INVITE requests and INVITE
@@ -92,9 +107,50 @@ impl UasConfig {
     pub fn new(local: SocketAddr, user_agent: impl Into<String>) -> Self {
         Self {
             local,
+            tcp: None,
+            tls: None,
             user_agent: user_agent.into(),
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
+        }
+    }
+}
+
+impl UasConfig {
+    /// Our address on `transport` (the UDP one when that is not served).
+    pub fn local_for(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Udp => self.local,
+            Transport::Tcp => self.tcp.unwrap_or(self.local),
+            Transport::Tls => self.tls.unwrap_or(self.local),
+        }
+    }
+}
+
+/// How a SIP message travelled (RFC 3261 §18, RFC 5630).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// Datagrams.
+    #[default]
+    Udp,
+    /// A TCP connection.
+    Tcp,
+    /// A TLS connection over TCP.
+    Tls,
+}
+
+impl Transport {
+    /// Whether messages travel on a connection (a stream).
+    pub fn is_stream(self) -> bool {
+        self != Self::Udp
+    }
+
+    /// The Via transport token (§20.42).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
         }
     }
 }
@@ -104,11 +160,15 @@ impl UasConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(pub u64);
 
-/// A datagram to send from the SIP socket.
+/// A message to send: a datagram from the SIP socket, or bytes to write
+/// on a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// Where to send it.
+    /// Where to send it: on a stream transport, the peer of the connection
+    /// to send it over.
     pub to: SocketAddr,
+    /// Which socket or connection kind it goes out on.
+    pub transport: Transport,
     /// The whole SIP message.
     pub payload: Vec<u8>,
 }
@@ -125,6 +185,8 @@ pub enum Event {
         call: CallId,
         /// The source address of the INVITE.
         from: SocketAddr,
+        /// How it came.
+        transport: Transport,
         /// The Request-URI user part, percent-decoded ("1234" for
         /// `sip:1234@host`; empty when the URI has none).
         user: String,

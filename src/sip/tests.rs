@@ -208,6 +208,7 @@ fn invite_ring_answer_ack_and_remote_bye() {
             Event::Incoming {
                 call,
                 from,
+                transport: Transport::Udp,
                 user,
                 caller,
                 offer: Some(offer),

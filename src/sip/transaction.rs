@@ -114,6 +114,7 @@ pub(crate) struct ClientTx {
     pub(crate) branch: String,
     pub(crate) request: Vec<u8>,
     pub(crate) to: SocketAddr,
+    pub(crate) transport: super::Transport,
     /// Timer E's current interval.
     pub(crate) interval: Duration,
     /// A provisional response arrived: retransmit every T2.

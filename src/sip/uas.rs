@@ -18,7 +18,9 @@ use super::transaction::{ClientTx, InviteState, ServerKind, ServerTx, TxKey};
 use super::wire::{
     Invalid, OutRequest, ReplyBase, Request, Response, SUPPORTED, encode_request, encode_response,
 };
-use super::{CallId, EndReason, Event, MAX_DIALOGS, MAX_TRANSACTIONS, Transmit, UasConfig};
+use super::{
+    CallId, EndReason, Event, MAX_DIALOGS, MAX_TRANSACTIONS, Transmit, Transport, UasConfig,
+};
 
 /// RFC 3261 T4: how long a message may stay in the network (Timer I).
 const T4: Duration = Duration::from_secs(5);
@@ -159,6 +161,21 @@ impl Uas {
     /// panics; what cannot be parsed is dropped and counted. Drain
     /// [`Self::poll_transmit`] and [`Self::poll_event`] afterwards.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.handle_message(now, Transport::Udp, from, data);
+    }
+
+    /// Feeds one whole message that arrived on `transport` from `from`: a
+    /// datagram, or a [`super::Frame::Message`] cut from the connection
+    /// whose peer is `from` (its answers go back as [`Transmit`]s to that
+    /// peer on that transport). Never panics, like
+    /// [`Self::handle_datagram`].
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         self.stats.datagrams += 1;
         if !self.guard.allows(from.ip()) {
             self.stats.not_allowed += 1;
@@ -173,7 +190,9 @@ impl Uas {
             return;
         };
         match msg.start {
-            StartLine::Request { .. } => self.on_request(now, from, msg, body_error.is_none()),
+            StartLine::Request { .. } => {
+                self.on_request(now, from, transport, msg, body_error.is_none());
+            }
             StartLine::Response { .. } if body_error.is_some() => {
                 self.stats.malformed_dropped += 1;
             }
@@ -232,6 +251,7 @@ impl Uas {
         tx.last_response = encode_response(&tx.base, &resp, &self.cfg);
         let t = Transmit {
             to: tx.base.reply_to,
+            transport: tx.base.transport,
             payload: tx.last_response.clone(),
         };
         self.transmits.push_back(t);
@@ -312,7 +332,7 @@ impl Uas {
             ..Response::new(status, reason)
         };
         let payload = encode_response(&tx.base, &resp, &self.cfg);
-        self.send(tx.base.reply_to, payload);
+        self.send(tx.base.reply_to, tx.base.transport, payload);
         self.stats.stateless_refusals += 1;
         self.end_call(now, call, EndReason::Rejected);
     }
@@ -355,6 +375,17 @@ impl Uas {
         }
     }
 
+    /// Whether `[sip] allow` takes requests from `ip` (for accepting a
+    /// connection before it costs anything; counted as `not_allowed` when
+    /// it does not).
+    pub fn allows(&mut self, ip: std::net::IpAddr) -> bool {
+        let allowed = self.guard.allows(ip);
+        if !allowed {
+            self.stats.not_allowed += 1;
+        }
+        allowed
+    }
+
     /// What the UAS has counted so far.
     pub fn stats(&self) -> UasStats {
         self.stats
@@ -378,11 +409,18 @@ impl Uas {
 
     // ----- requests -----
 
-    fn on_request(&mut self, now: Instant, from: SocketAddr, msg: SipMessage, body_ok: bool) {
+    fn on_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        msg: SipMessage,
+        body_ok: bool,
+    ) {
         if let Some(m) = msg.method() {
             self.count_method(m);
         }
-        let req = match Request::read(msg, from, body_ok) {
+        let req = match Request::read(msg, from, transport, body_ok) {
             Ok(req) => req,
             Err(Invalid::Drop) => {
                 self.stats.malformed_dropped += 1;
@@ -476,6 +514,7 @@ impl Uas {
         }
         let t = Transmit {
             to: tx.base.reply_to,
+            transport: tx.base.transport,
             payload: tx.last_response.clone(),
         };
         self.transmits.push_back(t);
@@ -505,6 +544,17 @@ impl Uas {
                 }
             };
             self.respond(now, req, resp);
+            return;
+        }
+        let sips = req
+            .uri
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("sips:"));
+        if sips && req.transport != Transport::Tls {
+            // RFC 5630 §3.1: a SIPS URI asks for TLS up to us; over
+            // anything else the request cannot be taken as it asks.
+            self.stats.unsupported += 1;
+            self.respond(now, req, Response::new(416, "Unsupported URI Scheme"));
             return;
         }
         let ip = req.source.ip();
@@ -572,7 +622,7 @@ impl Uas {
         else {
             return;
         };
-        self.send(req.base.reply_to, trying);
+        self.send(req.base.reply_to, req.base.transport, trying);
         let local_tag = self.token();
         let mut call = Call::from_invite(req, contact, local_tag, tx);
         call.pending_source = Some(ip);
@@ -587,6 +637,7 @@ impl Uas {
         self.events.push_back(Event::Incoming {
             call: id,
             from: req.source,
+            transport: req.transport,
             user,
             caller: req.from_uri.clone(),
             offer,
@@ -685,7 +736,7 @@ impl Uas {
                 if let Some(call) = self.calls.get_mut(&id) {
                     call.reinvite_tx = Some(tx);
                 }
-                self.send(req.base.reply_to, trying);
+                self.send(req.base.reply_to, req.base.transport, trying);
                 self.events.push_back(Event::Reoffer { call: id, offer });
             }
             // No offer (a session refresh): offer what we have, unchanged
@@ -869,7 +920,7 @@ impl Uas {
         {
             self.stats.refused += 1;
         }
-        self.send(req.base.reply_to, payload);
+        self.send(req.base.reply_to, req.base.transport, payload);
     }
 
     /// Answers without keeping any state.
@@ -880,7 +931,7 @@ impl Uas {
             ..resp
         };
         let payload = encode_response(base, &resp, &self.cfg);
-        self.send(base.reply_to, payload);
+        self.send(base.reply_to, base.transport, payload);
     }
 
     /// A server transaction for `req` whose last response is `sent`, with
@@ -927,16 +978,23 @@ impl Uas {
             return;
         };
         let long = self.cfg.t1 * 64;
+        // §17.2.1, §17.2.2: on a reliable transport Timer G never fires
+        // and Timers I and J are zero.
+        let stream = tx.base.transport.is_stream();
         let (retransmit, expire) = match tx.kind {
             ServerKind::Invite(InviteState::Proceeding) => (None, None),
             // Timer L (RFC 6026).
             ServerKind::Invite(InviteState::Accepted) => (None, Some(long)),
             // Timers G and H.
-            ServerKind::Invite(InviteState::Completed) => (Some(tx.interval), Some(long)),
+            ServerKind::Invite(InviteState::Completed) => {
+                ((!stream).then_some(tx.interval), Some(long))
+            }
             // Timer I.
-            ServerKind::Invite(InviteState::Confirmed) => (None, Some(T4)),
+            ServerKind::Invite(InviteState::Confirmed) => {
+                (None, Some(if stream { Duration::ZERO } else { T4 }))
+            }
             // Timer J.
-            ServerKind::NonInvite => (None, Some(long)),
+            ServerKind::NonInvite => (None, Some(if stream { Duration::ZERO } else { long })),
         };
         match retransmit {
             Some(after) => self.timers.set(TimerKey::ServerRetransmit(id), now + after),
@@ -964,10 +1022,11 @@ impl Uas {
         let payload = encode_response(&tx.base, &resp, &self.cfg);
         tx.kind = ServerKind::Invite(InviteState::Accepted);
         tx.last_response.clone_from(&payload);
-        let to = tx.base.reply_to;
+        let (to, transport) = (tx.base.reply_to, tx.base.transport);
         c.pending_2xx = Some(Pending2xx {
             payload: payload.clone(),
             to,
+            transport,
             cseq: tx.cseq,
             interval: self.cfg.t1,
         });
@@ -982,7 +1041,7 @@ impl Uas {
             .set(TimerKey::Retransmit2xx(call), now + self.cfg.t1);
         self.timers
             .set(TimerKey::AckTimeout(call), now + self.cfg.t1 * 64);
-        self.send(to, payload);
+        self.send(to, transport, payload);
     }
 
     fn reject_with(
@@ -1039,6 +1098,7 @@ impl Uas {
         tx.interval = self.cfg.t1;
         let t = Transmit {
             to: tx.base.reply_to,
+            transport: tx.base.transport,
             payload: tx.last_response.clone(),
         };
         self.transmits.push_back(t);
@@ -1066,14 +1126,16 @@ impl Uas {
                 to: &c.remote,
                 call_id: &c.sip_call_id,
                 cseq: c.local_cseq,
+                transport: c.transport,
             },
             &self.cfg,
         );
+        let transport = c.transport;
         let pending_reinvite = c.reinvite_tx.take();
         if let Some(tx) = pending_reinvite {
             self.final_response(now, tx, 487, "Request Terminated", &[]);
         }
-        self.send(to, payload.clone());
+        self.send(to, transport, payload.clone());
         if self.client_txs.len() >= MAX_TRANSACTIONS {
             // No room to wait for the answer: the BYE went once.
             self.end_call(now, call, EndReason::LocalBye);
@@ -1089,12 +1151,16 @@ impl Uas {
                 branch,
                 request: payload,
                 to,
+                transport,
                 interval: self.cfg.t1,
                 proceeding: false,
             },
         );
-        self.timers
-            .set(TimerKey::ClientRetransmit(id), now + self.cfg.t1);
+        if !transport.is_stream() {
+            // Timer E runs on unreliable transports only (§17.1.2.2).
+            self.timers
+                .set(TimerKey::ClientRetransmit(id), now + self.cfg.t1);
+        }
         self.timers
             .set(TimerKey::ClientExpire(id), now + self.cfg.t1 * 64);
     }
@@ -1141,6 +1207,7 @@ impl Uas {
         tx.call = None;
         let t = Transmit {
             to: tx.base.reply_to,
+            transport: tx.base.transport,
             payload: tx.last_response.clone(),
         };
         self.transmits.push_back(t);
@@ -1196,6 +1263,7 @@ impl Uas {
         tx.interval = (tx.interval * 2).min(self.cfg.t2);
         let t = Transmit {
             to: tx.base.reply_to,
+            transport: tx.base.transport,
             payload: tx.last_response.clone(),
         };
         let next = now + tx.interval;
@@ -1236,6 +1304,7 @@ impl Uas {
         };
         let t = Transmit {
             to: tx.to,
+            transport: tx.transport,
             payload: tx.request.clone(),
         };
         let next = now + tx.interval;
@@ -1264,6 +1333,7 @@ impl Uas {
         p.interval = (p.interval * 2).min(self.cfg.t2);
         let t = Transmit {
             to: p.to,
+            transport: p.transport,
             payload: p.payload.clone(),
         };
         let next = now + p.interval;
@@ -1288,8 +1358,12 @@ impl Uas {
 
     // ----- helpers -----
 
-    fn send(&mut self, to: SocketAddr, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit { to, payload });
+    fn send(&mut self, to: SocketAddr, transport: Transport, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            to,
+            transport,
+            payload,
+        });
     }
 
     /// 64 random bits as hex, for tags and branches (RFC 3261 §19.3 asks

@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use super::UasConfig;
 use super::header::{CSeq, NameAddr, Via};
 use super::message::{Method, SipMessage, StartLine};
+use super::{Transport, UasConfig};
 
 /// The methods we implement, for `Allow`.
 pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
@@ -29,16 +29,26 @@ pub(crate) struct ReplyBase {
     pub(crate) timestamp: Option<String>,
     pub(crate) record_route: Vec<String>,
     pub(crate) reply_to: SocketAddr,
+    /// The transport the request came on, which the response takes.
+    pub(crate) transport: Transport,
 }
 
 impl ReplyBase {
     /// `None` when the top Via is missing or unreadable: then no response
     /// can be routed and the request is dropped.
-    fn read(msg: &SipMessage, source: SocketAddr) -> Option<(Self, Via, String)> {
+    fn read(
+        msg: &SipMessage,
+        source: SocketAddr,
+        transport: Transport,
+    ) -> Option<(Self, Via, String)> {
         let mut vias = msg.headers("Via");
         let top_raw = vias.next()?;
         let mut top = Via::parse(top_raw)?;
-        let reply_to = top.stamp_source(source);
+        let mut reply_to = top.stamp_source(source);
+        if transport.is_stream() {
+            // §18.2.2: on a connection the response goes back over it.
+            reply_to = source;
+        }
         let mut all = vec![top.to_string()];
         all.extend(vias.map(str::to_owned));
         if !all.iter().all(|v| is_text(v)) {
@@ -59,6 +69,7 @@ impl ReplyBase {
                 .map(str::to_owned)
                 .collect(),
             reply_to,
+            transport,
         };
         Some((base, top, top_raw.to_owned()))
     }
@@ -89,6 +100,7 @@ pub(crate) struct Request {
     pub(crate) authorization: Option<String>,
     pub(crate) body: Vec<u8>,
     pub(crate) source: SocketAddr,
+    pub(crate) transport: Transport,
 }
 
 /// Why a request is not a [`Request`].
@@ -106,12 +118,13 @@ impl Request {
     pub(crate) fn read(
         msg: SipMessage,
         source: SocketAddr,
+        transport: Transport,
         body_ok: bool,
     ) -> Result<Self, Invalid> {
         let StartLine::Request { method, uri } = msg.start.clone() else {
             return Err(Invalid::Drop);
         };
-        let Some((base, top_via, top_via_raw)) = ReplyBase::read(&msg, source) else {
+        let Some((base, top_via, top_via_raw)) = ReplyBase::read(&msg, source, transport) else {
             return Err(Invalid::Drop);
         };
         let bad = |base: ReplyBase, why| {
@@ -194,6 +207,7 @@ impl Request {
             authorization: msg.header("Authorization").map(str::to_owned),
             body: msg.body,
             source,
+            transport,
             base,
         })
     }
@@ -306,7 +320,7 @@ pub(crate) fn encode_response(base: &ReplyBase, r: &Response<'_>, cfg: &UasConfi
         }
     } else {
         if r.dialog {
-            header(&mut out, "Contact", &format!("<sip:{}>", cfg.local));
+            header(&mut out, "Contact", &contact(cfg, base.transport));
         }
         header(&mut out, "Allow", ALLOW);
         header(&mut out, "Supported", &SUPPORTED.join(", "));
@@ -317,6 +331,17 @@ pub(crate) fn encode_response(base: &ReplyBase, r: &Response<'_>, cfg: &UasConfi
     }
     finish(&mut out, r.sdp);
     out.into_bytes()
+}
+
+/// Our Contact on `transport`: `sips:` on TLS (RFC 5630 §3.1.3, no
+/// `transport=tls`), `transport=tcp` on TCP.
+pub(crate) fn contact(cfg: &UasConfig, transport: Transport) -> String {
+    let local = cfg.local_for(transport);
+    match transport {
+        Transport::Udp => format!("<sip:{local}>"),
+        Transport::Tcp => format!("<sip:{local};transport=tcp>"),
+        Transport::Tls => format!("<sips:{local}>"),
+    }
 }
 
 fn finish(out: &mut String, sdp: Option<&str>) {
@@ -340,15 +365,28 @@ pub(crate) struct OutRequest<'a> {
     pub(crate) to: &'a str,
     pub(crate) call_id: &'a str,
     pub(crate) cseq: u32,
+    pub(crate) transport: Transport,
 }
 
 pub(crate) fn encode_request(r: &OutRequest<'_>, cfg: &UasConfig) -> Vec<u8> {
     let mut out = String::with_capacity(512);
     let _ = write!(out, "{} {} SIP/2.0\r\n", r.method, clean(r.uri));
+    // On a connection, `alias` (RFC 5923 §6) lets the peer send its
+    // requests back over it.
+    let alias = if r.transport.is_stream() {
+        ";alias"
+    } else {
+        ""
+    };
     header(
         &mut out,
         "Via",
-        &format!("SIP/2.0/UDP {};branch={};rport", cfg.local, r.branch),
+        &format!(
+            "SIP/2.0/{} {};branch={};rport{alias}",
+            r.transport.via_token(),
+            cfg.local_for(r.transport),
+            r.branch
+        ),
     );
     header(&mut out, "Max-Forwards", "70");
     for route in r.route {
@@ -384,7 +422,7 @@ Via: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKb\r\n\
 From: <sip:sbc@10.1.1.1>;tag=f1\r\nTo: <sip:192.0.2.10>\r\nCall-ID: c1\r\nCSeq: 7 OPTIONS\r\n\r\n",
         );
         let src = "198.51.100.1:33333".parse().unwrap();
-        let req = Request::read(msg, src, true).unwrap();
+        let req = Request::read(msg, src, Transport::Udp, true).unwrap();
         assert_eq!(req.base.reply_to, src);
         let out = encode_response(
             &req.base,
@@ -415,11 +453,11 @@ From: <sip:sbc@10.1.1.1>;tag=f1\r\nTo: <sip:192.0.2.10>\r\nCall-ID: c1\r\nCSeq: 
         let src = "198.51.100.1:5060".parse().unwrap();
         let no_via = parse(b"BYE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n");
         assert!(matches!(
-            Request::read(no_via, src, true),
+            Request::read(no_via, src, Transport::Udp, true),
             Err(Invalid::Drop)
         ));
         let mismatch = parse(b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n");
-        match Request::read(mismatch, src, true) {
+        match Request::read(mismatch, src, Transport::Udp, true) {
             Err(Invalid::BadRequest(base, why)) => {
                 assert_eq!(why, "CSeq Method Mismatch");
                 assert_eq!(base.cseq.as_deref(), Some("1 INVITE"));
@@ -427,6 +465,9 @@ From: <sip:sbc@10.1.1.1>;tag=f1\r\nTo: <sip:192.0.2.10>\r\nCall-ID: c1\r\nCSeq: 
             other => panic!("{other:?}"),
         }
         let ack = parse(b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n");
-        assert!(matches!(Request::read(ack, src, true), Err(Invalid::Drop)));
+        assert!(matches!(
+            Request::read(ack, src, Transport::Udp, true),
+            Err(Invalid::Drop)
+        ));
     }
 }

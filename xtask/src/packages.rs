@@ -89,6 +89,11 @@ pub(crate) const APT: &[Package] = &[
         "SIPp, the phone in tests/dialin.rs",
     ),
     pkg(
+        "socat",
+        Stage::Test,
+        "the OpenSSL TLS hop in front of SIPp's TCP (Debian's SIPp has no TLS) in tests/dialin.rs",
+    ),
+    pkg(
         "ocl-icd-libopencl1",
         Stage::Test,
         "the OpenCL loader crates/sluice-gpu opens at run time",
