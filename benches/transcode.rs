@@ -4,7 +4,10 @@
 //! whole `CallBridge::tick` with three meeting speakers (levels known) and
 //! one caller frame pushed; then the split the media pool runs: one
 //! `CallerUplink` tick (talking, and silent with suppression), one
-//! `MeetingMix` tick, and whole meetings of K dial-in calls sharing a mix.
+//! `MeetingMix` tick (three speakers, and three silent ones sending DTX),
+//! whole meetings of K dial-in calls sharing a mix, and a meeting
+//! speaker's way to a G.711 caller (FFmpeg at 48 kHz then libswresample,
+//! against libopus straight at 8 kHz).
 //!
 //! Run: `cargo bench --bench transcode` (full), `cargo test --benches`
 //! (smoke). Calls per core = 20 ms / the time per call and tick;
@@ -17,7 +20,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use sluice::media::tone::Sine;
 use sluice::media::{
     CallBridge, CallerUplink, Downsampler, FRAME_8K, FRAME_48K, FfmpegG711, G711, MeetingMix,
-    OPUS_RATE, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings, UplinkSettings, Upsampler,
+    NarrowbandDecoder, NarrowbandEncoder, OPUS_RATE, OpusBandwidth, OpusDecoder, OpusEncoder,
+    OpusSettings, UplinkSettings, Upsampler,
 };
 
 /// 20 ms of a tone at 8 kHz.
@@ -156,6 +160,19 @@ fn opus(c: &mut Criterion) {
             });
         });
     }
+    // The uplink's encoder since #17: libopus called directly, fed the
+    // caller's 8 kHz samples (no upsampler), the dial-in settings.
+    let mut enc = NarrowbandEncoder::new(OpusSettings::DIAL_IN).expect("libopus at 8 kHz");
+    let mut i = 0;
+    group.bench_function(
+        BenchmarkId::new("encode_20ms", "dial_in_libopus_8k_in"),
+        |b| {
+            b.iter(|| {
+                i = (i + 1) % frames_8k.len();
+                enc.encode(black_box(&frames_8k[i])).expect("encodes").len()
+            });
+        },
+    );
     for (name, packets) in [
         ("wb_talker", talker(700.0, 50)),
         ("nb_dial_in", {
@@ -175,7 +192,49 @@ fn opus(c: &mut Criterion) {
             });
         });
     }
+    // What a meeting mix does per speaker for a G.711 caller: FFmpeg's
+    // libopus at 48 kHz then libswresample to 8 kHz (the old path), or
+    // libopus straight at 8 kHz. Packets of a browser-like fullband
+    // talker (32 kbit/s, complexity 5) and of the wideband one above.
+    for (name, packets) in [
+        ("fb_talker", fullband_talker(1000.0, 50)),
+        ("wb_talker", talker(700.0, 50)),
+    ] {
+        let mut dec = OpusDecoder::new().expect("libopus decoder");
+        let mut down = Downsampler::new().expect("swr");
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("to_8k_ffmpeg_48k_then_swr", name), |b| {
+            b.iter(|| {
+                i = (i + 1) % packets.len();
+                let pcm = dec.decode(black_box(&packets[i])).expect("decodes");
+                down.process(pcm).expect("resamples").len()
+            });
+        });
+        let mut dec = NarrowbandDecoder::new().expect("libopus at 8 kHz");
+        group.bench_function(BenchmarkId::new("to_8k_libopus_8k", name), |b| {
+            b.iter(|| {
+                i = (i + 1) % packets.len();
+                dec.decode(black_box(&packets[i])).expect("decodes").len()
+            });
+        });
+    }
     group.finish();
+}
+
+/// `frames` Opus packets of a fullband talker as a browser sends them
+/// (32 kbit/s VBR, complexity 5), the dial-in benchmark's web speakers.
+fn fullband_talker(freq: f32, frames: usize) -> Vec<Vec<u8>> {
+    let mut enc = OpusEncoder::with_settings(OpusSettings {
+        bitrate_bps: 32_000,
+        bandwidth: OpusBandwidth::Full,
+        complexity: 5,
+        ..OpusSettings::DIAL_IN
+    })
+    .expect("libopus encoder");
+    tone_48k(freq, frames)
+        .iter()
+        .map(|f| enc.encode(f).expect("encodes").to_vec())
+        .collect()
 }
 
 fn resample(c: &mut Criterion) {
@@ -283,6 +342,21 @@ fn meeting_mix(c: &mut Criterion) {
             seq = seq.wrapping_add(1);
             for (ssrc, packets, level) in &speakers {
                 mix.push(*ssrc, seq, &packets[i], Some(*level));
+            }
+            mix.tick().expect("ticks");
+            mix.to_caller(G711::Mu, Some(0x100))[0]
+        });
+    });
+    // Three web participants present but silent: their DTX packets (one
+    // TOC byte, RFC 7587 §3.1.3) carry level 127, so nothing is decoded.
+    let mut mix = MeetingMix::new();
+    mix.add_caller(0x100);
+    let dtx = [0x08u8];
+    group.bench_function("tick_3_silent_dtx", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            for ssrc in 1..=3 {
+                mix.push(ssrc, seq, black_box(&dtx), Some(127));
             }
             mix.tick().expect("ticks");
             mix.to_caller(G711::Mu, Some(0x100))[0]

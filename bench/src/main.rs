@@ -579,11 +579,19 @@ fn dialin(args: &DialinArgs, quiet: bool) -> Result<(), String> {
                             &load,
                             run.passes(),
                             &format!(
-                                "{} of {} rounds late, round p99 {:.2} ms, CPU {:.0} %",
+                                "{} of {} rounds late, round p99 {:.2} ms, CPU {:.0} % ({:.0} calls per busy core); slowest {}",
                                 run.late_rounds,
                                 run.rounds,
                                 run.round_p99_us as f64 / 1000.0,
-                                run.cpu_pct
+                                run.cpu_pct,
+                                run.calls_per_busy_core,
+                                run.slowest.first().map_or(String::new(), |r| format!(
+                                    "{:.1} ms wall / {:.1} ms CPU, {} preempted, {} faults",
+                                    r.wall_us as f64 / 1000.0,
+                                    r.cpu_us as f64 / 1000.0,
+                                    r.involuntary_switches,
+                                    r.minor_faults
+                                ))
                             ),
                         ),
                         Err(e) => log.finish(&load, false, &format!("failed: {e}")),

@@ -405,7 +405,10 @@ impl Call {
         let Some(packet) = buf.get(..len).and_then(|b| RtpPacket::parse(b).ok()) else {
             return;
         };
-        let level = level::audio_level(&packet, self.settings.audio_level_extension);
+        let level = speaking_level(level::audio_level_and_voice(
+            &packet,
+            self.settings.audio_level_extension,
+        ));
         let header = packet.header();
         mix.push(
             header.ssrc().0,
@@ -678,6 +681,19 @@ fn write_meeting_packet(
     b.to_relay.protect_rtp(buf, len).ok()
 }
 
+/// The level a meeting packet is ranked by: its RFC 6464 level, or
+/// silence when its sender's voice activity flag says nobody speaks and the
+/// level is below the voice threshold (room noise, a muted microphone's
+/// hiss), so the mix never decodes it. A sender without voice detection
+/// sends V = 0 throughout; its speech, louder than the threshold, is still
+/// heard.
+fn speaking_level(level: Option<(u8, bool)>) -> Option<u8> {
+    match level {
+        Some((dbov, false)) if dbov >= VOICE_DBOV => Some(level::SILENCE_DBOV),
+        other => other.map(|(dbov, _)| dbov),
+    }
+}
+
 /// Admits the caller with a fresh SSRC (another on the rare collision).
 fn admit(
     desk: &MeetingDesk,
@@ -762,6 +778,19 @@ mod tests {
         }
         assert_eq!(timestamp, 5000 + 960 * frames.len() as u32);
         out
+    }
+
+    #[test]
+    fn quiet_packets_without_voice_are_not_speakers() {
+        // Voice flagged: ranked by its level, however quiet.
+        assert_eq!(speaking_level(Some((70, true))), Some(70));
+        // No voice flag but speech-loud (a sender without VAD): heard.
+        assert_eq!(speaking_level(Some((20, false))), Some(20));
+        // No voice and quiet: silence, never decoded.
+        assert_eq!(speaking_level(Some((VOICE_DBOV, false))), Some(127));
+        assert_eq!(speaking_level(Some((90, false))), Some(127));
+        // No level at all: the mix measures it by decoding.
+        assert_eq!(speaking_level(None), None);
     }
 
     #[test]

@@ -65,6 +65,24 @@ pub enum MediaError {
         /// Samples given.
         got: usize,
     },
+    /// libopus refused to open an encoder or decoder, or a setting.
+    #[error("opening libopus at 8 kHz failed (libopus error {code})")]
+    LibopusOpen {
+        /// libopus's negative error code.
+        code: i32,
+    },
+    /// libopus refused a packet (for network input: a corrupt payload).
+    #[error("libopus decoding failed (libopus error {code})")]
+    LibopusDecode {
+        /// libopus's negative error code.
+        code: i32,
+    },
+    /// libopus refused to encode a frame.
+    #[error("libopus encoding failed (libopus error {code})")]
+    LibopusEncode {
+        /// libopus's negative error code.
+        code: i32,
+    },
     /// A setting out of range (complexity above 10, a zero bitrate, …).
     #[error("invalid setting {name} = {value}")]
     InvalidSetting {

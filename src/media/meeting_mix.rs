@@ -11,9 +11,10 @@
 //!    stream without one is decoded to be ranked by energy),
 //! 2. chooses the at most three loudest (with hysteresis, see [`Mixer`])
 //!    and the runner-up,
-//! 3. decodes each chosen stream once and downsamples it to 8 kHz through
-//!    its own downsampler (the runner-up only when a caller of this mix
-//!    is one of the speakers and so needs it),
+//! 3. decodes each chosen stream once, straight to 8 kHz (libopus decodes
+//!    at the callers' rate: no 48 kHz frame, no resampler), the runner-up
+//!    only when a caller of this mix is one of the speakers and so needs
+//!    it,
 //! 4. lets the other streams' 20 ms pass unheard.
 //!
 //! [`MeetingMix::to_caller`] then hands each caller its 160 bytes of
@@ -31,7 +32,7 @@ use arrayvec::ArrayVec;
 
 use super::mixer::{MAX_RANKED, MAX_SPEAKERS, Mixer, saturating_sum};
 use super::stream::{DecodeCounts, MeetingStream, Queueing};
-use super::{FRAME_8K, FRAME_48K, G711, MediaError};
+use super::{FRAME_8K, G711, MediaError};
 
 /// Ticks without a packet after which a meeting stream is forgotten.
 pub const STREAM_IDLE_TICKS: u64 = 50;
@@ -75,7 +76,6 @@ pub struct MeetingMix {
     /// ranked them), and their 8 kHz frames at the same index.
     decoded: ArrayVec<u32, MAX_RANKED>,
     frames: Box<[[i16; FRAME_8K]; MAX_RANKED]>,
-    scratch: Box<[i16; FRAME_48K]>,
     /// The speakers' sum at 8 kHz, once made this tick.
     common: Option<[i16; FRAME_8K]>,
     /// The common mix in µ-law and A-law, once encoded this tick.
@@ -114,7 +114,6 @@ impl MeetingMix {
             callers: Vec::new(),
             decoded: ArrayVec::new(),
             frames: Box::new([[0; FRAME_8K]; MAX_RANKED]),
-            scratch: Box::new([0; FRAME_48K]),
             common: None,
             encoded: [None; 2],
             own: [0; FRAME_8K],
@@ -207,8 +206,7 @@ impl MeetingMix {
         self.streams.retain(|s| s.ssrc != ssrc);
     }
 
-    /// One 20 ms tick: ranks, chooses, decodes and downsamples the
-    /// speakers (see the module docs). Call once per tick, after the
+    /// One 20 ms tick: ranks, chooses and decodes the speakers (see the module docs). Call once per tick, after the
     /// packets of the last 20 ms were pushed and before
     /// [`Self::to_caller`].
     pub fn tick(&mut self) -> Result<(), MediaError> {
@@ -239,8 +237,7 @@ impl MeetingMix {
             let stream = &mut self.streams[i];
             match chosen[..decode].iter().position(|&s| s == stream.ssrc) {
                 Some(slot) if result.is_ok() => {
-                    result =
-                        stream.play_frame(&mut counts, &mut self.scratch, &mut self.frames[slot]);
+                    result = stream.play_frame(&mut counts, &mut self.frames[slot]);
                 }
                 _ => stream.skip_frame(),
             }

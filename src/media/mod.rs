@@ -6,7 +6,7 @@
 //! Sans-IO like the rest of the library: nothing here reads the clock or
 //! touches a socket. A call's work is split in two:
 //! - [`CallerUplink`], one per call: the caller's G.711 into a FIFO, then
-//!   each 20 ms upsampled and encoded to Opus, or held back by silence
+//!   each 20 ms encoded to Opus straight from 8 kHz, or held back by silence
 //!   suppression ([`SilenceGate`], DTX-style);
 //! - [`MeetingMix`], one per meeting and media thread, shared by the calls
 //!   of that meeting there: the meeting's Opus packets (deduplicated
@@ -23,6 +23,9 @@
 //! - [`G711`]: ITU-T G.711 by table (why tables: see [`g711`]).
 //! - [`OpusEncoder`], [`OpusDecoder`]: FFmpeg's `libopus`, mono s16 48 kHz,
 //!   20 ms frames, application `voip`, settings in [`OpusSettings`].
+//! - [`NarrowbandDecoder`], [`NarrowbandEncoder`]: libopus called directly
+//!   at 8 kHz (FFmpeg's wrapper only decodes at 48 kHz, and pays a CPU
+//!   detection per frame), what the meeting mix and the uplink use.
 //! - [`Upsampler`], [`Downsampler`]: libswresample 8 ↔ 48 kHz, exactly one
 //!   frame out per frame in at a constant delay.
 //! - [`dtmf`]: RFC 4733 telephone events; [`tone`]: Goertzel and a sine;
@@ -36,6 +39,7 @@ pub mod dtmf;
 mod error;
 pub mod g711;
 pub mod level;
+mod libopus;
 mod meeting_mix;
 mod mixer;
 mod opus;
@@ -50,6 +54,7 @@ use std::sync::Once;
 pub use bridge::{BridgeFrame, BridgeStats, CallBridge};
 pub use error::MediaError;
 pub use g711::{FfmpegG711, G711};
+pub use libopus::{NarrowbandDecoder, NarrowbandEncoder};
 pub use meeting_mix::{MAX_OPUS_PAYLOAD, MAX_STREAMS, MeetingMix, MixStats, STREAM_IDLE_TICKS};
 pub use mixer::{DEFAULT_HYSTERESIS_DB, MAX_RANKED, MAX_SPEAKERS, Mixer};
 pub use opus::{

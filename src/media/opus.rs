@@ -63,9 +63,9 @@ pub struct OpusSettings {
     /// The rate of the PCM given to [`OpusEncoder::encode`]: 8000, 12000,
     /// 16000, 24000 or 48000 Hz (20 ms = `input_rate / 50` samples). The
     /// packets are the same Opus either way (RTP clock 48 kHz, RFC 7587
-    /// §4.1). Feeding 8 kHz audio at 8 kHz spares the upsampler, but the
-    /// benchmark found the encoder no cheaper for it, so the bridge uses
-    /// 48 kHz.
+    /// §4.1). Through FFmpeg, 8 kHz input was measured no cheaper; the
+    /// dial-in uplink now calls libopus directly at 8 kHz
+    /// ([`super::NarrowbandEncoder`], which ignores this field).
     pub input_rate: u32,
 }
 

@@ -1,16 +1,17 @@
 //! [`MeetingStream`]: one meeting participant's Opus stream as a meeting
 //! mix hears it: a short packet queue, a duplicate filter, and (once the
-//! stream is first mixed) its decoder and its 48 → 8 kHz downsampler.
+//! stream is first mixed) its decoder, which decodes straight to the
+//! callers' 8 kHz ([`NarrowbandDecoder`]: libopus at 8 kHz, no 48 kHz
+//! frame and no resampler in between).
 //!
-//! Each stream has its own downsampler so that every mix built from it
-//! (the common one, a speaker's N-1 one) is a sum of continuous 8 kHz
-//! signals: a caller who switches between the two mixes never hears one
-//! resampler's filter history spliced onto another's.
+//! Each stream has its own decoder state, so every mix built from it (the
+//! common one, a speaker's N-1 one) is a sum of continuous signals: a
+//! caller who switches between the two mixes hears no splice.
 
 use super::level::SILENCE_DBOV;
-use super::opus::{MAX_PACKET_SAMPLES, OpusDecoder, packet_samples};
-use super::resample::Downsampler;
-use super::{FRAME_8K, FRAME_48K, MediaError};
+use super::libopus::{DECIMATION, MAX_PACKET_SAMPLES_8K, NarrowbandDecoder};
+use super::opus::packet_samples;
+use super::{FRAME_8K, MediaError};
 
 /// Opus packets kept per meeting stream; older ones are dropped.
 pub const STREAM_QUEUE_PACKETS: usize = 6;
@@ -87,9 +88,8 @@ pub(super) struct MeetingStream {
     queued: usize,
     seen: SeenWindow,
     /// Created the first time the stream is decoded.
-    decoder: Option<OpusDecoder>,
-    downsampler: Option<Downsampler>,
-    /// Decoded samples not yet played (a 60 ms packet leaves 40 ms).
+    decoder: Option<NarrowbandDecoder>,
+    /// Decoded 8 kHz samples not yet played (a 60 ms packet leaves 40 ms).
     pcm: Vec<i16>,
     pub(super) last_push: u64,
 }
@@ -103,7 +103,6 @@ impl MeetingStream {
             queued: 0,
             seen: SeenWindow::default(),
             decoder: None,
-            downsampler: None,
             pcm: Vec::new(),
             last_push: tick,
         }
@@ -142,8 +141,8 @@ impl MeetingStream {
     /// given) the energy after decoding now. `None`: nothing to play.
     /// Adds decode errors and packets decoded to `counts`.
     pub(super) fn level(&mut self, counts: &mut DecodeCounts) -> Result<Option<u8>, MediaError> {
-        if self.pcm.len() >= FRAME_48K {
-            return Ok(Some(super::level::energy_dbov(&self.pcm[..FRAME_48K])));
+        if self.pcm.len() >= FRAME_8K {
+            return Ok(Some(super::level::energy_dbov(&self.pcm[..FRAME_8K])));
         }
         let head_level = (self.queued > 0).then(|| self.queue[self.head].level);
         Ok(match head_level {
@@ -154,7 +153,7 @@ impl MeetingStream {
             _ => {
                 self.decode_frame(counts)?;
                 Some(super::level::energy_dbov(
-                    &self.pcm[..self.pcm.len().min(FRAME_48K)],
+                    &self.pcm[..self.pcm.len().min(FRAME_8K)],
                 ))
             }
         })
@@ -173,10 +172,10 @@ impl MeetingStream {
     /// Decodes queued packets until 20 ms are buffered or the queue is
     /// empty.
     fn decode_frame(&mut self, counts: &mut DecodeCounts) -> Result<(), MediaError> {
-        while self.pcm.len() < FRAME_48K && self.queued > 0 {
+        while self.pcm.len() < FRAME_8K && self.queued > 0 {
             if self.decoder.is_none() {
-                self.decoder = Some(OpusDecoder::new()?);
-                self.pcm.reserve(MAX_PACKET_SAMPLES + FRAME_48K);
+                self.decoder = Some(NarrowbandDecoder::new()?);
+                self.pcm.reserve(MAX_PACKET_SAMPLES_8K + FRAME_8K);
             }
             let at = self.head;
             self.head = (self.head + 1) % STREAM_QUEUE_PACKETS;
@@ -198,34 +197,27 @@ impl MeetingStream {
 
     /// Lets 20 ms pass unheard: buffered samples first, then packets.
     pub(super) fn skip_frame(&mut self) {
-        let from_pcm = self.pcm.len().min(FRAME_48K);
+        let from_pcm = self.pcm.len().min(FRAME_8K);
         self.pcm.drain(..from_pcm);
         let mut skipped = from_pcm;
-        while skipped < FRAME_48K {
+        while skipped < FRAME_8K {
             let Some(q) = self.pop() else { break };
-            skipped += packet_samples(&q.bytes).unwrap_or(FRAME_48K);
+            skipped += packet_samples(&q.bytes).map_or(FRAME_8K, |n| n / DECIMATION);
         }
     }
 
-    /// Decodes what 20 ms need and takes them, silence-padded, through
-    /// the stream's downsampler into `out` at 8 kHz; `scratch` holds the
-    /// 48 kHz frame.
+    /// Decodes what 20 ms need and takes them, silence-padded, into `out`
+    /// at 8 kHz.
     pub(super) fn play_frame(
         &mut self,
         counts: &mut DecodeCounts,
-        scratch: &mut [i16; FRAME_48K],
         out: &mut [i16; FRAME_8K],
     ) -> Result<(), MediaError> {
         self.decode_frame(counts)?;
-        let n = self.pcm.len().min(FRAME_48K);
-        scratch[..n].copy_from_slice(&self.pcm[..n]);
-        scratch[n..].fill(0);
+        let n = self.pcm.len().min(FRAME_8K);
+        out[..n].copy_from_slice(&self.pcm[..n]);
+        out[n..].fill(0);
         self.pcm.drain(..n);
-        let downsampler = match &mut self.downsampler {
-            Some(d) => d,
-            None => self.downsampler.insert(Downsampler::new()?),
-        };
-        out.copy_from_slice(downsampler.process(&scratch[..])?);
         Ok(())
     }
 }

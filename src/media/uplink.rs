@@ -5,15 +5,15 @@
 //! oldest dropped on overflow, so a caller whose clock runs fast never adds
 //! latency past the bound); each tick takes 160 samples (silence when fewer
 //! are there), measures their level, and, unless silence suppression
-//! ([`SilenceGate`]) holds the frame back, upsamples them to 48 kHz and
-//! encodes one Opus packet.
+//! ([`SilenceGate`]) holds the frame back, encodes them as one Opus
+//! packet, straight from 8 kHz (libopus takes 8 kHz input; no upsampler).
 //!
 //! Driving it: [`CallerUplink::push`] as the caller's packets arrive,
 //! [`CallerUplink::tick`] every 20 ms of the caller's clock.
 
 use super::level::energy_dbov;
-use super::opus::{OpusEncoder, OpusSettings};
-use super::resample::Upsampler;
+use super::libopus::NarrowbandEncoder;
+use super::opus::OpusSettings;
 use super::silence::{Gate, SilenceGate, SilenceSuppression};
 use super::{FRAME_8K, G711, MediaError};
 
@@ -121,8 +121,7 @@ impl SampleFifo {
 pub struct CallerUplink {
     law: G711,
     fifo: SampleFifo,
-    upsampler: Upsampler,
-    encoder: OpusEncoder,
+    encoder: NarrowbandEncoder,
     gate: Option<SilenceGate>,
     stats: UplinkStats,
 }
@@ -143,8 +142,7 @@ impl CallerUplink {
         Ok(Self {
             law,
             fifo: SampleFifo::new(),
-            upsampler: Upsampler::new()?,
-            encoder: OpusEncoder::with_settings(settings.opus)?,
+            encoder: NarrowbandEncoder::new(settings.opus)?,
             gate: settings.suppression.map(SilenceGate::new),
             stats: UplinkStats::default(),
         })
@@ -204,8 +202,7 @@ impl CallerUplink {
             Gate::KeepAlive => false,
             Gate::Send { talkspurt } => talkspurt,
         };
-        let upsampled = self.upsampler.process(&pcm)?;
-        let packet = self.encoder.encode(upsampled)?;
+        let packet = self.encoder.encode(&pcm)?;
         self.stats.frames_encoded += 1;
         Ok(UplinkFrame {
             to_meeting: Some(packet),

@@ -176,13 +176,13 @@ pub fn markdown(r: &DialinReport) -> String {
     if let Some(Outcome::Searched(search)) = &r.sluice {
         let _ = writeln!(
             s,
-            "\n## sluice: every step ({})\n\n| calls | rounds | late | round p50 ms | p99 ms | max ms | worst finish after due ms | thread CPU % | calls per busy core | pass |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "\n## sluice: every step ({})\n\n| calls | rounds | late | round p50 ms | p99 ms | max ms | worst finish after due ms | thread CPU % | calls per busy core | slowest rounds: wall / thread CPU ms, involuntary switches, minor faults | run: involuntary switches, minor faults, steal % | pass |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
             search.stopped
         );
         for p in &search.points {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {}, {}, {:.1} | {} |",
                 p.calls,
                 p.rounds,
                 p.late_rounds,
@@ -192,6 +192,20 @@ pub fn markdown(r: &DialinReport) -> String {
                 p.finish_max_us as f64 / 1000.0,
                 p.cpu_pct,
                 p.calls_per_busy_core,
+                p.slowest
+                    .iter()
+                    .map(|r| format!(
+                        "{:.1} / {:.1}, {}, {}",
+                        r.wall_us as f64 / 1000.0,
+                        r.cpu_us as f64 / 1000.0,
+                        r.involuntary_switches,
+                        r.minor_faults
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                p.involuntary_switches,
+                p.minor_faults,
+                p.steal_pct,
                 if p.passes() { "yes" } else { "no" }
             );
         }

@@ -14,7 +14,8 @@
 //! ticks its uplink (8 → 48 kHz, Opus encode, or nothing when silent) and
 //! takes its G.711 frame (an N-1 mix when the caller is itself a
 //! speaker). A talking caller's packet goes back into the mix, as another
-//! caller's leg would deliver it. A round is late when it finishes after
+//! caller's leg would deliver it (only when the meeting has another call:
+//! the relay never sends a participant its own stream). A round is late when it finishes after
 //! the next round is due. No sockets and no SRTP: this is the codec and
 //! mixing cost, which is what bounds calls per core.
 
@@ -82,10 +83,15 @@ pub struct BridgeRun {
     pub finish_max_us: u64,
     /// CPU of the bridge thread over the run, % of one core.
     pub cpu_pct: f64,
-    /// Calls per fully busy core at this load: calls ÷ (CPU ÷ 100). The
+    /// Calls per fully busy core at this load: the media time the rounds
+    /// covered (rounds × 20 ms × calls) over the thread's CPU time. The
     /// throughput figure, free of the latency criterion; comparable with
-    /// rtpengine's figure of the same name.
+    /// rtpengine's figure of the same name. (Before #17 it was calls ÷
+    /// (CPU ÷ 100) over the wall time, which overstates it when rounds
+    /// fall behind and the run outlasts its rounds.)
     pub calls_per_busy_core: f64,
+    /// The thread's CPU time per call and round, µs.
+    pub cpu_per_call_us: f64,
     /// Ticks whose caller frame was 160 bytes.
     pub caller_frames: u64,
     /// Ticks whose Opus packet towards the meeting was non-empty.
@@ -94,6 +100,93 @@ pub struct BridgeRun {
     pub meeting_bytes: u64,
     /// Meeting packets the bridges dropped or failed to decode.
     pub meeting_drops: u64,
+    /// What the kernel says of the longest rounds, longest first (at most
+    /// [`SLOWEST_KEPT`]): whether a slow round was work (thread CPU close
+    /// to its wall time), preemption (involuntary switches) or page faults.
+    pub slowest: Vec<RoundCost>,
+    /// Involuntary context switches of the bridge thread over the run.
+    pub involuntary_switches: u64,
+    /// Minor page faults of the bridge thread over the run.
+    pub minor_faults: u64,
+    /// Time the hypervisor stole from the bridge's core over the run, %
+    /// of the run (`/proc/stat` steal; 0 without a pinned core).
+    pub steal_pct: f64,
+}
+
+/// Longest rounds [`BridgeRun::slowest`] keeps.
+pub const SLOWEST_KEPT: usize = 3;
+
+/// One round as the kernel accounted it (`getrusage(RUSAGE_THREAD)`
+/// before and after the round's work).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RoundCost {
+    /// The round's number in the run.
+    pub round: u64,
+    /// Wall time of the round's work, µs.
+    pub wall_us: u64,
+    /// The thread's user + system CPU time in it, µs.
+    pub cpu_us: u64,
+    /// Involuntary context switches in it (another task took the core).
+    pub involuntary_switches: u64,
+    /// Minor page faults in it.
+    pub minor_faults: u64,
+}
+
+/// The bridge thread's counters at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadUsage {
+    cpu_us: u64,
+    involuntary_switches: u64,
+    minor_faults: u64,
+}
+
+impl ThreadUsage {
+    fn now() -> Self {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let Ok(u) = getrusage(UsageWho::RUSAGE_THREAD) else {
+            return Self::default();
+        };
+        let us = |t: nix::sys::time::TimeVal| {
+            (t.tv_sec() as u64).saturating_mul(1_000_000) + t.tv_usec() as u64
+        };
+        Self {
+            cpu_us: us(u.user_time()) + us(u.system_time()),
+            involuntary_switches: u.involuntary_context_switches() as u64,
+            minor_faults: u.minor_page_faults() as u64,
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            cpu_us: self.cpu_us.saturating_sub(before.cpu_us),
+            involuntary_switches: self
+                .involuntary_switches
+                .saturating_sub(before.involuntary_switches),
+            minor_faults: self.minor_faults.saturating_sub(before.minor_faults),
+        }
+    }
+}
+
+/// Steal ticks of `core` so far (`/proc/stat`, the 8th value of its line).
+fn steal_ticks(core: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let name = format!("cpu{core}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    line.split_whitespace().nth(8)?.parse().ok()
+}
+
+/// Keeps the [`SLOWEST_KEPT`] longest rounds, longest first.
+fn keep_slowest(slowest: &mut Vec<RoundCost>, round: RoundCost) {
+    let at = slowest
+        .iter()
+        .position(|r| r.wall_us < round.wall_us)
+        .unwrap_or(slowest.len());
+    if at < SLOWEST_KEPT {
+        slowest.insert(at, round);
+        slowest.truncate(SLOWEST_KEPT);
+    }
 }
 
 impl BridgeRun {
@@ -213,10 +306,13 @@ pub fn run(
     let rounds = (settings.seconds / ROUND.as_secs_f64()).ceil().max(1.0) as u64;
     let mut work = Histogram::default();
     let cpu_before = procstat::cpu_ticks("thread-self");
+    let steal_before = core.and_then(steal_ticks);
+    let usage_start = ThreadUsage::now();
     let start = Instant::now() + ROUND;
     for k in 0..rounds {
         let due = start + ROUND * k as u32;
         sleep_until(due);
+        let usage_before = ThreadUsage::now();
         let began = Instant::now();
         round(
             &mut meetings,
@@ -227,7 +323,19 @@ pub fn run(
         )?;
         frame_no += 1;
         let done = Instant::now();
-        work.record(done.duration_since(began).as_nanos() as u64);
+        let used = ThreadUsage::now().since(usage_before);
+        let wall = done.duration_since(began);
+        work.record(wall.as_nanos() as u64);
+        keep_slowest(
+            &mut run.slowest,
+            RoundCost {
+                round: k,
+                wall_us: wall.as_micros() as u64,
+                cpu_us: used.cpu_us,
+                involuntary_switches: used.involuntary_switches,
+                minor_faults: used.minor_faults,
+            },
+        );
         let finish = done.duration_since(due);
         run.finish_max_us = run.finish_max_us.max(finish.as_micros() as u64);
         if finish > ROUND {
@@ -236,11 +344,21 @@ pub fn run(
         run.rounds += 1;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let used = ThreadUsage::now().since(usage_start);
+    run.involuntary_switches = used.involuntary_switches;
+    run.minor_faults = used.minor_faults;
+    if let (Some(before), Some(after)) = (steal_before, core.and_then(steal_ticks)) {
+        run.steal_pct =
+            after.saturating_sub(before) as f64 / procstat::TICKS_PER_SECOND / elapsed * 100.0;
+    }
     if let (Some(before), Some(after)) = (cpu_before, procstat::cpu_ticks("thread-self")) {
         run.cpu_pct = (after - before) as f64 / procstat::TICKS_PER_SECOND / elapsed * 100.0;
-        if run.cpu_pct > 0.0 {
-            run.calls_per_busy_core = run.calls as f64 / (run.cpu_pct / 100.0);
-        }
+    }
+    // getrusage's thread time is finer than /proc's 10 ms ticks.
+    if used.cpu_us > 0 && run.rounds > 0 {
+        let calls_rounds = run.calls as f64 * run.rounds as f64;
+        run.cpu_per_call_us = used.cpu_us as f64 / calls_rounds;
+        run.calls_per_busy_core = ROUND.as_micros() as f64 / run.cpu_per_call_us;
     }
     let p = work.percentiles();
     run.round_p50_us = p.p50 / 1000;
@@ -267,6 +385,9 @@ fn round(
     run: &mut BridgeRun,
 ) -> Result<(), MediaError> {
     for meeting in meetings {
+        // Only another call's leg delivers a caller's packet back: the
+        // relay never sends participants their own stream.
+        let heard_by_others = meeting.calls.len() > 1;
         let at = frame_no % CYCLE_FRAMES;
         for _ in 0..meeting.calls.len() {
             for (s, frames) in speakers.iter().enumerate() {
@@ -290,7 +411,9 @@ fn round(
                 run.meeting_packets += 1;
                 run.meeting_bytes += opus.len() as u64;
                 // The next tick's mix hears it, as other calls' legs would.
-                meeting.mix.push(call.ssrc, call.seq, opus, Some(out.level));
+                if heard_by_others {
+                    meeting.mix.push(call.ssrc, call.seq, opus, Some(out.level));
+                }
                 call.seq = call.seq.wrapping_add(1);
             }
             let to_caller = meeting.mix.to_caller(G711::Mu, Some(call.ssrc));
