@@ -59,8 +59,8 @@ use tokio::sync::watch;
 pub use desk::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk, MeetingLookup};
 pub use edge::{EdgeLimits, MAX_HEAD, MAX_HEADER_FIELDS, MAX_URI};
 pub use error::ApiError;
-pub use webrtc::{RegistrySink, WebrtcEdge};
 pub(crate) use registry::Transcodes;
+pub use webrtc::{RegistrySink, WebrtcEdge};
 
 use crate::cluster::{ClusterLink, HostedMeeting, NodeLoad};
 use crate::metrics::MetricsHub;

@@ -23,9 +23,9 @@ use zeroize::Zeroize;
 
 mod browser;
 mod relays;
-mod transcodes;
 #[cfg(test)]
 mod tests;
+mod transcodes;
 
 pub(crate) use browser::MAX_SESSIONS_PER_PARTICIPANT as MAX_BROWSER_SESSIONS;
 pub(crate) use browser::SlotRequest;

@@ -14,7 +14,9 @@ use arrayvec::ArrayVec;
 use super::legs::{LegSessions, SlotIdx};
 use super::slot_rewrite::rewrite_header;
 use super::worker::drop_reason;
-use super::{LegId, LegRoute, MeetingMode, Members, Path, RoutingSnapshot, SLOT, SlotEntry, Transmits};
+use super::{
+    LegId, LegRoute, MeetingMode, Members, Path, RoutingSnapshot, SLOT, SlotEntry, Transmits,
+};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
 use crate::srtp::{BATCH_CHUNK, BatchItem, protect_rtp_batch};
