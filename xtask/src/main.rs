@@ -117,6 +117,14 @@ fn browser_driver() -> Result<(), String> {
     {
         return Ok(());
     }
+    if !sh::found("npm") {
+        return Err(
+            "the browser tests need npm to install playwright-core: install \
+                    Node.js with npm (NodeSource's nodejs package, or Debian's nodejs and npm), \
+                    then run the command again"
+                .to_owned(),
+        );
+    }
     sh::say("installing the browser tests' driver (npm ci in tests/browser)");
     sh::run(&[
         "npm",

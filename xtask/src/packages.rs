@@ -146,12 +146,8 @@ pub(crate) const APT: &[Package] = &[
     pkg(
         "nodejs",
         Stage::Test,
-        "runs the browser tests' driver (playwright-core, tests/browser/)",
-    ),
-    pkg(
-        "npm",
-        Stage::Test,
-        "installs playwright-core from tests/browser/package-lock.json",
+        "runs the browser tests' driver (playwright-core, tests/browser/); the machine's \
+         NodeSource build carries npm (Debian's own npm package conflicts with it)",
     ),
     pkg(
         "iproute2",
