@@ -81,7 +81,8 @@ pub(crate) const APT: &[Package] = &[
     pkg(
         "iproute2",
         Stage::Test,
-        "ip netns, veth and tc netem for tests/faults.rs",
+        "ip netns, veth and tc netem for tests/faults.rs; `ip link set lo up` in the browser \
+         tests' network namespaces",
     ),
     pkg(
         "sip-tester",
@@ -148,11 +149,6 @@ pub(crate) const APT: &[Package] = &[
         Stage::Test,
         "runs the browser tests' driver (playwright-core, tests/browser/); the machine's \
          NodeSource build carries npm (Debian's own npm package conflicts with it)",
-    ),
-    pkg(
-        "iproute2",
-        Stage::Test,
-        "`ip link set lo up` in the browser tests' network namespaces (tests/meet_browser.rs)",
     ),
     pkg("lintian", Stage::Ci, "checks the .deb (no errors allowed)"),
 ];
