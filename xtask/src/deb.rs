@@ -53,12 +53,15 @@ pub(crate) fn build() -> Result<PathBuf, String> {
         .map(|(_, p)| p)
         .ok_or_else(|| format!("cargo deb wrote no sluice_*_amd64.deb into {out}"))?;
     eprintln!("    built {}", deb.display());
-    // dpkg-shlibdeps found the FFmpeg runtime libraries the binary links.
+    // dpkg-shlibdeps found the FFmpeg and libopus runtime libraries the
+    // binary links (libswresample no longer: callers' audio is decoded and
+    // encoded at 8 kHz by libopus itself, media/libopus.rs).
     let depends = sh::output("dpkg-deb", &["--field", &deb.to_string_lossy(), "Depends"])?;
     for library in [
         "libavcodec",
         "libavutil",
-        "libswresample",
+        "libswscale",
+        "libopus0",
         "libc6",
         "systemd",
     ] {
