@@ -24,6 +24,13 @@ fn node_ids(api: SocketAddr) -> Option<Vec<String>> {
     })
 }
 
+/// Waits until the node at `api` lists exactly `ids`, in order.
+fn await_listed(api: SocketAddr, ids: &[&str]) {
+    eventually(Duration::from_secs(5), "the nodes listed", || {
+        (node_ids(api)? == ids).then_some(())
+    });
+}
+
 fn nodes(api: SocketAddr) -> Vec<Value> {
     let response = http(api, "GET", "/v1/cluster/nodes", None, None);
     assert_eq!(response.status, 200, "{}", response.text);
@@ -38,9 +45,7 @@ fn nodes_list_each_other_and_sigterm_deregisters_at_once() {
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start(&redis.url(), "b", "");
     for api in [a.api, b.api] {
-        eventually(Duration::from_secs(5), "both nodes listed", || {
-            (node_ids(api)? == ["a", "b"]).then_some(())
-        });
+        await_listed(api, &["a", "b"]);
     }
     let listed = nodes(a.api);
     assert_eq!(listed[0]["api"], a.api.to_string());
@@ -77,9 +82,7 @@ fn a_killed_node_is_gone_within_the_ttl() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start(&redis.url(), "b", "");
-    eventually(Duration::from_secs(5), "both nodes listed", || {
-        (node_ids(a.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b"]);
     let killed = Instant::now();
     b.kill();
     eventually(
@@ -94,9 +97,7 @@ fn a_killed_node_is_gone_within_the_ttl() {
 fn nodes_register_again_after_redis_restarts() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), "a", "");
-    eventually(Duration::from_secs(5), "a listed", || {
-        (node_ids(a.api)? == ["a"]).then_some(())
-    });
+    await_listed(a.api, &["a"]);
     let port = redis.kill();
     let down = http(a.api, "GET", "/v1/cluster/nodes", None, None);
     assert_eq!(down.status, 503, "{}", down.text);
@@ -279,9 +280,7 @@ fn any_node_answers_for_any_meeting_and_legs_live_where_placed() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start(&redis.url(), "b", "");
-    eventually(Duration::from_secs(5), "both listed", || {
-        (node_ids(a.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b"]);
     let mut body = standard();
     body["id"] = "standup".into();
     body["passcode"] = "4711".into();
@@ -418,9 +417,7 @@ fn placement_spreads_meetings_and_a_full_node_sends_legs_to_the_next() {
     let a = Node::start(&redis.url(), "a", "max_participants_per_node = 10");
     let b = Node::start(&redis.url(), "b", "max_participants_per_node = 10");
     let c = Node::start(&redis.url(), "c", "max_participants_per_node = 10");
-    eventually(Duration::from_secs(5), "three listed", || {
-        (node_ids(a.api)? == ["a", "b", "c"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b", "c"]);
     let apis = [a.api, b.api, c.api];
     let mut homes = std::collections::BTreeMap::<String, u64>::new();
     for i in 0..20 {
@@ -541,9 +538,7 @@ fn a_killed_node_leaves_the_survivors_talking_and_its_meeting_rehomed() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start(&redis.url(), "b", "");
-    eventually(Duration::from_secs(5), "both listed", || {
-        (node_ids(b.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(b.api, &["a", "b"]);
     let id = create(b.api, &standard());
     assert_eq!(
         http(b.api, "GET", &format!("/v1/meetings/{id}"), None, None).json()["node"],
@@ -597,9 +592,7 @@ fn a_redis_restart_stops_changes_never_media_and_everything_resumes() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start(&redis.url(), "b", "");
-    eventually(Duration::from_secs(5), "both listed", || {
-        (node_ids(a.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b"]);
     let mut body = standard();
     body["id"] = "steady".into();
     body["passcode"] = "2468".into();
@@ -692,9 +685,7 @@ fn two_nodes_admitting_at_once_hold_the_meeting_limit() {
     let limit = "max_participants_per_meeting = 5";
     let a = Node::start(&redis.url(), "a", limit);
     let b = Node::start(&redis.url(), "b", limit);
-    eventually(Duration::from_secs(5), "both listed", || {
-        (node_ids(a.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b"]);
     let id = create(a.api, &standard());
     // Each node admits onto itself, ten requests each, all at once.
     let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
@@ -770,9 +761,7 @@ fn a_call_to_any_node_joins_the_meeting_wherever_it_is_placed() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start_with(&redis.url(), "b", "", true);
-    eventually(Duration::from_secs(5), "both listed", || {
-        (node_ids(a.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b"]);
     let mut body = standard();
     body["id"] = "5551000".into();
     create(a.api, &body);
@@ -843,9 +832,7 @@ fn cascade_between_two_nodes(mode: &str) {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start(&redis.url(), "b", "");
-    eventually(Duration::from_secs(5), "both listed", || {
-        (node_ids(a.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b"]);
     let id = create(
         a.api,
         &serde_json::json!({"mode": mode, "owner": {"account": "ops", "verified": true}}),
@@ -955,9 +942,7 @@ fn three_nodes_receive_each_stream_once_split_horizon() {
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start(&redis.url(), "b", "");
     let c = Node::start(&redis.url(), "c", "");
-    eventually(Duration::from_secs(5), "three listed", || {
-        (node_ids(a.api)? == ["a", "b", "c"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b", "c"]);
     let id = create(a.api, &standard());
     let mut on_a = speaker(a.api, &id, "a", 3001);
     let mut on_b = speaker(b.api, &id, "b", 3002);
@@ -1036,9 +1021,7 @@ fn every_node_lists_the_clusters_meetings_paginated_and_filtered() {
     let redis = Redis::start();
     let a = Node::start(&redis.url(), "a", "");
     let b = Node::start(&redis.url(), "b", "");
-    eventually(Duration::from_secs(5), "both listed", || {
-        (node_ids(a.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b"]);
     // Five meetings, created through either node, placed on either.
     for (id, mode, api) in [
         ("m1", "standard", a.api),
@@ -1136,9 +1119,7 @@ fn the_cascade_forms_and_goes_at_once_not_at_the_next_heartbeat() {
     let redis = Redis::start();
     let a = Node::start_beating(&redis.url(), "a", "", false, (2000, 4));
     let b = Node::start_beating(&redis.url(), "b", "", false, (2000, 4));
-    eventually(Duration::from_secs(5), "both listed", || {
-        (node_ids(a.api)? == ["a", "b"]).then_some(())
-    });
+    await_listed(a.api, &["a", "b"]);
     let id = create(a.api, &standard());
     let mut on_a = speaker(a.api, &id, "a", 5001);
     let mut seq = 10;
