@@ -89,6 +89,9 @@ fn snapshot(webrtc: bool) -> RoutingSnapshot {
                 mid_len: 1,
                 source_mid_ext: 4,
                 mid_ext: 4,
+                // A slot that changed hands: the rewrite moves the numbers.
+                seq_offset: 1000,
+                ts_offset: 48_000,
             };
             snapshot.slot_sources.insert(slot.ssrc, SSRC);
             snapshot.slot_maps.insert(
