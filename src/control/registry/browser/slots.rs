@@ -38,6 +38,18 @@ use crate::webrtc::keyframe::KeyframeRequest;
 
 type Feeds = im::HashMap<u32, Arc<SourceFeed>>;
 
+/// Keyframe requests one session keeps for the next tick at most.
+const MAX_PENDING_KEYFRAMES: usize = 16;
+
+/// Whether `meeting` has a WHEP session (a slot router).
+fn viewed(meeting: &Meeting) -> bool {
+    meeting
+        .participants
+        .iter()
+        .filter_map(|p| p.webrtc.as_ref())
+        .any(|seat| seat.sessions.iter().any(|s| s.router.is_some()))
+}
+
 /// What one tick hands the media port.
 #[derive(Debug, Default)]
 pub(crate) struct SlotTick {
@@ -162,6 +174,10 @@ fn apply_events(session: &mut BrowserSession, feeds: &Feeds, now: Instant) -> bo
                 changed = true;
             }
             SlotEvent::RequestKeyframe { ssrc } => {
+                // Bounded: the media port drains them every tick.
+                if session.keyframes.len() >= MAX_PENDING_KEYFRAMES {
+                    continue;
+                }
                 if let Some(slot) = session.slots.iter().find(|s| s.source == Some(ssrc)) {
                     session.keyframes.push((ssrc, slot.ssrc));
                 }
@@ -215,12 +231,7 @@ pub(in crate::control::registry) fn publish_feeds(
     old: &Feeds,
     snapshot: &mut RoutingSnapshot,
 ) {
-    let viewed = meeting
-        .participants
-        .iter()
-        .filter_map(|p| p.webrtc.as_ref())
-        .any(|seat| seat.sessions.iter().any(|s| s.router.is_some()));
-    if !viewed {
+    if !viewed(meeting) {
         return;
     }
     for s in sources {
@@ -235,6 +246,9 @@ pub(in crate::control::registry) fn publish_feeds(
 
 /// One tick of `meeting`'s WHEP routers; whether any slot changed.
 fn tick(meeting: &mut Meeting, feeds: &Feeds, now: Instant) -> bool {
+    if !viewed(meeting) {
+        return false;
+    }
     let sources = sources(meeting);
     let mut changed = false;
     for p in &mut meeting.participants {
