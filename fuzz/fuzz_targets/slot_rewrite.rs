@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let feed = SourceFeed::new(params[5] % 15);
     feed.observe(packet);
-    let _ = (feed.level(), feed.last());
+    let _ = (feed.take_level(), feed.last());
 
     let mut snapshot = RoutingSnapshot::default();
     let slot_ssrc = packet

@@ -1,7 +1,7 @@
 //! What the packet workers tell the control plane about a publisher
 //! stream that WHEP receive slots may carry (DESIGN.md, "WebRTC"): its
-//! last RFC 6464 audio level, and the sequence number and timestamp of
-//! its last packet. The control plane decides which stream each slot
+//! loudest RFC 6464 audio level since the control plane last looked, and
+//! the sequence number and timestamp of its last packet. The control plane decides which stream each slot
 //! carries (`sluice_webrtc::slots::SlotRouter`, a few times a second) and
 //! computes the header offsets at each switch from these figures.
 //!
@@ -27,7 +27,7 @@ const SEEN: u64 = 1 << 48;
 pub struct SourceFeed {
     /// The RFC 6464 extension id in this stream's packets (0: none).
     level_ext: u8,
-    /// The last packet's level, -dBov.
+    /// The loudest level since the last [`SourceFeed::take_level`], -dBov.
     level: AtomicU8,
     /// `SEEN | seq << 32 | timestamp` of the last packet; 0 for none.
     last: AtomicU64,
@@ -55,17 +55,21 @@ impl SourceFeed {
         let header = packet.header();
         let last = SEEN | u64::from(header.sequence().0) << 32 | u64::from(header.timestamp());
         self.last.store(last, Ordering::Relaxed);
+        // The loudest since the control plane last looked: a load and,
+        // when louder, a store (no read-modify-write; a store racing the
+        // reset only counts toward the next period).
         if self.level_ext != 0
             && let Some(level) = audio_level(&packet, self.level_ext)
+            && level < self.level.load(Ordering::Relaxed)
         {
             self.level.store(level, Ordering::Relaxed);
         }
     }
 
-    /// The last level seen (127, silence, before any).
-    #[must_use]
-    pub fn level(&self) -> u8 {
-        self.level.load(Ordering::Relaxed)
+    /// The loudest level seen since the last call (127, silence, if
+    /// none), and starts the next period (the control plane, each tick).
+    pub fn take_level(&self) -> u8 {
+        self.level.swap(SILENCE_DBOV, Ordering::Relaxed)
     }
 
     /// The extension id levels are read from (0: none).
@@ -89,21 +93,29 @@ mod tests {
     #[test]
     fn the_last_packet_and_its_level_are_recorded_and_garbage_is_ignored() {
         let feed = SourceFeed::new(1);
-        assert_eq!((feed.last(), feed.level()), (None, SILENCE_DBOV));
+        assert_eq!((feed.last(), feed.take_level()), (None, SILENCE_DBOV));
         // seq 0x1234, ts 0xAABBCCDD, one-byte extension: level id 1 = 0x80|33.
         let mut p = vec![0x90, 111, 0x12, 0x34, 0xAA, 0xBB, 0xCC, 0xDD, 0, 0, 0, 1];
         p.extend([0xBE, 0xDE, 0, 1, 0x10, 0x80 | 33, 0, 0]);
         p.extend(b"opus");
         feed.observe(&p);
-        assert_eq!(feed.last(), Some((0x1234, 0xAABB_CCDD)));
-        assert_eq!(feed.level(), 33);
+        // A quieter packet after it: the period keeps the loudest.
+        let mut quiet = p.clone();
+        quiet[17] = 90;
+        quiet[3] = 0x35;
+        feed.observe(&quiet);
+        assert_eq!(feed.last(), Some((0x1235, 0xAABB_CCDD)));
+        assert_eq!(feed.take_level(), 33);
+        assert_eq!(feed.take_level(), SILENCE_DBOV, "a new period");
+        feed.observe(&quiet);
+        assert_eq!(feed.take_level(), 90);
         for n in 0..p.len() {
             feed.observe(&p[..n]);
         }
         // A video feed reads no level.
         let video = SourceFeed::new(0);
         video.observe(&p);
-        assert_eq!(video.level(), SILENCE_DBOV);
+        assert_eq!(video.take_level(), SILENCE_DBOV);
         assert_eq!(video.last(), Some((0x1234, 0xAABB_CCDD)));
     }
 }

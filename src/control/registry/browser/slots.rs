@@ -250,9 +250,16 @@ fn tick(meeting: &mut Meeting, feeds: &Feeds, now: Instant) -> bool {
         return false;
     }
     let sources = sources(meeting);
+    // The loudest level of each audio stream since the last tick (one
+    // taking per tick, shared by every viewer; a stream that sent nothing
+    // is silent): one sample per tick for the routers' smoothing.
+    let levels: Vec<(u32, u8)> = sources
+        .iter()
+        .filter(|s| s.kind == MediaKind::Audio)
+        .map(|s| (s.ssrc, feeds.get(&s.ssrc).map_or(127, |f| f.take_level())))
+        .collect();
     let mut changed = false;
     for p in &mut meeting.participants {
-        let own = p.leg.id.0;
         for session in p
             .webrtc
             .iter_mut()
@@ -266,14 +273,11 @@ fn tick(meeting: &mut Meeting, feeds: &Feeds, now: Instant) -> bool {
                 let Some(point) = position(s.ssrc, &session.seen, feeds, now) else {
                     continue;
                 };
-                // A stream that sent nothing since the last tick is silent,
-                // whatever its last packet said.
-                let moved = point.at == now;
-                if s.kind == MediaKind::Audio && s.owner != own {
-                    let level = feeds.get(&s.ssrc).map_or(127, |f| f.level());
-                    router.handle_audio_level(now, s.ssrc, if moved { level } else { 127 });
-                }
                 seen.push((s.ssrc, point));
+            }
+            for &(ssrc, level) in &levels {
+                // The router ignores the viewer's own stream: not a publisher to it.
+                router.handle_audio_level(now, ssrc, level);
             }
             session.seen = seen;
             router.handle_timeout(now);
