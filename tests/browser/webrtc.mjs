@@ -140,11 +140,14 @@ async function speaker() {
     let after = before;
     for (const end = Date.now() + 15000; after !== 'audio:ben video:ben' && Date.now() < end; await sleep(250)) after = await names();
     if (after !== 'audio:ben video:ben') throw new Error('the slots did not follow the speaker: ' + after);
-    const switched = video(await v.evaluate('report()'))[0].frames;
-    const r = await until(v, 10000, (r) => video(r)[0].frames > switched + 30);
+    const at = await v.evaluate('report()');
+    const switched = video(at)[0].frames;
+    const quiet = audio(at)[0].energy;
+    // Ben's tone is heard in the audio slot: its energy grows.
+    const r = await until(v, 10000, (r) => video(r)[0].frames > switched + 30 && audio(r)[0].energy > quiet + 0.01);
     const streams = video(r);
     if (streams.length !== 1 || streams[0].ssrc !== ssrc) throw new Error('not one continuous video stream: ' + JSON.stringify(streams));
-    console.log(`slots follow the speaker: ${before} -> ${after}; video frames ${switched} -> ${streams[0].frames} on SSRC ${ssrc}`);
+    console.log(`slots follow the speaker: ${before} -> ${after}; video frames ${switched} -> ${streams[0].frames} on SSRC ${ssrc}; audio energy ${quiet} -> ${audio(r)[0].energy}`);
   } finally {
     await closeBrowser(browser);
   }
