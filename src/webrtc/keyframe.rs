@@ -90,4 +90,82 @@ mod tests {
         }
         assert_eq!(leg.take_srtcp_index(), 2, "one index per PLI");
     }
+
+    /// A sink whose slot decisions report two switches and one PLI, once.
+    struct Slots(std::sync::Mutex<Option<KeyframeRequest>>);
+
+    impl crate::webrtc::port::LegSink for Slots {
+        fn established(
+            &self,
+            _: crate::webrtc::port::SessionId,
+            _: &sluice_webrtc::keying::LegKeying,
+            _: std::net::SocketAddr,
+        ) -> bool {
+            false
+        }
+        fn moved(&self, _: crate::webrtc::port::SessionId, _: std::net::SocketAddr) {}
+        fn ended(&self, _: crate::webrtc::port::SessionId, _: crate::webrtc::port::EndReason) {}
+        fn tick_slots(&self, _: std::time::Instant, keyframes: &mut Vec<KeyframeRequest>) -> u64 {
+            match self.0.lock().unwrap().take() {
+                Some(request) => {
+                    keyframes.push(request);
+                    2
+                }
+                None => 0,
+            }
+        }
+    }
+
+    /// The media port's thread runs the slot decisions on its own: it
+    /// counts the switches (the metric) and sends the PLI from the media
+    /// socket to the publisher, which opens it.
+    #[test]
+    fn the_port_thread_counts_slot_switches_and_sends_the_pli() {
+        use crate::webrtc::port::{PortInbox, WebrtcPort};
+        use sluice_webrtc::counters::WebRtcCounters;
+        use std::net::UdpSocket;
+        use std::time::Duration;
+
+        let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
+        publisher
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[3; 44]).unwrap();
+        let leg = Arc::new(LegRoute {
+            id: LegId(1),
+            meeting: MeetingIdx(1),
+            mode: MeetingMode::E2ee,
+            client_to_relay: key.clone(),
+            relay_to_client: key.clone(),
+            latch: Arc::default(),
+            next_srtcp_index: Arc::new(AtomicU32::new(0)),
+            highest_srtcp_index: Arc::new(AtomicU64::new(0)),
+        });
+        leg.latch.set(publisher.local_addr().unwrap());
+        let request = KeyframeRequest {
+            leg,
+            media_ssrc: 0xB2,
+            sender_ssrc: 0x51,
+        };
+        let counters = Arc::new(WebRtcCounters::default());
+        let port = WebrtcPort::start(
+            PortInbox::new(Arc::clone(&counters)),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Arc::new(sluice_webrtc::identity::DtlsIdentity::generate().unwrap()),
+            sluice_webrtc::dtls::DtlsConfig::new(),
+            Slots(std::sync::Mutex::new(Some(request))),
+        )
+        .unwrap();
+        let mut buf = [0u8; 256];
+        let (len, _) = publisher.recv_from(&mut buf).expect("the PLI arrives");
+        let mut session = SrtpSession::new(AnyGcm::default(), &key).unwrap();
+        let n = session.unprotect_rtcp(&mut buf, len).unwrap();
+        let packet = RtcpCompound::new(&buf[..n]).next().unwrap().unwrap();
+        assert!(
+            matches!(packet, RtcpPacket::Pli(p) if p.media_ssrc().0 == 0xB2),
+            "{packet:?}"
+        );
+        assert_eq!(counters.snapshot().slot_switches, 2);
+        port.shutdown();
+    }
 }
