@@ -27,7 +27,7 @@ use sluice::crypto::AnyGcm;
 use sluice::metrics::WorkerCounters;
 use sluice::relay::{
     Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RelayWorker, RoutingSnapshot,
-    SlotEntry, SlotMap, StreamRoute, Transmits,
+    SlotEntry, SlotMap, SourceFeed, StreamRoute, Transmits,
 };
 use sluice::rtp::{PayloadType, RtpBuilder, SeqNum, Ssrc};
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
@@ -81,6 +81,11 @@ fn snapshot(webrtc: bool) -> RoutingSnapshot {
     };
     snapshot.streams.insert(SSRC, Arc::new(stream));
     if webrtc {
+        // A meeting with WHEP viewers: the worker records the publisher's
+        // position for the slot decisions on every packet.
+        snapshot
+            .slot_feeds
+            .insert(SSRC, Arc::new(SourceFeed::new(0)));
         for leg in 1..=SUBSCRIBERS {
             let slot = SlotEntry {
                 source: SSRC,
@@ -89,6 +94,9 @@ fn snapshot(webrtc: bool) -> RoutingSnapshot {
                 mid_len: 1,
                 source_mid_ext: 4,
                 mid_ext: 4,
+                // A slot that changed hands: the rewrite moves the numbers.
+                seq_offset: 1000,
+                ts_offset: 48_000,
             };
             snapshot.slot_sources.insert(slot.ssrc, SSRC);
             snapshot.slot_maps.insert(

@@ -140,6 +140,15 @@ fn two_browsers_see_and_hear_each_other_and_a_third_joins_without_renegotiation(
     run("late-joiner");
 }
 
+/// WHEP slots follow the speaker: a viewer's one audio and one video slot
+/// go from a silent first publisher to a later one who speaks, the page's
+/// GET on its session names him, and the video decodes on across the
+/// switch under the slot's one SSRC.
+#[test]
+fn receive_slots_follow_the_speaker_and_stay_one_stream() {
+    run("speaker");
+}
+
 #[test]
 fn the_same_in_an_e2ee_meeting_and_deleting_the_participant_stops_its_video() {
     run("publish-view-e2ee");

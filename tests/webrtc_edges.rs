@@ -388,9 +388,17 @@ fn whip_and_whep_refuse_bad_input_with_the_json_shape_and_stun_and_dtls_garbage_
         "",
     );
     assert_eq!((d.status, d.code()), (401, "invalid_token".into()));
+    // GET: who fills the slots (a WHIP session has none); the token guards it.
+    let g = raw(api, "GET", &location, &[auth], "");
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.body.trim(), r#"{"slots":[]}"#);
+    let g = raw(api, "GET", &location, &[("Authorization", "Bearer x")], "");
+    assert_eq!((g.status, g.code()), (401, "invalid_token".into()));
     assert_eq!(raw(api, "DELETE", &location, &[auth], "").status, 200);
     let d = raw(api, "DELETE", &location, &[auth], "");
     assert_eq!((d.status, d.code()), (404, "session_not_found".into()));
+    let g = raw(api, "GET", &location, &[auth], "");
+    assert_eq!((g.status, g.code()), (404, "session_not_found".into()));
     daemon.stop();
 }
 

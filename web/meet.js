@@ -140,13 +140,16 @@ async function view() {
       if (meet.e2ee) meet.e2ee.attachReceiver(tr.receiver, kind);
     }
   }
-  // The relay names no publisher per slot (every slot is in one stream),
-  // so audio slot i and video slot i make tile i; a slot nobody fills
-  // stays muted and its tile hidden.
+  // Audio slot i and video slot i make tile i; a slot nobody fills stays
+  // muted and its tile hidden. Who fills a slot comes from GET on the
+  // WHEP session (names()); until then, and for a slot nobody fills, the
+  // tile is "Guest i".
   pc.ontrack = (event) => {
     const kind = event.track.kind;
     const index = pc.getTransceivers().filter((t) => t.receiver.track.kind === kind).indexOf(event.transceiver);
     const t = tile(`slot:${index}`, `Guest ${index + 1}`);
+    t.guest = `Guest ${index + 1}`;
+    t.mids = { ...t.mids, [kind]: event.transceiver.mid };
     t.stream.addTrack(event.track);
     const refresh = () => {
       t.el.hidden = t.stream.getVideoTracks().every((track) => track.muted) && t.stream.getAudioTracks().every((track) => track.muted);
@@ -317,6 +320,28 @@ async function levels() {
   }
 }
 
+/**
+ * Names the slot tiles: the relay says who fills each WHEP slot (GET on
+ * the session, with the participant's token). A tile shows the name of
+ * whoever is in its video slot, else in its audio slot, else "Guest i".
+ */
+async function names() {
+  const session = meet.view;
+  if (!session?.location || meet.phase !== 'joined') return;
+  const response = await fetch(session.location, { headers: { Authorization: `Bearer ${meet.params.token}` }, cache: 'no-store' });
+  if (!response.ok) return;
+  const { slots } = await response.json();
+  const who = new Map(slots.map((s) => [s.mid, s.display_name]));
+  for (const t of meet.tiles.values()) {
+    if (t.self || !t.mids) continue;
+    const name = who.get(t.mids.video) || who.get(t.mids.audio) || t.guest;
+    if (name === t.name) continue;
+    t.name = name;
+    t.el.dataset.name = name;
+    t.el.querySelector('.name').textContent = name;
+  }
+}
+
 /** In an E2EE meeting: says so when others' frames keep failing to decrypt. */
 let lastDecrypt = { ok: 0, bad: 0 };
 async function keyCheck() {
@@ -375,4 +400,5 @@ window.addEventListener('hashchange', () => {
 window.addEventListener('pagehide', () => teardown());
 setInterval(() => levels().catch(() => {}), 250);
 setInterval(() => keyCheck().catch(() => {}), 2000);
+setInterval(() => names().catch(() => {}), 1000);
 start();

@@ -268,6 +268,7 @@ pub fn router(state: ControlState) -> Router {
         .route(
             "/v1/meetings/{id}/participants/{pid}/webrtc/{sid}",
             axum::routing::delete(webrtc::delete_session)
+                .get(webrtc::get_session)
                 .patch(webrtc::patch_session)
                 .options(webrtc::options),
         )

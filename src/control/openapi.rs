@@ -236,6 +236,38 @@ pub(crate) fn document() -> Value {
                     }
                 }
             },
+            "/v1/meetings/{id}/participants/{pid}/webrtc/{sid}": {
+                "parameters": [meeting_id, participant_id,
+                    { "name": "sid", "in": "path", "required": true,
+                      "description": "The WebRTC session (the last part of a WHIP/WHEP Location)",
+                      "schema": { "type": "string", "pattern": "^[0-9a-f]{16}$" } }],
+                "get": {
+                    "operationId": "getWebrtcSession",
+                    "summary": "Who fills each receive slot of a WHEP session now",
+                    "description": "Authorised by the participant's own token (the admission \
+                        answer's webrtc.token), not the API's. The slots are in the WHEP offer's \
+                        m-line order; a WHIP session has none. participant_id and display_name \
+                        (the name the participant was admitted with) are null for a slot nobody \
+                        fills. The other methods of this path (DELETE, PATCH, OPTIONS) are \
+                        WHIP/WHEP's (RFC 9725).",
+                    "responses": {
+                        "200": { "description": "The slots", "content": { "application/json": {
+                            "schema": { "type": "object", "required": ["slots"], "properties": {
+                                "slots": { "type": "array", "items": { "type": "object",
+                                    "required": ["mid", "kind", "participant_id", "display_name"],
+                                    "properties": {
+                                        "mid": { "type": "string" },
+                                        "kind": { "type": "string", "enum": ["audio", "video"] },
+                                        "participant_id": { "type": "string", "nullable": true },
+                                        "display_name": { "type": "string", "nullable": true }
+                                    } } } } } } } },
+                        "400": bad_id,
+                        "401": error("The participant's token is missing or wrong (or there is \
+                            no such meeting or participant)", &["missing_token", "invalid_token"]),
+                        "404": error("The participant holds no such session", &["session_not_found"])
+                    }
+                }
+            },
             "/v1/cluster/nodes": {
                 "get": {
                     "summary": "Cluster mode: the live nodes and their published load",

@@ -667,8 +667,9 @@ impl Registry {
 
     /// The whole snapshot, built from the registry's state.
     fn rebuild(&mut self) -> RoutingSnapshot {
+        let now = std::time::Instant::now();
         for meeting in self.meetings.values_mut() {
-            browser::assign_slots(meeting);
+            browser::assign_slots(meeting, now, &self.routes.slot_feeds);
         }
         let mut snapshot = RoutingSnapshot {
             next_leg: self.routes.next_leg,
@@ -676,6 +677,7 @@ impl Registry {
         };
         for meeting in self.meetings.values() {
             let sources = browser::sources(meeting);
+            browser::publish_feeds(meeting, &sources, &self.routes.slot_feeds, &mut snapshot);
             let mut legs = Vec::with_capacity(meeting.participants.len());
             for participant in &meeting.participants {
                 if let Some(seat) = &participant.webrtc {

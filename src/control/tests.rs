@@ -863,6 +863,7 @@ async fn openapi_describes_every_route_and_code() {
             "/v1/meetings/{id}/participants",
             "/v1/meetings/{id}/participants/{pid}",
             "/v1/meetings/{id}/participants/{pid}/streams",
+            "/v1/meetings/{id}/participants/{pid}/webrtc/{sid}",
             "/v1/openapi.json",
         ]
     );
@@ -883,7 +884,7 @@ async fn openapi_describes_every_route_and_code() {
             );
         }
     }
-    assert_eq!(operations, 14);
+    assert_eq!(operations, 15);
     for code in ApiError::CODES {
         assert!(
             doc.text.contains(&format!("\"{code}\"")),

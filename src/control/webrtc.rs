@@ -22,6 +22,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -41,6 +42,7 @@ use super::extract::ApiPath;
 use super::registry::{NewStream, SlotRequest};
 use crate::relay::MediaKind;
 use crate::webrtc::BrowserLegKeys;
+use crate::webrtc::keyframe::KeyframeRequest;
 use crate::webrtc::port::{EndReason, LegSink, PortInput, PortQueue, SessionId};
 use crate::webrtc::whip::{CORS_HEADERS, IceCredentials, WhipError, accept_offer, check_bearer};
 
@@ -260,6 +262,17 @@ fn post_offer(
         Ok(None) => return Err(BrowserError::TooManySessions),
         Err(_) => return Err(WhipError::BadToken.into()),
     };
+    if matches!(purpose, Purpose::Publish)
+        && let Some(ext) = accepted
+            .offer
+            .media
+            .iter()
+            .filter(|m| !m.rejected && m.kind == SdpKind::Audio)
+            .find_map(|m| m.audio_level_extension)
+    {
+        // The loudest-speaker choice reads this publisher's levels there.
+        state.registry().set_browser_level_extension(id, ext);
+    }
     let mut accepted = accepted;
     if !mids.is_empty() {
         // WHEP: the answer declares each slot's SSRC.
@@ -405,6 +418,40 @@ pub(crate) async fn delete_session(
     Ok(response)
 }
 
+/// `GET …/participants/{pid}/webrtc/{sid}`: who fills each receive slot
+/// of a WHEP session now, in its offer's m-line order, so the page can
+/// put names on its tiles: `{"slots":[{"mid","kind","participant_id",
+/// "display_name"}]}` (the last two `null` for an empty slot; the name is
+/// the one the participant was admitted with). A WHIP session has none.
+pub(crate) async fn get_session(
+    State(state): State<ControlState>,
+    ApiPath((meeting, participant, sid)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, BrowserError> {
+    let id = check_session(&state, &meeting, &participant, &sid, &headers)?;
+    let slots = state
+        .registry()
+        .browser_slots(&meeting, &participant, id)
+        .ok_or(BrowserError::NoSession)?;
+    let slots: Vec<_> = slots
+        .into_iter()
+        .map(|slot| {
+            let kind = match slot.kind {
+                MediaKind::Audio => "audio",
+                MediaKind::Video => "video",
+            };
+            let (pid, name) = slot.participant.unzip();
+            json!({ "mid": slot.mid, "kind": kind, "participant_id": pid, "display_name": name })
+        })
+        .collect();
+    let mut response = (StatusCode::OK, axum::Json(json!({ "slots": slots }))).into_response();
+    with_cors(&mut response);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
 /// `PATCH …/participants/{pid}/webrtc/{sid}`: a trickle fragment (RFC 9725
 /// §4.3). ICE-lite: the answer held every candidate, the browser's own
 /// are learnt from its checks, so a fragment changes nothing: 204. An
@@ -475,6 +522,12 @@ impl LegSink for RegistrySink {
         if self.0.registry().end_browser_session(id) {
             tracing::info!(session = %format!("{id:016x}"), ?why, "WebRTC session ended");
         }
+    }
+
+    fn tick_slots(&self, now: Instant, keyframes: &mut Vec<KeyframeRequest>) -> u64 {
+        let tick = self.0.registry().tick_slots(now);
+        keyframes.extend(tick.keyframes);
+        tick.switches
     }
 }
 

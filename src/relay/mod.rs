@@ -11,6 +11,7 @@ mod latching;
 mod legs;
 mod path;
 mod rtcp_route;
+mod slot_feed;
 mod slot_rewrite;
 mod snapshot;
 mod transmit;
@@ -20,6 +21,8 @@ mod worker;
 mod tests;
 
 pub use path::Path;
+pub use slot_feed::SourceFeed;
+pub use slot_rewrite::{feedback_to_sources, rewrite_header};
 pub use snapshot::{
     IdHash, IdHasher, Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, Members,
     RoutingSnapshot, SlotEntry, SlotMap, SnapshotCell, StreamRoute, empty_cell,

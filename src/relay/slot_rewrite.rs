@@ -1,34 +1,42 @@
 //! The header rewrites of WHEP receive slots (DESIGN.md, "WebRTC"): a
 //! publisher's packet on its way to a viewer's slot leaves under the
-//! slot's SSRC and with the slot's mid in its MID extension (RFC 8843
+//! slot's SSRC, with its sequence number and timestamp moved by the
+//! slot's offsets, and with the slot's mid in its MID extension (RFC 8843
 //! §15, the one-byte form of RFC 8285), so the browser demuxes it into the
-//! slot's track; and the viewer's feedback (NACK, PLI), which names the
-//! slot's SSRC, reaches the publisher under the publisher's own SSRC.
+//! slot's track and sees one continuous stream across switches; and the
+//! viewer's feedback (NACK, PLI), which names the slot's SSRC and
+//! numbers, reaches the publisher under the publisher's own.
 //!
 //! Both work on the plaintext in place, before protection, and never
 //! touch the payload: in an E2EE meeting the SFrame ciphertext passes
 //! byte for byte. Both are bounds-checked on bytes that came from the
 //! network and do nothing on what they cannot read.
 //!
-//! The sequence number and timestamp pass as the publisher sent them:
-//! a slot keeps its publisher while the publisher stays (assignment is
-//! the registry's), so each slot is one continuous stream; when a slot
-//! changes hands the browser sees a jump and resynchronises.
+//! The offsets are the control plane's, computed once per switch
+//! (`sluice_webrtc::slots::switch_offsets`): here they are two wrapping
+//! additions per packet, no state, no lookup.
 
 use super::{RoutingSnapshot, SlotEntry};
 
 /// RTP header extension profile of the one-byte form (RFC 8285 §4.2).
 const ONE_BYTE_PROFILE: u16 = 0xBEDE;
 
-/// Rewrites the plaintext RTP packet `rtp` for `slot`: its SSRC, and the
-/// value of its MID extension element when the slot's mid has the same
-/// length (the element is then renumbered to the viewer's id).
+/// Rewrites the plaintext RTP packet `rtp` for `slot`: its SSRC, its
+/// sequence number and timestamp (plus the slot's offsets), and the value
+/// of its MID extension element when the slot's mid has the same length
+/// (the element is then renumbered to the viewer's id). Input shorter
+/// than an RTP header is left alone.
 #[inline]
-pub(crate) fn rewrite_header(rtp: &mut [u8], slot: &SlotEntry) {
-    let Some(ssrc) = rtp.get_mut(8..12) else {
+pub fn rewrite_header(rtp: &mut [u8], slot: &SlotEntry) {
+    let Some(fixed) = rtp.get_mut(..12) else {
         return;
     };
-    ssrc.copy_from_slice(&slot.ssrc.to_be_bytes());
+    let seq = u16::from_be_bytes([fixed[2], fixed[3]]).wrapping_add(slot.seq_offset);
+    let ts =
+        u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]).wrapping_add(slot.ts_offset);
+    fixed[2..4].copy_from_slice(&seq.to_be_bytes());
+    fixed[4..8].copy_from_slice(&ts.to_be_bytes());
+    fixed[8..12].copy_from_slice(&slot.ssrc.to_be_bytes());
     if slot.source_mid_ext == 0 || slot.mid_ext == 0 {
         return;
     }
@@ -74,11 +82,14 @@ fn rewrite_mid(rtp: &mut [u8], slot: &SlotEntry) -> Option<()> {
 
 /// In a plaintext RTCP compound going to a publisher, replaces every
 /// transport or payload-specific feedback packet's media SSRC that names
-/// a slot with the SSRC of the publisher stream the slot carries.
-pub(crate) fn feedback_to_sources(compound: &mut [u8], snapshot: &RoutingSnapshot) {
+/// a slot with the SSRC of the publisher stream the slot carries, and in
+/// a generic NACK (RFC 4585 §6.2.1) every lost packet id with the
+/// publisher's own number (the slot's offset taken off; the bitmask is
+/// relative and stays).
+pub fn feedback_to_sources(compound: &mut [u8], snapshot: &RoutingSnapshot) {
     let mut at = 0;
     while let Some(head) = compound.get(at..at + 4) {
-        let pt = head[1];
+        let (pt, fmt) = (head[1], head[0] & 0x1f);
         let len = (usize::from(u16::from_be_bytes([head[2], head[3]])) + 1) * 4;
         let Some(packet) = compound.get_mut(at..at + len) else {
             return;
@@ -89,6 +100,13 @@ pub(crate) fn feedback_to_sources(compound: &mut [u8], snapshot: &RoutingSnapsho
             let ssrc = u32::from_be_bytes([media[0], media[1], media[2], media[3]]);
             if let Some(source) = snapshot.slot_sources.get(&ssrc) {
                 media.copy_from_slice(&source.to_be_bytes());
+                let nack = pt == 205 && fmt == 1;
+                if let (true, Some(&offset)) = (nack, snapshot.slot_seq_offsets.get(&ssrc)) {
+                    for fci in packet.get_mut(12..).unwrap_or_default().chunks_exact_mut(4) {
+                        let pid = u16::from_be_bytes([fci[0], fci[1]]).wrapping_sub(offset);
+                        fci[..2].copy_from_slice(&pid.to_be_bytes());
+                    }
+                }
             }
         }
         at += len;
@@ -109,6 +127,8 @@ mod tests {
             mid_len: u8::try_from(mid.len()).unwrap(),
             source_mid_ext: 4,
             mid_ext: 9,
+            seq_offset: 0,
+            ts_offset: 0,
         }
     }
 
@@ -130,6 +150,37 @@ mod tests {
         want[19] = 0x90;
         want[20] = b'3';
         assert_eq!(p, want);
+    }
+
+    #[test]
+    fn the_offsets_move_the_sequence_number_and_timestamp_wrapping() {
+        let mut p = packet();
+        let entry = SlotEntry {
+            seq_offset: 0xFFFA,
+            ts_offset: 0xFFFF_FFF0,
+            ..slot(b"3")
+        };
+        rewrite_header(&mut p, &entry);
+        // seq 7 + 0xFFFA wraps to 1; ts 9 - 16 wraps.
+        assert_eq!(p[2..4], [0, 1]);
+        assert_eq!(p[4..8], 0xFFFF_FFF9u32.to_be_bytes());
+        assert_eq!(p[8..12], [0x22; 4]);
+        assert_eq!(&p[24..], b"payload", "the payload is never touched");
+    }
+
+    #[test]
+    fn a_nack_for_a_slot_names_the_publishers_numbers() {
+        let mut snapshot = RoutingSnapshot::default();
+        snapshot.slot_sources.insert(0x2222_2222, 0x1111_1111);
+        snapshot.slot_seq_offsets.insert(0x2222_2222, 100);
+        // NACK (FMT 1) with two FCIs: PID 105 / BLP 0x0003, PID 2 / BLP 0.
+        let mut c = vec![0x81, 205, 0, 4, 0, 0, 0, 1, 0x22, 0x22, 0x22, 0x22];
+        c.extend([0, 105, 0, 3, 0, 2, 0, 0]);
+        feedback_to_sources(&mut c, &snapshot);
+        assert_eq!(c[8..12], [0x11; 4]);
+        assert_eq!(c[12..16], [0, 5, 0, 3]);
+        assert_eq!(c[16..18], 2u16.wrapping_sub(100).to_be_bytes());
+        assert_eq!(c[18..20], [0, 0]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::Path;
+use super::slot_feed::SourceFeed;
 use crate::srtp::MasterKey;
 
 /// Fibonacci hashing of a control-plane id ([`LegId`], [`MeetingIdx`]):
@@ -274,6 +275,13 @@ pub struct RoutingSnapshot {
     /// WHEP viewer's feedback (NACK, PLI) names the slot, and reaches the
     /// publisher under the publisher's own SSRC.
     pub slot_sources: im::HashMap<u32, u32>,
+    /// Every slot SSRC, to the offset its slot adds to its publisher's
+    /// sequence numbers: NACKs name the slot's numbers.
+    pub slot_seq_offsets: im::HashMap<u32, u16>,
+    /// The publisher streams WHEP slots may carry, by SSRC: workers
+    /// record each packet's level and position there (`slot_feed.rs`).
+    /// Empty while no meeting has a WHEP viewer.
+    pub slot_feeds: im::HashMap<u32, Arc<SourceFeed>>,
     /// Streams that go to a chosen set of legs instead of the whole
     /// meeting (DESIGN.md, "Transcoding"): a rendition goes only to the
     /// receivers that need it; its source goes to the transcoders that
@@ -319,6 +327,11 @@ pub struct SlotEntry {
     pub source_mid_ext: u8,
     /// The MID extension id the viewer negotiated (0: none).
     pub mid_ext: u8,
+    /// Added (wrapping) to the publisher's sequence numbers, so the slot
+    /// stays one continuous stream across switches.
+    pub seq_offset: u16,
+    /// Added (wrapping) to the publisher's RTP timestamps.
+    pub ts_offset: u32,
 }
 
 impl RoutingSnapshot {

@@ -258,6 +258,13 @@ impl<B: AeadBackend> RelayWorker<B> {
             self.counters.dropped(Drop::Other);
             return;
         };
+        // WHEP slot decisions: the level and position, two relaxed stores
+        // (`slot_feed.rs`); no lookup while no meeting has a viewer.
+        if !snapshot.slot_feeds.is_empty()
+            && let Some(feed) = snapshot.slot_feeds.get(&ssrc)
+        {
+            feed.observe(rtp);
+        }
         self.fan_out(snapshot, stream, slot, leg, rtp, out);
     }
 

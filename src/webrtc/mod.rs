@@ -35,24 +35,33 @@
 //!    legs skip each other (`participant_of`), and RTCP from a
 //!    receive-only browser finds its leg by ICE address (`ice_addresses`).
 //! 5. WHEP receive slots: the answer declares one SSRC per recvonly
-//!    m-line; the registry fills slots with the meeting's streams (a slot
-//!    keeps its publisher while it publishes; a free slot takes the first
-//!    stream of its kind, in admission order, that is not the viewer's
-//!    own), and the fan-out rewrites SSRC and the MID extension for the
-//!    slot (`relay/slot_rewrite.rs`), while the viewer's NACK/PLI reach
-//!    the publisher under its own SSRC. A publisher joining later fills a
-//!    free slot with no renegotiation.
+//!    m-line. Each WHEP session has a sans-IO
+//!    [`proto::slots::SlotRouter`] on the control plane: audio slots
+//!    carry the loudest publishers (RFC 6464 level, smoothed, with a
+//!    margin against flapping), video slots the most recent speakers
+//!    (last-N, with a dwell). The packet workers only record each
+//!    candidate stream's last level and position (`relay/slot_feed.rs`:
+//!    two relaxed stores); the handshake thread runs the routers every
+//!    100 ms off the packet path (`control/registry/browser/slots.rs`),
+//!    since no single worker sees every publisher. A switch publishes
+//!    new offsets, and the fan-out rewrites SSRC, sequence number,
+//!    timestamp and the MID extension for the slot
+//!    (`relay/slot_rewrite.rs`, never the payload), so each slot is one
+//!    continuous stream; a video slot's new source gets a PLI from the
+//!    relay ([`keyframe`]); the viewer's NACK/PLI reach the publisher
+//!    under its own SSRC and numbers. A publisher joining later fills a
+//!    free slot with no renegotiation. `GET` on a WHEP session says who
+//!    fills each slot (for the meeting page's names).
 //!
-//! Not yet: choosing who fills a slot by RFC 6464 level (audio) or last-N
-//! speakers (video): the sans-IO [`proto::slots::SlotRouter`] does that
-//! on simulated time but is not wired, so slots are filled first come;
-//! sequence number and timestamp are passed through (a slot keeps its
-//! publisher, so it stays one stream; when it changes hands the browser
-//! resynchronises); SR/SDES are not rewritten for slots (no lip sync
-//! across a slot); the payload type is passed as the publisher numbered
-//! it (Chrome numbers Opus and VP8 alike in every offer); a WHIP offer
+//! Not yet: SR/SDES are not rewritten for slots (no lip sync across a
+//! slot); the payload type is passed as the publisher numbered it
+//! (Chrome numbers Opus and VP8 alike in every offer); a WHIP offer
 //! without `a=ssrc` publishes nothing (no first-packet learning); ICE
-//! restarts (422) and cluster mode (400) are refused.
+//! restarts (422) and cluster mode (400) are refused. SRTP rollover
+//! state toward a viewer is per packet worker (`relay/worker.rs`, "Known
+//! limit"): a slot that switches to a publisher on another worker after
+//! the slot's sequence numbers wrapped is protected with rollover
+//! counter 0 there, which the browser cannot open.
 
 //! # Library choice
 //!
@@ -77,6 +86,7 @@ use crate::srtp::{MasterKey, SrtpError, SrtpProfile};
 
 pub use sluice_webrtc as proto;
 
+pub mod keyframe;
 pub mod port;
 pub mod whip;
 

@@ -18,6 +18,10 @@
 //!   After the handshake a session stays in the table: it keeps answering
 //!   the browser's consent checks (RFC 7675) and notices when they stop.
 //!
+//! Every [`SLOT_TICK`] the thread also runs the WHEP slot decisions
+//! ([`LegSink::tick_slots`], off the packet path) and sends the keyframe
+//! requests they make ([`KeyframeRequest`]).
+//!
 //! Commands from the control plane (open, close) travel through the same
 //! queue, so a session is in the table before its first check can be:
 //! the answer carrying the ufrag is sent after `open` was queued.
@@ -36,6 +40,7 @@ use sluice_webrtc::keying::LegKeying;
 use sluice_webrtc::session::{MAX_TRANSMIT, Session, SessionEvent, SessionParams};
 use sluice_webrtc::table::{InsertError, SessionTable};
 
+use super::keyframe::KeyframeRequest;
 use crate::net::PacketHandler;
 use crate::relay::{RoutingSnapshot, Transmits};
 
@@ -45,6 +50,8 @@ pub const QUEUE_DEPTH: usize = 4096;
 pub const MAX_SESSIONS: usize = 4096;
 /// The longest the handshake thread sleeps without looking at timers.
 const IDLE: Duration = Duration::from_millis(50);
+/// How often the WHEP slot decisions run ([`LegSink::tick_slots`]).
+pub const SLOT_TICK: Duration = Duration::from_millis(100);
 
 /// A WebRTC session's number, chosen by the control plane.
 pub type SessionId = u64;
@@ -83,6 +90,13 @@ pub trait LegSink: Send + 'static {
     /// The session ended without (or after) a leg: consent expired, the
     /// handshake failed or the browser closed. Remove its leg, if any.
     fn ended(&self, id: SessionId, why: EndReason);
+    /// Runs the WHEP receive-slot decisions at `now` (every
+    /// [`SLOT_TICK`]): appends the keyframe requests to send, returns how
+    /// many slots changed source since the last call.
+    fn tick_slots(&self, now: Instant, keyframes: &mut Vec<KeyframeRequest>) -> u64 {
+        let _ = (now, keyframes);
+        0
+    }
 }
 
 /// Why a session ended on the media port's side.
@@ -271,12 +285,19 @@ struct Handshakes<S> {
 impl<S: LegSink> Handshakes<S> {
     fn run(&mut self, rx: &Receiver<PortInput>) {
         let mut due = Vec::new();
+        let mut keyframes = Vec::new();
+        let mut next_slot_tick = Instant::now() + SLOT_TICK;
         loop {
             let now = Instant::now();
+            if now >= next_slot_tick {
+                next_slot_tick = now + SLOT_TICK;
+                self.tick_slots(now, &mut keyframes);
+            }
             let wait = self
                 .table
                 .poll_timeout()
-                .map_or(IDLE, |t| t.saturating_duration_since(now).min(IDLE));
+                .map_or(IDLE, |t| t.saturating_duration_since(now).min(IDLE))
+                .min(next_slot_tick.saturating_duration_since(now));
             match rx.recv_timeout(wait) {
                 Ok(PortInput::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(input) => self.handle(input),
@@ -293,6 +314,21 @@ impl<S: LegSink> Handshakes<S> {
             self.table.handle_timeout(Instant::now(), &mut due);
             for id in due.drain(..) {
                 self.drain(id);
+            }
+        }
+    }
+
+    /// The slot decisions: counts the switches, sends the PLIs.
+    fn tick_slots(&mut self, now: Instant, keyframes: &mut Vec<KeyframeRequest>) {
+        keyframes.clear();
+        for _ in 0..self.sink.tick_slots(now, keyframes) {
+            self.counters.slot_switched();
+        }
+        let mut buf = [0u8; 64];
+        for request in keyframes.drain(..) {
+            if let Some((len, dest)) = request.write(&mut buf) {
+                // A full socket buffer loses this one; the browser asks too.
+                let _ = self.socket.send_to(&buf[..len], dest.remote);
             }
         }
     }

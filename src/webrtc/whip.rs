@@ -19,7 +19,7 @@ pub const CORS_HEADERS: [(&str, &str); 4] = [
     ("access-control-allow-origin", "*"),
     (
         "access-control-allow-methods",
-        "POST, PATCH, DELETE, OPTIONS",
+        "GET, POST, PATCH, DELETE, OPTIONS",
     ),
     (
         "access-control-allow-headers",

@@ -45,8 +45,22 @@ async function post(url, token, sdp) {
 }
 window.publish = async (whip, token, opts) => {
   const pc = new RTCPeerConnection({ iceServers: [] });
+  // opts.tone (a gain, 0 for silence): a 440 Hz tone from WebAudio in
+  // place of the fake microphone, whose beeps are too short to speak.
+  const tone = opts.tone !== undefined;
   const media = await navigator.mediaDevices.getUserMedia({
-    audio: opts.audio, video: opts.video ? { width: 320, height: 240, frameRate: 15 } : false });
+    audio: opts.audio && !tone, video: opts.video ? { width: 320, height: 240, frameRate: 15 } : false });
+  if (tone) {
+    const ctx = new AudioContext();
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    gain.gain.value = opts.tone;
+    const out = ctx.createMediaStreamDestination();
+    osc.connect(gain).connect(out);
+    osc.start();
+    media.addTrack(out.stream.getAudioTracks()[0]);
+    window.toneContext = ctx;
+  }
   for (const track of media.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
   await pc.setLocalDescription(await pc.createOffer());
   const answer = await post(whip, token, pc.localDescription.sdp);
@@ -87,6 +101,11 @@ window.report = async () => {
     out.push(r);
   }
   return out;
+};
+window.slots = async (i) => {
+  const s = window.sessions[i];
+  const r = await fetch(s.location, { headers: { authorization: 'Bearer ' + s.token } });
+  return r.status === 200 ? (await r.json()).slots : { status: r.status };
 };
 window.closeSession = async (i) => {
   const s = window.sessions[i];

@@ -70,6 +70,10 @@ async function standard() {
   checks.check(decodes(b), 'standard: Bob decodes Ann’s video and audio', b);
   const shown = (r) => r.tiles.some((t) => !t.self && !t.hidden && t.width > 0) && r.tiles.some((t) => t.self && t.name === `${t.name.split(' ')[0]} (you)`);
   checks.check(shown(a) && shown(b), 'standard: the grid shows oneself by name and the other’s picture', [a.tiles, b.tiles]);
+  // The relay says who is in which slot: each grid names the other.
+  const named = (page, other) => until(() => report(page), (r) => r.tiles.some((t) => !t.self && !t.hidden && t.name === other), 10_000);
+  const [an, bn] = await Promise.all([named(ann, 'Bob'), named(bob, 'Ann')]);
+  checks.check(an.tiles.some((t) => !t.self && t.name === 'Bob') && bn.tiles.some((t) => !t.self && t.name === 'Ann'), 'standard: each grid names the other (GET on the WHEP session)', [an.tiles, bn.tiles]);
   await ann.click('#mic');
   const muted = await ann.evaluate(() => !document.querySelector('.tile.self .muted').hidden && document.querySelector('#mic').getAttribute('aria-pressed') === 'true');
   checks.check(muted, 'standard: the mute button marks Ann muted', muted);

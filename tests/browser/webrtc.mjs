@@ -116,8 +116,46 @@ async function lateJoiner() {
   }
 }
 
+// A viewer with one audio and one video slot: ann (silent) publishes
+// first and fills both; ben joins later and speaks (a steady tone), and
+// both slots go to him: GET on the WHEP session names him, and the
+// viewer's one video stream (same SSRC) goes on decoding across the
+// switch: sequence numbers and timestamps continue, a keyframe came.
+async function speaker() {
+  const id = await meeting('standard');
+  const [ann, ben, vic] = [await admitBrowser(base, id, 'ann'), await admitBrowser(base, id, 'ben'), await admitBrowser(base, id, 'vic')];
+  const browser = await launch();
+  try {
+    const a = await openPage(browser, base);
+    await a.evaluate(([u, t]) => publish(u, t, { audio: true, video: true, tone: 0 }), [ann.whip, ann.token]);
+    const v = await openPage(browser, base);
+    await v.evaluate(([u, t]) => view(u, t, { audio: 1, video: 1 }), [vic.whep, vic.token]);
+    const first = await until(v, 20000, (r) => decoding(r, 20));
+    const names = async () => (await v.evaluate(() => window.slots(0))).map((s) => `${s.kind}:${s.display_name}`).sort().join(' ');
+    const before = await names();
+    if (before !== 'audio:ann video:ann') throw new Error('first come: ' + before);
+    const ssrc = video(first)[0].ssrc;
+    const b = await openPage(browser, base);
+    await b.evaluate(([u, t]) => publish(u, t, { audio: true, video: true, tone: 0.8 }), [ben.whip, ben.token]);
+    let after = before;
+    for (const end = Date.now() + 15000; after !== 'audio:ben video:ben' && Date.now() < end; await sleep(250)) after = await names();
+    if (after !== 'audio:ben video:ben') throw new Error('the slots did not follow the speaker: ' + after);
+    const at = await v.evaluate('report()');
+    const switched = video(at)[0].frames;
+    const quiet = audio(at)[0].energy;
+    // Ben's tone is heard in the audio slot: its energy grows.
+    const r = await until(v, 10000, (r) => video(r)[0].frames > switched + 30 && audio(r)[0].energy > quiet + 0.01);
+    const streams = video(r);
+    if (streams.length !== 1 || streams[0].ssrc !== ssrc) throw new Error('not one continuous video stream: ' + JSON.stringify(streams));
+    console.log(`slots follow the speaker: ${before} -> ${after}; video frames ${switched} -> ${streams[0].frames} on SSRC ${ssrc}; audio energy ${quiet} -> ${audio(r)[0].energy}`);
+  } finally {
+    await closeBrowser(browser);
+  }
+}
+
 try {
-  if (scenario === 'publish-view') await publishView('standard', 'whip');
+  if (scenario === 'speaker') await speaker();
+  else if (scenario === 'publish-view') await publishView('standard', 'whip');
   else if (scenario === 'publish-view-e2ee') await publishView('e2ee', 'participant');
   else if (scenario === 'late-joiner') await lateJoiner();
   else if (scenario === 'mixed') await mixed(process.argv[4]);

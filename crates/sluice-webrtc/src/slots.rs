@@ -44,7 +44,8 @@ pub enum SlotKind {
 }
 
 impl SlotKind {
-    fn clock_rate(self) -> u64 {
+    /// The RTP clock of the slot's codecs (Opus 48 kHz, video 90 kHz).
+    pub fn clock_rate(self) -> u64 {
         match self {
             Self::Audio => 48_000,
             Self::Video => 90_000,
@@ -192,6 +193,30 @@ impl SlotRouter {
         self.decide(now);
     }
 
+    /// Publisher `id` now publishes these SSRCs (its video came after its
+    /// audio, say): a slot holding a stream it no longer has empties, its
+    /// level and speaking history stay. An unknown `id` is added.
+    pub fn update_publisher(
+        &mut self,
+        now: Instant,
+        id: u64,
+        audio: Option<u32>,
+        video: Option<u32>,
+    ) {
+        let Some(p) = self.publishers.iter_mut().find(|p| p.id == id) else {
+            return self.add_publisher(now, id, audio, video);
+        };
+        let old = [p.audio, p.video];
+        (p.audio, p.video) = (audio, video);
+        for index in 0..self.slots.len() {
+            let source = self.slots[index].source;
+            if source.is_some() && old.contains(&source) && source != audio && source != video {
+                self.assign(index, None);
+            }
+        }
+        self.decide(now);
+    }
+
     /// The publisher left: its slots empty, and others may take them.
     pub fn remove_publisher(&mut self, now: Instant, id: u64) {
         let Some(i) = self.publishers.iter().position(|p| p.id == id) else {
@@ -241,6 +266,17 @@ impl SlotRouter {
     /// The next event; drain after every call.
     pub fn poll_event(&mut self) -> Option<SlotEvent> {
         self.events.pop_front()
+    }
+
+    /// The participants (`add_publisher`'s ids) the router knows.
+    pub fn publisher_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.publishers.iter().map(|p| p.id)
+    }
+
+    /// The audio and video SSRCs publisher `id` was added with.
+    pub fn publisher(&self, id: u64) -> Option<(Option<u32>, Option<u32>)> {
+        let p = self.publishers.iter().find(|p| p.id == id)?;
+        Some((p.audio, p.video))
     }
 
     /// The source SSRC slot `index` of `kind` carries now.
@@ -385,6 +421,59 @@ impl SlotRouter {
             }
         }
     }
+}
+
+/// Sequence numbers left out at a switch: the old source's last packets
+/// may still leave under the old offsets until every packet worker has
+/// the new routing, and must not collide with the new source's first.
+pub const SWITCH_SEQ_GAP: u16 = 16;
+
+/// A point of an RTP stream: a sequence number and timestamp, and when
+/// it was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPoint {
+    /// The sequence number.
+    pub seq: u16,
+    /// The RTP timestamp.
+    pub timestamp: u32,
+    /// When it was seen (the caller's clock).
+    pub at: Instant,
+}
+
+/// The offsets (added, wrapping, to the new source's sequence numbers and
+/// timestamps) that continue a slot whose last packet went out at
+/// `slot_last` (in the slot's numbering) with a new source last seen at
+/// `source_last` (in its own), at `now`: the new source's next packet
+/// gets the slot's next sequence numbers after [`SWITCH_SEQ_GAP`], and a
+/// timestamp advanced by the wall-clock time between the two. A slot that
+/// never carried anything passes its first source's numbering as it is.
+///
+/// This is the control-plane form of what [`SlotRouter::rewrite`] does
+/// per packet: computed once at the switch, so that the packet workers
+/// only add two numbers (`sluice`'s `relay::slot_rewrite`).
+pub fn switch_offsets(
+    kind: SlotKind,
+    slot_last: Option<StreamPoint>,
+    source_last: StreamPoint,
+    now: Instant,
+) -> (u16, u32) {
+    let Some(slot) = slot_last else {
+        return (0, 0);
+    };
+    let ticks = |since: Instant| {
+        let gap = now.saturating_duration_since(since);
+        // Wrapping: only the gap modulo 2^32 ticks matters.
+        (gap.as_micros() * u128::from(kind.clock_rate()) / 1_000_000) as u32
+    };
+    // Where each stream is now, each in its own numbering.
+    let slot_next_seq = slot.seq.wrapping_add(SWITCH_SEQ_GAP);
+    let slot_now_ts = slot.timestamp.wrapping_add(ticks(slot.at).max(1));
+    let source_next_seq = source_last.seq.wrapping_add(1);
+    let source_now_ts = source_last.timestamp.wrapping_add(ticks(source_last.at));
+    (
+        slot_next_seq.wrapping_sub(source_next_seq),
+        slot_now_ts.wrapping_sub(source_now_ts),
+    )
 }
 
 #[cfg(test)]
@@ -580,6 +669,77 @@ mod tests {
         assert_eq!(after.seq, before.seq.wrapping_add(1));
         let ticks = (10u128 * 365 * 86_400 * 48_000) as u32;
         assert_eq!(after.timestamp, before.timestamp.wrapping_add(ticks));
+    }
+
+    #[test]
+    fn switch_offsets_continue_the_slot_across_sources() {
+        let t0 = Instant::now();
+        let first = StreamPoint {
+            seq: 9,
+            timestamp: 5,
+            at: t0,
+        };
+        assert_eq!(
+            switch_offsets(SlotKind::Video, None, first, t0),
+            (0, 0),
+            "a slot's first source passes as it is"
+        );
+        // The slot last sent seq 65_530 / ts 4_000_000_000 100 ms ago; the
+        // new source last sent seq 100 / ts 777, 20 ms ago.
+        let now = t0 + Duration::from_millis(100);
+        let slot = StreamPoint {
+            seq: 65_530,
+            timestamp: 4_000_000_000,
+            at: t0,
+        };
+        let source = StreamPoint {
+            seq: 100,
+            timestamp: 777,
+            at: t0 + Duration::from_millis(80),
+        };
+        let (seq_off, ts_off) = switch_offsets(SlotKind::Video, Some(slot), source, now);
+        // The source's next packet (seq 101, ts 777 + 20 ms) continues the
+        // slot past the gap, wrapping, at the slot's timestamp + 100 ms.
+        assert_eq!(
+            101u16.wrapping_add(seq_off),
+            65_530u16.wrapping_add(SWITCH_SEQ_GAP)
+        );
+        assert_eq!(
+            (777u32 + 1800).wrapping_add(ts_off),
+            4_000_000_000u32.wrapping_add(9000)
+        );
+        // Audio runs at 48 kHz.
+        let (_, ts_off) = switch_offsets(SlotKind::Audio, Some(slot), source, now);
+        assert_eq!(
+            (777u32 + 960).wrapping_add(ts_off),
+            4_000_000_000u32.wrapping_add(4800)
+        );
+    }
+
+    #[test]
+    fn a_publisher_adding_video_keeps_its_audio_slot() {
+        let t0 = Instant::now();
+        let mut r = SlotRouter::new(&A_SLOTS[..1], &V_SLOTS);
+        r.add_publisher(t0, 1, Some(audio(1)), None);
+        events(&mut r);
+        r.update_publisher(t0, 1, Some(audio(1)), Some(video(1)));
+        assert_eq!(
+            events(&mut r),
+            [
+                SlotEvent::Switched {
+                    kind: SlotKind::Video,
+                    index: 0,
+                    from: None,
+                    to: Some(video(1))
+                },
+                SlotEvent::RequestKeyframe { ssrc: video(1) },
+            ],
+            "the audio slot is not touched"
+        );
+        // A stream it no longer has leaves its slot.
+        r.update_publisher(t0, 1, None, Some(video(1)));
+        assert_eq!(r.source(SlotKind::Audio, 0), None);
+        assert_eq!(r.publisher(1), Some((None, Some(video(1)))));
     }
 
     #[test]

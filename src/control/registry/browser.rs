@@ -8,13 +8,17 @@
 //!
 //! Two facts go to the snapshot with the legs: a WHIP leg only publishes
 //! (`send_only`: nothing is sent to it), and a participant's legs never
-//! receive its own streams (`participant_of`).
+//! receive its own streams (`participant_of`). Which publisher each WHEP
+//! slot carries, and the header offsets that keep it one stream, are
+//! `slots.rs`'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use ring::rand::SecureRandom;
+
+use sluice_webrtc::slots::{SlotRouter, StreamPoint};
 
 use super::{Meeting, NewStream, Participant, Registry, Stream};
 use crate::control::ApiError;
@@ -42,6 +46,10 @@ pub(crate) struct SlotRequest {
     pub(crate) mid_ext: u8,
 }
 
+mod slots;
+
+pub(super) use slots::{assign_slots, publish_feeds};
+
 /// One receive slot of a WHEP session.
 #[derive(Debug)]
 struct ViewerSlot {
@@ -50,6 +58,12 @@ struct ViewerSlot {
     ssrc: u32,
     /// The publisher stream it carries now.
     source: Option<u32>,
+    /// What the slot adds to `source`'s sequence numbers and timestamps;
+    /// `None` until they are known (the new source's first packet seen):
+    /// until then the slot is left out of the data plane.
+    offsets: Option<(u16, u32)>,
+    /// The slot's last packet as the viewer saw it (slot numbering).
+    last_out: Option<StreamPoint>,
 }
 
 /// One WHIP or WHEP session of a browser participant.
@@ -66,6 +80,17 @@ pub(crate) struct BrowserSession {
     source_mid_ext: Vec<(u32, u8)>,
     /// WHEP: its receive slots.
     slots: Vec<ViewerSlot>,
+    /// WHEP: who fills the slots (loudest audio, last-N video).
+    router: Option<SlotRouter>,
+    /// WHEP: each candidate stream's last position, and when the control
+    /// plane first saw it there.
+    seen: Vec<(u32, StreamPoint)>,
+    /// WHEP: slot changes and keyframe requests (publisher video SSRC,
+    /// slot SSRC) not yet handed to the media port.
+    switches: u64,
+    keyframes: Vec<(u32, u32)>,
+    /// WHIP: the RFC 6464 extension id its offer negotiated (0: none).
+    level_ext: u8,
     /// Once the handshake is done.
     leg: Option<Arc<LegRoute>>,
     streams: Vec<Stream>,
@@ -134,8 +159,20 @@ impl Registry {
                 request,
                 ssrc,
                 source: None,
+                offsets: None,
+                last_out: None,
             });
         }
+        let router = (!viewer.is_empty()).then(|| {
+            let of = |kind| {
+                viewer
+                    .iter()
+                    .filter(|s| s.request.kind == kind)
+                    .map(|s| s.ssrc)
+                    .collect::<Vec<_>>()
+            };
+            SlotRouter::new(&of(MediaKind::Audio), &of(MediaKind::Video))
+        });
         let ssrcs = viewer.iter().map(|s| s.ssrc).collect();
         let seat = self
             .participant_mut(meeting_id, participant_id)?
@@ -148,6 +185,11 @@ impl Registry {
             offered,
             source_mid_ext: Vec::new(),
             slots: viewer,
+            router,
+            seen: Vec::new(),
+            switches: 0,
+            keyframes: Vec::new(),
+            level_ext: 0,
             leg: None,
             streams: Vec::new(),
         });
@@ -349,6 +391,9 @@ pub(super) fn publish(
             let map = slot_map(session, sources);
             for entry in &map.entries {
                 snapshot.slot_sources.insert(entry.ssrc, entry.source);
+                snapshot
+                    .slot_seq_offsets
+                    .insert(entry.ssrc, entry.seq_offset);
             }
             snapshot.slot_maps.insert(leg.id, Arc::new(map));
         }
@@ -373,6 +418,11 @@ impl WebrtcSeat {
     }
 }
 
+/// The RFC 6464 extension id assumed for SDES publishers' audio: they
+/// negotiate nothing with the relay, and 1 is what WebRTC stacks and
+/// sluice's own dial-in bridge (`[sip] audio_level_extension`) use.
+const SDES_AUDIO_LEVEL_EXT: u8 = 1;
+
 /// A publisher stream of a meeting, as slots see it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Source {
@@ -382,6 +432,8 @@ pub(super) struct Source {
     owner: u64,
     /// The MID extension id in its packets (0: none).
     mid_ext: u8,
+    /// The RFC 6464 extension id in its packets (0: none; video).
+    level_ext: u8,
 }
 
 /// Every stream published in `meeting`, in admission order.
@@ -389,12 +441,14 @@ pub(super) fn sources(meeting: &Meeting) -> Vec<Source> {
     let mut out = Vec::new();
     for p in &meeting.participants {
         let owner = p.leg.id.0;
+        let audio_ext = |kind, ext| if kind == MediaKind::Audio { ext } else { 0 };
         for s in &p.streams {
             out.push(Source {
                 ssrc: s.route.ssrc,
                 kind: s.route.kind,
                 owner,
                 mid_ext: 0,
+                level_ext: audio_ext(s.route.kind, SDES_AUDIO_LEVEL_EXT),
             });
         }
         for session in p.webrtc.iter().flat_map(|seat| &seat.sessions) {
@@ -409,49 +463,12 @@ pub(super) fn sources(meeting: &Meeting) -> Vec<Source> {
                     kind: s.route.kind,
                     owner,
                     mid_ext,
+                    level_ext: audio_ext(s.route.kind, session.level_ext),
                 });
             }
         }
     }
     out
-}
-
-/// Fills the WHEP slots of `meeting`'s browsers: a slot keeps its
-/// publisher while that stream exists; a free slot takes the first
-/// stream of its kind (in admission order) that no slot of the session
-/// carries and that is not the viewer's own. Slots are declared in the
-/// answer, so a publisher joining later fills a free one with no
-/// renegotiation.
-pub(super) fn assign_slots(meeting: &mut Meeting) {
-    let sources = sources(meeting);
-    for p in &mut meeting.participants {
-        let own = p.leg.id.0;
-        for session in p
-            .webrtc
-            .iter_mut()
-            .flat_map(|seat| seat.sessions.iter_mut())
-        {
-            for slot in &mut session.slots {
-                if slot
-                    .source
-                    .is_some_and(|s| !sources.iter().any(|x| x.ssrc == s))
-                {
-                    slot.source = None;
-                }
-            }
-            for at in 0..session.slots.len() {
-                if session.slots[at].source.is_some() {
-                    continue;
-                }
-                let kind = session.slots[at].request.kind;
-                let taken: Vec<u32> = session.slots.iter().filter_map(|s| s.source).collect();
-                session.slots[at].source = sources
-                    .iter()
-                    .find(|x| x.kind == kind && x.owner != own && !taken.contains(&x.ssrc))
-                    .map(|x| x.ssrc);
-            }
-        }
-    }
 }
 
 /// The data plane's view of a WHEP session's slots.
@@ -461,6 +478,7 @@ fn slot_map(session: &BrowserSession, sources: &[Source]) -> SlotMap {
         .iter()
         .filter_map(|slot| {
             let source = slot.source?;
+            let (seq_offset, ts_offset) = slot.offsets?;
             let mid_bytes = slot.request.mid.as_bytes();
             let mut mid = [0u8; 8];
             let mid_len = if mid_bytes.len() <= mid.len() {
@@ -479,6 +497,8 @@ fn slot_map(session: &BrowserSession, sources: &[Source]) -> SlotMap {
                     .find(|x| x.ssrc == source)
                     .map_or(0, |x| x.mid_ext),
                 mid_ext: slot.request.mid_ext,
+                seq_offset,
+                ts_offset,
             })
         })
         .collect();
