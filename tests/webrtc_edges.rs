@@ -656,7 +656,7 @@ fn rtp_with_mid(pt: u8, ssrc: u32, seq: u16, mid: &str, payload: &[u8]) -> Vec<u
     p.extend_from_slice(&ssrc.to_be_bytes());
     let mut elements = vec![(4 << 4) | (mid.len() as u8 - 1)];
     elements.extend_from_slice(mid.as_bytes());
-    while elements.len() % 4 != 0 {
+    while !elements.len().is_multiple_of(4) {
         elements.push(0);
     }
     p.extend_from_slice(&[0xBE, 0xDE]);

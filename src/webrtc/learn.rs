@@ -131,7 +131,7 @@ mod tests {
             let mut elements = vec![0x10, 0x7f];
             elements.push((4 << 4) | (mid.len() as u8 - 1));
             elements.extend_from_slice(mid.as_bytes());
-            while elements.len() % 4 != 0 {
+            while !elements.len().is_multiple_of(4) {
                 elements.push(0);
             }
             p.extend_from_slice(&[0xBE, 0xDE]);

@@ -48,6 +48,8 @@ use crate::relay::{RoutingSnapshot, Transmits, UnroutedSink};
 pub const QUEUE_DEPTH: usize = 4096;
 /// Sessions (pending or established) one media port holds at most.
 pub const MAX_SESSIONS: usize = 4096;
+/// The handshake thread's nice value: the packet workers (0) win the core.
+const HANDSHAKE_NICE: i32 = 10;
 /// The longest the handshake thread sleeps without looking at timers.
 const IDLE: Duration = Duration::from_millis(50);
 
@@ -193,7 +195,7 @@ impl UnroutedOffer {
         };
         let n = &mut self.seen[at].1;
         *n = n.saturating_add(1);
-        *n <= UNROUTED_FIRST || *n % UNROUTED_EVERY == 0
+        *n <= UNROUTED_FIRST || n.is_multiple_of(UNROUTED_EVERY)
     }
 }
 
@@ -296,6 +298,11 @@ impl WebrtcPort {
         let thread = std::thread::Builder::new()
             .name("sluice-webrtc".to_owned())
             .spawn(move || {
+                // Below the packet workers: a burst of handshakes waits for
+                // an idle core rather than delaying forwarding.
+                if let Err(e) = crate::net::priority::lower_this_thread(HANDSHAKE_NICE) {
+                    tracing::warn!("the WebRTC handshake thread keeps normal priority: {e}");
+                }
                 let mut port = Handshakes {
                     table: SessionTable::new(MAX_SESSIONS),
                     config,
