@@ -17,6 +17,9 @@
 //!   session's outcome to a [`LegSink`] (the control plane's registry).
 //!   After the handshake a session stays in the table: it keeps answering
 //!   the browser's consent checks (RFC 7675) and notices when they stop.
+//!   The thread runs at nice 10 (`crate::net::priority`): on a box with
+//!   no idle core a burst of handshakes waits for the packet workers,
+//!   never the other way round (bench/README.md, `webrtc_burst`).
 //!
 //! - [`UnroutedOffer`] is each worker's hand-off of RTP whose SSRC no
 //!   route has, from a browser's ICE address: the thread passes it to the
