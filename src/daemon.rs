@@ -18,6 +18,7 @@ use crate::net::{DataPlane, DataPlaneOptions, IoBackend, IoMode, NetError, Packe
 use crate::relay::{Path, RelayWorker, RoutingSnapshot, Transmits, empty_cell};
 use crate::transcode::{EncoderKind, EncoderProbe, TranscodeService};
 use crate::webrtc::port::{PortInbox, WebrtcDemux, WebrtcPort};
+use crate::webrtc::proto::identity::DtlsIdentity;
 
 /// Receive batch size per worker loop turn.
 const RECV_BATCH: usize = 32;
@@ -157,6 +158,9 @@ impl Daemon {
     /// Binds the media port and the control API and starts every worker.
     pub fn start(config: &Config) -> Result<Self, DaemonError> {
         let token = config.api_token()?;
+        // Checked when the config was parsed; read again now (the files
+        // may have changed since).
+        let webrtc_identity = config.webrtc.identity()?;
         let cluster = config
             .cluster_settings()?
             .map(ClusterLink::new)
@@ -189,7 +193,8 @@ impl Daemon {
         let mut data =
             DataPlane::start(&options, Arc::clone(&cell), &metrics, move |_, counters| {
                 WebrtcDemux::new(
-                    RelayWorker::new(backend.for_worker(&crypto_metrics), counters),
+                    RelayWorker::new(backend.for_worker(&crypto_metrics), counters)
+                        .with_unrouted(Box::new(queue.unrouted_sink())),
                     queue.clone(),
                 )
             })?;
@@ -218,7 +223,7 @@ impl Daemon {
                 return Err(e.into());
             }
         };
-        let webrtc = start_webrtc(inbox, &mut data, &control, media_address);
+        let webrtc = start_webrtc(inbox, webrtc_identity, &mut data, &control, media_address);
         // Encoders are probed once, at start, in the operator's order.
         let video_encoders = if config.transcode.enabled {
             EncoderProbe::run_and_log(&config.transcode.encoder_order())
@@ -435,14 +440,15 @@ impl Daemon {
 /// line says why, while every SDES participant is served as before.
 fn start_webrtc(
     inbox: PortInbox,
+    configured: Option<DtlsIdentity>,
     data: &mut DataPlane,
     control: &ControlServer,
     media_address: SocketAddr,
 ) -> Option<WebrtcPort> {
     use crate::control::{RegistrySink, WebrtcEdge};
-    use crate::webrtc::proto::{dtls::DtlsConfig, identity::DtlsIdentity};
+    use crate::webrtc::proto::dtls::DtlsConfig;
 
-    let identity = match DtlsIdentity::generate() {
+    let identity = match configured.map_or_else(DtlsIdentity::generate, Ok) {
         Ok(identity) => Arc::new(identity),
         Err(e) => {
             tracing::warn!("WebRTC off: cannot make the DTLS certificate: {e}");

@@ -133,6 +133,9 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     if old.transcode != new.transcode {
         restart.push("[transcode]");
     }
+    if old.webrtc != new.webrtc {
+        restart.push("[webrtc]");
+    }
     if old.cluster != new.cluster {
         restart.push("[cluster]");
     }

@@ -107,8 +107,9 @@ fn meeting_page_through_sluice_standard_and_e2ee() {
 }
 
 /// The page's sentences: an incomplete link, a token the relay refuses, a
-/// camera the browser denies (with Try again), and the relay going away
-/// while joined (the page says it reconnects).
+/// meeting locked after admission (with Try again, which joins once it is
+/// unlocked), a camera the browser denies (with Try again), and the relay
+/// going away while joined (the page says it reconnects).
 #[test]
 fn meeting_page_tells_a_person_what_went_wrong() {
     run_driver("meet-errors.mjs");

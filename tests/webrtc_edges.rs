@@ -559,3 +559,424 @@ fn a_dtls_keyed_leg_carries_media_and_ends_when_consent_stops() {
     );
     daemon.stop();
 }
+
+/// A browser stand-in that has finished ICE and DTLS with the daemon.
+struct Joined {
+    sock: UdpSocket,
+    /// What it protects with (`client_to_relay`).
+    send: sluice::srtp::SrtpSession<sluice::crypto::AnyGcm>,
+    /// The relay's certificate as the handshake presented it.
+    relay_certificate: Vec<u8>,
+    /// The SDP answer.
+    answer: String,
+}
+
+/// Posts `body` (its fingerprint replaced by `identity`'s) to `endpoint`
+/// with `token`, then runs the ICE check and the DTLS handshake.
+fn join(
+    daemon: &RunningDaemon,
+    endpoint: &str,
+    token: &str,
+    body: &str,
+    identity: &sluice::webrtc::proto::identity::DtlsIdentity,
+) -> Joined {
+    use sluice::webrtc::proto::client::DtlsClient;
+
+    let placeholder = (0..32)
+        .map(|i| format!("{i:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let body = body.replace(
+        &format!("sha-256 {placeholder}"),
+        &identity.fingerprint().to_string(),
+    );
+    let bearer = format!("Bearer {token}");
+    let r = raw(
+        daemon.api,
+        "POST",
+        endpoint,
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &bearer),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (ufrag, pwd) = (attr(&r.body, "a=ice-ufrag:"), attr(&r.body, "a=ice-pwd:"));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = write_check(&mut buf, [5; 12], ufrag, "brws", pwd, true).unwrap();
+    sock.send_to(&buf[..n], daemon.media).unwrap();
+    let t0 = Instant::now();
+    let mut client = DtlsClient::new(identity, t0);
+    let mut reply = [0u8; 2048];
+    while client.keying().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no handshake");
+        assert!(!client.has_failed(), "the handshake failed");
+        client.handle_timeout(Instant::now());
+        for p in client.poll_transmits() {
+            sock.send_to(&p, daemon.media).unwrap();
+        }
+        if let Ok((len, _)) = sock.recv_from(&mut reply)
+            && (20..64).contains(&reply[0])
+        {
+            client.handle_packet(Instant::now(), &reply[..len]);
+        }
+    }
+    for p in client.poll_transmits() {
+        sock.send_to(&p, daemon.media).unwrap();
+    }
+    let keys = sluice::webrtc::BrowserLegKeys::from_keying(client.keying().unwrap()).unwrap();
+    Joined {
+        sock,
+        send: sluice::srtp::SrtpSession::new(
+            sluice::crypto::AnyGcm::default(),
+            &keys.client_to_relay,
+        )
+        .unwrap(),
+        relay_certificate: client
+            .peer_certificate()
+            .expect("the relay's certificate")
+            .to_vec(),
+        answer: r.body,
+    }
+}
+
+impl Joined {
+    /// Sends one SRTP packet of `rtp` (plaintext RTP).
+    fn send(&mut self, media: SocketAddr, rtp: &[u8]) {
+        let mut p = rtp.to_vec();
+        let len = p.len();
+        p.resize(len + 32, 0);
+        let n = self.send.protect_rtp(&mut p, len).unwrap();
+        self.sock.send_to(&p[..n], media).unwrap();
+    }
+}
+
+/// An RTP packet with a one-byte header extension carrying `mid` under
+/// extension id 4 (what the offers below map the MID URI to).
+fn rtp_with_mid(pt: u8, ssrc: u32, seq: u16, mid: &str, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x90, pt];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 960).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    let mut elements = vec![(4 << 4) | (mid.len() as u8 - 1)];
+    elements.extend_from_slice(mid.as_bytes());
+    while !elements.len().is_multiple_of(4) {
+        elements.push(0);
+    }
+    p.extend_from_slice(&[0xBE, 0xDE]);
+    p.extend_from_slice(&((elements.len() / 4) as u16).to_be_bytes());
+    p.extend_from_slice(&elements);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn standard_meeting(api: SocketAddr) -> String {
+    let owner = json!({"account": "test", "verified": false});
+    let created = http(
+        api,
+        "POST",
+        "/v1/meetings",
+        Some(&json!({"mode": "standard", "owner": owner})),
+        None,
+    );
+    created.json()["id"].as_str().unwrap().to_owned()
+}
+
+fn admit_browser(api: SocketAddr, meeting: &str, name: &str) -> Value {
+    let path = format!("/v1/meetings/{meeting}/participants");
+    let web = http(
+        api,
+        "POST",
+        &path,
+        Some(&json!({"name": name, "transport": "webrtc"})),
+        None,
+    );
+    assert_eq!(web.status, 201, "{}", web.text);
+    web.json()["webrtc"].clone()
+}
+
+/// A WHIP offer with no `a=ssrc` (what Firefox sends, and Chrome's with
+/// the lines munged out) still publishes: the relay maps the stream to
+/// its m-line by the MID extension of its first authenticated packet and
+/// relays it to an SDES participant like an announced one. A packet
+/// whose payload type is not its m-line's codec (RTX under the media's
+/// MID) never becomes a stream, and one that does not authenticate
+/// teaches nothing.
+#[test]
+fn a_whip_offer_without_ssrc_lines_publishes_what_its_first_packets_carry() {
+    use sluice::webrtc::proto::identity::DtlsIdentity;
+
+    let daemon = RunningDaemon::start("webrtc-learn", &loopback_config(""), &[]);
+    let api = daemon.api;
+    let meeting = standard_meeting(api);
+    let path = format!("/v1/meetings/{meeting}/participants");
+    let sdes = http(api, "POST", &path, Some(&json!({"name": "s"})), None).json();
+    let mut sdes = support::Endpoint::from_admission(&sdes);
+    let stream = json!({"ssrc": 78, "kind": "audio", "codec": "opus", "payload_type": 111});
+    let declared = http(
+        api,
+        "POST",
+        &format!("{path}/{}/streams", sdes.id),
+        Some(&stream),
+        None,
+    );
+    assert_eq!(declared.status, 201, "{}", declared.text);
+    sdes.send_rtp(78, 0, b"latch");
+
+    let web = admit_browser(api, &meeting, "w");
+    let body: String = offer("sendonly", 1, true)
+        .lines()
+        .filter(|l| !l.starts_with("a=ssrc"))
+        .flat_map(|l| {
+            let mut out = vec![format!("{l}\r\n")];
+            if l.starts_with("a=mid:") {
+                out.push("a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n".to_owned());
+            }
+            out
+        })
+        .collect();
+    assert!(!body.contains("a=ssrc"));
+    let identity = DtlsIdentity::generate().unwrap();
+    let mut browser = join(
+        &daemon,
+        web["whip"].as_str().unwrap(),
+        web["token"].as_str().unwrap(),
+        &body,
+        &identity,
+    );
+    let media = daemon.media;
+
+    // A forged packet (not under the session's key) and a repair stream
+    // (payload type 97 under the video MID) first: neither is learnt.
+    let forged = rtp_with_mid(111, 0x5eed, 0, "0", b"forged srtp");
+    browser.sock.send_to(&forged, media).unwrap();
+    for seq in 0..8 {
+        browser.send(media, &rtp_with_mid(97, 0x4e7, seq, "1", b"rtx"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sdes.receive(1, Duration::from_millis(200)).is_empty(),
+        "nothing learnt from a forged packet or a repair stream"
+    );
+
+    // The audio stream, announced nowhere, is learnt from its MID.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut got, mut seq) = (0, 0u16);
+    while got < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the unannounced stream never reached the SDES leg:\n{}",
+            daemon.log()
+        );
+        browser.send(
+            media,
+            &rtp_with_mid(111, 0xA0D10, seq, "0", b"learnt from MID"),
+        );
+        seq += 1;
+        for mut d in sdes.receive(1, Duration::from_millis(50)) {
+            let len = d.len();
+            if let Ok(n) = sdes.recv.unprotect_rtp(&mut d, len) {
+                let ssrc = u32::from_be_bytes(d[8..12].try_into().unwrap());
+                assert_eq!(ssrc, 0xA0D10, "only the media stream is relayed");
+                assert!(d[..n].ends_with(b"learnt from MID"));
+                got += 1;
+            }
+        }
+    }
+    // The m-line has its stream: another SSRC under the same MID stays out.
+    sdes.drain();
+    for s in 0..6 {
+        browser.send(media, &rtp_with_mid(111, 0xB0B, s, "0", b"second"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for mut d in sdes.drain() {
+        let len = d.len();
+        if sdes.recv.unprotect_rtp(&mut d, len).is_ok() {
+            let ssrc = u32::from_be_bytes(d[8..12].try_into().unwrap());
+            assert_ne!(ssrc, 0xB0B, "a second stream on one m-line was learnt");
+        }
+    }
+    daemon.stop();
+}
+
+/// `[webrtc] certificate`/`private_key`: the answer's fingerprint is the
+/// configured certificate's, and the DTLS handshake presents that
+/// certificate; a key of another certificate is refused by
+/// `check-config` with a sentence naming the keys to fix.
+#[test]
+fn a_configured_certificate_is_the_one_answers_and_handshakes_show() {
+    use sluice::webrtc::proto::identity::{DtlsIdentity, Fingerprint};
+
+    let dir = std::env::temp_dir().join(format!("sluice-webrtc-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut made = Vec::new();
+    for name in ["a", "b"] {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![format!("{name}.example")])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        made.push((c, k, cert.der().to_vec()));
+    }
+    let section = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "[webrtc]\ncertificate = {:?}\nprivate_key = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+    };
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, loopback_config(&section(&made[0].0, &made[1].1))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a mismatched pair passes: {said}");
+    assert!(
+        said.contains("does not belong") && said.contains("[webrtc] certificate and private_key"),
+        "{said}"
+    );
+
+    let (cert, key, der) = &made[0];
+    let daemon = RunningDaemon::start("webrtc-pem", &loopback_config(&section(cert, key)), &[]);
+    let meeting = standard_meeting(daemon.api);
+    let web = admit_browser(daemon.api, &meeting, "w");
+    let identity = DtlsIdentity::generate().unwrap();
+    let joined = join(
+        &daemon,
+        web["whep"].as_str().unwrap(),
+        web["token"].as_str().unwrap(),
+        &offer("recvonly", 1, true),
+        &identity,
+    );
+    let answered = Fingerprint::parse(attr(&joined.answer, "a=fingerprint:")).unwrap();
+    assert!(
+        answered.matches(der),
+        "the answer's fingerprint is not the configured certificate's"
+    );
+    assert_eq!(&joined.relay_certificate, der);
+    daemon.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The lock reaches WebRTC sessions (DESIGN.md "WebRTC"): a browser
+/// admitted before the meeting was locked but not yet in its media is
+/// refused (403 `meeting_locked`, the JSON shape, CORS) on WHIP and
+/// WHEP; once unlocked it joins, and a lock set after that does not cut
+/// its further sessions off.
+#[test]
+fn a_locked_meeting_refuses_browsers_that_have_not_joined_its_media() {
+    use sluice::webrtc::proto::identity::DtlsIdentity;
+
+    let daemon = RunningDaemon::start("webrtc-lock", &loopback_config(""), &[]);
+    let api = daemon.api;
+    let meeting = standard_meeting(api);
+    let web = admit_browser(api, &meeting, "late");
+    let lock = |locked: bool| {
+        let r = http(
+            api,
+            "POST",
+            &format!("/v1/meetings/{meeting}/lock"),
+            Some(&json!({ "locked": locked })),
+            None,
+        );
+        assert!(r.status < 300, "{}", r.text);
+    };
+    lock(true);
+    let bearer = format!("Bearer {}", web["token"].as_str().unwrap());
+    for (which, direction) in [("whip", "sendonly"), ("whep", "recvonly")] {
+        let r = raw(
+            api,
+            "POST",
+            web[which].as_str().unwrap(),
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Authorization", &bearer),
+            ],
+            &offer(direction, 1, true),
+        );
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (403, "meeting_locked"),
+            "{which}: {}",
+            r.body
+        );
+        assert!(r.body.contains("locked"), "{}", r.body);
+        assert_eq!(
+            r.header("access-control-allow-origin").as_deref(),
+            Some("*")
+        );
+    }
+    // A bad token is still 401, not a hint that the meeting is locked.
+    let r = raw(
+        api,
+        "POST",
+        web["whip"].as_str().unwrap(),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", "Bearer nope"),
+        ],
+        &offer("sendonly", 1, true),
+    );
+    assert_eq!(r.status, 401);
+
+    lock(false);
+    let identity = DtlsIdentity::generate().unwrap();
+    let _publishing = join(
+        &daemon,
+        web["whip"].as_str().unwrap(),
+        web["token"].as_str().unwrap(),
+        &offer("sendonly", 1, true),
+        &identity,
+    );
+    // Joined: the leg exists once the handshake's last flight is in.
+    std::thread::sleep(Duration::from_millis(300));
+    lock(true);
+    let r = raw(
+        api,
+        "POST",
+        web["whep"].as_str().unwrap(),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &bearer),
+        ],
+        &offer("recvonly", 1, true),
+    );
+    assert_eq!(
+        r.status, 201,
+        "a joined browser's WHEP after the lock: {}",
+        r.body
+    );
+    // A newcomer admitted before the lock, not joined: refused.
+    lock(false);
+    let other = admit_browser(api, &meeting, "other");
+    lock(true);
+    let r = raw(
+        api,
+        "POST",
+        other["whip"].as_str().unwrap(),
+        &[
+            ("Content-Type", "application/sdp"),
+            (
+                "Authorization",
+                &format!("Bearer {}", other["token"].as_str().unwrap()),
+            ),
+        ],
+        &offer("sendonly", 1, true),
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "meeting_locked"));
+    daemon.stop();
+}

@@ -214,6 +214,11 @@ pub enum ConfigError {
         /// Why, as a sentence fragment.
         reason: String,
     },
+    /// `[webrtc] certificate`/`private_key` unusable.
+    WebrtcCertificate {
+        /// Why, as a sentence fragment.
+        reason: String,
+    },
     /// The config file itself cannot be read.
     Unreadable {
         /// The file.
@@ -299,10 +304,11 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("log", &["format", "level"]),
+    ("webrtc", &["certificate", "private_key"]),
 ];
 
 /// The top-level names: the sections.
-const TOP: [&str; 8] = [
+const TOP: [&str; 9] = [
     "control",
     "media",
     "crypto",
@@ -310,6 +316,7 @@ const TOP: [&str; 8] = [
     "sip",
     "log",
     "transcode",
+    "webrtc",
     "cluster",
 ];
 
@@ -622,6 +629,12 @@ impl fmt::Display for ConfigError {
                 "cannot serve SIP over TLS: {reason}; set [sip] tls_cert and tls_key to a \
                  PEM certificate chain and its private key, or remove listen_tls"
             ),
+            Self::WebrtcCertificate { reason } => write!(
+                f,
+                "cannot use the WebRTC certificate: {reason}; set [webrtc] certificate and \
+                 private_key to a PEM certificate and its PKCS#8 private key, or remove both \
+                 to have one made at start-up"
+            ),
             Self::Unreadable { path, reason } => write!(
                 f,
                 "cannot read the config file {} ({reason}); check the path and its permissions",
@@ -674,7 +687,7 @@ mod tests {
         assert_eq!(
             error("[media]\nworkers = 2\n\n[medai]\nworkers = 2\n"),
             "sluice.toml:4:2: unknown section `medai`; expected one of [control], [media], \
-             [crypto], [policy], [sip], [log], [transcode], [cluster]"
+             [crypto], [policy], [sip], [log], [transcode], [webrtc], [cluster]"
         );
     }
 

@@ -12,6 +12,7 @@
 mod cluster;
 mod error;
 mod transcode;
+mod webrtc;
 
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,6 +24,7 @@ use serde::Deserialize;
 pub use cluster::{ClusterConfig, ClusterSettings};
 pub use error::{ConfigError, Location};
 pub use transcode::TranscodeConfig;
+pub use webrtc::WebrtcConfig;
 
 use crate::policy::Policy;
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[transcode]`: video renditions.
     pub transcode: TranscodeConfig,
+    /// `[webrtc]`: the DTLS certificate browsers see.
+    pub webrtc: WebrtcConfig,
     /// `[cluster]`: other nodes of the rack, through Redis; alone without it.
     pub cluster: Option<ClusterConfig>,
 }
@@ -705,6 +709,7 @@ impl Config {
         self.policy_validate(text, origin)?;
         self.sip.validate(text, origin)?;
         self.transcode.validate(text, origin)?;
+        self.webrtc.validate()?;
         self.cluster_settings_in(text, origin).map(drop)
     }
 

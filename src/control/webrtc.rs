@@ -11,6 +11,13 @@
 //!   ICE-lite answer already holds every candidate), `OPTIONS` on any of
 //!   them answers CORS.
 //!
+//! The meeting's lock holds here too, not only at admission: a browser
+//! admitted before the meeting was locked, none of whose sessions has
+//! finished a handshake yet, is refused 403 `meeting_locked` on WHIP and
+//! WHEP (the page says the meeting is locked and offers Try again); one
+//! that has joined the media keeps opening sessions (its WHEP after its
+//! WHIP, a reconnect). `Registry::browser_locked_out` has the rule.
+//!
 //! These paths are authorised by the participant's token, not the API's
 //! (a browser never holds the integrator's token): `auth.rs` lets them
 //! through to the checks here. Every refusal is the API's JSON error
@@ -43,6 +50,7 @@ use super::registry::{NewStream, SlotRequest};
 use crate::relay::MediaKind;
 use crate::webrtc::BrowserLegKeys;
 use crate::webrtc::keyframe::KeyframeRequest;
+use crate::webrtc::learn::PublishedLine;
 use crate::webrtc::port::{EndReason, LegSink, PortInput, PortQueue, SessionId};
 use crate::webrtc::whip::{CORS_HEADERS, IceCredentials, WhipError, accept_offer, check_bearer};
 
@@ -81,6 +89,9 @@ pub(crate) fn endpoint(meeting: &str, participant: &str, which: &str) -> String 
 #[derive(Debug)]
 pub(crate) enum BrowserError {
     Whip(WhipError),
+    /// The meeting is locked and this participant has not joined its
+    /// media yet (`Registry::browser_locked_out`).
+    Locked,
     NoSession,
     TooManySessions,
     IceRestart,
@@ -95,6 +106,12 @@ impl BrowserError {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
                 e.code(),
                 e.to_string(),
+            ),
+            Self::Locked => (
+                StatusCode::FORBIDDEN,
+                "meeting_locked",
+                "the meeting is locked: the host has to unlock it before this participant can join"
+                    .to_owned(),
             ),
             Self::NoSession => (
                 StatusCode::NOT_FOUND,
@@ -219,6 +236,9 @@ fn post_offer(
     }
     let token = token_of(state, meeting, participant)?;
     check_bearer(authorization, &token)?;
+    if state.registry().browser_locked_out(meeting, participant) {
+        return Err(BrowserError::Locked);
+    }
     let edge = state.webrtc().ok_or(BrowserError::Unavailable)?;
     let text = std::str::from_utf8(body).map_err(|_| {
         WhipError::Offer(sluice_webrtc::sdp::SdpError::Malformed(
@@ -249,14 +269,24 @@ fn post_offer(
         (_, Err(e)) => return Err(e.into()),
         (result, Ok(_)) => result?,
     };
-    let (offered, requests) = match purpose {
-        Purpose::Publish => (offered_streams(&accepted.offer), Vec::new()),
-        Purpose::Receive { .. } => (Vec::new(), slot_requests(&accepted.offer)),
+    let (offered, lines, requests) = match purpose {
+        Purpose::Publish => (
+            offered_streams(&accepted.offer),
+            published_lines(&accepted.offer),
+            Vec::new(),
+        ),
+        Purpose::Receive { .. } => (Vec::new(), Vec::new(), slot_requests(&accepted.offer)),
     };
     let mids: Vec<String> = requests.iter().map(|r| r.mid.clone()).collect();
-    let opened = state
-        .registry()
-        .open_browser_session(meeting, participant, id, offered, requests);
+    let opened = {
+        let mut registry = state.registry();
+        // Again under the same guard as the opening: a lock set while
+        // the offer was read counts.
+        if registry.browser_locked_out(meeting, participant) {
+            return Err(BrowserError::Locked);
+        }
+        registry.open_browser_session(meeting, participant, id, offered, lines, requests)
+    };
     let slot_ssrcs = match opened {
         Ok(Some(ssrcs)) => ssrcs,
         Ok(None) => return Err(BrowserError::TooManySessions),
@@ -341,30 +371,60 @@ fn slot_requests(offer: &Offer) -> Vec<SlotRequest> {
         .collect()
 }
 
-/// The streams a WHIP offer declares with `a=ssrc`, by m-line, each with
-/// its m-line's MID extension id.
-fn offered_streams(offer: &Offer) -> Vec<(NewStream, u8)> {
-    let mut streams = Vec::new();
-    for m in offer.media.iter().filter(|m| !m.rejected) {
-        let (Some(codec), kind) = (&m.codec, m.kind) else {
-            continue;
-        };
-        let kind = match kind {
+/// The accepted audio and video m-lines of a WHIP offer, with the
+/// relay's kind and codec name of each.
+fn sending_lines(
+    offer: &Offer,
+) -> impl Iterator<
+    Item = (
+        &sluice_webrtc::sdp::OfferedMedia,
+        MediaKind,
+        &'static str,
+        u8,
+    ),
+> {
+    offer.media.iter().filter(|m| !m.rejected).filter_map(|m| {
+        let codec = m.codec.as_ref()?;
+        let kind = match m.kind {
             SdpKind::Audio => MediaKind::Audio,
             SdpKind::Video => MediaKind::Video,
-            SdpKind::Other => continue,
+            SdpKind::Other => return None,
         };
         let name = match codec.name {
             CodecName::Opus => "opus",
             CodecName::Vp8 => "VP8",
             CodecName::H264 => "H264",
         };
+        Some((m, kind, name, codec.payload_type))
+    })
+}
+
+/// A WHIP offer's m-lines, for streams learnt from their first packets;
+/// one that announced its SSRC with `a=ssrc` is taken already.
+fn published_lines(offer: &Offer) -> Vec<PublishedLine> {
+    sending_lines(offer)
+        .map(|(m, kind, codec, payload_type)| PublishedLine {
+            mid: m.mid.clone(),
+            mid_ext: m.mid_extension.unwrap_or(0),
+            kind,
+            codec,
+            payload_type,
+            taken: !m.ssrcs.is_empty(),
+        })
+        .collect()
+}
+
+/// The streams a WHIP offer declares with `a=ssrc`, by m-line, each with
+/// its m-line's MID extension id.
+fn offered_streams(offer: &Offer) -> Vec<(NewStream, u8)> {
+    let mut streams = Vec::new();
+    for (m, kind, name, payload_type) in sending_lines(offer) {
         for &ssrc in &m.ssrcs {
             let stream = NewStream {
                 ssrc,
                 kind,
                 codec: name.to_owned(),
-                payload_type: codec.payload_type,
+                payload_type,
             };
             streams.push((stream, m.mid_extension.unwrap_or(0)));
         }
@@ -528,6 +588,13 @@ impl LegSink for RegistrySink {
         let tick = self.0.registry().tick_slots(now);
         keyframes.extend(tick.keyframes);
         tick.switches
+    }
+
+    fn unrouted(&self, from: SocketAddr, datagram: &[u8]) {
+        match self.0.registry().browser_learn(from, datagram) {
+            Ok(ssrc) => tracing::info!(ssrc, %from, "WHIP stream learnt from its first packets"),
+            Err(why) => tracing::debug!(%from, %why, "unknown SSRC from a browser, not learnt"),
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 mod cmsg;
 mod mmsg;
 mod msghdr;
+pub mod priority;
 mod probe;
 mod socket;
 mod uring;

@@ -28,4 +28,4 @@ pub use snapshot::{
     RoutingSnapshot, SlotEntry, SlotMap, SnapshotCell, StreamRoute, empty_cell,
 };
 pub use transmit::{SLOT, Transmit, Transmits};
-pub use worker::RelayWorker;
+pub use worker::{RelayWorker, UnroutedSink};

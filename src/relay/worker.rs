@@ -82,9 +82,21 @@ const MAX_SCAN: usize = 256;
 /// Slots of departed legs looked at per snapshot change (`legs.rs`).
 const SWEEP_BUDGET: usize = 256;
 
+/// Where a worker hands RTP whose SSRC no stream has, when it comes from
+/// a browser's ICE address (`RoutingSnapshot::ice_addresses`): the WebRTC
+/// side learns a WHIP stream announced without `a=ssrc` from its first
+/// packets (`crate::webrtc::learn`). Called on the unknown-SSRC path
+/// only, never for a routed packet; it must not block.
+pub trait UnroutedSink: Send + std::fmt::Debug {
+    /// `datagram` (still SRTP) came from `from` with an unknown SSRC.
+    fn unrouted(&mut self, from: std::net::SocketAddr, ssrc: u32, datagram: &[u8]);
+}
+
 /// One packet worker's routing core.
 #[derive(Debug)]
 pub struct RelayWorker<B: AeadBackend> {
+    /// Unknown-SSRC RTP from browsers goes here (see [`UnroutedSink`]).
+    unrouted: Option<Box<dyn UnroutedSink>>,
     backend: B,
     counters: Arc<WorkerCounters>,
     legs: LegSessions<B>,
@@ -118,6 +130,7 @@ impl<B: AeadBackend> RelayWorker<B> {
     /// A worker protecting with `backend` and counting into `counters`.
     pub fn new(backend: B, counters: Arc<WorkerCounters>) -> Self {
         Self {
+            unrouted: None,
             backend,
             counters,
             legs: LegSessions::default(),
@@ -131,6 +144,13 @@ impl<B: AeadBackend> RelayWorker<B> {
             trial_buf: vec![0; SLOT],
             deferred: DeferredSends::default(),
         }
+    }
+
+    /// Hands unknown-SSRC RTP from browsers' ICE addresses to `sink`.
+    #[must_use]
+    pub fn with_unrouted(mut self, sink: Box<dyn UnroutedSink>) -> Self {
+        self.unrouted = Some(sink);
+        self
     }
 
     /// Whether fan-outs are waiting on the crypto device; while so, call
@@ -235,6 +255,11 @@ impl<B: AeadBackend> RelayWorker<B> {
             .and_then(|stream| Some((stream, snapshot.legs.get(&stream.leg)?)))
         else {
             self.counters.dropped(Drop::UnknownSsrc);
+            if let Some(sink) = self.unrouted.as_mut()
+                && snapshot.ice_addresses.contains_key(&from.remote)
+            {
+                sink.unrouted(from.remote, ssrc, packet.get(..len).unwrap_or_default());
+            }
             return;
         };
         let slot = self.legs.slot_of(leg);

@@ -34,6 +34,11 @@
 //!    data plane: a WHIP leg takes nothing (`send_only`), a participant's
 //!    legs skip each other (`participant_of`), and RTCP from a
 //!    receive-only browser finds its leg by ICE address (`ice_addresses`).
+//!    A WHIP offer without `a=ssrc` still publishes: RTP with an unknown
+//!    SSRC from a browser's ICE address is offered (rate-limited, off the
+//!    routed path) to the handshake thread, and once it authenticates
+//!    under the session's key its MID (or payload type) maps it to its
+//!    m-line ([`learn`]) and it becomes a stream like an announced one.
 //! 5. WHEP receive slots: the answer declares one SSRC per recvonly
 //!    m-line. Each WHEP session has a sans-IO
 //!    [`proto::slots::SlotRouter`] on the control plane: audio slots
@@ -55,8 +60,7 @@
 //!
 //! Not yet: SR/SDES are not rewritten for slots (no lip sync across a
 //! slot); the payload type is passed as the publisher numbered it
-//! (Chrome numbers Opus and VP8 alike in every offer); a WHIP offer
-//! without `a=ssrc` publishes nothing (no first-packet learning); ICE
+//! (Chrome numbers Opus and VP8 alike in every offer); ICE
 //! restarts (422) and cluster mode (400) are refused. SRTP rollover
 //! state toward a viewer is per packet worker (`relay/worker.rs`, "Known
 //! limit"): a slot that switches to a publisher on another worker after
@@ -87,6 +91,7 @@ use crate::srtp::{MasterKey, SrtpError, SrtpProfile};
 pub use sluice_webrtc as proto;
 
 pub mod keyframe;
+pub mod learn;
 pub mod port;
 pub mod whip;
 

@@ -17,6 +17,14 @@
 //!   session's outcome to a [`LegSink`] (the control plane's registry).
 //!   After the handshake a session stays in the table: it keeps answering
 //!   the browser's consent checks (RFC 7675) and notices when they stop.
+//!   The thread runs at nice 10 (`crate::net::priority`): on a box with
+//!   no idle core a burst of handshakes waits for the packet workers,
+//!   never the other way round (bench/README.md, `webrtc_burst`).
+//!
+//! - [`UnroutedOffer`] is each worker's hand-off of RTP whose SSRC no
+//!   route has, from a browser's ICE address: the thread passes it to the
+//!   sink, which learns a WHIP stream announced without `a=ssrc`
+//!   (`crate::webrtc::learn`).
 //!
 //! Every [`SLOT_TICK`] the thread also runs the WHEP slot decisions
 //! ([`LegSink::tick_slots`], off the packet path) and sends the keyframe
@@ -42,12 +50,14 @@ use sluice_webrtc::table::{InsertError, SessionTable};
 
 use super::keyframe::KeyframeRequest;
 use crate::net::PacketHandler;
-use crate::relay::{RoutingSnapshot, Transmits};
+use crate::relay::{RoutingSnapshot, Transmits, UnroutedSink};
 
 /// Datagrams and commands the queue holds before workers drop STUN/DTLS.
 pub const QUEUE_DEPTH: usize = 4096;
 /// Sessions (pending or established) one media port holds at most.
 pub const MAX_SESSIONS: usize = 4096;
+/// The handshake thread's nice value: the packet workers (0) win the core.
+const HANDSHAKE_NICE: i32 = 10;
 /// The longest the handshake thread sleeps without looking at timers.
 const IDLE: Duration = Duration::from_millis(50);
 /// How often the WHEP slot decisions run ([`LegSink::tick_slots`]).
@@ -64,6 +74,14 @@ pub enum PortInput {
         /// Its source.
         from: SocketAddr,
         /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// RTP with an SSRC no route has, from a browser's ICE address (see
+    /// [`UnroutedOffer`]): maybe a WHIP stream announced without `a=ssrc`.
+    Unrouted {
+        /// Its source.
+        from: SocketAddr,
+        /// Its bytes, still SRTP.
         bytes: Vec<u8>,
     },
     /// A WHIP/WHEP POST was answered: expect this browser.
@@ -97,6 +115,12 @@ pub trait LegSink: Send + 'static {
         let _ = (now, keyframes);
         0
     }
+    /// SRTP with an unknown SSRC from `from`, a browser's ICE address:
+    /// learn the stream if it is a WHIP session's (`crate::webrtc::learn`).
+    /// By default nothing is learnt.
+    fn unrouted(&self, from: SocketAddr, datagram: &[u8]) {
+        let _ = (from, datagram);
+    }
 }
 
 /// Why a session ended on the media port's side.
@@ -125,16 +149,80 @@ impl PortQueue {
         self.tx.send(input).is_ok()
     }
 
+    /// A worker's [`UnroutedSink`] feeding this queue.
+    pub fn unrouted_sink(&self) -> UnroutedOffer {
+        UnroutedOffer {
+            queue: self.clone(),
+            seen: [(0, 0); UNROUTED_SEEN],
+            next: 0,
+        }
+    }
+
     /// Offers a datagram without waiting; counted when the queue is full.
     fn offer(&self, from: SocketAddr, datagram: &[u8]) {
-        let input = PortInput::Datagram {
+        self.offer_input(PortInput::Datagram {
             from,
             bytes: datagram.to_vec(),
-        };
+        });
+    }
+
+    fn offer_input(&self, input: PortInput) {
         match self.tx.try_send(input) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.counters.dropped(WebRtcDrop::QueueFull),
             Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// SSRCs one worker remembers for [`UnroutedOffer`]'s rate limit.
+const UNROUTED_SEEN: usize = 8;
+/// Packets of one unknown SSRC offered before the rate limit starts.
+const UNROUTED_FIRST: u32 = 4;
+/// After those, one in this many is offered.
+const UNROUTED_EVERY: u32 = 64;
+
+/// A worker's hand-off of unknown-SSRC RTP from browsers' ICE addresses
+/// to the handshake thread, where a WHIP stream announced without
+/// `a=ssrc` is learnt from its first packets. Rate-limited per SSRC
+/// without a clock (the first [`UNROUTED_FIRST`] packets of an SSRC,
+/// then one in [`UNROUTED_EVERY`], over the last [`UNROUTED_SEEN`] SSRCs
+/// seen), so a stream that is never learnt (a repair stream, RTX
+/// padding) costs the thread a trickle, not a copy of every packet. A
+/// learnt stream leaves this path with the next snapshot.
+#[derive(Debug)]
+pub struct UnroutedOffer {
+    queue: PortQueue,
+    /// (SSRC, packets seen), round-robin.
+    seen: [(u32, u32); UNROUTED_SEEN],
+    next: usize,
+}
+
+impl UnroutedOffer {
+    /// Whether this packet of `ssrc` is one to offer.
+    fn due(&mut self, ssrc: u32) -> bool {
+        let at = match self.seen.iter().position(|&(s, n)| s == ssrc && n > 0) {
+            Some(at) => at,
+            None => {
+                let at = self.next;
+                self.next = (self.next + 1) % UNROUTED_SEEN;
+                self.seen[at] = (ssrc, 0);
+                at
+            }
+        };
+        let n = &mut self.seen[at].1;
+        *n = n.saturating_add(1);
+        *n <= UNROUTED_FIRST || n.is_multiple_of(UNROUTED_EVERY)
+    }
+}
+
+impl UnroutedSink for UnroutedOffer {
+    fn unrouted(&mut self, from: SocketAddr, ssrc: u32, datagram: &[u8]) {
+        if self.due(ssrc) {
+            self.queue.offer_input(PortInput::Unrouted {
+                from,
+                bytes: datagram.to_vec(),
+            });
         }
     }
 }
@@ -227,6 +315,11 @@ impl WebrtcPort {
         let thread = std::thread::Builder::new()
             .name("sluice-webrtc".to_owned())
             .spawn(move || {
+                // Below the packet workers: a burst of handshakes waits for
+                // an idle core rather than delaying forwarding.
+                if let Err(e) = crate::net::priority::lower_this_thread(HANDSHAKE_NICE) {
+                    tracing::warn!("the WebRTC handshake thread keeps normal priority: {e}");
+                }
                 let mut port = Handshakes {
                     table: SessionTable::new(MAX_SESSIONS),
                     config,
@@ -345,6 +438,7 @@ impl<S: LegSink> Handshakes<S> {
                     }
                 }
             }
+            PortInput::Unrouted { from, bytes } => self.sink.unrouted(from, &bytes),
             PortInput::Open { id, params } => {
                 let session = Session::new(&self.config, &self.identity, *params, Instant::now());
                 match self.table.insert(id, session) {
@@ -420,5 +514,35 @@ impl<S: LegSink> Handshakes<S> {
             self.established.remove(&id);
             self.sink.ended(id, why);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker-side rate limit of unknown-SSRC hand-offs: the first
+    /// packets of an SSRC, then one in 64; a new SSRC starts afresh, and
+    /// the queue gets exactly what was due.
+    #[test]
+    fn unknown_ssrcs_are_offered_first_then_one_in_sixty_four() {
+        let inbox = PortInbox::new(Arc::new(WebRtcCounters::default()));
+        let mut offer = inbox.queue().unrouted_sink();
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut offered = 0;
+        for _ in 0..640 {
+            offer.unrouted(from, 7, b"\x80\x60rtp");
+        }
+        while let Ok(PortInput::Unrouted { from: f, bytes }) = inbox.rx.try_recv() {
+            assert_eq!((f, bytes.as_slice()), (from, &b"\x80\x60rtp"[..]));
+            offered += 1;
+        }
+        // Packets 1-4, then 64, 128, …, 640.
+        assert_eq!(offered, 4 + 10);
+        for ssrc in 100..100 + UNROUTED_SEEN as u32 {
+            assert!(offer.due(ssrc), "a new SSRC is offered at once");
+        }
+        // SSRC 7 was pushed out by eight others: it starts afresh.
+        assert!(offer.due(7));
     }
 }

@@ -1,7 +1,8 @@
 // The sentences a person meets on the meeting page, through this build's
 // relay: a link without its parameters, a token the relay refuses, a
-// camera the browser denies, and the connection lost when the relay goes
-// away (the page says so and keeps trying to reconnect).
+// meeting locked after the person was admitted (and Try again once it is
+// unlocked), a camera the browser denies, and the connection lost when
+// the relay goes away (the page says so and keeps trying to reconnect).
 import { Checks, hardStop, launch, startSluice, until } from './meet-lib.mjs';
 
 const checks = new Checks();
@@ -43,6 +44,22 @@ try {
   await page.reload();
   r = await until(() => report(page), (x) => x.reason, 20_000);
   checks.check(r.reason === 'token' && /invitation was refused/.test(r.notice), 'a refused token says the invitation was refused', r);
+
+  // Admitted, then the host locks the meeting before the page connects:
+  // the relay refuses the WHIP/WHEP sessions (403 meeting_locked) and the
+  // page says the meeting is locked; unlocked, Try again joins.
+  const late = await admit(id, 'Lou');
+  await api('POST', `/v1/meetings/${id}/lock`, { locked: true });
+  await page.goto(`${sluice.api}/meet#${late}`);
+  await page.reload();
+  r = await until(() => report(page), (x) => x.reason, 20_000);
+  checks.check(r.reason === 'locked' && /meeting is locked/.test(r.notice), 'a meeting locked after admission says it is locked', r);
+  const offered = await page.evaluate(() => !document.getElementById('notice-retry').hidden);
+  checks.check(offered, 'a locked meeting offers Try again', offered);
+  await api('POST', `/v1/meetings/${id}/lock`, { locked: false });
+  await page.click('#notice-retry');
+  r = await until(() => report(page), (x) => x.phase === 'joined', 30_000);
+  checks.check(r.phase === 'joined' && r.reason === null, 'unlocked, Try again joins', r);
 
   const denied = await launch({ fakeUi: false });
   browsers.push(denied);

@@ -17,6 +17,15 @@ pub enum IdentityError {
     /// rcgen refused to make the certificate.
     #[error("could not generate the DTLS certificate: {0}")]
     Generate(String),
+    /// The certificate file holds no PEM `CERTIFICATE` that parses.
+    #[error("the certificate is not a PEM X.509 certificate: {0}")]
+    Certificate(String),
+    /// The key file holds no PKCS#8 PEM private key sluice can sign with.
+    #[error("the private key is not a PEM PKCS#8 key (ECDSA P-256/P-384, Ed25519 or RSA): {0}")]
+    PrivateKey(String),
+    /// The private key is not the certificate's.
+    #[error("the private key does not belong to the certificate (their public keys differ)")]
+    Mismatch,
 }
 
 /// The relay's DTLS certificate and private key (both DER).
@@ -67,6 +76,35 @@ impl DtlsIdentity {
             },
             fingerprint,
         }
+    }
+
+    /// The operator's certificate and private key, both PEM (the first
+    /// `CERTIFICATE` of `certificate_pem` is the one browsers see; the key
+    /// is PKCS#8). Refused unless the key's public key is the
+    /// certificate's: a mismatched pair would only fail at the first
+    /// browser's handshake, long after start-up.
+    pub fn from_pem(certificate_pem: &str, private_key_pem: &str) -> Result<Self, IdentityError> {
+        use x509_cert::der::Decode;
+
+        let certificate = pem::parse_many(certificate_pem)
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?
+            .into_iter()
+            .find(|p| p.tag() == "CERTIFICATE")
+            .ok_or_else(|| IdentityError::Certificate("no BEGIN CERTIFICATE block".into()))?
+            .into_contents();
+        let parsed = x509_cert::Certificate::from_der(&certificate)
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        let key = rcgen::KeyPair::from_pem(private_key_pem)
+            .map_err(|e| IdentityError::PrivateKey(e.to_string()))?;
+        let certified = parsed
+            .tbs_certificate()
+            .subject_public_key_info()
+            .subject_public_key
+            .raw_bytes();
+        if !bool::from(certified.ct_eq(key.public_key_raw())) {
+            return Err(IdentityError::Mismatch);
+        }
+        Ok(Self::from_der(certificate, key.serialize_der()))
     }
 
     /// The certificate's SHA-256 fingerprint, for the answer's `a=fingerprint`.
@@ -220,6 +258,48 @@ mod tests {
         assert!(!parsed.matches(other.certificate_der()));
         // Lower-case hex and algorithm name are accepted too.
         assert_eq!(Fingerprint::parse(&shown.to_lowercase()).unwrap(), parsed);
+    }
+
+    /// An operator's PEM pair is taken with its own fingerprint; a key of
+    /// another certificate, a key file given as the certificate and
+    /// garbage are refused with what is wrong.
+    #[test]
+    fn a_pem_certificate_and_key_load_and_mismatches_are_refused() {
+        let pair = |name: &str| {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+        };
+        let (cert, key, der) = pair("a.example");
+        let id = DtlsIdentity::from_pem(&cert, &key).unwrap();
+        assert_eq!(id.certificate_der(), der.as_slice());
+        assert!(id.fingerprint().matches(&der));
+        assert_eq!(
+            id.fingerprint(),
+            &Fingerprint::of(HashAlgorithm::Sha256, &der)
+        );
+
+        let (_, other_key, _) = pair("b.example");
+        assert!(matches!(
+            DtlsIdentity::from_pem(&cert, &other_key),
+            Err(IdentityError::Mismatch)
+        ));
+        assert!(matches!(
+            DtlsIdentity::from_pem(&key, &key),
+            Err(IdentityError::Certificate(_))
+        ));
+        assert!(matches!(
+            DtlsIdentity::from_pem(&cert, &cert),
+            Err(IdentityError::PrivateKey(_))
+        ));
+        assert!(matches!(
+            DtlsIdentity::from_pem(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                &key
+            ),
+            Err(IdentityError::Certificate(_))
+        ));
     }
 
     #[test]

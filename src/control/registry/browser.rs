@@ -22,8 +22,11 @@ use sluice_webrtc::slots::{SlotRouter, StreamPoint};
 
 use super::{Meeting, NewStream, Participant, Registry, Stream};
 use crate::control::ApiError;
+use crate::crypto::AnyGcm;
 use crate::relay::{LegId, LegRoute, MediaKind, RoutingSnapshot, SlotEntry, SlotMap, StreamRoute};
 use crate::srtp::MasterKey;
+use crate::srtp::SrtpSession;
+use crate::webrtc::learn::{self, PublishedLine, Unlearned};
 
 /// Sessions one browser participant may hold at once (a WHIP and a WHEP
 /// session, with room for a reconnect before the old one is deleted).
@@ -35,6 +38,28 @@ pub(crate) struct WebrtcSeat {
     /// The bearer token of its WHIP/WHEP requests (random, 256 bits).
     pub(crate) token: String,
     pub(crate) sessions: Vec<BrowserSession>,
+    /// Whether one of its sessions ever finished its handshake: such a
+    /// participant is in the meeting's media, and a lock set since does
+    /// not keep its further sessions (a WHEP after its WHIP, a reconnect)
+    /// out. See [`Registry::browser_locked_out`].
+    pub(crate) joined: bool,
+}
+
+/// Why an unknown SSRC from a browser's address taught nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LearnRefusal {
+    /// No WHIP session's leg is latched at that address.
+    #[error("no WHIP session is latched at that address")]
+    NoSession,
+    /// It does not authenticate under the session's key.
+    #[error("it does not authenticate under the session's key")]
+    Unauthenticated,
+    /// Its SSRC is another stream's on this node.
+    #[error("its SSRC is in use on this node")]
+    SsrcInUse,
+    /// It fits no free m-line.
+    #[error(transparent)]
+    Line(Unlearned),
 }
 
 /// What a WHEP offer's recvonly m-line asks for.
@@ -78,6 +103,9 @@ pub(crate) struct BrowserSession {
     offered: Vec<(NewStream, u8)>,
     /// WHIP: the MID extension id of each published stream.
     source_mid_ext: Vec<(u32, u8)>,
+    /// WHIP: its sending m-lines, for streams learnt from their first
+    /// packets (`crate::webrtc::learn`).
+    lines: Vec<PublishedLine>,
     /// WHEP: its receive slots.
     slots: Vec<ViewerSlot>,
     /// WHEP: who fills the slots (loudest audio, last-N video).
@@ -112,6 +140,7 @@ impl Registry {
         participant.webrtc = Some(WebrtcSeat {
             token: token.clone(),
             sessions: Vec::new(),
+            joined: false,
         });
         self.publish();
         Ok(token)
@@ -133,6 +162,30 @@ impl Registry {
         Ok(participant.webrtc.as_ref().map(|s| s.token.as_str()))
     }
 
+    /// Whether the meeting's lock keeps this browser's new WHIP/WHEP
+    /// session out. The rule (DESIGN.md "WebRTC"): admission checks the
+    /// lock, and so does every session of a participant that has not yet
+    /// joined the media (none of its sessions ever finished a handshake):
+    /// a participant admitted before the lock whose first WHIP or WHEP
+    /// arrives after it is refused (403 `meeting_locked`), like one that
+    /// asks for admission now. One that has joined the media keeps the
+    /// right to open sessions (its WHEP after its WHIP, a reconnect after
+    /// a lost connection): locking a meeting keeps newcomers out, it does
+    /// not cut off those in it (the host removes a participant with
+    /// DELETE).
+    pub(crate) fn browser_locked_out(&self, meeting_id: &str, participant_id: &str) -> bool {
+        let Ok(meeting) = self.meeting(meeting_id) else {
+            return false;
+        };
+        meeting.locked
+            && meeting
+                .participants
+                .iter()
+                .filter(|p| p.id == participant_id)
+                .filter_map(|p| p.webrtc.as_ref())
+                .any(|seat| !seat.joined)
+    }
+
     /// Records a session whose answer is about to be sent, with the SSRC
     /// of each of its slots (WHEP), in `slots` order; `None` when the
     /// participant holds [`MAX_SESSIONS_PER_PARTICIPANT`] already.
@@ -142,6 +195,7 @@ impl Registry {
         participant_id: &str,
         id: u64,
         offered: Vec<(NewStream, u8)>,
+        lines: Vec<PublishedLine>,
         slots: Vec<SlotRequest>,
     ) -> Result<Option<Vec<u32>>, ApiError> {
         let participant = self.participant_mut(meeting_id, participant_id)?;
@@ -184,6 +238,7 @@ impl Registry {
             publishes: viewer.is_empty(),
             offered,
             source_mid_ext: Vec::new(),
+            lines,
             slots: viewer,
             router,
             seen: Vec::new(),
@@ -227,6 +282,9 @@ impl Registry {
         };
         leg.latch.set(addr);
         self.next_leg += 1;
+        if let Some(seat) = self.seat_of_session_mut(id) {
+            seat.joined = true;
+        }
         let offered = match self.session_mut(id) {
             Some(session) => {
                 session.leg = Some(Arc::new(leg));
@@ -263,6 +321,66 @@ impl Registry {
         }
         self.publish();
         true
+    }
+
+    /// RTP with an unknown SSRC came from `from`: when `from` is where a
+    /// WHIP session's leg is latched and the packet authenticates under
+    /// that leg's key, its MID (or payload type) names the m-line whose
+    /// stream it is, and the stream joins the data plane as an announced
+    /// one would (`crate::webrtc::learn`). Returns the SSRC learnt.
+    pub(crate) fn browser_learn(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<u32, LearnRefusal> {
+        let (id, leg) = self
+            .meetings
+            .values()
+            .flat_map(|m| &m.participants)
+            .filter_map(|p| p.webrtc.as_ref())
+            .flat_map(|seat| &seat.sessions)
+            .filter(|s| s.publishes)
+            .find_map(|s| {
+                let leg = s.leg.as_ref()?;
+                (leg.latch.get() == Some(from)).then(|| (s.id, Arc::clone(leg)))
+            })
+            .ok_or(LearnRefusal::NoSession)?;
+        // Authenticated first: only the browser holding the session's key
+        // can make a stream of it. The copy is decrypted by a session of
+        // its own (no replay state shared with the workers').
+        let mut plain = datagram.to_vec();
+        let mut srtp = SrtpSession::new(AnyGcm::default(), &leg.client_to_relay)
+            .map_err(|_| LearnRefusal::Unauthenticated)?;
+        let len = plain.len();
+        let rtp_len = srtp
+            .unprotect_rtp(&mut plain, len)
+            .map_err(|_| LearnRefusal::Unauthenticated)?;
+        let rtp = plain.get(..rtp_len).unwrap_or_default();
+        let ssrc = crate::rtp::RtpHeader::parse(rtp)
+            .map_err(|_| LearnRefusal::Line(Unlearned::Malformed))?
+            .ssrc()
+            .0;
+        if self.ssrc_taken(ssrc, leg.id) {
+            return Err(LearnRefusal::SsrcInUse);
+        }
+        let session = self.session_mut(id).ok_or(LearnRefusal::NoSession)?;
+        let at = learn::line_of(&session.lines, rtp).map_err(LearnRefusal::Line)?;
+        let line = &mut session.lines[at];
+        line.taken = true;
+        session.source_mid_ext.push((ssrc, line.mid_ext));
+        session.streams.push(Stream {
+            route: Arc::new(StreamRoute {
+                ssrc,
+                leg: leg.id,
+                kind: line.kind,
+                payload_type: line.payload_type,
+                highest_index: Arc::new(AtomicU64::new(0)),
+            }),
+            codec: line.codec.to_owned(),
+        });
+        self.ssrcs.insert(ssrc);
+        self.publish();
+        Ok(ssrc)
     }
 
     /// ICE nominated another address for session `id`'s leg.
@@ -349,6 +467,14 @@ impl Registry {
             .iter_mut()
             .find(|p| p.id == participant_id)
             .ok_or_else(|| ApiError::ParticipantNotFound(participant_id.to_owned()))
+    }
+
+    fn seat_of_session_mut(&mut self, id: u64) -> Option<&mut WebrtcSeat> {
+        self.meetings
+            .values_mut()
+            .flat_map(|m| m.participants.iter_mut())
+            .filter_map(|p| p.webrtc.as_mut())
+            .find(|seat| seat.sessions.iter().any(|s| s.id == id))
     }
 
     fn session_mut(&mut self, id: u64) -> Option<&mut BrowserSession> {
@@ -570,7 +696,7 @@ mod tests {
             mid_ext: 4,
         };
         let ssrcs = r
-            .open_browser_session(&m, &web, 7, Vec::new(), vec![request])
+            .open_browser_session(&m, &web, 7, Vec::new(), Vec::new(), vec![request])
             .unwrap()
             .unwrap();
         let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[9; 44]).unwrap();
