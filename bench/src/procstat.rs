@@ -21,6 +21,8 @@ pub struct ProcessFigures {
     pub cpu_max_pct: f64,
     /// Highest resident set size seen, bytes.
     pub rss_max_bytes: u64,
+    /// CPU seconds (utime + stime) over the whole sampled window.
+    pub cpu_seconds: f64,
 }
 
 /// utime + stime of `pid`, in ticks.
@@ -84,6 +86,7 @@ impl Sampler {
                 (last_ticks, last_at) = (ticks, now);
             }
             let secs = last_at.duration_since(began).as_secs_f64();
+            figures.cpu_seconds = (last_ticks - first) as f64 / TICKS_PER_SECOND;
             if secs > 0.0 {
                 figures.cpu_mean_pct =
                     (last_ticks - first) as f64 / TICKS_PER_SECOND / secs * 100.0;

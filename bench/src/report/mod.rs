@@ -96,7 +96,14 @@ pub fn headline_figures(m: &Measurement) -> Vec<(&'static str, f64)> {
             "relay RSS max MiB",
             relay.rss_max_bytes as f64 / (1 << 20) as f64,
         ));
+        if m.received > 0 {
+            rows.push((
+                "relay CPU µs per delivered packet",
+                relay.cpu_seconds * 1e6 / m.received as f64,
+            ));
+        }
     }
+    rows.push(("verified deliveries", m.verified as f64));
     rows.push(("generator CPU mean %", m.generator.cpu_mean_pct));
     rows.push(("generator late sends", m.late_sends as f64));
     rows
