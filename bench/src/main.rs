@@ -77,6 +77,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
     },
+    /// The `forward` target's process: plain forwarding through sluice's
+    /// data plane, table on stdin (started by the bench, not by hand).
+    #[command(hide = true)]
+    ForwardRelay {
+        /// Data-plane workers (0: one per allowed core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// auto, io_uring or recvmmsg.
+        #[arg(long, default_value = "auto")]
+        io: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -471,6 +482,9 @@ fn run(command: Command, quiet: bool) -> Result<(), String> {
         Command::Smoke { common } => smoke(&common, quiet),
         Command::Dialin(args) => dialin(&args, quiet),
         Command::Cluster { load, nodes } => cluster(&load, nodes, quiet),
+        Command::ForwardRelay { workers, io } => {
+            sluice_bench::targets::forward::serve(workers, &io)
+        }
     }
 }
 

@@ -140,6 +140,9 @@ impl Report {
                 }
             }
         }
+        if let (Some(s), Some(f)) = (find("sluice"), find("forward")) {
+            pair(s, f);
+        }
         if let (Some(s), Some(r)) = (find("sluice"), find("rtpengine")) {
             pair(s, r);
         }
