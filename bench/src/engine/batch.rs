@@ -240,6 +240,14 @@ impl RecvBatch {
                 [IoSliceMut::new(chunks.next().unwrap_or_default())]
             })
         };
+        if self.slot_len == GRO_SLOT {
+            // The kernel shrinks each header's control length to what it
+            // wrote, and nix's `recvmmsg` does not restore it: headers
+            // reused after a call without a GRO train would truncate the
+            // next train's `gso_size`. Fresh headers per call (three small
+            // allocations a batch, none per datagram) keep the room.
+            self.headers = MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(i32)));
+        }
         let Ok(results) = recvmmsg(
             fd,
             &mut self.headers,
@@ -254,12 +262,17 @@ impl RecvBatch {
             messages += 1;
             let len = message.bytes.min(slot_len);
             let mut segment = len;
-            if let Ok(cmsgs) = message.cmsgs() {
-                for cmsg in cmsgs {
-                    if let ControlMessageOwned::UdpGroSegments(size) = cmsg {
-                        segment = usize::try_from(size).unwrap_or(len).max(1);
+            match message.cmsgs() {
+                Ok(cmsgs) => {
+                    for cmsg in cmsgs {
+                        if let ControlMessageOwned::UdpGroSegments(size) = cmsg {
+                            segment = usize::try_from(size).unwrap_or(len).max(1);
+                        }
                     }
                 }
+                // No room was left for the segment size: the datagram
+                // cannot be split, so it is dropped (and shows as loss).
+                Err(_) => continue,
             }
             let from = message.address.as_ref().and_then(to_socket_addr);
             let mut offset = 0;
@@ -363,6 +376,34 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "gro {gro}");
         }
+    }
+
+    /// A plain datagram first, then a GSO train: the second call must
+    /// still see the train's segment size.
+    #[test]
+    fn a_train_after_a_plain_datagram_is_still_split() {
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        assert!(enable_gro(&rx));
+        let dest = storage(rx.local_addr().expect("addr"));
+        let mut batch = SendBatch::new(true);
+        let mut recv = RecvBatch::new(true);
+        let one = [9u8; 50];
+        assert_eq!(
+            batch.send(tx.as_raw_fd(), &[&one], &[50], &[dest]).packets,
+            1
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(recv.recv(rx.as_raw_fd()), 1);
+        assert_eq!(recv.datagrams().len(), 1);
+        let frame = [[1u8; 1000], [2u8; 1000], [3u8; 1000]];
+        let slices: Vec<&[u8]> = frame.iter().map(|p| &p[..]).collect();
+        let sent = batch.send(tx.as_raw_fd(), &slices, &[1000; 3], &[dest]);
+        assert_eq!(sent.packets, 3);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        recv.recv(rx.as_raw_fd());
+        let lens: Vec<usize> = recv.datagrams().iter().map(|d| d.len).collect();
+        assert_eq!(lens, [1000, 1000, 1000]);
     }
 
     #[test]

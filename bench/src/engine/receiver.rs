@@ -203,7 +203,7 @@ fn sampled(ssrc: u32, sequence: u64, participant: usize, every: u32) -> bool {
         ^ (participant as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % u64::from(every) == 0
+    (z ^ (z >> 31)).is_multiple_of(u64::from(every))
 }
 
 /// Accounts for one datagram; `true` if it counted as a media delivery.
