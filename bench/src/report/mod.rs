@@ -101,6 +101,10 @@ pub fn headline_figures(m: &Measurement) -> Vec<(&'static str, f64)> {
                 "relay CPU µs per delivered packet",
                 relay.cpu_seconds * 1e6 / m.received as f64,
             ));
+            rows.push((
+                "of which in the kernel, µs",
+                relay.cpu_system_seconds * 1e6 / m.received as f64,
+            ));
         }
     }
     rows.push(("verified deliveries", m.verified as f64));

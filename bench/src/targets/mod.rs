@@ -76,7 +76,19 @@ pub fn open(
             };
             Ok(Box::new(Sluice::start(&opts)?))
         }
-        "rtpengine" => Ok(Box::new(crate::rtpengine::Rtpengine::start(profile)?)),
+        "rtpengine" => {
+            let engine = crate::rtpengine::Rtpengine::start(profile)?;
+            // `--cpu-pin`: the relay's cores, as sluice and forward get.
+            if let (Some(pid), false) = (engine.pid(), options.relay_cores.is_empty()) {
+                crate::pin::pin_process(pid, &options.relay_cores).map_err(|reason| {
+                    TargetError::Start {
+                        target: "rtpengine",
+                        reason,
+                    }
+                })?;
+            }
+            Ok(Box::new(engine))
+        }
         other => Err(TargetError::Start {
             target: "unknown",
             reason: format!(
