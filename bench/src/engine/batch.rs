@@ -135,9 +135,14 @@ impl SendBatch {
                     Err(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP)
                         if sent.packets == 0 =>
                     {
-                        // The kernel does not do GSO here: never again.
+                        // The kernel does not do GSO here: never again,
+                        // and the rest go one message per packet.
                         self.gso = false;
-                        return self.send(fd, packets, lens, dests);
+                        let rest = self.send(fd, packets, lens, &dests[at..]);
+                        sent.packets += rest.packets;
+                        sent.failed += rest.failed;
+                        sent.calls += rest.calls;
+                        return sent;
                     }
                     Err(_) => {
                         sent.failed += packets.len() as u64;
