@@ -77,6 +77,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
     },
+    /// The `forward` target's process: plain forwarding through sluice's
+    /// data plane, table on stdin (started by the bench, not by hand).
+    #[command(hide = true)]
+    ForwardRelay {
+        /// Data-plane workers (0: one per allowed core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// auto, io_uring or recvmmsg.
+        #[arg(long, default_value = "auto")]
+        io: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +190,20 @@ struct CommonArgs {
     /// Generator receiver threads.
     #[arg(long, default_value_t = 1)]
     receiver_threads: usize,
+    /// Authenticate and decrypt 1 delivery in N (latency and jitter come
+    /// from these); every delivery is counted from its clear RTP header.
+    /// Default 16; `smoke` verifies every delivery.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    verify_sample: Option<u32>,
+    /// Authenticate and decrypt every delivery (correctness runs).
+    #[arg(long, conflicts_with = "verify_sample")]
+    verify_all: bool,
+    /// Send each packet as its own datagram (no UDP GSO for video frames).
+    #[arg(long)]
+    no_gso: bool,
+    /// Do not let the generator's sockets take GRO trains (UDP_GRO).
+    #[arg(long)]
+    no_gro: bool,
 }
 
 impl LoadArgs {
@@ -205,6 +230,15 @@ impl LoadArgs {
 }
 
 impl CommonArgs {
+    /// 1 delivery in how many to verify, `default` unless asked.
+    fn verify_every(&self, default: u32) -> u32 {
+        if self.verify_all {
+            1
+        } else {
+            self.verify_sample.unwrap_or(default)
+        }
+    }
+
     fn options(&self) -> (TargetOptions, EngineOptions) {
         let (generator_cores, relay_cores) = if self.cpu_pin {
             sluice_bench::pin::split_cores()
@@ -222,6 +256,9 @@ impl CommonArgs {
                 sender_threads: self.sender_threads,
                 receiver_threads: self.receiver_threads,
                 generator_cores,
+                verify_every: self.verify_every(engine::DEFAULT_VERIFY_EVERY),
+                gso: !self.no_gso,
+                gro: !self.no_gro,
                 ..EngineOptions::default()
             },
         )
@@ -262,7 +299,11 @@ fn run_targets(
     quiet: bool,
     judge: fn(&Measurement) -> bool,
 ) -> Vec<TargetReport> {
-    let (target_options, engine_options) = common.options();
+    let (target_options, mut engine_options) = common.options();
+    if mode == "smoke" {
+        // The smoke is a correctness run: every delivery is decrypted.
+        engine_options.verify_every = common.verify_every(1);
+    }
     let profile = scenario
         .srtp_profile()
         .unwrap_or(sluice::srtp::SrtpProfile::AeadAes256Gcm);
@@ -441,6 +482,9 @@ fn run(command: Command, quiet: bool) -> Result<(), String> {
         Command::Smoke { common } => smoke(&common, quiet),
         Command::Dialin(args) => dialin(&args, quiet),
         Command::Cluster { load, nodes } => cluster(&load, nodes, quiet),
+        Command::ForwardRelay { workers, io } => {
+            sluice_bench::targets::forward::serve(workers, &io)
+        }
     }
 }
 

@@ -85,14 +85,22 @@ pub struct Measurement {
     pub duplicated: u64,
     /// Packets delivered after a later packet of their stream.
     pub reordered: u64,
-    /// Packets that failed SRTP or E2EE authentication.
+    /// Verified packets that failed SRTP or E2EE authentication, or whose
+    /// sealed payload header disagreed with their clear RTP header.
     pub decrypt_failures: u64,
+    /// Deliveries authenticated and decrypted (the sample; all of them
+    /// with `--verify-all`). Latency and jitter come from these.
+    pub verified: u64,
     /// Packets from unknown sources or not of this run.
     pub foreign: u64,
     /// Datagrams the generator could not send or protect.
     pub send_failures: u64,
     /// Packets the generator sent more than 1 ms late.
     pub late_sends: u64,
+    /// The generator's `sendmmsg` calls.
+    pub send_calls: u64,
+    /// Whether the generator sent video frames as UDP GSO messages.
+    pub gso: bool,
     /// Worst generator lateness, µs.
     pub worst_late_us: f64,
     /// One-way latency through the target, ns.
@@ -161,8 +169,11 @@ pub struct Tally {
     seconds: f64,
     pub(crate) send_failures: u64,
     pub(crate) late_sends: u64,
+    pub(crate) send_calls: u64,
+    pub(crate) gso: bool,
     pub(crate) worst_late_ns: u64,
     pub(crate) decrypt_failures: u64,
+    pub(crate) verified: u64,
     pub(crate) duplicated: u64,
     pub(crate) foreign: u64,
     pub(crate) steady_packets: u64,
@@ -190,8 +201,11 @@ impl Tally {
             seconds: scenario.seconds,
             send_failures: 0,
             late_sends: 0,
+            send_calls: 0,
+            gso: true,
             worst_late_ns: 0,
             decrypt_failures: 0,
+            verified: 0,
             duplicated: 0,
             foreign: 0,
             steady_packets: 0,
@@ -254,9 +268,12 @@ impl Tally {
             duplicated: self.duplicated + sum(|s| s.duplicated),
             reordered: sum(|s| s.reordered),
             decrypt_failures: self.decrypt_failures,
+            verified: self.verified,
             foreign: self.foreign,
             send_failures: self.send_failures,
             late_sends: self.late_sends,
+            send_calls: self.send_calls,
+            gso: self.gso,
             worst_late_us: self.worst_late_ns as f64 / 1e3,
             latency_ns: self.latency.percentiles(),
             hop_latency_ns: (self.hop_latency.count() > 0).then(|| self.hop_latency.percentiles()),

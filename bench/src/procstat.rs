@@ -21,6 +21,11 @@ pub struct ProcessFigures {
     pub cpu_max_pct: f64,
     /// Highest resident set size seen, bytes.
     pub rss_max_bytes: u64,
+    /// CPU seconds (utime + stime) over the whole sampled window.
+    pub cpu_seconds: f64,
+    /// The part of `cpu_seconds` in the kernel (stime): system calls and
+    /// the softirq work charged to the process.
+    pub cpu_system_seconds: f64,
 }
 
 /// utime + stime of `pid`, in ticks.
@@ -30,13 +35,23 @@ pub fn cpu_ticks(pid: &str) -> Option<u64> {
 }
 
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    parse_user_system(stat).map(|(u, s)| u + s)
+}
+
+/// stime of `pid`, in ticks.
+pub fn system_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_user_system(&stat).map(|(_, s)| s)
+}
+
+fn parse_user_system(stat: &str) -> Option<(u64, u64)> {
     // The command name (field 2) may hold spaces; fields after ")" are
     // plain. utime and stime are fields 14 and 15, i.e. 12th and 13th after.
     let rest = stat.rsplit_once(')')?.1;
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// VmRSS of `pid`, bytes.
@@ -66,6 +81,8 @@ impl Sampler {
         let thread = std::thread::spawn(move || {
             let began = Instant::now();
             let first = cpu_ticks(&pid).unwrap_or(0);
+            let first_system = system_ticks(&pid).unwrap_or(0);
+            let mut last_system = first_system;
             let mut figures = ProcessFigures::default();
             let (mut last_ticks, mut last_at) = (first, began);
             while !flag.load(Ordering::Relaxed) {
@@ -77,6 +94,7 @@ impl Sampler {
                     continue;
                 }
                 let Some(ticks) = cpu_ticks(&pid) else { break };
+                last_system = system_ticks(&pid).unwrap_or(last_system);
                 let secs = now.duration_since(last_at).as_secs_f64();
                 let pct = (ticks - last_ticks) as f64 / TICKS_PER_SECOND / secs * 100.0;
                 figures.cpu_max_pct = figures.cpu_max_pct.max(pct);
@@ -84,6 +102,9 @@ impl Sampler {
                 (last_ticks, last_at) = (ticks, now);
             }
             let secs = last_at.duration_since(began).as_secs_f64();
+            figures.cpu_seconds = (last_ticks - first) as f64 / TICKS_PER_SECOND;
+            figures.cpu_system_seconds =
+                last_system.saturating_sub(first_system) as f64 / TICKS_PER_SECOND;
             if secs > 0.0 {
                 figures.cpu_mean_pct =
                     (last_ticks - first) as f64 / TICKS_PER_SECOND / secs * 100.0;

@@ -41,7 +41,30 @@ impl StreamReception {
         arrived_ns: u64,
         latency: &mut Histogram,
     ) {
-        let seq = header.sequence;
+        if self.handle_sequence(header.sequence, len) {
+            self.handle_timing(header.sent_ns, arrived_ns, latency);
+        }
+    }
+
+    /// The 64-bit sequence a 16-bit RTP sequence number stands for, next
+    /// to the highest one seen (RFC 3550 A.1's extension: the nearest of
+    /// the candidates, so a wrap forward or a late packet from before a
+    /// wrap both land right). The generator numbers packets from 0, so
+    /// this is the payload header's sequence as long as less than half
+    /// the sequence space is lost in a row.
+    pub fn extend(&self, seq: u16) -> u64 {
+        let Some(high) = self.highest else {
+            return u64::from(seq);
+        };
+        let delta = seq.wrapping_sub(high as u16) as i16;
+        high.checked_add_signed(i64::from(delta))
+            .unwrap_or(u64::from(seq))
+    }
+
+    /// Accounts for one delivery of packet `seq` (`len` bytes) from what
+    /// its header says alone: new, duplicate or late. Returns whether it
+    /// was new (then [`Self::handle_timing`] may add its timing).
+    pub fn handle_sequence(&mut self, seq: u64, len: usize) -> bool {
         match self.highest {
             None => {
                 self.highest = Some(seq);
@@ -56,7 +79,7 @@ impl StreamReception {
                 let behind = high - seq;
                 if behind < WINDOW && self.is_marked(behind) {
                     self.duplicated += 1;
-                    return;
+                    return false;
                 }
                 if behind < WINDOW {
                     self.mark(behind);
@@ -66,8 +89,15 @@ impl StreamReception {
         }
         self.received += 1;
         self.bytes += len as u64;
-        latency.record(arrived_ns.saturating_sub(header.sent_ns));
-        let transit = i128::from(arrived_ns) - i128::from(header.sent_ns);
+        true
+    }
+
+    /// Adds the one-way latency and the RFC 3550 jitter step of a new
+    /// packet sent at `sent_ns` and read at `arrived_ns` (one clock).
+    /// Fed every packet in `--verify-all` runs, else the verified sample.
+    pub fn handle_timing(&mut self, sent_ns: u64, arrived_ns: u64, latency: &mut Histogram) {
+        latency.record(arrived_ns.saturating_sub(sent_ns));
+        let transit = i128::from(arrived_ns) - i128::from(sent_ns);
         if let Some(last) = self.last_transit {
             let d = (transit - last).unsigned_abs() as f64;
             self.jitter_ns += (d - self.jitter_ns) / 16.0;
@@ -156,6 +186,30 @@ mod tests {
         assert_eq!(r.duplicated, 4);
         r.handle_replayed();
         assert_eq!(r.duplicated, 5);
+    }
+
+    #[test]
+    fn sequences_extend_across_the_16_bit_wrap() {
+        let mut r = StreamReception::default();
+        assert_eq!(r.extend(7), 7);
+        let mut seq = 0u64;
+        // Three wraps, with one packet lost and one late around each.
+        while seq < 3 * 65_536 + 100 {
+            let wire = seq as u16;
+            assert_eq!(r.extend(wire), seq, "at {seq}");
+            assert!(r.handle_sequence(r.extend(wire), 100));
+            seq += if wire == 65_534 { 2 } else { 1 };
+        }
+        // The one lost before the last wrap turns up late after it.
+        assert_eq!(
+            r.extend(65_535),
+            3 * 65_536 - 1,
+            "late, from before the wrap"
+        );
+        assert!(r.handle_sequence(3 * 65_536 - 1, 100));
+        assert_eq!(r.reordered, 1);
+        assert!(!r.handle_sequence(3 * 65_536 + 99, 100));
+        assert_eq!(r.duplicated, 1);
     }
 
     #[test]

@@ -119,6 +119,19 @@ fn wrong_keys_show_as_decrypt_failures_and_loss() {
         ..Scenario::smoke()
     };
     let mut target = WrongKeys(Ceiling::new(SrtpProfile::AeadAes256Gcm));
+    let all = EngineOptions {
+        verify_every: 1,
+        ..EngineOptions::default()
+    };
+    let m = engine::run(&mut target, &scenario, &all, &mut |_, _, _| {}).expect("runs");
+    assert!(m.sent > 0);
+    assert_eq!(m.received, 0);
+    assert_eq!(m.lost, m.expected);
+    assert!(m.decrypt_failures > 0);
+    assert!(!m.flawless());
+    // Verifying a sample, the clear headers count the rest as delivered,
+    // but every sampled packet fails, and that fails the run.
+    let mut target = WrongKeys(Ceiling::new(SrtpProfile::AeadAes256Gcm));
     let m = engine::run(
         &mut target,
         &scenario,
@@ -126,9 +139,43 @@ fn wrong_keys_show_as_decrypt_failures_and_loss() {
         &mut |_, _, _| {},
     )
     .expect("runs");
-    assert!(m.sent > 0);
-    assert_eq!(m.received, 0);
-    assert_eq!(m.lost, m.expected);
     assert!(m.decrypt_failures > 0);
+    assert_eq!(m.verified, m.decrypt_failures, "every verified one failed");
+    assert_eq!(m.lost, m.decrypt_failures);
     assert!(!m.flawless());
+    assert!(!m.passes(1.0, u64::MAX));
+}
+
+/// The plain forwarding baseline (`forward`, sluice's data plane with no
+/// crypto, in its own process) relays the smoke load whole, and its
+/// process is sampled like a relay's.
+#[test]
+fn plain_forwarding_relays_everything_in_its_own_process() {
+    let scenario = Scenario {
+        seconds: 1.0,
+        ramp_seconds: 0.2,
+        ..Scenario::smoke()
+    };
+    for io in ["recvmmsg", "auto"] {
+        let mut target =
+            sluice_bench::targets::forward::Forward::start(SrtpProfile::AeadAes256Gcm, 1, io, &[])
+                .expect("the forward target starts");
+        assert!(target.pid().is_some());
+        let all = EngineOptions {
+            verify_every: 1,
+            ..EngineOptions::default()
+        };
+        let m = engine::run(&mut target, &scenario, &all, &mut |_, _, _| {}).expect("runs");
+        assert!(
+            m.flawless(),
+            "{io}: lost {} of {}, duplicated {}, {} decrypt failures",
+            m.lost,
+            m.expected,
+            m.duplicated,
+            m.decrypt_failures
+        );
+        assert_eq!(m.verified, m.received);
+        let relay = m.relay.expect("the forwarding process was sampled");
+        assert!(relay.rss_max_bytes > 0);
+    }
 }

@@ -2,12 +2,16 @@
 //! the scenario's meetings through the target, latches every participant
 //! (an SRTCP receiver report each, resent until the relay has them all),
 //! then runs a few sender threads that pace every stream on one monotonic
-//! clock and a few receiver threads that decrypt and check every packet.
-//! The same clock stamps sends and arrivals, so one-way latency is exact.
+//! clock and a few receiver threads that count every packet from its
+//! clear RTP header and decrypt and check a sample (or every one). The
+//! same clock stamps sends and arrivals, so one-way latency is exact.
+//! Sends and receives go in batches (`sendmmsg` with UDP GSO, `recvmmsg`
+//! with UDP GRO, [`batch`]).
 //!
 //! Threads own their endpoints outright; they share only the clock's epoch
 //! and two progress counters.
 
+mod batch;
 pub mod e2ee;
 mod receiver;
 pub mod schedule;
@@ -97,7 +101,18 @@ pub struct EngineOptions {
     pub generator_cores: Vec<usize>,
     /// How long receivers keep draining after the last send.
     pub drain: Duration,
+    /// Authenticate and decrypt 1 delivery in this many (1: every one);
+    /// the rest are counted from their clear RTP header only.
+    pub verify_every: u32,
+    /// Send a video frame's packets to each destination as one UDP GSO
+    /// message (where the kernel takes it).
+    pub gso: bool,
+    /// Let the receivers' sockets take GRO trains whole (`UDP_GRO`).
+    pub gro: bool,
 }
+
+/// Deliveries verified by default: 1 in this many.
+pub const DEFAULT_VERIFY_EVERY: u32 = 16;
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -106,6 +121,9 @@ impl Default for EngineOptions {
             receiver_threads: 2,
             generator_cores: Vec::new(),
             drain: Duration::from_millis(500),
+            verify_every: DEFAULT_VERIFY_EVERY,
+            gso: true,
+            gro: true,
         }
     }
 }
@@ -118,7 +136,7 @@ pub fn run(
     options: &EngineOptions,
     progress: &mut dyn FnMut(f64, f64, &Progress),
 ) -> Result<Measurement, EngineError> {
-    let (participants, stream_owner) = admit_all(target, scenario)?;
+    let (participants, stream_owner) = admit_all(target, scenario, options.gro)?;
     latch_all(target, &participants)?;
     let clock = Clock::new();
     let counters = Arc::new(Progress::default());
@@ -179,6 +197,17 @@ pub fn run(
         publishers_seen += 1;
     }
 
+    let checking = receiver::Checking {
+        streams: Arc::new(
+            stream_owner
+                .iter()
+                .enumerate()
+                .map(|(id, p)| (p.spec.ssrc, id as u32))
+                .collect(),
+        ),
+        verify_every: options.verify_every.max(1),
+        gro: options.gro,
+    };
     let relay_sampler = target.pid().map(|pid| Sampler::start(pid.to_string()));
     let self_sampler = Sampler::start("self".into());
     let stop = Arc::new(AtomicBool::new(false));
@@ -187,11 +216,12 @@ pub fn run(
         .into_iter()
         .map(|set| {
             let (stop, counters, cores) = (Arc::clone(&stop), Arc::clone(&counters), cores.clone());
+            let checking = checking.clone();
             std::thread::Builder::new()
                 .name("bench-rx".into())
                 .spawn(move || {
                     crate::pin::pin_current_thread(&cores)?;
-                    receiver::run(set, clock, steady, &stop, &counters)
+                    receiver::run(set, clock, steady, &stop, &counters, &checking)
                 })
                 .map_err(setup("spawn receiver"))
         })
@@ -199,12 +229,12 @@ pub fn run(
     let senders: Vec<_> = send_sets
         .into_iter()
         .map(|set| {
-            let (counters, cores) = (Arc::clone(&counters), cores.clone());
+            let (counters, cores, gso) = (Arc::clone(&counters), cores.clone(), options.gso);
             std::thread::Builder::new()
                 .name("bench-tx".into())
                 .spawn(move || {
                     let _ = crate::pin::pin_current_thread(&cores);
-                    sender::run(set, clock, &counters)
+                    sender::run(set, clock, &counters, gso)
                 })
                 .map_err(setup("spawn sender"))
         })
@@ -247,6 +277,8 @@ pub fn run(
         }
         tally.send_failures += s.send_failures + s.protect_failures;
         tally.late_sends += s.late;
+        tally.send_calls += s.send_calls;
+        tally.gso &= s.gso;
         tally.worst_late_ns = tally.worst_late_ns.max(s.worst_late_ns);
     }
     // Which participants should have received each stream: everyone else
@@ -269,6 +301,7 @@ pub fn run(
     }
     for reception in receptions.values() {
         tally.decrypt_failures += reception.decrypt_failures;
+        tally.verified += reception.verified;
         tally.duplicated += reception.replayed;
         tally.foreign += reception.foreign;
     }

@@ -34,7 +34,7 @@ pub(super) fn setup(what: &str) -> impl Fn(std::io::Error) -> EngineError + '_ {
 
 /// A non-blocking loopback UDP socket with large buffers, so bursts of
 /// video frames are not dropped by the generator's own kernel queues.
-fn endpoint_socket() -> Result<UdpSocket, EngineError> {
+fn endpoint_socket(gro: bool) -> Result<UdpSocket, EngineError> {
     let socket =
         Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(setup("socket"))?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
@@ -46,6 +46,10 @@ fn endpoint_socket() -> Result<UdpSocket, EngineError> {
     socket
         .set_nonblocking(true)
         .map_err(setup("non-blocking"))?;
+    if gro {
+        // Best effort: without it the kernel splits GSO trains itself.
+        super::batch::enable_gro(&socket);
+    }
     Ok(socket.into())
 }
 
@@ -62,13 +66,14 @@ pub(super) struct Published {
 pub(super) fn admit_all(
     target: &mut dyn Target,
     scenario: &Scenario,
+    gro: bool,
 ) -> Result<(Vec<Participant>, Vec<Published>), EngineError> {
     let random = SystemRandom::new();
     let mut participants = Vec::new();
     let mut stream_ids = Vec::new();
     for meeting in scenario.meetings() {
         let sockets = (0..meeting.participants())
-            .map(|_| endpoint_socket().map(Arc::new))
+            .map(|_| endpoint_socket(gro).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let addrs = sockets
             .iter()

@@ -96,7 +96,18 @@ pub fn headline_figures(m: &Measurement) -> Vec<(&'static str, f64)> {
             "relay RSS max MiB",
             relay.rss_max_bytes as f64 / (1 << 20) as f64,
         ));
+        if m.received > 0 {
+            rows.push((
+                "relay CPU µs per delivered packet",
+                relay.cpu_seconds * 1e6 / m.received as f64,
+            ));
+            rows.push((
+                "of which in the kernel, µs",
+                relay.cpu_system_seconds * 1e6 / m.received as f64,
+            ));
+        }
     }
+    rows.push(("verified deliveries", m.verified as f64));
     rows.push(("generator CPU mean %", m.generator.cpu_mean_pct));
     rows.push(("generator late sends", m.late_sends as f64));
     rows
@@ -132,6 +143,9 @@ impl Report {
                     pair(m, ceiling);
                 }
             }
+        }
+        if let (Some(s), Some(f)) = (find("sluice"), find("forward")) {
+            pair(s, f);
         }
         if let (Some(s), Some(r)) = (find("sluice"), find("rtpengine")) {
             pair(s, r);

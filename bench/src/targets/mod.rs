@@ -1,9 +1,11 @@
-//! The targets by name: `ceiling` (no relay), `sluice` (the daemon
-//! binary) and `rtpengine` (Debian's rtpengine-daemon, in
-//! [`crate::rtpengine`]).
+//! The targets by name: `ceiling` (no relay), `forward` (plain
+//! forwarding through sluice's data plane, no crypto: the baseline of
+//! relay CPU per packet), `sluice` (the daemon binary) and `rtpengine`
+//! (Debian's rtpengine-daemon, in [`crate::rtpengine`]).
 
 pub mod ceiling;
 pub mod cluster;
+pub mod forward;
 pub mod sluice;
 
 use std::path::PathBuf;
@@ -16,7 +18,7 @@ pub use self::sluice::{Sluice, SluiceOptions};
 use crate::target::{Target, TargetError};
 
 /// Target names `--targets` accepts, in report order.
-pub const NAMES: &[&str] = &["ceiling", "sluice", "rtpengine"];
+pub const NAMES: &[&str] = &["ceiling", "forward", "sluice", "rtpengine"];
 
 /// How targets are set up for a run.
 #[derive(Debug, Clone)]
@@ -51,6 +53,12 @@ pub fn open(
 ) -> Result<Box<dyn Target>, TargetError> {
     match name {
         "ceiling" => Ok(Box::new(Ceiling::new(profile))),
+        "forward" => Ok(Box::new(forward::Forward::start(
+            profile,
+            options.relay_workers,
+            &options.relay_io,
+            &options.relay_cores,
+        )?)),
         "sluice" => {
             let binary = match &options.sluice_binary {
                 Some(path) => path.clone(),
@@ -68,7 +76,19 @@ pub fn open(
             };
             Ok(Box::new(Sluice::start(&opts)?))
         }
-        "rtpengine" => Ok(Box::new(crate::rtpengine::Rtpengine::start(profile)?)),
+        "rtpengine" => {
+            let engine = crate::rtpengine::Rtpengine::start(profile)?;
+            // `--cpu-pin`: the relay's cores, as sluice and forward get.
+            if let (Some(pid), false) = (engine.pid(), options.relay_cores.is_empty()) {
+                crate::pin::pin_process(pid, &options.relay_cores).map_err(|reason| {
+                    TargetError::Start {
+                        target: "rtpengine",
+                        reason,
+                    }
+                })?;
+            }
+            Ok(Box::new(engine))
+        }
         other => Err(TargetError::Start {
             target: "unknown",
             reason: format!(
