@@ -22,7 +22,9 @@ use sluice::config::Config;
 use sluice::crypto::AnyGcm;
 use sluice::daemon::Daemon;
 use sluice::media::tone::{Sine, goertzel_power};
-use sluice::media::{G711, OpusDecoder, OpusEncoder};
+use sluice::media::{
+    G711, G722Decoder, G722Encoder, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings,
+};
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
 use support::{Endpoint, http, metric};
 
@@ -1272,4 +1274,237 @@ fn silent_connections_and_stalled_tls_handshakes_are_closed() {
         edge(api, "connection-idle") == 2.0
     });
     daemon.shutdown();
+}
+
+/// A web participant of `meeting` publishing a `freq` tone as fullband
+/// Opus (FFmpeg's libopus, not the bridge's) on `ssrc` until `stop`, and
+/// decoding what it receives at 48 kHz.
+fn web_tone(
+    api: SocketAddr,
+    meeting: &str,
+    ssrc: u32,
+    freq: f32,
+    stop: &Arc<AtomicBool>,
+) -> (thread::JoinHandle<()>, thread::JoinHandle<Vec<i16>>) {
+    let mut web = web_participant(api, meeting, ssrc);
+    let receiver = web.socket.try_clone().expect("clone socket");
+    let mut recv_session = std::mem::replace(
+        &mut web.recv,
+        SrtpSession::new(
+            AnyGcm::default(),
+            &MasterKey::new(web.profile, &web.relay_to_client).expect("key"),
+        )
+        .expect("session"),
+    );
+    let stop_rx = Arc::clone(stop);
+    let heard = thread::spawn(move || {
+        let mut decoder = OpusDecoder::new().expect("opus decoder");
+        let mut pcm = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !stop_rx.load(Ordering::Relaxed) {
+            let Ok((n, _)) = receiver.recv_from(&mut buf) else {
+                continue;
+            };
+            if support::is_rtcp(&buf[..n]) {
+                continue;
+            }
+            let Ok(len) = recv_session.unprotect_rtp(&mut buf, n) else {
+                continue;
+            };
+            let packet = sluice::rtp::RtpPacket::parse(&buf[..len]).expect("rtp");
+            if let Ok(samples) = decoder.decode(packet.payload()) {
+                pcm.extend_from_slice(samples);
+            }
+        }
+        pcm
+    });
+    let stop_tx = Arc::clone(stop);
+    let publisher = thread::spawn(move || {
+        let mut encoder = OpusEncoder::with_settings(OpusSettings {
+            bitrate_bps: 48_000,
+            complexity: 5,
+            bandwidth: OpusBandwidth::Full,
+            ..OpusSettings::DIAL_IN
+        })
+        .expect("opus encoder");
+        let mut sine = Sine::new(freq, 48_000, 8000.0);
+        let mut frame = [0i16; 960];
+        let start = Instant::now();
+        let mut seq = 1u16;
+        // Bounded: at most 30 s, whatever `stop` says.
+        while !stop_tx.load(Ordering::Relaxed) && seq < 1500 {
+            sine.fill(&mut frame);
+            let opus = encoder.encode(&frame).expect("encode").to_vec();
+            web.send_rtp(ssrc, seq, &opus);
+            seq = seq.wrapping_add(1);
+            let due = start + Duration::from_millis(20 * u64::from(seq - 1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+    });
+    (publisher, heard)
+}
+
+/// The phone side of a wideband codec: what the phone (the test) encodes
+/// its tone with and decodes what it hears with, independently of the
+/// bridge's own codec path where it can (FFmpeg's libopus for Opus).
+enum PhoneCodec {
+    Opus(OpusEncoder, OpusDecoder),
+    G722(G722Encoder, G722Decoder),
+}
+
+impl PhoneCodec {
+    fn rate(&self) -> u32 {
+        match self {
+            Self::Opus(..) => 48_000,
+            Self::G722(..) => 16_000,
+        }
+    }
+
+    fn pt(&self) -> u8 {
+        match self {
+            Self::Opus(..) => 111,
+            Self::G722(..) => 9,
+        }
+    }
+
+    fn rtp_step(&self) -> u32 {
+        match self {
+            Self::Opus(..) => 960,
+            Self::G722(..) => 160,
+        }
+    }
+
+    fn encode(&mut self, pcm: &[i16]) -> Vec<u8> {
+        match self {
+            Self::Opus(e, _) => e.encode(pcm).expect("opus encode").to_vec(),
+            Self::G722(e, _) => {
+                let mut out = [0u8; 160];
+                e.encode(pcm, &mut out).expect("g722 encode");
+                out.to_vec()
+            }
+        }
+    }
+
+    fn decode(&mut self, payload: &[u8]) -> Vec<i16> {
+        match self {
+            Self::Opus(_, d) => d.decode(payload).expect("opus decode").to_vec(),
+            Self::G722(_, d) => {
+                let mut out = vec![0i16; payload.len() * 2];
+                let n = d.decode(payload, &mut out).expect("g722 decode");
+                out.truncate(n);
+                out
+            }
+        }
+    }
+}
+
+/// A wideband caller (SIPp signalling `scenario`, which checks the answer
+/// took the codec; the test's socket does the media in `codec`) hears the
+/// meeting's 6 kHz tone, which 8 kHz G.711 could not carry, and the
+/// meeting hears the caller's 5 kHz.
+fn a_wideband_caller_hears_and_is_heard_above_4_khz(scenario: &str, mut codec: PhoneCodec) {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550030", "standard", None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, "5550030", 0x3333, 6000.0, &stop);
+
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), scenario, "5550030", phone.port(), 7000);
+    phone.wait_for_relay();
+    wait_for("the caller to join", Duration::from_secs(5), || {
+        participants(api, "5550030") == 2
+    });
+    let rate = codec.rate();
+    let pt = codec.pt();
+    let mut sine = Sine::new(5000.0, rate, 8000.0);
+    let mut pcm = vec![0i16; rate as usize / 50];
+    let start = Instant::now();
+    for k in 1..=250u64 {
+        sine.fill(&mut pcm);
+        let payload = codec.encode(&pcm);
+        let ts = phone.timestamp;
+        phone.send(pt, k == 1, ts, &payload);
+        phone.timestamp = ts.wrapping_add(codec.rtp_step());
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            phone.listen();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+    sipp.succeeds();
+
+    // Only the negotiated payload type ever reached the phone.
+    assert!(
+        phone.heard.iter().all(|(p, _)| *p == pt),
+        "another payload type reached the phone"
+    );
+    let heard: Vec<i16> = phone
+        .heard
+        .iter()
+        .flat_map(|(_, payload)| codec.decode(payload))
+        .collect();
+    let frame = rate as usize / 50;
+    assert!(
+        heard.len() >= frame * 200,
+        "the phone heard {} samples",
+        heard.len()
+    );
+    let tail = &heard[heard.len() - 100 * frame..];
+    let (k6, own) = tone_ratio(tail, rate, 6000.0, 5000.0);
+    assert!(k6 > 0.01, "6 kHz too weak at the phone: {k6}");
+    assert!(
+        k6 > 20.0 * own,
+        "the phone hears 6 kHz {k6} vs its own 5 kHz {own}"
+    );
+
+    assert!(
+        web_pcm.len() >= 48_000 * 3,
+        "web decoded {} samples",
+        web_pcm.len()
+    );
+    let tail = &web_pcm[web_pcm.len() - 96_000..];
+    let (k5, echo) = tone_ratio(tail, 48_000, 5000.0, 6000.0);
+    assert!(k5 > 0.01, "5 kHz too weak at the web participant: {k5}");
+    assert!(
+        k5 > 20.0 * echo,
+        "the web hears 5 kHz {k5} vs its own 6 kHz {echo}"
+    );
+
+    wait_for("the call to end", Duration::from_secs(5), || {
+        participants(api, "5550030") == 1
+    });
+    let text = calls_settled(api);
+    assert_eq!(outcome(&text, "joined"), 1.0);
+    daemon.shutdown();
+}
+
+#[test]
+fn an_opus_caller_is_answered_with_opus_and_bridged_at_48_khz() {
+    let phone = OpusEncoder::with_settings(OpusSettings {
+        bitrate_bps: 48_000,
+        complexity: 5,
+        bandwidth: OpusBandwidth::Full,
+        ..OpusSettings::DIAL_IN
+    })
+    .expect("opus encoder");
+    a_wideband_caller_hears_and_is_heard_above_4_khz(
+        "join-opus.xml",
+        PhoneCodec::Opus(phone, OpusDecoder::new().expect("opus decoder")),
+    );
+}
+
+#[test]
+fn a_g722_caller_is_answered_with_g722_and_bridged_at_16_khz() {
+    a_wideband_caller_hears_and_is_heard_above_4_khz(
+        "join-g722.xml",
+        PhoneCodec::G722(
+            G722Encoder::new().expect("g722 encoder"),
+            G722Decoder::new().expect("g722 decoder"),
+        ),
+    );
 }

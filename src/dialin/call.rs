@@ -24,8 +24,8 @@ use crate::control::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk};
 use crate::crypto::{AnyGcm, BackendKind};
 use crate::media::dtmf::DtmfDetector;
 use crate::media::{
-    CallerUplink, G711, MediaError, MeetingMix, OpusSettings, SilenceSuppression, UplinkFrame,
-    UplinkSettings, level,
+    CallerCodec, CallerEncoder, CallerUplink, G711, MAX_CALLER_FRAME, MediaError, MeetingMix,
+    OpusSettings, SilenceSuppression, UplinkFrame, UplinkSettings, level, stretch_8k,
 };
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::policy::Refusal;
@@ -63,9 +63,9 @@ pub(crate) struct CallSettings {
 /// The caller's side of the call, as SDP negotiated it.
 #[derive(Debug, Clone)]
 pub(crate) struct CallerMedia {
-    /// PCMU or PCMA.
-    pub(crate) codec: G711,
-    /// The payload type of `codec` (0 or 8: static).
+    /// PCMU, PCMA, G.722 or Opus.
+    pub(crate) codec: CallerCodec,
+    /// The payload type of `codec` in the caller's offer.
     pub(crate) payload_type: u8,
     /// The caller's telephone-event payload type, if it offered one.
     pub(crate) telephone_event: Option<u8>,
@@ -183,6 +183,9 @@ pub(crate) struct Call {
     waiting_since: Instant,
     /// The caller put us on hold (sendonly/inactive): send nothing, expect nothing.
     held: bool,
+    /// What the caller hears, for a codec other than G.711 (G.711 is
+    /// encoded by table, or once per meeting by the mix).
+    encoder: Option<CallerEncoder>,
     outcome: Option<CallOutcome>,
     hangup: bool,
 }
@@ -204,7 +207,12 @@ impl Call {
             None => (None, None),
         };
         let tries_left = settings.attempts;
+        let encoder = match media.codec {
+            CallerCodec::G711(_) => None,
+            codec => Some(CallerEncoder::new(codec, settings.opus())?),
+        };
         let mut call = Self {
+            encoder,
             settings,
             media,
             from_caller,
@@ -255,6 +263,11 @@ impl Call {
     /// Whether the call wants to end (the pool then asks SIP to hang up).
     pub(crate) fn wants_hangup(&self) -> bool {
         self.hangup
+    }
+
+    /// The rate the caller's mix runs at (its codec's).
+    pub(crate) fn mix_rate(&self) -> u32 {
+        self.media.codec.rate()
     }
 
     /// The meeting leg, once admitted.
@@ -317,18 +330,14 @@ impl Call {
     ) -> Result<(CallerUplink, SrtpSession<AnyGcm>, SrtpSession<AnyGcm>), CallError> {
         let backend = AnyGcm::new(self.settings.backend);
         let uplink = UplinkSettings {
-            opus: OpusSettings {
-                bitrate_bps: self.settings.opus_bitrate,
-                complexity: self.settings.opus_complexity,
-                ..OpusSettings::DIAL_IN
-            },
+            opus: self.settings.opus(),
             suppression: self
                 .settings
                 .silence_suppression
                 .then_some(SilenceSuppression::DIAL_IN),
         };
         Ok((
-            CallerUplink::new(self.media.codec, uplink)?,
+            CallerUplink::for_codec(self.media.codec, uplink)?,
             SrtpSession::new(backend.clone(), &leg.client_to_relay)?,
             SrtpSession::new(backend, &leg.relay_to_client)?,
         ))
@@ -564,11 +573,28 @@ impl Call {
             self.try_again(retry, outcome);
         }
         let codec = self.media.codec;
-        let mut payload = [0u8; FRAME];
-        if prompt_frame {
-            transcode_prompt(codec, &frame, &mut payload);
-        } else {
-            silence(codec, &mut payload);
+        // G.711 is written straight into `payload`; another codec's PCM
+        // goes into `wide` and is encoded below.
+        let mut payload = [0u8; MAX_DATAGRAM];
+        let mut payload_len = 0;
+        let mut wide = [0i16; MAX_CALLER_FRAME];
+        let wide = &mut wide[..codec.frame_samples()];
+        match codec.law() {
+            Some(law) => {
+                let g711 = &mut payload[..FRAME];
+                if prompt_frame {
+                    transcode_prompt(law, &frame, g711);
+                } else {
+                    silence(law, g711);
+                }
+                payload_len = FRAME;
+            }
+            None if prompt_frame => {
+                let mut pcm = [0i16; FRAME];
+                G711::Mu.decode(&frame, &mut pcm);
+                stretch_8k(&pcm, wide);
+            }
+            None => {}
         }
         if let Stage::Bridged(b) = &mut self.stage {
             if now.duration_since(b.checked) >= Duration::from_secs(1) {
@@ -598,7 +624,16 @@ impl Call {
             if let Some((mix, mix_ns)) = mix {
                 share = mix_ns;
                 if !prompt_frame {
-                    payload.copy_from_slice(mix.to_caller(codec, Some(*ssrc)));
+                    match codec.law() {
+                        Some(law) => {
+                            payload[..FRAME].copy_from_slice(mix.to_caller(law, Some(*ssrc)))
+                        }
+                        None => {
+                            let pcm = mix.to_caller_pcm(Some(*ssrc));
+                            let n = pcm.len().min(wide.len());
+                            wide[..n].copy_from_slice(&pcm[..n]);
+                        }
+                    }
                 }
             }
             match uplink.tick() {
@@ -621,8 +656,21 @@ impl Call {
                 .counters
                 .transcode_sample(spent.saturating_add(share));
         }
-        if !self.held {
-            out.caller = self.write_caller_packet(&payload, &mut out.caller_buf);
+        if self.held {
+            return;
+        }
+        if let Some(encoder) = &mut self.encoder {
+            match encoder.encode(wide) {
+                Ok(p) if p.len() <= payload.len() => {
+                    payload[..p.len()].copy_from_slice(p);
+                    payload_len = p.len();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("dial-in encode for the caller failed: {e}"),
+            }
+        }
+        if payload_len > 0 {
+            out.caller = self.write_caller_packet(&payload[..payload_len], &mut out.caller_buf);
         }
     }
 
@@ -637,13 +685,25 @@ impl Call {
             .write(payload, buf)
             .ok()?;
         self.seq = self.seq.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+        self.timestamp = self.timestamp.wrapping_add(self.media.codec.rtp_step());
         self.first_sent = true;
         let len = match &mut self.to_caller {
             Some(srtp) => srtp.protect_rtp(buf, len).ok()?,
             None => len,
         };
         Some((self.latched.unwrap_or(self.media.remote), len))
+    }
+}
+
+impl CallSettings {
+    /// The Opus settings `[sip]` asks for (the uplink's base, and the
+    /// bitrate and complexity of an Opus caller's downlink).
+    pub(crate) fn opus(&self) -> OpusSettings {
+        OpusSettings {
+            bitrate_bps: self.opus_bitrate,
+            complexity: self.opus_complexity,
+            ..OpusSettings::DIAL_IN
+        }
     }
 }
 
@@ -721,9 +781,9 @@ pub(crate) fn admit_direct(
 }
 
 /// The prompt's mu-law frame in the caller's codec.
-fn transcode_prompt(codec: G711, mu_law: &[u8; FRAME], out: &mut [u8; FRAME]) {
+fn transcode_prompt(codec: G711, mu_law: &[u8; FRAME], out: &mut [u8]) {
     match codec {
-        G711::Mu => out.copy_from_slice(mu_law),
+        G711::Mu => out[..FRAME].copy_from_slice(mu_law),
         G711::A => {
             let mut pcm = [0i16; FRAME];
             G711::Mu.decode(mu_law, &mut pcm);
@@ -732,7 +792,7 @@ fn transcode_prompt(codec: G711, mu_law: &[u8; FRAME], out: &mut [u8; FRAME]) {
     }
 }
 
-fn silence(codec: G711, out: &mut [u8; FRAME]) {
+fn silence(codec: G711, out: &mut [u8]) {
     G711::encode(codec, &[0i16; FRAME], out);
 }
 

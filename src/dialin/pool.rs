@@ -76,9 +76,9 @@ pub(crate) struct CallSlot {
     pub(crate) meeting: UdpSocket,
     pub(crate) asked_hangup: bool,
     pub(crate) counted_outcome: bool,
-    /// The meeting whose mix the call shares, and the call's own SSRC in
-    /// it, once the call is bridged.
-    mix: Option<(String, u32)>,
+    /// The mix the call shares (its meeting's at its codec's rate), and
+    /// the call's own SSRC in it, once the call is bridged.
+    mix: Option<(MixKey, u32)>,
 }
 
 impl CallSlot {
@@ -100,12 +100,17 @@ impl CallSlot {
             return;
         }
         let Some(leg) = self.call.leg() else { return };
+        let rate = self.call.mix_rate();
+        let key = (leg.meeting.clone(), rate);
         mixes
-            .entry(leg.meeting.clone())
-            .or_default()
+            .entry(key.clone())
+            .or_insert_with(|| SharedMix {
+                mix: MeetingMix::with_rate(rate),
+                share_ns: 0,
+            })
             .mix
             .add_caller(leg.ssrc);
-        self.mix = Some((leg.meeting.clone(), leg.ssrc));
+        self.mix = Some((key, leg.ssrc));
     }
 
     /// Leaves the meeting's mix, dropping it with its last call.
@@ -159,14 +164,19 @@ impl CallSlot {
 }
 
 /// A meeting's mix on one thread, and what its last tick cost each call.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SharedMix {
     mix: MeetingMix,
     share_ns: u64,
 }
 
-/// Meeting id → the mix its calls on this thread share.
-type Mixes = HashMap<String, SharedMix>;
+/// A meeting and a mixing rate: the calls of one meeting share a mix per
+/// codec rate (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus), so a
+/// wideband caller never hears the meeting through 8 kHz.
+type MixKey = (String, u32);
+
+/// (meeting id, rate) → the mix its calls on this thread share.
+type Mixes = HashMap<MixKey, SharedMix>;
 
 /// A running pool thread.
 #[derive(Debug)]

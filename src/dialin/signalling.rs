@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::control::DeskError;
-use crate::media::G711;
+use crate::media::{CallerCodec, G711};
 use crate::metrics::{CallOutcome, SipEdge};
 use crate::policy::Refusal;
 use crate::relay::MeetingMode;
@@ -496,10 +496,7 @@ impl Signalling {
                 }
                 None => None,
             };
-            let codec = match negotiated.codec.codec {
-                Codec::Pcma => G711::A,
-                _ => G711::Mu,
-            };
+            let codec = caller_codec(negotiated.codec.codec);
             let media = CallerMedia {
                 codec,
                 payload_type: negotiated.codec.pt,
@@ -520,6 +517,8 @@ impl Signalling {
                 direction: offer.direction.answer(),
                 session_id: u64::from(random_u32()),
                 session_version: 1,
+                rtcp_mux: negotiated.rtcp_mux,
+                rtcp_port: None,
             };
             let held = offer.held;
             let mut call_state = Call::new(Arc::clone(&self.calls_settings), media, entry, now)?;
@@ -569,6 +568,17 @@ pub(crate) enum StartError {
     Key(#[from] crate::srtp::SrtpError),
     #[error("{0}")]
     Call(#[from] super::call::CallError),
+}
+
+/// The bridge's codec for what SDP negotiated ([`sdp::negotiate`] only
+/// picks these four).
+fn caller_codec(codec: Codec) -> CallerCodec {
+    match codec {
+        Codec::Opus => CallerCodec::Opus,
+        Codec::G722 => CallerCodec::G722,
+        Codec::Pcma => CallerCodec::G711(G711::A),
+        Codec::Pcmu | Codec::Other => CallerCodec::G711(G711::Mu),
+    }
 }
 
 /// The SIP answer to a refused admission.

@@ -35,6 +35,8 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
     let mut fmtps: Vec<(u8, String)> = Vec::new();
     let mut crypto = Vec::new();
     let mut ptime = None;
+    let mut rtcp_mux = false;
+    let mut rtcp = None;
 
     for line in text.lines() {
         let line = line.trim_end();
@@ -73,6 +75,8 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
                         }
                     }
                     "ptime" => ptime = arg.trim().parse().ok(),
+                    "rtcp-mux" => rtcp_mux = true,
+                    "rtcp" => rtcp = parse_rtcp(arg),
                     "crypto" => crypto.extend(parse_crypto(arg)),
                     _ => {
                         if let Some(d) = Direction::parse(name) {
@@ -107,9 +111,11 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
             Some(n) if is_encoding(n, "PCMU", 8000) => Codec::Pcmu,
             Some(n) if is_encoding(n, "PCMA", 8000) => Codec::Pcma,
             Some(n) if is_encoding(n, "opus", 48000) => Codec::Opus,
+            Some(n) if is_encoding(n, "G722", 8000) => Codec::G722,
             Some(_) => Codec::Other,
             None if pt == 0 => Codec::Pcmu,
             None if pt == 8 => Codec::Pcma,
+            None if pt == 9 => Codec::G722,
             None => Codec::Other,
         };
         codecs.push(OfferedCodec { pt, codec });
@@ -134,7 +140,24 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         direction,
         ptime,
         held,
+        rtcp_mux,
+        rtcp,
     })
+}
+
+/// `<port> [IN IP4|IP6 <address>]` of `a=rtcp` (RFC 3605 §2.1); `None` when
+/// unreadable (then RTCP goes to the RTP port + 1).
+fn parse_rtcp(arg: &str) -> Option<(u16, Option<IpAddr>)> {
+    let arg = arg.trim();
+    let (port, rest) = arg.split_once(' ').unwrap_or((arg, ""));
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let rest = rest.trim();
+    let addr = if rest.is_empty() {
+        None
+    } else {
+        Some(parse_connection(rest).ok()?)
+    };
+    Some((port, addr))
 }
 
 /// Events 0-15 (the DTMF digits, `*`, `#` and A-D), what an offer without
@@ -312,7 +335,7 @@ a=sendonly\r\n";
                 },
                 OfferedCodec {
                     pt: 9,
-                    codec: Codec::Other
+                    codec: Codec::G722
                 },
             ]
         );
