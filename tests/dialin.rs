@@ -1508,3 +1508,197 @@ fn a_g722_caller_is_answered_with_g722_and_bridged_at_16_khz() {
         ),
     );
 }
+
+/// The first line of SIPp's log `log` that starts a message with `tag `
+/// (after `tag`), once it is there.
+fn sipp_logged(log: &Path, tag: &str) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(tag) || l.contains(&format!(" {tag}")))?;
+    Some(line.split(tag).nth(1)?.trim().to_owned())
+}
+
+fn sdes(profile: SrtpProfile, key: &[u8]) -> SrtpSession<AnyGcm> {
+    SrtpSession::new(
+        AnyGcm::default(),
+        &MasterKey::new(profile, key).expect("key"),
+    )
+    .expect("session")
+}
+
+/// What the phone received over `d` (sending a PCMU frame of `tone`
+/// every 20 ms under `send`): (packets that authenticate under `recv`,
+/// packets that do not).
+fn exchange(
+    phone: &mut Phone,
+    send: &mut SrtpSession<AnyGcm>,
+    recv: &mut SrtpSession<AnyGcm>,
+    tone: &mut Option<Sine>,
+    d: Duration,
+) -> (usize, usize) {
+    let relay = phone.relay.expect("relay known");
+    let (mut good, mut bad) = (0, 0);
+    let start = Instant::now();
+    let mut k = 0u64;
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < d {
+        k += 1;
+        let mut pcm = [0i16; 160];
+        if let Some(sine) = tone {
+            sine.fill(&mut pcm);
+        }
+        let mut ulaw = [0u8; 160];
+        G711::Mu.encode(&pcm, &mut ulaw);
+        let mut p = vec![0x80, 0];
+        p.extend(phone.seq.to_be_bytes());
+        p.extend(phone.timestamp.to_be_bytes());
+        p.extend(0x5eed_0001u32.to_be_bytes());
+        p.extend_from_slice(&ulaw);
+        phone.seq = phone.seq.wrapping_add(1);
+        phone.timestamp = phone.timestamp.wrapping_add(160);
+        let len = p.len();
+        p.resize(len + 32, 0);
+        let n = send.protect_rtp(&mut p, len).expect("protect");
+        phone.socket.send_to(&p[..n], relay).expect("phone sends");
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            if let Ok((n, _)) = phone.socket.recv_from(&mut buf) {
+                if recv.unprotect_rtp(&mut buf, n).is_ok() {
+                    good += 1;
+                } else {
+                    bad += 1;
+                }
+            }
+        }
+    }
+    (good, bad)
+}
+
+#[test]
+fn a_reinvite_holds_unholds_and_rekeys_an_srtp_call() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550040", "standard", None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, "5550040", 0x4444, 1000.0, &stop);
+    let profile = SrtpProfile::AesCm128HmacSha1_80;
+    let key1: Vec<u8> = (1..=30u8).collect();
+    let key2: Vec<u8> = (101..=130u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let log = std::env::temp_dir().join(format!("sluice-sipp-rekey-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut phone = Phone::new();
+    let sipp = Sipp::call_with(
+        sip(&daemon),
+        "hold-rekey.xml",
+        "5550040",
+        phone.port(),
+        2500,
+        &[
+            "-key",
+            "ckey",
+            &b64.encode(&key1),
+            "-key",
+            "ckey2",
+            &b64.encode(&key2),
+            "-trace_logs",
+            "-log_file",
+            log.to_str().expect("utf-8 path"),
+        ],
+    );
+    let mut answer1 = None;
+    wait_for("the first answer's key", Duration::from_secs(10), || {
+        answer1 = sipp_logged(&log, "answer-key ").and_then(|k| b64.decode(k).ok());
+        answer1.is_some()
+    });
+    let answer1 = answer1.expect("found");
+    let (mut send, mut recv) = (sdes(profile, &key1), sdes(profile, &answer1));
+    // Learn the relay's address from its first packet (the prompt).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    while phone.relay.is_none() {
+        assert!(Instant::now() < deadline, "the relay never sent RTP");
+        if let Ok((_, from)) = phone.socket.recv_from(&mut buf) {
+            phone.relay = Some(from);
+        }
+    }
+    let mut quiet = None;
+    let (good, bad) = exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut quiet,
+        Duration::from_millis(800),
+    );
+    assert!(good > 30 && bad == 0, "before hold: {good} good, {bad} bad");
+
+    // On hold: the bridge sends the caller nothing.
+    wait_for("SIPp to hold the call", Duration::from_secs(10), || {
+        sipp_logged(&log, "held").is_some()
+    });
+    exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut quiet,
+        Duration::from_millis(200),
+    );
+    let (good, bad) = exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut quiet,
+        Duration::from_millis(800),
+    );
+    assert_eq!((good, bad), (0, 0), "packets reached the phone on hold");
+    assert_eq!(
+        participants(api, "5550040"),
+        2,
+        "a held caller stays in the meeting"
+    );
+
+    // Off hold with new keys both ways: sluice's new key authenticates
+    // what the phone hears, and the caller's 440 Hz under its new key
+    // reaches the meeting.
+    let mut answer2 = None;
+    wait_for("the second answer's key", Duration::from_secs(10), || {
+        answer2 = sipp_logged(&log, "answer-key2 ").and_then(|k| b64.decode(k).ok());
+        answer2.is_some()
+    });
+    let answer2 = answer2.expect("found");
+    assert_ne!(answer2, answer1, "a new key of sluice's own in the answer");
+    let (mut send, mut recv) = (sdes(profile, &key2), sdes(profile, &answer2));
+    let mut tone = Some(Sine::new(440.0, 8000, 8000.0));
+    exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut tone,
+        Duration::from_millis(200),
+    );
+    let (good, bad) = exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut tone,
+        Duration::from_millis(1500),
+    );
+    assert!(
+        good > 50 && bad == 0,
+        "after re-key: {good} good, {bad} bad"
+    );
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+    sipp.succeeds();
+    let _ = std::fs::remove_file(&log);
+    let tail = &web_pcm[web_pcm.len().saturating_sub(48_000)..];
+    let (a440, echo) = tone_ratio(tail, 48_000, 440.0, 1000.0);
+    assert!(
+        a440 > 0.01 && a440 > 20.0 * echo,
+        "the meeting hears the re-keyed caller: {a440} vs {echo}"
+    );
+    calls_settled(api);
+    daemon.shutdown();
+}

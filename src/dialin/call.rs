@@ -34,6 +34,7 @@ use crate::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
 use crate::srtp::{MasterKey, SrtpError, SrtpSession};
 
 use super::prompts::{FRAME, MU_LAW_SILENCE, Playback, Prompt};
+use super::rekey::InboundKeys;
 
 /// The largest datagram either side sends or accepts.
 pub(crate) const MAX_DATAGRAM: usize = 1500;
@@ -167,7 +168,7 @@ impl Default for TickOut {
 pub(crate) struct Call {
     settings: Arc<CallSettings>,
     media: CallerMedia,
-    from_caller: Option<SrtpSession<AnyGcm>>,
+    from_caller: Option<InboundKeys>,
     to_caller: Option<SrtpSession<AnyGcm>>,
     latched: Option<SocketAddr>,
     ssrc: u32,
@@ -201,7 +202,7 @@ impl Call {
         let backend = AnyGcm::new(settings.backend);
         let (from_caller, to_caller) = match &media.srtp {
             Some((theirs, ours)) => (
-                Some(SrtpSession::new(backend.clone(), theirs)?),
+                Some(InboundKeys::new(SrtpSession::new(backend.clone(), theirs)?)),
                 Some(SrtpSession::new(backend, ours)?),
             ),
             None => (None, None),
@@ -286,6 +287,22 @@ impl Call {
         }
         self.held = held;
         self.last_media = now;
+    }
+
+    /// A re-INVITE brought new SDES keys (RFC 4568 §7.1.4): ours is used
+    /// from now on, the caller's old one until its new one authenticates
+    /// a packet ([`InboundKeys`]).
+    pub(crate) fn rekey(&mut self, theirs: &MasterKey, ours: &MasterKey) -> Result<(), CallError> {
+        let backend = AnyGcm::new(self.settings.backend);
+        let to_caller = SrtpSession::new(backend.clone(), ours)?;
+        let from_caller = SrtpSession::new(backend, theirs)?;
+        match &mut self.from_caller {
+            Some(inbound) => inbound.rekey(from_caller),
+            None => self.from_caller = Some(InboundKeys::new(from_caller)),
+        }
+        self.to_caller = Some(to_caller);
+        self.media.srtp = Some((theirs.clone(), ours.clone()));
+        Ok(())
     }
 
     fn play(&mut self, prompt: Prompt) {

@@ -23,6 +23,7 @@
 mod call;
 mod pool;
 mod prompts;
+mod rekey;
 mod signalling;
 mod stream;
 

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::media::MeetingMix;
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::sip::CallId;
+use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, MAX_DATAGRAM, TickOut};
 
@@ -52,6 +53,9 @@ pub(crate) enum PoolCommand {
         remote: std::net::SocketAddr,
         /// Whether the caller holds the call.
         held: bool,
+        /// New SDES keys (the caller's, ours), when the re-INVITE changed
+        /// them.
+        rekey: Option<Box<(MasterKey, MasterKey)>>,
     },
     /// The dialog is over: drop the call.
     End(CallId),
@@ -210,9 +214,19 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
         loop {
             match inbox.try_recv() {
                 Ok(PoolCommand::Add(slot)) => slots.push(*slot),
-                Ok(PoolCommand::Update { id, remote, held }) => {
+                Ok(PoolCommand::Update {
+                    id,
+                    remote,
+                    held,
+                    rekey,
+                }) => {
                     if let Some(slot) = slots.iter_mut().find(|s| s.id == id) {
                         slot.call.update_caller(remote, held, Instant::now());
+                        if let Some(keys) = rekey
+                            && let Err(e) = slot.call.rekey(&keys.0, &keys.1)
+                        {
+                            tracing::warn!("dial-in re-key failed: {e}");
+                        }
                     }
                 }
                 Ok(PoolCommand::End(id)) => {

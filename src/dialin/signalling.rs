@@ -23,10 +23,11 @@ use crate::policy::Refusal;
 use crate::relay::MeetingMode;
 use crate::sip::sdp::{self, AnswerSpec, Codec, MediaOffer, Negotiated, build_answer};
 use crate::sip::{CallId, Event, SipLimits, Transport, Uas, UasStats};
-use crate::srtp::MasterKey;
+use crate::srtp::{MasterKey, SrtpProfile};
 
 use super::call::{Call, CallSettings, CallerMedia, Entry, admit_direct, random_u32};
 use super::pool::{CallSlot, PoolCommand, PoolEvent};
+use super::rekey::{KeyChange, key_change};
 use super::stream::{StreamLimits, StreamStats, Streams};
 
 /// The `Reason` header an E2EE meeting's refusal carries (RFC 3326).
@@ -60,6 +61,8 @@ const DATAGRAMS_PER_TURN: usize = 64;
 struct Known {
     pool: usize,
     answer: AnswerSpec,
+    /// The caller's current SDES suite and key ‖ salt (SRTP calls).
+    caller_key: Option<(SrtpProfile, Vec<u8>)>,
 }
 
 /// A call ringing until its answer is due.
@@ -418,7 +421,18 @@ impl Signalling {
         match self.start_call(now, call, &offer, &negotiated, caller, entry) {
             Ok((slot, answer)) => {
                 let sdp = build_answer(&answer);
-                self.known.insert(call, Known { pool, answer });
+                let caller_key = negotiated
+                    .crypto
+                    .as_ref()
+                    .map(|c| (c.profile, c.key_material.clone()));
+                self.known.insert(
+                    call,
+                    Known {
+                        pool,
+                        answer,
+                        caller_key,
+                    },
+                );
                 self.calls_settings.counters.call_started();
                 self.uas.ringing(now, call);
                 if self.settings.answer_delay.is_zero() {
@@ -540,11 +554,52 @@ impl Signalling {
                 .reject_reinvite(now, call, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        if sdp::negotiate(offer).is_err() {
-            self.uas
-                .reject_reinvite(now, call, 488, "Not Acceptable Here");
-            return;
+        let refused = |uas: &mut Uas, why: &str| {
+            tracing::info!("dial-in re-INVITE refused: {why}");
+            uas.reject_reinvite(now, call, 488, "Not Acceptable Here");
+        };
+        let negotiated = match sdp::negotiate(offer) {
+            Ok(n) => n,
+            Err(e) => return refused(&mut self.uas, &e.to_string()),
+        };
+        // The call keeps its codec (the bridge's codec state is set up for
+        // it); a re-offer without it is refused.
+        let codec = known.answer.codec.codec;
+        let Some(still) = offer.codecs.iter().find(|c| c.codec == codec) else {
+            return refused(&mut self.uas, "the call's codec is no longer offered");
+        };
+        let current = known
+            .caller_key
+            .as_ref()
+            .map(|(profile, key)| (*profile, &key[..]));
+        let change = match key_change(current, negotiated.crypto.as_ref()) {
+            Ok(change) => change,
+            Err(e) => return refused(&mut self.uas, &e.to_string()),
+        };
+        let mut rekey = None;
+        match (change, &negotiated.crypto) {
+            (Some(KeyChange::Keep { tag }), _) => {
+                if let Some((old, ..)) = &mut known.answer.crypto {
+                    *old = tag;
+                }
+            }
+            (Some(KeyChange::New), Some(offered)) => {
+                let mut material = vec![0u8; offered.profile.key_material_len()];
+                if self.rng.fill(&mut material).is_err() {
+                    return refused(&mut self.uas, "the system random generator failed");
+                }
+                let keys = MasterKey::new(offered.profile, &offered.key_material)
+                    .and_then(|theirs| Ok((theirs, MasterKey::new(offered.profile, &material)?)));
+                let Ok(keys) = keys else {
+                    return refused(&mut self.uas, "bad SRTP key");
+                };
+                known.answer.crypto = Some((offered.tag, offered.profile, material));
+                known.caller_key = Some((offered.profile, offered.key_material.clone()));
+                rekey = Some(Box::new(keys));
+            }
+            _ => {}
         }
+        known.answer.codec.pt = still.pt;
         known.answer.direction = offer.direction.answer();
         known.answer.session_version += 1;
         let sdp = build_answer(&known.answer);
@@ -552,6 +607,7 @@ impl Signalling {
             id: call,
             remote: SocketAddr::new(offer.connection, offer.port),
             held: offer.held,
+            rekey,
         });
         self.uas.answer_reinvite(now, call, &sdp);
     }
