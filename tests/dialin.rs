@@ -1702,3 +1702,160 @@ fn a_reinvite_holds_unholds_and_rekeys_an_srtp_call() {
     calls_settled(api);
     daemon.shutdown();
 }
+
+/// An RTP socket and, on the next port, its RTCP socket (RFC 3550 §11).
+fn rtp_and_rtcp_sockets() -> (UdpSocket, UdpSocket) {
+    for _ in 0..100 {
+        let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind RTP");
+        let port = rtp.local_addr().expect("addr").port();
+        if let Some(next) = port.checked_add(1)
+            && let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", next))
+        {
+            for s in [&rtp, &rtcp] {
+                s.set_read_timeout(Some(Duration::from_millis(2)))
+                    .expect("timeout");
+            }
+            return (rtp, rtcp);
+        }
+    }
+    panic!("no two adjacent free UDP ports on loopback");
+}
+
+/// The first SR in `datagram` from `ssrc`, as (NTP timestamp, its report
+/// blocks' (ssrc, highest seq)).
+fn sender_report(datagram: &[u8]) -> Option<(u32, u64, Vec<(u32, u32)>)> {
+    use sluice::rtp::{RtcpCompound, RtcpPacket};
+    RtcpCompound::new(datagram).find_map(|p| match p {
+        Ok(RtcpPacket::SenderReport(sr)) => Some((
+            sr.ssrc().0,
+            sr.ntp_timestamp(),
+            sr.report_blocks()
+                .map(|b| (b.ssrc.0, b.highest_seq))
+                .collect(),
+        )),
+        _ => None,
+    })
+}
+
+/// A receiver report from the phone (SSRC 0x5eed0001) about `about`,
+/// echoing its SR's NTP timestamp (LSR) with no delay since.
+fn phone_rr(about: u32, sr_ntp: u64) -> Vec<u8> {
+    let block = sluice::rtp::rtcp::ReportBlock {
+        ssrc: sluice::rtp::Ssrc(about),
+        fraction_lost: 0,
+        cumulative_lost: 0,
+        highest_seq: 1,
+        jitter: 0,
+        lsr: (sr_ntp >> 16) as u32,
+        dlsr: 0,
+    };
+    let mut out = [0u8; 64];
+    let len = sluice::rtp::rtcp::ReceiverReportBuilder {
+        ssrc: sluice::rtp::Ssrc(0x5eed_0001),
+        report_blocks: &[block],
+    }
+    .write(&mut out)
+    .expect("rr");
+    out[..len].to_vec()
+}
+
+/// Sends PCMU silence for `d` on `phone`, and collects, per socket, the
+/// RTCP datagrams that arrive: (on the RTP socket, on the RTCP socket),
+/// each with its source.
+fn talk_and_collect_rtcp(
+    phone: &mut Phone,
+    rtcp: Option<&UdpSocket>,
+    d: Duration,
+) -> Vec<(bool, SocketAddr, Vec<u8>)> {
+    let mut got = Vec::new();
+    let start = Instant::now();
+    let mut k = 0u64;
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < d {
+        k += 1;
+        phone.send_pcmu(&[0xFF; 160]);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            if let Ok((n, from)) = phone.socket.recv_from(&mut buf)
+                && support::is_rtcp(&buf[..n])
+            {
+                got.push((false, from, buf[..n].to_vec()));
+            }
+            if let Some(socket) = rtcp
+                && let Ok((n, from)) = socket.recv_from(&mut buf)
+            {
+                got.push((true, from, buf[..n].to_vec()));
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_caller_gets_rtcp_sender_reports_on_rtp_port_plus_one_and_its_reports_are_read() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550050", "standard", None);
+    let (rtp, rtcp) = rtp_and_rtcp_sockets();
+    let mut phone = Phone::new();
+    phone.socket = rtp;
+    let sipp = Sipp::call(sip(&daemon), "join.xml", "5550050", phone.port(), 5000);
+    phone.wait_for_relay();
+    let got = talk_and_collect_rtcp(&mut phone, Some(&rtcp), Duration::from_millis(3500));
+    assert!(
+        got.iter().all(|(on_rtcp, ..)| *on_rtcp),
+        "RTCP on the RTP port without rtcp-mux"
+    );
+    let (_, from, report) = got.first().expect("an RTCP report reached RTP port + 1");
+    let (ssrc, ntp, blocks) = sender_report(report).expect("a sender report (sluice sends RTP)");
+    // About the phone's stream: its SSRC, and at least the packets it sent.
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0].0, 0x5eed_0001);
+    assert!(blocks[0].1 >= 1000 + 100, "highest seq {}", blocks[0].1);
+    // The phone's RR back to where the SR came from is read.
+    rtcp.send_to(&phone_rr(ssrc, ntp), from).expect("send rr");
+    wait_for("the RR to be counted", Duration::from_secs(3), || {
+        metric(
+            &metrics(api),
+            "sluice_dialin_rtcp_reports_total{direction=\"received\"}",
+        ) >= 1.0
+    });
+    assert!(
+        metric(
+            &metrics(api),
+            "sluice_dialin_rtcp_reports_total{direction=\"sent\"}"
+        ) >= 1.0
+    );
+    sipp.succeeds();
+    calls_settled(api);
+    daemon.shutdown();
+}
+
+#[test]
+fn rtcp_mux_puts_the_callers_rtcp_on_its_rtp_port() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550051", "standard", None);
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "join-mux.xml", "5550051", phone.port(), 5000);
+    let relay = phone.wait_for_relay();
+    let got = talk_and_collect_rtcp(&mut phone, None, Duration::from_millis(3500));
+    let (_, from, report) = got.first().expect("RTCP muxed on the RTP port");
+    assert_eq!(*from, relay, "muxed RTCP comes from the RTP port");
+    let (ssrc, ntp, blocks) = sender_report(report).expect("a sender report");
+    assert_eq!(blocks.first().map(|b| b.0), Some(0x5eed_0001));
+    // The phone's RR, muxed, to sluice's RTP port.
+    phone
+        .socket
+        .send_to(&phone_rr(ssrc, ntp), relay)
+        .expect("send rr");
+    wait_for("the muxed RR to be counted", Duration::from_secs(3), || {
+        metric(
+            &metrics(api),
+            "sluice_dialin_rtcp_reports_total{direction=\"received\"}",
+        ) >= 1.0
+    });
+    sipp.succeeds();
+    calls_settled(api);
+    daemon.shutdown();
+}

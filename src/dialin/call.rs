@@ -35,6 +35,7 @@ use crate::srtp::{MasterKey, SrtpError, SrtpSession};
 
 use super::prompts::{FRAME, MU_LAW_SILENCE, Playback, Prompt};
 use super::rekey::InboundKeys;
+use super::rtcp::{CallQuality, CallerRtcp};
 
 /// The largest datagram either side sends or accepts.
 pub(crate) const MAX_DATAGRAM: usize = 1500;
@@ -72,6 +73,10 @@ pub(crate) struct CallerMedia {
     pub(crate) telephone_event: Option<u8>,
     /// Where the caller's SDP says to send (until a packet latches).
     pub(crate) remote: SocketAddr,
+    /// Where the caller's RTCP goes (RTP port + 1, `a=rtcp`, or the RTP
+    /// port with rtcp-mux), and whether it is muxed.
+    pub(crate) rtcp: SocketAddr,
+    pub(crate) rtcp_mux: bool,
     /// SDES SRTP: the caller's key (for what it sends) and ours.
     pub(crate) srtp: Option<(MasterKey, MasterKey)>,
     /// A name for the meeting's participant list.
@@ -150,6 +155,9 @@ pub(crate) struct TickOut {
     /// A datagram for the relay (the meeting side), if bridged.
     pub(crate) meeting: Option<usize>,
     pub(crate) meeting_buf: [u8; MAX_DATAGRAM],
+    /// An RTCP report for the caller, and where to.
+    pub(crate) rtcp: Option<(SocketAddr, usize)>,
+    pub(crate) rtcp_buf: [u8; MAX_DATAGRAM],
 }
 
 impl Default for TickOut {
@@ -159,6 +167,8 @@ impl Default for TickOut {
             caller_buf: [0; MAX_DATAGRAM],
             meeting: None,
             meeting_buf: [0; MAX_DATAGRAM],
+            rtcp: None,
+            rtcp_buf: [0; MAX_DATAGRAM],
         }
     }
 }
@@ -187,6 +197,9 @@ pub(crate) struct Call {
     /// What the caller hears, for a codec other than G.711 (G.711 is
     /// encoded by table, or once per meeting by the mix).
     encoder: Option<CallerEncoder>,
+    /// RTCP with the caller: its RTP's reception statistics, our reports,
+    /// its reports.
+    rtcp: CallerRtcp,
     outcome: Option<CallOutcome>,
     hangup: bool,
 }
@@ -212,14 +225,17 @@ impl Call {
             CallerCodec::G711(_) => None,
             codec => Some(CallerEncoder::new(codec, settings.opus())?),
         };
+        let ssrc = random_u32();
+        let rtcp = CallerRtcp::new(ssrc, media.codec.rtp_clock(), now, ntp_now());
         let mut call = Self {
             encoder,
+            rtcp,
             settings,
             media,
             from_caller,
             to_caller,
             latched: None,
-            ssrc: random_u32(),
+            ssrc,
             seq: random_u32() as u16,
             timestamp: random_u32(),
             first_sent: false,
@@ -279,12 +295,23 @@ impl Call {
         }
     }
 
+    /// What the call's RTCP says of its quality so far.
+    pub(crate) fn quality(&self) -> CallQuality {
+        self.rtcp.quality()
+    }
+
     /// The caller moved its media (re-INVITE), or put us on hold.
-    pub(crate) fn update_caller(&mut self, remote: SocketAddr, held: bool, now: Instant) {
+    pub(crate) fn update_caller(
+        &mut self,
+        (remote, rtcp): (SocketAddr, SocketAddr),
+        held: bool,
+        now: Instant,
+    ) {
         if remote != self.media.remote {
             self.media.remote = remote;
             self.latched = None;
         }
+        self.media.rtcp = rtcp;
         self.held = held;
         self.last_media = now;
     }
@@ -368,6 +395,10 @@ impl Call {
         buf: &mut [u8],
         len: usize,
     ) {
+        if self.media.rtcp_mux && buf.get(..len).is_some_and(crate::rtp::is_rtcp) {
+            self.on_caller_rtcp(now, buf, len);
+            return;
+        }
         if self.latched.is_some_and(|at| at != from) && self.from_caller.is_none() {
             // Plain RTP is latched to its first source; SRTP may move,
             // since only the key holder can produce a packet that passes.
@@ -385,6 +416,13 @@ impl Call {
         };
         self.latched = Some(from);
         self.last_media = now;
+        let header = packet.header();
+        self.rtcp.on_rtp_received(
+            now,
+            header.ssrc().0,
+            header.sequence().0,
+            header.timestamp(),
+        );
         let pt = packet.header().payload_type().get();
         if Some(pt) == self.media.telephone_event {
             let header = packet.header();
@@ -673,6 +711,7 @@ impl Call {
                 .counters
                 .transcode_sample(spent.saturating_add(share));
         }
+        out.rtcp = self.poll_rtcp(now, &mut out.rtcp_buf);
         if self.held {
             return;
         }
@@ -687,12 +726,52 @@ impl Call {
             }
         }
         if payload_len > 0 {
-            out.caller = self.write_caller_packet(&payload[..payload_len], &mut out.caller_buf);
+            out.caller =
+                self.write_caller_packet(now, &payload[..payload_len], &mut out.caller_buf);
         }
+    }
+
+    /// An RTCP compound from the caller (on the RTCP port, or muxed on
+    /// the RTP port): SRTCP unprotected when the call is SRTP, then read
+    /// for the caller's view of our stream and the round trip.
+    pub(crate) fn on_caller_rtcp(&mut self, now: Instant, buf: &mut [u8], len: usize) {
+        let len = match &mut self.from_caller {
+            Some(srtp) => match srtp.unprotect_rtcp(buf, len) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+            None => len,
+        };
+        if let Some(plain) = buf.get(..len)
+            && self.rtcp.handle_rtcp(now, plain)
+        {
+            self.settings.counters.rtcp_report_received();
+        }
+    }
+
+    /// Our next RTCP report to the caller, when due (sent on hold too).
+    fn poll_rtcp(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8; MAX_DATAGRAM],
+    ) -> Option<(SocketAddr, usize)> {
+        // Room for the SRTCP trailer (index and tag).
+        let len = self.rtcp.poll_report(now, &mut buf[..MAX_DATAGRAM - 64])?;
+        let len = match &mut self.to_caller {
+            Some(srtp) => srtp.protect_rtcp(buf, len).ok()?,
+            None => len,
+        };
+        let to = match (self.media.rtcp_mux, self.latched) {
+            (true, Some(latched)) => latched,
+            _ => self.media.rtcp,
+        };
+        self.settings.counters.rtcp_report_sent();
+        Some((to, len))
     }
 
     fn write_caller_packet(
         &mut self,
+        now: Instant,
         payload: &[u8],
         buf: &mut [u8; MAX_DATAGRAM],
     ) -> Option<(SocketAddr, usize)> {
@@ -701,6 +780,7 @@ impl Call {
             .marker(!self.first_sent)
             .write(payload, buf)
             .ok()?;
+        self.rtcp.on_rtp_sent(now, self.timestamp, payload.len());
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(self.media.codec.rtp_step());
         self.first_sent = true;
@@ -811,6 +891,17 @@ fn transcode_prompt(codec: G711, mu_law: &[u8; FRAME], out: &mut [u8]) {
 
 fn silence(codec: G711, out: &mut [u8]) {
     G711::encode(codec, &[0i16; FRAME], out);
+}
+
+/// The wall clock as an NTP timestamp (RFC 3550 §4: seconds since 1900
+/// in the high 32 bits), read once per call for its RTCP.
+fn ntp_now() -> u64 {
+    const UNIX_TO_NTP: u64 = 2_208_988_800;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    ((since.as_secs() + UNIX_TO_NTP) << 32) | frac
 }
 
 /// A random 32-bit number from the system RNG (SSRCs, initial sequence

@@ -24,6 +24,7 @@ mod call;
 mod pool;
 mod prompts;
 mod rekey;
+mod rtcp;
 mod signalling;
 mod stream;
 

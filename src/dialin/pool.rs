@@ -49,8 +49,9 @@ pub(crate) enum PoolCommand {
     Update {
         /// The call.
         id: CallId,
-        /// Where to send now.
+        /// Where to send now: RTP and RTCP.
         remote: std::net::SocketAddr,
+        rtcp: std::net::SocketAddr,
         /// Whether the caller holds the call.
         held: bool,
         /// New SDES keys (the caller's, ours), when the re-INVITE changed
@@ -78,6 +79,9 @@ pub(crate) struct CallSlot {
     pub(crate) caller: UdpSocket,
     /// Connected to the relay's media port.
     pub(crate) meeting: UdpSocket,
+    /// The caller's RTCP, when not muxed on `caller` (its port is in the
+    /// answer: RTP + 1, or `a=rtcp`).
+    pub(crate) caller_rtcp: Option<UdpSocket>,
     pub(crate) asked_hangup: bool,
     pub(crate) counted_outcome: bool,
     /// The mix the call shares (its meeting's at its codec's rate), and
@@ -86,11 +90,17 @@ pub(crate) struct CallSlot {
 }
 
 impl CallSlot {
-    pub(crate) fn new(id: CallId, call: Call, caller: UdpSocket, meeting: UdpSocket) -> Self {
+    pub(crate) fn new(
+        id: CallId,
+        call: Call,
+        (caller, caller_rtcp): (UdpSocket, Option<UdpSocket>),
+        meeting: UdpSocket,
+    ) -> Self {
         Self {
             id,
             call,
             caller,
+            caller_rtcp,
             meeting,
             asked_hangup: false,
             counted_outcome: false,
@@ -148,6 +158,17 @@ impl CallSlot {
 
     /// Leaves the meeting and settles the counters; the slot is then dropped.
     pub(crate) fn close(mut self, settings: &CallSettings) {
+        let q = self.call.quality();
+        tracing::info!(
+            lost = q.lost,
+            jitter_ms = q.jitter_ms,
+            remote_lost = q.remote_lost,
+            remote_jitter_ms = q.remote_jitter_ms,
+            rtt_ms = q.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            reports_sent = q.reports_sent,
+            reports_received = q.reports_received,
+            "dial-in call ended: RTCP quality"
+        );
         if let Some(leg) = self.call.leg() {
             settings.desk.leave(leg);
         }
@@ -217,11 +238,13 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
                 Ok(PoolCommand::Update {
                     id,
                     remote,
+                    rtcp,
                     held,
                     rekey,
                 }) => {
                     if let Some(slot) = slots.iter_mut().find(|s| s.id == id) {
-                        slot.call.update_caller(remote, held, Instant::now());
+                        slot.call
+                            .update_caller((remote, rtcp), held, Instant::now());
                         if let Some(keys) = rekey
                             && let Err(e) = slot.call.rekey(&keys.0, &keys.1)
                         {
@@ -251,6 +274,11 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
             drain(&slot.caller, &mut buf, |from, buf, len| {
                 slot.call.on_caller_datagram(now, from, buf, len);
             });
+            if let Some(rtcp) = &slot.caller_rtcp {
+                drain(rtcp, &mut buf, |_, buf, len| {
+                    slot.call.on_caller_rtcp(now, buf, len);
+                });
+            }
             // A menu digit may just have admitted the call.
             slot.attach(&mut mixes);
             let mut mix = slot.shared_mix(&mut mixes).map(|s| &mut s.mix);
@@ -278,6 +306,10 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
             }
             if let Some(len) = out.meeting {
                 let _ = slot.meeting.send(&out.meeting_buf[..len]);
+            }
+            if let Some((to, len)) = out.rtcp {
+                let socket = slot.caller_rtcp.as_ref().unwrap_or(&slot.caller);
+                let _ = socket.send_to(&out.rtcp_buf[..len], to);
             }
             slot.count_outcome(&settings.counters, None);
             if slot.call.wants_hangup() && !slot.asked_hangup {

@@ -117,6 +117,29 @@ impl InboundKeys {
     }
 }
 
+impl InboundKeys {
+    /// Unprotects one SRTCP packet in place: under the new key if a
+    /// re-key is pending and it authenticates, else under the current one
+    /// (RTCP does not end the old key; the caller's RTP does).
+    pub(crate) fn unprotect_rtcp(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<usize, SrtpError> {
+        if let Some(next) = &mut self.next {
+            let mut copy = [0u8; MAX_DATAGRAM];
+            if let Some(src) = buf.get(..len).filter(|b| b.len() <= copy.len()) {
+                copy[..len].copy_from_slice(src);
+                if let Ok(n) = next.unprotect_rtcp(&mut copy, len) {
+                    buf[..n].copy_from_slice(&copy[..n]);
+                    return Ok(n);
+                }
+            }
+        }
+        self.current.unprotect_rtcp(buf, len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -498,6 +498,23 @@ impl Signalling {
             meeting_socket.connect(to_reachable(relay))?;
             meeting_socket.set_nonblocking(true)?;
             let port = caller_socket.local_addr()?.port();
+            // Without rtcp-mux, RTCP on its own socket: RTP + 1 where it is
+            // free (RFC 3550 §11), else any port, named by a=rtcp.
+            let rtcp_socket = if negotiated.rtcp_mux {
+                None
+            } else {
+                let ip = self.settings.media_ip;
+                let socket = port
+                    .checked_add(1)
+                    .and_then(|next| UdpSocket::bind(SocketAddr::new(ip, next)).ok())
+                    .map_or_else(|| UdpSocket::bind(SocketAddr::new(ip, 0)), Ok)?;
+                socket.set_nonblocking(true)?;
+                Some(socket)
+            };
+            let rtcp_port = match &rtcp_socket {
+                Some(socket) => Some(socket.local_addr()?.port()),
+                None => None,
+            };
             let crypto = match &negotiated.crypto {
                 Some(offered) => {
                     let mut material = vec![0u8; offered.profile.key_material_len()];
@@ -516,6 +533,8 @@ impl Signalling {
                 payload_type: negotiated.codec.pt,
                 telephone_event: negotiated.telephone_event,
                 remote: SocketAddr::new(offer.connection, offer.port),
+                rtcp: negotiated.rtcp,
+                rtcp_mux: negotiated.rtcp_mux,
                 srtp: crypto
                     .as_ref()
                     .map(|(_, theirs, ours, _)| (theirs.clone(), ours.clone())),
@@ -532,12 +551,24 @@ impl Signalling {
                 session_id: u64::from(random_u32()),
                 session_version: 1,
                 rtcp_mux: negotiated.rtcp_mux,
-                rtcp_port: None,
+                rtcp_port,
             };
             let held = offer.held;
             let mut call_state = Call::new(Arc::clone(&self.calls_settings), media, entry, now)?;
-            call_state.update_caller(SocketAddr::new(offer.connection, offer.port), held, now);
-            let slot = CallSlot::new(call, call_state, caller_socket, meeting_socket);
+            call_state.update_caller(
+                (
+                    SocketAddr::new(offer.connection, offer.port),
+                    negotiated.rtcp,
+                ),
+                held,
+                now,
+            );
+            let slot = CallSlot::new(
+                call,
+                call_state,
+                (caller_socket, rtcp_socket),
+                meeting_socket,
+            );
             Ok((Box::new(slot), answer))
         })();
         if started.is_err()
@@ -606,6 +637,7 @@ impl Signalling {
         let _ = self.pools[known.pool].send(PoolCommand::Update {
             id: call,
             remote: SocketAddr::new(offer.connection, offer.port),
+            rtcp: negotiated.rtcp,
             held: offer.held,
             rekey,
         });

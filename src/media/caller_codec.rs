@@ -59,6 +59,16 @@ impl CallerCodec {
         }
     }
 
+    /// The RTP clock rate of the codec (RFC 3551, RFC 7587): 8000 for
+    /// G.711 and G.722, 48000 for Opus.
+    #[must_use]
+    pub const fn rtp_clock(self) -> u32 {
+        match self {
+            Self::G711(_) | Self::G722 => 8000,
+            Self::Opus => OPUS_RATE,
+        }
+    }
+
     /// The G.711 law, for a G.711 caller.
     #[must_use]
     pub const fn law(self) -> Option<G711> {
