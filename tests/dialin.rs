@@ -1721,9 +1721,12 @@ fn rtp_and_rtcp_sockets() -> (UdpSocket, UdpSocket) {
     panic!("no two adjacent free UDP ports on loopback");
 }
 
-/// The first SR in `datagram` from `ssrc`, as (NTP timestamp, its report
-/// blocks' (ssrc, highest seq)).
-fn sender_report(datagram: &[u8]) -> Option<(u32, u64, Vec<(u32, u32)>)> {
+/// A sender report as the phone reads it: (SSRC, NTP timestamp, its
+/// report blocks' (SSRC, extended highest sequence number)).
+type Sr = (u32, u64, Vec<(u32, u32)>);
+
+/// The first SR in `datagram`.
+fn sender_report(datagram: &[u8]) -> Option<Sr> {
     use sluice::rtp::{RtcpCompound, RtcpPacket};
     RtcpCompound::new(datagram).find_map(|p| match p {
         Ok(RtcpPacket::SenderReport(sr)) => Some((

@@ -681,7 +681,7 @@ impl Call {
                 if !prompt_frame {
                     match codec.law() {
                         Some(law) => {
-                            payload[..FRAME].copy_from_slice(mix.to_caller(law, Some(*ssrc)))
+                            payload[..FRAME].copy_from_slice(mix.to_caller(law, Some(*ssrc)));
                         }
                         None => {
                             let pcm = mix.to_caller_pcm(Some(*ssrc));
