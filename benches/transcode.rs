@@ -19,9 +19,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluice::media::tone::Sine;
 use sluice::media::{
-    CallBridge, CallerCodec, CallerEncoder, CallerUplink, Downsampler, FRAME_8K, FRAME_48K, FfmpegG711, G711, MeetingMix,
-    NarrowbandDecoder, NarrowbandEncoder, OPUS_RATE, OpusBandwidth, OpusDecoder, OpusEncoder,
-    OpusSettings, UplinkSettings, Upsampler,
+    CallBridge, CallerCodec, CallerEncoder, CallerUplink, Downsampler, FRAME_8K, FRAME_48K,
+    FfmpegG711, G711, MeetingMix, NarrowbandDecoder, NarrowbandEncoder, OPUS_RATE, OpusBandwidth,
+    OpusDecoder, OpusEncoder, OpusSettings, UplinkSettings, Upsampler,
 };
 
 /// 20 ms of a tone at 8 kHz.
@@ -494,7 +494,11 @@ fn caller_codecs(c: &mut Criterion) {
                 }
                 mix.tick().expect("ticks");
                 uplink.push(black_box(&frames[i]));
-                let up = uplink.tick().expect("ticks").to_meeting.map_or(0, <[u8]>::len);
+                let up = uplink
+                    .tick()
+                    .expect("ticks")
+                    .to_meeting
+                    .map_or(0, <[u8]>::len);
                 let down = match codec.law() {
                     Some(law) => usize::from(mix.to_caller(law, Some(0x100))[0]),
                     None => downlink

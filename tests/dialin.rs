@@ -1588,7 +1588,9 @@ fn a_reinvite_holds_unholds_and_rekeys_an_srtp_call() {
     let b64 = base64::engine::general_purpose::STANDARD;
     let log = std::env::temp_dir().join(format!("sluice-sipp-rekey-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
+    let (rtp, rtcp) = rtp_and_rtcp_sockets();
     let mut phone = Phone::new();
+    phone.socket = rtp;
     let sipp = Sipp::call_with(
         sip(&daemon),
         "hold-rekey.xml",
@@ -1657,6 +1659,19 @@ fn a_reinvite_holds_unholds_and_rekeys_an_srtp_call() {
         2,
         "a held caller stays in the meeting"
     );
+    // By now (over 2.5 s into the call) the first report went to RTP + 1,
+    // as SRTCP under sluice's first key; it is sent on hold too.
+    let mut srtcp = sdes(profile, &answer1);
+    let mut reports = 0;
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = rtcp.recv_from(&mut buf) {
+        let len = srtcp
+            .unprotect_rtcp(&mut buf, n)
+            .expect("sluice's RTCP is SRTCP under its key");
+        assert!(support::is_rtcp(&buf[..len]));
+        reports += 1;
+    }
+    assert!(reports >= 1, "no SRTCP report reached RTP + 1");
 
     // Off hold with new keys both ways: sluice's new key authenticates
     // what the phone hears, and the caller's 440 Hz under its new key
