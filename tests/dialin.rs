@@ -462,6 +462,11 @@ fn a_direct_call_hears_the_meeting_and_the_meeting_hears_the_caller() {
     );
     let tail = &web_pcm[web_pcm.len() - 96_000..];
     let (a440, echo) = tone_ratio(tail, 48_000, 440.0, 1000.0);
+    let (all440, hold_music) = tone_ratio(&web_pcm, 48_000, 440.0, 300.0);
+    assert!(
+        hold_music < all440 / 20.0,
+        "the meeting heard the caller's music on hold: {hold_music} vs 440 Hz {all440}"
+    );
     assert!(
         a440 > 0.01,
         "440 Hz too weak at the web participant: {a440}"
@@ -1635,10 +1640,12 @@ fn a_reinvite_holds_unholds_and_rekeys_an_srtp_call() {
     );
     assert!(good > 30 && bad == 0, "before hold: {good} good, {bad} bad");
 
-    // On hold: the bridge sends the caller nothing.
+    // On hold: the bridge sends the caller nothing, and the caller's music
+    // on hold (300 Hz) never reaches the meeting.
     wait_for("SIPp to hold the call", Duration::from_secs(10), || {
         sipp_logged(&log, "held").is_some()
     });
+    let mut quiet = Some(Sine::new(300.0, 8000, 8000.0));
     exchange(
         &mut phone,
         &mut send,
@@ -1710,6 +1717,11 @@ fn a_reinvite_holds_unholds_and_rekeys_an_srtp_call() {
     let _ = std::fs::remove_file(&log);
     let tail = &web_pcm[web_pcm.len().saturating_sub(48_000)..];
     let (a440, echo) = tone_ratio(tail, 48_000, 440.0, 1000.0);
+    let (all440, hold_music) = tone_ratio(&web_pcm, 48_000, 440.0, 300.0);
+    assert!(
+        hold_music < all440 / 20.0,
+        "the meeting heard the caller's music on hold: {hold_music} vs 440 Hz {all440}"
+    );
     assert!(
         a440 > 0.01 && a440 > 20.0 * echo,
         "the meeting hears the re-keyed caller: {a440} vs {echo}"

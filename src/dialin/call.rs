@@ -433,8 +433,11 @@ impl Call {
                 self.on_digit(now, digit);
             }
         } else if pt == self.media.payload_type
+            && !self.held
             && let Stage::Bridged(b) = &mut self.stage
         {
+            // On hold (RFC 3264 §8.4: sendonly is the holder's music on
+            // hold) the meeting hears silence: the uplink's FIFO runs dry.
             b.uplink.push(packet.payload());
         }
     }
