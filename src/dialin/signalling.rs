@@ -546,6 +546,7 @@ impl Signalling {
                 codec: negotiated.codec,
                 telephone_event: negotiated.telephone_event,
                 telephone_events: negotiated.telephone_events,
+                telephone_event_clock: negotiated.telephone_event_clock,
                 crypto: crypto.map(|(tag, _, ours, material)| (tag, ours.profile(), material)),
                 direction: offer.direction.answer(),
                 session_id: u64::from(random_u32()),

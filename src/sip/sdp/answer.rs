@@ -22,6 +22,9 @@ pub struct Negotiated {
     pub telephone_event: Option<u8>,
     /// The events answered: those offered that sluice takes (0-15).
     pub telephone_events: u16,
+    /// The clock of that telephone-event: 8000, or 48000 for an Opus
+    /// call whose offer had telephone-event/48000.
+    pub telephone_event_clock: u32,
     /// For RTP/SAVP: the caller's first usable crypto line (its key is the
     /// caller→us key; the answer carries ours under the same tag and suite).
     pub crypto: Option<CryptoOffer>,
@@ -50,6 +53,21 @@ pub fn negotiate(offer: &MediaOffer) -> Result<Negotiated, SdpError> {
         .into_iter()
         .find_map(|want| offer.codecs.iter().find(|c| c.codec == want).copied())
         .ok_or(SdpError::NoCommonCodec)?;
+    // DTMF at the codec's clock when offered so (Opus), else at 8000.
+    let at_48k = (codec.codec == Codec::Opus)
+        .then_some(offer.telephone_event_48k)
+        .flatten()
+        .filter(|_| offer.telephone_events_48k != 0);
+    let (telephone_event, telephone_events, telephone_event_clock) = match at_48k {
+        Some(pt) => (Some(pt), offer.telephone_events_48k, 48_000),
+        None => (
+            offer
+                .telephone_event
+                .filter(|_| offer.telephone_events != 0),
+            offer.telephone_events,
+            8000,
+        ),
+    };
     let crypto = if offer.secure {
         Some(
             offer
@@ -64,10 +82,9 @@ pub fn negotiate(offer: &MediaOffer) -> Result<Negotiated, SdpError> {
     Ok(Negotiated {
         remote: SocketAddr::new(offer.connection, offer.port),
         codec,
-        telephone_event: offer
-            .telephone_event
-            .filter(|_| offer.telephone_events != 0),
-        telephone_events: offer.telephone_events,
+        telephone_event,
+        telephone_events,
+        telephone_event_clock,
         crypto,
         direction: offer.direction.answer(),
         rtcp_mux: offer.rtcp_mux,
@@ -88,6 +105,8 @@ pub struct AnswerSpec {
     pub telephone_event: Option<u8>,
     /// The events of its `a=fmtp`, a bit each (bit n: event n; 0-15).
     pub telephone_events: u16,
+    /// Its clock: 8000, or 48000 (see [`Negotiated::telephone_event_clock`]).
+    pub telephone_event_clock: u32,
     /// For RTP/SAVP: (the offer's tag, its suite, our key ‖ salt).
     pub crypto: Option<(u32, SrtpProfile, Vec<u8>)>,
     /// Our direction.
@@ -160,7 +179,8 @@ pub fn build_answer(spec: &AnswerSpec) -> String {
     if let Some(te) = spec.telephone_event {
         let _ = write!(
             out,
-            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} {}\r\n",
+            "a=rtpmap:{te} telephone-event/{}\r\na=fmtp:{te} {}\r\n",
+            spec.telephone_event_clock,
             EventList(spec.telephone_events)
         );
     }
@@ -380,6 +400,7 @@ mod tests {
             codec,
             telephone_event: None,
             telephone_events: 0,
+            telephone_event_clock: 8000,
             crypto: None,
             direction: Direction::SendRecv,
             session_id: 1,
@@ -405,6 +426,46 @@ mod tests {
             g722.contains("m=audio 30000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n"),
             "{g722}"
         );
+    }
+
+    #[test]
+    fn an_opus_caller_s_dtmf_at_48_khz_is_answered_at_48_khz() {
+        let both = "a=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n";
+        let n = negotiate(&offer("m=audio 5000 RTP/AVP 96 110 101", both)).unwrap();
+        assert_eq!(n.codec.codec, Codec::Opus);
+        assert_eq!(
+            (n.telephone_event, n.telephone_event_clock),
+            (Some(110), 48_000)
+        );
+        let spec = AnswerSpec {
+            address: "192.0.2.10".parse().unwrap(),
+            port: 30000,
+            codec: n.codec,
+            telephone_event: n.telephone_event,
+            telephone_events: n.telephone_events,
+            telephone_event_clock: n.telephone_event_clock,
+            crypto: None,
+            direction: Direction::SendRecv,
+            session_id: 1,
+            session_version: 1,
+            rtcp_mux: false,
+            rtcp_port: None,
+        };
+        let sdp = build_answer(&spec);
+        assert!(sdp.contains("m=audio 30000 RTP/AVP 96 110\r\n"), "{sdp}");
+        assert!(
+            sdp.contains("a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n"),
+            "{sdp}"
+        );
+        // A G.711 call takes the 8 kHz one; with only a 48 kHz one, none.
+        let n = negotiate(&offer("m=audio 5000 RTP/AVP 0 110 101", both)).unwrap();
+        assert_eq!(
+            (n.telephone_event, n.telephone_event_clock),
+            (Some(101), 8000)
+        );
+        let only48 = "a=rtpmap:110 telephone-event/48000\r\n";
+        let n = negotiate(&offer("m=audio 5000 RTP/AVP 0 110", only48)).unwrap();
+        assert_eq!(n.telephone_event, None);
     }
 
     #[test]
@@ -444,6 +505,7 @@ mod tests {
             },
             telephone_event: None,
             telephone_events: 0,
+            telephone_event_clock: 8000,
             crypto: None,
             direction: Direction::SendRecv,
             session_id: 1,
@@ -512,6 +574,7 @@ mod tests {
                 codec: n.codec,
                 telephone_event: n.telephone_event,
                 telephone_events: n.telephone_events,
+                telephone_event_clock: 8000,
                 crypto: None,
                 direction: n.direction,
                 session_id: 1,
@@ -564,6 +627,7 @@ mod tests {
             },
             telephone_event: Some(101),
             telephone_events: super::super::offer::DTMF_EVENTS,
+            telephone_event_clock: 8000,
             crypto: Some((1, SrtpProfile::AesCm128HmacSha1_80, vec![3; 30])),
             direction: Direction::SendRecv,
             session_id: 42,

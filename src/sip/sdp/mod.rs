@@ -46,6 +46,10 @@ pub struct MediaOffer {
     /// The events 0-15 offered for it, a bit each (bit n: event n); events
     /// above 15 are left out, as sluice does not take them.
     pub telephone_events: u16,
+    /// telephone-event/48000's payload type, if offered (an Opus caller's
+    /// DTMF at its codec's clock, RFC 4733 §2.1), and its events.
+    pub telephone_event_48k: Option<u8>,
+    pub telephone_events_48k: u16,
     /// The usable `a=crypto` lines, in the caller's order: supported suite,
     /// one key of the right length, no MKI.
     pub crypto: Vec<CryptoOffer>,

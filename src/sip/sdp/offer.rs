@@ -97,6 +97,7 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         .or(session_conn)
         .ok_or(SdpError::MissingConnection)?;
     let mut telephone_event = None;
+    let mut telephone_event_48k = None;
     let mut codecs = Vec::with_capacity(pts.len());
     for pt in pts {
         let name = rtpmaps
@@ -106,6 +107,12 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         let codec = match name {
             Some(n) if is_encoding(n, "telephone-event", 8000) => {
                 telephone_event = telephone_event.or(Some(pt));
+                continue;
+            }
+            // RFC 4733 §2.1: at the audio codec's clock, so Opus callers
+            // may offer it at 48 kHz (the events are the same).
+            Some(n) if is_encoding(n, "telephone-event", 48000) => {
+                telephone_event_48k = telephone_event_48k.or(Some(pt));
                 continue;
             }
             Some(n) if is_encoding(n, "PCMU", 8000) => Codec::Pcmu,
@@ -120,12 +127,14 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         };
         codecs.push(OfferedCodec { pt, codec });
     }
-    let telephone_events = telephone_event.map_or(0, |te| {
+    let events_of = |te: u8| {
         fmtps
             .iter()
             .find(|(pt, _)| *pt == te)
             .map_or(DTMF_EVENTS, |(_, list)| event_mask(list))
-    });
+    };
+    let telephone_events = telephone_event.map_or(0, events_of);
+    let telephone_events_48k = telephone_event_48k.map_or(0, events_of);
     let direction = media_dir.or(session_dir).unwrap_or(Direction::SendRecv);
     let held = connection.is_unspecified()
         || matches!(direction, Direction::SendOnly | Direction::Inactive);
@@ -136,6 +145,8 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         codecs,
         telephone_event,
         telephone_events,
+        telephone_event_48k,
+        telephone_events_48k,
         crypto,
         direction,
         ptime,
