@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
             let back = parse_offer(answer.as_bytes()).expect("our answer parses");
             assert_eq!(back.codecs.first().map(|c| c.pt), Some(n.codec.pt));
             assert_eq!(back.rtcp_mux, n.rtcp_mux);
-            assert_eq!(back.telephone_event.or(back.telephone_event_48k), n.telephone_event);
+            assert_eq!(
+                back.telephone_event.or(back.telephone_event_48k),
+                n.telephone_event
+            );
         }
     }
 
