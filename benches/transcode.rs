@@ -19,9 +19,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluice::media::tone::Sine;
 use sluice::media::{
-    CallBridge, CallerUplink, Downsampler, FRAME_8K, FRAME_48K, FfmpegG711, G711, MeetingMix,
-    NarrowbandDecoder, NarrowbandEncoder, OPUS_RATE, OpusBandwidth, OpusDecoder, OpusEncoder,
-    OpusSettings, UplinkSettings, Upsampler,
+    CallBridge, CallerCodec, CallerEncoder, CallerUplink, Downsampler, FRAME_8K, FRAME_48K,
+    FfmpegG711, G711, MeetingMix, NarrowbandDecoder, NarrowbandEncoder, OPUS_RATE, OpusBandwidth,
+    OpusDecoder, OpusEncoder, OpusSettings, UplinkSettings, Upsampler,
 };
 
 /// 20 ms of a tone at 8 kHz.
@@ -456,12 +456,69 @@ fn meeting(c: &mut Criterion) {
     group.finish();
 }
 
+/// One caller alone with the three web speakers, in each codec the bridge
+/// takes: its 20 ms both ways (the mix at the codec's rate, the uplink from
+/// the codec's payload to Opus, the downlink to the codec). G.711 is the
+/// 8 kHz table path; G.722 runs at 16 kHz through FFmpeg; Opus at 48 kHz.
+fn caller_codecs(c: &mut Criterion) {
+    let mut group = c.benchmark_group("caller_codec");
+    group.throughput(Throughput::Elements(1));
+    let web = web_speakers();
+    for (name, codec) in [
+        ("pcmu_8k", CallerCodec::G711(G711::Mu)),
+        ("g722_16k", CallerCodec::G722),
+        ("opus_48k", CallerCodec::Opus),
+    ] {
+        // The caller's talking, in its codec.
+        let mut enc = CallerEncoder::new(codec, OpusSettings::DIAL_IN).expect("encoder");
+        let mut sine = Sine::new(440.0, codec.rate(), 8000.0);
+        let mut pcm = vec![0i16; codec.frame_samples()];
+        let frames: Vec<Vec<u8>> = (0..50)
+            .map(|_| {
+                sine.fill(&mut pcm);
+                enc.encode(&pcm).expect("encodes").to_vec()
+            })
+            .collect();
+        let mut mix = MeetingMix::with_rate(codec.rate());
+        mix.add_caller(0x100);
+        let mut uplink = CallerUplink::for_codec(codec, UplinkSettings::DIAL_IN).expect("uplink");
+        let mut downlink = CallerEncoder::new(codec, OpusSettings::DIAL_IN).expect("encoder");
+        let mut i = 0;
+        let mut seq = 0u16;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % 50;
+                seq = seq.wrapping_add(1);
+                for (ssrc, packets, level) in &web {
+                    mix.push(*ssrc, seq, &packets[i], Some(*level));
+                }
+                mix.tick().expect("ticks");
+                uplink.push(black_box(&frames[i]));
+                let up = uplink
+                    .tick()
+                    .expect("ticks")
+                    .to_meeting
+                    .map_or(0, <[u8]>::len);
+                let down = match codec.law() {
+                    Some(law) => usize::from(mix.to_caller(law, Some(0x100))[0]),
+                    None => downlink
+                        .encode(mix.to_caller_pcm(Some(0x100)))
+                        .expect("encodes")
+                        .len(),
+                };
+                up + down
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = g711, opus, resample, bridge, uplink, meeting_mix, meeting
+    targets = g711, opus, resample, bridge, uplink, meeting_mix, meeting, caller_codecs
 }
 criterion_main!(benches);

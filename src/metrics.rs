@@ -322,9 +322,21 @@ pub struct DialInCounters {
     late_frames: AtomicU64,
     transcode_buckets: [AtomicU64; TRANSCODE_BUCKETS.len() + 1],
     transcode_sum_ns: AtomicU64,
+    /// RTCP reports to and from callers: [sent, received].
+    rtcp_reports: [AtomicU64; 2],
 }
 
 impl DialInCounters {
+    /// The bridge sent a caller an RTCP report (SR or RR).
+    pub fn rtcp_report_sent(&self) {
+        bump(&self.rtcp_reports[0], 1);
+    }
+
+    /// A caller's RTCP report (SR or RR) was read.
+    pub fn rtcp_report_received(&self) {
+        bump(&self.rtcp_reports[1], 1);
+    }
+
     /// A call was set up (answered or still ringing).
     pub fn call_started(&self) {
         bump(&self.active_calls, 1);
@@ -426,6 +438,14 @@ impl DialInCounters {
              sluice_dialin_late_frames_total {}\n",
             read(&self.sip_malformed),
             read(&self.late_frames)
+        ));
+        out.push_str(&format!(
+            "# HELP sluice_dialin_rtcp_reports_total RTCP sender/receiver reports to and from callers.\n\
+             # TYPE sluice_dialin_rtcp_reports_total counter\n\
+             sluice_dialin_rtcp_reports_total{{direction=\"sent\"}} {}\n\
+             sluice_dialin_rtcp_reports_total{{direction=\"received\"}} {}\n",
+            read(&self.rtcp_reports[0]),
+            read(&self.rtcp_reports[1])
         ));
         out.push_str(
             "# HELP sluice_sip_edge_total SIP requests turned away before they became calls.\n\

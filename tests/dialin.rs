@@ -22,7 +22,9 @@ use sluice::config::Config;
 use sluice::crypto::AnyGcm;
 use sluice::daemon::Daemon;
 use sluice::media::tone::{Sine, goertzel_power};
-use sluice::media::{G711, OpusDecoder, OpusEncoder};
+use sluice::media::{
+    G711, G722Decoder, G722Encoder, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings,
+};
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
 use support::{Endpoint, http, metric};
 
@@ -460,6 +462,11 @@ fn a_direct_call_hears_the_meeting_and_the_meeting_hears_the_caller() {
     );
     let tail = &web_pcm[web_pcm.len() - 96_000..];
     let (a440, echo) = tone_ratio(tail, 48_000, 440.0, 1000.0);
+    let (all440, hold_music) = tone_ratio(&web_pcm, 48_000, 440.0, 300.0);
+    assert!(
+        hold_music < all440 / 20.0,
+        "the meeting heard the caller's music on hold: {hold_music} vs 440 Hz {all440}"
+    );
     assert!(
         a440 > 0.01,
         "440 Hz too weak at the web participant: {a440}"
@@ -1271,5 +1278,614 @@ fn silent_connections_and_stalled_tls_handshakes_are_closed() {
     wait_for("the closes to be counted", Duration::from_secs(3), || {
         edge(api, "connection-idle") == 2.0
     });
+    daemon.shutdown();
+}
+
+/// A web participant of `meeting` publishing a `freq` tone as fullband
+/// Opus (FFmpeg's libopus, not the bridge's) on `ssrc` until `stop`, and
+/// decoding what it receives at 48 kHz.
+fn web_tone(
+    api: SocketAddr,
+    meeting: &str,
+    ssrc: u32,
+    freq: f32,
+    stop: &Arc<AtomicBool>,
+) -> (thread::JoinHandle<()>, thread::JoinHandle<Vec<i16>>) {
+    let mut web = web_participant(api, meeting, ssrc);
+    let receiver = web.socket.try_clone().expect("clone socket");
+    let mut recv_session = std::mem::replace(
+        &mut web.recv,
+        SrtpSession::new(
+            AnyGcm::default(),
+            &MasterKey::new(web.profile, &web.relay_to_client).expect("key"),
+        )
+        .expect("session"),
+    );
+    let stop_rx = Arc::clone(stop);
+    let heard = thread::spawn(move || {
+        let mut decoder = OpusDecoder::new().expect("opus decoder");
+        let mut pcm = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !stop_rx.load(Ordering::Relaxed) {
+            let Ok((n, _)) = receiver.recv_from(&mut buf) else {
+                continue;
+            };
+            if support::is_rtcp(&buf[..n]) {
+                continue;
+            }
+            let Ok(len) = recv_session.unprotect_rtp(&mut buf, n) else {
+                continue;
+            };
+            let packet = sluice::rtp::RtpPacket::parse(&buf[..len]).expect("rtp");
+            if let Ok(samples) = decoder.decode(packet.payload()) {
+                pcm.extend_from_slice(samples);
+            }
+        }
+        pcm
+    });
+    let stop_tx = Arc::clone(stop);
+    let publisher = thread::spawn(move || {
+        let mut encoder = OpusEncoder::with_settings(OpusSettings {
+            bitrate_bps: 48_000,
+            complexity: 5,
+            bandwidth: OpusBandwidth::Full,
+            ..OpusSettings::DIAL_IN
+        })
+        .expect("opus encoder");
+        let mut sine = Sine::new(freq, 48_000, 8000.0);
+        let mut frame = [0i16; 960];
+        let start = Instant::now();
+        let mut seq = 1u16;
+        // Bounded: at most 30 s, whatever `stop` says.
+        while !stop_tx.load(Ordering::Relaxed) && seq < 1500 {
+            sine.fill(&mut frame);
+            let opus = encoder.encode(&frame).expect("encode").to_vec();
+            web.send_rtp(ssrc, seq, &opus);
+            seq = seq.wrapping_add(1);
+            let due = start + Duration::from_millis(20 * u64::from(seq - 1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+    });
+    (publisher, heard)
+}
+
+/// The phone side of a wideband codec: what the phone (the test) encodes
+/// its tone with and decodes what it hears with, independently of the
+/// bridge's own codec path where it can (FFmpeg's libopus for Opus).
+enum PhoneCodec {
+    Opus(OpusEncoder, OpusDecoder),
+    G722(G722Encoder, G722Decoder),
+}
+
+impl PhoneCodec {
+    fn rate(&self) -> u32 {
+        match self {
+            Self::Opus(..) => 48_000,
+            Self::G722(..) => 16_000,
+        }
+    }
+
+    fn pt(&self) -> u8 {
+        match self {
+            Self::Opus(..) => 111,
+            Self::G722(..) => 9,
+        }
+    }
+
+    fn rtp_step(&self) -> u32 {
+        match self {
+            Self::Opus(..) => 960,
+            Self::G722(..) => 160,
+        }
+    }
+
+    fn encode(&mut self, pcm: &[i16]) -> Vec<u8> {
+        match self {
+            Self::Opus(e, _) => e.encode(pcm).expect("opus encode").to_vec(),
+            Self::G722(e, _) => {
+                let mut out = [0u8; 160];
+                e.encode(pcm, &mut out).expect("g722 encode");
+                out.to_vec()
+            }
+        }
+    }
+
+    fn decode(&mut self, payload: &[u8]) -> Vec<i16> {
+        match self {
+            Self::Opus(_, d) => d.decode(payload).expect("opus decode").to_vec(),
+            Self::G722(_, d) => {
+                let mut out = vec![0i16; payload.len() * 2];
+                let n = d.decode(payload, &mut out).expect("g722 decode");
+                out.truncate(n);
+                out
+            }
+        }
+    }
+}
+
+/// A wideband caller (SIPp signalling `scenario`, which checks the answer
+/// took the codec; the test's socket does the media in `codec`) hears the
+/// meeting's 6 kHz tone, which 8 kHz G.711 could not carry, and the
+/// meeting hears the caller's 5 kHz.
+fn a_wideband_caller_hears_and_is_heard_above_4_khz(scenario: &str, mut codec: PhoneCodec) {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550030", "standard", None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, "5550030", 0x3333, 6000.0, &stop);
+
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), scenario, "5550030", phone.port(), 7000);
+    phone.wait_for_relay();
+    wait_for("the caller to join", Duration::from_secs(5), || {
+        participants(api, "5550030") == 2
+    });
+    let rate = codec.rate();
+    let pt = codec.pt();
+    let mut sine = Sine::new(5000.0, rate, 8000.0);
+    let mut pcm = vec![0i16; rate as usize / 50];
+    let start = Instant::now();
+    for k in 1..=250u64 {
+        sine.fill(&mut pcm);
+        let payload = codec.encode(&pcm);
+        let ts = phone.timestamp;
+        phone.send(pt, k == 1, ts, &payload);
+        phone.timestamp = ts.wrapping_add(codec.rtp_step());
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            phone.listen();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+    sipp.succeeds();
+
+    // Only the negotiated payload type ever reached the phone.
+    assert!(
+        phone.heard.iter().all(|(p, _)| *p == pt),
+        "another payload type reached the phone"
+    );
+    let heard: Vec<i16> = phone
+        .heard
+        .iter()
+        .flat_map(|(_, payload)| codec.decode(payload))
+        .collect();
+    let frame = rate as usize / 50;
+    assert!(
+        heard.len() >= frame * 200,
+        "the phone heard {} samples",
+        heard.len()
+    );
+    let tail = &heard[heard.len() - 100 * frame..];
+    let (k6, own) = tone_ratio(tail, rate, 6000.0, 5000.0);
+    assert!(k6 > 0.01, "6 kHz too weak at the phone: {k6}");
+    assert!(
+        k6 > 20.0 * own,
+        "the phone hears 6 kHz {k6} vs its own 5 kHz {own}"
+    );
+
+    assert!(
+        web_pcm.len() >= 48_000 * 3,
+        "web decoded {} samples",
+        web_pcm.len()
+    );
+    let tail = &web_pcm[web_pcm.len() - 96_000..];
+    let (k5, echo) = tone_ratio(tail, 48_000, 5000.0, 6000.0);
+    assert!(k5 > 0.01, "5 kHz too weak at the web participant: {k5}");
+    assert!(
+        k5 > 20.0 * echo,
+        "the web hears 5 kHz {k5} vs its own 6 kHz {echo}"
+    );
+
+    wait_for("the call to end", Duration::from_secs(5), || {
+        participants(api, "5550030") == 1
+    });
+    let text = calls_settled(api);
+    assert_eq!(outcome(&text, "joined"), 1.0);
+    daemon.shutdown();
+}
+
+#[test]
+fn an_opus_caller_is_answered_with_opus_and_bridged_at_48_khz() {
+    let phone = OpusEncoder::with_settings(OpusSettings {
+        bitrate_bps: 48_000,
+        complexity: 5,
+        bandwidth: OpusBandwidth::Full,
+        ..OpusSettings::DIAL_IN
+    })
+    .expect("opus encoder");
+    a_wideband_caller_hears_and_is_heard_above_4_khz(
+        "join-opus.xml",
+        PhoneCodec::Opus(phone, OpusDecoder::new().expect("opus decoder")),
+    );
+}
+
+#[test]
+fn a_g722_caller_is_answered_with_g722_and_bridged_at_16_khz() {
+    a_wideband_caller_hears_and_is_heard_above_4_khz(
+        "join-g722.xml",
+        PhoneCodec::G722(
+            G722Encoder::new().expect("g722 encoder"),
+            G722Decoder::new().expect("g722 decoder"),
+        ),
+    );
+}
+
+/// The first line of SIPp's log `log` that starts a message with `tag `
+/// (after `tag`), once it is there.
+fn sipp_logged(log: &Path, tag: &str) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(tag) || l.contains(&format!(" {tag}")))?;
+    Some(line.split(tag).nth(1)?.trim().to_owned())
+}
+
+fn sdes(profile: SrtpProfile, key: &[u8]) -> SrtpSession<AnyGcm> {
+    SrtpSession::new(
+        AnyGcm::default(),
+        &MasterKey::new(profile, key).expect("key"),
+    )
+    .expect("session")
+}
+
+/// What the phone received over `d` (sending a PCMU frame of `tone`
+/// every 20 ms under `send`): (packets that authenticate under `recv`,
+/// packets that do not).
+fn exchange(
+    phone: &mut Phone,
+    send: &mut SrtpSession<AnyGcm>,
+    recv: &mut SrtpSession<AnyGcm>,
+    tone: &mut Option<Sine>,
+    d: Duration,
+) -> (usize, usize) {
+    let relay = phone.relay.expect("relay known");
+    let (mut good, mut bad) = (0, 0);
+    let start = Instant::now();
+    let mut k = 0u64;
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < d {
+        k += 1;
+        let mut pcm = [0i16; 160];
+        if let Some(sine) = tone {
+            sine.fill(&mut pcm);
+        }
+        let mut ulaw = [0u8; 160];
+        G711::Mu.encode(&pcm, &mut ulaw);
+        let mut p = vec![0x80, 0];
+        p.extend(phone.seq.to_be_bytes());
+        p.extend(phone.timestamp.to_be_bytes());
+        p.extend(0x5eed_0001u32.to_be_bytes());
+        p.extend_from_slice(&ulaw);
+        phone.seq = phone.seq.wrapping_add(1);
+        phone.timestamp = phone.timestamp.wrapping_add(160);
+        let len = p.len();
+        p.resize(len + 32, 0);
+        let n = send.protect_rtp(&mut p, len).expect("protect");
+        phone.socket.send_to(&p[..n], relay).expect("phone sends");
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            if let Ok((n, _)) = phone.socket.recv_from(&mut buf) {
+                if recv.unprotect_rtp(&mut buf, n).is_ok() {
+                    good += 1;
+                } else {
+                    bad += 1;
+                }
+            }
+        }
+    }
+    (good, bad)
+}
+
+#[test]
+fn a_reinvite_holds_unholds_and_rekeys_an_srtp_call() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550040", "standard", None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, "5550040", 0x4444, 1000.0, &stop);
+    let profile = SrtpProfile::AesCm128HmacSha1_80;
+    let key1: Vec<u8> = (1..=30u8).collect();
+    let key2: Vec<u8> = (101..=130u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let log = std::env::temp_dir().join(format!("sluice-sipp-rekey-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let (rtp, rtcp) = rtp_and_rtcp_sockets();
+    let mut phone = Phone::new();
+    phone.socket = rtp;
+    let sipp = Sipp::call_with(
+        sip(&daemon),
+        "hold-rekey.xml",
+        "5550040",
+        phone.port(),
+        2500,
+        &[
+            "-key",
+            "ckey",
+            &b64.encode(&key1),
+            "-key",
+            "ckey2",
+            &b64.encode(&key2),
+            "-trace_logs",
+            "-log_file",
+            log.to_str().expect("utf-8 path"),
+        ],
+    );
+    let mut answer1 = None;
+    wait_for("the first answer's key", Duration::from_secs(10), || {
+        answer1 = sipp_logged(&log, "answer-key ").and_then(|k| b64.decode(k).ok());
+        answer1.is_some()
+    });
+    let answer1 = answer1.expect("found");
+    let (mut send, mut recv) = (sdes(profile, &key1), sdes(profile, &answer1));
+    // Learn the relay's address from its first packet (the prompt).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    while phone.relay.is_none() {
+        assert!(Instant::now() < deadline, "the relay never sent RTP");
+        if let Ok((_, from)) = phone.socket.recv_from(&mut buf) {
+            phone.relay = Some(from);
+        }
+    }
+    let mut quiet = None;
+    let (good, bad) = exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut quiet,
+        Duration::from_millis(800),
+    );
+    assert!(good > 30 && bad == 0, "before hold: {good} good, {bad} bad");
+
+    // On hold: the bridge sends the caller nothing, and the caller's music
+    // on hold (300 Hz) never reaches the meeting.
+    wait_for("SIPp to hold the call", Duration::from_secs(10), || {
+        sipp_logged(&log, "held").is_some()
+    });
+    let mut quiet = Some(Sine::new(300.0, 8000, 8000.0));
+    exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut quiet,
+        Duration::from_millis(200),
+    );
+    let (good, bad) = exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut quiet,
+        Duration::from_millis(800),
+    );
+    assert_eq!((good, bad), (0, 0), "packets reached the phone on hold");
+    assert_eq!(
+        participants(api, "5550040"),
+        2,
+        "a held caller stays in the meeting"
+    );
+    // By now (over 2.5 s into the call) the first report went to RTP + 1,
+    // as SRTCP under sluice's first key; it is sent on hold too.
+    let mut srtcp = sdes(profile, &answer1);
+    let mut reports = 0;
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = rtcp.recv_from(&mut buf) {
+        let len = srtcp
+            .unprotect_rtcp(&mut buf, n)
+            .expect("sluice's RTCP is SRTCP under its key");
+        assert!(support::is_rtcp(&buf[..len]));
+        reports += 1;
+    }
+    assert!(reports >= 1, "no SRTCP report reached RTP + 1");
+
+    // Off hold with new keys both ways: sluice's new key authenticates
+    // what the phone hears, and the caller's 440 Hz under its new key
+    // reaches the meeting.
+    let mut answer2 = None;
+    wait_for("the second answer's key", Duration::from_secs(10), || {
+        answer2 = sipp_logged(&log, "answer-key2 ").and_then(|k| b64.decode(k).ok());
+        answer2.is_some()
+    });
+    let answer2 = answer2.expect("found");
+    assert_ne!(answer2, answer1, "a new key of sluice's own in the answer");
+    let (mut send, mut recv) = (sdes(profile, &key2), sdes(profile, &answer2));
+    let mut tone = Some(Sine::new(440.0, 8000, 8000.0));
+    exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut tone,
+        Duration::from_millis(200),
+    );
+    let (good, bad) = exchange(
+        &mut phone,
+        &mut send,
+        &mut recv,
+        &mut tone,
+        Duration::from_millis(1500),
+    );
+    assert!(
+        good > 50 && bad == 0,
+        "after re-key: {good} good, {bad} bad"
+    );
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+    sipp.succeeds();
+    let _ = std::fs::remove_file(&log);
+    let tail = &web_pcm[web_pcm.len().saturating_sub(48_000)..];
+    let (a440, echo) = tone_ratio(tail, 48_000, 440.0, 1000.0);
+    let (all440, hold_music) = tone_ratio(&web_pcm, 48_000, 440.0, 300.0);
+    assert!(
+        hold_music < all440 / 20.0,
+        "the meeting heard the caller's music on hold: {hold_music} vs 440 Hz {all440}"
+    );
+    assert!(
+        a440 > 0.01 && a440 > 20.0 * echo,
+        "the meeting hears the re-keyed caller: {a440} vs {echo}"
+    );
+    calls_settled(api);
+    daemon.shutdown();
+}
+
+/// An RTP socket and, on the next port, its RTCP socket (RFC 3550 §11).
+fn rtp_and_rtcp_sockets() -> (UdpSocket, UdpSocket) {
+    for _ in 0..100 {
+        let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind RTP");
+        let port = rtp.local_addr().expect("addr").port();
+        if let Some(next) = port.checked_add(1)
+            && let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", next))
+        {
+            for s in [&rtp, &rtcp] {
+                s.set_read_timeout(Some(Duration::from_millis(2)))
+                    .expect("timeout");
+            }
+            return (rtp, rtcp);
+        }
+    }
+    panic!("no two adjacent free UDP ports on loopback");
+}
+
+/// A sender report as the phone reads it: (SSRC, NTP timestamp, its
+/// report blocks' (SSRC, extended highest sequence number)).
+type Sr = (u32, u64, Vec<(u32, u32)>);
+
+/// The first SR in `datagram`.
+fn sender_report(datagram: &[u8]) -> Option<Sr> {
+    use sluice::rtp::{RtcpCompound, RtcpPacket};
+    RtcpCompound::new(datagram).find_map(|p| match p {
+        Ok(RtcpPacket::SenderReport(sr)) => Some((
+            sr.ssrc().0,
+            sr.ntp_timestamp(),
+            sr.report_blocks()
+                .map(|b| (b.ssrc.0, b.highest_seq))
+                .collect(),
+        )),
+        _ => None,
+    })
+}
+
+/// A receiver report from the phone (SSRC 0x5eed0001) about `about`,
+/// echoing its SR's NTP timestamp (LSR) with no delay since.
+fn phone_rr(about: u32, sr_ntp: u64) -> Vec<u8> {
+    let block = sluice::rtp::rtcp::ReportBlock {
+        ssrc: sluice::rtp::Ssrc(about),
+        fraction_lost: 0,
+        cumulative_lost: 0,
+        highest_seq: 1,
+        jitter: 0,
+        lsr: (sr_ntp >> 16) as u32,
+        dlsr: 0,
+    };
+    let mut out = [0u8; 64];
+    let len = sluice::rtp::rtcp::ReceiverReportBuilder {
+        ssrc: sluice::rtp::Ssrc(0x5eed_0001),
+        report_blocks: &[block],
+    }
+    .write(&mut out)
+    .expect("rr");
+    out[..len].to_vec()
+}
+
+/// Sends PCMU silence for `d` on `phone`, and collects, per socket, the
+/// RTCP datagrams that arrive: (on the RTP socket, on the RTCP socket),
+/// each with its source.
+fn talk_and_collect_rtcp(
+    phone: &mut Phone,
+    rtcp: Option<&UdpSocket>,
+    d: Duration,
+) -> Vec<(bool, SocketAddr, Vec<u8>)> {
+    let mut got = Vec::new();
+    let start = Instant::now();
+    let mut k = 0u64;
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < d {
+        k += 1;
+        phone.send_pcmu(&[0xFF; 160]);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            if let Ok((n, from)) = phone.socket.recv_from(&mut buf)
+                && support::is_rtcp(&buf[..n])
+            {
+                got.push((false, from, buf[..n].to_vec()));
+            }
+            if let Some(socket) = rtcp
+                && let Ok((n, from)) = socket.recv_from(&mut buf)
+            {
+                got.push((true, from, buf[..n].to_vec()));
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_caller_gets_rtcp_sender_reports_on_rtp_port_plus_one_and_its_reports_are_read() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550050", "standard", None);
+    let (rtp, rtcp) = rtp_and_rtcp_sockets();
+    let mut phone = Phone::new();
+    phone.socket = rtp;
+    let sipp = Sipp::call(sip(&daemon), "join.xml", "5550050", phone.port(), 5000);
+    phone.wait_for_relay();
+    let got = talk_and_collect_rtcp(&mut phone, Some(&rtcp), Duration::from_millis(3500));
+    assert!(
+        got.iter().all(|(on_rtcp, ..)| *on_rtcp),
+        "RTCP on the RTP port without rtcp-mux"
+    );
+    let (_, from, report) = got.first().expect("an RTCP report reached RTP port + 1");
+    let (ssrc, ntp, blocks) = sender_report(report).expect("a sender report (sluice sends RTP)");
+    // About the phone's stream: its SSRC, and at least the packets it sent.
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0].0, 0x5eed_0001);
+    assert!(blocks[0].1 >= 1000 + 100, "highest seq {}", blocks[0].1);
+    // The phone's RR back to where the SR came from is read.
+    rtcp.send_to(&phone_rr(ssrc, ntp), from).expect("send rr");
+    wait_for("the RR to be counted", Duration::from_secs(3), || {
+        metric(
+            &metrics(api),
+            "sluice_dialin_rtcp_reports_total{direction=\"received\"}",
+        ) >= 1.0
+    });
+    assert!(
+        metric(
+            &metrics(api),
+            "sluice_dialin_rtcp_reports_total{direction=\"sent\"}"
+        ) >= 1.0
+    );
+    sipp.succeeds();
+    calls_settled(api);
+    daemon.shutdown();
+}
+
+#[test]
+fn rtcp_mux_puts_the_callers_rtcp_on_its_rtp_port() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550051", "standard", None);
+    let mut phone = Phone::new();
+    let sipp = Sipp::call(sip(&daemon), "join-mux.xml", "5550051", phone.port(), 5000);
+    let relay = phone.wait_for_relay();
+    let got = talk_and_collect_rtcp(&mut phone, None, Duration::from_millis(3500));
+    let (_, from, report) = got.first().expect("RTCP muxed on the RTP port");
+    assert_eq!(*from, relay, "muxed RTCP comes from the RTP port");
+    let (ssrc, ntp, blocks) = sender_report(report).expect("a sender report");
+    assert_eq!(blocks.first().map(|b| b.0), Some(0x5eed_0001));
+    // The phone's RR, muxed, to sluice's RTP port.
+    phone
+        .socket
+        .send_to(&phone_rr(ssrc, ntp), relay)
+        .expect("send rr");
+    wait_for("the muxed RR to be counted", Duration::from_secs(3), || {
+        metric(
+            &metrics(api),
+            "sluice_dialin_rtcp_reports_total{direction=\"received\"}",
+        ) >= 1.0
+    });
+    sipp.succeeds();
+    calls_settled(api);
     daemon.shutdown();
 }

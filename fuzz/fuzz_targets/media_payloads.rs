@@ -4,7 +4,8 @@
 //! `CallBridge` tick, which decodes them with FFmpeg's libopus; and the
 //! daemon's shared path: a `MeetingMix` fed every packet twice (two calls'
 //! legs, deduplicated by sequence number) and a `CallerUplink` with
-//! silence suppression.
+//! silence suppression; and the wideband callers' path: a 48 kHz
+//! `MeetingMix`, and uplinks fed the bytes as a caller's Opus and G.722.
 //!
 //! Input layout: byte 0 picks the split; the rest is cut into payloads at
 //! `0xFF 0x00` markers so the fuzzer can build several packets.
@@ -15,7 +16,9 @@ use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use sluice::media::dtmf::{self, DtmfDetector};
-use sluice::media::{CallBridge, CallerUplink, G711, MeetingMix, OpusSettings, UplinkSettings};
+use sluice::media::{
+    CallBridge, CallerCodec, CallerUplink, G711, MeetingMix, OpusSettings, UplinkSettings,
+};
 
 thread_local! {
     // Opening codecs costs far more than one run; reuse a bridge and let
@@ -31,6 +34,13 @@ thread_local! {
             mix,
             CallerUplink::new(G711::A, UplinkSettings::DIAL_IN).expect("FFmpeg has libopus"),
         )
+    });
+    static WIDE: RefCell<(MeetingMix, [CallerUplink; 2])> = RefCell::new({
+        let mut mix = MeetingMix::with_rate(48_000);
+        mix.add_caller(1);
+        let uplink = |codec| CallerUplink::for_codec(codec, UplinkSettings::DIAL_IN)
+            .expect("libopus and FFmpeg's g722");
+        (mix, [uplink(CallerCodec::Opus), uplink(CallerCodec::G722)])
     });
 }
 
@@ -86,6 +96,25 @@ fuzz_target!(|data: &[u8]| {
         assert!(up.level <= 127);
         if let Some(opus) = up.to_meeting {
             assert!(!opus.is_empty());
+        }
+    });
+    WIDE.with(|wide| {
+        let (mix, uplinks) = &mut *wide.borrow_mut();
+        for (i, p) in payloads.iter().enumerate() {
+            let seq = u16::from_be_bytes([control, i as u8]);
+            mix.push(1 + i as u32 % 2, seq, p, None);
+            for uplink in uplinks.iter_mut() {
+                uplink.push(p);
+            }
+        }
+        mix.tick().expect("a mix tick never fails on bad input");
+        assert_eq!(mix.to_caller_pcm(Some(1)).len(), 960);
+        assert_eq!(mix.to_caller_pcm(None).len(), 960);
+        for uplink in uplinks.iter_mut() {
+            let up = uplink
+                .tick()
+                .expect("an uplink tick never fails on bad input");
+            assert!(up.level <= 127);
         }
     });
 });

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use sluice::sip::sdp::{negotiate, parse_offer};
+use sluice::sip::sdp::{AnswerSpec, build_answer, negotiate, parse_offer};
 use sluice::sip::{Event, SipMessage, Uas, UasConfig};
 
 fuzz_target!(|data: &[u8]| {
@@ -19,7 +19,32 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(offer) = parse_offer(data) {
         assert!(offer.port != 0);
-        let _ = negotiate(&offer);
+        let _ = offer.rtcp_addr();
+        if let Ok(n) = negotiate(&offer) {
+            // Whatever was negotiated answers as SDP that reads back with
+            // the same codec, telephone-event and rtcp-mux.
+            let answer = build_answer(&AnswerSpec {
+                address: "192.0.2.10".parse().expect("literal"),
+                port: 30_000,
+                codec: n.codec,
+                telephone_event: n.telephone_event,
+                telephone_events: n.telephone_events,
+                telephone_event_clock: n.telephone_event_clock,
+                crypto: None,
+                direction: n.direction,
+                session_id: 1,
+                session_version: 1,
+                rtcp_mux: n.rtcp_mux,
+                rtcp_port: Some(30_001),
+            });
+            let back = parse_offer(answer.as_bytes()).expect("our answer parses");
+            assert_eq!(back.codecs.first().map(|c| c.pt), Some(n.codec.pt));
+            assert_eq!(back.rtcp_mux, n.rtcp_mux);
+            assert_eq!(
+                back.telephone_event.or(back.telephone_event_48k),
+                n.telephone_event
+            );
+        }
     }
 
     let local: SocketAddr = "192.0.2.10:5060".parse().expect("literal");

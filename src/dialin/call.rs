@@ -24,8 +24,8 @@ use crate::control::{BridgeLeg, DIAL_IN_OPUS_PT, DeskError, MeetingDesk};
 use crate::crypto::{AnyGcm, BackendKind};
 use crate::media::dtmf::DtmfDetector;
 use crate::media::{
-    CallerUplink, G711, MediaError, MeetingMix, OpusSettings, SilenceSuppression, UplinkFrame,
-    UplinkSettings, level,
+    CallerCodec, CallerEncoder, CallerUplink, G711, MAX_CALLER_FRAME, MediaError, MeetingMix,
+    OpusSettings, SilenceSuppression, UplinkFrame, UplinkSettings, level, stretch_8k,
 };
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::policy::Refusal;
@@ -34,6 +34,8 @@ use crate::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
 use crate::srtp::{MasterKey, SrtpError, SrtpSession};
 
 use super::prompts::{FRAME, MU_LAW_SILENCE, Playback, Prompt};
+use super::rekey::InboundKeys;
+use super::rtcp::{CallQuality, CallerRtcp};
 
 /// The largest datagram either side sends or accepts.
 pub(crate) const MAX_DATAGRAM: usize = 1500;
@@ -63,14 +65,18 @@ pub(crate) struct CallSettings {
 /// The caller's side of the call, as SDP negotiated it.
 #[derive(Debug, Clone)]
 pub(crate) struct CallerMedia {
-    /// PCMU or PCMA.
-    pub(crate) codec: G711,
-    /// The payload type of `codec` (0 or 8: static).
+    /// PCMU, PCMA, G.722 or Opus.
+    pub(crate) codec: CallerCodec,
+    /// The payload type of `codec` in the caller's offer.
     pub(crate) payload_type: u8,
     /// The caller's telephone-event payload type, if it offered one.
     pub(crate) telephone_event: Option<u8>,
     /// Where the caller's SDP says to send (until a packet latches).
     pub(crate) remote: SocketAddr,
+    /// Where the caller's RTCP goes (RTP port + 1, `a=rtcp`, or the RTP
+    /// port with rtcp-mux), and whether it is muxed.
+    pub(crate) rtcp: SocketAddr,
+    pub(crate) rtcp_mux: bool,
     /// SDES SRTP: the caller's key (for what it sends) and ours.
     pub(crate) srtp: Option<(MasterKey, MasterKey)>,
     /// A name for the meeting's participant list.
@@ -149,6 +155,9 @@ pub(crate) struct TickOut {
     /// A datagram for the relay (the meeting side), if bridged.
     pub(crate) meeting: Option<usize>,
     pub(crate) meeting_buf: [u8; MAX_DATAGRAM],
+    /// An RTCP report for the caller, and where to.
+    pub(crate) rtcp: Option<(SocketAddr, usize)>,
+    pub(crate) rtcp_buf: [u8; MAX_DATAGRAM],
 }
 
 impl Default for TickOut {
@@ -158,6 +167,8 @@ impl Default for TickOut {
             caller_buf: [0; MAX_DATAGRAM],
             meeting: None,
             meeting_buf: [0; MAX_DATAGRAM],
+            rtcp: None,
+            rtcp_buf: [0; MAX_DATAGRAM],
         }
     }
 }
@@ -167,7 +178,7 @@ impl Default for TickOut {
 pub(crate) struct Call {
     settings: Arc<CallSettings>,
     media: CallerMedia,
-    from_caller: Option<SrtpSession<AnyGcm>>,
+    from_caller: Option<InboundKeys>,
     to_caller: Option<SrtpSession<AnyGcm>>,
     latched: Option<SocketAddr>,
     ssrc: u32,
@@ -183,6 +194,12 @@ pub(crate) struct Call {
     waiting_since: Instant,
     /// The caller put us on hold (sendonly/inactive): send nothing, expect nothing.
     held: bool,
+    /// What the caller hears, for a codec other than G.711 (G.711 is
+    /// encoded by table, or once per meeting by the mix).
+    encoder: Option<CallerEncoder>,
+    /// RTCP with the caller: its RTP's reception statistics, our reports,
+    /// its reports.
+    rtcp: CallerRtcp,
     outcome: Option<CallOutcome>,
     hangup: bool,
 }
@@ -198,19 +215,27 @@ impl Call {
         let backend = AnyGcm::new(settings.backend);
         let (from_caller, to_caller) = match &media.srtp {
             Some((theirs, ours)) => (
-                Some(SrtpSession::new(backend.clone(), theirs)?),
+                Some(InboundKeys::new(SrtpSession::new(backend.clone(), theirs)?)),
                 Some(SrtpSession::new(backend, ours)?),
             ),
             None => (None, None),
         };
         let tries_left = settings.attempts;
+        let encoder = match media.codec {
+            CallerCodec::G711(_) => None,
+            codec => Some(CallerEncoder::new(codec, settings.opus())?),
+        };
+        let ssrc = random_u32();
+        let rtcp = CallerRtcp::new(ssrc, media.codec.rtp_clock(), now, ntp_now());
         let mut call = Self {
+            encoder,
+            rtcp,
             settings,
             media,
             from_caller,
             to_caller,
             latched: None,
-            ssrc: random_u32(),
+            ssrc,
             seq: random_u32() as u16,
             timestamp: random_u32(),
             first_sent: false,
@@ -257,6 +282,11 @@ impl Call {
         self.hangup
     }
 
+    /// The rate the caller's mix runs at (its codec's).
+    pub(crate) fn mix_rate(&self) -> u32 {
+        self.media.codec.rate()
+    }
+
     /// The meeting leg, once admitted.
     pub(crate) fn leg(&self) -> Option<&BridgeLeg> {
         match &self.stage {
@@ -265,14 +295,41 @@ impl Call {
         }
     }
 
+    /// What the call's RTCP says of its quality so far.
+    pub(crate) fn quality(&self) -> CallQuality {
+        self.rtcp.quality()
+    }
+
     /// The caller moved its media (re-INVITE), or put us on hold.
-    pub(crate) fn update_caller(&mut self, remote: SocketAddr, held: bool, now: Instant) {
+    pub(crate) fn update_caller(
+        &mut self,
+        (remote, rtcp): (SocketAddr, SocketAddr),
+        held: bool,
+        now: Instant,
+    ) {
         if remote != self.media.remote {
             self.media.remote = remote;
             self.latched = None;
         }
+        self.media.rtcp = rtcp;
         self.held = held;
         self.last_media = now;
+    }
+
+    /// A re-INVITE brought new SDES keys (RFC 4568 §7.1.4): ours is used
+    /// from now on, the caller's old one until its new one authenticates
+    /// a packet ([`InboundKeys`]).
+    pub(crate) fn rekey(&mut self, theirs: &MasterKey, ours: &MasterKey) -> Result<(), CallError> {
+        let backend = AnyGcm::new(self.settings.backend);
+        let to_caller = SrtpSession::new(backend.clone(), ours)?;
+        let from_caller = SrtpSession::new(backend, theirs)?;
+        match &mut self.from_caller {
+            Some(inbound) => inbound.rekey(from_caller),
+            None => self.from_caller = Some(InboundKeys::new(from_caller)),
+        }
+        self.to_caller = Some(to_caller);
+        self.media.srtp = Some((theirs.clone(), ours.clone()));
+        Ok(())
     }
 
     fn play(&mut self, prompt: Prompt) {
@@ -317,18 +374,14 @@ impl Call {
     ) -> Result<(CallerUplink, SrtpSession<AnyGcm>, SrtpSession<AnyGcm>), CallError> {
         let backend = AnyGcm::new(self.settings.backend);
         let uplink = UplinkSettings {
-            opus: OpusSettings {
-                bitrate_bps: self.settings.opus_bitrate,
-                complexity: self.settings.opus_complexity,
-                ..OpusSettings::DIAL_IN
-            },
+            opus: self.settings.opus(),
             suppression: self
                 .settings
                 .silence_suppression
                 .then_some(SilenceSuppression::DIAL_IN),
         };
         Ok((
-            CallerUplink::new(self.media.codec, uplink)?,
+            CallerUplink::for_codec(self.media.codec, uplink)?,
             SrtpSession::new(backend.clone(), &leg.client_to_relay)?,
             SrtpSession::new(backend, &leg.relay_to_client)?,
         ))
@@ -342,6 +395,10 @@ impl Call {
         buf: &mut [u8],
         len: usize,
     ) {
+        if self.media.rtcp_mux && buf.get(..len).is_some_and(crate::rtp::is_rtcp) {
+            self.on_caller_rtcp(now, buf, len);
+            return;
+        }
         if self.latched.is_some_and(|at| at != from) && self.from_caller.is_none() {
             // Plain RTP is latched to its first source; SRTP may move,
             // since only the key holder can produce a packet that passes.
@@ -359,6 +416,13 @@ impl Call {
         };
         self.latched = Some(from);
         self.last_media = now;
+        let header = packet.header();
+        self.rtcp.on_rtp_received(
+            now,
+            header.ssrc().0,
+            header.sequence().0,
+            header.timestamp(),
+        );
         let pt = packet.header().payload_type().get();
         if Some(pt) == self.media.telephone_event {
             let header = packet.header();
@@ -369,8 +433,11 @@ impl Call {
                 self.on_digit(now, digit);
             }
         } else if pt == self.media.payload_type
+            && !self.held
             && let Stage::Bridged(b) = &mut self.stage
         {
+            // On hold (RFC 3264 §8.4: sendonly is the holder's music on
+            // hold) the meeting hears silence: the uplink's FIFO runs dry.
             b.uplink.push(packet.payload());
         }
     }
@@ -564,11 +631,28 @@ impl Call {
             self.try_again(retry, outcome);
         }
         let codec = self.media.codec;
-        let mut payload = [0u8; FRAME];
-        if prompt_frame {
-            transcode_prompt(codec, &frame, &mut payload);
-        } else {
-            silence(codec, &mut payload);
+        // G.711 is written straight into `payload`; another codec's PCM
+        // goes into `wide` and is encoded below.
+        let mut payload = [0u8; MAX_DATAGRAM];
+        let mut payload_len = 0;
+        let mut wide = [0i16; MAX_CALLER_FRAME];
+        let wide = &mut wide[..codec.frame_samples()];
+        match codec.law() {
+            Some(law) => {
+                let g711 = &mut payload[..FRAME];
+                if prompt_frame {
+                    transcode_prompt(law, &frame, g711);
+                } else {
+                    silence(law, g711);
+                }
+                payload_len = FRAME;
+            }
+            None if prompt_frame => {
+                let mut pcm = [0i16; FRAME];
+                G711::Mu.decode(&frame, &mut pcm);
+                stretch_8k(&pcm, wide);
+            }
+            None => {}
         }
         if let Stage::Bridged(b) = &mut self.stage {
             if now.duration_since(b.checked) >= Duration::from_secs(1) {
@@ -598,7 +682,16 @@ impl Call {
             if let Some((mix, mix_ns)) = mix {
                 share = mix_ns;
                 if !prompt_frame {
-                    payload.copy_from_slice(mix.to_caller(codec, Some(*ssrc)));
+                    match codec.law() {
+                        Some(law) => {
+                            payload[..FRAME].copy_from_slice(mix.to_caller(law, Some(*ssrc)));
+                        }
+                        None => {
+                            let pcm = mix.to_caller_pcm(Some(*ssrc));
+                            let n = pcm.len().min(wide.len());
+                            wide[..n].copy_from_slice(&pcm[..n]);
+                        }
+                    }
                 }
             }
             match uplink.tick() {
@@ -621,13 +714,67 @@ impl Call {
                 .counters
                 .transcode_sample(spent.saturating_add(share));
         }
-        if !self.held {
-            out.caller = self.write_caller_packet(&payload, &mut out.caller_buf);
+        out.rtcp = self.poll_rtcp(now, &mut out.rtcp_buf);
+        if self.held {
+            return;
         }
+        if let Some(encoder) = &mut self.encoder {
+            match encoder.encode(wide) {
+                Ok(p) if p.len() <= payload.len() => {
+                    payload[..p.len()].copy_from_slice(p);
+                    payload_len = p.len();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("dial-in encode for the caller failed: {e}"),
+            }
+        }
+        if payload_len > 0 {
+            out.caller =
+                self.write_caller_packet(now, &payload[..payload_len], &mut out.caller_buf);
+        }
+    }
+
+    /// An RTCP compound from the caller (on the RTCP port, or muxed on
+    /// the RTP port): SRTCP unprotected when the call is SRTP, then read
+    /// for the caller's view of our stream and the round trip.
+    pub(crate) fn on_caller_rtcp(&mut self, now: Instant, buf: &mut [u8], len: usize) {
+        let len = match &mut self.from_caller {
+            Some(srtp) => match srtp.unprotect_rtcp(buf, len) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+            None => len,
+        };
+        if let Some(plain) = buf.get(..len)
+            && self.rtcp.handle_rtcp(now, plain)
+        {
+            self.settings.counters.rtcp_report_received();
+        }
+    }
+
+    /// Our next RTCP report to the caller, when due (sent on hold too).
+    fn poll_rtcp(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8; MAX_DATAGRAM],
+    ) -> Option<(SocketAddr, usize)> {
+        // Room for the SRTCP trailer (index and tag).
+        let len = self.rtcp.poll_report(now, &mut buf[..MAX_DATAGRAM - 64])?;
+        let len = match &mut self.to_caller {
+            Some(srtp) => srtp.protect_rtcp(buf, len).ok()?,
+            None => len,
+        };
+        let to = match (self.media.rtcp_mux, self.latched) {
+            (true, Some(latched)) => latched,
+            _ => self.media.rtcp,
+        };
+        self.settings.counters.rtcp_report_sent();
+        Some((to, len))
     }
 
     fn write_caller_packet(
         &mut self,
+        now: Instant,
         payload: &[u8],
         buf: &mut [u8; MAX_DATAGRAM],
     ) -> Option<(SocketAddr, usize)> {
@@ -636,14 +783,27 @@ impl Call {
             .marker(!self.first_sent)
             .write(payload, buf)
             .ok()?;
+        self.rtcp.on_rtp_sent(now, self.timestamp, payload.len());
         self.seq = self.seq.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+        self.timestamp = self.timestamp.wrapping_add(self.media.codec.rtp_step());
         self.first_sent = true;
         let len = match &mut self.to_caller {
             Some(srtp) => srtp.protect_rtp(buf, len).ok()?,
             None => len,
         };
         Some((self.latched.unwrap_or(self.media.remote), len))
+    }
+}
+
+impl CallSettings {
+    /// The Opus settings `[sip]` asks for (the uplink's base, and the
+    /// bitrate and complexity of an Opus caller's downlink).
+    pub(crate) fn opus(&self) -> OpusSettings {
+        OpusSettings {
+            bitrate_bps: self.opus_bitrate,
+            complexity: self.opus_complexity,
+            ..OpusSettings::DIAL_IN
+        }
     }
 }
 
@@ -721,9 +881,9 @@ pub(crate) fn admit_direct(
 }
 
 /// The prompt's mu-law frame in the caller's codec.
-fn transcode_prompt(codec: G711, mu_law: &[u8; FRAME], out: &mut [u8; FRAME]) {
+fn transcode_prompt(codec: G711, mu_law: &[u8; FRAME], out: &mut [u8]) {
     match codec {
-        G711::Mu => out.copy_from_slice(mu_law),
+        G711::Mu => out[..FRAME].copy_from_slice(mu_law),
         G711::A => {
             let mut pcm = [0i16; FRAME];
             G711::Mu.decode(mu_law, &mut pcm);
@@ -732,8 +892,19 @@ fn transcode_prompt(codec: G711, mu_law: &[u8; FRAME], out: &mut [u8; FRAME]) {
     }
 }
 
-fn silence(codec: G711, out: &mut [u8; FRAME]) {
+fn silence(codec: G711, out: &mut [u8]) {
     G711::encode(codec, &[0i16; FRAME], out);
+}
+
+/// The wall clock as an NTP timestamp (RFC 3550 §4: seconds since 1900
+/// in the high 32 bits), read once per call for its RTCP.
+fn ntp_now() -> u64 {
+    const UNIX_TO_NTP: u64 = 2_208_988_800;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    ((since.as_secs() + UNIX_TO_NTP) << 32) | frac
 }
 
 /// A random 32-bit number from the system RNG (SSRCs, initial sequence

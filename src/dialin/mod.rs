@@ -23,6 +23,8 @@
 mod call;
 mod pool;
 mod prompts;
+mod rekey;
+mod rtcp;
 mod signalling;
 mod stream;
 

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::media::MeetingMix;
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::sip::CallId;
+use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, MAX_DATAGRAM, TickOut};
 
@@ -48,10 +49,14 @@ pub(crate) enum PoolCommand {
     Update {
         /// The call.
         id: CallId,
-        /// Where to send now.
+        /// Where to send now: RTP and RTCP.
         remote: std::net::SocketAddr,
+        rtcp: std::net::SocketAddr,
         /// Whether the caller holds the call.
         held: bool,
+        /// New SDES keys (the caller's, ours), when the re-INVITE changed
+        /// them.
+        rekey: Option<Box<(MasterKey, MasterKey)>>,
     },
     /// The dialog is over: drop the call.
     End(CallId),
@@ -74,19 +79,28 @@ pub(crate) struct CallSlot {
     pub(crate) caller: UdpSocket,
     /// Connected to the relay's media port.
     pub(crate) meeting: UdpSocket,
+    /// The caller's RTCP, when not muxed on `caller` (its port is in the
+    /// answer: RTP + 1, or `a=rtcp`).
+    pub(crate) caller_rtcp: Option<UdpSocket>,
     pub(crate) asked_hangup: bool,
     pub(crate) counted_outcome: bool,
-    /// The meeting whose mix the call shares, and the call's own SSRC in
-    /// it, once the call is bridged.
-    mix: Option<(String, u32)>,
+    /// The mix the call shares (its meeting's at its codec's rate), and
+    /// the call's own SSRC in it, once the call is bridged.
+    mix: Option<(MixKey, u32)>,
 }
 
 impl CallSlot {
-    pub(crate) fn new(id: CallId, call: Call, caller: UdpSocket, meeting: UdpSocket) -> Self {
+    pub(crate) fn new(
+        id: CallId,
+        call: Call,
+        (caller, caller_rtcp): (UdpSocket, Option<UdpSocket>),
+        meeting: UdpSocket,
+    ) -> Self {
         Self {
             id,
             call,
             caller,
+            caller_rtcp,
             meeting,
             asked_hangup: false,
             counted_outcome: false,
@@ -100,12 +114,17 @@ impl CallSlot {
             return;
         }
         let Some(leg) = self.call.leg() else { return };
+        let rate = self.call.mix_rate();
+        let key = (leg.meeting.clone(), rate);
         mixes
-            .entry(leg.meeting.clone())
-            .or_default()
+            .entry(key.clone())
+            .or_insert_with(|| SharedMix {
+                mix: MeetingMix::with_rate(rate),
+                share_ns: 0,
+            })
             .mix
             .add_caller(leg.ssrc);
-        self.mix = Some((leg.meeting.clone(), leg.ssrc));
+        self.mix = Some((key, leg.ssrc));
     }
 
     /// Leaves the meeting's mix, dropping it with its last call.
@@ -139,6 +158,17 @@ impl CallSlot {
 
     /// Leaves the meeting and settles the counters; the slot is then dropped.
     pub(crate) fn close(mut self, settings: &CallSettings) {
+        let q = self.call.quality();
+        tracing::info!(
+            lost = q.lost,
+            jitter_ms = q.jitter_ms,
+            remote_lost = q.remote_lost,
+            remote_jitter_ms = q.remote_jitter_ms,
+            rtt_ms = q.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            reports_sent = q.reports_sent,
+            reports_received = q.reports_received,
+            "dial-in call ended: RTCP quality"
+        );
         if let Some(leg) = self.call.leg() {
             settings.desk.leave(leg);
         }
@@ -159,14 +189,19 @@ impl CallSlot {
 }
 
 /// A meeting's mix on one thread, and what its last tick cost each call.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SharedMix {
     mix: MeetingMix,
     share_ns: u64,
 }
 
-/// Meeting id → the mix its calls on this thread share.
-type Mixes = HashMap<String, SharedMix>;
+/// A meeting and a mixing rate: the calls of one meeting share a mix per
+/// codec rate (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus), so a
+/// wideband caller never hears the meeting through 8 kHz.
+type MixKey = (String, u32);
+
+/// (meeting id, rate) → the mix its calls on this thread share.
+type Mixes = HashMap<MixKey, SharedMix>;
 
 /// A running pool thread.
 #[derive(Debug)]
@@ -200,9 +235,21 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
         loop {
             match inbox.try_recv() {
                 Ok(PoolCommand::Add(slot)) => slots.push(*slot),
-                Ok(PoolCommand::Update { id, remote, held }) => {
+                Ok(PoolCommand::Update {
+                    id,
+                    remote,
+                    rtcp,
+                    held,
+                    rekey,
+                }) => {
                     if let Some(slot) = slots.iter_mut().find(|s| s.id == id) {
-                        slot.call.update_caller(remote, held, Instant::now());
+                        slot.call
+                            .update_caller((remote, rtcp), held, Instant::now());
+                        if let Some(keys) = rekey
+                            && let Err(e) = slot.call.rekey(&keys.0, &keys.1)
+                        {
+                            tracing::warn!("dial-in re-key failed: {e}");
+                        }
                     }
                 }
                 Ok(PoolCommand::End(id)) => {
@@ -227,6 +274,11 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
             drain(&slot.caller, &mut buf, |from, buf, len| {
                 slot.call.on_caller_datagram(now, from, buf, len);
             });
+            if let Some(rtcp) = &slot.caller_rtcp {
+                drain(rtcp, &mut buf, |_, buf, len| {
+                    slot.call.on_caller_rtcp(now, buf, len);
+                });
+            }
             // A menu digit may just have admitted the call.
             slot.attach(&mut mixes);
             let mut mix = slot.shared_mix(&mut mixes).map(|s| &mut s.mix);
@@ -254,6 +306,10 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
             }
             if let Some(len) = out.meeting {
                 let _ = slot.meeting.send(&out.meeting_buf[..len]);
+            }
+            if let Some((to, len)) = out.rtcp {
+                let socket = slot.caller_rtcp.as_ref().unwrap_or(&slot.caller);
+                let _ = socket.send_to(&out.rtcp_buf[..len], to);
             }
             slot.count_outcome(&settings.counters, None);
             if slot.call.wants_hangup() && !slot.asked_hangup {

@@ -17,16 +17,17 @@ use std::time::{Duration, Instant};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::control::DeskError;
-use crate::media::G711;
+use crate::media::{CallerCodec, G711};
 use crate::metrics::{CallOutcome, SipEdge};
 use crate::policy::Refusal;
 use crate::relay::MeetingMode;
 use crate::sip::sdp::{self, AnswerSpec, Codec, MediaOffer, Negotiated, build_answer};
 use crate::sip::{CallId, Event, SipLimits, Transport, Uas, UasStats};
-use crate::srtp::MasterKey;
+use crate::srtp::{MasterKey, SrtpProfile};
 
 use super::call::{Call, CallSettings, CallerMedia, Entry, admit_direct, random_u32};
 use super::pool::{CallSlot, PoolCommand, PoolEvent};
+use super::rekey::{KeyChange, key_change};
 use super::stream::{StreamLimits, StreamStats, Streams};
 
 /// The `Reason` header an E2EE meeting's refusal carries (RFC 3326).
@@ -60,6 +61,8 @@ const DATAGRAMS_PER_TURN: usize = 64;
 struct Known {
     pool: usize,
     answer: AnswerSpec,
+    /// The caller's current SDES suite and key ‖ salt (SRTP calls).
+    caller_key: Option<(SrtpProfile, Vec<u8>)>,
 }
 
 /// A call ringing until its answer is due.
@@ -418,7 +421,18 @@ impl Signalling {
         match self.start_call(now, call, &offer, &negotiated, caller, entry) {
             Ok((slot, answer)) => {
                 let sdp = build_answer(&answer);
-                self.known.insert(call, Known { pool, answer });
+                let caller_key = negotiated
+                    .crypto
+                    .as_ref()
+                    .map(|c| (c.profile, c.key_material.clone()));
+                self.known.insert(
+                    call,
+                    Known {
+                        pool,
+                        answer,
+                        caller_key,
+                    },
+                );
                 self.calls_settings.counters.call_started();
                 self.uas.ringing(now, call);
                 if self.settings.answer_delay.is_zero() {
@@ -484,6 +498,23 @@ impl Signalling {
             meeting_socket.connect(to_reachable(relay))?;
             meeting_socket.set_nonblocking(true)?;
             let port = caller_socket.local_addr()?.port();
+            // Without rtcp-mux, RTCP on its own socket: RTP + 1 where it is
+            // free (RFC 3550 §11), else any port, named by a=rtcp.
+            let rtcp_socket = if negotiated.rtcp_mux {
+                None
+            } else {
+                let ip = self.settings.media_ip;
+                let socket = port
+                    .checked_add(1)
+                    .and_then(|next| UdpSocket::bind(SocketAddr::new(ip, next)).ok())
+                    .map_or_else(|| UdpSocket::bind(SocketAddr::new(ip, 0)), Ok)?;
+                socket.set_nonblocking(true)?;
+                Some(socket)
+            };
+            let rtcp_port = match &rtcp_socket {
+                Some(socket) => Some(socket.local_addr()?.port()),
+                None => None,
+            };
             let crypto = match &negotiated.crypto {
                 Some(offered) => {
                     let mut material = vec![0u8; offered.profile.key_material_len()];
@@ -496,15 +527,14 @@ impl Signalling {
                 }
                 None => None,
             };
-            let codec = match negotiated.codec.codec {
-                Codec::Pcma => G711::A,
-                _ => G711::Mu,
-            };
+            let codec = caller_codec(negotiated.codec.codec);
             let media = CallerMedia {
                 codec,
                 payload_type: negotiated.codec.pt,
                 telephone_event: negotiated.telephone_event,
                 remote: SocketAddr::new(offer.connection, offer.port),
+                rtcp: negotiated.rtcp,
+                rtcp_mux: negotiated.rtcp_mux,
                 srtp: crypto
                     .as_ref()
                     .map(|(_, theirs, ours, _)| (theirs.clone(), ours.clone())),
@@ -516,15 +546,30 @@ impl Signalling {
                 codec: negotiated.codec,
                 telephone_event: negotiated.telephone_event,
                 telephone_events: negotiated.telephone_events,
+                telephone_event_clock: negotiated.telephone_event_clock,
                 crypto: crypto.map(|(tag, _, ours, material)| (tag, ours.profile(), material)),
                 direction: offer.direction.answer(),
                 session_id: u64::from(random_u32()),
                 session_version: 1,
+                rtcp_mux: negotiated.rtcp_mux,
+                rtcp_port,
             };
             let held = offer.held;
             let mut call_state = Call::new(Arc::clone(&self.calls_settings), media, entry, now)?;
-            call_state.update_caller(SocketAddr::new(offer.connection, offer.port), held, now);
-            let slot = CallSlot::new(call, call_state, caller_socket, meeting_socket);
+            call_state.update_caller(
+                (
+                    SocketAddr::new(offer.connection, offer.port),
+                    negotiated.rtcp,
+                ),
+                held,
+                now,
+            );
+            let slot = CallSlot::new(
+                call,
+                call_state,
+                (caller_socket, rtcp_socket),
+                meeting_socket,
+            );
             Ok((Box::new(slot), answer))
         })();
         if started.is_err()
@@ -541,18 +586,61 @@ impl Signalling {
                 .reject_reinvite(now, call, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        if sdp::negotiate(offer).is_err() {
-            self.uas
-                .reject_reinvite(now, call, 488, "Not Acceptable Here");
-            return;
+        let refused = |uas: &mut Uas, why: &str| {
+            tracing::info!("dial-in re-INVITE refused: {why}");
+            uas.reject_reinvite(now, call, 488, "Not Acceptable Here");
+        };
+        let negotiated = match sdp::negotiate(offer) {
+            Ok(n) => n,
+            Err(e) => return refused(&mut self.uas, &e.to_string()),
+        };
+        // The call keeps its codec (the bridge's codec state is set up for
+        // it); a re-offer without it is refused.
+        let codec = known.answer.codec.codec;
+        let Some(still) = offer.codecs.iter().find(|c| c.codec == codec) else {
+            return refused(&mut self.uas, "the call's codec is no longer offered");
+        };
+        let current = known
+            .caller_key
+            .as_ref()
+            .map(|(profile, key)| (*profile, &key[..]));
+        let change = match key_change(current, negotiated.crypto.as_ref()) {
+            Ok(change) => change,
+            Err(e) => return refused(&mut self.uas, &e.to_string()),
+        };
+        let mut rekey = None;
+        match (change, &negotiated.crypto) {
+            (Some(KeyChange::Keep { tag }), _) => {
+                if let Some((old, ..)) = &mut known.answer.crypto {
+                    *old = tag;
+                }
+            }
+            (Some(KeyChange::New), Some(offered)) => {
+                let mut material = vec![0u8; offered.profile.key_material_len()];
+                if self.rng.fill(&mut material).is_err() {
+                    return refused(&mut self.uas, "the system random generator failed");
+                }
+                let keys = MasterKey::new(offered.profile, &offered.key_material)
+                    .and_then(|theirs| Ok((theirs, MasterKey::new(offered.profile, &material)?)));
+                let Ok(keys) = keys else {
+                    return refused(&mut self.uas, "bad SRTP key");
+                };
+                known.answer.crypto = Some((offered.tag, offered.profile, material));
+                known.caller_key = Some((offered.profile, offered.key_material.clone()));
+                rekey = Some(Box::new(keys));
+            }
+            _ => {}
         }
+        known.answer.codec.pt = still.pt;
         known.answer.direction = offer.direction.answer();
         known.answer.session_version += 1;
         let sdp = build_answer(&known.answer);
         let _ = self.pools[known.pool].send(PoolCommand::Update {
             id: call,
             remote: SocketAddr::new(offer.connection, offer.port),
+            rtcp: negotiated.rtcp,
             held: offer.held,
+            rekey,
         });
         self.uas.answer_reinvite(now, call, &sdp);
     }
@@ -569,6 +657,17 @@ pub(crate) enum StartError {
     Key(#[from] crate::srtp::SrtpError),
     #[error("{0}")]
     Call(#[from] super::call::CallError),
+}
+
+/// The bridge's codec for what SDP negotiated ([`sdp::negotiate`] only
+/// picks these four).
+fn caller_codec(codec: Codec) -> CallerCodec {
+    match codec {
+        Codec::Opus => CallerCodec::Opus,
+        Codec::G722 => CallerCodec::G722,
+        Codec::Pcma => CallerCodec::G711(G711::A),
+        Codec::Pcmu | Codec::Other => CallerCodec::G711(G711::Mu),
+    }
 }
 
 /// The SIP answer to a refused admission.

@@ -28,8 +28,8 @@
 
 use std::ffi::c_int;
 
+use super::MediaError;
 use super::opus::{OpusBandwidth, OpusSettings, packet_samples};
-use super::{FRAME_8K, MediaError};
 
 /// libopus's opaque decoder state.
 #[repr(C)]
@@ -90,21 +90,38 @@ const BANDWIDTH_NARROWBAND: c_int = 1101;
 /// bytes a frame).
 const MAX_PACKET_BYTES: usize = 1276;
 
-/// The output rate.
-const RATE: i32 = 8000;
-/// The most samples one packet decodes to at 8 kHz: 120 ms.
-pub(super) const MAX_PACKET_SAMPLES_8K: usize = 960;
-/// 48 kHz samples per 8 kHz sample.
-pub(super) const DECIMATION: usize = 6;
+/// The narrowband rate, what [`NarrowbandDecoder::new`] and
+/// [`NarrowbandEncoder::new`] open at.
+const RATE: u32 = 8000;
+
+/// The rates libopus decodes to and encodes from (RFC 6716 §4.3).
+pub const LIBOPUS_RATES: [u32; 5] = [8000, 12_000, 16_000, 24_000, 48_000];
+
+/// `rate` as libopus takes it, if it is one of [`LIBOPUS_RATES`].
+fn libopus_rate(rate: u32) -> Result<i32, MediaError> {
+    if LIBOPUS_RATES.contains(&rate) {
+        // At most 48000: fits.
+        Ok(rate as i32)
+    } else {
+        Err(MediaError::InvalidSetting {
+            name: "libopus rate",
+            value: rate,
+        })
+    }
+}
 /// libopus's `OPUS_INVALID_PACKET`.
 const OPUS_INVALID_PACKET: c_int = -4;
 
-/// An Opus decoder to 8 kHz mono s16, with libopus's own loss
-/// concealment.
+/// An Opus decoder to mono s16 at 8 kHz ([`Self::new`]) or at another of
+/// libopus's rates ([`Self::with_rate`]: a wideband dial-in caller's
+/// 16 or 48 kHz), with libopus's own loss concealment.
 pub struct NarrowbandDecoder {
     /// Owned: created in [`Self::new`], destroyed in `drop`, never null.
     state: *mut OpusDecoderState,
-    pcm: Box<[i16; MAX_PACKET_SAMPLES_8K]>,
+    /// 120 ms at the output rate.
+    pcm: Box<[i16]>,
+    /// 20 ms at the output rate.
+    frame: usize,
 }
 
 // SAFETY: a libopus decoder state is plain memory with no thread affinity
@@ -120,10 +137,16 @@ impl std::fmt::Debug for NarrowbandDecoder {
 impl NarrowbandDecoder {
     /// Opens a mono decoder at 8 kHz.
     pub fn new() -> Result<Self, MediaError> {
+        Self::with_rate(RATE)
+    }
+
+    /// Opens a mono decoder at `rate`, one of [`LIBOPUS_RATES`].
+    pub fn with_rate(rate: u32) -> Result<Self, MediaError> {
+        let fs = libopus_rate(rate)?;
         let mut error: c_int = 0;
-        // SAFETY: `error` is a valid out-pointer for the call; 8000 Hz and
-        // one channel are among the arguments libopus accepts.
-        let state = unsafe { opus_decoder_create(RATE, 1, &raw mut error) };
+        // SAFETY: `error` is a valid out-pointer for the call; the rate
+        // (checked above) and one channel are arguments libopus accepts.
+        let state = unsafe { opus_decoder_create(fs, 1, &raw mut error) };
         if state.is_null() || error != 0 {
             if !state.is_null() {
                 // SAFETY: a non-null state from opus_decoder_create, freed once.
@@ -131,14 +154,23 @@ impl NarrowbandDecoder {
             }
             return Err(MediaError::LibopusOpen { code: error });
         }
+        let frame = rate as usize / 50;
         Ok(Self {
             state,
-            pcm: Box::new([0; MAX_PACKET_SAMPLES_8K]),
+            pcm: vec![0; frame * 6].into_boxed_slice(),
+            frame,
         })
     }
 
-    /// Decodes one Opus packet: 160 samples for a 20 ms packet, from 20
-    /// (2.5 ms) to 960 (120 ms) for others. A malformed packet is an
+    /// 20 ms at the decoder's rate, in samples.
+    #[must_use]
+    pub const fn frame_samples(&self) -> usize {
+        self.frame
+    }
+
+    /// Decodes one Opus packet: at 8 kHz, 160 samples for a 20 ms packet,
+    /// from 20 (2.5 ms) to 960 (120 ms) for others (in proportion at
+    /// other rates). A malformed packet is an
     /// error, never a panic; call [`Self::conceal`] for its time.
     pub fn decode(&mut self, packet: &[u8]) -> Result<&[i16], MediaError> {
         // An empty packet would ask libopus for concealment, and a TOC
@@ -154,20 +186,21 @@ impl NarrowbandDecoder {
             });
         };
         // SAFETY: `state` is a live decoder (struct invariant); `packet`
-        // is valid for `len` bytes; `pcm` holds MAX_PACKET_SAMPLES_8K
-        // samples, the frame_size passed, so libopus never writes past it.
+        // is valid for `len` bytes; `pcm` holds `pcm.len()` samples (120
+        // ms), the frame_size passed, so libopus never writes past it.
+        let cap = self.pcm.len();
         let n = unsafe {
             opus_decode(
                 self.state,
                 packet.as_ptr(),
                 len,
                 self.pcm.as_mut_ptr(),
-                MAX_PACKET_SAMPLES_8K as c_int,
+                cap as c_int,
                 0,
             )
         };
         match usize::try_from(n) {
-            Ok(n) if n <= MAX_PACKET_SAMPLES_8K => Ok(&self.pcm[..n]),
+            Ok(n) if n <= cap => Ok(&self.pcm[..n]),
             _ => Err(MediaError::LibopusDecode { code: n }),
         }
     }
@@ -178,34 +211,38 @@ impl NarrowbandDecoder {
     pub fn conceal(&mut self) -> &[i16] {
         // SAFETY: `state` is live; a null packet asks for concealment of
         // `frame_size` samples (20 ms, a multiple of 2.5 ms), which `pcm`
-        // holds.
+        // holds (it holds six times that).
+        let frame = self.frame;
         let n = unsafe {
             opus_decode(
                 self.state,
                 std::ptr::null(),
                 0,
                 self.pcm.as_mut_ptr(),
-                FRAME_8K as c_int,
+                frame as c_int,
                 0,
             )
         };
-        if usize::try_from(n).is_ok_and(|n| n == FRAME_8K) {
-            &self.pcm[..FRAME_8K]
+        if usize::try_from(n).is_ok_and(|n| n == frame) {
+            &self.pcm[..frame]
         } else {
-            self.pcm[..FRAME_8K].fill(0);
-            &self.pcm[..FRAME_8K]
+            self.pcm[..frame].fill(0);
+            &self.pcm[..frame]
         }
     }
 }
 
-/// An Opus encoder fed 8 kHz mono s16, 20 ms (160 samples) a packet,
-/// application `voip`, as [`OpusSettings`] says (its `input_rate` is
-/// 8000 here whatever it holds).
+/// An Opus encoder fed mono s16 at 8 kHz ([`Self::new`]; 20 ms = 160
+/// samples a packet) or at another of libopus's rates
+/// ([`Self::with_rate`]), application `voip`, as [`OpusSettings`] says
+/// (its `input_rate` is ignored here: the rate is the one opened with).
 pub struct NarrowbandEncoder {
     /// Owned: created in [`Self::new`], destroyed in `drop`, never null.
     state: *mut OpusEncoderState,
     packet: Box<[u8; MAX_PACKET_BYTES]>,
     settings: OpusSettings,
+    /// 20 ms at the input rate.
+    frame: usize,
 }
 
 // SAFETY: as for the decoder: plain memory, reached through `&mut self`.
@@ -223,6 +260,12 @@ impl NarrowbandEncoder {
     /// Opens an encoder at 8 kHz with `settings`' bitrate, complexity,
     /// VBR and bandwidth.
     pub fn new(settings: OpusSettings) -> Result<Self, MediaError> {
+        Self::with_rate(settings, RATE)
+    }
+
+    /// Opens an encoder taking PCM at `rate` (one of [`LIBOPUS_RATES`]).
+    pub fn with_rate(settings: OpusSettings, rate: u32) -> Result<Self, MediaError> {
+        let fs = libopus_rate(rate)?;
         if settings.complexity > 10 {
             return Err(MediaError::InvalidSetting {
                 name: "opus complexity",
@@ -242,9 +285,9 @@ impl NarrowbandEncoder {
             });
         }
         let mut error: c_int = 0;
-        // SAFETY: `error` is a valid out-pointer; 8000 Hz, one channel and
-        // the VoIP application are arguments libopus accepts.
-        let state = unsafe { opus_encoder_create(RATE, 1, APPLICATION_VOIP, &raw mut error) };
+        // SAFETY: `error` is a valid out-pointer; the rate (checked), one
+        // channel and the VoIP application are arguments libopus accepts.
+        let state = unsafe { opus_encoder_create(fs, 1, APPLICATION_VOIP, &raw mut error) };
         if state.is_null() || error != 0 {
             if !state.is_null() {
                 // SAFETY: a non-null state from opus_encoder_create, freed once.
@@ -256,6 +299,7 @@ impl NarrowbandEncoder {
             state,
             packet: Box::new([0; MAX_PACKET_BYTES]),
             settings,
+            frame: rate as usize / 50,
         };
         let bandwidth = BANDWIDTH_NARROWBAND
             + match settings.bandwidth {
@@ -289,22 +333,22 @@ impl NarrowbandEncoder {
         self.settings
     }
 
-    /// Encodes 20 ms (exactly 160 samples at 8 kHz) into one Opus packet,
-    /// valid until the next call.
+    /// Encodes 20 ms (exactly 160 samples at 8 kHz, `rate / 50` at
+    /// another rate) into one Opus packet, valid until the next call.
     pub fn encode(&mut self, pcm: &[i16]) -> Result<&[u8], MediaError> {
-        if pcm.len() != FRAME_8K {
+        if pcm.len() != self.frame {
             return Err(MediaError::FrameLength {
-                expected: FRAME_8K,
+                expected: self.frame,
                 got: pcm.len(),
             });
         }
-        // SAFETY: `state` is live; `pcm` holds frame_size (160) samples;
+        // SAFETY: `state` is live; `pcm` holds frame_size samples;
         // `packet` holds MAX_PACKET_BYTES, the limit passed.
         let n = unsafe {
             opus_encode(
                 self.state,
                 pcm.as_ptr(),
-                FRAME_8K as c_int,
+                self.frame as c_int,
                 self.packet.as_mut_ptr(),
                 MAX_PACKET_BYTES as i32,
             )
@@ -334,7 +378,7 @@ impl Drop for NarrowbandDecoder {
 mod tests {
     use super::*;
     use crate::media::tone::{Sine, goertzel_power};
-    use crate::media::{FRAME_48K, OPUS_RATE, OpusBandwidth, OpusEncoder, OpusSettings};
+    use crate::media::{FRAME_8K, FRAME_48K, OPUS_RATE, OpusBandwidth, OpusEncoder, OpusSettings};
 
     #[test]
     fn decodes_a_fullband_talker_to_8khz() {
@@ -404,11 +448,39 @@ mod tests {
         assert!(dec.decode(&[3]).is_err());
         for junk in [&[0xffu8][..], &[0x0b, 0xff, 0xff, 0xff, 0], &[0xfc; 300]] {
             match dec.decode(junk) {
-                Ok(pcm) => assert!(pcm.len() <= MAX_PACKET_SAMPLES_8K),
+                Ok(pcm) => assert!(pcm.len() <= 960),
                 Err(MediaError::LibopusDecode { .. }) => {}
                 Err(e) => panic!("{e}"),
             }
         }
         assert_eq!(dec.conceal().len(), FRAME_8K);
+    }
+
+    #[test]
+    fn decodes_and_encodes_at_wideband_rates() {
+        for rate in [16_000u32, 48_000] {
+            let frame = rate as usize / 50;
+            let settings = OpusSettings {
+                bandwidth: OpusBandwidth::Full,
+                bitrate_bps: 32_000,
+                ..OpusSettings::DIAL_IN
+            };
+            let mut enc = NarrowbandEncoder::with_rate(settings, rate).unwrap();
+            let mut dec = NarrowbandDecoder::with_rate(rate).unwrap();
+            assert_eq!(dec.frame_samples(), frame);
+            let mut sine = Sine::new(6000.0, rate, 10_000.0);
+            let mut pcm = vec![0i16; frame];
+            let mut last = Vec::new();
+            for _ in 0..25 {
+                sine.fill(&mut pcm);
+                let packet = enc.encode(&pcm).unwrap();
+                last = dec.decode(packet).unwrap().to_vec();
+            }
+            assert_eq!(last.len(), frame);
+            assert!(goertzel_power(&last, rate, 6000.0) > 0.03, "{rate}");
+            assert_eq!(dec.conceal().len(), frame);
+            assert!(enc.encode(&pcm[..160]).is_err());
+        }
+        assert!(NarrowbandDecoder::with_rate(44_100).is_err());
     }
 }

@@ -30,9 +30,9 @@
 
 use arrayvec::ArrayVec;
 
-use super::mixer::{MAX_RANKED, MAX_SPEAKERS, Mixer, saturating_sum};
+use super::mixer::{MAX_RANKED, MAX_SPEAKERS, Mixer};
 use super::stream::{DecodeCounts, MeetingStream, Queueing};
-use super::{FRAME_8K, G711, MediaError};
+use super::{FRAME_8K, FRAME_48K, G711, MediaError};
 
 /// Ticks without a packet after which a meeting stream is forgotten.
 pub const STREAM_IDLE_TICKS: u64 = 50;
@@ -73,14 +73,21 @@ pub struct MeetingMix {
     /// The SSRCs the callers sharing this mix send into the meeting.
     callers: Vec<u32>,
     /// The streams decoded this tick, speakers first (as the mixer
-    /// ranked them), and their 8 kHz frames at the same index.
+    /// ranked them), and their frames (the first `frame` samples of each)
+    /// at the same index.
     decoded: ArrayVec<u32, MAX_RANKED>,
-    frames: Box<[[i16; FRAME_8K]; MAX_RANKED]>,
-    /// The speakers' sum at 8 kHz, once made this tick.
-    common: Option<[i16; FRAME_8K]>,
+    frames: Box<[[i16; FRAME_48K]; MAX_RANKED]>,
+    /// The mix's rate (8 kHz for G.711 callers, 16 or 48 kHz for wideband
+    /// ones) and 20 ms at it.
+    rate: u32,
+    frame: usize,
+    /// The speakers' sum, once made this tick (`common_made`).
+    common: Box<[i16; FRAME_48K]>,
+    common_made: bool,
     /// The common mix in µ-law and A-law, once encoded this tick.
     encoded: [Option<[u8; FRAME_8K]>; 2],
     own: [u8; FRAME_8K],
+    own_pcm: Box<[i16; FRAME_48K]>,
     stats: MixStats,
 }
 
@@ -102,23 +109,45 @@ impl Default for MeetingMix {
 }
 
 impl MeetingMix {
-    /// An empty mix: no streams, no callers. Opens no codec until a
-    /// stream is first mixed.
+    /// An empty mix at 8 kHz (for G.711 callers): no streams, no
+    /// callers. Opens no codec until a stream is first mixed.
     #[must_use]
     pub fn new() -> Self {
+        Self::with_rate(8000)
+    }
+
+    /// An empty mix at `rate`: 8000, 16000 or 48000 Hz (a caller's codec
+    /// rate, see [`super::CallerCodec::rate`]); another rate is taken as
+    /// 8000.
+    #[must_use]
+    pub fn with_rate(rate: u32) -> Self {
+        let rate = match rate {
+            16_000 | 48_000 => rate,
+            _ => 8000,
+        };
         Self {
+            rate,
+            frame: rate as usize / 50,
+            common: Box::new([0; FRAME_48K]),
+            common_made: false,
+            own_pcm: Box::new([0; FRAME_48K]),
             tick: 0,
             streams: Vec::new(),
             ranks: Vec::new(),
             mixer: Mixer::new(),
             callers: Vec::new(),
             decoded: ArrayVec::new(),
-            frames: Box::new([[0; FRAME_8K]; MAX_RANKED]),
-            common: None,
+            frames: Box::new([[0; FRAME_48K]; MAX_RANKED]),
             encoded: [None; 2],
             own: [0; FRAME_8K],
             stats: MixStats::default(),
         }
+    }
+
+    /// The rate the mix decodes and sums at.
+    #[must_use]
+    pub const fn rate(&self) -> u32 {
+        self.rate
     }
 
     /// What has been decoded, dropped or concealed so far.
@@ -182,7 +211,7 @@ impl MeetingMix {
         let stream = match self.streams.iter().position(|s| s.ssrc == ssrc) {
             Some(i) => &mut self.streams[i],
             None if self.streams.len() < MAX_STREAMS => {
-                self.streams.push(MeetingStream::new(ssrc, tick));
+                self.streams.push(MeetingStream::new(ssrc, tick, self.rate));
                 let last = self.streams.len() - 1;
                 &mut self.streams[last]
             }
@@ -211,7 +240,7 @@ impl MeetingMix {
     /// [`Self::to_caller`].
     pub fn tick(&mut self) -> Result<(), MediaError> {
         self.tick += 1;
-        self.common = None;
+        self.common_made = false;
         self.encoded = [None; 2];
         self.decoded.clear();
         self.expire_streams();
@@ -237,7 +266,7 @@ impl MeetingMix {
             let stream = &mut self.streams[i];
             match chosen[..decode].iter().position(|&s| s == stream.ssrc) {
                 Some(slot) if result.is_ok() => {
-                    result = stream.play_frame(&mut counts, &mut self.frames[slot]);
+                    result = stream.play_frame(&mut counts, &mut self.frames[slot][..self.frame]);
                 }
                 _ => stream.skip_frame(),
             }
@@ -249,51 +278,88 @@ impl MeetingMix {
         Ok(())
     }
 
-    /// The caller's next 160 bytes of G.711 in `law`: the speakers' mix,
-    /// or, when `own_ssrc` (the caller's own stream into the meeting) is
-    /// one of them, the mix of everyone chosen but the caller. Silence
-    /// when nobody speaks. Valid until the next call on the mix.
+    /// The caller's next 160 bytes of G.711 in `law` (a mix at 8 kHz; at
+    /// another rate the mix is taken one sample in `rate / 8000`): the
+    /// speakers' mix, or, when `own_ssrc` (the caller's own stream into
+    /// the meeting) is one of them, the mix of everyone chosen but the
+    /// caller. Silence when nobody speaks. Valid until the next call on
+    /// the mix.
     pub fn to_caller(&mut self, law: G711, own_ssrc: Option<u32>) -> &[u8; FRAME_8K] {
-        let speakers = self.decoded.len().min(MAX_SPEAKERS);
-        if let Some(own) = own_ssrc
-            && self.decoded[..speakers].contains(&own)
-        {
-            let frames = &self.frames;
-            let others: ArrayVec<&[i16; FRAME_8K], MAX_RANKED> = self
-                .decoded
-                .iter()
-                .zip(frames.iter())
-                .filter(|&(&s, _)| s != own)
-                .map(|(_, f)| f)
-                .take(MAX_SPEAKERS)
-                .collect();
+        let step = self.frame / FRAME_8K;
+        if self.is_own(own_ssrc) {
+            let own = self.own_mix(own_ssrc);
             let mut pcm = [0i16; FRAME_8K];
-            saturating_sum(&others, &mut pcm);
+            for (o, s) in pcm.iter_mut().zip(own.iter().step_by(step)) {
+                *o = *s;
+            }
             law.encode(&pcm, &mut self.own);
-            self.stats.own_mixes += 1;
             return &self.own;
         }
         let at = match law {
             G711::Mu => 0,
             G711::A => 1,
         };
-        let common = match self.common {
-            Some(pcm) => pcm,
-            None => {
-                let refs: ArrayVec<&[i16; FRAME_8K], MAX_SPEAKERS> =
-                    self.frames[..speakers].iter().collect();
-                let mut pcm = [0i16; FRAME_8K];
-                saturating_sum(&refs, &mut pcm);
-                *self.common.insert(pcm)
+        if self.encoded[at].is_none() {
+            self.make_common();
+            self.stats.common_encodes += 1;
+            let mut pcm = [0i16; FRAME_8K];
+            for (o, s) in pcm.iter_mut().zip(self.common.iter().step_by(step)) {
+                *o = *s;
             }
-        };
-        let stats = &mut self.stats;
-        self.encoded[at].get_or_insert_with(|| {
-            stats.common_encodes += 1;
             let mut out = [0u8; FRAME_8K];
-            law.encode(&common, &mut out);
-            out
-        })
+            law.encode(&pcm, &mut out);
+            self.encoded[at] = Some(out);
+        }
+        // Just set above when it was not.
+        self.encoded[at].as_ref().unwrap_or(&self.own)
+    }
+
+    /// The caller's next 20 ms as PCM at the mix's rate (a wideband
+    /// caller's, encoded by its own codec): the same choice as
+    /// [`Self::to_caller`]. Valid until the next call on the mix.
+    pub fn to_caller_pcm(&mut self, own_ssrc: Option<u32>) -> &[i16] {
+        if self.is_own(own_ssrc) {
+            return self.own_mix(own_ssrc);
+        }
+        self.make_common();
+        &self.common[..self.frame]
+    }
+
+    /// Whether `own_ssrc` is one of this tick's speakers.
+    fn is_own(&self, own_ssrc: Option<u32>) -> bool {
+        let speakers = self.decoded.len().min(MAX_SPEAKERS);
+        own_ssrc.is_some_and(|own| self.decoded[..speakers].contains(&own))
+    }
+
+    /// The N-1 mix for the speaker `own_ssrc`, into `own_pcm`.
+    fn own_mix(&mut self, own_ssrc: Option<u32>) -> &[i16] {
+        let frame = self.frame;
+        let others: ArrayVec<&[i16], MAX_RANKED> = self
+            .decoded
+            .iter()
+            .zip(self.frames.iter())
+            .filter(|&(&s, _)| Some(s) != own_ssrc)
+            .map(|(_, f)| &f[..frame])
+            .take(MAX_SPEAKERS)
+            .collect();
+        sum_slices(&others, &mut self.own_pcm[..frame]);
+        self.stats.own_mixes += 1;
+        &self.own_pcm[..frame]
+    }
+
+    /// The speakers' sum, once a tick.
+    fn make_common(&mut self) {
+        if self.common_made {
+            return;
+        }
+        let frame = self.frame;
+        let speakers = self.decoded.len().min(MAX_SPEAKERS);
+        let refs: ArrayVec<&[i16], MAX_SPEAKERS> = self.frames[..speakers]
+            .iter()
+            .map(|f| &f[..frame])
+            .collect();
+        sum_slices(&refs, &mut self.common[..frame]);
+        self.common_made = true;
     }
 
     fn expire_streams(&mut self) {
@@ -334,6 +400,30 @@ impl MeetingMix {
             .filter(|s| s.is_decoding())
             .map(|s| s.ssrc)
             .collect()
+    }
+}
+
+/// Sums equally long `frames` into `out` with saturation (32-bit
+/// accumulate, clamp to 16 bits); silence for none.
+fn sum_slices(frames: &[&[i16]], out: &mut [i16]) {
+    match frames {
+        [] => out.fill(0),
+        [one] => out.copy_from_slice(&one[..out.len()]),
+        [first, rest @ ..] => {
+            let mut acc = [0i32; FRAME_48K];
+            let acc = &mut acc[..out.len()];
+            for (a, &s) in acc.iter_mut().zip(first.iter()) {
+                *a = i32::from(s);
+            }
+            for frame in rest {
+                for (a, &s) in acc.iter_mut().zip(frame.iter()) {
+                    *a += i32::from(s);
+                }
+            }
+            for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                *o = a.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+            }
+        }
     }
 }
 
@@ -508,5 +598,40 @@ mod tests {
         mix.tick().unwrap();
         assert_eq!(mix.to_caller(G711::A, None), &[G711::A.silence(); FRAME_8K]);
         assert_eq!(mix.to_caller(G711::Mu, Some(5)), &[0xFF; FRAME_8K]);
+    }
+
+    #[test]
+    fn a_wideband_mix_keeps_what_8_khz_loses() {
+        // 6 kHz: above G.711's band, inside the talkers' wideband Opus.
+        for rate in [16_000u32, 48_000] {
+            let mut mix = MeetingMix::with_rate(rate);
+            assert_eq!(mix.rate(), rate);
+            mix.add_caller(900);
+            let mut talker = Talker::new(6000.0, 6000.0);
+            let mut other = Talker::new(1000.0, 6000.0);
+            let mut heard = Vec::new();
+            let mut own_heard = Vec::new();
+            for seq in 0..40u16 {
+                mix.push(1, seq, &talker.next(), Some(20));
+                mix.push(900, seq, &other.next(), Some(20));
+                mix.tick().unwrap();
+                heard.extend_from_slice(mix.to_caller_pcm(None));
+                own_heard.extend_from_slice(mix.to_caller_pcm(Some(900)));
+            }
+            let frame = rate as usize / 50;
+            assert_eq!(heard.len(), 40 * frame);
+            let tail = &heard[heard.len() - 10 * frame..];
+            assert!(goertzel_power(tail, rate, 6000.0) > 0.005, "{rate}");
+            assert!(goertzel_power(tail, rate, 1000.0) > 0.005, "{rate}");
+            // The speaker 900 hears the other one only (N-1).
+            let tail = &own_heard[own_heard.len() - 10 * frame..];
+            let (k6, own) = (
+                goertzel_power(tail, rate, 6000.0),
+                goertzel_power(tail, rate, 1000.0),
+            );
+            assert!(k6 > 100.0 * own, "{rate}: {k6} vs own {own}");
+            // G.711 from a wideband mix still works (every n-th sample).
+            assert_eq!(mix.to_caller(G711::Mu, None).len(), FRAME_8K);
+        }
     }
 }

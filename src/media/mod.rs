@@ -21,6 +21,11 @@
 //!
 //! The pieces, usable alone:
 //! - [`G711`]: ITU-T G.711 by table (why tables: see [`g711`]).
+//! - [`G722Encoder`], [`G722Decoder`]: G.722 (16 kHz) through FFmpeg's
+//!   `g722`; [`CallerCodec`] names a caller's codec (G.711, G.722, Opus)
+//!   and [`CallerDecoder`]/[`CallerEncoder`] run it at its own rate, for a
+//!   mix at that rate ([`MeetingMix::with_rate`]): a wideband caller
+//!   never goes through 8 kHz.
 //! - [`OpusEncoder`], [`OpusDecoder`]: FFmpeg's `libopus`, mono s16 48 kHz,
 //!   20 ms frames, application `voip`, settings in [`OpusSettings`].
 //! - [`NarrowbandDecoder`], [`NarrowbandEncoder`]: libopus called directly
@@ -35,9 +40,11 @@
 //! telephone events) returns an error or copes; none panics.
 
 mod bridge;
+mod caller_codec;
 pub mod dtmf;
 mod error;
 pub mod g711;
+mod g722;
 pub mod level;
 mod libopus;
 mod meeting_mix;
@@ -52,9 +59,16 @@ mod uplink;
 use std::sync::Once;
 
 pub use bridge::{BridgeFrame, BridgeStats, CallBridge};
+pub use caller_codec::{
+    CallerCodec, CallerDecoder, CallerEncoder, MAX_CALLER_FRAME, MAX_CALLER_PAYLOAD_SAMPLES,
+    stretch_8k,
+};
 pub use error::MediaError;
 pub use g711::{FfmpegG711, G711};
-pub use libopus::{NarrowbandDecoder, NarrowbandEncoder};
+pub use g722::{
+    FRAME_16K, G722_FRAME_BYTES, G722_PAYLOAD_TYPE, G722_RATE, G722Decoder, G722Encoder,
+};
+pub use libopus::{LIBOPUS_RATES, NarrowbandDecoder, NarrowbandEncoder};
 pub use meeting_mix::{MAX_OPUS_PAYLOAD, MAX_STREAMS, MeetingMix, MixStats, STREAM_IDLE_TICKS};
 pub use mixer::{DEFAULT_HYSTERESIS_DB, MAX_RANKED, MAX_SPEAKERS, Mixer};
 pub use opus::{

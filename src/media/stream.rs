@@ -1,17 +1,18 @@
 //! [`MeetingStream`]: one meeting participant's Opus stream as a meeting
 //! mix hears it: a short packet queue, a duplicate filter, and (once the
 //! stream is first mixed) its decoder, which decodes straight to the
-//! callers' 8 kHz ([`NarrowbandDecoder`]: libopus at 8 kHz, no 48 kHz
-//! frame and no resampler in between).
+//! callers' rate ([`NarrowbandDecoder`]: libopus at 8 kHz for G.711
+//! callers, no 48 kHz frame and no resampler in between; 16 or 48 kHz for
+//! wideband callers).
 //!
 //! Each stream has its own decoder state, so every mix built from it (the
 //! common one, a speaker's N-1 one) is a sum of continuous signals: a
 //! caller who switches between the two mixes hears no splice.
 
 use super::level::SILENCE_DBOV;
-use super::libopus::{DECIMATION, MAX_PACKET_SAMPLES_8K, NarrowbandDecoder};
+use super::libopus::NarrowbandDecoder;
 use super::opus::packet_samples;
-use super::{FRAME_8K, MediaError};
+use super::{MediaError, OPUS_RATE};
 
 /// Opus packets kept per meeting stream; older ones are dropped.
 pub const STREAM_QUEUE_PACKETS: usize = 6;
@@ -89,14 +90,21 @@ pub(super) struct MeetingStream {
     seen: SeenWindow,
     /// Created the first time the stream is decoded.
     decoder: Option<NarrowbandDecoder>,
-    /// Decoded 8 kHz samples not yet played (a 60 ms packet leaves 40 ms).
+    /// Decoded samples not yet played (a 60 ms packet leaves 40 ms).
     pcm: Vec<i16>,
     pub(super) last_push: u64,
+    /// The rate decoded to.
+    rate: u32,
+    /// 20 ms at `rate`.
+    frame: usize,
 }
 
 impl MeetingStream {
-    pub(super) fn new(ssrc: u32, tick: u64) -> Self {
+    /// A stream decoded at `rate` (8, 16 or 48 kHz: the mix's).
+    pub(super) fn new(ssrc: u32, tick: u64, rate: u32) -> Self {
         Self {
+            rate,
+            frame: rate as usize / 50,
             ssrc,
             queue: Default::default(),
             head: 0,
@@ -141,8 +149,9 @@ impl MeetingStream {
     /// given) the energy after decoding now. `None`: nothing to play.
     /// Adds decode errors and packets decoded to `counts`.
     pub(super) fn level(&mut self, counts: &mut DecodeCounts) -> Result<Option<u8>, MediaError> {
-        if self.pcm.len() >= FRAME_8K {
-            return Ok(Some(super::level::energy_dbov(&self.pcm[..FRAME_8K])));
+        let frame = self.frame;
+        if self.pcm.len() >= frame {
+            return Ok(Some(super::level::energy_dbov(&self.pcm[..frame])));
         }
         let head_level = (self.queued > 0).then(|| self.queue[self.head].level);
         Ok(match head_level {
@@ -153,7 +162,7 @@ impl MeetingStream {
             _ => {
                 self.decode_frame(counts)?;
                 Some(super::level::energy_dbov(
-                    &self.pcm[..self.pcm.len().min(FRAME_8K)],
+                    &self.pcm[..self.pcm.len().min(frame)],
                 ))
             }
         })
@@ -172,10 +181,11 @@ impl MeetingStream {
     /// Decodes queued packets until 20 ms are buffered or the queue is
     /// empty.
     fn decode_frame(&mut self, counts: &mut DecodeCounts) -> Result<(), MediaError> {
-        while self.pcm.len() < FRAME_8K && self.queued > 0 {
+        while self.pcm.len() < self.frame && self.queued > 0 {
             if self.decoder.is_none() {
-                self.decoder = Some(NarrowbandDecoder::new()?);
-                self.pcm.reserve(MAX_PACKET_SAMPLES_8K + FRAME_8K);
+                self.decoder = Some(NarrowbandDecoder::with_rate(self.rate)?);
+                // 120 ms (the longest packet) and a frame.
+                self.pcm.reserve(7 * self.frame);
             }
             let at = self.head;
             self.head = (self.head + 1) % STREAM_QUEUE_PACKETS;
@@ -197,24 +207,26 @@ impl MeetingStream {
 
     /// Lets 20 ms pass unheard: buffered samples first, then packets.
     pub(super) fn skip_frame(&mut self) {
-        let from_pcm = self.pcm.len().min(FRAME_8K);
+        let frame = self.frame;
+        let decimation = (OPUS_RATE / self.rate) as usize;
+        let from_pcm = self.pcm.len().min(frame);
         self.pcm.drain(..from_pcm);
         let mut skipped = from_pcm;
-        while skipped < FRAME_8K {
+        while skipped < frame {
             let Some(q) = self.pop() else { break };
-            skipped += packet_samples(&q.bytes).map_or(FRAME_8K, |n| n / DECIMATION);
+            skipped += packet_samples(&q.bytes).map_or(frame, |n| n / decimation);
         }
     }
 
     /// Decodes what 20 ms need and takes them, silence-padded, into `out`
-    /// at 8 kHz.
+    /// (20 ms at the stream's rate).
     pub(super) fn play_frame(
         &mut self,
         counts: &mut DecodeCounts,
-        out: &mut [i16; FRAME_8K],
+        out: &mut [i16],
     ) -> Result<(), MediaError> {
         self.decode_frame(counts)?;
-        let n = self.pcm.len().min(FRAME_8K);
+        let n = self.pcm.len().min(self.frame).min(out.len());
         out[..n].copy_from_slice(&self.pcm[..n]);
         out[n..].fill(0);
         self.pcm.drain(..n);
@@ -258,7 +270,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_not_queued() {
-        let mut s = MeetingStream::new(1, 0);
+        let mut s = MeetingStream::new(1, 0, 8000);
         assert_eq!(s.push(Some(5), &[8, 1], None), Queueing::Queued);
         assert_eq!(s.push(Some(5), &[8, 1], None), Queueing::Duplicate);
         assert_eq!(s.push(None, &[8, 1], None), Queueing::Queued);

@@ -1,23 +1,30 @@
 //! [`CallerUplink`]: one dial-in caller's voice into the meeting, one
-//! 20 ms tick at a time: G.711 in, Opus out.
+//! 20 ms tick at a time: the caller's codec in (G.711, G.722 or Opus, see
+//! [`CallerCodec`]), Opus out.
 //!
-//! G.711 payloads go into a bounded sample FIFO ([`CALLER_FIFO_SAMPLES`],
-//! oldest dropped on overflow, so a caller whose clock runs fast never adds
-//! latency past the bound); each tick takes 160 samples (silence when fewer
-//! are there), measures their level, and, unless silence suppression
+//! The caller's payloads are decoded at the codec's own rate (8, 16 or
+//! 48 kHz) into a bounded sample FIFO (120 ms, [`CALLER_FIFO_SAMPLES`] at
+//! 8 kHz; oldest dropped on overflow, so a caller whose clock runs fast
+//! never adds latency past the bound); each tick takes 20 ms (silence when
+//! fewer are there), measures their level, and, unless silence suppression
 //! ([`SilenceGate`]) holds the frame back, encodes them as one Opus
-//! packet, straight from 8 kHz (libopus takes 8 kHz input; no upsampler).
+//! packet, straight from the codec's rate (libopus takes 8, 16 and 48 kHz
+//! input; no resampler): narrowband for G.711, wideband for G.722,
+//! fullband for an Opus caller.
 //!
 //! Driving it: [`CallerUplink::push`] as the caller's packets arrive,
 //! [`CallerUplink::tick`] every 20 ms of the caller's clock.
 
+use super::caller_codec::{
+    CallerCodec, CallerDecoder, MAX_CALLER_FRAME, MAX_CALLER_PAYLOAD_SAMPLES,
+};
 use super::level::energy_dbov;
 use super::libopus::NarrowbandEncoder;
 use super::opus::OpusSettings;
 use super::silence::{Gate, SilenceGate, SilenceSuppression};
-use super::{FRAME_8K, G711, MediaError};
+use super::{G711, MediaError};
 
-/// The caller FIFO's bound: 120 ms at 8 kHz.
+/// The caller FIFO's bound at 8 kHz: 120 ms (six frames at any rate).
 pub const CALLER_FIFO_SAMPLES: usize = 960;
 
 /// How an uplink encodes.
@@ -69,19 +76,22 @@ pub struct UplinkStats {
     pub frames_encoded: u64,
     /// Ticks silence suppression sent nothing for.
     pub frames_suppressed: u64,
+    /// Caller payloads that did not decode (corrupt Opus).
+    pub caller_decode_errors: u64,
 }
 
 /// A fixed ring of caller samples.
 struct SampleFifo {
-    buf: Box<[i16; CALLER_FIFO_SAMPLES]>,
+    buf: Box<[i16]>,
     start: usize,
     len: usize,
 }
 
 impl SampleFifo {
-    fn new() -> Self {
+    /// 120 ms of `frame` (20 ms) samples.
+    fn new(frame: usize) -> Self {
         Self {
-            buf: Box::new([0; CALLER_FIFO_SAMPLES]),
+            buf: vec![0; 6 * frame].into_boxed_slice(),
             start: 0,
             len: 0,
         }
@@ -91,13 +101,14 @@ impl SampleFifo {
     /// many were dropped.
     fn push(&mut self, samples: &[i16]) -> usize {
         let mut dropped = 0;
+        let cap = self.buf.len();
         for &s in samples {
-            if self.len == CALLER_FIFO_SAMPLES {
-                self.start = (self.start + 1) % CALLER_FIFO_SAMPLES;
+            if self.len == cap {
+                self.start = (self.start + 1) % cap;
                 self.len -= 1;
                 dropped += 1;
             }
-            self.buf[(self.start + self.len) % CALLER_FIFO_SAMPLES] = s;
+            self.buf[(self.start + self.len) % cap] = s;
             self.len += 1;
         }
         dropped
@@ -108,18 +119,22 @@ impl SampleFifo {
         if self.len < out.len() {
             return false;
         }
+        let cap = self.buf.len();
         for o in out.iter_mut() {
             *o = self.buf[self.start];
-            self.start = (self.start + 1) % CALLER_FIFO_SAMPLES;
+            self.start = (self.start + 1) % cap;
         }
         self.len -= out.len();
         true
     }
 }
 
-/// One caller's G.711 → Opus state.
+/// One caller's codec → Opus state.
 pub struct CallerUplink {
-    law: G711,
+    codec: CallerCodec,
+    decoder: CallerDecoder,
+    /// What one payload decodes to, before the FIFO.
+    scratch: Box<[i16; MAX_CALLER_PAYLOAD_SAMPLES]>,
     fifo: SampleFifo,
     encoder: NarrowbandEncoder,
     gate: Option<SilenceGate>,
@@ -129,7 +144,7 @@ pub struct CallerUplink {
 impl std::fmt::Debug for CallerUplink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallerUplink")
-            .field("law", &self.law)
+            .field("codec", &self.codec)
             .field("gate", &self.gate)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
@@ -139,19 +154,37 @@ impl std::fmt::Debug for CallerUplink {
 impl CallerUplink {
     /// An uplink for a caller speaking `law`.
     pub fn new(law: G711, settings: UplinkSettings) -> Result<Self, MediaError> {
+        Self::for_codec(CallerCodec::G711(law), settings)
+    }
+
+    /// An uplink for a caller speaking `codec`; the Opus encoder runs at
+    /// the codec's rate with [`CallerCodec::uplink_opus`] of
+    /// `settings.opus`.
+    pub fn for_codec(codec: CallerCodec, settings: UplinkSettings) -> Result<Self, MediaError> {
         Ok(Self {
-            law,
-            fifo: SampleFifo::new(),
-            encoder: NarrowbandEncoder::new(settings.opus)?,
+            codec,
+            decoder: CallerDecoder::new(codec)?,
+            scratch: Box::new([0; MAX_CALLER_PAYLOAD_SAMPLES]),
+            fifo: SampleFifo::new(codec.frame_samples()),
+            encoder: NarrowbandEncoder::with_rate(codec.uplink_opus(settings.opus), codec.rate())?,
             gate: settings.suppression.map(SilenceGate::new),
             stats: UplinkStats::default(),
         })
     }
 
-    /// The caller's G.711 law.
+    /// The caller's G.711 law (µ-law for a caller of another codec).
     #[must_use]
     pub const fn law(&self) -> G711 {
-        self.law
+        match self.codec.law() {
+            Some(law) => law,
+            None => G711::Mu,
+        }
+    }
+
+    /// The caller's codec.
+    #[must_use]
+    pub const fn codec(&self) -> CallerCodec {
+        self.codec
     }
 
     /// What has been dropped, concealed or suppressed so far.
@@ -166,26 +199,34 @@ impl CallerUplink {
         self.fifo.len
     }
 
-    /// One received G.711 payload, any length (160 bytes for 20 ms; 80 or
-    /// 240 are legal too). Goes into the bounded FIFO; the oldest samples
-    /// are dropped when it is full.
+    /// One received payload in the caller's codec, any length (G.711: 160
+    /// bytes for 20 ms, 80 or 240 are legal too). Goes into the bounded
+    /// FIFO; the oldest samples are dropped when it is full. A payload
+    /// that does not decode (corrupt Opus) is counted and dropped.
     pub fn push(&mut self, payload: &[u8]) {
-        let mut pcm = [0i16; FRAME_8K];
-        for chunk in payload.chunks(FRAME_8K) {
-            let pcm = &mut pcm[..chunk.len()];
-            self.law.decode(chunk, pcm);
-            self.stats.caller_samples_dropped += self.fifo.push(pcm) as u64;
+        // A G.711 payload longer than the scratch buffer is taken in parts.
+        for chunk in payload.chunks(MAX_CALLER_PAYLOAD_SAMPLES) {
+            match self.decoder.decode(chunk, &mut self.scratch[..]) {
+                Ok(n) => {
+                    self.stats.caller_samples_dropped += self.fifo.push(&self.scratch[..n]) as u64;
+                }
+                Err(_) => self.stats.caller_decode_errors += 1,
+            }
+            if !matches!(self.codec, CallerCodec::G711(_)) {
+                break;
+            }
         }
     }
 
     /// One 20 ms tick: the caller's next 20 ms (silence when the FIFO
     /// runs short) as one Opus packet, or nothing when suppressed.
     pub fn tick(&mut self) -> Result<UplinkFrame<'_>, MediaError> {
-        let mut pcm = [0i16; FRAME_8K];
-        if !self.fifo.pop_exact(&mut pcm) {
+        let mut frame = [0i16; MAX_CALLER_FRAME];
+        let pcm = &mut frame[..self.codec.frame_samples()];
+        if !self.fifo.pop_exact(pcm) {
             self.stats.caller_underruns += 1;
         }
-        let level = energy_dbov(&pcm);
+        let level = energy_dbov(pcm);
         let gate = match &mut self.gate {
             Some(gate) => gate.decide(level),
             None => Gate::Send { talkspurt: false },
@@ -202,7 +243,7 @@ impl CallerUplink {
             Gate::KeepAlive => false,
             Gate::Send { talkspurt } => talkspurt,
         };
-        let packet = self.encoder.encode(&pcm)?;
+        let packet = self.encoder.encode(pcm)?;
         self.stats.frames_encoded += 1;
         Ok(UplinkFrame {
             to_meeting: Some(packet),
@@ -215,6 +256,7 @@ impl CallerUplink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::FRAME_8K;
     use crate::media::tone::Sine;
 
     fn tone(sine: &mut Sine) -> [u8; FRAME_8K] {

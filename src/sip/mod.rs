@@ -65,8 +65,9 @@ pub use error::ParseError;
 pub use guard::SipLimits;
 pub use message::{Header, Method, SipMessage, StartLine};
 pub use sdp::{
-    AnswerSpec, Codec, CryptoOffer, Direction, MediaOffer, Negotiated, OfferedCodec, SdpError,
-    build_answer, negotiate, parse_offer,
+    AnswerSpec, CODEC_PREFERENCE, Codec, CryptoOffer, Direction, MediaOffer, Negotiated,
+    OFFERED_CODECS, OFFERED_TELEPHONE_EVENT, OfferSpec, OfferedCodec, SdpError, build_answer,
+    make_audio_offer, negotiate, parse_offer,
 };
 pub use stream::{Frame, FramingError, PONG, StreamFramer};
 pub use uas::{Uas, UasStats};

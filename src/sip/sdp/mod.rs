@@ -1,11 +1,18 @@
 //! The SIP side of SDP offer/answer (RFC 3264) for one audio stream:
 //! [`parse_offer`] reads the caller's offer (RFC 4566, with SDES keys from
 //! RFC 4568), [`negotiate`] picks what we answer with, and [`build_answer`]
-//! writes the answer.
+//! writes the answer. For a call sluice places itself, [`make_audio_offer`]
+//! writes the offer, and [`negotiate`] reads the far end's answer the same
+//! way (an answer is an SDP with one codec chosen from ours).
 //!
-//! Only the first audio m-line counts. G.711 is preferred (the bridge is
-//! G.711), telephone-event (RFC 4733) is carried along, and for RTP/SAVP the
-//! caller's first usable `a=crypto` line is taken, in the caller's order.
+//! Only the first audio m-line counts. The codec is chosen in sluice's
+//! order, Opus, then G.722, then PCMU, then PCMA, whatever the caller's
+//! order: a wideband codec skips the G.711 step, and a PBX commonly lists
+//! G.711 first for the sake of old phones rather than by preference.
+//! telephone-event (RFC 4733) is carried along, `a=rtcp-mux` (RFC 5761)
+//! answered when offered, `a=rtcp` (RFC 3605) honoured, and for RTP/SAVP
+//! the caller's first usable `a=crypto` line is taken, in the caller's
+//! order.
 
 mod answer;
 mod offer;
@@ -13,7 +20,10 @@ mod offer;
 use std::fmt;
 use std::net::IpAddr;
 
-pub use answer::{AnswerSpec, Negotiated, build_answer, negotiate};
+pub use answer::{
+    AnswerSpec, CODEC_PREFERENCE, Negotiated, OFFERED_CODECS, OFFERED_TELEPHONE_EVENT, OfferSpec,
+    build_answer, make_audio_offer, negotiate,
+};
 pub use offer::parse_offer;
 
 use crate::srtp::SrtpProfile;
@@ -36,6 +46,10 @@ pub struct MediaOffer {
     /// The events 0-15 offered for it, a bit each (bit n: event n); events
     /// above 15 are left out, as sluice does not take them.
     pub telephone_events: u16,
+    /// telephone-event/48000's payload type, if offered (an Opus caller's
+    /// DTMF at its codec's clock, RFC 4733 §2.1), and its events.
+    pub telephone_event_48k: Option<u8>,
+    pub telephone_events_48k: u16,
     /// The usable `a=crypto` lines, in the caller's order: supported suite,
     /// one key of the right length, no MKI.
     pub crypto: Vec<CryptoOffer>,
@@ -47,6 +61,26 @@ pub struct MediaOffer {
     /// The caller put us on hold: `c=0.0.0.0` (or `::`), sendonly or
     /// inactive.
     pub held: bool,
+    /// `a=rtcp-mux` (RFC 5761): RTCP on the RTP port.
+    pub rtcp_mux: bool,
+    /// `a=rtcp:<port> [IN IP4 <address>]` (RFC 3605): where the caller's
+    /// RTCP goes when not muxed, if not to the RTP port + 1.
+    pub rtcp: Option<(u16, Option<IpAddr>)>,
+}
+
+impl MediaOffer {
+    /// Where the caller wants RTCP: the RTP port when muxed, else the
+    /// `a=rtcp` port and address, else the RTP port + 1 (RFC 3550 §11).
+    pub fn rtcp_addr(&self) -> std::net::SocketAddr {
+        use std::net::SocketAddr;
+        if self.rtcp_mux {
+            return SocketAddr::new(self.connection, self.port);
+        }
+        match self.rtcp {
+            Some((port, addr)) => SocketAddr::new(addr.unwrap_or(self.connection), port),
+            None => SocketAddr::new(self.connection, self.port.wrapping_add(1)),
+        }
+    }
 }
 
 /// One payload type of the m-line.
@@ -65,8 +99,10 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law, 8 kHz (static payload type 8).
     Pcma,
-    /// Opus, 48 kHz.
+    /// Opus, 48 kHz (RFC 7587).
     Opus,
+    /// G.722, 16 kHz audio on an 8 kHz RTP clock (static payload type 9).
+    G722,
     /// Anything else.
     Other,
 }
@@ -163,8 +199,8 @@ pub enum SdpError {
     /// No `c=` line for the audio stream.
     #[error("no connection address")]
     MissingConnection,
-    /// Neither PCMU nor PCMA offered.
-    #[error("no common codec (PCMU or PCMA needed)")]
+    /// None of Opus, G.722, PCMU, PCMA offered.
+    #[error("no common codec (Opus, G.722, PCMU or PCMA needed)")]
     NoCommonCodec,
     /// RTP/SAVP without a usable `a=crypto` line.
     #[error("RTP/SAVP without a supported a=crypto line")]

@@ -35,6 +35,8 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
     let mut fmtps: Vec<(u8, String)> = Vec::new();
     let mut crypto = Vec::new();
     let mut ptime = None;
+    let mut rtcp_mux = false;
+    let mut rtcp = None;
 
     for line in text.lines() {
         let line = line.trim_end();
@@ -73,6 +75,8 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
                         }
                     }
                     "ptime" => ptime = arg.trim().parse().ok(),
+                    "rtcp-mux" => rtcp_mux = true,
+                    "rtcp" => rtcp = parse_rtcp(arg),
                     "crypto" => crypto.extend(parse_crypto(arg)),
                     _ => {
                         if let Some(d) = Direction::parse(name) {
@@ -93,6 +97,7 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         .or(session_conn)
         .ok_or(SdpError::MissingConnection)?;
     let mut telephone_event = None;
+    let mut telephone_event_48k = None;
     let mut codecs = Vec::with_capacity(pts.len());
     for pt in pts {
         let name = rtpmaps
@@ -104,22 +109,32 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
                 telephone_event = telephone_event.or(Some(pt));
                 continue;
             }
+            // RFC 4733 §2.1: at the audio codec's clock, so Opus callers
+            // may offer it at 48 kHz (the events are the same).
+            Some(n) if is_encoding(n, "telephone-event", 48000) => {
+                telephone_event_48k = telephone_event_48k.or(Some(pt));
+                continue;
+            }
             Some(n) if is_encoding(n, "PCMU", 8000) => Codec::Pcmu,
             Some(n) if is_encoding(n, "PCMA", 8000) => Codec::Pcma,
             Some(n) if is_encoding(n, "opus", 48000) => Codec::Opus,
+            Some(n) if is_encoding(n, "G722", 8000) => Codec::G722,
             Some(_) => Codec::Other,
             None if pt == 0 => Codec::Pcmu,
             None if pt == 8 => Codec::Pcma,
+            None if pt == 9 => Codec::G722,
             None => Codec::Other,
         };
         codecs.push(OfferedCodec { pt, codec });
     }
-    let telephone_events = telephone_event.map_or(0, |te| {
+    let events_of = |te: u8| {
         fmtps
             .iter()
             .find(|(pt, _)| *pt == te)
             .map_or(DTMF_EVENTS, |(_, list)| event_mask(list))
-    });
+    };
+    let telephone_events = telephone_event.map_or(0, events_of);
+    let telephone_events_48k = telephone_event_48k.map_or(0, events_of);
     let direction = media_dir.or(session_dir).unwrap_or(Direction::SendRecv);
     let held = connection.is_unspecified()
         || matches!(direction, Direction::SendOnly | Direction::Inactive);
@@ -130,11 +145,30 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         codecs,
         telephone_event,
         telephone_events,
+        telephone_event_48k,
+        telephone_events_48k,
         crypto,
         direction,
         ptime,
         held,
+        rtcp_mux,
+        rtcp,
     })
+}
+
+/// `<port> [IN IP4|IP6 <address>]` of `a=rtcp` (RFC 3605 §2.1); `None` when
+/// unreadable (then RTCP goes to the RTP port + 1).
+fn parse_rtcp(arg: &str) -> Option<(u16, Option<IpAddr>)> {
+    let arg = arg.trim();
+    let (port, rest) = arg.split_once(' ').unwrap_or((arg, ""));
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let rest = rest.trim();
+    let addr = if rest.is_empty() {
+        None
+    } else {
+        Some(parse_connection(rest).ok()?)
+    };
+    Some((port, addr))
 }
 
 /// Events 0-15 (the DTMF digits, `*`, `#` and A-D), what an offer without
@@ -312,7 +346,7 @@ a=sendonly\r\n";
                 },
                 OfferedCodec {
                     pt: 9,
-                    codec: Codec::Other
+                    codec: Codec::G722
                 },
             ]
         );
