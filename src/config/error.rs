@@ -214,6 +214,14 @@ pub enum ConfigError {
         /// Why, as a sentence fragment.
         reason: String,
     },
+    /// `[sip.trunk]` is unusable (an address that does not resolve, a bad
+    /// credentials file, a value out of range).
+    Trunk {
+        /// Where `[sip.trunk]` is written.
+        at: Location,
+        /// What to fix, as a sentence.
+        reason: String,
+    },
     /// The config file itself cannot be read.
     Unreadable {
         /// The file.
@@ -622,6 +630,7 @@ impl fmt::Display for ConfigError {
                 "cannot serve SIP over TLS: {reason}; set [sip] tls_cert and tls_key to a \
                  PEM certificate chain and its private key, or remove listen_tls"
             ),
+            Self::Trunk { at, reason } => write!(f, "{at}: [sip.trunk] {reason}"),
             Self::Unreadable { path, reason } => write!(
                 f,
                 "cannot read the config file {} ({reason}); check the path and its permissions",
