@@ -113,6 +113,10 @@ struct Sipp {
 
 impl Sipp {
     fn serve(scenario: &str, port: u16, cport: u16) -> Self {
+        Self::serve_with(scenario, port, cport, &[])
+    }
+
+    fn serve_with(scenario: &str, port: u16, cport: u16, extra: &[&str]) -> Self {
         let file: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
             .join(scenario);
@@ -123,6 +127,7 @@ impl Sipp {
             .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
             .args(["-m", "1", "-nostdin"])
             .args(["-timeout", "40s", "-timeout_error"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -407,6 +412,49 @@ fn an_answered_call_joins_the_meeting_both_ways_and_delete_sends_bye() {
     });
     assert_eq!(dialout_outcome(api, "answered"), 1.0);
     assert_eq!(metric(&metrics(api), "sluice_dialout_active_calls"), 0.0);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_tcp_trunk_answers_and_the_bye_goes_over_the_connection() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .ok()
+        .and_then(|_| std::net::TcpListener::bind("127.0.0.1:0").ok())
+        .and_then(|l| l.local_addr().ok())
+        .expect("a free TCP port")
+        .port();
+    let daemon = start(port, "transport = \"tcp\"\n");
+    let api = daemon.control_addr();
+    meeting(api, "5550107", "standard");
+    let mut phone = Phone::new();
+    let sipp = Sipp::serve_with("uas-answer.xml", port, phone.port(), &["-t", "t1"]);
+    let placed = dial(
+        api,
+        "5550107",
+        &json!({"to": format!("sip:+15551235@127.0.0.1:{port};transport=tcp")}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    wait_for("the answer", Duration::from_secs(10), || {
+        call(api, "5550107", &id)["state"] == "answered"
+    });
+    assert_eq!(
+        participants(api, "5550107"),
+        1,
+        "the phone is in the meeting"
+    );
+    // The bridge plays the joining prompt to the phone's RTP socket.
+    phone.wait_for_bridge();
+    let deleted = http(
+        api,
+        "DELETE",
+        &format!("/v1/meetings/5550107/calls/{id}"),
+        None,
+        None,
+    );
+    assert_eq!(deleted.status, 202, "{}", deleted.text);
+    sipp.succeeds();
+    assert_eq!(ended(api, "5550107", &id)["outcome"], "answered");
     daemon.shutdown();
 }
 

@@ -178,12 +178,12 @@ pub(crate) fn describe(doc: &mut Value, bad: &Value, unauthorized: &Value) {
             "operationId": "showCall",
             "summary": "A dial-out call: its state, and once ended its outcome",
             "responses": {
-                "200": call.clone(),
+                "200": call,
                 "400": bad,
                 "401": unauthorized,
                 "404": error("No such call in this meeting", &["call_not_found"]),
-                "409": not_configured.clone(),
-                "503": unavailable.clone()
+                "409": not_configured,
+                "503": unavailable
             }
         },
         "delete": {

@@ -17,6 +17,7 @@
 //! commands over a channel, each answered on a oneshot.
 
 mod counters;
+mod tcp;
 mod thread;
 
 use std::net::{SocketAddr, UdpSocket};

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::tcp::TrunkConnection;
 use super::{CallState, CallView, Command, DialOutCounters, DialRequest};
 use crate::config::{TrunkConfig, TrunkSrtp, TrunkTransport, is_sip_uri};
 use crate::control::{ApiError, BridgeLeg, MeetingDesk};
@@ -90,6 +91,8 @@ impl Outbound {
 
 pub(super) struct Worker {
     socket: UdpSocket,
+    /// The connection to a `transport = "tcp"` trunk.
+    tcp: Option<TrunkConnection>,
     uac: Uac,
     setup: Setup,
     pool: Sender<PoolCommand>,
@@ -125,8 +128,10 @@ impl Worker {
         );
         // std seeds every RandomState from the OS.
         let seed = RandomState::new().hash_one(0xd1a1_u64);
+        let tcp = (transport == Transport::Tcp).then(|| TrunkConnection::new(setup.trunk));
         Self {
             socket,
+            tcp,
             uac: Uac::new(cfg, seed),
             setup,
             pool,
@@ -169,6 +174,38 @@ impl Worker {
             .poll_timeout()
             .map_or(POLL, |at| at.saturating_duration_since(now).min(POLL))
             .max(Duration::from_millis(1));
+        if let Some(conn) = &mut self.tcp {
+            let (uac, trunk) = (&mut self.uac, self.setup.trunk);
+            conn.read(wait, |at, msg| {
+                uac.handle_message(at, Transport::Tcp, trunk, msg);
+            });
+        } else {
+            self.read_datagrams(wait, buf);
+        }
+        let now = Instant::now();
+        self.uac.handle_timeout(now);
+        self.drain_events(now);
+        while let Ok(command) = self.commands.try_recv() {
+            self.command(now, command);
+        }
+        while let Ok(PoolEvent::Hangup(call)) = self.pool_events.try_recv() {
+            self.uac.hangup(now, call);
+        }
+        self.drain_events(now);
+        while let Some(t) = self.uac.poll_transmit() {
+            match &mut self.tcp {
+                Some(conn) if t.transport.is_stream() => conn.send(&t.payload),
+                _ => {
+                    if let Err(e) = self.socket.send_to(&t.payload, t.to) {
+                        tracing::debug!("dial-out SIP send to {} failed: {e}", t.to);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the UDP socket for up to `wait`, then whatever else is queued.
+    fn read_datagrams(&mut self, wait: Duration, buf: &mut [u8]) {
         let _ = self.socket.set_read_timeout(Some(wait));
         for _ in 0..64 {
             match self.socket.recv_from(buf) {
@@ -186,21 +223,6 @@ impl Worker {
                     tracing::debug!("dial-out SIP socket: {e}");
                     break;
                 }
-            }
-        }
-        let now = Instant::now();
-        self.uac.handle_timeout(now);
-        self.drain_events(now);
-        while let Ok(command) = self.commands.try_recv() {
-            self.command(now, command);
-        }
-        while let Ok(PoolEvent::Hangup(call)) = self.pool_events.try_recv() {
-            self.uac.hangup(now, call);
-        }
-        self.drain_events(now);
-        while let Some(t) = self.uac.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.payload, t.to) {
-                tracing::debug!("dial-out SIP send to {} failed: {e}", t.to);
             }
         }
     }

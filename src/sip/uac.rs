@@ -497,7 +497,7 @@ impl Uac {
         });
     }
 
-    fn send_invite(&mut self, now: Instant, call: &mut OutCall, auth: Option<(&str, String)>) {
+    fn send_invite(&mut self, now: Instant, call: &mut OutCall, auth: Option<(&str, &str)>) {
         call.branch = format!("z9hG4bK{}", self.token());
         let bytes = self.encode(
             &Outgoing {
@@ -510,7 +510,7 @@ impl Uac {
                 cseq: call.cseq,
                 route: &[],
                 contact: true,
-                auth: auth.as_ref().map(|(name, value)| (*name, value.as_str())),
+                auth,
             },
             Some(&call.sdp),
         );
@@ -850,7 +850,7 @@ impl Uac {
         );
         call.cseq += 1;
         call.ack = None;
-        self.send_invite(now, call, Some((answer_header, value)));
+        self.send_invite(now, call, Some((answer_header, &value)));
         true
     }
 
