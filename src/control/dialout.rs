@@ -26,6 +26,11 @@ pub(crate) struct DialBody {
     caller_id_name: Option<String>,
 }
 
+/// What `is_sip_uri` takes, for the OpenAPI document: `sip:` or `sips:`,
+/// then printable ASCII without `"`, `<`, `>` or `\`, in non-empty parts
+/// between `@`s.
+const SIP_URI_PATTERN: &str = r"^[sS][iI][pP][sS]?:[!#-;=?A-\[\]-~]+(@[!#-;=?A-\[\]-~]+)*$";
+
 /// The longest caller name sent in From.
 const MAX_NAME: usize = 64;
 
@@ -204,7 +209,7 @@ pub(crate) fn describe(doc: &mut Value, bad: &Value, unauthorized: &Value) {
     doc["paths"]["/v1/meetings/{id}/calls/{cid}"] = call_paths;
     let schemas = &mut doc["components"]["schemas"];
     let uri = json!({ "type": "string", "minLength": 5, "maxLength": 256,
-        "pattern": "^[sS][iI][pP][sS]?:[!-~]+$" });
+        "pattern": SIP_URI_PATTERN });
     schemas["Dial"] = json!({
         "type": "object", "required": ["to"], "additionalProperties": false,
         "properties": {
