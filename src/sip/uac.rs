@@ -366,7 +366,8 @@ impl Uac {
             retransmit_at: None,
             interval: self.cfg.t1,
             expire_at: None,
-            ring_deadline: Some(now + dial.ring_timeout),
+            // A timeout too large for the clock never fires.
+            ring_deadline: now.checked_add(dial.ring_timeout),
             ack: None,
             cancel: None,
             bye: None,
