@@ -40,6 +40,9 @@ pub enum DaemonError {
     /// SIP dial-in could not start.
     #[error("SIP dial-in: {0}")]
     DialIn(#[from] DialInError),
+    /// Dial-out (`[sip.trunk]`) could not start.
+    #[error(transparent)]
+    DialOut(#[from] crate::dialout::DialOutError),
     /// The video transcoding threads could not start.
     #[error(
         "cannot start the video transcoding threads: {0} (set [transcode] enabled = false to run without)"
@@ -122,6 +125,8 @@ pub struct Daemon {
     video_encoders: Vec<EncoderKind>,
     membership: Option<Membership>,
     dialin: Option<DialIn>,
+    /// SIP dial-out, when `[sip.trunk]` is configured.
+    dialout: Option<crate::dialout::DialOut>,
     /// The media port's WebRTC handshake thread (browsers), when it runs.
     webrtc: Option<WebrtcPort>,
     transcode: Option<TranscodeService>,
@@ -301,11 +306,39 @@ impl Daemon {
         } else {
             None
         };
+        let dialout = match &config.sip.trunk {
+            Some(trunk) => {
+                let options = crate::dialout::DialOutOptions {
+                    sip: config.sip.clone(),
+                    trunk: trunk.clone(),
+                    relay: data.local_addr(),
+                    backend: crypto,
+                };
+                match crate::dialout::DialOut::start(
+                    &options,
+                    control.desk(),
+                    Arc::clone(metrics.dialout()),
+                ) {
+                    Ok((dialout, handle)) => {
+                        control.state().attach_dial_out(handle);
+                        Some(dialout)
+                    }
+                    Err(e) => {
+                        drop(dialin);
+                        control.shutdown();
+                        data.shutdown();
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Self {
             config: config.clone(),
             video_encoders,
             membership,
             dialin,
+            dialout,
             webrtc,
             transcode,
             data,
@@ -356,6 +389,13 @@ impl Daemon {
     /// Where SIP dial-in listens, when enabled.
     pub fn sip_addr(&self) -> Option<SocketAddr> {
         self.dialin.as_ref().map(DialIn::local_addr)
+    }
+
+    /// The dial-out SIP socket's address, when `[sip.trunk]` is set.
+    pub fn dialout_addr(&self) -> Option<SocketAddr> {
+        self.dialout
+            .as_ref()
+            .map(crate::dialout::DialOut::local_addr)
     }
 
     /// Where SIP over TCP and over TLS listen, when they do.
@@ -420,6 +460,9 @@ impl Daemon {
             membership.shutdown();
         }
         // Callers first: their BYEs go out while the relay still runs.
+        if let Some(dialout) = self.dialout {
+            dialout.shutdown();
+        }
         if let Some(dialin) = self.dialin {
             dialin.shutdown();
         }

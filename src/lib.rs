@@ -27,6 +27,7 @@ pub mod crypto;
 pub mod ctl;
 pub mod daemon;
 pub mod dialin;
+pub mod dialout;
 pub mod logging;
 pub mod media;
 pub mod metrics;

@@ -479,6 +479,7 @@ pub struct MetricsHub {
     crypto_backend: &'static str,
     crypto: Arc<CryptoMetrics>,
     dialin: Arc<DialInCounters>,
+    dialout: Arc<crate::dialout::DialOutCounters>,
     webrtc: Arc<sluice_webrtc::counters::WebRtcCounters>,
     transcode: Arc<crate::transcode::TranscodeCounters>,
 }
@@ -493,6 +494,7 @@ impl MetricsHub {
             crypto_backend,
             crypto: Arc::default(),
             dialin: Arc::default(),
+            dialout: Arc::default(),
             webrtc: Arc::default(),
             transcode: Arc::default(),
         }
@@ -523,6 +525,11 @@ impl MetricsHub {
     /// The SIP dial-in counters (rendered whether or not SIP is enabled).
     pub fn dialin(&self) -> &Arc<DialInCounters> {
         &self.dialin
+    }
+
+    /// The SIP dial-out counters (rendered whether or not a trunk is set).
+    pub fn dialout(&self) -> &Arc<crate::dialout::DialOutCounters> {
+        &self.dialout
     }
 
     /// The media port's WebRTC counters (handshakes, drops, consent).
@@ -716,6 +723,7 @@ impl MetricsHub {
         out.push_str(&render_latency(&workers));
         out.push_str(&self.crypto.render());
         out.push_str(&self.dialin.render());
+        out.push_str(&self.dialout.render());
         out.push_str(&crate::webrtc::render_counters(&self.webrtc.snapshot()));
         out.push_str(&self.transcode.render());
         Ok(out)

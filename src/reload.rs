@@ -125,7 +125,8 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             listen_tls,
             tls_cert,
             tls_key,
-            tls_require_srtp
+            tls_require_srtp,
+            trunk
         ]
     );
     // Whole sections read only at start: the encoder probe and the

@@ -219,6 +219,14 @@ pub enum ConfigError {
         /// Why, as a sentence fragment.
         reason: String,
     },
+    /// `[sip.trunk]` is unusable (an address that does not resolve, a bad
+    /// credentials file, a value out of range).
+    Trunk {
+        /// Where `[sip.trunk]` is written.
+        at: Location,
+        /// What to fix, as a sentence.
+        reason: String,
+    },
     /// The config file itself cannot be read.
     Unreadable {
         /// The file.
@@ -635,6 +643,7 @@ impl fmt::Display for ConfigError {
                  private_key to a PEM certificate and its PKCS#8 private key, or remove both \
                  to have one made at start-up"
             ),
+            Self::Trunk { at, reason } => write!(f, "{at}: [sip.trunk] {reason}"),
             Self::Unreadable { path, reason } => write!(
                 f,
                 "cannot read the config file {} ({reason}); check the path and its permissions",

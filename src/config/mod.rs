@@ -13,6 +13,7 @@ mod cluster;
 mod error;
 mod transcode;
 mod webrtc;
+mod trunk;
 
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,6 +26,7 @@ pub use cluster::{ClusterConfig, ClusterSettings};
 pub use error::{ConfigError, Location};
 pub use transcode::TranscodeConfig;
 pub use webrtc::WebrtcConfig;
+pub use trunk::{TrunkConfig, TrunkSrtp, TrunkTransport, is_sip_uri, load_account};
 
 use crate::policy::Policy;
 
@@ -392,6 +394,8 @@ pub struct SipConfig {
     /// A connection that carries nothing (not even a keep-alive) for this
     /// long is closed; a TLS handshake must finish within 10 s.
     pub connection_idle_secs: u64,
+    /// `[sip.trunk]`: where dial-out calls go; no dial-out without it.
+    pub trunk: Option<TrunkConfig>,
 }
 
 impl Default for SipConfig {
@@ -429,6 +433,7 @@ impl Default for SipConfig {
             max_connections: 512,
             max_connections_per_source: 32,
             connection_idle_secs: 300,
+            trunk: None,
         }
     }
 }
@@ -584,6 +589,12 @@ impl SipConfig {
                 format!("\"{}\"", self.media_ip()),
                 "a specific IP callers can reach (set media_ip when SIP listens on all addresses)",
             ));
+        }
+        if let Some(trunk) = &self.trunk {
+            trunk.check().map_err(|reason| ConfigError::Trunk {
+                at: Location::of_section(text, origin, "sip.trunk"),
+                reason,
+            })?;
         }
         Ok(())
     }

@@ -151,6 +151,29 @@ impl MeetingDesk {
         Ok(leg)
     }
 
+    /// Admits a phone the integrator dialled out to (`POST .../dial`) as
+    /// [`Self::admit_caller`] does, except that the meeting's passcode is
+    /// not asked for: the integrator placing the call vouches for it. The
+    /// lock, E2EE refusal and limits apply as to any caller. In cluster
+    /// mode the passcode is not known here, so a passcoded meeting refuses.
+    pub fn admit_dialed(
+        &self,
+        meeting: &str,
+        name: &str,
+        ssrc: u32,
+    ) -> Result<BridgeLeg, DeskError> {
+        let passcode = match self.state.cluster() {
+            Some(_) => None,
+            None => self
+                .state
+                .registry()
+                .meeting(meeting)?
+                .passcode()
+                .map(str::to_owned),
+        };
+        self.admit_caller(meeting, name, passcode.as_deref(), ssrc)
+    }
+
     /// Counts a policy refusal as the API counts its own; passes `e` on.
     fn counted(&self, e: DeskError) -> DeskError {
         if let DeskError::Refused(refusal) = &e {

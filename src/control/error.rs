@@ -60,11 +60,21 @@ pub enum ApiError {
     NodeHintAlone,
     /// Cluster mode: no live node can take the meeting or the leg.
     NoNodeAvailable(String),
+    /// Dial-out into an E2EE meeting: the phone network carries plain
+    /// audio, so the relay would have to hold the media key.
+    E2eeForbidsDialOut,
+    /// Dial-out asked of a node without `[sip.trunk]`.
+    DialOutNotConfigured,
+    /// The meeting has no dial-out call with this id.
+    CallNotFound(String),
+    /// Dial-out cannot take a call now (its `max_calls`, or its thread
+    /// is gone); the message says which.
+    DialOutUnavailable(String),
 }
 
 impl ApiError {
     /// Every code any endpoint can answer with.
-    pub const CODES: [&'static str; 32] = [
+    pub const CODES: [&'static str; 36] = [
         "invalid_request",
         "invalid_key",
         "invalid_srtp_profile",
@@ -97,6 +107,10 @@ impl ApiError {
         "cluster_unavailable",
         "not_clustered",
         "no_node_available",
+        "e2ee_forbids_dial_out",
+        "dial_out_not_configured",
+        "call_not_found",
+        "dial_out_unavailable",
     ];
 
     /// The stable code.
@@ -119,6 +133,10 @@ impl ApiError {
             Self::ClusterUnavailable(_) => "cluster_unavailable",
             Self::NotClustered | Self::NodeHintAlone => "not_clustered",
             Self::NoNodeAvailable(_) => "no_node_available",
+            Self::E2eeForbidsDialOut => "e2ee_forbids_dial_out",
+            Self::DialOutNotConfigured => "dial_out_not_configured",
+            Self::CallNotFound(_) => "call_not_found",
+            Self::DialOutUnavailable(_) => "dial_out_unavailable",
         }
     }
 
@@ -150,6 +168,10 @@ impl ApiError {
             }
             Self::NotClustered => StatusCode::NOT_FOUND,
             Self::NodeHintAlone => StatusCode::CONFLICT,
+            Self::E2eeForbidsDialOut => StatusCode::FORBIDDEN,
+            Self::DialOutNotConfigured => StatusCode::CONFLICT,
+            Self::CallNotFound(_) => StatusCode::NOT_FOUND,
+            Self::DialOutUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -202,6 +224,20 @@ impl ApiError {
             Self::Unauthorized => {
                 "send the API token as \"Authorization: Bearer <token>\"".to_owned()
             }
+            Self::E2eeForbidsDialOut => {
+                "end-to-end encrypted meetings cannot call phones: the phone network carries \
+                 plain audio; use a standard meeting"
+                    .to_owned()
+            }
+            Self::DialOutNotConfigured => {
+                "this node has no SIP trunk for dial-out: add a [sip.trunk] section to its \
+                 config"
+                    .to_owned()
+            }
+            Self::CallNotFound(id) => {
+                format!("the meeting has no call with the id {}", IdPrefix(id))
+            }
+            Self::DialOutUnavailable(m) => format!("{m}; retry later"),
         }
     }
 
@@ -360,6 +396,10 @@ mod tests {
             (ApiError::NotClustered, 404),
             (ApiError::NodeHintAlone, 409),
             (ApiError::NoNodeAvailable("x".into()), 503),
+            (ApiError::E2eeForbidsDialOut, 403),
+            (ApiError::DialOutNotConfigured, 409),
+            (ApiError::CallNotFound("x".into()), 404),
+            (ApiError::DialOutUnavailable("x".into()), 503),
         ];
         // The edge's own errors (414, 431, 408, 503, 400 before routing)
         // are written in `edge.rs`, not through this enum.

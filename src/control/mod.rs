@@ -32,6 +32,7 @@ mod auth;
 mod cascade;
 mod clustered;
 mod desk;
+mod dialout;
 mod edge;
 mod error;
 mod extract;
@@ -119,6 +120,8 @@ struct Shared {
     cascade: Option<std::sync::mpsc::Sender<cascade::Wake>>,
     /// The media port's WebRTC side, once the daemon attached it.
     webrtc: std::sync::OnceLock<WebrtcEdge>,
+    /// Dial-out, once the daemon started it (`[sip.trunk]`).
+    dial_out: std::sync::OnceLock<crate::dialout::DialOutHandle>,
 }
 
 impl fmt::Debug for ControlState {
@@ -161,6 +164,7 @@ impl ControlState {
                 cluster: opts.cluster,
                 cascade,
                 webrtc: std::sync::OnceLock::new(),
+                dial_out: std::sync::OnceLock::new(),
             }),
         };
         (state, woken)
@@ -207,6 +211,16 @@ impl ControlState {
 
     fn webrtc(&self) -> Option<&WebrtcEdge> {
         self.inner.webrtc.get()
+    }
+
+    /// Gives `POST .../dial` the dial-out thread (once; the daemon calls
+    /// it when `[sip.trunk]` is configured).
+    pub fn attach_dial_out(&self, handle: crate::dialout::DialOutHandle) {
+        let _ = self.inner.dial_out.set(handle);
+    }
+
+    fn dial_out(&self) -> Option<&crate::dialout::DialOutHandle> {
+        self.inner.dial_out.get()
     }
 
     /// The cluster link, in cluster mode.
@@ -271,6 +285,11 @@ pub fn router(state: ControlState) -> Router {
                 .get(webrtc::get_session)
                 .patch(webrtc::patch_session)
                 .options(webrtc::options),
+        )
+        .route("/v1/meetings/{id}/dial", post(dialout::dial))
+        .route(
+            "/v1/meetings/{id}/calls/{cid}",
+            get(dialout::show_call).delete(dialout::hangup_call),
         )
         .route("/v1/cluster/nodes", get(crate::cluster::api::list_nodes))
         .route(

@@ -324,6 +324,7 @@ pub(crate) fn document() -> Value {
         }
     });
     super::listing::describe(&mut doc, &unauthorized, &no_participant);
+    super::dialout::describe(&mut doc, &bad, &unauthorized);
     doc
 }
 
@@ -336,7 +337,7 @@ fn schemas() -> Value {
             "type": "object", "required": ["error"],
             "properties": { "error": { "type": "object", "required": ["code", "message"],
                 "properties": {
-                    "code": { "type": "string", "enum": ApiError::CODES },
+                    "code": { "type": "string", "enum": ApiError::CODES.as_slice() },
                     "message": { "type": "string" }
                 } } }
         },

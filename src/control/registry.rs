@@ -100,6 +100,12 @@ impl Meeting {
     pub(crate) fn has_passcode(&self) -> bool {
         self.passcode.is_some()
     }
+
+    /// The passcode itself, for admissions the integrator itself asked
+    /// for (dial-out): they need not know it.
+    pub(crate) fn passcode(&self) -> Option<&str> {
+        self.passcode.as_deref()
+    }
 }
 
 /// An admitted participant and its leg.

@@ -859,6 +859,8 @@ async fn openapi_describes_every_route_and_code() {
             "/v1/cluster/nodes",
             "/v1/meetings",
             "/v1/meetings/{id}",
+            "/v1/meetings/{id}/calls/{cid}",
+            "/v1/meetings/{id}/dial",
             "/v1/meetings/{id}/lock",
             "/v1/meetings/{id}/participants",
             "/v1/meetings/{id}/participants/{pid}",
@@ -869,7 +871,10 @@ async fn openapi_describes_every_route_and_code() {
     );
     let mut operations = 0;
     for (path, item) in paths {
-        let uri = path.replace("{id}", "x").replace("{pid}", "y");
+        let uri = path
+            .replace("{id}", "x")
+            .replace("{pid}", "y")
+            .replace("{cid}", "z");
         for (method, _) in item.as_object().unwrap() {
             if !["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
                 continue; // "parameters"
@@ -884,7 +889,7 @@ async fn openapi_describes_every_route_and_code() {
             );
         }
     }
-    assert_eq!(operations, 15);
+    assert_eq!(operations, 18);
     for code in ApiError::CODES {
         assert!(
             doc.text.contains(&format!("\"{code}\"")),

@@ -21,6 +21,7 @@
 //! other leg and never decode anything themselves.
 
 mod call;
+pub(crate) mod outbound;
 mod pool;
 mod prompts;
 mod rekey;

@@ -217,12 +217,12 @@ impl DigestAuth {
 }
 
 /// The `name=value` list of a `Digest ...` credentials value.
-struct DigestParams<'a> {
+pub(crate) struct DigestParams<'a> {
     pairs: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> DigestParams<'a> {
-    fn parse(value: &'a str) -> Option<Self> {
+    pub(crate) fn parse(value: &'a str) -> Option<Self> {
         let (scheme, rest) = value.trim().split_once(char::is_whitespace)?;
         if !scheme.eq_ignore_ascii_case("Digest") {
             return None;
@@ -250,7 +250,7 @@ impl<'a> DigestParams<'a> {
         Some(Self { pairs })
     }
 
-    fn get(&self, name: &str) -> Option<&'a str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a str> {
         self.pairs
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))

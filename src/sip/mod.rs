@@ -28,6 +28,10 @@
 //!
 //! [`sdp`] parses the caller's offer and builds our answer.
 //!
+//! Dial-out is the other direction: [`Uac`] places calls through a trunk
+//! (INVITE client transaction, digest authentication on 401/407, CANCEL,
+//! BYE), driven the same way.
+//!
 //! Before a request costs state, [`SipLimits`] apply: an allow-list of
 //! source networks, a per-source INVITE rate and share of the dialog
 //! table, and optional digest authentication (RFC 8760, SHA-256).
@@ -39,6 +43,7 @@
 
 mod call;
 mod digest;
+mod digest_client;
 mod error;
 mod guard;
 mod header;
@@ -47,6 +52,7 @@ pub mod sdp;
 mod stream;
 mod timer;
 mod transaction;
+mod uac;
 mod uas;
 mod wire;
 
@@ -56,6 +62,8 @@ mod edge_tests;
 mod tests;
 #[cfg(test)]
 mod transport_tests;
+#[cfg(test)]
+mod uac_tests;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,6 +78,9 @@ pub use sdp::{
     make_audio_offer, negotiate, parse_offer,
 };
 pub use stream::{Frame, FramingError, PONG, StreamFramer};
+pub use uac::{
+    Dial, DialError, DialOutcome, MAX_OUTBOUND_CALLS, TrunkAccount, Uac, UacConfig, UacEvent,
+};
 pub use uas::{Uas, UasStats};
 
 /// The largest datagram the UAS reads (larger ones are dropped).
