@@ -12,8 +12,8 @@
 mod cluster;
 mod error;
 mod transcode;
-mod webrtc;
 mod trunk;
+mod webrtc;
 
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,8 +25,8 @@ use serde::Deserialize;
 pub use cluster::{ClusterConfig, ClusterSettings};
 pub use error::{ConfigError, Location};
 pub use transcode::TranscodeConfig;
-pub use webrtc::WebrtcConfig;
 pub use trunk::{TrunkConfig, TrunkSrtp, TrunkTransport, is_sip_uri, load_account};
+pub use webrtc::WebrtcConfig;
 
 use crate::policy::Policy;
 

@@ -69,13 +69,15 @@ pub(crate) fn bridge(
     sockets: MediaSockets,
     now: Instant,
 ) -> Result<Box<CallSlot>, CallError> {
-    let remote = media.remote;
+    let (remote, rtcp) = (media.remote, media.rtcp);
     let mut call = Call::new(Arc::clone(settings), media, Entry::Admitted(leg), now)?;
-    call.update_caller(remote, false, now);
+    call.update_caller((remote, rtcp), false, now);
+    // RTCP to the far end leaves from the RTP socket (no port + 1 of ours
+    // is offered yet), toward what its answer named.
     Ok(Box::new(CallSlot::new(
         id,
         call,
-        sockets.caller,
+        (sockets.caller, None),
         sockets.meeting,
     )))
 }

@@ -23,7 +23,7 @@ use crate::control::{ApiError, BridgeLeg, MeetingDesk};
 use crate::dialin::outbound::{
     CallSettings, CallerMedia, MediaSockets, PoolCommand, PoolEvent, bridge, random_u32,
 };
-use crate::media::G711;
+use crate::media::{CallerCodec, G711};
 use crate::relay::MeetingMode;
 use crate::sip::sdp::{AnswerSpec, Codec, Direction, MediaOffer, OfferedCodec, build_answer};
 use crate::sip::{
@@ -265,7 +265,12 @@ impl Worker {
                         let _ = self.pool.send(PoolCommand::Update {
                             id: call,
                             remote: SocketAddr::new(answer.connection, answer.port),
+                            rtcp: negotiate(&answer).map_or_else(
+                                |_| SocketAddr::new(answer.connection, answer.port.wrapping_add(1)),
+                                |n| n.rtcp,
+                            ),
                             held: answer.held,
+                            rekey: None,
                         });
                     }
                     (Some(answer), false) => self.start_media(now, call, &answer),
@@ -438,9 +443,12 @@ impl Worker {
             telephone_event: Some(TELEPHONE_EVENT_PT),
             telephone_events: 0xFFFF,
             crypto: our_key.clone().map(|k| (1, OFFERED_SUITE, k)),
+            telephone_event_clock: 8000,
             direction: Direction::SendRecv,
             session_id: u64::from(random_u32()),
             session_version: 1,
+            rtcp_mux: false,
+            rtcp_port: None,
         });
         let dial = Dial {
             to: request.to.clone(),
@@ -518,15 +526,17 @@ fn caller_media(c: &Outbound, answer: &MediaOffer, srtp: TrunkSrtp) -> Result<Ca
         (None, Some(_)) => return Err("the answer has SRTP keys for a plain RTP offer".to_owned()),
         _ => None,
     };
-    let codec = match negotiated.codec.codec {
+    let codec = CallerCodec::G711(match negotiated.codec.codec {
         Codec::Pcma => G711::A,
         _ => G711::Mu,
-    };
+    });
     Ok(CallerMedia {
         codec,
         payload_type: negotiated.codec.pt,
         telephone_event: negotiated.telephone_event,
         remote: negotiated.remote,
+        rtcp: negotiated.rtcp,
+        rtcp_mux: negotiated.rtcp_mux,
         srtp: keys,
         display: format!("phone {}", c.to),
     })

@@ -482,7 +482,7 @@ mod tests {
             })
             .to_vec();
         let slot_ssrcs = registry
-            .open_browser_session(&m, &web, 7, Vec::new(), requests)
+            .open_browser_session(&m, &web, 7, Vec::new(), Vec::new(), requests)
             .unwrap()
             .unwrap();
         let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[9; 44]).unwrap();
