@@ -215,6 +215,9 @@ pub struct MediaConfig {
     pub io: IoChoice,
     /// Whether each worker is pinned to its own core.
     pub pin_cores: bool,
+    /// Whether runs of equal-sized datagrams to one receiver go out as one
+    /// UDP GSO send where the kernel offers it (bench/README.md, #12).
+    pub gso: bool,
 }
 
 impl Default for MediaConfig {
@@ -225,6 +228,7 @@ impl Default for MediaConfig {
             workers: 0,
             io: IoChoice::Auto,
             pin_cores: true,
+            gso: true,
         }
     }
 }
@@ -878,6 +882,7 @@ mod tests {
         assert_eq!(c.policy.max_participants_per_meeting, 100);
         assert_eq!(c.policy.max_participants_per_node, 5000);
         assert!(c.media.pin_cores);
+        assert!(c.media.gso);
     }
 
     #[test]
@@ -894,6 +899,7 @@ advertise = "203.0.113.7"
 workers = 4
 io = "io_uring"
 pin_cores = false
+gso = false
 
 [crypto]
 backend = "aes-gcm"
@@ -914,6 +920,7 @@ max_worker_busy = 0.7
         assert_eq!(c.control.token_env, "OTHER");
         assert_eq!(c.media.workers, 4);
         assert_eq!(c.media.io, IoChoice::IoUring);
+        assert!(!c.media.gso);
         assert_eq!(c.crypto.backend, CryptoChoice::AesGcm);
         assert_eq!(c.crypto.gpu, GpuChoice::Off);
         assert_eq!(c.policy.e2ee, E2eePolicy::All);

@@ -4,7 +4,8 @@
 //! its socket and wait on the ring (with a [`POLL_INTERVAL`] timeout,
 //! `IORING_FEAT_EXT_ARG`, so it notices shutdown). The datagrams a handler
 //! produced go out as `SendMsg` entries hard-linked into one chain,
-//! submitted in one `io_uring_enter`.
+//! submitted in one `io_uring_enter`; with GSO one entry carries a run of
+//! datagrams to one destination (`gso.rs`).
 //!
 //! Why receives are not `RecvMsg` entries armed on every slot (round 1):
 //! a datagram wakes every armed receive, one takes it, and each of the
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use io_uring::{IoUring, opcode, squeue, types};
 
 use super::msghdr::{RecvSlots, SendHeaders};
-use super::worker::{BatchIo, POLL_INTERVAL};
+use super::worker::{BatchIo, FANOUT_HINT, POLL_INTERVAL};
 use crate::metrics::{Drop, WorkerCounters};
 use crate::relay::{Path, Transmits};
 
@@ -69,6 +70,9 @@ pub(crate) struct UringIo {
     poll_armed: bool,
     send: SendHeaders,
     sends_in_flight: usize,
+    /// Messages of the current send batch that failed, with their errno,
+    /// to recover once their chain has completed (rare: grows only then).
+    failed: Vec<(usize, i32)>,
     counters: Arc<WorkerCounters>,
     wait_timeout: types::Timespec,
 }
@@ -98,8 +102,10 @@ impl UringIo {
         ring: IoUring,
         socket: UdpSocket,
         recv_batch: usize,
+        gso: bool,
         counters: Arc<WorkerCounters>,
     ) -> io::Result<Self> {
+        let gso = gso && super::gso::supported(&socket);
         let local = socket.local_addr()?;
         let (v6, any) = (local.is_ipv6(), local.ip().is_unspecified());
         Ok(Self {
@@ -108,7 +114,8 @@ impl UringIo {
             recv: RecvSlots::new(recv_batch),
             ready: 0,
             poll_armed: false,
-            send: SendHeaders::new(v6, any, recv_batch),
+            send: SendHeaders::new(v6, any, gso, recv_batch * FANOUT_HINT),
+            failed: Vec::new(),
             sends_in_flight: 0,
             counters,
             wait_timeout: types::Timespec::from(POLL_INTERVAL),
@@ -175,7 +182,8 @@ impl UringIo {
     }
 
     /// Takes every completion off the ring: the poll's is noted, sends are
-    /// counted against `out` (the batch they were built from).
+    /// counted against `out` (the batch they were built from); failed ones
+    /// are kept for [`Self::recover_failed`].
     fn reap(&mut self, out: Option<&Transmits>) {
         for cqe in self.ring.completion() {
             let index = (cqe.user_data() & !TAG) as usize;
@@ -183,14 +191,34 @@ impl UringIo {
                 POLL => self.poll_armed = false,
                 SEND => {
                     self.sends_in_flight -= 1;
-                    match out.and_then(|o| o.get(index)) {
-                        Some(t) if cqe.result() >= 0 => self.counters.sent(t.mode, t.data.len()),
-                        _ => self.counters.dropped(Drop::Other),
+                    match out {
+                        Some(out) if cqe.result() >= 0 => {
+                            let datagrams = self.send.datagrams(index);
+                            for t in datagrams.iter().filter_map(|&i| out.get(i as usize)) {
+                                self.counters.sent(t.mode, t.data.len());
+                            }
+                        }
+                        Some(_) => self.failed.push((index, -cqe.result())),
+                        None => self.counters.dropped(Drop::Other),
                     }
                 }
                 _ => {} // CANCEL: the cancelled operation reports itself.
             }
         }
+    }
+
+    /// Sends again, datagram by datagram, the failed messages of the chain
+    /// that just completed (msghdr.rs `recover`). The datagrams of a failed
+    /// GSO run may then follow the next run to the same destination, which
+    /// the chain already sent: a reordering only on this error path, which
+    /// for `EIO` happens once per socket (GSO is then off).
+    fn recover_failed(&mut self, out: &Transmits) {
+        let fd = self.socket.as_raw_fd();
+        for k in 0..self.failed.len() {
+            let (j, errno) = self.failed[k];
+            self.send.recover(fd, out, j, errno, &self.counters);
+        }
+        self.failed.clear();
     }
 }
 
@@ -253,6 +281,7 @@ impl BatchIo for UringIo {
             if free == 0 {
                 self.enter(0)?;
                 self.reap(Some(out));
+                self.recover_failed(out);
                 continue;
             }
             let end = count.min(at + free);
@@ -282,6 +311,7 @@ impl BatchIo for UringIo {
                 self.enter(1)?;
                 self.reap(Some(out));
             }
+            self.recover_failed(out);
             at = end;
         }
         Ok(())
@@ -289,6 +319,13 @@ impl BatchIo for UringIo {
 }
 
 impl UringIo {
+    /// Whether this socket still sends runs with GSO, and how many runs
+    /// the kernel refused so far.
+    #[cfg(test)]
+    pub(crate) fn gso_state(&self) -> (bool, u64) {
+        (self.send.gso(), self.send.retried_runs())
+    }
+
     /// Cancels the poll and waits (bounded) until the kernel has finished
     /// every operation; returns whether it has.
     fn settle(&mut self) -> bool {
@@ -318,7 +355,7 @@ impl std::ops::Drop for UringIo {
                 "io_uring operations did not complete after cancellation"
             );
             // Leaking beats freeing memory the kernel may still read.
-            let send = std::mem::replace(&mut self.send, SendHeaders::new(false, false, 0));
+            let send = std::mem::replace(&mut self.send, SendHeaders::new(false, false, false, 0));
             std::mem::forget(send);
         }
     }
@@ -332,7 +369,7 @@ mod tests {
     fn the_armed_poll_is_cancelled_and_completes_before_drop() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let counters = Arc::new(WorkerCounters::default());
-        let mut io = UringIo::new(new_ring(8).unwrap(), socket, 8, counters).unwrap();
+        let mut io = UringIo::new(new_ring(8).unwrap(), socket, 8, true, counters).unwrap();
         // Nothing to read: the wait arms the poll and times out.
         assert_eq!(io.wait(true).unwrap(), 0);
         assert!(io.poll_armed);
@@ -345,7 +382,7 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = socket.local_addr().unwrap();
         let counters = Arc::new(WorkerCounters::default());
-        let mut io = UringIo::new(new_ring(8).unwrap(), socket, 8, counters).unwrap();
+        let mut io = UringIo::new(new_ring(8).unwrap(), socket, 8, true, counters).unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.send_to(b"one", to).unwrap();
         peer.send_to(b"two", to).unwrap();

@@ -41,7 +41,7 @@ const DRAIN_TURNS: usize = 8;
 
 /// Outgoing datagrams per received one the transmit arena is first sized
 /// for; it grows (once) for larger fan-outs.
-const FANOUT_HINT: usize = 16;
+pub(crate) const FANOUT_HINT: usize = 16;
 
 /// How long a window of the busy share is (published when it ends; an idle
 /// worker ends one at least every [`POLL_INTERVAL`] or so).
@@ -114,12 +114,14 @@ pub(crate) struct WorkerContext<H> {
 }
 
 /// A worker thread's body: pins it, builds its backend over `socket` (on
-/// `ring` when given, else `recvmmsg`/`sendmmsg`), runs the loop, and logs
+/// `ring` when given, else `recvmmsg`/`sendmmsg`; with `gso`, UDP GSO
+/// where the kernel has it), runs the loop, and logs
 /// why it ended if it was not asked to.
 pub(crate) fn thread_main<H: PacketHandler>(
     socket: UdpSocket,
     ring: Option<IoUring>,
     recv_batch: usize,
+    gso: bool,
     core: Option<usize>,
     mut ctx: WorkerContext<H>,
 ) {
@@ -131,9 +133,9 @@ pub(crate) fn thread_main<H: PacketHandler>(
     let mut out = Transmits::with_capacity(recv_batch * FANOUT_HINT);
     let counters = Arc::clone(&ctx.counters);
     let result = match ring {
-        Some(ring) => UringIo::new(ring, socket, recv_batch, counters)
+        Some(ring) => UringIo::new(ring, socket, recv_batch, gso, counters)
             .and_then(|mut io| supervise(&mut io, &mut ctx, &mut out)),
-        None => MmsgIo::new(socket, recv_batch, counters)
+        None => MmsgIo::new(socket, recv_batch, gso, counters)
             .and_then(|mut io| supervise(&mut io, &mut ctx, &mut out)),
     };
     if let Err(error) = result {
