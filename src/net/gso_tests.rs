@@ -14,7 +14,7 @@ use super::gso::SendPlan;
 use super::mmsg::MmsgIo;
 use super::socket::bind_group;
 use super::uring::{UringIo, new_ring};
-use super::worker::BatchIo;
+use super::worker::{BatchIo, IoFeatures};
 use crate::metrics::{Drop, MetricsHub, WorkerCounters};
 use crate::relay::{MeetingMode, Path, Transmits};
 
@@ -34,7 +34,12 @@ fn with_backend<R>(
 ) -> R {
     match backend {
         Backend::Uring => {
-            let mut io = UringIo::new(new_ring(32).unwrap(), socket, 32, gso, counters).unwrap();
+            let features = IoFeatures {
+                gso,
+                multishot: false,
+            };
+            let mut io =
+                UringIo::new(new_ring(32).unwrap(), socket, 32, features, counters).unwrap();
             f(&mut |out| {
                 io.send(out).unwrap();
                 io.gso_state()

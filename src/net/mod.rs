@@ -24,6 +24,7 @@ mod cmsg;
 mod gso;
 mod mmsg;
 mod msghdr;
+mod multishot;
 mod probe;
 mod socket;
 mod uring;
@@ -136,6 +137,9 @@ pub struct DataPlaneOptions {
     /// GSO send (`UDP_SEGMENT`) where the kernel offers it (probed per
     /// socket; a device that refuses turns it off for that socket).
     pub gso: bool,
+    /// io_uring backend: receive with one multishot `RECVMSG` into a
+    /// registered buffer ring (Linux ≥ 6.0; else `recvmmsg` as without).
+    pub multishot: bool,
 }
 
 impl DataPlaneOptions {
@@ -150,6 +154,7 @@ impl DataPlaneOptions {
             recv_batch: 32,
             socket_buffer_bytes: 4 << 20,
             gso: true,
+            multishot: false,
         }
     }
 }
@@ -261,10 +266,14 @@ impl DataPlane {
             };
             let ring = rings.next();
             let core = (opts.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]);
-            let (recv_batch, gso) = (opts.recv_batch, opts.gso);
+            let recv_batch = opts.recv_batch;
+            let features = worker::IoFeatures {
+                gso: opts.gso,
+                multishot: opts.multishot,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-net-{index}"))
-                .spawn(move || worker::thread_main(socket, ring, recv_batch, gso, core, ctx))
+                .spawn(move || worker::thread_main(socket, ring, recv_batch, features, core, ctx))
                 .map_err(|source| NetError::Spawn { index, source })?;
             plane.threads.push(thread);
         }

@@ -215,37 +215,59 @@ impl RecvSlots {
     /// # Safety
     /// No receive into slot `i` may be in flight.
     unsafe fn peer(&self, i: usize) -> Option<SocketAddr> {
-        let name = self.names.at(i);
         // SAFETY: element `i` of a live array, written by a completed
-        // receive (caller's promise); `sockaddr_storage` is large and aligned enough for every
-        // address type, and the family field says which one the kernel wrote.
-        unsafe {
-            match libc::c_int::from((*name).ss_family) {
-                libc::AF_INET => {
-                    let sin = &*name.cast::<libc::sockaddr_in>();
-                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*name.cast::<libc::sockaddr_in6>();
-                    let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    let port = u16::from_be(sin6.sin6_port);
-                    Some(match ip.to_ipv4_mapped() {
-                        // A dual-stack socket reports IPv4 peers as
-                        // ::ffff:a.b.c.d; the relay core sees plain IPv4.
-                        Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
-                        None => SocketAddr::V6(SocketAddrV6::new(
-                            ip,
-                            port,
-                            sin6.sin6_flowinfo,
-                            sin6.sin6_scope_id,
-                        )),
-                    })
-                }
-                _ => None,
+        // receive (caller's promise).
+        socket_addr(unsafe { &*self.names.at(i) })
+    }
+}
+
+/// The socket address in `name`, as the relay core sees it (IPv4 peers of
+/// a dual-stack socket as plain IPv4), or `None` for another family.
+fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    let name: *const libc::sockaddr_storage = name;
+    // SAFETY: `sockaddr_storage` is large and aligned enough for every
+    // address type, and the family field says which one it holds.
+    unsafe {
+        match libc::c_int::from((*name).ss_family) {
+            libc::AF_INET => {
+                let sin = &*name.cast::<libc::sockaddr_in>();
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
             }
+            libc::AF_INET6 => {
+                let sin6 = &*name.cast::<libc::sockaddr_in6>();
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                let port = u16::from_be(sin6.sin6_port);
+                Some(match ip.to_ipv4_mapped() {
+                    // A dual-stack socket reports IPv4 peers as
+                    // ::ffff:a.b.c.d; the relay core sees plain IPv4.
+                    Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
+                    None => SocketAddr::V6(SocketAddrV6::new(
+                        ip,
+                        port,
+                        sin6.sin6_flowinfo,
+                        sin6.sin6_scope_id,
+                    )),
+                })
+            }
+            _ => None,
         }
     }
+}
+
+/// The socket address in the raw bytes of a `sockaddr` (a multishot
+/// receive's name field), as [`socket_addr`] reads it; short input is
+/// zero-padded (and then names no family it accepts unless the family and
+/// address fit).
+pub(crate) fn socket_addr_from_bytes(bytes: &[u8]) -> Option<SocketAddr> {
+    let mut storage: libc::sockaddr_storage = zeroed();
+    let n = bytes.len().min(mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `n` bytes fit both the source slice and the storage, which
+    // is plain data; the two do not overlap (one is a local).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut storage).cast::<u8>(), n);
+    }
+    socket_addr(&storage)
 }
 
 /// Send headers for one batch of [`Transmits`]: rebuilt every turn, grown
