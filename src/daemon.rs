@@ -182,7 +182,7 @@ impl Daemon {
             recv_batch: RECV_BATCH,
             socket_buffer_bytes: SOCKET_BUFFER,
             gso: config.media.gso,
-            multishot: false,
+            multishot: config.media.multishot,
         };
         let crypto_metrics = Arc::clone(metrics.crypto());
         // STUN and DTLS leave the workers' batches for the handshake thread.

@@ -218,6 +218,10 @@ pub struct MediaConfig {
     /// Whether runs of equal-sized datagrams to one receiver go out as one
     /// UDP GSO send where the kernel offers it (bench/README.md, #12).
     pub gso: bool,
+    /// Whether io_uring workers receive with one multishot request into a
+    /// registered buffer ring (Linux ≥ 6.0) instead of `recvmmsg`; off
+    /// until a benchmark resolves a difference (bench/README.md, #12).
+    pub multishot: bool,
 }
 
 impl Default for MediaConfig {
@@ -229,6 +233,7 @@ impl Default for MediaConfig {
             io: IoChoice::Auto,
             pin_cores: true,
             gso: true,
+            multishot: false,
         }
     }
 }
@@ -883,6 +888,7 @@ mod tests {
         assert_eq!(c.policy.max_participants_per_node, 5000);
         assert!(c.media.pin_cores);
         assert!(c.media.gso);
+        assert!(!c.media.multishot);
     }
 
     #[test]
@@ -900,6 +906,7 @@ workers = 4
 io = "io_uring"
 pin_cores = false
 gso = false
+multishot = true
 
 [crypto]
 backend = "aes-gcm"
@@ -921,6 +928,7 @@ max_worker_busy = 0.7
         assert_eq!(c.media.workers, 4);
         assert_eq!(c.media.io, IoChoice::IoUring);
         assert!(!c.media.gso);
+        assert!(c.media.multishot);
         assert_eq!(c.crypto.backend, CryptoChoice::AesGcm);
         assert_eq!(c.crypto.gpu, GpuChoice::Off);
         assert_eq!(c.policy.e2ee, E2eePolicy::All);
