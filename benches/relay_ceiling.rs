@@ -12,7 +12,11 @@
 //! 10 sink sockets, polling without sleeping. Generator and sinks are kept
 //! off the worker's core.
 //!
-//! Run: `cargo bench --bench relay_ceiling -- --seconds 5 [--pps N]`.
+//! Run: `cargo bench --bench relay_ceiling -- --seconds 5 [--pps N] [--gso off]
+//! [--multishot on] [--recv-batch N]`.
+//! Besides rates, each row gives the worker thread's CPU time per
+//! delivered datagram (from `/proc/self/task/*/schedstat`), the figure that
+//! contention on a shared box disturbs least.
 //! Under `cargo test --benches` (no `--bench` argument) it runs a 0.3 s
 //! smoke load and fails if nothing was relayed.
 
@@ -74,6 +78,12 @@ struct Load {
     seconds: f64,
     /// Offered packets per second; `None`: as fast as the generator can.
     pps: Option<u64>,
+    /// UDP GSO on the data plane's sends (`--gso off` turns it off).
+    gso: bool,
+    /// io_uring multishot receive (`--multishot on`).
+    multishot: bool,
+    /// Datagrams received per loop turn (`--recv-batch N`, default 32).
+    recv_batch: usize,
 }
 
 /// One table row.
@@ -86,6 +96,8 @@ struct Row {
     delivered: f64,
     loss: f64,
     batch_latency_us: f64,
+    /// The worker thread's CPU time per delivered datagram.
+    cpu_us_per_packet: f64,
 }
 
 /// The subscribers: sockets that only count.
@@ -202,9 +214,13 @@ fn run_case<H: PacketHandler>(
         workers: 1,
         io,
         socket_buffer_bytes: BUFFER,
+        gso: load.gso,
+        multishot: load.multishot,
+        recv_batch: load.recv_batch,
         ..DataPlaneOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)))
     };
     let plane = DataPlane::start(&opts, cell, &metrics, make_handler).expect("start");
+    let cpu_before = worker_cpu_ns();
     let to = plane.local_addr();
     let backend = plane.io_backend().name();
     let stop = AtomicBool::new(false);
@@ -227,6 +243,7 @@ fn run_case<H: PacketHandler>(
         offered
     });
     let text = metrics.render(&Default::default());
+    let cpu_ns = worker_cpu_ns().saturating_sub(cpu_before);
     plane.shutdown();
     let handled = metric(&text, "sluice_packets_in_total{mode=\"e2ee\"}");
     let latency_sum = metric(&text, "sluice_relay_latency_seconds_sum");
@@ -245,7 +262,28 @@ fn run_case<H: PacketHandler>(
             0.0
         },
         batch_latency_us: latency_sum / latency_count.max(1.0) * 1e6,
+        cpu_us_per_packet: cpu_ns as f64 / 1e3 / delivered.max(1.0),
     }
+}
+
+/// CPU time the data plane's worker threads (`sluice-net-*`) have run, in
+/// ns (`/proc/self/task/*/schedstat`, the scheduler's own accounting; 0
+/// where it is missing).
+fn worker_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("sluice-net"))
+        })
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// Moves the calling thread to every allowed core but the first, where the
@@ -372,6 +410,11 @@ fn main() {
             0.3
         },
         pps: value("--pps").filter(|p| *p > 0.0).map(|p| p as u64),
+        gso: !args.windows(2).any(|w| w[0] == "--gso" && w[1] == "off"),
+        multishot: args
+            .windows(2)
+            .any(|w| w[0] == "--multishot" && w[1] == "on"),
+        recv_batch: value("--recv-batch").map_or(32, |n| n as usize),
     };
     // Each case runs once per backend; a case is a function building its
     // sinks, snapshot, handler and generator transform around `run_case`.
@@ -382,27 +425,31 @@ fn main() {
         .collect();
 
     println!(
-        "{} s per row, {}-byte packets, 1 worker, {} cores, offered {}\n",
+        "{} s per row, {}-byte packets, 1 worker, {} cores, offered {}, GSO {}, multishot {}, receive batch {}\n",
         load.seconds,
         PACKET,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         load.pps
             .map_or("unpaced".to_owned(), |p| format!("{p} pps")),
+        if load.gso { "on" } else { "off" },
+        if load.multishot { "on" } else { "off" },
+        load.recv_batch,
     );
     println!(
-        "| case | I/O | offered pps | input handled pps | output delivered pps | loss | mean batch latency |"
+        "| case | I/O | offered pps | input handled pps | output delivered pps | loss | mean batch latency | worker CPU per delivered packet |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} % | {:.1} µs |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} % | {:.1} µs | {:.3} µs |",
             r.case,
             r.backend,
             r.offered,
             r.handled,
             r.delivered,
             r.loss * 100.0,
-            r.batch_latency_us
+            r.batch_latency_us,
+            r.cpu_us_per_packet
         );
     }
     if !full && rows.iter().any(|r| r.delivered == 0.0) {

@@ -190,6 +190,8 @@ impl Daemon {
             pin_cores: config.media.pin_cores,
             recv_batch: RECV_BATCH,
             socket_buffer_bytes: SOCKET_BUFFER,
+            gso: config.media.gso,
+            multishot: config.media.multishot,
         };
         let crypto_metrics = Arc::clone(metrics.crypto());
         // STUN and DTLS leave the workers' batches for the handshake thread.

@@ -221,6 +221,13 @@ pub struct MediaConfig {
     pub io: IoChoice,
     /// Whether each worker is pinned to its own core.
     pub pin_cores: bool,
+    /// Whether runs of equal-sized datagrams to one receiver go out as one
+    /// UDP GSO send where the kernel offers it (bench/README.md, #12).
+    pub gso: bool,
+    /// Whether io_uring workers receive with one multishot request into a
+    /// registered buffer ring (Linux ≥ 6.0) instead of `recvmmsg`; off
+    /// until a benchmark resolves a difference (bench/README.md, #12).
+    pub multishot: bool,
 }
 
 impl Default for MediaConfig {
@@ -231,6 +238,8 @@ impl Default for MediaConfig {
             workers: 0,
             io: IoChoice::Auto,
             pin_cores: true,
+            gso: true,
+            multishot: false,
         }
     }
 }
@@ -894,6 +903,8 @@ mod tests {
         assert_eq!(c.policy.max_participants_per_meeting, 100);
         assert_eq!(c.policy.max_participants_per_node, 5000);
         assert!(c.media.pin_cores);
+        assert!(c.media.gso);
+        assert!(!c.media.multishot);
     }
 
     #[test]
@@ -910,6 +921,8 @@ advertise = "203.0.113.7"
 workers = 4
 io = "io_uring"
 pin_cores = false
+gso = false
+multishot = true
 
 [crypto]
 backend = "aes-gcm"
@@ -930,6 +943,8 @@ max_worker_busy = 0.7
         assert_eq!(c.control.token_env, "OTHER");
         assert_eq!(c.media.workers, 4);
         assert_eq!(c.media.io, IoChoice::IoUring);
+        assert!(!c.media.gso);
+        assert!(c.media.multishot);
         assert_eq!(c.crypto.backend, CryptoChoice::AesGcm);
         assert_eq!(c.crypto.gpu, GpuChoice::Off);
         assert_eq!(c.policy.e2ee, E2eePolicy::All);

@@ -1,7 +1,8 @@
-//! The one ancillary message the data plane reads and writes: the local
+//! The ancillary messages the data plane reads and writes: the local
 //! address of a datagram (`IP_PKTINFO`, `IPV6_PKTINFO`), so that on a
 //! socket bound to `0.0.0.0` or `[::]` a reply leaves from the address the
-//! peer sent to (DESIGN.md, "Packet path"; `relay::Path`).
+//! peer sent to (DESIGN.md, "Packet path"; `relay::Path`); and, when
+//! sending, the segment size of a UDP GSO send (`UDP_SEGMENT`, `gso.rs`).
 //!
 //! Written here, in safe code over byte slices, rather than with nix's
 //! `ControlMessageOwned`: nix parses only the control buffers of its own
@@ -111,9 +112,46 @@ pub(crate) fn write_source(room: &mut CmsgRoom, src: IpAddr, v6_socket: bool) ->
     align(len)
 }
 
+/// Appends to `room`, at `at` (the length of the messages already
+/// written, aligned), the `UDP_SEGMENT` control message that makes the
+/// kernel cut one send into datagrams of `size` bytes (`gso.rs`); returns
+/// the new total length, or `at` unchanged if there is no room.
+pub(crate) fn write_segment_size(room: &mut CmsgRoom, at: usize, size: u16) -> usize {
+    let len = HDR_BYTES + 2;
+    let Some(buf) = room.0.get_mut(at..at + align(len)) else {
+        return at;
+    };
+    buf.fill(0);
+    buf[..LEN_BYTES].copy_from_slice(&len.to_ne_bytes());
+    buf[LEN_BYTES..LEN_BYTES + 4].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    buf[LEN_BYTES + 4..LEN_BYTES + 8].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+    buf[HDR_BYTES..HDR_BYTES + 2].copy_from_slice(&size.to_ne_bytes());
+    at + align(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_and_a_segment_size_fit_one_room() {
+        let mut room = CmsgRoom::default();
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let n = write_source(&mut room, v6, true);
+        let end = write_segment_size(&mut room, n, 1200);
+        // CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(u16)).
+        assert_eq!(end, 40 + 24);
+        assert!(end <= CMSG_ROOM);
+        // The source still reads back past the second message.
+        assert_eq!(local_address(&room.0[..end]), Some(v6));
+        assert_eq!(
+            &room.0[n + HDR_BYTES..n + HDR_BYTES + 2],
+            &1200u16.to_ne_bytes()
+        );
+        // No room left: nothing written.
+        assert_eq!(write_segment_size(&mut room, end, 1200), end);
+        assert_eq!(write_segment_size(&mut room, 0, 9), 24);
+    }
 
     #[test]
     fn the_layout_is_the_kernels() {

@@ -1,6 +1,7 @@
 //! The fallback backend, for hosts where io_uring is unavailable
 //! (DESIGN.md, "Fallback"): one `recvmmsg` per receive batch, one `sendmmsg`
-//! per send batch (per 1024 datagrams, the kernel's limit). The socket has
+//! per send batch (per 1024 messages, the kernel's limit; a message is one
+//! datagram, or a run of them to one destination with GSO, `gso.rs`). The socket has
 //! a [`POLL_INTERVAL`] receive timeout so a blocked worker notices shutdown.
 
 // recvmmsg/sendmmsg take arrays of raw message headers (see msghdr.rs).
@@ -12,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use super::msghdr::{RecvSlots, SendHeaders};
-use super::worker::{BatchIo, POLL_INTERVAL};
+use super::worker::{BatchIo, FANOUT_HINT, POLL_INTERVAL};
 use crate::metrics::{Drop, WorkerCounters};
 use crate::relay::{Path, Transmits};
 
@@ -33,18 +34,29 @@ impl MmsgIo {
     pub(crate) fn new(
         socket: UdpSocket,
         recv_batch: usize,
+        gso: bool,
         counters: Arc<WorkerCounters>,
     ) -> io::Result<Self> {
         socket.set_read_timeout(Some(POLL_INTERVAL))?;
+        let gso = gso && super::gso::supported(&socket);
         let local = socket.local_addr()?;
         let (v6, any) = (local.is_ipv6(), local.ip().is_unspecified());
         Ok(Self {
             socket,
             recv: RecvSlots::new(recv_batch),
             ready: 0,
-            send: SendHeaders::new(v6, any, recv_batch),
+            send: SendHeaders::new(v6, any, gso, recv_batch * FANOUT_HINT),
             counters,
         })
+    }
+}
+
+impl MmsgIo {
+    /// Whether this socket still sends runs with GSO, and how many runs
+    /// the kernel refused so far.
+    #[cfg(test)]
+    pub(crate) fn gso_state(&self) -> (bool, u64) {
+        (self.send.gso(), self.send.retried_runs())
     }
 }
 
@@ -127,18 +139,27 @@ impl BatchIo for MmsgIo {
             };
             if n > 0 {
                 let n = n as usize;
-                for t in (at..at + n).filter_map(|j| out.get(j)) {
-                    self.counters.sent(t.mode, t.data.len());
+                for j in at..at + n {
+                    for t in self
+                        .send
+                        .datagrams(j)
+                        .iter()
+                        .filter_map(|&i| out.get(i as usize))
+                    {
+                        self.counters.sent(t.mode, t.data.len());
+                    }
                 }
                 at += n;
                 continue;
             }
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if n < 0 && errno == libc::EINTR {
                 continue;
             }
-            // The first datagram failed (unreachable, address family, buffer
-            // full); the rest still go.
-            self.counters.dropped(Drop::Other);
+            // The first message failed (unreachable, address family, buffer
+            // full, GSO refused); the rest still go.
+            self.send
+                .recover(self.socket.as_raw_fd(), out, at, errno, &self.counters);
             at += 1;
         }
         Ok(())

@@ -15,13 +15,16 @@
 //!
 //! Files: `socket` binds the group, `worker` is the loop (written once),
 //! `uring` and `mmsg` are the two backends behind it, `msghdr` the kernel
-//! message headers they share, `probe` finds out whether io_uring may be
-//! used, `cmsg` reads and writes the local-address control messages
-//! (multi-homed hosts). Only `msghdr`, `uring` and `mmsg` contain `unsafe`.
+//! message headers they share, `gso` groups a turn's datagrams into UDP
+//! GSO runs for them, `probe` finds out whether io_uring may be
+//! used, `cmsg` reads and writes the local-address and segment-size
+//! control messages. Only `msghdr`, `uring` and `mmsg` contain `unsafe`.
 
 mod cmsg;
+mod gso;
 mod mmsg;
 mod msghdr;
+mod multishot;
 pub mod priority;
 mod probe;
 mod socket;
@@ -131,11 +134,18 @@ pub struct DataPlaneOptions {
     /// `SO_RCVBUF`/`SO_SNDBUF` per socket (0: the kernel default); capped
     /// by `net.core.rmem_max`/`wmem_max`.
     pub socket_buffer_bytes: usize,
+    /// Send runs of equal-sized datagrams to one destination as one UDP
+    /// GSO send (`UDP_SEGMENT`) where the kernel offers it (probed per
+    /// socket; a device that refuses turns it off for that socket).
+    pub gso: bool,
+    /// io_uring backend: receive with one multishot `RECVMSG` into a
+    /// registered buffer ring (Linux ≥ 6.0; else `recvmmsg` as without).
+    pub multishot: bool,
 }
 
 impl DataPlaneOptions {
     /// Defaults for `listen`: a worker per core, auto I/O, pinned, batches
-    /// of 32, 4 MiB socket buffers.
+    /// of 32, 4 MiB socket buffers, GSO on.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
@@ -144,6 +154,8 @@ impl DataPlaneOptions {
             pin_cores: true,
             recv_batch: 32,
             socket_buffer_bytes: 4 << 20,
+            gso: true,
+            multishot: false,
         }
     }
 }
@@ -256,9 +268,13 @@ impl DataPlane {
             let ring = rings.next();
             let core = (opts.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]);
             let recv_batch = opts.recv_batch;
+            let features = worker::IoFeatures {
+                gso: opts.gso,
+                multishot: opts.multishot,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-net-{index}"))
-                .spawn(move || worker::thread_main(socket, ring, recv_batch, core, ctx))
+                .spawn(move || worker::thread_main(socket, ring, recv_batch, features, core, ctx))
                 .map_err(|source| NetError::Spawn { index, source })?;
             plane.threads.push(thread);
         }
@@ -357,5 +373,7 @@ fn fall_back_if_allowed<R>(
     }
 }
 
+#[cfg(test)]
+mod gso_tests;
 #[cfg(test)]
 mod tests;

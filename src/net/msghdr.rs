@@ -11,13 +11,17 @@
 // and read back.
 #![allow(unsafe_code)]
 
+use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::RawFd;
 use std::ptr::NonNull;
 
 use socket2::SockAddr;
 
 use super::cmsg::{self, CMSG_ROOM, CmsgRoom};
+use super::gso::SendPlan;
+use crate::metrics::{Drop as DropReason, WorkerCounters};
 use crate::relay::{Path, Transmits};
 
 /// Room for one received datagram. RTP over a 1500-byte MTU needs at most
@@ -211,49 +215,78 @@ impl RecvSlots {
     /// # Safety
     /// No receive into slot `i` may be in flight.
     unsafe fn peer(&self, i: usize) -> Option<SocketAddr> {
-        let name = self.names.at(i);
         // SAFETY: element `i` of a live array, written by a completed
-        // receive (caller's promise); `sockaddr_storage` is large and aligned enough for every
-        // address type, and the family field says which one the kernel wrote.
-        unsafe {
-            match libc::c_int::from((*name).ss_family) {
-                libc::AF_INET => {
-                    let sin = &*name.cast::<libc::sockaddr_in>();
-                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*name.cast::<libc::sockaddr_in6>();
-                    let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    let port = u16::from_be(sin6.sin6_port);
-                    Some(match ip.to_ipv4_mapped() {
-                        // A dual-stack socket reports IPv4 peers as
-                        // ::ffff:a.b.c.d; the relay core sees plain IPv4.
-                        Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
-                        None => SocketAddr::V6(SocketAddrV6::new(
-                            ip,
-                            port,
-                            sin6.sin6_flowinfo,
-                            sin6.sin6_scope_id,
-                        )),
-                    })
-                }
-                _ => None,
+        // receive (caller's promise).
+        socket_addr(unsafe { &*self.names.at(i) })
+    }
+}
+
+/// The socket address in `name`, as the relay core sees it (IPv4 peers of
+/// a dual-stack socket as plain IPv4), or `None` for another family.
+fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    let name: *const libc::sockaddr_storage = name;
+    // SAFETY: `sockaddr_storage` is large and aligned enough for every
+    // address type, and the family field says which one it holds.
+    unsafe {
+        match libc::c_int::from((*name).ss_family) {
+            libc::AF_INET => {
+                let sin = &*name.cast::<libc::sockaddr_in>();
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
             }
+            libc::AF_INET6 => {
+                let sin6 = &*name.cast::<libc::sockaddr_in6>();
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                let port = u16::from_be(sin6.sin6_port);
+                Some(match ip.to_ipv4_mapped() {
+                    // A dual-stack socket reports IPv4 peers as
+                    // ::ffff:a.b.c.d; the relay core sees plain IPv4.
+                    Some(v4) => SocketAddr::new(IpAddr::V4(v4), port),
+                    None => SocketAddr::V6(SocketAddrV6::new(
+                        ip,
+                        port,
+                        sin6.sin6_flowinfo,
+                        sin6.sin6_scope_id,
+                    )),
+                })
+            }
+            _ => None,
         }
     }
 }
 
+/// The socket address in the raw bytes of a `sockaddr` (a multishot
+/// receive's name field), as [`socket_addr`] reads it; short input is
+/// zero-padded (and then names no family it accepts unless the family and
+/// address fit).
+pub(crate) fn socket_addr_from_bytes(bytes: &[u8]) -> Option<SocketAddr> {
+    let mut storage: libc::sockaddr_storage = zeroed();
+    let n = bytes.len().min(mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `n` bytes fit both the source slice and the storage, which
+    // is plain data; the two do not overlap (one is a local).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut storage).cast::<u8>(), n);
+    }
+    socket_addr(&storage)
+}
+
 /// Send headers for one batch of [`Transmits`]: rebuilt every turn, grown
-/// only when a batch is larger than any before it.
+/// only when a batch is larger than any before it. With GSO on, one header
+/// (a *message*) may carry a run of datagrams to one destination
+/// (`gso.rs`); without, every message is one datagram, in commit order.
 #[derive(Debug, Default)]
 pub(crate) struct SendHeaders {
+    /// Per message.
     hdrs: Vec<libc::mmsghdr>,
+    /// Per datagram, in send order (a message's datagrams are adjacent).
     iovs: Vec<libc::iovec>,
+    /// Per message.
     names: Vec<SockAddr>,
-    /// Per datagram: the control message naming its source, and its length
-    /// (0: none).
-    ctrls: Vec<(CmsgRoom, usize)>,
+    /// Per message: its control messages, their length (0: none), and the
+    /// length of the source part alone (what a datagram sent by itself
+    /// takes).
+    ctrls: Vec<(CmsgRoom, usize, usize)>,
+    plan: SendPlan,
     /// The socket is IPv6 (dual stack): IPv4 destinations are sent as
     /// IPv4-mapped IPv6 addresses.
     v6_socket: bool,
@@ -262,59 +295,95 @@ pub(crate) struct SendHeaders {
     /// out from that address. On a socket bound to one address the kernel
     /// sends from it anyway, and no control message is built.
     choose_source: bool,
+    /// Runs of equal-sized datagrams to one destination go as one GSO send.
+    gso: bool,
+    /// GSO runs the kernel refused and [`Self::recover`] sent again one by
+    /// one (for tests: a GSO path that silently fell back proves nothing).
+    retried_runs: u64,
 }
 
 impl SendHeaders {
-    pub(crate) fn new(v6_socket: bool, choose_source: bool, capacity: usize) -> Self {
+    pub(crate) fn new(v6_socket: bool, choose_source: bool, gso: bool, capacity: usize) -> Self {
         Self {
             hdrs: Vec::with_capacity(capacity),
             iovs: Vec::with_capacity(capacity),
             names: Vec::with_capacity(capacity),
-            ctrls: Vec::with_capacity(if choose_source { capacity } else { 0 }),
+            ctrls: Vec::with_capacity(if choose_source || gso { capacity } else { 0 }),
+            plan: SendPlan::with_capacity(if gso { capacity } else { 0 }),
             v6_socket,
             choose_source,
+            gso,
+            retried_runs: 0,
         }
     }
 
-    /// Builds one header per datagram of `out` and returns how many. The
-    /// headers point into `out` and `self`: the caller must have finished
-    /// sending them before `out` or `self` changes again.
+    /// Whether runs are sent with GSO.
+    #[cfg(test)]
+    pub(crate) fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// How many GSO runs were refused and sent again one by one.
+    #[cfg(test)]
+    pub(crate) fn retried_runs(&self) -> u64 {
+        self.retried_runs
+    }
+
+    /// Builds the messages for `out` and returns how many. The headers
+    /// point into `out` and `self`: the caller must have finished sending
+    /// them before `out` or `self` changes again.
     pub(crate) fn load(&mut self, out: &Transmits) -> usize {
         self.hdrs.clear();
         self.iovs.clear();
         self.names.clear();
         self.ctrls.clear();
-        // Addresses and iovecs first, headers second: once headers point
-        // into the vectors, nothing may be pushed to them (a push could move
-        // them).
-        for t in out.iter() {
-            let dest = match t.dest {
-                SocketAddr::V4(v4) if self.v6_socket => {
-                    SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
-                }
-                other => other,
-            };
-            self.names.push(SockAddr::from(dest));
-            self.iovs.push(libc::iovec {
-                // The kernel only reads a sent buffer; `*mut` is the C type.
-                iov_base: t.data.as_ptr().cast_mut().cast(),
-                iov_len: t.data.len(),
-            });
-            if self.choose_source {
+        self.plan.plan(out, self.gso);
+        let with_ctrl = self.choose_source || self.gso;
+        // Addresses, iovecs and control messages first, headers second:
+        // once headers point into the vectors, nothing may be pushed to them
+        // (a push could move them).
+        for &run in self.plan.runs() {
+            let datagrams = self.plan.datagrams(run);
+            let mut first = None;
+            for &i in datagrams {
+                // The plan holds indices of `out` only (gso.rs builds it
+                // from `out.len()`).
+                let t = out.get(i as usize).expect("a planned transmit exists");
+                first.get_or_insert(t);
+                self.iovs.push(libc::iovec {
+                    // The kernel only reads a sent buffer; `*mut` is the C type.
+                    iov_base: t.data.as_ptr().cast_mut().cast(),
+                    iov_len: t.data.len(),
+                });
+            }
+            // Every run has a first datagram (gso.rs).
+            let t = first.expect("a run is never empty");
+            self.names.push(sock_addr(t.dest, self.v6_socket));
+            if with_ctrl {
                 let mut room = CmsgRoom::default();
-                let len = t
-                    .src
-                    .map_or(0, |src| cmsg::write_source(&mut room, src, self.v6_socket));
-                self.ctrls.push((room, len));
+                let source = match t.src {
+                    Some(src) if self.choose_source => {
+                        cmsg::write_source(&mut room, src, self.v6_socket)
+                    }
+                    _ => 0,
+                };
+                let len = if run.count > 1 {
+                    cmsg::write_segment_size(&mut room, source, run.segment)
+                } else {
+                    source
+                };
+                self.ctrls.push((room, len, source));
             }
         }
-        for (j, (name, iov)) in self.names.iter().zip(self.iovs.iter_mut()).enumerate() {
+        let iovs = self.iovs.as_mut_ptr();
+        for (j, (name, run)) in self.names.iter().zip(self.plan.runs()).enumerate() {
             let mut msg: libc::msghdr = zeroed();
             msg.msg_name = name.as_ptr().cast_mut().cast();
             msg.msg_namelen = name.len();
-            msg.msg_iov = iov;
-            msg.msg_iovlen = 1;
-            if let Some((room, len)) = self.ctrls.get_mut(j)
+            // In bounds: the iovecs of run `j` were pushed above.
+            msg.msg_iov = iovs.wrapping_add(run.first as usize);
+            msg.msg_iovlen = run.count as usize;
+            if let Some((room, len, _)) = self.ctrls.get_mut(j)
                 && *len > 0
             {
                 msg.msg_control = room.0.as_mut_ptr().cast();
@@ -337,6 +406,93 @@ impl SendHeaders {
     pub(crate) fn mmsghdrs_from(&mut self, from: usize) -> *mut libc::mmsghdr {
         self.hdrs[from..].as_mut_ptr()
     }
+
+    /// The indices in `out` of the datagrams message `j` carries.
+    pub(crate) fn datagrams(&self, j: usize) -> &[u32] {
+        self.plan
+            .runs()
+            .get(j)
+            .map_or(&[], |&run| self.plan.datagrams(run))
+    }
+
+    /// After message `j` of the last [`Self::load`] over `out` failed with
+    /// `errno`: a plain datagram is counted as dropped; a GSO run is sent
+    /// again datagram by datagram, each counted on its own. `EIO` (the
+    /// outgoing device cannot segment or checksum) turns GSO off for this
+    /// socket, logged once; `EINVAL` (a segment larger than the route's
+    /// MTU) concerns that destination only, so GSO stays on.
+    pub(crate) fn recover(
+        &mut self,
+        fd: RawFd,
+        out: &Transmits,
+        j: usize,
+        errno: i32,
+        counters: &WorkerCounters,
+    ) {
+        let datagrams = self.datagrams(j);
+        if datagrams.len() <= 1 {
+            counters.dropped(DropReason::Other);
+            return;
+        }
+        self.retried_runs += 1;
+        if errno == libc::EIO && self.gso {
+            tracing::warn!(
+                "UDP GSO refused by the outgoing device (EIO); this packet worker sends \
+                 datagram by datagram from now on"
+            );
+            self.gso = false;
+        }
+        let name = &self.names[j];
+        let (room, source) = match self.ctrls.get(j) {
+            Some((room, _, source)) if *source > 0 => (Some(room), *source),
+            _ => (None, 0),
+        };
+        for &i in self.datagrams(j) {
+            let Some(t) = out.get(i as usize) else {
+                continue;
+            };
+            let mut iov = libc::iovec {
+                iov_base: t.data.as_ptr().cast_mut().cast(),
+                iov_len: t.data.len(),
+            };
+            let mut msg: libc::msghdr = zeroed();
+            msg.msg_name = name.as_ptr().cast_mut().cast();
+            msg.msg_namelen = name.len();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if let Some(room) = room {
+                // The kernel only reads a control buffer given to sendmsg.
+                msg.msg_control = room.0.as_ptr().cast_mut().cast();
+                msg.msg_controllen = source;
+            }
+            let sent = loop {
+                // SAFETY: `msg` points at `iov`, `name`, `room` and `t.data`,
+                // all borrowed for this call; sendmsg only reads them.
+                let n = unsafe { libc::sendmsg(fd, &msg, 0) };
+                if n >= 0 {
+                    break true;
+                }
+                if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    break false;
+                }
+            };
+            if sent {
+                counters.sent(t.mode, t.data.len());
+            } else {
+                counters.dropped(DropReason::Other);
+            }
+        }
+    }
+}
+
+/// `dest` as the socket takes it: IPv4 as mapped IPv6 on an IPv6 socket.
+fn sock_addr(dest: SocketAddr, v6_socket: bool) -> SockAddr {
+    SockAddr::from(match dest {
+        SocketAddr::V4(v4) if v6_socket => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        other => other,
+    })
 }
 
 #[cfg(test)]
@@ -353,7 +509,7 @@ mod tests {
             "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
             MeetingMode::E2ee,
         );
-        let mut headers = SendHeaders::new(true, false, 0);
+        let mut headers = SendHeaders::new(true, false, false, 0);
         assert_eq!(headers.load(&out), 1);
         let msg = headers.msghdr(0);
         // SAFETY (test): the header and what it points to live in `headers`

@@ -40,6 +40,21 @@ impl PacketHandler for Echo {
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// Set by the `io_uring_multishot` copies of the tests: the data plane
+    /// they start receives with the multishot request (each test runs on
+    /// its own thread, which starts its planes).
+    static MULTISHOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The default options for `listen`, with this test's receive mode.
+fn options(listen: &str) -> DataPlaneOptions {
+    DataPlaneOptions {
+        multishot: MULTISHOT.with(std::cell::Cell::get),
+        ..DataPlaneOptions::new(listen.parse().unwrap())
+    }
+}
+
 fn start(io: IoMode, workers: usize, listen: &str) -> (DataPlane, MetricsHub) {
     start_with(io, workers, listen, None)
 }
@@ -55,7 +70,7 @@ fn start_with(
         workers,
         io,
         pin_cores: false,
-        ..DataPlaneOptions::new(listen.parse().unwrap())
+        ..options(listen)
     };
     let plane = DataPlane::start(&opts, empty_cell(), &metrics, move |index, _| Echo {
         index: index as u8,
@@ -316,7 +331,7 @@ fn pinned_workers_run(io: IoMode) {
     let metrics = MetricsHub::new("test");
     let opts = DataPlaneOptions {
         io,
-        ..DataPlaneOptions::new("127.0.0.1:0".parse().unwrap())
+        ..options("127.0.0.1:0")
     };
     let plane = DataPlane::start(&opts, empty_cell(), &metrics, move |index, _| Echo {
         index: index as u8,
@@ -372,7 +387,7 @@ fn a_panicking_worker_restarts_fresh_and_the_other_never_notices(io: IoMode) {
         workers: 2,
         io,
         pin_cores: false,
-        ..DataPlaneOptions::new("127.0.0.1:0".parse().unwrap())
+        ..options("127.0.0.1:0")
     };
     let plane = DataPlane::start(&opts, empty_cell(), &metrics, |index, _| Fragile {
         index: index as u8,
@@ -457,7 +472,7 @@ fn workers_publish_their_busy_share(io: IoMode) {
         workers: 1,
         io,
         pin_cores: false,
-        ..DataPlaneOptions::new("127.0.0.1:0".parse().unwrap())
+        ..options("127.0.0.1:0")
     };
     let plane = DataPlane::start(&opts, empty_cell(), &metrics, |_, _| Spin).unwrap();
     std::thread::sleep(worker::BUSY_WINDOW * 3);
@@ -497,6 +512,12 @@ macro_rules! on_both_backends {
         }
         mod recvmmsg {
             $(#[test] fn $test() { super::$test(super::IoMode::Mmsg) })*
+        }
+        mod io_uring_multishot {
+            $(#[test] fn $test() {
+                super::MULTISHOT.with(|m| m.set(true));
+                super::$test(super::IoMode::IoUring)
+            })*
         }
     };
 }
@@ -550,7 +571,7 @@ fn io_modes_parse_from_their_config_names() {
 fn a_zero_receive_batch_is_refused() {
     let opts = DataPlaneOptions {
         recv_batch: 0,
-        ..DataPlaneOptions::new("127.0.0.1:0".parse().unwrap())
+        ..options("127.0.0.1:0")
     };
     let metrics = MetricsHub::new("test");
     let started = DataPlane::start(&opts, empty_cell(), &metrics, move |index, _| Echo {

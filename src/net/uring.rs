@@ -4,7 +4,8 @@
 //! its socket and wait on the ring (with a [`POLL_INTERVAL`] timeout,
 //! `IORING_FEAT_EXT_ARG`, so it notices shutdown). The datagrams a handler
 //! produced go out as `SendMsg` entries hard-linked into one chain,
-//! submitted in one `io_uring_enter`.
+//! submitted in one `io_uring_enter`; with GSO one entry carries a run of
+//! datagrams to one destination (`gso.rs`).
 //!
 //! Why receives are not `RecvMsg` entries armed on every slot (round 1):
 //! a datagram wakes every armed receive, one takes it, and each of the
@@ -36,7 +37,8 @@ use std::sync::Arc;
 use io_uring::{IoUring, opcode, squeue, types};
 
 use super::msghdr::{RecvSlots, SendHeaders};
-use super::worker::{BatchIo, POLL_INTERVAL};
+use super::multishot::MultishotRecv;
+use super::worker::{BatchIo, FANOUT_HINT, IoFeatures, POLL_INTERVAL};
 use crate::metrics::{Drop, WorkerCounters};
 use crate::relay::{Path, Transmits};
 
@@ -45,6 +47,7 @@ use crate::relay::{Path, Transmits};
 const POLL: u64 = 0;
 const SEND: u64 = 1 << 32;
 const CANCEL: u64 = 2 << 32;
+const RECV: u64 = 3 << 32;
 const TAG: u64 = !0xffff_ffff;
 
 /// How many times a dropped backend waits [`POLL_INTERVAL`] for its
@@ -69,6 +72,12 @@ pub(crate) struct UringIo {
     poll_armed: bool,
     send: SendHeaders,
     sends_in_flight: usize,
+    /// The multishot receive, where asked for and the kernel has it; else
+    /// receives are `recvmmsg` calls (`recv`).
+    multishot: Option<MultishotRecv>,
+    /// Messages of the current send batch that failed, with their errno,
+    /// to recover once their chain has completed (rare: grows only then).
+    failed: Vec<(usize, i32)>,
     counters: Arc<WorkerCounters>,
     wait_timeout: types::Timespec,
 }
@@ -98,8 +107,22 @@ impl UringIo {
         ring: IoUring,
         socket: UdpSocket,
         recv_batch: usize,
+        features: IoFeatures,
         counters: Arc<WorkerCounters>,
     ) -> io::Result<Self> {
+        let gso = features.gso && super::gso::supported(&socket);
+        let multishot = if features.multishot {
+            MultishotRecv::new(&ring)
+                .inspect_err(|error| {
+                    tracing::info!(
+                        %error,
+                        "io_uring multishot receive unavailable; receiving with recvmmsg"
+                    );
+                })
+                .ok()
+        } else {
+            None
+        };
         let local = socket.local_addr()?;
         let (v6, any) = (local.is_ipv6(), local.ip().is_unspecified());
         Ok(Self {
@@ -108,7 +131,9 @@ impl UringIo {
             recv: RecvSlots::new(recv_batch),
             ready: 0,
             poll_armed: false,
-            send: SendHeaders::new(v6, any, recv_batch),
+            send: SendHeaders::new(v6, any, gso, recv_batch * FANOUT_HINT),
+            multishot,
+            failed: Vec::new(),
             sends_in_flight: 0,
             counters,
             wait_timeout: types::Timespec::from(POLL_INTERVAL),
@@ -175,7 +200,8 @@ impl UringIo {
     }
 
     /// Takes every completion off the ring: the poll's is noted, sends are
-    /// counted against `out` (the batch they were built from).
+    /// counted against `out` (the batch they were built from); failed ones
+    /// are kept for [`Self::recover_failed`].
     fn reap(&mut self, out: Option<&Transmits>) {
         for cqe in self.ring.completion() {
             let index = (cqe.user_data() & !TAG) as usize;
@@ -183,19 +209,79 @@ impl UringIo {
                 POLL => self.poll_armed = false,
                 SEND => {
                     self.sends_in_flight -= 1;
-                    match out.and_then(|o| o.get(index)) {
-                        Some(t) if cqe.result() >= 0 => self.counters.sent(t.mode, t.data.len()),
-                        _ => self.counters.dropped(Drop::Other),
+                    match out {
+                        Some(out) if cqe.result() >= 0 => {
+                            let datagrams = self.send.datagrams(index);
+                            for t in datagrams.iter().filter_map(|&i| out.get(i as usize)) {
+                                self.counters.sent(t.mode, t.data.len());
+                            }
+                        }
+                        Some(_) => self.failed.push((index, -cqe.result())),
+                        None => self.counters.dropped(Drop::Other),
+                    }
+                }
+                RECV => {
+                    if let Some(ms) = self.multishot.as_mut() {
+                        ms.completed(&cqe);
                     }
                 }
                 _ => {} // CANCEL: the cancelled operation reports itself.
             }
         }
     }
+
+    /// Sends again, datagram by datagram, the failed messages of the chain
+    /// that just completed (msghdr.rs `recover`). The datagrams of a failed
+    /// GSO run may then follow the next run to the same destination, which
+    /// the chain already sent: a reordering only on this error path, which
+    /// for `EIO` happens once per socket (GSO is then off).
+    fn recover_failed(&mut self, out: &Transmits) {
+        let fd = self.socket.as_raw_fd();
+        for k in 0..self.failed.len() {
+            let (j, errno) = self.failed[k];
+            self.send.recover(fd, out, j, errno, &self.counters);
+        }
+        self.failed.clear();
+    }
+}
+
+impl UringIo {
+    /// [`BatchIo::wait`] on the multishot receive: what was reaped already
+    /// (during the last sends) if anything, else arm the request if it
+    /// ended and wait on the ring.
+    fn wait_multishot(&mut self, block: bool) -> io::Result<usize> {
+        self.reap(None);
+        let fd = types::Fd(self.socket.as_raw_fd());
+        let Some(ms) = self.multishot.as_mut() else {
+            return Ok(0);
+        };
+        let batch = self.recv.len();
+        if ms.ready() > 0 {
+            return Ok(ms.ready().min(batch));
+        }
+        let queued = !ms.armed() && ms.arm(&mut self.ring, fd, RECV);
+        if block {
+            let args = types::SubmitArgs::new().timespec(&self.wait_timeout);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Err(e) if !transient(&e) => return Err(e),
+                _ => {}
+            }
+        } else if queued {
+            self.enter(0)?;
+        }
+        self.reap(None);
+        Ok(self
+            .multishot
+            .as_ref()
+            .map_or(0, |ms| ms.ready().min(batch)))
+    }
 }
 
 impl BatchIo for UringIo {
     fn wait(&mut self, block: bool) -> io::Result<usize> {
+        if self.multishot.is_some() {
+            return self.wait_multishot(block);
+        }
         self.reap(None);
         let n = self.receive_now()?;
         if n > 0 || !block {
@@ -212,6 +298,11 @@ impl BatchIo for UringIo {
     }
 
     fn received(&mut self, mut each: impl FnMut(Path, &mut [u8], usize)) {
+        if let Some(ms) = self.multishot.as_mut() {
+            let counters = &self.counters;
+            ms.received(self.recv.len(), each, || counters.dropped(Drop::Malformed));
+            return;
+        }
         for i in 0..std::mem::take(&mut self.ready) {
             // SAFETY: `recvmmsg` returned, so no receive is in flight, and
             // it filled the first `ready` slots.
@@ -227,10 +318,14 @@ impl BatchIo for UringIo {
     }
 
     fn discard(&mut self) -> usize {
-        // `received` takes the whole batch before it hands out the first
-        // datagram, so nothing is pending even after a panic in the
+        // With multishot, the buffers of the batch go back to the kernel.
+        // Without, `received` takes the whole batch before it hands out the
+        // first datagram, so nothing is pending even after a panic in the
         // handler; the next `wait` re-arms every slot.
-        std::mem::take(&mut self.ready)
+        match self.multishot.as_mut() {
+            Some(ms) => ms.recycle(self.recv.len()),
+            None => std::mem::take(&mut self.ready),
+        }
     }
 
     fn send(&mut self, out: &Transmits) -> io::Result<()> {
@@ -253,6 +348,7 @@ impl BatchIo for UringIo {
             if free == 0 {
                 self.enter(0)?;
                 self.reap(Some(out));
+                self.recover_failed(out);
                 continue;
             }
             let end = count.min(at + free);
@@ -282,6 +378,7 @@ impl BatchIo for UringIo {
                 self.enter(1)?;
                 self.reap(Some(out));
             }
+            self.recover_failed(out);
             at = end;
         }
         Ok(())
@@ -289,22 +386,41 @@ impl BatchIo for UringIo {
 }
 
 impl UringIo {
-    /// Cancels the poll and waits (bounded) until the kernel has finished
-    /// every operation; returns whether it has.
+    /// Whether this socket still sends runs with GSO, and how many runs
+    /// the kernel refused so far.
+    #[cfg(test)]
+    pub(crate) fn gso_state(&self) -> (bool, u64) {
+        (self.send.gso(), self.send.retried_runs())
+    }
+
+    /// Cancels the poll and the multishot receive and waits (bounded)
+    /// until the kernel has finished every operation, then unregisters the
+    /// buffer ring; returns whether the kernel is done with our memory.
     fn settle(&mut self) -> bool {
         if self.poll_armed {
             let cancel = opcode::AsyncCancel::new(POLL).build().user_data(CANCEL);
             // SAFETY: a cancel request points at no memory.
             let _ = unsafe { self.ring.submission().push(&cancel) };
         }
+        if let Some(ms) = self.multishot.as_ref() {
+            ms.cancel(&mut self.ring, RECV, CANCEL);
+        }
+        let receiving = |io: &Self| io.multishot.as_ref().is_some_and(MultishotRecv::armed);
         let mut waits = 0;
-        while (self.poll_armed || self.sends_in_flight > 0) && waits < CANCEL_WAITS {
+        while (self.poll_armed || self.sends_in_flight > 0 || receiving(self))
+            && waits < CANCEL_WAITS
+        {
             let args = types::SubmitArgs::new().timespec(&self.wait_timeout);
             let _ = self.ring.submitter().submit_with_args(1, &args);
             self.reap(None);
             waits += 1;
         }
-        !self.poll_armed && self.sends_in_flight == 0
+        if let Some(ms) = self.multishot.as_mut() {
+            ms.unregister(&self.ring);
+        }
+        !self.poll_armed
+            && self.sends_in_flight == 0
+            && !self.multishot.as_ref().is_some_and(MultishotRecv::in_use)
     }
 }
 
@@ -318,7 +434,7 @@ impl std::ops::Drop for UringIo {
                 "io_uring operations did not complete after cancellation"
             );
             // Leaking beats freeing memory the kernel may still read.
-            let send = std::mem::replace(&mut self.send, SendHeaders::new(false, false, 0));
+            let send = std::mem::replace(&mut self.send, SendHeaders::new(false, false, false, 0));
             std::mem::forget(send);
         }
     }
@@ -327,12 +443,93 @@ impl std::ops::Drop for UringIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{IpAddr, SocketAddr};
+
+    /// Receives until `count` datagrams came or the bounded waits ran out.
+    fn drain(io: &mut UringIo, count: usize, got: &mut Vec<(u16, usize, Path)>) {
+        let mut waits = 0;
+        while got.len() < count && waits < 100 {
+            if io.wait(true).unwrap() == 0 {
+                waits += 1;
+                continue;
+            }
+            io.received(|from, packet, len| {
+                got.push((u16::from_be_bytes([packet[0], packet[1]]), len, from));
+            });
+        }
+    }
+
+    #[test]
+    fn multishot_receives_in_order_with_sender_and_local_address_past_its_buffers() {
+        for (listen, to_ip) in [
+            ("127.0.0.1:0", "127.0.0.1"),
+            ("0.0.0.0:0", "127.0.0.2"),
+            ("[::]:0", "127.0.0.3"),
+            ("[::]:0", "::1"),
+        ] {
+            let (mut sockets, local) =
+                super::super::socket::bind_group(listen.parse().unwrap(), 1, 4 << 20).unwrap();
+            let counters = Arc::new(WorkerCounters::default());
+            let features = IoFeatures {
+                gso: true,
+                multishot: true,
+            };
+            let socket = sockets.pop().unwrap();
+            let mut io =
+                UringIo::new(new_ring(32).unwrap(), socket, 32, features, counters).unwrap();
+            assert!(
+                io.multishot.is_some(),
+                "multishot receive refused on {listen}"
+            );
+            let to_ip: IpAddr = to_ip.parse().unwrap();
+            let to = SocketAddr::new(to_ip, local.port());
+            let peer = UdpSocket::bind(SocketAddr::new(
+                if to_ip.is_ipv6() {
+                    to_ip
+                } else {
+                    "127.0.0.1".parse().unwrap()
+                },
+                0,
+            ))
+            .unwrap();
+            // More datagrams in one burst than the ring has buffers: the
+            // request ends (ENOBUFS) and is armed again; nothing is lost.
+            let count = usize::from(super::super::multishot::BUFFERS) * 3;
+            let mut got = Vec::new();
+            for burst in 0..2 {
+                for i in 0..count / 2 {
+                    let seq = (burst * count / 2 + i) as u16;
+                    let len = 2 + usize::from(seq) % 1400;
+                    let mut d = vec![0u8; len];
+                    d[..2].copy_from_slice(&seq.to_be_bytes());
+                    peer.send_to(&d, to).unwrap();
+                }
+                drain(&mut io, (burst + 1) * count / 2, &mut got);
+            }
+            assert_eq!(got.len(), count, "on {listen}");
+            let wildcard = local.ip().is_unspecified();
+            for (k, &(seq, len, from)) in got.iter().enumerate() {
+                assert_eq!(usize::from(seq), k, "in order on {listen}");
+                assert_eq!(len, 2 + k % 1400);
+                assert_eq!(from.remote, peer.local_addr().unwrap());
+                assert_eq!(from.local, wildcard.then_some(to_ip), "on {listen}");
+            }
+            assert!(io.settle(), "the request ends and the ring is unregistered");
+        }
+    }
 
     #[test]
     fn the_armed_poll_is_cancelled_and_completes_before_drop() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let counters = Arc::new(WorkerCounters::default());
-        let mut io = UringIo::new(new_ring(8).unwrap(), socket, 8, counters).unwrap();
+        let mut io = UringIo::new(
+            new_ring(8).unwrap(),
+            socket,
+            8,
+            IoFeatures::default(),
+            counters,
+        )
+        .unwrap();
         // Nothing to read: the wait arms the poll and times out.
         assert_eq!(io.wait(true).unwrap(), 0);
         assert!(io.poll_armed);
@@ -345,7 +542,14 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = socket.local_addr().unwrap();
         let counters = Arc::new(WorkerCounters::default());
-        let mut io = UringIo::new(new_ring(8).unwrap(), socket, 8, counters).unwrap();
+        let mut io = UringIo::new(
+            new_ring(8).unwrap(),
+            socket,
+            8,
+            IoFeatures::default(),
+            counters,
+        )
+        .unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.send_to(b"one", to).unwrap();
         peer.send_to(b"two", to).unwrap();

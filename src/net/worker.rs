@@ -41,11 +41,30 @@ const DRAIN_TURNS: usize = 8;
 
 /// Outgoing datagrams per received one the transmit arena is first sized
 /// for; it grows (once) for larger fan-outs.
-const FANOUT_HINT: usize = 16;
+pub(crate) const FANOUT_HINT: usize = 16;
 
 /// How long a window of the busy share is (published when it ends; an idle
 /// worker ends one at least every [`POLL_INTERVAL`] or so).
 pub(crate) const BUSY_WINDOW: Duration = Duration::from_millis(100);
+
+/// Kernel features a worker's backend uses where the kernel offers them
+/// (each probed; absent ones fall back to the plain path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IoFeatures {
+    /// UDP GSO for runs to one destination (`gso.rs`).
+    pub(crate) gso: bool,
+    /// io_uring multishot receive into a buffer ring (`multishot.rs`).
+    pub(crate) multishot: bool,
+}
+
+impl Default for IoFeatures {
+    fn default() -> Self {
+        Self {
+            gso: true,
+            multishot: false,
+        }
+    }
+}
 
 /// Makes a worker's handler: at start, and again after a panic.
 pub(crate) type HandlerFactory<H> = dyn Fn(usize, Arc<WorkerCounters>) -> H + Send + Sync;
@@ -114,12 +133,14 @@ pub(crate) struct WorkerContext<H> {
 }
 
 /// A worker thread's body: pins it, builds its backend over `socket` (on
-/// `ring` when given, else `recvmmsg`/`sendmmsg`), runs the loop, and logs
+/// `ring` when given, else `recvmmsg`/`sendmmsg`; using the `features`
+/// the kernel has), runs the loop, and logs
 /// why it ended if it was not asked to.
 pub(crate) fn thread_main<H: PacketHandler>(
     socket: UdpSocket,
     ring: Option<IoUring>,
     recv_batch: usize,
+    features: IoFeatures,
     core: Option<usize>,
     mut ctx: WorkerContext<H>,
 ) {
@@ -131,9 +152,9 @@ pub(crate) fn thread_main<H: PacketHandler>(
     let mut out = Transmits::with_capacity(recv_batch * FANOUT_HINT);
     let counters = Arc::clone(&ctx.counters);
     let result = match ring {
-        Some(ring) => UringIo::new(ring, socket, recv_batch, counters)
+        Some(ring) => UringIo::new(ring, socket, recv_batch, features, counters)
             .and_then(|mut io| supervise(&mut io, &mut ctx, &mut out)),
-        None => MmsgIo::new(socket, recv_batch, counters)
+        None => MmsgIo::new(socket, recv_batch, features.gso, counters)
             .and_then(|mut io| supervise(&mut io, &mut ctx, &mut out)),
     };
     if let Err(error) = result {
