@@ -17,13 +17,15 @@
 //! `uring` and `mmsg` are the two backends behind it, `msghdr` the kernel
 //! message headers they share, `probe` finds out whether io_uring may be
 //! used, `cmsg` reads and writes the local-address control messages
-//! (multi-homed hosts). Only `msghdr`, `uring` and `mmsg` contain `unsafe`.
+//! (multi-homed hosts), `steer` the BPF program that picks a stream's
+//! worker by SSRC. Only `msghdr`, `uring` and `mmsg` contain `unsafe`.
 
 mod cmsg;
 mod mmsg;
 mod msghdr;
 mod probe;
 mod socket;
+mod steer;
 mod uring;
 mod worker;
 
