@@ -95,6 +95,7 @@ pub(crate) fn program(workers: u32) -> [Insn; 14] {
 /// The worker the program sends `payload` to among `workers`, or `None`
 /// for the kernel's hash: what the kernel computes, for the relay's
 /// own reasoning and tests.
+#[cfg(test)]
 pub(crate) fn worker_for(payload: &[u8], workers: u32) -> Option<u32> {
     let word = |at: usize| {
         payload

@@ -48,15 +48,18 @@
 //! the last change are found by their ids, and a fan-out plan is made
 //! again only when its own meeting changed (`fanout.rs`).
 //!
-//! Known limit: SRTP state (rollover counters, replay windows) is per
-//! worker. A stream whose publisher moves to an address hashed to another
-//! worker continues there only while its rollover counter is 0; after a
-//! sequence wrap the new worker's first guess (ROC 0) fails to
+//! Rebinding: SRTP state (rollover counters, replay windows, the indices
+//! used toward each receiver) is per worker, so a stream must stay on one
+//! worker when its publisher's address changes. The media port steers
+//! RTP by SSRC and SRTCP by sender SSRC (`net/steer.rs`), so it does, at
+//! any rollover counter. Should a stream's packets reach another worker
+//! anyway (the kernel refused the steering program, which the daemon
+//! logs), they continue there only while the rollover counter is 0: after
+//! a sequence wrap the new worker's first guess (ROC 0) fails to
 //! authenticate and the packets are dropped as `AuthFailed`. That fails
 //! closed on purpose: guessing would let the new worker protect toward
 //! subscribers at a rollover counter another worker already used, reusing
-//! GCM nonces. Carrying it over needs per-(subscriber, SSRC) index state
-//! shared across workers, which the snapshot contract does not have yet.
+//! GCM nonces.
 
 use std::sync::Arc;
 
