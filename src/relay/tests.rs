@@ -538,6 +538,55 @@ fn a_stream_past_a_sequence_wrap_does_not_resume_on_another_worker() {
     assert_eq!(s.deliver(client_addr(1), &moved).len(), 2);
 }
 
+#[test]
+fn a_wrapped_stream_follows_its_publisher_to_a_new_address_on_its_own_worker() {
+    // The media port steers a stream by its SSRC (net/steer.rs): after
+    // the publisher's NAT rebinds, its packets still reach the worker
+    // that holds the stream's rollover counter, which moves the latch and
+    // goes on. Every receiver sees strictly increasing indices under its
+    // own key (a reused one would be refused by its replay window).
+    let mut s = Scenario::new();
+    s.latch_all();
+    s.client(4).seq = 0xfff0;
+    let mut last = HashMap::new();
+    let mut check = |s: &mut Scenario, sent: &Sent| {
+        assert_eq!(sent.len(), 2, "both other members of the meeting");
+        for (dest, srtp) in sent {
+            let leg = s.leg_at(*dest);
+            let mut buf = srtp.clone();
+            let (_, index) = s
+                .client(leg)
+                .recv
+                .unprotect_rtp_indexed(&mut buf, srtp.len())
+                .expect("the receiver authenticates it");
+            if let Some(before) = last.insert(leg, index) {
+                assert!(index > before, "leg {leg}: {index:#x} after {before:#x}");
+            }
+        }
+    };
+    for _ in 0..40 {
+        let (_, sent) = s.send_rtp(4, video_ssrc(4), VIDEO);
+        check(&mut s, &sent);
+    }
+    let latches = s.counts().latches;
+    for n in 0..40 {
+        let (_, srtp) = s.rtp(4, video_ssrc(4), VIDEO);
+        let sent = s.deliver(other_addr(9), &srtp);
+        check(&mut s, &sent);
+        if n == 0 {
+            assert_eq!(s.latch(4), Some(other_addr(9)), "the first moves it");
+        }
+    }
+    assert_eq!(s.counts().latches, latches + 1);
+    assert!(last.values().all(|&index| index >> 16 == 1), "{last:x?}");
+    assert_eq!(s.counts().dropped(Drop::AuthFailed), 0);
+    // What the others send now reaches the publisher at its new address.
+    let (plain, sent) = s.send_rtp(5, audio_ssrc(5), AUDIO);
+    let to_4: Vec<_> = sent.iter().filter(|(a, _)| *a == other_addr(9)).collect();
+    assert_eq!(to_4.len(), 1);
+    assert_eq!(s.open_rtp(4, &to_4[0].1).unwrap(), plain);
+}
+
 /// The SRTCP index of an AEAD SRTCP packet (RFC 7714 §9.2: E bit and
 /// index are its last four bytes).
 fn srtcp_index(packet: &[u8]) -> u32 {
