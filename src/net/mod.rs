@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 pub use probe::{IoUringUnavailable, probe_io_uring};
+#[doc(hidden)]
+pub use steer::attach as attach_ssrc_steering;
 pub use worker::PacketHandler;
 
 use crate::metrics::{MetricsHub, WorkerCounters};

@@ -114,8 +114,9 @@ pub(crate) fn worker_for(payload: &[u8], workers: u32) -> Option<u32> {
 }
 
 /// Attaches the steering program to the group `socket` belongs to (any
-/// member will do). A group of one needs none.
-pub(crate) fn attach(socket: &UdpSocket, workers: usize) -> std::io::Result<()> {
+/// member will do). A group of one needs none. (Public for the
+/// `steer_cost` benchmark only.)
+pub fn attach(socket: &UdpSocket, workers: usize) -> std::io::Result<()> {
     let Ok(workers @ 2..) = u32::try_from(workers) else {
         return Ok(());
     };
