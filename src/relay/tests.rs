@@ -1041,6 +1041,85 @@ fn many_receive_only_participants_all_latch() {
     }
 }
 
+/// The list of legs waiting for a first packet is compacted a slice per
+/// snapshot change: over a storm of joins and leaves it stays bounded by
+/// the legs still waiting, and those all still latch by key trial.
+#[test]
+fn the_unlatched_list_is_compacted_in_slices_and_keeps_who_waits() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let poke = |s: &mut Scenario| {
+        // Any datagram makes the worker adopt the new snapshot.
+        s.deliver(other_addr(1), &[0]);
+    };
+    // 600 join, one per snapshot: compactions of more than a slice.
+    let mut saw_slices = false;
+    for leg in 100..700 {
+        admit_leg(&mut s.snapshot, leg, STANDARD, MeetingMode::Standard, true);
+        poke(&mut s);
+        saw_slices |= s.worker.unlatched_list().1;
+    }
+    assert!(saw_slices, "a compaction ran over several changes");
+    // All but the last 30 leave; then 1,034 more join, each leaving
+    // again ten joins later, but the last ten. (The scenario's keys repeat
+    // every 256 legs; legs with one key are one to trial decryption, so
+    // the ones that stay have distinct keys.)
+    for leg in 100..670 {
+        remove_leg(&mut s.snapshot, leg);
+        poke(&mut s);
+    }
+    for leg in 700..1_734 {
+        admit_leg(&mut s.snapshot, leg, STANDARD, MeetingMode::Standard, true);
+        poke(&mut s);
+        if leg >= 710 {
+            remove_leg(&mut s.snapshot, leg - 10);
+            poke(&mut s);
+        }
+    }
+    // Let any compaction under way finish.
+    for _ in 0..50 {
+        s.snapshot.generation += 1;
+        poke(&mut s);
+    }
+    let (len, compacting) = s.worker.unlatched_list();
+    assert!(!compacting);
+    let waiting = 30 + 10;
+    assert!(len <= 2 * 64 + 2, "a list of {len} for {waiting} waiting");
+    let joined: Vec<u64> = (100..1_734).collect();
+    let stay: Vec<u64> = joined
+        .iter()
+        .copied()
+        .filter(|&l| s.snapshot.legs.contains_key(&LegId(l)))
+        .collect();
+    assert_eq!(stay.len(), waiting);
+    for &leg in &stay {
+        s.clients.insert(leg, client(leg));
+    }
+    for round in 0.. {
+        let left: Vec<u64> = stay
+            .iter()
+            .copied()
+            .filter(|&l| s.latch(l).is_none())
+            .collect();
+        assert!(round < 40, "still unlatched after 40 rounds: {left:?}");
+        let left: Vec<u64> = stay
+            .iter()
+            .copied()
+            .filter(|&l| s.latch(l).is_none())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        for leg in left {
+            let rr = s.srtcp(
+                leg,
+                &receiver_report(0x7100_0000 + leg as u32, video_ssrc(1)),
+            );
+            s.deliver(client_addr(leg), &rr);
+        }
+    }
+}
+
 /// A receive-only participant whose RR carries the `rtcp_ssrc` it was
 /// admitted with latches on its first report with one decryption, however
 /// many other legs wait for theirs; a forged report under its SSRC fails

@@ -624,6 +624,12 @@ impl<B: AeadBackend> RelayWorker<B> {
         }
     }
 
+    /// The unlatched list's length, and whether a compaction is under way.
+    #[cfg(test)]
+    pub(crate) fn unlatched_list(&self) -> (usize, bool) {
+        (self.unlatched.len(), self.compacting.is_some())
+    }
+
     /// How many legs this worker holds SRTP state for.
     #[cfg(test)]
     pub(crate) fn legs_held(&self) -> usize {
