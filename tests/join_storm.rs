@@ -7,6 +7,15 @@
 //! streams' latency hardly moves: their p99 during the storm is compared
 //! with a quiet run just before it, on the same streams.
 //!
+//! Where the latency goes is printed beside the ratio, to tell the relay
+//! from the box: the relay's own turn time (its in-relay latency
+//! histogram, receive to send of each batch, which holds any snapshot
+//! work a batch did) quiet and during the storm, each packet worker's busy
+//! share, and the CPU each kind of thread of this process used
+//! (`/proc/self/task`). With `SLUICE_STORM_PIN=1` the relay runs one
+//! packet worker pinned to core 0 and everything else of the process (the
+//! API, the admission clients, the timing thread) on core 1.
+//!
 //! The count is `SLUICE_STORM`: 2,500 by default, what a debug build on a
 //! loaded 2-core CI machine admits well within the bound; the issue's
 //! 10,000 is the full form, run on a release build
@@ -51,10 +60,20 @@ fn storm_size() -> usize {
         .unwrap_or(2_500)
 }
 
+/// Whether to pin (`SLUICE_STORM_PIN=1`), see the module doc.
+fn pinned() -> bool {
+    std::env::var("SLUICE_STORM_PIN").is_ok_and(|v| v == "1")
+}
+
 fn start(participants: usize) -> Daemon {
+    let media = if pinned() {
+        "workers = 1\npin_cores = true"
+    } else {
+        "workers = 2\npin_cores = false"
+    };
     let text = format!(
-        "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
-         pin_cores = false\n\n[policy]\nmax_participants_per_meeting = {per}\n\
+        "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\n{media}\n\
+         \n[policy]\nmax_participants_per_meeting = {per}\n\
          max_participants_per_node = {node}\nmax_meetings = 1000\nmax_worker_busy = 1.0\n\n\
          [sip]\nenabled = false\n",
         per = participants / MEETINGS + 10,
@@ -177,6 +196,133 @@ fn flow(mut streams: Vec<Existing>, stop: &AtomicBool) -> Vec<(Instant, Duration
     samples
 }
 
+/// Pins every thread of this process but the packet workers to core 1
+/// (threads made later inherit it from their parents).
+fn pin_all_but_workers() {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    set.set(1).expect("core 1");
+    for (tid, comm, _) in threads() {
+        if !comm.starts_with("sluice-net-") {
+            sched_setaffinity(Pid::from_raw(tid), &set).expect("pin a thread");
+        }
+    }
+}
+
+/// (tid, name, CPU ticks used) of every thread of this process.
+fn threads() -> Vec<(i32, String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+    {
+        let Some(tid) = task.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ppid ..."; utime and stime are fields 14, 15.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks = rest
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + rest
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+        out.push((tid, comm, ticks));
+    }
+    out
+}
+
+/// What the relay and this process did up to one moment.
+struct Reading {
+    at: Instant,
+    /// The in-relay latency histogram's cumulative bucket counts (by
+    /// upper bound in seconds, `+Inf` last).
+    buckets: Vec<(String, f64)>,
+    /// Busy seconds per packet worker.
+    busy: Vec<f64>,
+    /// CPU ticks per thread name.
+    cpu: std::collections::BTreeMap<String, u64>,
+}
+
+fn reading(api: SocketAddr) -> Reading {
+    let text = http(api, "GET", "/metrics", None, None).text;
+    let buckets = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("sluice_relay_latency_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, count) = l.split_once("\"} ")?;
+            Some((le.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect();
+    let busy = (0..)
+        .map(|w| format!("sluice_worker_busy_seconds_total{{worker=\"{w}\"}}"))
+        .map_while(|series| text.contains(&series).then(|| metric(&text, &series)))
+        .collect();
+    let mut cpu = std::collections::BTreeMap::new();
+    let mut live = 0;
+    for (_, comm, ticks) in threads() {
+        *cpu.entry(comm).or_default() += ticks;
+        live += ticks;
+    }
+    // The process's total holds the threads that ended (the admission
+    // clients): what the live threads do not account for.
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let rest: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    let total: u64 = rest[11].parse::<u64>().unwrap_or(0) + rest[12].parse::<u64>().unwrap_or(0);
+    cpu.insert("(ended threads)".to_owned(), total.saturating_sub(live));
+    Reading {
+        at: Instant::now(),
+        buckets,
+        busy,
+        cpu,
+    }
+}
+
+/// Between two readings: the in-relay turn time's p99 (as the bucket
+/// bound it falls in), the turns, each worker's busy share, and the
+/// share of a core each kind of thread used.
+fn between(a: &Reading, b: &Reading) -> String {
+    let total = b.buckets.last().map_or(0.0, |x| x.1) - a.buckets.last().map_or(0.0, |x| x.1);
+    let p99 = a
+        .buckets
+        .iter()
+        .zip(&b.buckets)
+        .find(|((_, x), (_, y))| y - x >= 0.99 * total)
+        .map_or("?".to_owned(), |((le, _), _)| le.clone());
+    let wall = (b.at - a.at).as_secs_f64();
+    let busy: Vec<String> = a
+        .busy
+        .iter()
+        .zip(&b.busy)
+        .map(|(x, y)| format!("{:.3}", (y - x) / wall))
+        .collect();
+    let tick = 100.0; // USER_HZ
+    let cpu: Vec<String> = b
+        .cpu
+        .iter()
+        .map(|(comm, t)| (comm, t - a.cpu.get(comm).copied().unwrap_or(0)))
+        .filter(|(_, d)| *d > 0)
+        .map(|(comm, d)| format!("{comm} {:.2}", d as f64 / tick / wall))
+        .collect();
+    format!(
+        "relay turn p99 <= {p99} s over {total} turns, worker busy {busy:?}, \
+         cores used by thread [{}]",
+        cpu.join(", ")
+    )
+}
+
 fn p99(mut latencies: Vec<Duration>) -> Duration {
     assert!(
         latencies.len() >= 100,
@@ -194,6 +340,9 @@ fn a_storm_of_joins_is_admitted_and_latched_within_ten_seconds_and_existing_stre
     enough_files(storm);
     let daemon = start(storm);
     let api = daemon.control_addr();
+    if pinned() {
+        pin_all_but_workers();
+    }
     let streams: Vec<Existing> = (0..EXISTING).map(|k| existing(api, k)).collect();
     let meetings: Vec<String> = (0..MEETINGS).map(|_| meeting(api)).collect();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -211,7 +360,9 @@ fn a_storm_of_joins_is_admitted_and_latched_within_ten_seconds_and_existing_stre
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || flow(streams, &stop))
     };
+    let quiet_from = reading(api);
     std::thread::sleep(QUIET);
+    let storm_from = reading(api);
 
     // The storm: `clients()` threads admit their share, round robin over the
     // meetings, each joiner reporting at once.
@@ -259,6 +410,7 @@ fn a_storm_of_joins_is_admitted_and_latched_within_ten_seconds_and_existing_stre
     }
     let latched = storm_started.elapsed();
     let storm_ended = Instant::now();
+    let storm_to = reading(api);
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     let samples = flowing.join().expect("existing streams");
@@ -283,6 +435,8 @@ fn a_storm_of_joins_is_admitted_and_latched_within_ten_seconds_and_existing_stre
         storm as f64 / admitted.as_secs_f64(),
         during.as_secs_f64() / quiet.as_secs_f64(),
     );
+    eprintln!("  quiet: {}", between(&quiet_from, &storm_from));
+    eprintln!("  storm: {}", between(&storm_from, &storm_to));
     assert!(latched < WITHIN);
     // No report was tried against other legs' keys: each found its leg.
     let text = http(api, "GET", "/metrics", None, None).text;

@@ -16,9 +16,12 @@
 //! Files: `socket` binds the group, `worker` is the loop (written once),
 //! `uring` and `mmsg` are the two backends behind it, `msghdr` the kernel
 //! message headers they share, `gso` groups a turn's datagrams into UDP
-//! GSO runs for them, `probe` finds out whether io_uring may be
+//! GSO runs for them, `multishot` is io_uring's multishot receive into a
+//! registered buffer ring, `probe` finds out whether io_uring may be
 //! used, `cmsg` reads and writes the local-address and segment-size
-//! control messages. Only `msghdr`, `uring` and `mmsg` contain `unsafe`.
+//! control messages, `steer` the BPF program that picks a stream's
+//! worker by SSRC, `priority` lowers a helper thread's scheduling
+//! priority.
 
 mod cmsg;
 mod gso;
@@ -28,6 +31,7 @@ mod multishot;
 pub mod priority;
 mod probe;
 mod socket;
+mod steer;
 mod uring;
 mod worker;
 
@@ -39,6 +43,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 pub use probe::{IoUringUnavailable, probe_io_uring};
+#[doc(hidden)]
+pub use steer::attach as attach_ssrc_steering;
 pub use worker::PacketHandler;
 
 use crate::metrics::{MetricsHub, WorkerCounters};

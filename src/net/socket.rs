@@ -1,7 +1,8 @@
 //! The media port: one UDP socket per worker, all in one `SO_REUSEPORT`
-//! group, so the kernel hashes each sender's 4-tuple to one worker and a
-//! stream's state never crosses threads (DESIGN.md, "Shared-nothing
-//! workers").
+//! group, steered by SSRC (`steer.rs`) so each stream reaches one worker
+//! whatever address it comes from, and its state never crosses threads
+//! (DESIGN.md, "Shared-nothing workers"); what is not RTP goes by the
+//! kernel's 4-tuple hash.
 //!
 //! Bound to every address (`0.0.0.0`, `[::]`), each socket also asks for
 //! every datagram's local address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`), so
@@ -32,6 +33,16 @@ pub(crate) fn bind_group(
     sockets.push(first);
     for _ in 1..count {
         sockets.push(bind_one(local, buffer_bytes)?);
+    }
+    if let Some(first) = sockets.first()
+        && let Err(error) = super::steer::attach(first, count)
+    {
+        tracing::warn!(
+            %error,
+            "cannot steer media by SSRC (SO_ATTACH_REUSEPORT_CBPF); workers are chosen by \
+             4-tuple hash, and a publisher whose address changes after a sequence wrap \
+             loses its stream"
+        );
     }
     Ok((sockets, local))
 }

@@ -201,6 +201,38 @@ fn every_worker_handles_some_four_tuples(io: IoMode) {
     plane.shutdown();
 }
 
+/// Steering (`steer.rs`): RTP of one SSRC reaches the same worker from
+/// every source port, and so does RTCP under that SSRC as its sender,
+/// while what is not RTP still spreads by 4-tuple.
+fn one_ssrc_reaches_one_worker_from_every_port(io: IoMode) {
+    let (plane, _metrics) = start(io, 2, "127.0.0.1:0");
+    let mut hashed = BTreeSet::new();
+    for ssrc in [0x0bad_cafe_u32, 0x0bad_caff] {
+        let want = u8::try_from(ssrc % 2).unwrap();
+        let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 9];
+        rtp.extend(ssrc.to_be_bytes());
+        rtp.extend([0u8; 16]);
+        let mut rtcp = vec![0x81, 201, 0, 7];
+        rtcp.extend(ssrc.to_be_bytes());
+        rtcp.extend([0u8; 24]);
+        // 32 source ports: by 4-tuple hash, all on one worker has odds 2^-31.
+        for c in (0..32).map(|_| client()) {
+            for packet in [&rtp, &rtcp] {
+                c.send_to(packet, plane.local_addr()).unwrap();
+                let reply = replies(&c, 1);
+                assert_eq!(reply.len(), 1, "no reply within the deadline");
+                assert_eq!(reply[0][0], want, "SSRC {ssrc:#x} left its worker");
+            }
+            c.send_to(b"x", plane.local_addr()).unwrap();
+            let reply = replies(&c, 1);
+            assert_eq!(reply.len(), 1, "no reply within the deadline");
+            hashed.insert(reply[0][0]);
+        }
+    }
+    assert_eq!(hashed, BTreeSet::from([0, 1]), "non-RTP goes by hash");
+    plane.shutdown();
+}
+
 fn shutdown_returns_promptly(io: IoMode) {
     let (plane, _metrics) = start(io, 2, "127.0.0.1:0");
     let c = client();
@@ -527,6 +559,7 @@ on_both_backends!(
     five_hundred_datagrams_from_two_senders_all_arrive,
     datagrams_of_one_sender_come_back_in_order,
     every_worker_handles_some_four_tuples,
+    one_ssrc_reaches_one_worker_from_every_port,
     shutdown_returns_promptly,
     metrics_count_sent_packets_and_latency,
     a_failed_send_is_a_drop_and_the_rest_still_go,

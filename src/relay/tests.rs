@@ -538,6 +538,55 @@ fn a_stream_past_a_sequence_wrap_does_not_resume_on_another_worker() {
     assert_eq!(s.deliver(client_addr(1), &moved).len(), 2);
 }
 
+#[test]
+fn a_wrapped_stream_follows_its_publisher_to_a_new_address_on_its_own_worker() {
+    // The media port steers a stream by its SSRC (net/steer.rs): after
+    // the publisher's NAT rebinds, its packets still reach the worker
+    // that holds the stream's rollover counter, which moves the latch and
+    // goes on. Every receiver sees strictly increasing indices under its
+    // own key (a reused one would be refused by its replay window).
+    let mut s = Scenario::new();
+    s.latch_all();
+    s.client(4).seq = 0xfff0;
+    let mut last = HashMap::new();
+    let mut check = |s: &mut Scenario, sent: &Sent| {
+        assert_eq!(sent.len(), 2, "both other members of the meeting");
+        for (dest, srtp) in sent {
+            let leg = s.leg_at(*dest);
+            let mut buf = srtp.clone();
+            let (_, index) = s
+                .client(leg)
+                .recv
+                .unprotect_rtp_indexed(&mut buf, srtp.len())
+                .expect("the receiver authenticates it");
+            if let Some(before) = last.insert(leg, index) {
+                assert!(index > before, "leg {leg}: {index:#x} after {before:#x}");
+            }
+        }
+    };
+    for _ in 0..40 {
+        let (_, sent) = s.send_rtp(4, video_ssrc(4), VIDEO);
+        check(&mut s, &sent);
+    }
+    let latches = s.counts().latches;
+    for n in 0..40 {
+        let (_, srtp) = s.rtp(4, video_ssrc(4), VIDEO);
+        let sent = s.deliver(other_addr(9), &srtp);
+        check(&mut s, &sent);
+        if n == 0 {
+            assert_eq!(s.latch(4), Some(other_addr(9)), "the first moves it");
+        }
+    }
+    assert_eq!(s.counts().latches, latches + 1);
+    assert!(last.values().all(|&index| index >> 16 == 1), "{last:x?}");
+    assert_eq!(s.counts().dropped(Drop::AuthFailed), 0);
+    // What the others send now reaches the publisher at its new address.
+    let (plain, sent) = s.send_rtp(5, audio_ssrc(5), AUDIO);
+    let to_4: Vec<_> = sent.iter().filter(|(a, _)| *a == other_addr(9)).collect();
+    assert_eq!(to_4.len(), 1);
+    assert_eq!(s.open_rtp(4, &to_4[0].1).unwrap(), plain);
+}
+
 /// The SRTCP index of an AEAD SRTCP packet (RFC 7714 §9.2: E bit and
 /// index are its last four bytes).
 fn srtcp_index(packet: &[u8]) -> u32 {
@@ -988,6 +1037,85 @@ fn many_receive_only_participants_all_latch() {
                 );
                 s.deliver(client_addr(leg), &rr);
             }
+        }
+    }
+}
+
+/// The list of legs waiting for a first packet is compacted a slice per
+/// snapshot change: over a storm of joins and leaves it stays bounded by
+/// the legs still waiting, and those all still latch by key trial.
+#[test]
+fn the_unlatched_list_is_compacted_in_slices_and_keeps_who_waits() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    let poke = |s: &mut Scenario| {
+        // Any datagram makes the worker adopt the new snapshot.
+        s.deliver(other_addr(1), &[0]);
+    };
+    // 600 join, one per snapshot: compactions of more than a slice.
+    let mut saw_slices = false;
+    for leg in 100..700 {
+        admit_leg(&mut s.snapshot, leg, STANDARD, MeetingMode::Standard, true);
+        poke(&mut s);
+        saw_slices |= s.worker.unlatched_list().1;
+    }
+    assert!(saw_slices, "a compaction ran over several changes");
+    // All but the last 30 leave; then 1,034 more join, each leaving
+    // again ten joins later, but the last ten. (The scenario's keys repeat
+    // every 256 legs; legs with one key are one to trial decryption, so
+    // the ones that stay have distinct keys.)
+    for leg in 100..670 {
+        remove_leg(&mut s.snapshot, leg);
+        poke(&mut s);
+    }
+    for leg in 700..1_734 {
+        admit_leg(&mut s.snapshot, leg, STANDARD, MeetingMode::Standard, true);
+        poke(&mut s);
+        if leg >= 710 {
+            remove_leg(&mut s.snapshot, leg - 10);
+            poke(&mut s);
+        }
+    }
+    // Let any compaction under way finish.
+    for _ in 0..50 {
+        s.snapshot.generation += 1;
+        poke(&mut s);
+    }
+    let (len, compacting) = s.worker.unlatched_list();
+    assert!(!compacting);
+    let waiting = 30 + 10;
+    assert!(len <= 2 * 64 + 2, "a list of {len} for {waiting} waiting");
+    let joined: Vec<u64> = (100..1_734).collect();
+    let stay: Vec<u64> = joined
+        .iter()
+        .copied()
+        .filter(|&l| s.snapshot.legs.contains_key(&LegId(l)))
+        .collect();
+    assert_eq!(stay.len(), waiting);
+    for &leg in &stay {
+        s.clients.insert(leg, client(leg));
+    }
+    for round in 0.. {
+        let left: Vec<u64> = stay
+            .iter()
+            .copied()
+            .filter(|&l| s.latch(l).is_none())
+            .collect();
+        assert!(round < 40, "still unlatched after 40 rounds: {left:?}");
+        let left: Vec<u64> = stay
+            .iter()
+            .copied()
+            .filter(|&l| s.latch(l).is_none())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        for leg in left {
+            let rr = s.srtcp(
+                leg,
+                &receiver_report(0x7100_0000 + leg as u32, video_ssrc(1)),
+            );
+            s.deliver(client_addr(leg), &rr);
         }
     }
 }
