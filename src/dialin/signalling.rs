@@ -204,8 +204,8 @@ impl Signalling {
         while let Ok(PoolEvent::Hangup(call)) = self.events.try_recv() {
             self.uas.hangup(now, call);
         }
-        self.answer_due(now);
-        self.flush();
+        // Counted before the answers leave: whoever reads an answer then
+        // sees the drops that came before it in the metrics.
         let malformed = self.uas.stats().malformed_dropped;
         if malformed > self.malformed_seen {
             self.calls_settings
@@ -213,6 +213,8 @@ impl Signalling {
                 .sip_malformed(malformed - self.malformed_seen);
             self.malformed_seen = malformed;
         }
+        self.answer_due(now);
+        self.flush();
         self.count_edge();
         while let Ok(reload) = self.reload.try_recv() {
             self.uas.set_limits(reload.limits);
