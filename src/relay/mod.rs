@@ -10,6 +10,7 @@ mod fanout;
 mod latching;
 mod legs;
 mod path;
+mod pt_rewrite;
 mod rtcp_route;
 mod slot_rewrite;
 mod snapshot;
@@ -20,6 +21,7 @@ mod worker;
 mod tests;
 
 pub use path::Path;
+pub use pt_rewrite::PtMap;
 pub use snapshot::{
     IdHash, IdHasher, Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, Members,
     RoutingSnapshot, SlotEntry, SlotMap, SnapshotCell, StreamRoute, empty_cell,

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use super::Path;
+use super::{Path, PtMap};
 use crate::srtp::MasterKey;
 
 /// Fibonacci hashing of a control-plane id ([`LegId`], [`MeetingIdx`]):
@@ -286,6 +286,11 @@ pub struct RoutingSnapshot {
     /// REMB about their streams reaches them (it stops at the relay for
     /// endpoints).
     pub services: im::HashSet<LegId, IdHash>,
+    /// Receiving legs that number a codec otherwise than a source they
+    /// get (`receive.video.codecs`, a WHEP offer): each copy to them
+    /// leaves under their payload type (`pt_rewrite.rs`). Empty unless
+    /// some receiver named payload types that differ.
+    pub payload_types: im::HashMap<LegId, Arc<PtMap>, IdHash>,
 }
 
 /// One WHEP leg's receive slots (see `crate::webrtc`'s slot notes).
