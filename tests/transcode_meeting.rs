@@ -680,6 +680,13 @@ fn an_h264_publisher_reaches_a_vp8_360p_receiver_as_a_rendition_and_an_h264_one_
         json!({"video": {"codecs": [{"name": "VP8", "payload_type": 100}], "max_height": 360}});
     let run = run("H264", 96, &vp8_360, 0, plis);
     let (ssrc, frames) = check_rendition(&run, true, 360, "vp8-360");
+    // The rendition reaches its receiver under the payload type it named.
+    assert!(
+        run.rendered
+            .iter()
+            .filter_map(|g| RtpPacket::parse(&g.packet).ok())
+            .all(|p| p.header().payload_type().get() == 100)
+    );
 
     // The H.264 receiver got the publisher's own packets, byte for byte,
     // and no second transcode started for it.
@@ -896,5 +903,57 @@ fn beyond_max_sessions_a_receiver_gets_the_original_and_the_refusal_is_counted()
             "sluice_transcode_active{encoder=\"libx264\"}",
         ) == 0.0
     });
+    daemon.shutdown();
+}
+
+#[test]
+fn each_receiver_gets_the_publishers_packets_under_its_own_payload_type() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "m");
+    let publisher = admit(api, "m", &json!({"name": "camera"}));
+    let pid = publisher["id"].as_str().unwrap().to_owned();
+    // VP8 is 97 to the publisher, 120 to one receiver; the other names no
+    // payload types.
+    let vp8_120 = json!({"video": {"codecs": [{"name": "VP8", "payload_type": 120}]}});
+    let numbered = admit(api, "m", &json!({"name": "a", "receive": vp8_120}));
+    let plain = admit(api, "m", &json!({"name": "b"}));
+    let (a, b) = (
+        Receiver::start(&numbered, Vec::new()),
+        Receiver::start(&plain, Vec::new()),
+    );
+    publish(api, "m", &pid, "VP8", 97);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ep = Endpoint::from_admission(&publisher);
+    let mut sent = Vec::new();
+    for seq in 0..20u16 {
+        let mut buf = vp8_packet(seq);
+        if seq % 5 == 4 {
+            buf[1] |= 0x80; // the marker survives the rewrite
+        }
+        sent.push(buf.clone());
+        let len = buf.len();
+        buf.resize(len + 64, 0);
+        let n = ep.send.protect_rtp(&mut buf, len).unwrap();
+        ep.socket.send_to(&buf[..n], ep.relay).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (got_a, got_b) = (a.finish(), b.finish());
+    assert_eq!(got_a.len(), 20, "a got every packet");
+    assert_eq!(got_b.len(), 20, "b got every packet");
+    for (g, s) in got_a.iter().zip(&sent) {
+        let mut want = s.clone();
+        want[1] = (s[1] & 0x80) | 120;
+        assert_eq!(g.packet, want, "a: payload type 120, all else as sent");
+    }
+    for (g, s) in got_b.iter().zip(&sent) {
+        assert_eq!(&g.packet, s, "b: as the publisher sent it");
+    }
+    assert_eq!(
+        metric(&metrics(api), "sluice_transcode_started_total"),
+        0.0,
+        "a forward, no transcode"
+    );
     daemon.shutdown();
 }

@@ -40,6 +40,7 @@ use super::error::ErrorCode;
 use super::extract::ApiPath;
 use super::registry::{NewStream, SlotRequest};
 use crate::relay::MediaKind;
+use crate::transcode::VideoPrefs;
 use crate::webrtc::BrowserLegKeys;
 use crate::webrtc::port::{EndReason, LegSink, PortInput, PortQueue, SessionId};
 use crate::webrtc::whip::{CORS_HEADERS, IceCredentials, WhipError, accept_offer, check_bearer};
@@ -260,6 +261,9 @@ fn post_offer(
         Ok(None) => return Err(BrowserError::TooManySessions),
         Err(_) => return Err(WhipError::BadToken.into()),
     };
+    if let Some(prefs) = viewer_codecs(&accepted.offer) {
+        state.registry().set_viewer_codecs(id, prefs);
+    }
     let mut accepted = accepted;
     if !mids.is_empty() {
         // WHEP: the answer declares each slot's SSRC.
@@ -326,6 +330,33 @@ fn slot_requests(offer: &Offer) -> Vec<SlotRequest> {
             })
         })
         .collect()
+}
+
+/// What a WHEP offer's video m-lines take, as receive preferences: each
+/// codec chosen for an accepted m-line (the answer's), with the payload
+/// type the offer gave it (DESIGN.md, "Transcoding"). `None` without
+/// video, or when two m-lines number codecs in a way preferences cannot
+/// hold (one codec under two numbers, two codecs under one).
+fn viewer_codecs(offer: &Offer) -> Option<VideoPrefs> {
+    let mut codecs: Vec<(String, u16)> = Vec::new();
+    for m in offer.media.iter().filter(|m| !m.rejected) {
+        let (Some(codec), SdpKind::Video) = (&m.codec, m.kind) else {
+            continue;
+        };
+        let name = match codec.name {
+            CodecName::Vp8 => "VP8",
+            CodecName::H264 => "H264",
+            CodecName::Opus => continue,
+        };
+        let entry = (name.to_owned(), u16::from(codec.payload_type));
+        if !codecs.contains(&entry) {
+            codecs.push(entry);
+        }
+    }
+    if codecs.is_empty() {
+        return None;
+    }
+    VideoPrefs::new(&codecs, None, None).ok()
 }
 
 /// The streams a WHIP offer declares with `a=ssrc`, by m-line, each with

@@ -66,6 +66,9 @@ pub(crate) struct BrowserSession {
     source_mid_ext: Vec<(u32, u8)>,
     /// WHEP: its receive slots.
     slots: Vec<ViewerSlot>,
+    /// WHEP: the video codecs its offer negotiated, as preferences
+    /// (`viewers.rs`); `None` for WHIP or an offer without video.
+    pub(super) receive: Option<crate::transcode::VideoPrefs>,
     /// Once the handshake is done.
     leg: Option<Arc<LegRoute>>,
     streams: Vec<Stream>,
@@ -148,6 +151,7 @@ impl Registry {
             offered,
             source_mid_ext: Vec::new(),
             slots: viewer,
+            receive: None,
             leg: None,
             streams: Vec::new(),
         });
@@ -309,7 +313,7 @@ impl Registry {
             .ok_or_else(|| ApiError::ParticipantNotFound(participant_id.to_owned()))
     }
 
-    fn session_mut(&mut self, id: u64) -> Option<&mut BrowserSession> {
+    pub(super) fn session_mut(&mut self, id: u64) -> Option<&mut BrowserSession> {
         self.meetings
             .values_mut()
             .flat_map(|m| m.participants.iter_mut())
@@ -358,6 +362,26 @@ pub(super) fn publish(
                 .streams
                 .insert(stream.route.ssrc, Arc::clone(&stream.route));
         }
+    }
+}
+
+impl BrowserSession {
+    /// Its leg, once the handshake is done.
+    pub(super) fn leg(&self) -> Option<&Arc<LegRoute>> {
+        self.leg.as_ref()
+    }
+
+    /// WHIP: the streams it publishes.
+    pub(super) fn streams(&self) -> &[Stream] {
+        &self.streams
+    }
+
+    /// WHEP: the publisher streams its video slots carry now.
+    pub(super) fn video_sources(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.request.kind == MediaKind::Video)
+            .filter_map(|s| s.source)
     }
 }
 

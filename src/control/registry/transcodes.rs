@@ -28,9 +28,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
+use super::viewers::{self, VideoSource};
 use super::{Meeting, Registry};
 use crate::relay::{LegId, LegRoute, MediaKind, MeetingMode, RoutingSnapshot, StreamRoute};
-use crate::rtp::Ssrc;
+use crate::rtp::{PayloadType, Ssrc};
 use crate::srtp::SrtpProfile;
 use crate::transcode::{
     Delivery, EncoderKind, RenditionSpec, SessionKey, SessionTable, SourceVideo, Subscription,
@@ -54,6 +55,8 @@ struct Running {
     meeting: String,
     source: u32,
     encoder: EncoderKind,
+    /// The rendition's codec.
+    codec: VideoCodec,
     leg: Arc<LegRoute>,
     rtcp_ssrc: u32,
     stream: Arc<StreamRoute>,
@@ -95,15 +98,24 @@ impl Transcodes {
 
     /// Adds the transcoders of `meeting` to the snapshot, and the
     /// audiences of their renditions and sources; `legs` is the meeting's
-    /// fan-out set.
+    /// fan-out set. A WHEP receiver's slot that carried the source carries
+    /// the rendition instead (its slot map is in `snapshot` already).
+    /// Returns the renditions, for the receivers' payload-type maps.
     pub(super) fn publish(
         &self,
         meeting: &Meeting,
         legs: &[LegId],
         snapshot: &mut RoutingSnapshot,
-    ) {
+    ) -> Vec<VideoSource> {
         let mut by_source: BTreeMap<u32, (BTreeSet<LegId>, Vec<LegId>)> = BTreeMap::new();
+        let mut renditions = Vec::new();
         for (key, r) in self.running.iter().filter(|(_, r)| r.meeting == meeting.id) {
+            renditions.push(VideoSource {
+                ssrc: r.stream.ssrc,
+                codec: r.codec,
+                payload_type: r.stream.payload_type,
+                owner: r.leg.id.0,
+            });
             snapshot.insert_leg(Arc::clone(&r.leg));
             snapshot
                 .streams
@@ -114,6 +126,9 @@ impl Transcodes {
             let source = by_source.entry(r.source).or_default();
             source.0.extend(receivers.iter().copied());
             source.1.push(r.leg.id);
+            for receiver in &receivers {
+                fill_slot(snapshot, *receiver, r.source, r.stream.ssrc);
+            }
             snapshot.audiences.insert(r.stream.ssrc, receivers.into());
         }
         for (ssrc, (rendered, transcoders)) in by_source {
@@ -125,7 +140,40 @@ impl Transcodes {
                 .collect();
             snapshot.audiences.insert(ssrc, audience.into());
         }
+        renditions
     }
+}
+
+/// In WHEP leg `leg`'s slot map (if it has one), the slot carrying
+/// `source` carries `rendition` from now on; the viewer's feedback about
+/// the slot reaches the transcoder.
+fn fill_slot(snapshot: &mut RoutingSnapshot, leg: LegId, source: u32, rendition: u32) {
+    let Some(map) = snapshot.slot_maps.get(&leg) else {
+        return;
+    };
+    if map.slot_of(source).is_none() {
+        return;
+    }
+    let mut map = (**map).clone();
+    for entry in map.entries.iter_mut().filter(|e| e.source == source) {
+        entry.source = rendition;
+        // The transcoder's packets carry no MID extension.
+        entry.source_mid_ext = 0;
+        snapshot.slot_sources.insert(entry.ssrc, rendition);
+    }
+    snapshot.slot_maps.insert(leg, Arc::new(map));
+}
+
+/// The payload type a rendition is written with. Every receiver gets it
+/// under its own number (the fan-out's payload-type rewrite), so receivers
+/// that number a codec differently still share one transcode.
+fn rendition_payload_type(codec: VideoCodec) -> PayloadType {
+    let pt = match codec {
+        VideoCodec::Vp8 => 96,
+        VideoCodec::H264 => 102,
+    };
+    // Both below 128.
+    PayloadType::new(pt).expect("a 7-bit payload type")
 }
 
 impl Transcodes {
@@ -165,46 +213,40 @@ impl Registry {
         // Nothing running, nothing wanted and no receiver with preferences:
         // nothing to reconcile (a check without allocation, so that joins
         // stay cheap while no one needs a rendition).
-        let prefs = || {
-            self.meetings
-                .values()
-                .any(|m| m.participants.iter().any(|p| p.receive.is_some()))
-        };
+        let prefs = || self.meetings.values().any(viewers::any_receiver);
         if t.running.is_empty() && t.subs.is_empty() && !prefs() {
             self.transcodes = Some(t);
             return;
         }
         let mut wanted: BTreeMap<Want, (String, VideoCodec, RenditionSpec)> = BTreeMap::new();
         let mut sources: HashSet<u32> = HashSet::new();
+        for meeting in self.meetings.values_mut() {
+            if meeting.mode == MeetingMode::Standard
+                && meeting.participants.iter().any(|p| p.webrtc.is_some())
+            {
+                // WHEP viewers need renditions of what their slots carry.
+                super::browser::assign_slots(meeting);
+            }
+        }
         for meeting in self.meetings.values() {
             if meeting.mode != MeetingMode::Standard {
                 continue;
             }
-            let published: Vec<(u32, VideoCodec, LegId)> = meeting
-                .participants
-                .iter()
-                .flat_map(|p| p.streams.iter().map(move |s| (p, s)))
-                .filter(|(_, s)| s.route.kind == MediaKind::Video)
-                .filter_map(|(p, s)| {
-                    Some((s.route.ssrc, VideoCodec::from_name(&s.codec)?, p.leg.id))
-                })
-                .collect();
-            sources.extend(published.iter().map(|(ssrc, _, _)| *ssrc));
-            for receiver in &meeting.participants {
-                let Some(prefs) = &receiver.receive else {
-                    continue;
-                };
-                for &(ssrc, codec, publisher) in &published {
-                    if publisher == receiver.leg.id {
-                        continue;
-                    }
-                    let source = SourceVideo {
-                        codec,
+            let published = viewers::video_sources(meeting);
+            sources.extend(published.iter().map(|s| s.ssrc));
+            for receiver in viewers::video_receivers(meeting) {
+                for source in published.iter().filter(|s| receiver.receives(s)) {
+                    let video = SourceVideo {
+                        codec: source.codec,
                         height: None,
                         kbps: None,
                     };
-                    if let Delivery::Rendition(spec) = prefs.delivery(source) {
-                        wanted.insert((receiver.leg.id.0, ssrc), (meeting.id.clone(), codec, spec));
+                    if let Delivery::Rendition(mut spec) = receiver.prefs.delivery(video) {
+                        spec.payload_type = rendition_payload_type(spec.codec);
+                        wanted.insert(
+                            (receiver.leg.0, source.ssrc),
+                            (meeting.id.clone(), source.codec, spec),
+                        );
                     }
                 }
             }
@@ -346,6 +388,7 @@ impl Registry {
                 meeting: meeting_id.to_owned(),
                 source,
                 encoder,
+                codec: spec.codec,
                 leg,
                 rtcp_ssrc,
                 stream,
