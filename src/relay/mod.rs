@@ -7,6 +7,7 @@
 
 mod deferred;
 mod fanout;
+mod height_probe;
 mod latching;
 mod legs;
 mod path;
@@ -20,6 +21,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use height_probe::SourceHeight;
 pub use path::Path;
 pub use pt_rewrite::PtMap;
 pub use snapshot::{

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use super::{Path, PtMap};
+use super::{Path, PtMap, SourceHeight};
 use crate::srtp::MasterKey;
 
 /// Fibonacci hashing of a control-plane id ([`LegId`], [`MeetingIdx`]):
@@ -291,6 +291,10 @@ pub struct RoutingSnapshot {
     /// leaves under their payload type (`pt_rewrite.rs`). Empty unless
     /// some receiver named payload types that differ.
     pub payload_types: im::HashMap<LegId, Arc<PtMap>, IdHash>,
+    /// Source streams whose picture height the control plane wants to
+    /// learn, by SSRC (`height_probe.rs`): empty unless a receiver of the
+    /// source's codec has a `max_height` and the height is not known yet.
+    pub heights: im::HashMap<u32, Arc<SourceHeight>>,
 }
 
 /// One WHEP leg's receive slots (see `crate::webrtc`'s slot notes).

@@ -260,6 +260,11 @@ impl<B: AeadBackend> RelayWorker<B> {
             self.counters.dropped(Drop::Other);
             return;
         };
+        if !snapshot.heights.is_empty()
+            && let Some(probe) = snapshot.heights.get(&stream.ssrc)
+        {
+            probe.observe(rtp);
+        }
         self.fan_out(snapshot, stream, slot, leg, rtp, out);
     }
 

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use super::viewers::{self, VideoSource};
 use super::{Meeting, Registry};
-use crate::relay::{LegId, LegRoute, MediaKind, MeetingMode, RoutingSnapshot, StreamRoute};
+use crate::relay::{
+    LegId, LegRoute, MediaKind, MeetingMode, RoutingSnapshot, SourceHeight, StreamRoute,
+};
 use crate::rtp::{PayloadType, Ssrc};
 use crate::srtp::SrtpProfile;
 use crate::transcode::{
@@ -72,6 +74,9 @@ pub(crate) struct Transcodes {
     subs: BTreeMap<Want, Sub>,
     running: BTreeMap<SessionKey, Running>,
     next_job: u64,
+    /// Sources whose picture height a receiver's `max_height` needs
+    /// (`relay::SourceHeight`: the workers fill it in from key frames).
+    heights: BTreeMap<u32, Arc<SourceHeight>>,
 }
 
 impl Transcodes {
@@ -93,6 +98,7 @@ impl Transcodes {
             subs: BTreeMap::new(),
             running: BTreeMap::new(),
             next_job: 0,
+            heights: BTreeMap::new(),
         }
     }
 
@@ -109,6 +115,13 @@ impl Transcodes {
     ) -> Vec<VideoSource> {
         let mut by_source: BTreeMap<u32, (BTreeSet<LegId>, Vec<LegId>)> = BTreeMap::new();
         let mut renditions = Vec::new();
+        for source in viewers::video_sources(meeting) {
+            if let Some(probe) = self.heights.get(&source.ssrc)
+                && probe.get().is_none()
+            {
+                snapshot.heights.insert(source.ssrc, Arc::clone(probe));
+            }
+        }
         for (key, r) in self.running.iter().filter(|(_, r)| r.meeting == meeting.id) {
             renditions.push(VideoSource {
                 ssrc: r.stream.ssrc,
@@ -199,7 +212,9 @@ impl Registry {
             .as_ref()
             .and_then(|t| t.table.poll_timeout())
             .is_some_and(|at| now >= at);
-        if due {
+        // A worker learnt a source's height the last decision lacked.
+        let learnt = self.routes.heights.values().any(|p| p.get().is_some());
+        if due || learnt {
             self.publish();
         }
     }
@@ -214,12 +229,13 @@ impl Registry {
         // nothing to reconcile (a check without allocation, so that joins
         // stay cheap while no one needs a rendition).
         let prefs = || self.meetings.values().any(viewers::any_receiver);
-        if t.running.is_empty() && t.subs.is_empty() && !prefs() {
+        if t.running.is_empty() && t.subs.is_empty() && t.heights.is_empty() && !prefs() {
             self.transcodes = Some(t);
             return;
         }
         let mut wanted: BTreeMap<Want, (String, VideoCodec, RenditionSpec)> = BTreeMap::new();
         let mut sources: HashSet<u32> = HashSet::new();
+        let mut probed: BTreeMap<u32, VideoCodec> = BTreeMap::new();
         for meeting in self.meetings.values_mut() {
             if meeting.mode == MeetingMode::Standard
                 && meeting.participants.iter().any(|p| p.webrtc.is_some())
@@ -236,9 +252,19 @@ impl Registry {
             sources.extend(published.iter().map(|s| s.ssrc));
             for receiver in viewers::video_receivers(meeting) {
                 for source in published.iter().filter(|s| receiver.receives(s)) {
+                    // Its own codec with a height limit: whether it fits
+                    // waits on the source's height.
+                    let takes = receiver
+                        .prefs
+                        .codecs
+                        .iter()
+                        .any(|c| c.codec == source.codec);
+                    if takes && receiver.prefs.max_height.is_some() {
+                        probed.insert(source.ssrc, source.codec);
+                    }
                     let video = SourceVideo {
                         codec: source.codec,
-                        height: None,
+                        height: t.heights.get(&source.ssrc).and_then(|p| p.get()),
                         kbps: None,
                     };
                     if let Delivery::Rendition(mut spec) = receiver.prefs.delivery(video) {
@@ -249,6 +275,22 @@ impl Registry {
                         );
                     }
                 }
+            }
+        }
+        // The heights asked of the workers: those still needed and not
+        // known yet (a known one leaves the snapshot; the registry keeps it).
+        t.heights.retain(|ssrc, _| probed.contains_key(ssrc));
+        for (ssrc, codec) in probed {
+            t.heights
+                .entry(ssrc)
+                .or_insert_with(|| Arc::new(SourceHeight::new(codec)));
+        }
+        self.routes
+            .heights
+            .retain(|ssrc, _| t.heights.get(ssrc).is_some_and(|p| p.get().is_none()));
+        for (ssrc, probe) in &t.heights {
+            if probe.get().is_none() && !self.routes.heights.contains_key(ssrc) {
+                self.routes.heights.insert(*ssrc, Arc::clone(probe));
             }
         }
         // Receivers that left, or no longer need what they had.

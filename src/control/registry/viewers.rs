@@ -357,6 +357,48 @@ mod tests {
         assert!(cell.load().payload_types.is_empty());
     }
 
+    /// An RTP packet carrying libx264's SPS of 1280×720.
+    fn sps_720p(ssrc: u32) -> Vec<u8> {
+        let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 0];
+        rtp.extend(ssrc.to_be_bytes());
+        rtp.extend([
+            0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00,
+            0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+        ]);
+        rtp
+    }
+
+    #[test]
+    fn a_receiver_of_the_same_codec_gets_a_smaller_rendition_once_the_height_is_known() {
+        let (mut r, cell, rx) = registry(MeetingMode::Standard, true);
+        let (camera, _) = join(&mut r, "camera", None);
+        let small = VideoPrefs::new(&[("H264".to_owned(), 96)], Some(360), None).unwrap();
+        let (_, thin) = join(&mut r, "thin", Some(small));
+        let (_, room) = join(&mut r, "room", Some(prefs(&[("H264", 96)])));
+        r.add_stream("m", &camera, video(7, "H264", 96)).unwrap();
+        assert!(rx.try_recv().is_err(), "the height is not known yet");
+        let probe = Arc::clone(&cell.load().heights[&7]);
+        // A worker reads the SPS of a key frame; the next tick decides.
+        probe.observe(&sps_720p(7));
+        assert_eq!(probe.get(), Some(720));
+        r.transcode_tick(std::time::Instant::now());
+        let Ok(TranscodeCommand::Start(job)) = rx.try_recv() else {
+            panic!("a 360p rendition starts");
+        };
+        assert_eq!(
+            (job.spec.codec, job.spec.max_height),
+            (VideoCodec::H264, Some(360))
+        );
+        let snap = cell.load();
+        assert!(snap.heights.is_empty(), "known: no longer asked");
+        assert_eq!(snap.audiences[&job.rendition_ssrc].to_vec(), [thin]);
+        assert!(snap.audiences[&7].contains(&room), "no limit: the original");
+        assert!(!snap.audiences[&7].contains(&thin));
+        // A 360p source would have fitted: no second decision changes it.
+        r.transcode_tick(std::time::Instant::now());
+        assert!(rx.try_recv().is_err());
+    }
+
     #[test]
     fn a_whep_viewer_of_another_codec_gets_a_rendition_in_its_slot_under_its_number() {
         let (mut r, cell, rx) = registry(MeetingMode::Standard, true);
