@@ -306,7 +306,10 @@ mod tests {
         }
     }
 
-    fn maps(snapshot: &RoutingSnapshot) -> Vec<(LegId, Vec<(u32, Option<u8>)>)> {
+    /// Each leg's payload types for the sources 7, 8 and 9.
+    type Maps = Vec<(LegId, Vec<(u32, Option<u8>)>)>;
+
+    fn maps(snapshot: &RoutingSnapshot) -> Maps {
         let mut out: Vec<_> = snapshot
             .payload_types
             .iter()
