@@ -261,7 +261,7 @@ fn post_offer(
         Ok(None) => return Err(BrowserError::TooManySessions),
         Err(_) => return Err(WhipError::BadToken.into()),
     };
-    if let Some(prefs) = viewer_codecs(&accepted.offer) {
+    if let (Purpose::Receive { .. }, Some(prefs)) = (purpose, viewer_codecs(&accepted.offer)) {
         state.registry().set_viewer_codecs(id, prefs);
     }
     let mut accepted = accepted;
