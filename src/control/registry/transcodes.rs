@@ -12,8 +12,15 @@
 //! (AEAD_AES_256_GCM) and `rtcp_ssrc`, and the rendition stream under a
 //! fresh SSRC; the media thread that runs it gets the keys in a
 //! [`TranscodeCommand::Start`], as the dial-in bridge gets its caller's.
-//! E2EE meetings never get one (their receivers cannot ask: admission
-//! refuses `receive` with `e2ee_forbids_transcoding`). The meeting's lock,
+//! Receivers are SDES participants that gave `receive` and WHEP legs
+//! whose offer named their video codecs (`viewers.rs`); a WHEP leg's
+//! rendition fills the slot its source would have. A receiver with a
+//! `max_height` that takes the source's codec waits on the source's
+//! height, which the workers read from its key frames (snapshot
+//! `heights`); the tick decides again once it is known.
+//! E2EE meetings never get one (admission refuses `receive` with
+//! `e2ee_forbids_transcoding`, and a WHEP viewer's codecs there only
+//! leave a slot it could not decode empty). The meeting's lock,
 //! passcode and size do not apply: the transcoder serves receivers
 //! already admitted, and is not listed among the participants.
 //!
