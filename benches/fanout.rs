@@ -13,6 +13,9 @@
 //! receive slot carries the stream, so every copy gets the slot's SSRC
 //! rewrite before it is protected (the only per-packet work a browser
 //! leg adds). The ratio of the two is the cost of a browser leg.
+//! A third run sends to SDES legs that each number the codec otherwise
+//! (`receive.video.codecs[].payload_type`), so every copy gets the
+//! payload-type rewrite: its ratio to the first is that rewrite's cost.
 //!
 //! Run: `cargo bench --bench fanout` (full), `cargo test --benches` (smoke).
 
@@ -26,8 +29,8 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use sluice::crypto::AnyGcm;
 use sluice::metrics::WorkerCounters;
 use sluice::relay::{
-    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, RelayWorker, RoutingSnapshot,
-    SlotEntry, SlotMap, SourceFeed, StreamRoute, Transmits,
+    Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, PtMap, RelayWorker,
+    RoutingSnapshot, SlotEntry, SlotMap, SourceFeed, StreamRoute, Transmits,
 };
 use sluice::rtp::{PayloadType, RtpBuilder, SeqNum, Ssrc};
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
@@ -49,9 +52,31 @@ fn addr(leg: u64) -> SocketAddr {
     SocketAddr::from(([10, 0, (leg >> 8) as u8, leg as u8], 50_000))
 }
 
+/// What the receiving legs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Legs {
+    /// SDES legs taking the stream as it is.
+    Sdes,
+    /// WHEP legs, one slot each.
+    Webrtc,
+    /// SDES legs each wanting another payload type.
+    SdesPt,
+}
+
+impl Legs {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sdes => "sdes",
+            Self::Webrtc => "webrtc",
+            Self::SdesPt => "sdes-pt",
+        }
+    }
+}
+
 /// Leg 0 publishes one stream; legs 1..=SUBSCRIBERS receive it; all
-/// latched; with `webrtc`, each receiver is a WHEP leg with one slot.
-fn snapshot(webrtc: bool) -> RoutingSnapshot {
+/// latched; with `Webrtc`, each receiver is a WHEP leg with one slot;
+/// with `SdesPt`, each has a payload-type map for it.
+fn snapshot(legs: Legs) -> RoutingSnapshot {
     let mut snapshot = RoutingSnapshot {
         generation: 1,
         ..RoutingSnapshot::default()
@@ -80,7 +105,14 @@ fn snapshot(webrtc: bool) -> RoutingSnapshot {
         highest_index: Arc::new(AtomicU64::new(0)),
     };
     snapshot.streams.insert(SSRC, Arc::new(stream));
-    if webrtc {
+    if legs == Legs::SdesPt {
+        for leg in 1..=SUBSCRIBERS {
+            snapshot
+                .payload_types
+                .insert(LegId(leg), Arc::new(PtMap::new([(SSRC, 120)])));
+        }
+    }
+    if legs == Legs::Webrtc {
         // A meeting with WHEP viewers: the worker records the publisher's
         // position for the slot decisions on every packet.
         snapshot
@@ -136,12 +168,15 @@ fn fanout(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Elements(SUBSCRIBERS));
-    for (size, webrtc) in PAYLOADS
-        .into_iter()
-        .flat_map(|size| [(size, false), (size, true)])
-    {
-        let snapshot = snapshot(webrtc);
-        let legs = if webrtc { "webrtc" } else { "sdes" };
+    for (size, kind) in PAYLOADS.into_iter().flat_map(|size| {
+        [
+            (size, Legs::Sdes),
+            (size, Legs::Webrtc),
+            (size, Legs::SdesPt),
+        ]
+    }) {
+        let snapshot = snapshot(kind);
+        let legs = kind.name();
         let counters = Arc::new(WorkerCounters::default());
         let mut worker = RelayWorker::new(AnyGcm::default(), counters);
         let mut publisher = SrtpSession::new(AnyGcm::default(), &key(0, 0)).expect("session");

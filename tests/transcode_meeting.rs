@@ -215,14 +215,28 @@ impl Proxy {
 
 /// The ffmpeg CLI publishing testsrc2 as `codec` over SRTP to `to`.
 fn ffmpeg_publisher(codec: &str, pt: u8, admission: &Value, to: SocketAddr, lossy: bool) -> Child {
-    let key = admission["media"]["client_to_relay"].as_str().unwrap();
     // Under loss: a key frame of few packets, often: at 5% loss most of
     // them arrive whole, as with a publisher that answers PLI.
-    let ((w, h), gop, rate) = if lossy {
+    let (size, gop, rate) = if lossy {
         (LOSSY_SOURCE, "10", "400k")
     } else {
         (SOURCE, "30", "1500k")
     };
+    ffmpeg_sized(codec, pt, admission, to, size, gop, rate)
+}
+
+/// The `ffmpeg` CLI sending `SECONDS` of testsrc2 at `w`×`h` in `codec`
+/// over SRTP to `to`, a key frame every `gop` frames, at `rate`.
+fn ffmpeg_sized(
+    codec: &str,
+    pt: u8,
+    admission: &Value,
+    to: SocketAddr,
+    (w, h): (u32, u32),
+    gop: &str,
+    rate: &str,
+) -> Child {
+    let key = admission["media"]["client_to_relay"].as_str().unwrap();
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
         "-hide_banner",
@@ -500,7 +514,11 @@ fn probe(path: &Path, format: &str) -> (String, u32, usize) {
 /// scaled to `size`. Frames are paired by their index (raw H.264 has no
 /// timestamps; a clean run loses none).
 fn psnr(path: &Path, format: &str, first: u32, size: (u32, u32)) -> f64 {
-    let (w, h) = SOURCE;
+    psnr_of(path, format, first, size, SOURCE)
+}
+
+/// [`psnr`] against testsrc2 at `(w, h)`.
+fn psnr_of(path: &Path, format: &str, first: u32, size: (u32, u32), (w, h): (u32, u32)) -> f64 {
     let graph = format!(
         "[1:v]trim=start_frame={first},setpts=N/(30*TB),scale={}:{}:flags=bicubic,format=yuv420p[ref];[0:v]setpts=N/(30*TB),format=yuv420p[d];[d][ref]psnr=shortest=1",
         size.0, size.1
@@ -563,10 +581,11 @@ struct Run {
 /// A meeting with a publisher sending `codec` through the proxy, one
 /// receiver asking for `rendition` (a `receive` value) and one taking the
 /// source's codec with no limit.
+/// One real-time publisher and transcode at a time: on a 2-core CI
+/// machine, parallel encoders starve one another and frames come late.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(codec: &str, pt: u8, rendition: &Value, drop_percent: u32, plis: Vec<Duration>) -> Run {
-    // One real-time publisher and transcode at a time: on a 2-core CI
-    // machine, parallel encoders starve one another and frames come late.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -680,6 +699,13 @@ fn an_h264_publisher_reaches_a_vp8_360p_receiver_as_a_rendition_and_an_h264_one_
         json!({"video": {"codecs": [{"name": "VP8", "payload_type": 100}], "max_height": 360}});
     let run = run("H264", 96, &vp8_360, 0, plis);
     let (ssrc, frames) = check_rendition(&run, true, 360, "vp8-360");
+    // The rendition reaches its receiver under the payload type it named.
+    assert!(
+        run.rendered
+            .iter()
+            .filter_map(|g| RtpPacket::parse(&g.packet).ok())
+            .all(|p| p.header().payload_type().get() == 100)
+    );
 
     // The H.264 receiver got the publisher's own packets, byte for byte,
     // and no second transcode started for it.
@@ -896,5 +922,140 @@ fn beyond_max_sessions_a_receiver_gets_the_original_and_the_refusal_is_counted()
             "sluice_transcode_active{encoder=\"libx264\"}",
         ) == 0.0
     });
+    daemon.shutdown();
+}
+
+#[test]
+fn each_receiver_gets_the_publishers_packets_under_its_own_payload_type() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "m");
+    let publisher = admit(api, "m", &json!({"name": "camera"}));
+    let pid = publisher["id"].as_str().unwrap().to_owned();
+    // VP8 is 97 to the publisher, 120 to one receiver; the other names no
+    // payload types.
+    let vp8_120 = json!({"video": {"codecs": [{"name": "VP8", "payload_type": 120}]}});
+    let numbered = admit(api, "m", &json!({"name": "a", "receive": vp8_120}));
+    let plain = admit(api, "m", &json!({"name": "b"}));
+    let (a, b) = (
+        Receiver::start(&numbered, Vec::new()),
+        Receiver::start(&plain, Vec::new()),
+    );
+    publish(api, "m", &pid, "VP8", 97);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ep = Endpoint::from_admission(&publisher);
+    let mut sent = Vec::new();
+    for seq in 0..20u16 {
+        let mut buf = vp8_packet(seq);
+        if seq % 5 == 4 {
+            buf[1] |= 0x80; // the marker survives the rewrite
+        }
+        sent.push(buf.clone());
+        let len = buf.len();
+        buf.resize(len + 64, 0);
+        let n = ep.send.protect_rtp(&mut buf, len).unwrap();
+        ep.socket.send_to(&buf[..n], ep.relay).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (got_a, got_b) = (a.finish(), b.finish());
+    assert_eq!(got_a.len(), 20, "a got every packet");
+    assert_eq!(got_b.len(), 20, "b got every packet");
+    for (g, s) in got_a.iter().zip(&sent) {
+        let mut want = s.clone();
+        want[1] = (s[1] & 0x80) | 120;
+        assert_eq!(g.packet, want, "a: payload type 120, all else as sent");
+    }
+    for (g, s) in got_b.iter().zip(&sent) {
+        assert_eq!(&g.packet, s, "b: as the publisher sent it");
+    }
+    assert_eq!(
+        metric(&metrics(api), "sluice_transcode_started_total"),
+        0.0,
+        "a forward, no transcode"
+    );
+    daemon.shutdown();
+}
+
+/// A 720p H.264 source: an H.264 receiver with `max_height` 360 gets a
+/// 360p H.264 rendition once the relay read the source's height from its
+/// SPS; one with no limit gets the publisher's packets.
+#[test]
+fn an_h264_receiver_with_max_height_360_gets_360p_of_a_720p_h264_source() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    const HD: (u32, u32) = (1280, 720);
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "m");
+    let publisher = admit(
+        api,
+        "m",
+        &json!({"name": "camera", "srtp_profile": "AES_CM_128_HMAC_SHA1_80"}),
+    );
+    let pid = publisher["id"].as_str().unwrap().to_owned();
+    let h264 = |limit: Option<u32>| {
+        let mut video = json!({"codecs": [{"name": "H264", "payload_type": 96}]});
+        if let Some(h) = limit {
+            video["max_height"] = json!(h);
+        }
+        json!({"video": video})
+    };
+    let thin = Receiver::start(
+        &admit(
+            api,
+            "m",
+            &json!({"name": "thin", "receive": h264(Some(360))}),
+        ),
+        Vec::new(),
+    );
+    let room = Receiver::start(
+        &admit(api, "m", &json!({"name": "room", "receive": h264(None)})),
+        Vec::new(),
+    );
+    let proxy = Proxy::start(daemon.media_addr(), &publisher, 0);
+    publish(api, "m", &pid, "H264", 96);
+    assert_eq!(metric(&metrics(api), "sluice_transcode_started_total"), 0.0);
+    std::thread::sleep(Duration::from_millis(200));
+    // A key frame every half second: the rendition starts at the one
+    // after the relay learnt the height (and the transcoder asked).
+    let mut ffmpeg = ffmpeg_sized("H264", 96, &publisher, proxy.addr, HD, "15", "2500k");
+    let deadline = Instant::now() + Duration::from_secs(u64::from(SECONDS) + 60);
+    while ffmpeg.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = ffmpeg.kill();
+    assert!(ffmpeg.wait().unwrap().success(), "ffmpeg failed");
+    std::thread::sleep(Duration::from_millis(700));
+    let text = metrics(api);
+    let log = proxy.finish();
+    let (thin, room) = (thin.finish(), room.finish());
+    assert_eq!(metric(&text, "sluice_transcode_started_total"), 1.0);
+
+    let ssrcs = other_ssrcs(&thin);
+    assert_eq!(ssrcs.len(), 1, "one rendition: {ssrcs:x?}");
+    let frames = frames(&thin, ssrcs[0], false);
+    let file = scratch("h264-360-of-720.h264");
+    write_annexb(&file, &frames);
+    let (codec, height, decoded) = probe(&file, "h264");
+    assert_eq!((codec.as_str(), height), ("h264", 360));
+    // The first frames go by before the height is known and the next key
+    // frame reaches the transcoder (at most about 0.75 s of 3 s): two
+    // thirds of the source's frames is the floor.
+    let published = (SECONDS * FPS) as usize;
+    assert!(
+        decoded * 3 >= published * 2,
+        "{decoded} of {published} frames"
+    );
+    let first_ts = log.first_ts.expect("the publisher sent");
+    let first = frames[0].ts.wrapping_sub(first_ts) / (90_000 / FPS);
+    let db = psnr_of(&file, "h264", first, (640, 360), HD);
+    eprintln!("h264 720p -> 360p: {decoded} frames from frame {first}, PSNR {db:.1} dB");
+    assert!(db > 30.0, "PSNR {db:.1} dB");
+    let _ = std::fs::remove_file(&file);
+
+    assert!(other_ssrcs(&room).is_empty(), "no limit: no rendition");
+    assert!(count_ssrc(&room, PUBLISHER_SSRC) * 10 >= log.sent.len() * 9);
     daemon.shutdown();
 }

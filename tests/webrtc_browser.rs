@@ -252,3 +252,108 @@ fn a_browser_and_an_sdes_participant_receive_each_others_streams() {
         );
     });
 }
+
+/// A WHEP viewer whose offer lists only VP8 (`setCodecPreferences`), in
+/// a standard meeting where the real `ffmpeg` CLI publishes H.264 over
+/// SDES-keyed SRTP: the offer's codecs are its receive preferences, so it
+/// gets a VP8 rendition in its slot and decodes it (getStats: frames
+/// decoded rise, codec video/VP8), and one transcode ran.
+#[test]
+fn a_whep_viewer_offering_only_vp8_decodes_a_rendition_of_an_h264_publisher() {
+    if !browser_ready() {
+        return;
+    }
+    in_netns(|| {
+        let daemon = RunningDaemon::start("webrtc-codec", &loopback_config(""), &[]);
+        let api = daemon.api;
+        let owner = json!({"account": "test", "verified": false});
+        let meeting = http(
+            api,
+            "POST",
+            "/v1/meetings",
+            Some(&json!({"mode": "standard", "owner": owner})),
+            None,
+        );
+        assert_eq!(meeting.status, 201, "{}", meeting.text);
+        let id = meeting.json()["id"].as_str().expect("id").to_owned();
+        let path = format!("/v1/meetings/{id}/participants");
+        let camera = http(
+            api,
+            "POST",
+            &path,
+            Some(&json!({"name": "camera", "srtp_profile": "AES_CM_128_HMAC_SHA1_80"})),
+            None,
+        );
+        assert_eq!(camera.status, 201, "{}", camera.text);
+        let camera = camera.json();
+        const SSRC: u32 = 0x5eed_0002;
+        let stream = http(
+            api,
+            "POST",
+            &format!("{path}/{}/streams", camera["id"].as_str().expect("id")),
+            Some(&json!({"ssrc": SSRC, "kind": "video", "codec": "H264", "payload_type": 96})),
+            None,
+        );
+        assert_eq!(stream.status, 201, "{}", stream.text);
+        let browser = http(
+            api,
+            "POST",
+            &path,
+            Some(&json!({"name": "web", "transport": "webrtc"})),
+            None,
+        );
+        assert_eq!(browser.status, 201, "{}", browser.text);
+        let web = &browser.json()["webrtc"];
+        let args = json!({"whep": web["whep"], "token": web["token"], "codec": "VP8"}).to_string();
+        // 40 s of 640x360 at 30 fps, GOP 1 s, in real time: longer than
+        // the scenario, which ends it.
+        let key = camera["media"]["client_to_relay"].as_str().expect("key");
+        let port = daemon.media.port();
+        let mut ffmpeg = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi"])
+            .args(["-i", "testsrc2=size=640x360:rate=30", "-t", "40"])
+            .args(["-pix_fmt", "yuv420p", "-g", "30", "-c:v", "libx264"])
+            .args([
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-b:v",
+                "800k",
+            ])
+            .args([
+                "-f",
+                "rtp",
+                "-payload_type",
+                "96",
+                "-ssrc",
+                &SSRC.to_string(),
+            ])
+            .args(["-srtp_out_suite", "AES_CM_128_HMAC_SHA1_80"])
+            .args(["-srtp_out_params", key])
+            .arg(format!(
+                "srtp://127.0.0.1:{port}?rtcpport={port}&pkt_size=1200"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ffmpeg runs");
+        let outcome = std::panic::catch_unwind(|| scenario("codec-view", api, &[args]));
+        let _ = ffmpeg.kill();
+        let _ = ffmpeg.wait();
+        let metrics = http(api, "GET", "/metrics", None, None).text;
+        let (_, log) = daemon.stop();
+        let text = match outcome {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("relay log:\n{log}");
+                std::panic::resume_unwind(e);
+            }
+        };
+        eprintln!("{text}");
+        let started = support::metric(&metrics, "sluice_transcode_started_total");
+        assert_eq!(started, 1.0, "one transcode, for the viewer");
+        let active = support::metric(&metrics, "sluice_transcode_active{encoder=\"libvpx\"}");
+        assert_eq!(active, 1.0, "a VP8 rendition");
+    });
+}

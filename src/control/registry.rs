@@ -26,6 +26,7 @@ mod relays;
 #[cfg(test)]
 mod tests;
 mod transcodes;
+mod viewers;
 
 pub(crate) use browser::MAX_SESSIONS_PER_PARTICIPANT as MAX_BROWSER_SESSIONS;
 pub(crate) use browser::SlotRequest;
@@ -63,6 +64,7 @@ fn refresh_sets(routes: &mut RoutingSnapshot, meeting: &Meeting) {
 fn unroute_participant(routes: &mut RoutingSnapshot, participant: &Participant) {
     routes.legs.remove(&participant.leg.id);
     routes.rtcp_ssrcs.remove(&participant.rtcp_ssrc);
+    viewers::forget_payload_types(routes, participant);
     for stream in &participant.streams {
         routes.streams.remove(&stream.route.ssrc);
     }
@@ -454,6 +456,7 @@ impl Registry {
             webrtc: None,
         });
         refresh_sets(&mut self.routes, meeting);
+        viewers::refresh_payload_types(&mut self.routes, meeting);
         self.participants += 1;
         self.publish();
         let meeting = self.meeting(meeting_id)?;
@@ -482,6 +485,7 @@ impl Registry {
         let participant = meeting.participants.remove(at);
         unroute_participant(&mut self.routes, &participant);
         refresh_sets(&mut self.routes, meeting);
+        viewers::refresh_payload_types(&mut self.routes, meeting);
         self.participants -= 1;
         self.forget_streams(&participant);
         self.publish();
@@ -526,6 +530,9 @@ impl Registry {
             route,
             codec: new.codec,
         });
+        if let Some(meeting) = self.meetings.get(meeting_id) {
+            viewers::refresh_payload_types(&mut self.routes, meeting);
+        }
         self.publish();
         let participant = self
             .meeting(meeting_id)?
@@ -711,9 +718,11 @@ impl Registry {
                 relays::route(&mut snapshot, &meeting.relays);
                 legs.extend(meeting.relays.iter().map(relays::RelayLeg::id));
             }
-            if let Some(transcodes) = &self.transcodes {
-                transcodes.publish(meeting, &legs, &mut snapshot);
-            }
+            let renditions = match &self.transcodes {
+                Some(transcodes) => transcodes.publish(meeting, &legs, &mut snapshot),
+                None => Vec::new(),
+            };
+            viewers::publish_viewers(meeting, &renditions, &mut snapshot);
             snapshot.meetings.insert(meeting.idx, Arc::new(legs));
         }
         snapshot

@@ -48,6 +48,7 @@ use super::error::ErrorCode;
 use super::extract::ApiPath;
 use super::registry::{NewStream, SlotRequest};
 use crate::relay::MediaKind;
+use crate::transcode::VideoPrefs;
 use crate::webrtc::BrowserLegKeys;
 use crate::webrtc::keyframe::KeyframeRequest;
 use crate::webrtc::learn::PublishedLine;
@@ -303,6 +304,9 @@ fn post_offer(
         // The loudest-speaker choice reads this publisher's levels there.
         state.registry().set_browser_level_extension(id, ext);
     }
+    if let (Purpose::Receive { .. }, Some(prefs)) = (purpose, viewer_codecs(&accepted.offer)) {
+        state.registry().set_viewer_codecs(id, prefs);
+    }
     let mut accepted = accepted;
     if !mids.is_empty() {
         // WHEP: the answer declares each slot's SSRC.
@@ -369,6 +373,33 @@ fn slot_requests(offer: &Offer) -> Vec<SlotRequest> {
             })
         })
         .collect()
+}
+
+/// What a WHEP offer's video m-lines take, as receive preferences: each
+/// codec chosen for an accepted m-line (the answer's), with the payload
+/// type the offer gave it (DESIGN.md, "Transcoding"). `None` without
+/// video, or when two m-lines number codecs in a way preferences cannot
+/// hold (one codec under two numbers, two codecs under one).
+fn viewer_codecs(offer: &Offer) -> Option<VideoPrefs> {
+    let mut codecs: Vec<(String, u16)> = Vec::new();
+    for m in offer.media.iter().filter(|m| !m.rejected) {
+        let (Some(codec), SdpKind::Video) = (&m.codec, m.kind) else {
+            continue;
+        };
+        let name = match codec.name {
+            CodecName::Vp8 => "VP8",
+            CodecName::H264 => "H264",
+            CodecName::Opus => continue,
+        };
+        let entry = (name.to_owned(), u16::from(codec.payload_type));
+        if !codecs.contains(&entry) {
+            codecs.push(entry);
+        }
+    }
+    if codecs.is_empty() {
+        return None;
+    }
+    VideoPrefs::new(&codecs, None, None).ok()
 }
 
 /// The accepted audio and video m-lines of a WHIP offer, with the

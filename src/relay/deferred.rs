@@ -225,6 +225,7 @@ pub(crate) fn submit_fanout<B: AeadBackend>(
         match (session, buf.get_mut(..rtp.len())) {
             (Some(session), Some(plain)) => {
                 plain.copy_from_slice(rtp);
+                receiver.rewrite_copy(plain);
                 match session.plan_protect_rtp(buf, rtp.len()) {
                     Ok(Phase::Gcm(plan)) => {
                         row.header_len = plan.header_len();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrayvec::ArrayVec;
 
 use super::legs::{LegSessions, SlotIdx};
+use super::pt_rewrite::set_payload_type;
 use super::slot_rewrite::rewrite_header;
 use super::worker::drop_reason;
 use super::{
@@ -30,6 +31,24 @@ pub(crate) struct Receiver {
     pub(crate) dest: Path,
     /// A WHEP slot's rewrite of the header (SSRC, mid), if it has one.
     pub(crate) rewrite: Option<SlotEntry>,
+    /// Its payload type for this stream, where it numbers the codec
+    /// otherwise than the publisher (`pt_rewrite.rs`).
+    pub(crate) payload_type: Option<u8>,
+}
+
+impl Receiver {
+    /// Rewrites this receiver's plaintext copy `plain` of the packet:
+    /// the slot's SSRC and mid, then the payload type. In place, no
+    /// allocation; the payload is never touched.
+    #[inline]
+    pub(crate) fn rewrite_copy(&self, plain: &mut [u8]) {
+        if let Some(slot) = &self.rewrite {
+            rewrite_header(plain, slot);
+        }
+        if let Some(pt) = self.payload_type {
+            set_payload_type(plain, pt);
+        }
+    }
 }
 
 /// One sending leg's plan.
@@ -189,9 +208,7 @@ pub(crate) fn protect_chunk<B: AeadBackend>(
                 .get_mut(..rtp.len())
                 .map(|plain| {
                     plain.copy_from_slice(rtp);
-                    if let Some(slot) = &receiver.rewrite {
-                        rewrite_header(plain, slot);
-                    }
+                    receiver.rewrite_copy(plain);
                 })
                 .is_some();
             let ok = match session {

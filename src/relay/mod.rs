@@ -7,9 +7,11 @@
 
 mod deferred;
 mod fanout;
+mod height_probe;
 mod latching;
 mod legs;
 mod path;
+mod pt_rewrite;
 mod rtcp_route;
 mod slot_feed;
 mod slot_rewrite;
@@ -20,7 +22,9 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use height_probe::SourceHeight;
 pub use path::Path;
+pub use pt_rewrite::PtMap;
 pub use slot_feed::SourceFeed;
 pub use slot_rewrite::{feedback_to_sources, rewrite_header};
 pub use snapshot::{

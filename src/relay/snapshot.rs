@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use super::Path;
 use super::slot_feed::SourceFeed;
+use super::{Path, PtMap, SourceHeight};
 use crate::srtp::MasterKey;
 
 /// Fibonacci hashing of a control-plane id ([`LegId`], [`MeetingIdx`]):
@@ -294,6 +294,15 @@ pub struct RoutingSnapshot {
     /// REMB about their streams reaches them (it stops at the relay for
     /// endpoints).
     pub services: im::HashSet<LegId, IdHash>,
+    /// Receiving legs that number a codec otherwise than a source they
+    /// get (`receive.video.codecs`, a WHEP offer): each copy to them
+    /// leaves under their payload type (`pt_rewrite.rs`). Empty unless
+    /// some receiver named payload types that differ.
+    pub payload_types: im::HashMap<LegId, Arc<PtMap>, IdHash>,
+    /// Source streams whose picture height the control plane wants to
+    /// learn, by SSRC (`height_probe.rs`): empty unless a receiver of the
+    /// source's codec has a `max_height` and the height is not known yet.
+    pub heights: im::HashMap<u32, Arc<SourceHeight>>,
 }
 
 /// One WHEP leg's receive slots (see `crate::webrtc`'s slot notes).

@@ -1493,3 +1493,37 @@ fn deferred_fanouts_wait_for_the_device_and_a_failed_batch_is_counted() {
         assert_eq!(&copy[..n], &fourth[..]);
     }
 }
+
+#[test]
+fn a_receiver_with_its_own_payload_type_gets_it_and_the_others_the_publishers() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    // Leg 2 numbers leg 1's video codec 120; in the E2EE meeting leg 5
+    // numbers leg 4's 100 (the header is outside SFrame).
+    s.snapshot
+        .payload_types
+        .insert(LegId(2), Arc::new(PtMap::new([(video_ssrc(1), 120)])));
+    s.snapshot
+        .payload_types
+        .insert(LegId(5), Arc::new(PtMap::new([(video_ssrc(4), 100)])));
+    s.snapshot.generation += 1;
+    for (sender, rewritten, pt) in [(1, 2, 120), (4, 5, 100)] {
+        let (plain, sent) = s.send_rtp(sender, video_ssrc(sender), VIDEO);
+        assert_eq!(sent.len(), 2);
+        for (addr, srtp) in sent {
+            let receiver = s.leg_at(addr);
+            let opened = s.open_rtp(receiver, &srtp).unwrap();
+            let mut want = plain.clone();
+            if receiver == rewritten {
+                want[1] = (plain[1] & 0x80) | pt;
+            }
+            assert_eq!(opened, want, "leg {receiver}");
+        }
+        // Another stream of the same sender keeps its payload type.
+        let (plain, sent) = s.send_rtp(sender, audio_ssrc(sender), AUDIO);
+        for (addr, srtp) in sent {
+            let receiver = s.leg_at(addr);
+            assert_eq!(s.open_rtp(receiver, &srtp).unwrap(), plain);
+        }
+    }
+}

@@ -19,9 +19,11 @@
 //! receivers only; the transcoder is a participant on a leg of its own,
 //! so nothing here decodes), re-protected under each receiver's
 //! relay→client key in one crypto batch (`protect_rtp_batch`), written
-//! straight into the arena. The packet is forwarded as it came: the relay
-//! rewrites no header and, in an E2EE meeting, nothing reads the payload
-//! (SFrame, RFC 9605): it leaves byte for byte as the publisher sent it.
+//! straight into the arena. The packet is forwarded as it came, but for
+//! the per-receiver header rewrites of a copy (a WHEP slot's SSRC and mid,
+//! a receiver's own payload type: `slot_rewrite.rs`, `pt_rewrite.rs`);
+//! in an E2EE meeting nothing reads the payload (SFrame, RFC 9605): it
+//! leaves byte for byte as the publisher sent it.
 //!
 //! SRTCP (RFC 3711 §3.4, RFC 7714 §9): the sender is found by the first
 //! packet's SSRC, which SRTCP leaves in the clear: a publisher's stream, or
@@ -340,6 +342,11 @@ impl<B: AeadBackend> RelayWorker<B> {
         {
             feed.observe(rtp);
         }
+        if !snapshot.heights.is_empty()
+            && let Some(probe) = snapshot.heights.get(&stream.ssrc)
+        {
+            probe.observe(rtp);
+        }
         self.fan_out(snapshot, stream, slot, leg, rtp, out);
     }
 
@@ -411,10 +418,20 @@ impl<B: AeadBackend> RelayWorker<B> {
                 self.counters.dropped(Drop::Other);
                 continue;
             }
+            // The receiver's own payload type for this stream, if it differs.
+            let payload_type = if snapshot.payload_types.is_empty() {
+                None
+            } else {
+                self.legs
+                    .id_of(slot)
+                    .and_then(|id| snapshot.payload_types.get(&id))
+                    .and_then(|map| map.payload_type_of(source))
+            };
             self.receivers.push(Receiver {
                 slot,
                 dest,
                 rewrite,
+                payload_type,
             });
         }
         // A large fan-out goes to the crypto device's queue (GPU) when the

@@ -66,6 +66,9 @@ pub struct VideoEncoder {
     settings: EncoderSettings,
     format: Pixel,
     frame: frame::Video,
+    /// A hardware encoder's surface pool and the surface the picture in
+    /// `frame` is uploaded to before each encode.
+    hw: Option<(ffi::HwFrames, frame::Video)>,
     packet: Packet,
 }
 
@@ -109,24 +112,25 @@ impl VideoEncoder {
             });
         }
         let profile = kind.profile();
-        if let Some(device) = &profile.device {
-            // The VAAPI encoders take hardware surfaces; feeding them needs
-            // a hw frames context this build does not set up yet (see
-            // hw/README.md). The device check still tells the operator
-            // whether the box could.
-            let node = super::probe::render_nodes()
-                .into_iter()
-                .next()
-                .ok_or_else(|| TranscodeError::Device {
-                    what: "no /dev/dri/renderD* render node".to_owned(),
-                })?;
-            ffi::probe_hw_device(device, &node).map_err(|what| TranscodeError::Device { what })?;
-            return Err(TranscodeError::Device {
-                what: format!(
-                    "{device} device {node} opens, but uploading frames to {device} surfaces is not implemented yet"
-                ),
-            });
-        }
+        let format = pixel(&profile.pixel_format);
+        // The VAAPI encoders take device surfaces: a pool of them on the
+        // first render node, which each picture is uploaded into.
+        let hw = match &profile.device {
+            Some(device) => {
+                let node = super::probe::render_nodes()
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| TranscodeError::Device {
+                        what: "no /dev/dri/renderD* render node".to_owned(),
+                    })?;
+                super::init();
+                let frames =
+                    ffi::HwFrames::new(device, &node, format, settings.width, settings.height)
+                        .map_err(|what| TranscodeError::Device { what })?;
+                Some(frames)
+            }
+            None => None,
+        };
         super::init();
         let codec = encoder::find_by_name(name).ok_or(TranscodeError::CodecMissing {
             name,
@@ -139,11 +143,15 @@ impl VideoEncoder {
         };
         let mut ctx = codec::Context::new_with_codec(codec);
         ctx.set_threading(codec::threading::Config::count(1));
+        if let Some(frames) = &hw {
+            frames
+                .attach(&mut ctx)
+                .map_err(|what| TranscodeError::Device { what })?;
+        }
         let mut enc = ctx.encoder().video().map_err(open_err)?;
-        let format = pixel(&profile.pixel_format);
         enc.set_width(settings.width);
         enc.set_height(settings.height);
-        enc.set_format(format);
+        enc.set_format(if hw.is_some() { Pixel::VAAPI } else { format });
         enc.set_time_base(Rational::new(1, VIDEO_CLOCK));
         enc.set_frame_rate(Some(Rational::new(settings.fps as i32, 1)));
         enc.set_gop(settings.gop_frames);
@@ -167,6 +175,7 @@ impl VideoEncoder {
             settings,
             format,
             frame,
+            hw: hw.map(|frames| (frames, frame::Video::empty())),
             packet: Packet::empty(),
         })
     }
@@ -204,13 +213,21 @@ impl VideoEncoder {
     ) -> Result<usize, TranscodeError> {
         let name = self.settings.kind.name();
         let err = |source| TranscodeError::Encode { name, source };
-        self.frame.set_pts(Some(pts));
-        self.frame.set_kind(if keyframe {
+        let kind = if keyframe {
             picture::Type::I
         } else {
             picture::Type::None
-        });
-        self.encoder.send_frame(&self.frame).map_err(err)?;
+        };
+        let input = match &mut self.hw {
+            Some((frames, surface)) => {
+                frames.upload(&self.frame, surface).map_err(err)?;
+                surface
+            }
+            None => &mut self.frame,
+        };
+        input.set_pts(Some(pts));
+        input.set_kind(kind);
+        self.encoder.send_frame(input).map_err(err)?;
         let mut n = 0;
         loop {
             match self.encoder.receive_packet(&mut self.packet) {

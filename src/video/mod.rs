@@ -5,6 +5,8 @@
 //!   (RFC 7741);
 //! - [`h264`]: H.264 packetization mode 1: single NAL unit, STAP-A, FU-A
 //!   (RFC 6184), Annex B in and out;
+//! - [`dimensions`]: a source's picture height from a key frame's VP8
+//!   header or an H.264 SPS;
 //! - [`jitter`]: a per-stream jitter buffer that reorders, hands out whole
 //!   frames, NACKs holes and waits for a key frame after loss it cannot
 //!   repair (asking for one).
@@ -17,11 +19,13 @@
 //! are ~300 lines each against the RFCs, write into the caller's reused
 //! buffer, and are fuzzed (`fuzz/fuzz_targets/video_depacketize.rs`).
 
+pub mod dimensions;
 pub mod error;
 pub mod h264;
 pub mod jitter;
 pub mod vp8;
 
+pub use dimensions::picture_height;
 pub use error::{DepacketizeError, PacketizeError};
 pub use h264::{AnnexBNals, H264Depacketizer, H264Packetizer};
 pub use jitter::{Frame, JitterBuffer, JitterConfig, JitterOutput, JitterStats};

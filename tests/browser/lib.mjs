@@ -71,7 +71,12 @@ window.publish = async (whip, token, opts) => {
 window.view = async (whep, token, opts) => {
   const pc = new RTCPeerConnection({ iceServers: [] });
   for (let i = 0; i < opts.audio; i++) pc.addTransceiver('audio', { direction: 'recvonly' });
-  for (let i = 0; i < opts.video; i++) pc.addTransceiver('video', { direction: 'recvonly' });
+  for (let i = 0; i < opts.video; i++) {
+    const t = pc.addTransceiver('video', { direction: 'recvonly' });
+    // opts.codec ('VP8', 'H264'): the offer lists only that codec.
+    if (opts.codec) t.setCodecPreferences(RTCRtpReceiver.getCapabilities('video').codecs
+      .filter((c) => c.mimeType.toLowerCase() === 'video/' + opts.codec.toLowerCase()));
+  }
   pc.ontrack = (e) => {
     const el = document.createElement(e.track.kind);
     el.muted = e.track.kind === 'video'; el.autoplay = true;
@@ -89,8 +94,12 @@ window.report = async () => {
   for (const s of window.sessions) {
     const r = { kind: s.kind, state: s.pc.connectionState, inbound: [], outbound: [] };
     const stats = await s.pc.getStats();
+    const codecs = new Map();
+    stats.forEach((v) => { if (v.type === 'codec') codecs.set(v.id, v); });
     stats.forEach((v) => {
+      const codec = codecs.get(v.codecId);
       if (v.type === 'inbound-rtp') r.inbound.push({ kind: v.kind, mid: v.mid, ssrc: v.ssrc,
+        codec: codec && codec.mimeType, pt: codec && codec.payloadType,
         packets: v.packetsReceived || 0, frames: v.framesDecoded || 0,
         energy: v.totalAudioEnergy || 0, bytes: v.bytesReceived || 0 });
       if (v.type === 'outbound-rtp') r.outbound.push({ kind: v.kind, packets: v.packetsSent || 0,

@@ -153,12 +153,39 @@ async function speaker() {
   }
 }
 
+// A WHEP viewer whose offer lists only one video codec (argv: {whep,
+// token, codec}) while the publisher (the test's ffmpeg CLI) sends the
+// other: it decodes video in the codec it offered (a rendition).
+async function codecView(args) {
+  const { whep, token, codec } = JSON.parse(args);
+  const browser = await launch();
+  try {
+    const page = await openPage(browser, base);
+    await page.evaluate(([u, t, c]) => view(u, t, { audio: 0, video: 1, codec: c }), [base + whep, token, codec]);
+    const offered = await page.evaluate(() => window.sessions[0].pc.localDescription.sdp);
+    const rtpmaps = offered.split('\r\n').filter((l) => l.startsWith('a=rtpmap:'));
+    if (rtpmaps.some((l) => /(VP8|H264)\//.test(l) && !l.includes(codec + '/'))) {
+      throw new Error('the offer lists another codec: ' + rtpmaps.join(' | '));
+    }
+    const want = 'video/' + codec;
+    const first = await until(page, 30000, (r) => r[0].inbound.some((v) => v.kind === 'video' && v.frames > 10));
+    const later = await until(page, 10000, (r) => r[0].inbound.some((v) => v.kind === 'video'
+      && v.frames > video(first)[0].frames + 20));
+    const v = video(later)[0];
+    if ((v.codec || '').toLowerCase() !== want.toLowerCase()) throw new Error(`decoded ${v.codec}, not ${want}`);
+    console.log('viewer decodes', JSON.stringify(v));
+  } finally {
+    await closeBrowser(browser);
+  }
+}
+
 try {
   if (scenario === 'speaker') await speaker();
   else if (scenario === 'publish-view') await publishView('standard', 'whip');
   else if (scenario === 'publish-view-e2ee') await publishView('e2ee', 'participant');
   else if (scenario === 'late-joiner') await lateJoiner();
   else if (scenario === 'mixed') await mixed(process.argv[4]);
+  else if (scenario === 'codec-view') await codecView(process.argv[4]);
   else throw new Error('unknown scenario ' + scenario);
   console.log('PASS', scenario);
   clearTimeout(hardStop);

@@ -119,6 +119,9 @@ pub(crate) struct BrowserSession {
     keyframes: Vec<(u32, u32)>,
     /// WHIP: the RFC 6464 extension id its offer negotiated (0: none).
     level_ext: u8,
+    /// WHEP: the video codecs its offer negotiated, as preferences
+    /// (`viewers.rs`); `None` for WHIP or an offer without video.
+    pub(super) receive: Option<crate::transcode::VideoPrefs>,
     /// Once the handshake is done.
     leg: Option<Arc<LegRoute>>,
     streams: Vec<Stream>,
@@ -245,6 +248,7 @@ impl Registry {
             switches: 0,
             keyframes: Vec::new(),
             level_ext: 0,
+            receive: None,
             leg: None,
             streams: Vec::new(),
         });
@@ -477,7 +481,7 @@ impl Registry {
             .find(|seat| seat.sessions.iter().any(|s| s.id == id))
     }
 
-    fn session_mut(&mut self, id: u64) -> Option<&mut BrowserSession> {
+    pub(super) fn session_mut(&mut self, id: u64) -> Option<&mut BrowserSession> {
         self.meetings
             .values_mut()
             .flat_map(|m| m.participants.iter_mut())
@@ -529,6 +533,26 @@ pub(super) fn publish(
                 .streams
                 .insert(stream.route.ssrc, Arc::clone(&stream.route));
         }
+    }
+}
+
+impl BrowserSession {
+    /// Its leg, once the handshake is done.
+    pub(super) fn leg(&self) -> Option<&Arc<LegRoute>> {
+        self.leg.as_ref()
+    }
+
+    /// WHIP: the streams it publishes.
+    pub(super) fn streams(&self) -> &[Stream] {
+        &self.streams
+    }
+
+    /// WHEP: the publisher streams its video slots carry now.
+    pub(super) fn video_sources(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.request.kind == MediaKind::Video)
+            .filter_map(|s| s.source)
     }
 }
 

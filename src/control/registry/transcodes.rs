@@ -12,8 +12,15 @@
 //! (AEAD_AES_256_GCM) and `rtcp_ssrc`, and the rendition stream under a
 //! fresh SSRC; the media thread that runs it gets the keys in a
 //! [`TranscodeCommand::Start`], as the dial-in bridge gets its caller's.
-//! E2EE meetings never get one (their receivers cannot ask: admission
-//! refuses `receive` with `e2ee_forbids_transcoding`). The meeting's lock,
+//! Receivers are SDES participants that gave `receive` and WHEP legs
+//! whose offer named their video codecs (`viewers.rs`); a WHEP leg's
+//! rendition fills the slot its source would have. A receiver with a
+//! `max_height` that takes the source's codec waits on the source's
+//! height, which the workers read from its key frames (snapshot
+//! `heights`); the tick decides again once it is known.
+//! E2EE meetings never get one (admission refuses `receive` with
+//! `e2ee_forbids_transcoding`, and a WHEP viewer's codecs there only
+//! leave a slot it could not decode empty). The meeting's lock,
 //! passcode and size do not apply: the transcoder serves receivers
 //! already admitted, and is not listed among the participants.
 //!
@@ -28,9 +35,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
+use super::viewers::{self, VideoSource};
 use super::{Meeting, Registry};
-use crate::relay::{LegId, LegRoute, MediaKind, MeetingMode, RoutingSnapshot, StreamRoute};
-use crate::rtp::Ssrc;
+use crate::relay::{
+    LegId, LegRoute, MediaKind, MeetingMode, RoutingSnapshot, SourceHeight, StreamRoute,
+};
+use crate::rtp::{PayloadType, Ssrc};
 use crate::srtp::SrtpProfile;
 use crate::transcode::{
     Delivery, EncoderKind, RenditionSpec, SessionKey, SessionTable, SourceVideo, Subscription,
@@ -54,6 +64,8 @@ struct Running {
     meeting: String,
     source: u32,
     encoder: EncoderKind,
+    /// The rendition's codec.
+    codec: VideoCodec,
     leg: Arc<LegRoute>,
     rtcp_ssrc: u32,
     stream: Arc<StreamRoute>,
@@ -69,6 +81,9 @@ pub(crate) struct Transcodes {
     subs: BTreeMap<Want, Sub>,
     running: BTreeMap<SessionKey, Running>,
     next_job: u64,
+    /// Sources whose picture height a receiver's `max_height` needs
+    /// (`relay::SourceHeight`: the workers fill it in from key frames).
+    heights: BTreeMap<u32, Arc<SourceHeight>>,
 }
 
 impl Transcodes {
@@ -90,20 +105,37 @@ impl Transcodes {
             subs: BTreeMap::new(),
             running: BTreeMap::new(),
             next_job: 0,
+            heights: BTreeMap::new(),
         }
     }
 
     /// Adds the transcoders of `meeting` to the snapshot, and the
     /// audiences of their renditions and sources; `legs` is the meeting's
-    /// fan-out set.
+    /// fan-out set. A WHEP receiver's slot that carried the source carries
+    /// the rendition instead (its slot map is in `snapshot` already).
+    /// Returns the renditions, for the receivers' payload-type maps.
     pub(super) fn publish(
         &self,
         meeting: &Meeting,
         legs: &[LegId],
         snapshot: &mut RoutingSnapshot,
-    ) {
+    ) -> Vec<VideoSource> {
         let mut by_source: BTreeMap<u32, (BTreeSet<LegId>, Vec<LegId>)> = BTreeMap::new();
+        let mut renditions = Vec::new();
+        for source in viewers::video_sources(meeting) {
+            if let Some(probe) = self.heights.get(&source.ssrc)
+                && probe.get().is_none()
+            {
+                snapshot.heights.insert(source.ssrc, Arc::clone(probe));
+            }
+        }
         for (key, r) in self.running.iter().filter(|(_, r)| r.meeting == meeting.id) {
+            renditions.push(VideoSource {
+                ssrc: r.stream.ssrc,
+                codec: r.codec,
+                payload_type: r.stream.payload_type,
+                owner: r.leg.id.0,
+            });
             snapshot.insert_leg(Arc::clone(&r.leg));
             snapshot
                 .streams
@@ -114,6 +146,9 @@ impl Transcodes {
             let source = by_source.entry(r.source).or_default();
             source.0.extend(receivers.iter().copied());
             source.1.push(r.leg.id);
+            for receiver in &receivers {
+                fill_slot(snapshot, *receiver, r.source, r.stream.ssrc);
+            }
             snapshot.audiences.insert(r.stream.ssrc, receivers.into());
         }
         for (ssrc, (rendered, transcoders)) in by_source {
@@ -125,7 +160,40 @@ impl Transcodes {
                 .collect();
             snapshot.audiences.insert(ssrc, audience.into());
         }
+        renditions
     }
+}
+
+/// In WHEP leg `leg`'s slot map (if it has one), the slot carrying
+/// `source` carries `rendition` from now on; the viewer's feedback about
+/// the slot reaches the transcoder.
+fn fill_slot(snapshot: &mut RoutingSnapshot, leg: LegId, source: u32, rendition: u32) {
+    let Some(map) = snapshot.slot_maps.get(&leg) else {
+        return;
+    };
+    if map.slot_of(source).is_none() {
+        return;
+    }
+    let mut map = (**map).clone();
+    for entry in map.entries.iter_mut().filter(|e| e.source == source) {
+        entry.source = rendition;
+        // The transcoder's packets carry no MID extension.
+        entry.source_mid_ext = 0;
+        snapshot.slot_sources.insert(entry.ssrc, rendition);
+    }
+    snapshot.slot_maps.insert(leg, Arc::new(map));
+}
+
+/// The payload type a rendition is written with. Every receiver gets it
+/// under its own number (the fan-out's payload-type rewrite), so receivers
+/// that number a codec differently still share one transcode.
+fn rendition_payload_type(codec: VideoCodec) -> PayloadType {
+    let pt = match codec {
+        VideoCodec::Vp8 => 96,
+        VideoCodec::H264 => 102,
+    };
+    // Both below 128.
+    PayloadType::new(pt).expect("a 7-bit payload type")
 }
 
 impl Transcodes {
@@ -151,7 +219,9 @@ impl Registry {
             .as_ref()
             .and_then(|t| t.table.poll_timeout())
             .is_some_and(|at| now >= at);
-        if due {
+        // A worker learnt a source's height the last decision lacked.
+        let learnt = self.routes.heights.values().any(|p| p.get().is_some());
+        if due || learnt {
             self.publish();
         }
     }
@@ -165,48 +235,70 @@ impl Registry {
         // Nothing running, nothing wanted and no receiver with preferences:
         // nothing to reconcile (a check without allocation, so that joins
         // stay cheap while no one needs a rendition).
-        let prefs = || {
-            self.meetings
-                .values()
-                .any(|m| m.participants.iter().any(|p| p.receive.is_some()))
-        };
-        if t.running.is_empty() && t.subs.is_empty() && !prefs() {
+        let prefs = || self.meetings.values().any(viewers::any_receiver);
+        if t.running.is_empty() && t.subs.is_empty() && t.heights.is_empty() && !prefs() {
             self.transcodes = Some(t);
             return;
         }
         let mut wanted: BTreeMap<Want, (String, VideoCodec, RenditionSpec)> = BTreeMap::new();
         let mut sources: HashSet<u32> = HashSet::new();
+        let mut probed: BTreeMap<u32, VideoCodec> = BTreeMap::new();
+        let feeds = &self.routes.slot_feeds;
+        for meeting in self.meetings.values_mut() {
+            if meeting.mode == MeetingMode::Standard
+                && meeting.participants.iter().any(|p| p.webrtc.is_some())
+            {
+                // WHEP viewers need renditions of what their slots carry.
+                super::browser::assign_slots(meeting, now, feeds);
+            }
+        }
         for meeting in self.meetings.values() {
             if meeting.mode != MeetingMode::Standard {
                 continue;
             }
-            let published: Vec<(u32, VideoCodec, LegId)> = meeting
-                .participants
-                .iter()
-                .flat_map(|p| p.streams.iter().map(move |s| (p, s)))
-                .filter(|(_, s)| s.route.kind == MediaKind::Video)
-                .filter_map(|(p, s)| {
-                    Some((s.route.ssrc, VideoCodec::from_name(&s.codec)?, p.leg.id))
-                })
-                .collect();
-            sources.extend(published.iter().map(|(ssrc, _, _)| *ssrc));
-            for receiver in &meeting.participants {
-                let Some(prefs) = &receiver.receive else {
-                    continue;
-                };
-                for &(ssrc, codec, publisher) in &published {
-                    if publisher == receiver.leg.id {
-                        continue;
+            let published = viewers::video_sources(meeting);
+            sources.extend(published.iter().map(|s| s.ssrc));
+            for receiver in viewers::video_receivers(meeting) {
+                for source in published.iter().filter(|s| receiver.receives(s)) {
+                    // Its own codec with a height limit: whether it fits
+                    // waits on the source's height.
+                    let takes = receiver
+                        .prefs
+                        .codecs
+                        .iter()
+                        .any(|c| c.codec == source.codec);
+                    if takes && receiver.prefs.max_height.is_some() {
+                        probed.insert(source.ssrc, source.codec);
                     }
-                    let source = SourceVideo {
-                        codec,
-                        height: None,
+                    let video = SourceVideo {
+                        codec: source.codec,
+                        height: t.heights.get(&source.ssrc).and_then(|p| p.get()),
                         kbps: None,
                     };
-                    if let Delivery::Rendition(spec) = prefs.delivery(source) {
-                        wanted.insert((receiver.leg.id.0, ssrc), (meeting.id.clone(), codec, spec));
+                    if let Delivery::Rendition(mut spec) = receiver.prefs.delivery(video) {
+                        spec.payload_type = rendition_payload_type(spec.codec);
+                        wanted.insert(
+                            (receiver.leg.0, source.ssrc),
+                            (meeting.id.clone(), source.codec, spec),
+                        );
                     }
                 }
+            }
+        }
+        // The heights asked of the workers: those still needed and not
+        // known yet (a known one leaves the snapshot; the registry keeps it).
+        t.heights.retain(|ssrc, _| probed.contains_key(ssrc));
+        for (ssrc, codec) in probed {
+            t.heights
+                .entry(ssrc)
+                .or_insert_with(|| Arc::new(SourceHeight::new(codec)));
+        }
+        self.routes
+            .heights
+            .retain(|ssrc, _| t.heights.get(ssrc).is_some_and(|p| p.get().is_none()));
+        for (ssrc, probe) in &t.heights {
+            if probe.get().is_none() && !self.routes.heights.contains_key(ssrc) {
+                self.routes.heights.insert(*ssrc, Arc::clone(probe));
             }
         }
         // Receivers that left, or no longer need what they had.
@@ -346,6 +438,7 @@ impl Registry {
                 meeting: meeting_id.to_owned(),
                 source,
                 encoder,
+                codec: spec.codec,
                 leg,
                 rtcp_ssrc,
                 stream,
