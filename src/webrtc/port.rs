@@ -185,8 +185,8 @@ const UNROUTED_EVERY: u32 = 64;
 /// A worker's hand-off of unknown-SSRC RTP from browsers' ICE addresses
 /// to the handshake thread, where a WHIP stream announced without
 /// `a=ssrc` is learnt from its first packets. Rate-limited per SSRC
-/// without a clock (the first [`UNROUTED_FIRST`] packets of an SSRC,
-/// then one in [`UNROUTED_EVERY`], over the last [`UNROUTED_SEEN`] SSRCs
+/// without a clock (the first `UNROUTED_FIRST` packets of an SSRC,
+/// then one in `UNROUTED_EVERY`, over the last `UNROUTED_SEEN` SSRCs
 /// seen), so a stream that is never learnt (a repair stream, RTX
 /// padding) costs the thread a trickle, not a copy of every packet. A
 /// learnt stream leaves this path with the next snapshot.

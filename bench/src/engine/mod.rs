@@ -6,7 +6,7 @@
 //! clear RTP header and decrypt and check a sample (or every one). The
 //! same clock stamps sends and arrivals, so one-way latency is exact.
 //! Sends and receives go in batches (`sendmmsg` with UDP GSO, `recvmmsg`
-//! with UDP GRO, [`batch`]).
+//! with UDP GRO, `batch`).
 //!
 //! Threads own their endpoints outright; they share only the clock's epoch
 //! and two progress counters.
