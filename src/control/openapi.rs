@@ -43,6 +43,18 @@ fn error(description: &str, codes: &[&str]) -> Value {
     })
 }
 
+/// Every error code the API answers with: the control API's and the
+/// browser endpoints' (WHIP/WHEP), each once.
+fn error_codes() -> Vec<&'static str> {
+    let mut codes = ApiError::CODES.to_vec();
+    for code in super::webrtc::BrowserError::CODES {
+        if !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    codes
+}
+
 fn body(schema: &str) -> Value {
     json!({
         "required": true,
@@ -263,7 +275,8 @@ pub(crate) fn document() -> Value {
                                     } } } } } } } },
                         "400": bad_id,
                         "401": error("The participant's token is missing or wrong (or there is \
-                            no such meeting or participant)", &["missing_token", "invalid_token"]),
+                            no such meeting or participant; unauthorized: a path the API token guards)",
+                            &["missing_token", "invalid_token", "unauthorized"]),
                         "404": error("The participant holds no such session", &["session_not_found"])
                     }
                 }
@@ -337,7 +350,7 @@ fn schemas() -> Value {
             "type": "object", "required": ["error"],
             "properties": { "error": { "type": "object", "required": ["code", "message"],
                 "properties": {
-                    "code": { "type": "string", "enum": ApiError::CODES.as_slice() },
+                    "code": { "type": "string", "enum": error_codes() },
                     "message": { "type": "string" }
                 } } }
         },

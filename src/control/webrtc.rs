@@ -101,6 +101,21 @@ pub(crate) enum BrowserError {
 }
 
 impl BrowserError {
+    /// Every code a browser endpoint answers with (the OpenAPI `Error`
+    /// schema lists them beside [`super::ApiError::CODES`]).
+    pub(crate) const CODES: [&'static str; 10] = [
+        "missing_token",
+        "invalid_token",
+        "unsupported_media_type",
+        "malformed_sdp",
+        "unacceptable_offer",
+        "meeting_locked",
+        "session_not_found",
+        "too_many_sessions",
+        "webrtc_unavailable",
+        "internal",
+    ];
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             Self::Whip(e) => (
@@ -632,6 +647,30 @@ impl LegSink for RegistrySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_browser_error_code_is_listed() {
+        use crate::webrtc::proto::sdp::SdpError;
+        let all = [
+            BrowserError::Whip(WhipError::MissingToken),
+            BrowserError::Whip(WhipError::BadToken),
+            BrowserError::Whip(WhipError::WrongContentType { got: String::new() }),
+            BrowserError::Whip(WhipError::Offer(SdpError::Malformed(String::new()))),
+            BrowserError::Whip(WhipError::Offer(SdpError::Unacceptable(
+                crate::webrtc::proto::sdp::Unacceptable::NoBundle,
+            ))),
+            BrowserError::Locked,
+            BrowserError::NoSession,
+            BrowserError::TooManySessions,
+            BrowserError::IceRestart,
+            BrowserError::Unavailable,
+            BrowserError::Internal,
+        ];
+        for e in &all {
+            let (_, code, _) = e.parts();
+            assert!(BrowserError::CODES.contains(&code), "{code}");
+        }
+    }
 
     #[test]
     fn browser_paths_are_recognised_and_nothing_else() {
