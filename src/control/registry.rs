@@ -161,6 +161,24 @@ pub(crate) struct NewParticipant {
     pub(crate) receive: Option<VideoPrefs>,
 }
 
+#[cfg(test)]
+impl NewParticipant {
+    /// An attendee admitted through the API with an AES-256-GCM leg, every
+    /// key and SSRC the relay's choice, taking `receive` (tests).
+    pub(crate) fn attendee(name: &str, receive: Option<VideoPrefs>) -> Self {
+        Self {
+            name: name.to_owned(),
+            role: Role::Attendee,
+            passcode: None,
+            source: Source::Api,
+            profile: SrtpProfile::AeadAes256Gcm,
+            client_to_relay: None,
+            rtcp_ssrc: None,
+            receive,
+        }
+    }
+}
+
 /// What publishing a stream takes (validated by the API layer).
 #[derive(Debug)]
 pub(crate) struct NewStream {

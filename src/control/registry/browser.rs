@@ -660,21 +660,11 @@ mod tests {
     use super::*;
     use crate::control::registry::{NewMeeting, NewParticipant, Owner};
     use crate::metrics::MetricsHub;
-    use crate::policy::{Role, Source as Origin};
     use crate::relay::{MeetingMode, empty_cell};
     use crate::srtp::SrtpProfile;
 
     fn person(name: &str) -> NewParticipant {
-        NewParticipant {
-            name: name.to_owned(),
-            role: Role::Attendee,
-            passcode: None,
-            source: Origin::Api,
-            profile: SrtpProfile::AeadAes256Gcm,
-            client_to_relay: None,
-            rtcp_ssrc: None,
-            receive: None,
-        }
+        NewParticipant::attendee(name, None)
     }
 
     fn audio(ssrc: u32) -> NewStream {

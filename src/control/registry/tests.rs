@@ -36,16 +36,7 @@ fn meeting(registry: &mut Registry, id: &str) {
 }
 
 fn join(registry: &mut Registry, meeting: &str) -> String {
-    let new = NewParticipant {
-        name: "p".to_owned(),
-        role: Role::Attendee,
-        passcode: None,
-        source: Source::Api,
-        profile: SrtpProfile::AeadAes256Gcm,
-        client_to_relay: None,
-        rtcp_ssrc: None,
-        receive: None,
-    };
+    let new = NewParticipant::attendee("p", None);
     registry.admit(meeting, new).unwrap().id.clone()
 }
 

@@ -472,7 +472,7 @@ mod tests {
     use super::super::{NewMeeting, NewParticipant, NewStream, Owner};
     use super::*;
     use crate::metrics::MetricsHub;
-    use crate::policy::{Policy, Role, Source};
+    use crate::policy::Policy;
     use crate::relay::{SnapshotCell, empty_cell};
     use crate::transcode::VideoPrefs;
 
@@ -513,19 +513,7 @@ mod tests {
         let receive = receive
             .map(|(codec, pt, h)| VideoPrefs::new(&[(codec.to_owned(), pt)], h, None).unwrap());
         let p = r
-            .admit(
-                "m",
-                NewParticipant {
-                    name: name.to_owned(),
-                    role: Role::Attendee,
-                    passcode: None,
-                    source: Source::Api,
-                    profile: SrtpProfile::AeadAes256Gcm,
-                    client_to_relay: None,
-                    rtcp_ssrc: None,
-                    receive,
-                },
-            )
+            .admit("m", NewParticipant::attendee(name, receive))
             .unwrap();
         (p.id.clone(), p.leg.id)
     }

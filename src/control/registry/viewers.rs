@@ -233,7 +233,7 @@ mod tests {
     use super::super::{NewMeeting, NewParticipant, NewStream, Owner, SlotRequest, Transcodes};
     use super::*;
     use crate::metrics::MetricsHub;
-    use crate::policy::{Policy, Role, Source};
+    use crate::policy::Policy;
     use crate::relay::{SnapshotCell, empty_cell};
     use crate::srtp::{MasterKey, SrtpProfile};
     use crate::transcode::{EncoderKind, TranscodeCommand, TranscodeSender};
@@ -280,19 +280,7 @@ mod tests {
 
     fn join(r: &mut Registry, name: &str, receive: Option<VideoPrefs>) -> (String, LegId) {
         let p = r
-            .admit(
-                "m",
-                NewParticipant {
-                    name: name.to_owned(),
-                    role: Role::Attendee,
-                    passcode: None,
-                    source: Source::Api,
-                    profile: SrtpProfile::AeadAes256Gcm,
-                    client_to_relay: None,
-                    rtcp_ssrc: None,
-                    receive,
-                },
-            )
+            .admit("m", NewParticipant::attendee(name, receive))
             .unwrap();
         (p.id.clone(), p.leg.id)
     }

@@ -395,21 +395,11 @@ mod tests {
     use super::*;
     use crate::control::registry::{NewMeeting, NewParticipant, NewStream, Owner, SlotRequest};
     use crate::metrics::MetricsHub;
-    use crate::policy::{Role, Source as Origin};
     use crate::relay::{LegId, MeetingMode, SlotEntry, SnapshotCell, empty_cell};
     use crate::srtp::{MasterKey, SrtpProfile};
 
     fn person(name: &str) -> NewParticipant {
-        NewParticipant {
-            name: name.to_owned(),
-            role: Role::Attendee,
-            passcode: None,
-            source: Origin::Api,
-            profile: SrtpProfile::AeadAes256Gcm,
-            client_to_relay: None,
-            rtcp_ssrc: None,
-            receive: None,
-        }
+        NewParticipant::attendee(name, None)
     }
 
     fn stream(ssrc: u32, kind: MediaKind) -> NewStream {
