@@ -155,22 +155,15 @@ impl std::fmt::Display for EventList {
 /// CRLF line ends. A `Codec::Other` payload type is written without
 /// `a=rtpmap` (only static types can be answered that way).
 pub fn build_answer(spec: &AnswerSpec) -> String {
-    let ip = match spec.address {
-        IpAddr::V4(_) => "IP4",
-        IpAddr::V6(_) => "IP6",
-    };
-    let proto = if spec.crypto.is_some() {
-        "RTP/SAVP"
-    } else {
-        "RTP/AVP"
-    };
     let mut out = String::with_capacity(320);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "v=0\r\no=sluice {} {} IN {ip} {}\r\ns=sluice\r\nc=IN {ip} {}\r\nt=0 0\r\nm=audio {} {proto} {}",
-        spec.session_id, spec.session_version, spec.address, spec.address, spec.port, spec.codec.pt
+    write_session(
+        &mut out,
+        (spec.address, spec.port),
+        (spec.session_id, spec.session_version),
+        spec.crypto.is_some(),
     );
+    // Writing to a String cannot fail.
+    let _ = write!(out, " {}", spec.codec.pt);
     if let Some(te) = spec.telephone_event {
         let _ = write!(out, " {te}");
     }
@@ -186,7 +179,34 @@ pub fn build_answer(spec: &AnswerSpec) -> String {
     }
     out.push_str("a=ptime:20\r\n");
     write_rtcp(&mut out, spec.rtcp_mux, spec.rtcp_port, spec.port);
-    if let Some((tag, profile, key)) = &spec.crypto {
+    write_crypto(&mut out, spec.crypto.as_ref());
+    let _ = write!(out, "a={}\r\n", spec.direction.as_str());
+    out
+}
+
+/// The session lines and `m=audio <port> <proto>`, up to the first
+/// payload type (RTP/SAVP when `secure`), shared by answers and offers.
+fn write_session(
+    out: &mut String,
+    (address, port): (IpAddr, u16),
+    (session_id, session_version): (u64, u64),
+    secure: bool,
+) {
+    let ip = match address {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    };
+    let proto = if secure { "RTP/SAVP" } else { "RTP/AVP" };
+    let _ = write!(
+        out,
+        "v=0\r\no=sluice {session_id} {session_version} IN {ip} {address}\r\ns=sluice\r\n\
+         c=IN {ip} {address}\r\nt=0 0\r\nm=audio {port} {proto}"
+    );
+}
+
+/// `a=crypto` with our key under the offer's tag and suite (RFC 4568).
+fn write_crypto(out: &mut String, crypto: Option<&(u32, SrtpProfile, Vec<u8>)>) {
+    if let Some((tag, profile, key)) = crypto {
         let _ = write!(
             out,
             "a=crypto:{tag} {} inline:{}\r\n",
@@ -194,8 +214,6 @@ pub fn build_answer(spec: &AnswerSpec) -> String {
             STANDARD.encode(key)
         );
     }
-    let _ = write!(out, "a={}\r\n", spec.direction.as_str());
-    out
 }
 
 /// `a=rtpmap` (and for Opus `a=fmtp`) of one codec; a `Codec::Other`
@@ -276,20 +294,12 @@ pub const OFFERED_TELEPHONE_EVENT: u8 = 101;
 /// sendrecv. Read the answer with [`super::parse_offer`] and
 /// [`negotiate`].
 pub fn make_audio_offer(spec: &OfferSpec) -> String {
-    let ip = match spec.address {
-        IpAddr::V4(_) => "IP4",
-        IpAddr::V6(_) => "IP6",
-    };
-    let proto = if spec.crypto.is_some() {
-        "RTP/SAVP"
-    } else {
-        "RTP/AVP"
-    };
     let mut out = String::with_capacity(512);
-    let _ = write!(
-        out,
-        "v=0\r\no=sluice {} {} IN {ip} {}\r\ns=sluice\r\nc=IN {ip} {}\r\nt=0 0\r\nm=audio {} {proto}",
-        spec.session_id, spec.session_version, spec.address, spec.address, spec.port
+    write_session(
+        &mut out,
+        (spec.address, spec.port),
+        (spec.session_id, spec.session_version),
+        spec.crypto.is_some(),
     );
     for c in OFFERED_CODECS {
         let _ = write!(out, " {}", c.pt);
@@ -303,14 +313,7 @@ pub fn make_audio_offer(spec: &OfferSpec) -> String {
         "a=rtpmap:{OFFERED_TELEPHONE_EVENT} telephone-event/8000\r\na=fmtp:{OFFERED_TELEPHONE_EVENT} 0-15\r\na=ptime:20\r\n"
     );
     write_rtcp(&mut out, spec.rtcp_mux, spec.rtcp_port, spec.port);
-    if let Some((tag, profile, key)) = &spec.crypto {
-        let _ = write!(
-            out,
-            "a=crypto:{tag} {} inline:{}\r\n",
-            profile.name(),
-            STANDARD.encode(key)
-        );
-    }
+    write_crypto(&mut out, spec.crypto.as_ref());
     out.push_str("a=sendrecv\r\n");
     out
 }
