@@ -36,6 +36,16 @@ const RECV_BUFFER: usize = 4 << 20;
 /// How often the leg sends a receiver report: it latches the leg at the
 /// relay before any media flows, and keeps it latched.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// The first retry of the latching report while nothing has come back
+/// from the relay; each retry doubles it, up to [`REPORT_INTERVAL`].
+///
+/// Why retry at all: the registry hands the job to the media thread
+/// before the workers have the routing snapshot that holds the leg, so
+/// the very first report can reach a worker that does not know the leg
+/// yet and is dropped. Waiting a whole [`REPORT_INTERVAL`] for the next
+/// one cost the rendition the publisher's first key frame (and, from a
+/// publisher that ignores PLI, a whole GOP).
+const LATCH_RETRY: Duration = Duration::from_millis(20);
 /// A receiver's REMB counts this long after it was sent.
 const REMB_TTL: Duration = Duration::from_secs(5);
 /// Room SRTP needs after a packet (a GCM tag or an HMAC tag, an SRTCP index).
@@ -101,6 +111,10 @@ pub struct TranscoderLeg {
     reported: RenditionStats,
     rembs: Vec<(u32, u64, Instant)>,
     next_report: Option<Instant>,
+    /// Whether a datagram from the relay authenticated yet: until then
+    /// the leg may not be latched, and reports go out on `latch_retry`.
+    heard: bool,
+    latch_retry: Duration,
     out: Vec<u8>,
 }
 
@@ -137,6 +151,8 @@ impl TranscoderLeg {
             reported: RenditionStats::default(),
             rembs: Vec::new(),
             next_report: None,
+            heard: false,
+            latch_retry: LATCH_RETRY,
             out: vec![0; MAX_DATAGRAM + SRTP_ROOM],
         })
     }
@@ -215,6 +231,7 @@ impl TranscoderLeg {
             let Ok(len) = self.from_relay.unprotect_rtcp(buf, len) else {
                 return;
             };
+            self.hear(now);
             if let Some(compound) = buf.get(..len) {
                 self.handle_rtcp(now, compound);
             }
@@ -223,6 +240,7 @@ impl TranscoderLeg {
         let Ok(len) = self.from_relay.unprotect_rtp(buf, len) else {
             return;
         };
+        self.hear(now);
         let Some(Ok(packet)) = buf.get(..len).map(RtpPacket::parse) else {
             return;
         };
@@ -274,8 +292,27 @@ impl TranscoderLeg {
         }
     }
 
+    /// The relay sent something that authenticated: the leg is latched,
+    /// and reports go back to their normal interval.
+    fn hear(&mut self, now: Instant) {
+        if !self.heard {
+            self.heard = true;
+            self.next_report = Some(now + REPORT_INTERVAL);
+        }
+    }
+
+    /// When the report after one sent at `now` is due.
+    fn report_due(&mut self, now: Instant) -> Instant {
+        if self.heard {
+            return now + REPORT_INTERVAL;
+        }
+        let wait = self.latch_retry;
+        self.latch_retry = (wait * 2).min(REPORT_INTERVAL);
+        now + wait
+    }
+
     fn send_report(&mut self, now: Instant) {
-        self.next_report = Some(now + REPORT_INTERVAL);
+        self.next_report = Some(self.report_due(now));
         let report = ReceiverReportBuilder {
             ssrc: self.rtcp_ssrc,
             report_blocks: &[],
@@ -348,5 +385,91 @@ impl TranscoderLeg {
         let stats = self.rendition.stats();
         counters.add(&self.reported, &stats);
         self.reported = stats;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::PayloadType;
+    use crate::srtp::SrtpProfile;
+
+    fn key(fill: u8) -> MasterKey {
+        let profile = SrtpProfile::AeadAes256Gcm;
+        MasterKey::new(profile, &vec![fill; profile.key_material_len()])
+            .expect("a key of its length")
+    }
+
+    /// Counts the datagrams waiting on `relay` (non-blocking).
+    fn reports(relay: &UdpSocket) -> usize {
+        let mut buf = [0u8; 2048];
+        let mut n = 0;
+        while relay.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn the_latching_report_is_retried_until_the_relay_answers() {
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let job = TranscodeJob {
+            id: 1,
+            source_ssrc: 0x1111,
+            source_codec: VideoCodec::Vp8,
+            rendition_ssrc: 0x2222,
+            rtcp_ssrc: 0x3333,
+            spec: RenditionSpec {
+                codec: VideoCodec::Vp8,
+                payload_type: PayloadType::new(100).unwrap(),
+                max_height: Some(360),
+                max_kbps: 500,
+            },
+            encoder: EncoderKind::Libvpx,
+            client_to_relay: key(1),
+            relay_to_client: key(2),
+            relay: relay.local_addr().unwrap(),
+        };
+        let counters = TranscodeCounters::default();
+        let mut leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
+        relay.connect(leg.socket().local_addr().unwrap()).unwrap();
+        relay.set_nonblocking(true).unwrap();
+        let t0 = Instant::now();
+        leg.start(t0, &counters);
+        let settle = || std::thread::sleep(Duration::from_millis(20));
+        settle();
+        // The report at start, and a PLI asking the publisher for a key frame.
+        assert!(reports(&relay) >= 1, "the first report went out");
+        // Nothing heard: retries after 20, 40, 80, 160 ms (cumulative 20,
+        // 60, 140, 300), each one report.
+        let mut at = t0;
+        for wait in [20, 40, 80, 160] {
+            at += Duration::from_millis(wait);
+            assert_eq!(
+                leg.poll_timeout(),
+                Some(at),
+                "retry {wait} ms after the last"
+            );
+            leg.handle_timeout(at, &counters);
+            settle();
+            assert_eq!(reports(&relay), 1, "one report at the {wait} ms retry");
+        }
+        // The relay answers (an SRTCP receiver report under the leg's
+        // relay → client key): back to one report a second.
+        let mut to_leg =
+            SrtpSession::new(AnyGcm::new(BackendKind::Ring), &job.relay_to_client).unwrap();
+        let mut buf = [0u8; MAX_DATAGRAM + SRTP_ROOM];
+        let len = ReceiverReportBuilder {
+            ssrc: Ssrc(0x4444),
+            report_blocks: &[],
+        }
+        .write(&mut buf)
+        .unwrap();
+        let len = to_leg.protect_rtcp(&mut buf, len).unwrap();
+        relay.send(&buf[..len]).unwrap();
+        settle();
+        let heard_at = at + Duration::from_millis(5);
+        leg.drain_socket(heard_at, &counters);
+        assert_eq!(leg.poll_timeout(), Some(heard_at + REPORT_INTERVAL));
     }
 }
