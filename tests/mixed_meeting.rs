@@ -48,10 +48,11 @@ const HEARD: f32 = 0.005;
 /// in what a listener receives from it (or, for the caller, than its own
 /// tone in what it hears: the mix is N-1).
 const DISTINCT: f32 = 10.0;
-/// The RFC 6464 extension id the bridge writes (`[sip]
-/// audio_level_extension`, 1 by default) and the relay reads SDES-keyed
-/// publishers' levels from.
-const LEVEL_EXT: u8 = 1;
+/// The RFC 6464 extension id the bridge writes its callers' levels under
+/// and the relay reads SDES-keyed publishers' levels under (`[sip]
+/// audio_level_extension`): 3, not the default 1, so that the two must
+/// agree through the config.
+const LEVEL_EXT: u8 = 3;
 
 #[test]
 fn a_browser_an_sdes_participant_and_a_dial_in_caller_hear_each_other() {
@@ -59,7 +60,8 @@ fn a_browser_an_sdes_participant_and_a_dial_in_caller_hear_each_other() {
         return;
     }
     in_netns(|| {
-        let daemon = RunningDaemon::start("mixed-dialin", &loopback_config(""), &[]);
+        let config = loopback_config(&format!("audio_level_extension = {LEVEL_EXT}\n"));
+        let daemon = RunningDaemon::start("mixed-dialin", &config, &[]);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             three_kinds_of_participant(&daemon);
         }));
