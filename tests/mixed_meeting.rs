@@ -29,6 +29,7 @@ use sluice::media::level::audio_level_and_voice;
 use sluice::media::tone::{Sine, goertzel_power};
 use sluice::media::{G711, OpusDecoder, OpusEncoder};
 use sluice::rtp::RtpPacket;
+use sluice::video::{VideoCodec, picture_height};
 use support::browser::{browser_dir, browser_ready, in_netns};
 use support::daemon::{RunningDaemon, loopback_config};
 use support::phone::{Phone, Sipp};
@@ -234,7 +235,8 @@ fn three_kinds_of_participant(daemon: &RunningDaemon) {
     );
 
     // The SDES participant receives the browser's audio (its tone) and
-    // video.
+    // video: a stream with key frames of the camera's picture (320x240,
+    // or smaller when Chromium scales down on a loaded machine).
     let audio = received.get(&browser_audio).map_or(&[][..], Vec::as_slice);
     let pcm = decode(audio.iter().filter(|p| p.at > talk_from && p.at < talk_end));
     let (tone, other) = (
@@ -247,12 +249,21 @@ fn three_kinds_of_participant(daemon: &RunningDaemon) {
          {} samples, {tone} (other tones {other}; by SSRC: {counts:?})",
         pcm.len()
     );
-    let video = received.get(&browser_video).map_or(0, Vec::len);
+    let video = received.get(&browser_video).map_or(&[][..], Vec::as_slice);
+    let heights: Vec<u32> = video
+        .iter()
+        .filter_map(|p| {
+            picture_height(VideoCodec::Vp8, &p.payload)
+                .or_else(|| picture_height(VideoCodec::H264, &p.payload))
+        })
+        .collect();
     assert!(
-        video > 100,
-        "the SDES participant received {video} packets of the browser's video {browser_video} \
-         (by SSRC: {counts:?})"
+        video.len() > 100 && !heights.is_empty() && heights.iter().all(|h| (60..=240).contains(h)),
+        "the SDES participant received {} packets of the browser's video {browser_video}, key \
+         frames {heights:?} px high (by SSRC: {counts:?})",
+        video.len()
     );
+    eprintln!("the browser's video at the SDES side: key frames {heights:?} px high");
 }
 
 /// Decodes Opus packets in the order given (48 kHz mono).
