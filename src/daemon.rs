@@ -219,6 +219,7 @@ impl Daemon {
                 policy: config.policy,
                 limits: config.control.edge_limits(),
                 cluster: cluster.clone(),
+                audio_level_extension: config.sip.audio_level_extension,
             },
             cell,
             Arc::clone(&metrics),

@@ -360,7 +360,9 @@ pub struct SipConfig {
     /// The Opus encoder complexity, 0 (cheapest) to 10.
     pub opus_complexity: u8,
     /// The RTP header extension id (RFC 6464 audio level) meeting clients
-    /// use; the bridge mixes the loudest speakers by it, by energy without it.
+    /// use; the bridge mixes the loudest speakers by it, by energy without it,
+    /// and writes its callers' levels under it, and WHEP receive slots rank
+    /// SDES-keyed publishers (callers included) by it.
     pub audio_level_extension: u8,
     /// Whether a silent caller's voice stream pauses (DTX-style): after
     /// 200 ms below -55 dBov only one Opus frame every 400 ms is encoded

@@ -142,6 +142,7 @@ mod tests {
             policy: Default::default(),
             limits: Default::default(),
             cluster: None,
+            audio_level_extension: 1,
         };
         router(ControlState::new(
             &opts,

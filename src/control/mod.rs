@@ -18,6 +18,7 @@
 //!     policy: Default::default(),
 //!     limits: Default::default(),
 //!     cluster: None,
+//!     audio_level_extension: 1,
 //! };
 //! let server = ControlServer::start(opts, cell, metrics)?;
 //! // ... run the packet workers ...
@@ -88,6 +89,10 @@ pub struct ControlOptions {
     pub limits: EdgeLimits,
     /// Cluster mode: the link to the cluster's Redis; `None` alone.
     pub cluster: Option<Arc<ClusterLink>>,
+    /// The RFC 6464 header extension id SDES-keyed publishers carry their
+    /// audio level under (`[sip] audio_level_extension`, which the dial-in
+    /// bridge writes its callers' levels under): WHEP slots rank by it.
+    pub audio_level_extension: u8,
 }
 
 impl fmt::Debug for ControlOptions {
@@ -99,6 +104,7 @@ impl fmt::Debug for ControlOptions {
             .field("policy", &self.policy)
             .field("limits", &self.limits)
             .field("cluster", &self.cluster)
+            .field("audio_level_extension", &self.audio_level_extension)
             .finish()
     }
 }
@@ -153,12 +159,12 @@ impl ControlState {
         };
         let state = Self {
             inner: Arc::new(Shared {
-                registry: Mutex::new(Registry::new(
-                    cell,
-                    Arc::clone(&metrics),
-                    opts.policy,
-                    opts.media_address,
-                )),
+                registry: Mutex::new({
+                    let mut registry =
+                        Registry::new(cell, Arc::clone(&metrics), opts.policy, opts.media_address);
+                    registry.set_sdes_level_extension(opts.audio_level_extension);
+                    registry
+                }),
                 metrics,
                 token: arc_swap::ArcSwapOption::from(opts.token.map(Arc::new)),
                 cluster: opts.cluster,

@@ -218,6 +218,9 @@ pub(crate) struct Registry {
     /// The transcodes running and who they serve (`transcodes.rs`);
     /// `None` while transcoding is off.
     transcodes: Option<Box<Transcodes>>,
+    /// The RFC 6464 extension id SDES-keyed publishers' levels are read
+    /// under, for WHEP slots (`[sip] audio_level_extension`).
+    sdes_level_ext: u8,
 }
 
 impl Registry {
@@ -246,6 +249,7 @@ impl Registry {
             generation,
             rebuilt_last: false,
             transcodes: None,
+            sdes_level_ext: browser::SDES_AUDIO_LEVEL_EXT,
         }
     }
 
@@ -261,6 +265,12 @@ impl Registry {
     /// The admission policy in force.
     pub(crate) fn policy(&self) -> Policy {
         self.policy
+    }
+
+    /// Reads SDES-keyed publishers' audio levels (the dial-in bridge's
+    /// among them) under RFC 6464 extension `id` from now on.
+    pub(crate) fn set_sdes_level_extension(&mut self, id: u8) {
+        self.sdes_level_ext = id;
     }
 
     /// Replaces the admission policy (a config reload): it governs the
@@ -700,14 +710,14 @@ impl Registry {
     fn rebuild(&mut self) -> RoutingSnapshot {
         let now = std::time::Instant::now();
         for meeting in self.meetings.values_mut() {
-            browser::assign_slots(meeting, now, &self.routes.slot_feeds);
+            browser::assign_slots(meeting, now, &self.routes.slot_feeds, self.sdes_level_ext);
         }
         let mut snapshot = RoutingSnapshot {
             next_leg: self.routes.next_leg,
             ..RoutingSnapshot::default()
         };
         for meeting in self.meetings.values() {
-            let sources = browser::sources(meeting);
+            let sources = browser::sources(meeting, self.sdes_level_ext);
             browser::publish_feeds(meeting, &sources, &self.routes.slot_feeds, &mut snapshot);
             let mut legs = Vec::with_capacity(meeting.participants.len());
             for participant in &meeting.participants {

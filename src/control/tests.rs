@@ -75,6 +75,7 @@ fn harness_with(policy: Policy, token: Option<&'static str>) -> Harness {
         policy,
         limits: Default::default(),
         cluster: None,
+        audio_level_extension: 1,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let app = router(ControlState::new(
@@ -907,6 +908,7 @@ fn the_server_answers_over_tcp_and_shuts_down() {
         policy: policy(),
         limits: Default::default(),
         cluster: None,
+        audio_level_extension: 1,
     };
     let server =
         ControlServer::start(opts, empty_cell(), Arc::new(MetricsHub::new("ring"))).unwrap();
@@ -945,6 +947,7 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
         policy: policy(),
         limits: Default::default(),
         cluster: None,
+        audio_level_extension: 1,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let state = ControlState::new(&opts, Arc::clone(&cell), Arc::clone(&metrics));

@@ -45,14 +45,16 @@ async function post(url, token, sdp) {
 }
 window.publish = async (whip, token, opts) => {
   const pc = new RTCPeerConnection({ iceServers: [] });
-  // opts.tone (a gain, 0 for silence): a 440 Hz tone from WebAudio in
-  // place of the fake microphone, whose beeps are too short to speak.
+  // opts.tone (a gain, 0 for silence): a tone from WebAudio (opts.freq
+  // Hz, 440 unless given) in place of the fake microphone, whose beeps
+  // are too short to speak.
   const tone = opts.tone !== undefined;
   const media = await navigator.mediaDevices.getUserMedia({
     audio: opts.audio && !tone, video: opts.video ? { width: 320, height: 240, frameRate: 15 } : false });
   if (tone) {
     const ctx = new AudioContext();
     const osc = ctx.createOscillator();
+    osc.frequency.value = opts.freq || 440;
     const gain = ctx.createGain();
     gain.gain.value = opts.tone;
     const out = ctx.createMediaStreamDestination();
@@ -102,7 +104,7 @@ window.report = async () => {
         codec: codec && codec.mimeType, pt: codec && codec.payloadType,
         packets: v.packetsReceived || 0, frames: v.framesDecoded || 0,
         energy: v.totalAudioEnergy || 0, bytes: v.bytesReceived || 0 });
-      if (v.type === 'outbound-rtp') r.outbound.push({ kind: v.kind, packets: v.packetsSent || 0,
+      if (v.type === 'outbound-rtp') r.outbound.push({ kind: v.kind, ssrc: v.ssrc, packets: v.packetsSent || 0,
         frames: v.framesEncoded || 0 });
       if (v.type === 'transport') { r.dtls = v.dtlsState; r.cipher = v.srtpCipher; }
     });

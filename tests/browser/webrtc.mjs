@@ -2,10 +2,13 @@
 // network namespace of its own (only `lo`): node webrtc.mjs <scenario> <api>.
 // Exit 0 when every check passed; the last line says what was seen.
 
+import { createInterface } from 'node:readline';
 import { launch, closeBrowser, openPage, api, admitBrowser, until, sleep } from './lib.mjs';
 
 const [scenario, base] = process.argv.slice(2);
-const hardStop = setTimeout(() => { console.error('FAIL: scenario took over 80 s'); process.exit(2); }, 80000);
+// The dial-in scenario waits on the test's phone as well: longer.
+const limit = scenario === 'mixed-dialin' ? 150 : 80;
+const hardStop = setTimeout(() => { console.error(`FAIL: scenario took over ${limit} s`); process.exit(2); }, limit * 1000);
 
 const video = (r, i = 0) => r[i].inbound.filter((x) => x.kind === 'video');
 const audio = (r, i = 0) => r[i].inbound.filter((x) => x.kind === 'audio');
@@ -73,6 +76,93 @@ async function mixed(args) {
     // Keep publishing while the test counts what reached the SDES side.
     await sleep(3000);
   } finally {
+    await closeBrowser(browser);
+  }
+}
+
+// A browser, an SDES participant and a dial-in caller in one meeting
+// (argv: {whip, whep, token, sdes}, the SDES participant's id). The
+// Rust test drives the other two and talks to this scenario by lines:
+// it prints `READY {audio, video}` (its outbound SSRCs) once it hears
+// the SDES participant, reads `caller <id>` when the caller has joined,
+// prints `CALLER-IN` once the caller (silent so far) fills a free slot,
+// reads `talk` when the caller starts its tone, prints `HEARD` once the
+// caller is heard in both views, and closes on `done`.
+// The browser publishes a 700 Hz tone and its camera, and views twice:
+// view A with two audio slots (the SDES participant's and the caller's),
+// view B with one, which the caller must take from the SDES participant
+// by its RFC 6464 level (the SDES client sends no level: always silent).
+async function mixedDialin(args) {
+  const { whip, whep, token, sdes } = JSON.parse(args);
+  const lines = [];
+  let wake = null;
+  const input = createInterface({ input: process.stdin });
+  input.on('line', (l) => { lines.push(l.trim()); if (wake) wake(); });
+  const line = async (ms) => {
+    const end = Date.now() + ms;
+    while (!lines.length && Date.now() < end) await new Promise((r) => { wake = r; setTimeout(r, 250); });
+    if (!lines.length) throw new Error(`no line from the test within ${ms} ms`);
+    return lines.shift();
+  };
+  const browser = await launch();
+  try {
+    const page = await openPage(browser, base);
+    await page.evaluate(([u, t]) => publish(u, t, { audio: true, video: true, tone: 0.5, freq: 700 }), [base + whip, token]);
+    await page.evaluate(([u, t]) => view(u, t, { audio: 2, video: 0 }), [base + whep, token]);
+    await page.evaluate(([u, t]) => view(u, t, { audio: 1, video: 0 }), [base + whep, token]);
+    // Slot i of view `session` as [slot, its inbound-rtp] (by mid).
+    const slotsOf = async (session) => {
+      const slots = await page.evaluate((i) => window.slots(i), session);
+      if (!Array.isArray(slots)) throw new Error(`GET on view ${session} answered ${JSON.stringify(slots)}`);
+      return slots;
+    };
+    const inbound = (r, session, slot) => r[session].inbound.find((x) => x.mid === slot.mid) || { energy: 0, packets: 0 };
+    const holding = async (session, who) => (await slotsOf(session)).find((s) => s.participant_id === who);
+
+    // The browser decodes the SDES participant's tone in both views.
+    let r = await until(page, 25000, (r) => r[0].state === 'connected'
+      && ['audio', 'video'].every((k) => r[0].outbound.some((x) => x.kind === k && x.packets > 50))
+      && r[1].state === 'connected' && r[2].state === 'connected');
+    for (const session of [1, 2]) {
+      const slot = await holding(session, sdes);
+      if (!slot) throw new Error(`view ${session}: no slot carries the SDES participant: ${JSON.stringify(await slotsOf(session))}`);
+      r = await until(page, 15000, (r) => inbound(r, session, slot).energy > 0.005);
+      console.log(`view ${session} hears the SDES participant in slot ${slot.mid}:`, JSON.stringify(inbound(r, session, slot)));
+    }
+    const out = (kind) => r[0].outbound.find((x) => x.kind === kind).ssrc;
+    console.log('READY ' + JSON.stringify({ audio: out('audio'), video: out('video') }));
+
+    const said = await line(60000);
+    if (!said.startsWith('caller ')) throw new Error('expected `caller <id>`, got ' + said);
+    const caller = said.slice('caller '.length);
+    // A publisher who joins later takes the free slot of view A; view B's
+    // one slot stays with the SDES participant while the caller is silent.
+    let slotA;
+    for (const end = Date.now() + 15000; !slotA && Date.now() < end; await sleep(250)) slotA = await holding(1, caller);
+    if (!slotA) throw new Error('the caller never filled view A\'s free audio slot: ' + JSON.stringify(await slotsOf(1)));
+    if (!(await holding(2, sdes))) throw new Error('a silent caller took view B\'s slot: ' + JSON.stringify(await slotsOf(2)));
+    const quiet = inbound(await page.evaluate('report()'), 1, slotA).energy;
+    console.log(`CALLER-IN slot ${slotA.mid} of view A, energy ${quiet} while silent`);
+
+    const talk = await line(30000);
+    if (talk !== 'talk') throw new Error('expected `talk`, got ' + talk);
+    // While the caller talks: view A's caller slot gets louder, and view
+    // B's one slot goes to the caller (the loudest by RFC 6464 level) and
+    // carries its tone.
+    r = await until(page, 20000, (r) => inbound(r, 1, slotA).energy > quiet + 0.01);
+    console.log(`view A hears the caller: energy ${quiet} -> ${inbound(r, 1, slotA).energy}`);
+    let slotB;
+    for (const end = Date.now() + 15000; !slotB && Date.now() < end; await sleep(250)) slotB = await holding(2, caller);
+    if (!slotB) throw new Error('view B\'s slot did not go to the talking caller: ' + JSON.stringify(await slotsOf(2)));
+    const switched = inbound(await page.evaluate('report()'), 2, slotB).energy;
+    r = await until(page, 15000, (r) => inbound(r, 2, slotB).energy > switched + 0.01);
+    console.log(`view B's slot went to the caller: energy ${switched} -> ${inbound(r, 2, slotB).energy}`);
+    console.log('HEARD');
+    // Publish on while the test listens at the phone and the SDES side.
+    const done = await line(30000);
+    if (done !== 'done') throw new Error('expected `done`, got ' + done);
+  } finally {
+    input.close();
     await closeBrowser(browser);
   }
 }
@@ -185,6 +275,7 @@ try {
   else if (scenario === 'publish-view-e2ee') await publishView('e2ee', 'participant');
   else if (scenario === 'late-joiner') await lateJoiner();
   else if (scenario === 'mixed') await mixed(process.argv[4]);
+  else if (scenario === 'mixed-dialin') await mixedDialin(process.argv[4]);
   else if (scenario === 'codec-view') await codecView(process.argv[4]);
   else throw new Error('unknown scenario ' + scenario);
   console.log('PASS', scenario);

@@ -23,6 +23,8 @@ pub struct RunningDaemon {
     child: Child,
     pub api: SocketAddr,
     pub media: SocketAddr,
+    /// The SIP dial-in UDP address, when `[sip]` is on.
+    pub sip: Option<SocketAddr>,
     pub dir: std::path::PathBuf,
     log: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
@@ -65,6 +67,7 @@ impl RunningDaemon {
             child,
             api: "0.0.0.0:0".parse().unwrap(),
             media: "0.0.0.0:0".parse().unwrap(),
+            sip: None,
             dir,
             log,
             reader: Some(reader),
@@ -80,6 +83,9 @@ impl RunningDaemon {
                 };
                 daemon.api = after("control API on http://");
                 daemon.media = after("media on ");
+                daemon.sip = banner
+                    .contains("SIP dial-in on udp ")
+                    .then(|| after("SIP dial-in on udp "));
                 return daemon;
             }
             if let Some(status) = daemon.child.try_wait().expect("wait") {

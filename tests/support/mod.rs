@@ -3,7 +3,9 @@
 //! connection, JSON bodies), and an SRTP endpoint on a real UDP socket.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
 
+pub mod browser;
 pub mod daemon;
+pub mod phone;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

@@ -568,10 +568,11 @@ impl WebrtcSeat {
     }
 }
 
-/// The RFC 6464 extension id assumed for SDES publishers' audio: they
-/// negotiate nothing with the relay, and 1 is what WebRTC stacks and
-/// sluice's own dial-in bridge (`[sip] audio_level_extension`) use.
-const SDES_AUDIO_LEVEL_EXT: u8 = 1;
+/// The RFC 6464 extension id assumed for SDES publishers' audio unless
+/// configured (`[sip] audio_level_extension`, which sluice's own dial-in
+/// bridge writes its callers' levels under): they negotiate nothing with
+/// the relay, and 1 is what WebRTC stacks use.
+pub(super) const SDES_AUDIO_LEVEL_EXT: u8 = 1;
 
 /// A publisher stream of a meeting, as slots see it.
 #[derive(Debug, Clone, Copy)]
@@ -586,8 +587,10 @@ pub(super) struct Source {
     level_ext: u8,
 }
 
-/// Every stream published in `meeting`, in admission order.
-pub(super) fn sources(meeting: &Meeting) -> Vec<Source> {
+/// Every stream published in `meeting`, in admission order; SDES-keyed
+/// audio (the dial-in bridge's too) carries its level under
+/// `sdes_level_ext`.
+pub(super) fn sources(meeting: &Meeting, sdes_level_ext: u8) -> Vec<Source> {
     let mut out = Vec::new();
     for p in &meeting.participants {
         let owner = p.leg.id.0;
@@ -598,7 +601,7 @@ pub(super) fn sources(meeting: &Meeting) -> Vec<Source> {
                 kind: s.route.kind,
                 owner,
                 mid_ext: 0,
-                level_ext: audio_ext(s.route.kind, SDES_AUDIO_LEVEL_EXT),
+                level_ext: audio_ext(s.route.kind, sdes_level_ext),
             });
         }
         for session in p.webrtc.iter().flat_map(|seat| &seat.sessions) {

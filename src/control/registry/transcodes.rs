@@ -244,12 +244,13 @@ impl Registry {
         let mut sources: HashSet<u32> = HashSet::new();
         let mut probed: BTreeMap<u32, VideoCodec> = BTreeMap::new();
         let feeds = &self.routes.slot_feeds;
+        let sdes_level_ext = self.sdes_level_ext;
         for meeting in self.meetings.values_mut() {
             if meeting.mode == MeetingMode::Standard
                 && meeting.participants.iter().any(|p| p.webrtc.is_some())
             {
                 // WHEP viewers need renditions of what their slots carry.
-                super::browser::assign_slots(meeting, now, feeds);
+                super::browser::assign_slots(meeting, now, feeds, sdes_level_ext);
             }
         }
         for meeting in self.meetings.values() {

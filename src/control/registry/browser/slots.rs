@@ -193,8 +193,9 @@ pub(in crate::control::registry) fn assign_slots(
     meeting: &mut Meeting,
     now: Instant,
     feeds: &Feeds,
+    sdes_level_ext: u8,
 ) {
-    let sources = sources(meeting);
+    let sources = sources(meeting, sdes_level_ext);
     for p in &mut meeting.participants {
         let own = p.leg.id.0;
         for session in p
@@ -245,11 +246,11 @@ pub(in crate::control::registry) fn publish_feeds(
 }
 
 /// One tick of `meeting`'s WHEP routers; whether any slot changed.
-fn tick(meeting: &mut Meeting, feeds: &Feeds, now: Instant) -> bool {
+fn tick(meeting: &mut Meeting, feeds: &Feeds, now: Instant, sdes_level_ext: u8) -> bool {
     if !viewed(meeting) {
         return false;
     }
-    let sources = sources(meeting);
+    let sources = sources(meeting, sdes_level_ext);
     // The loudest level of each audio stream since the last tick (one
     // taking per tick, shared by every viewer; a stream that sent nothing
     // is silent): one sample per tick for the routers' smoothing.
@@ -302,7 +303,7 @@ impl Registry {
     pub(crate) fn tick_slots(&mut self, now: Instant) -> SlotTick {
         let mut changed = false;
         for meeting in self.meetings.values_mut() {
-            changed |= tick(meeting, &self.routes.slot_feeds, now);
+            changed |= tick(meeting, &self.routes.slot_feeds, now, self.sdes_level_ext);
         }
         if changed {
             self.publish();
@@ -419,13 +420,18 @@ mod tests {
     /// An RTP packet as a worker has it after unprotecting: with an RFC
     /// 6464 level in one-byte extension element 1 when `level` is given.
     fn rtp(ssrc: u32, seq: u16, ts: u32, level: Option<u8>) -> Vec<u8> {
+        rtp_under(ssrc, seq, ts, level.map(|level| (1, level)))
+    }
+
+    /// The same with the level, if any, in element `(id, level)`.
+    fn rtp_under(ssrc: u32, seq: u16, ts: u32, level: Option<(u8, u8)>) -> Vec<u8> {
         let x = if level.is_some() { 0x10 } else { 0 };
         let mut p = vec![0x80 | x, 111];
         p.extend(seq.to_be_bytes());
         p.extend(ts.to_be_bytes());
         p.extend(ssrc.to_be_bytes());
-        if let Some(level) = level {
-            p.extend([0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
+        if let Some((id, level)) = level {
+            p.extend([0xBE, 0xDE, 0, 1, id << 4, level, 0, 0]);
         }
         p.extend(b"media");
         p
@@ -442,6 +448,11 @@ mod tests {
     /// A meeting with a WHEP viewer (one audio, one video slot) and two
     /// SDES publishers, "ann" (audio 0xA1, video 0xA2) and "bob" (0xB1, 0xB2).
     fn meeting() -> Meeting1 {
+        meeting_reading_levels_under(1)
+    }
+
+    /// The same, SDES publishers' levels read under extension `id`.
+    fn meeting_reading_levels_under(id: u8) -> Meeting1 {
         let cell = empty_cell();
         let mut registry = Registry::new(
             cell.clone(),
@@ -449,6 +460,7 @@ mod tests {
             crate::policy::Policy::default(),
             "127.0.0.1:40000".parse().unwrap(),
         );
+        registry.set_sdes_level_extension(id);
         let m = registry
             .create_meeting(NewMeeting {
                 id: Some("m".into()),
@@ -642,6 +654,40 @@ mod tests {
         // 200 ms after ann's last packet at 48 kHz, minus nothing: bob's
         // packet was seen at `later` too.
         assert_eq!(ts, 100 + 9600 + 960);
+    }
+
+    /// SDES-keyed publishers (the dial-in bridge's callers among them)
+    /// carry their level under `[sip] audio_level_extension`: with 3
+    /// configured, bob talking under 1 is not heard as talking, under 3
+    /// he takes the audio slot from a silent ann.
+    #[test]
+    fn sdes_levels_are_read_under_the_configured_extension_id() {
+        let mut m = meeting_reading_levels_under(3);
+        let t0 = Instant::now();
+        assert_eq!(m.entry(0).map(|e| e.source), Some(0xA1), "first come");
+        let talk = |m: &mut Meeting1, frames: std::ops::Range<u32>, bob_id: u8| {
+            for frame in frames {
+                let now = t0 + Duration::from_millis(20 * u64::from(frame));
+                let (seq, ts) = (frame as u16, 960 * frame);
+                let _ = m.forward(&rtp_under(0xA1, seq, ts, Some((3, 127))));
+                let _ = m.forward(&rtp_under(0xB1, seq, ts, Some((bob_id, 20))));
+                if frame % 5 == 4 {
+                    m.registry.tick_slots(now);
+                }
+            }
+        };
+        talk(&mut m, 0..100, 1);
+        assert_eq!(
+            m.entry(0).map(|e| e.source),
+            Some(0xA1),
+            "a level under another id is not read"
+        );
+        talk(&mut m, 100..200, 3);
+        assert_eq!(
+            m.entry(0).map(|e| e.source),
+            Some(0xB1),
+            "bob's level under the configured id"
+        );
     }
 
     fn web_id(m: &Meeting1) -> String {
