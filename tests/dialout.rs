@@ -22,7 +22,9 @@ use sluice::config::Config;
 use sluice::daemon::Daemon;
 use sluice::media::tone::{Sine, goertzel_power};
 use sluice::media::{G711, OpusDecoder, OpusEncoder};
-use support::{Endpoint, http, metric};
+use sluice::media::{G722Decoder, G722Encoder};
+use support::phone::{PhoneCodec, web_participant, web_tone};
+use support::{http, metric};
 
 /// A UDP port free a moment ago, for SIPp to listen on.
 fn free_port() -> u16 {
@@ -181,7 +183,8 @@ struct Phone {
     bridge: Option<SocketAddr>,
     seq: u16,
     timestamp: u32,
-    heard: Vec<u8>,
+    /// What arrived: (payload type, payload).
+    heard: Vec<(u8, Vec<u8>)>,
 }
 
 impl Phone {
@@ -203,15 +206,24 @@ impl Phone {
         self.socket.local_addr().expect("addr").port()
     }
 
-    /// Takes in whatever arrived (PCMU payloads); learns the bridge's address.
+    /// Takes in whatever arrived; learns the bridge's address.
     fn listen(&mut self) {
         let mut buf = [0u8; 2048];
         while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
             self.bridge.get_or_insert(from);
-            if n > 12 && buf[1] & 0x7F == 0 {
-                self.heard.extend_from_slice(&buf[12..n]);
+            if n > 12 {
+                self.heard.push((buf[1] & 0x7F, buf[12..n].to_vec()));
             }
         }
+    }
+
+    /// The PCMU payloads heard, in order.
+    fn heard_pcmu(&self) -> Vec<u8> {
+        self.heard
+            .iter()
+            .filter(|(pt, _)| *pt == 0)
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
     }
 
     fn wait_for_bridge(&mut self) {
@@ -223,38 +235,21 @@ impl Phone {
     }
 
     fn send_pcmu(&mut self, payload: &[u8]) {
+        self.send(0, 160, payload);
+    }
+
+    /// One RTP packet of payload type `pt`; the timestamp moves `step`.
+    fn send(&mut self, pt: u8, step: u32, payload: &[u8]) {
         let bridge = self.bridge.expect("bridge address known");
-        let mut p = vec![0x80, 0];
+        let mut p = vec![0x80, pt];
         p.extend(self.seq.to_be_bytes());
         p.extend(self.timestamp.to_be_bytes());
         p.extend(0x0d1a_0001u32.to_be_bytes());
         p.extend_from_slice(payload);
         self.seq = self.seq.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(160);
+        self.timestamp = self.timestamp.wrapping_add(step);
         self.socket.send_to(&p, bridge).expect("phone sends");
     }
-}
-
-/// A web participant of `meeting` publishing one Opus stream `ssrc`.
-fn web_participant(api: SocketAddr, meeting: &str, ssrc: u32) -> Endpoint {
-    let admitted = http(
-        api,
-        "POST",
-        &format!("/v1/meetings/{meeting}/participants"),
-        Some(&json!({"name": "web"})),
-        None,
-    );
-    assert_eq!(admitted.status, 201, "{}", admitted.text);
-    let web = Endpoint::from_admission(&admitted.json());
-    let stream = http(
-        api,
-        "POST",
-        &format!("/v1/meetings/{meeting}/participants/{}/streams", web.id),
-        Some(&json!({"ssrc": ssrc, "kind": "audio", "codec": "opus", "payload_type": 111})),
-        None,
-    );
-    assert_eq!(stream.status, 201, "{}", stream.text);
-    web
 }
 
 #[test]
@@ -362,12 +357,13 @@ fn an_answered_call_joins_the_meeting_both_ways_and_delete_sends_bye() {
 
     // The phone heard the meeting's 1 kHz (the last 1.5 s, after the
     // joining prompt), and not its own 440 Hz.
+    let heard = phone.heard_pcmu();
     assert!(
-        phone.heard.len() >= 160 * 150,
+        heard.len() >= 160 * 150,
         "the phone heard {} samples",
-        phone.heard.len()
+        heard.len()
     );
-    let tail = &phone.heard[phone.heard.len() - 12_000..];
+    let tail = &heard[heard.len() - 12_000..];
     let mut decoded = vec![0i16; tail.len()];
     G711::Mu.decode(tail, &mut decoded);
     let k1 = goertzel_power(&decoded, 8000, 1000.0);
@@ -591,5 +587,97 @@ fn dial_is_refused_for_e2ee_meetings_unknown_meetings_and_bad_uris() {
     let r = dial(api, "5550106", &to);
     assert_eq!(r.status, 409, "{}", r.text);
     assert_eq!(r.error_code(), "dial_out_not_configured");
+    daemon.shutdown();
+}
+
+#[test]
+fn a_phone_answering_g722_is_bridged_at_16_khz_both_ways() {
+    let port = free_port();
+    let daemon = start(port, "");
+    let api = daemon.control_addr();
+    meeting(api, "5550108", "standard");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, "5550108", 0x3333, 6000.0, &stop);
+    let mut phone = Phone::new();
+    // The scenario fails unless the INVITE offers G.722.
+    let sipp = Sipp::serve("uas-answer-g722.xml", port, phone.port());
+    let placed = dial(
+        api,
+        "5550108",
+        &json!({"to": format!("sip:+15551236@127.0.0.1:{port}")}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    wait_for("the answer", Duration::from_secs(10), || {
+        call(api, "5550108", &id)["state"] == "answered"
+    });
+    phone.wait_for_bridge();
+
+    // The phone speaks 5 kHz, which 8 kHz G.711 could not carry, in G.722
+    // (FFmpeg's encoder) for five seconds; the meeting plays 6 kHz.
+    let mut codec = PhoneCodec::G722(
+        G722Encoder::new().expect("g722 encoder"),
+        G722Decoder::new().expect("g722 decoder"),
+    );
+    let rate = codec.rate();
+    let mut sine = Sine::new(5000.0, rate, 8000.0);
+    let mut pcm = vec![0i16; rate as usize / 50];
+    let start = Instant::now();
+    for k in 1..=250u64 {
+        sine.fill(&mut pcm);
+        let payload = codec.encode(&pcm);
+        phone.send(codec.pt(), codec.rtp_step(), &payload);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            phone.listen();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+
+    // Only G.722 reached the phone, and it carries the meeting's 6 kHz.
+    assert!(
+        phone.heard.iter().all(|(pt, _)| *pt == 9),
+        "another payload type reached the phone"
+    );
+    let heard: Vec<i16> = phone
+        .heard
+        .iter()
+        .flat_map(|(_, payload)| codec.decode(payload))
+        .collect();
+    let frame = rate as usize / 50;
+    assert!(
+        heard.len() >= frame * 200,
+        "the phone heard {} samples",
+        heard.len()
+    );
+    let tail = &heard[heard.len() - 100 * frame..];
+    let k6 = goertzel_power(tail, rate, 6000.0);
+    let own = goertzel_power(tail, rate, 5000.0);
+    assert!(k6 > 0.01, "6 kHz too weak at the phone: {k6}");
+    assert!(k6 > 20.0 * own, "the phone hears 6 kHz {k6} vs 5 kHz {own}");
+    // The meeting heard the phone's 5 kHz.
+    assert!(
+        web_pcm.len() >= 48_000 * 3,
+        "web decoded {} samples",
+        web_pcm.len()
+    );
+    let tail = &web_pcm[web_pcm.len() - 96_000..];
+    let k5 = goertzel_power(tail, 48_000, 5000.0);
+    let echo = goertzel_power(tail, 48_000, 6000.0);
+    assert!(k5 > 0.01, "5 kHz too weak at the web participant: {k5}");
+    assert!(k5 > 20.0 * echo, "the web hears 5 kHz {k5} vs 6 kHz {echo}");
+
+    let deleted = http(
+        api,
+        "DELETE",
+        &format!("/v1/meetings/5550108/calls/{id}"),
+        None,
+        None,
+    );
+    assert_eq!(deleted.status, 202, "{}", deleted.text);
+    sipp.succeeds();
+    assert_eq!(ended(api, "5550108", &id)["outcome"], "answered");
     daemon.shutdown();
 }

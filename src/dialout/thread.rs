@@ -21,11 +21,11 @@ use super::{CallState, CallView, Command, DialOutCounters, DialRequest};
 use crate::config::{TrunkConfig, TrunkSrtp, TrunkTransport, is_sip_uri};
 use crate::control::{ApiError, BridgeLeg, MeetingDesk};
 use crate::dialin::outbound::{
-    CallSettings, CallerMedia, MediaSockets, PoolCommand, PoolEvent, bridge, random_u32,
+    CallSettings, CallerMedia, MediaSockets, PoolCommand, PoolEvent, bridge, caller_codec,
+    random_u32,
 };
-use crate::media::{CallerCodec, G711};
 use crate::relay::MeetingMode;
-use crate::sip::sdp::{AnswerSpec, Codec, Direction, MediaOffer, OfferedCodec, build_answer};
+use crate::sip::sdp::{MediaOffer, OfferSpec, make_audio_offer};
 use crate::sip::{
     CallId, Dial, DialOutcome, Transport, TrunkAccount, Uac, UacConfig, UacEvent, negotiate,
 };
@@ -37,8 +37,6 @@ const POLL: Duration = Duration::from_millis(10);
 const ENDED_KEPT: usize = 1024;
 /// The SRTP suite offered on SDES trunks: the one every SBC speaks.
 const OFFERED_SUITE: SrtpProfile = SrtpProfile::AesCm128HmacSha1_80;
-/// The telephone-event payload type we offer (RFC 4733).
-const TELEPHONE_EVENT_PT: u8 = 101;
 
 /// What the thread is set up with.
 pub(super) struct Setup {
@@ -433,22 +431,16 @@ impl Worker {
                 Some(material)
             }
         };
-        let offer = build_answer(&AnswerSpec {
+        // The codecs dial-in takes (Opus, G.722, PCMU, PCMA): a wideband
+        // phone is bridged at its own rate, not through G.711.
+        let offer = make_audio_offer(&OfferSpec {
             address: self.setup.media_ip,
             port,
-            codec: OfferedCodec {
-                pt: 0,
-                codec: Codec::Pcmu,
-            },
-            telephone_event: Some(TELEPHONE_EVENT_PT),
-            telephone_events: 0xFFFF,
-            crypto: our_key.clone().map(|k| (1, OFFERED_SUITE, k)),
-            telephone_event_clock: 8000,
-            direction: Direction::SendRecv,
-            session_id: u64::from(random_u32()),
-            session_version: 1,
             rtcp_mux: false,
             rtcp_port: None,
+            crypto: our_key.clone().map(|k| (1, OFFERED_SUITE, k)),
+            session_id: u64::from(random_u32()),
+            session_version: 1,
         });
         let dial = Dial {
             to: request.to.clone(),
@@ -526,10 +518,9 @@ fn caller_media(c: &Outbound, answer: &MediaOffer, srtp: TrunkSrtp) -> Result<Ca
         (None, Some(_)) => return Err("the answer has SRTP keys for a plain RTP offer".to_owned()),
         _ => None,
     };
-    let codec = CallerCodec::G711(match negotiated.codec.codec {
-        Codec::Pcma => G711::A,
-        _ => G711::Mu,
-    });
+    // The same mapping as a dial-in caller's: Opus at 48 kHz, G.722 at
+    // 16 kHz, G.711 at 8 kHz.
+    let codec = caller_codec(negotiated.codec.codec);
     Ok(CallerMedia {
         codec,
         payload_type: negotiated.codec.pt,

@@ -4,6 +4,8 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
 
 pub mod daemon;
+pub mod phone;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
