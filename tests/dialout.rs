@@ -17,13 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice::config::Config;
+use sluice::crypto::AnyGcm;
 use sluice::daemon::Daemon;
 use sluice::media::tone::{Sine, goertzel_power};
 use sluice::media::{G711, OpusDecoder, OpusEncoder};
 use sluice::media::{G722Decoder, G722Encoder};
+use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
 use support::phone::{PhoneCodec, web_participant, web_tone};
+use support::tls::{TestCert, TlsHop, free_tcp_port};
 use support::{http, metric};
 
 /// A UDP port free a moment ago, for SIPp to listen on.
@@ -180,6 +184,8 @@ impl Drop for Sipp {
 /// The far end's RTP side: a socket SIPp's SDP answer names.
 struct Phone {
     socket: UdpSocket,
+    /// SDES SRTP: what the phone protects with, and unprotects with.
+    srtp: Option<(SrtpSession<AnyGcm>, SrtpSession<AnyGcm>)>,
     bridge: Option<SocketAddr>,
     seq: u16,
     timestamp: u32,
@@ -195,6 +201,7 @@ impl Phone {
             .expect("timeout");
         Self {
             socket,
+            srtp: None,
             bridge: None,
             seq: 7000,
             timestamp: 160_000,
@@ -209,7 +216,13 @@ impl Phone {
     /// Takes in whatever arrived; learns the bridge's address.
     fn listen(&mut self) {
         let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+        while let Ok((mut n, from)) = self.socket.recv_from(&mut buf) {
+            if let Some((_, recv)) = &mut self.srtp {
+                match recv.unprotect_rtp(&mut buf, n) {
+                    Ok(len) => n = len,
+                    Err(e) => panic!("the phone cannot unprotect sluice's SRTP: {e}"),
+                }
+            }
             self.bridge.get_or_insert(from);
             if n > 12 {
                 self.heard.push((buf[1] & 0x7F, buf[12..n].to_vec()));
@@ -248,6 +261,12 @@ impl Phone {
         p.extend_from_slice(payload);
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(step);
+        if let Some((send, _)) = &mut self.srtp {
+            let len = p.len();
+            p.resize(len + 32, 0);
+            let n = send.protect_rtp(&mut p, len).expect("protect");
+            p.truncate(n);
+        }
         self.socket.send_to(&p, bridge).expect("phone sends");
     }
 }
@@ -679,5 +698,223 @@ fn a_phone_answering_g722_is_bridged_at_16_khz_both_ways() {
     assert_eq!(deleted.status, 202, "{}", deleted.text);
     sipp.succeeds();
     assert_eq!(ended(api, "5550108", &id)["outcome"], "answered");
+    daemon.shutdown();
+}
+
+/// The `[sip.trunk]` lines of a TLS trunk trusting `ca`'s issuer.
+fn tls_trunk(ca: &TestCert) -> String {
+    format!("transport = \"tls\"\ntls_ca = \"{}\"\n", ca.ca().display())
+}
+
+#[test]
+fn a_tls_trunk_answers_with_srtp_both_ways_and_delete_sends_bye_over_tls() {
+    let cert = TestCert::with_ca("dialout-answer");
+    let sipp_port = free_tcp_port();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let profile = SrtpProfile::AesCm128HmacSha1_80;
+    let phone_key: Vec<u8> = (61..=90u8).collect();
+    let log = std::env::temp_dir().join(format!("sluice-dialout-tls-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut phone = Phone::new();
+    // The scenario checks the Via (TLS, alias), the sips: Contact and the
+    // offered SRTP suite, and logs our key.
+    let sipp = Sipp::serve_with(
+        "uas-answer-srtp.xml",
+        sipp_port,
+        phone.port(),
+        &[
+            "-t",
+            "t1",
+            "-key",
+            "ckey",
+            &b64.encode(&phone_key),
+            "-trace_logs",
+            "-log_file",
+            log.to_str().expect("utf-8 path"),
+        ],
+    );
+    let hop = TlsHop::server(&cert, SocketAddr::from(([127, 0, 0, 1], sipp_port)));
+    // SRTP is not configured: a TLS trunk requires it by default.
+    let daemon = start(hop.addr().port(), &tls_trunk(&cert));
+    let api = daemon.control_addr();
+    meeting(api, "5550109", "standard");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, "5550109", 0x4444, 1000.0, &stop);
+    let placed = dial(
+        api,
+        "5550109",
+        &json!({"to": format!("sips:+15551237@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    wait_for("the answer", Duration::from_secs(10), || {
+        call(api, "5550109", &id)["state"] == "answered"
+    });
+    let mut offer_key = None;
+    wait_for(
+        "SIPp to log the offer's key",
+        Duration::from_secs(5),
+        || {
+            offer_key = std::fs::read_to_string(&log).ok().and_then(|text| {
+                let line = text.lines().find(|l| l.contains("offer-key "))?;
+                b64.decode(line.split("offer-key ").nth(1)?.trim()).ok()
+            });
+            offer_key.is_some()
+        },
+    );
+    let session = |key: &[u8]| {
+        SrtpSession::new(
+            AnyGcm::default(),
+            &MasterKey::new(profile, key).expect("key"),
+        )
+        .expect("session")
+    };
+    // Every packet from the bridge must authenticate (listen() panics if
+    // not): nothing was read before the keys were known.
+    phone.srtp = Some((session(&phone_key), session(&offer_key.expect("found"))));
+    phone.wait_for_bridge();
+
+    // The far end speaks 440 Hz over SRTP for four seconds.
+    let mut sine = Sine::new(440.0, 8000, 8000.0);
+    let mut pcm = [0i16; 160];
+    let mut ulaw = [0u8; 160];
+    let start = Instant::now();
+    for k in 1..=200u64 {
+        sine.fill(&mut pcm);
+        G711::Mu.encode(&pcm, &mut ulaw);
+        phone.send_pcmu(&ulaw);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            phone.listen();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+
+    let heard = phone.heard_pcmu();
+    assert!(
+        heard.len() >= 160 * 150,
+        "the phone heard {} samples",
+        heard.len()
+    );
+    let mut decoded = vec![0i16; 12_000];
+    G711::Mu.decode(&heard[heard.len() - 12_000..], &mut decoded);
+    let k1 = goertzel_power(&decoded, 8000, 1000.0);
+    let own = goertzel_power(&decoded, 8000, 440.0);
+    assert!(k1 > 0.01, "1 kHz too weak at the phone: {k1}");
+    assert!(
+        k1 > 20.0 * own,
+        "the phone hears 1 kHz {k1} vs 440 Hz {own}"
+    );
+    assert!(
+        web_pcm.len() >= 48_000 * 2,
+        "web decoded {} samples",
+        web_pcm.len()
+    );
+    let tail = &web_pcm[web_pcm.len() - 72_000..];
+    let a440 = goertzel_power(tail, 48_000, 440.0);
+    let echo = goertzel_power(tail, 48_000, 1000.0);
+    assert!(
+        a440 > 0.01,
+        "440 Hz too weak at the web participant: {a440}"
+    );
+    assert!(
+        a440 > 20.0 * echo,
+        "the web hears 440 Hz {a440} vs 1 kHz {echo}"
+    );
+
+    // DELETE: the BYE goes over the TLS connection (SIPp ends on it).
+    let deleted = http(
+        api,
+        "DELETE",
+        &format!("/v1/meetings/5550109/calls/{id}"),
+        None,
+        None,
+    );
+    assert_eq!(deleted.status, 202, "{}", deleted.text);
+    sipp.succeeds();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(ended(api, "5550109", &id)["outcome"], "answered");
+    assert_eq!(dialout_outcome(api, "answered"), 1.0);
+    drop(hop);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_trunk_certificate_not_issued_by_tls_ca_fails_the_call_with_the_reason() {
+    let trusted = TestCert::with_ca("dialout-trusted");
+    let rogue = TestCert::with_ca("dialout-rogue");
+    // The rogue trunk presents a certificate of another CA; nothing gets
+    // past the handshake, so its plain side goes nowhere.
+    let hop = TlsHop::server(&rogue, SocketAddr::from(([127, 0, 0, 1], 9)));
+    let daemon = start(hop.addr().port(), &tls_trunk(&trusted));
+    let api = daemon.control_addr();
+    meeting(api, "5550110", "standard");
+    let placed = dial(
+        api,
+        "5550110",
+        &json!({"to": format!("sip:+15551238@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    let done = ended(api, "5550110", &id);
+    assert_eq!(done["outcome"], "failed", "{done}");
+    let reason = done["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("TLS handshake") && reason.contains("certificate"),
+        "{done}"
+    );
+    assert!(done.get("sip_status").is_none(), "{done}");
+    assert_eq!(dialout_outcome(api, "failed"), 1.0);
+    assert_eq!(
+        participants(api, "5550110"),
+        0,
+        "the phone left the meeting"
+    );
+    // sips: is refused on a trunk that is not TLS: see the UAC's tests;
+    // here a TLS trunk takes it, and the next dial tries the trunk again.
+    let again = dial(
+        api,
+        "5550110",
+        &json!({"to": format!("sips:+15551238@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(again.status, 201, "{}", again.text);
+    let id = again.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(ended(api, "5550110", &id)["outcome"], "failed");
+    assert_eq!(dialout_outcome(api, "failed"), 2.0);
+    drop(hop);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_tls_trunk_answering_plain_rtp_fails_as_srtp_is_required_by_default() {
+    let cert = TestCert::with_ca("dialout-plain");
+    let sipp_port = free_tcp_port();
+    let phone = Phone::new();
+    // This scenario answers RTP/AVP, then waits for our BYE.
+    let sipp = Sipp::serve_with("uas-answer.xml", sipp_port, phone.port(), &["-t", "t1"]);
+    let hop = TlsHop::server(&cert, SocketAddr::from(([127, 0, 0, 1], sipp_port)));
+    let daemon = start(hop.addr().port(), &tls_trunk(&cert));
+    let api = daemon.control_addr();
+    meeting(api, "5550111", "standard");
+    let placed = dial(
+        api,
+        "5550111",
+        &json!({"to": format!("sip:+15551239@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    sipp.succeeds();
+    let done = ended(api, "5550111", &id);
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("SRTP is required")),
+        "{done}"
+    );
+    assert_eq!(dialout_outcome(api, "failed"), 1.0);
+    drop(hop);
     daemon.shutdown();
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::tcp::TrunkConnection;
-use super::{CallState, CallView, Command, DialOutCounters, DialRequest};
+use super::{CallState, CallView, Command, DialOutCounters, DialRequest, TrunkTls};
 use crate::config::{TrunkConfig, TrunkSrtp, TrunkTransport, is_sip_uri};
 use crate::control::{ApiError, BridgeLeg, MeetingDesk};
 use crate::dialin::outbound::{
@@ -43,6 +43,8 @@ pub(super) struct Setup {
     pub(super) trunk: SocketAddr,
     pub(super) config: TrunkConfig,
     pub(super) account: Option<TrunkAccount>,
+    /// `transport = "tls"`: the client setup.
+    pub(super) tls: Option<TrunkTls>,
     pub(super) media_ip: IpAddr,
     pub(super) relay: SocketAddr,
     pub(super) desk: MeetingDesk,
@@ -70,6 +72,8 @@ struct Outbound {
     in_pool: bool,
     /// The media could not be set up: whatever SIP says, it failed.
     media_failed: bool,
+    /// Why the call failed here (not the trunk's status), for the API.
+    reason: Option<String>,
 }
 
 impl Outbound {
@@ -83,14 +87,16 @@ impl Outbound {
             state: self.state,
             outcome: self.outcome.map(DialOutcome::name),
             sip_status: self.sip_status,
+            reason: self.reason.clone(),
         }
     }
 }
 
 pub(super) struct Worker {
     socket: UdpSocket,
-    /// The connection to a `transport = "tcp"` trunk.
+    /// The connection to a `transport = "tcp"` or `"tls"` trunk.
     tcp: Option<TrunkConnection>,
+    transport: Transport,
     uac: Uac,
     setup: Setup,
     pool: Sender<PoolCommand>,
@@ -126,10 +132,13 @@ impl Worker {
         );
         // std seeds every RandomState from the OS.
         let seed = RandomState::new().hash_one(0xd1a1_u64);
-        let tcp = (transport == Transport::Tcp).then(|| TrunkConnection::new(setup.trunk));
+        let tcp = transport
+            .is_stream()
+            .then(|| TrunkConnection::new(setup.trunk, setup.tls.clone()));
         Self {
             socket,
             tcp,
+            transport,
             uac: Uac::new(cfg, seed),
             setup,
             pool,
@@ -173,9 +182,9 @@ impl Worker {
             .map_or(POLL, |at| at.saturating_duration_since(now).min(POLL))
             .max(Duration::from_millis(1));
         if let Some(conn) = &mut self.tcp {
-            let (uac, trunk) = (&mut self.uac, self.setup.trunk);
+            let (uac, trunk, transport) = (&mut self.uac, self.setup.trunk, self.transport);
             conn.read(wait, |at, msg| {
-                uac.handle_message(at, Transport::Tcp, trunk, msg);
+                uac.handle_message(at, transport, trunk, msg);
             });
         } else {
             self.read_datagrams(wait, buf);
@@ -190,15 +199,42 @@ impl Worker {
             self.uac.hangup(now, call);
         }
         self.drain_events(now);
+        self.transmit(now);
+    }
+
+    /// Sends what the UAC wrote. A stream connection that cannot be opened
+    /// fails the calls waiting on it (with the reason, for the API) and
+    /// drops the rest of this turn's messages rather than trying again for
+    /// each.
+    fn transmit(&mut self, now: Instant) {
         while let Some(t) = self.uac.poll_transmit() {
-            match &mut self.tcp {
-                Some(conn) if t.transport.is_stream() => conn.send(&t.payload),
+            let link_error = match &mut self.tcp {
+                Some(conn) if t.transport.is_stream() => conn.send(&t.payload).err(),
                 _ => {
                     if let Err(e) = self.socket.send_to(&t.payload, t.to) {
                         tracing::debug!("dial-out SIP send to {} failed: {e}", t.to);
                     }
+                    None
+                }
+            };
+            let Some(e) = link_error else {
+                continue;
+            };
+            let reason = e.to_string();
+            tracing::warn!("dial-out: {reason}");
+            let mut dropped = 0;
+            while self.uac.poll_transmit().is_some() {
+                dropped += 1;
+            }
+            if dropped > 0 {
+                tracing::debug!("dial-out: {dropped} more messages to the trunk dropped");
+            }
+            for call in self.uac.handle_transport_error(now, self.setup.trunk) {
+                if let Some(c) = self.live.get_mut(&call) {
+                    c.reason.get_or_insert_with(|| reason.clone());
                 }
             }
+            self.drain_events(now);
         }
     }
 
@@ -275,6 +311,7 @@ impl Worker {
                     (None, true) => {}
                     (None, false) => {
                         tracing::info!("dial-out: the 200 OK has no usable SDP answer; hanging up");
+                        c.reason = Some("the 200 OK has no usable SDP answer".to_owned());
                         c.media_failed = true;
                         self.uac.hangup(now, call);
                     }
@@ -313,6 +350,7 @@ impl Worker {
             call = %c.api_id,
             outcome = outcome.name(),
             sip_status = ?c.sip_status,
+            reason = c.reason.as_deref().unwrap_or(""),
             "dial-out call ended"
         );
         self.setup.counters.ended(outcome);
@@ -334,6 +372,7 @@ impl Worker {
             Ok(media) => media,
             Err(why) => {
                 tracing::info!(meeting = %c.meeting, "dial-out answer refused: {why}");
+                c.reason = Some(format!("the far end's answer was refused: {why}"));
                 c.media_failed = true;
                 self.uac.hangup(now, call);
                 return;
@@ -350,6 +389,7 @@ impl Worker {
             Err(e) => {
                 // The bridge has already taken the phone out of the meeting.
                 tracing::warn!(meeting = %c.meeting, "dial-out media could not start: {e}");
+                c.reason = Some(format!("the media could not start: {e}"));
                 c.media_failed = true;
                 self.uac.hangup(now, call);
             }
@@ -469,6 +509,7 @@ impl Worker {
             our_key,
             in_pool: false,
             media_failed: false,
+            reason: None,
         };
         let view = record.view();
         tracing::info!(meeting = %view.meeting, call = %view.id, "dial-out call placed");
