@@ -584,6 +584,8 @@ fn dial_is_refused_for_e2ee_meetings_unknown_meetings_and_bad_uris() {
     for bad in [
         json!({"to": "+15550003"}),
         json!({"to": "sip:a b@c"}),
+        // RFC 5630: sips: asks for TLS, and this trunk is UDP.
+        json!({"to": format!("sips:+15550003@127.0.0.1:{port}")}),
         json!({}),
     ] {
         let r = dial(api, "5550105", &bad);
