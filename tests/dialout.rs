@@ -23,7 +23,7 @@ use sluice::config::Config;
 use sluice::crypto::AnyGcm;
 use sluice::daemon::Daemon;
 use sluice::media::tone::{Sine, goertzel_power};
-use sluice::media::{G711, OpusDecoder, OpusEncoder};
+use sluice::media::{G711, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings};
 use sluice::media::{G722Decoder, G722Encoder};
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
 use support::phone::{PhoneCodec, web_participant, web_tone};
@@ -611,35 +611,35 @@ fn dial_is_refused_for_e2ee_meetings_unknown_meetings_and_bad_uris() {
     daemon.shutdown();
 }
 
-#[test]
-fn a_phone_answering_g722_is_bridged_at_16_khz_both_ways() {
+/// A far end answering a wideband codec (SIPp `scenario`, which checks the
+/// offer had it; the test's socket does the media in `codec`) is bridged
+/// at the codec's rate: the phone hears the meeting's 6 kHz, which 8 kHz
+/// G.711 could not carry, and the meeting hears the phone's 5 kHz.
+fn a_wideband_phone_is_bridged_at_its_rate(scenario: &str, mut codec: PhoneCodec) {
     let port = free_port();
+    let room = format!("555{:04}", codec.pt());
+    let room = room.as_str();
     let daemon = start(port, "");
     let api = daemon.control_addr();
-    meeting(api, "5550108", "standard");
+    meeting(api, room, "standard");
     let stop = Arc::new(AtomicBool::new(false));
-    let (publisher, heard_by_web) = web_tone(api, "5550108", 0x3333, 6000.0, &stop);
+    let (publisher, heard_by_web) = web_tone(api, room, 0x3333, 6000.0, &stop);
     let mut phone = Phone::new();
-    // The scenario fails unless the INVITE offers G.722.
-    let sipp = Sipp::serve("uas-answer-g722.xml", port, phone.port());
+    let sipp = Sipp::serve(scenario, port, phone.port());
     let placed = dial(
         api,
-        "5550108",
+        room,
         &json!({"to": format!("sip:+15551236@127.0.0.1:{port}")}),
     );
     assert_eq!(placed.status, 201, "{}", placed.text);
     let id = placed.json()["id"].as_str().expect("id").to_owned();
     wait_for("the answer", Duration::from_secs(10), || {
-        call(api, "5550108", &id)["state"] == "answered"
+        call(api, room, &id)["state"] == "answered"
     });
     phone.wait_for_bridge();
 
-    // The phone speaks 5 kHz, which 8 kHz G.711 could not carry, in G.722
-    // (FFmpeg's encoder) for five seconds; the meeting plays 6 kHz.
-    let mut codec = PhoneCodec::G722(
-        G722Encoder::new().expect("g722 encoder"),
-        G722Decoder::new().expect("g722 decoder"),
-    );
+    // The phone speaks 5 kHz for five seconds; the meeting plays 6 kHz.
+    let pt = codec.pt();
     let rate = codec.rate();
     let mut sine = Sine::new(5000.0, rate, 8000.0);
     let mut pcm = vec![0i16; rate as usize / 50];
@@ -657,9 +657,10 @@ fn a_phone_answering_g722_is_bridged_at_16_khz_both_ways() {
     publisher.join().expect("publisher");
     let web_pcm = heard_by_web.join().expect("receiver");
 
-    // Only G.722 reached the phone, and it carries the meeting's 6 kHz.
+    // Only the answered codec reached the phone, and it carries the
+    // meeting's 6 kHz.
     assert!(
-        phone.heard.iter().all(|(pt, _)| *pt == 9),
+        phone.heard.iter().all(|(p, _)| *p == pt),
         "another payload type reached the phone"
     );
     let heard: Vec<i16> = phone
@@ -693,14 +694,40 @@ fn a_phone_answering_g722_is_bridged_at_16_khz_both_ways() {
     let deleted = http(
         api,
         "DELETE",
-        &format!("/v1/meetings/5550108/calls/{id}"),
+        &format!("/v1/meetings/{room}/calls/{id}"),
         None,
         None,
     );
     assert_eq!(deleted.status, 202, "{}", deleted.text);
     sipp.succeeds();
-    assert_eq!(ended(api, "5550108", &id)["outcome"], "answered");
+    assert_eq!(ended(api, room, &id)["outcome"], "answered");
     daemon.shutdown();
+}
+
+#[test]
+fn a_phone_answering_g722_is_bridged_at_16_khz_both_ways() {
+    a_wideband_phone_is_bridged_at_its_rate(
+        "uas-answer-g722.xml",
+        PhoneCodec::G722(
+            G722Encoder::new().expect("g722 encoder"),
+            G722Decoder::new().expect("g722 decoder"),
+        ),
+    );
+}
+
+#[test]
+fn a_phone_answering_opus_is_bridged_at_48_khz_both_ways() {
+    let phone = OpusEncoder::with_settings(OpusSettings {
+        bitrate_bps: 48_000,
+        complexity: 5,
+        bandwidth: OpusBandwidth::Full,
+        ..OpusSettings::DIAL_IN
+    })
+    .expect("opus encoder");
+    a_wideband_phone_is_bridged_at_its_rate(
+        "uas-answer-opus.xml",
+        PhoneCodec::Opus(phone, OpusDecoder::new().expect("opus decoder")),
+    );
 }
 
 /// The `[sip.trunk]` lines of a TLS trunk trusting `ca`'s issuer.
