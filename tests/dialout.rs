@@ -947,3 +947,66 @@ fn a_tls_trunk_answering_plain_rtp_fails_as_srtp_is_required_by_default() {
     drop(hop);
     daemon.shutdown();
 }
+
+#[test]
+fn a_trunk_asking_for_a_client_certificate_gets_the_configured_one() {
+    let server = TestCert::with_ca("dialout-server");
+    let client = TestCert::with_ca("dialout-client");
+    let sipp_port = free_tcp_port();
+    let phone = Phone::new();
+    let sipp = Sipp::serve_with("uas-busy.xml", sipp_port, phone.port(), &["-t", "t1"]);
+    // socat takes only a client certificate of `client`'s CA.
+    let hop = TlsHop::server_asking_for(
+        &server,
+        SocketAddr::from(([127, 0, 0, 1], sipp_port)),
+        &client,
+    );
+    let daemon = start(
+        hop.addr().port(),
+        &format!(
+            "{}tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            tls_trunk(&server),
+            client.cert().display(),
+            client.key().display()
+        ),
+    );
+    let api = daemon.control_addr();
+    meeting(api, "5550112", "standard");
+    let placed = dial(
+        api,
+        "5550112",
+        &json!({"to": format!("sip:+15551240@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    // SIPp answering 486 means the INVITE got through the mutual TLS.
+    sipp.succeeds();
+    let done = ended(api, "5550112", &id);
+    assert_eq!(done["outcome"], "busy", "{done}");
+    assert_eq!(done["sip_status"], 486);
+    drop(hop);
+    daemon.shutdown();
+
+    // Without a client certificate the trunk refuses the session (on TLS
+    // 1.3 after our side of the handshake is done): the call fails with
+    // the reason at once, not after Timer B.
+    let hop = TlsHop::server_asking_for(&server, SocketAddr::from(([127, 0, 0, 1], 9)), &client);
+    let daemon = start(hop.addr().port(), &tls_trunk(&server));
+    let api = daemon.control_addr();
+    meeting(api, "5550113", "standard");
+    let placed = dial(
+        api,
+        "5550113",
+        &json!({"to": format!("sip:+15551241@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    let done = ended(api, "5550113", &id);
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert!(
+        done["reason"].as_str().is_some_and(|r| r.contains("TLS")),
+        "{done}"
+    );
+    drop(hop);
+    daemon.shutdown();
+}

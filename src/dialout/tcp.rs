@@ -10,8 +10,9 @@
 //! certificate checked against `tls_ca` and the configured name (see
 //! [`TrunkTls`]); the handshake is finished before the first message goes
 //! out, within [`HANDSHAKE_WITHIN`]. A connection that cannot be opened
-//! (refused, or a certificate not trusted) is a [`LinkError`], which the
-//! dial-out thread hands to the UAC as a transport error.
+//! (refused, or a certificate not trusted), or a TLS session that fails
+//! later (a fatal alert), is a [`LinkError`], which the dial-out thread
+//! hands to the UAC as a transport error.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -43,6 +44,11 @@ pub(super) enum LinkError {
     /// or not for the name, or the trunk closed or stalled.
     #[error("the TLS handshake with the trunk {trunk} failed: {reason}")]
     Handshake { trunk: SocketAddr, reason: String },
+    /// The TLS session broke after the handshake: a fatal alert (on TLS
+    /// 1.3 a trunk refusing our client certificate says so only now) or
+    /// records that do not decrypt.
+    #[error("the TLS session with the trunk {trunk} failed: {reason}")]
+    Session { trunk: SocketAddr, reason: String },
 }
 
 /// An open connection.
@@ -172,20 +178,36 @@ impl TrunkConnection {
     }
 
     /// Waits up to `wait` for bytes, then hands every whole message to
-    /// `on_message`; without a connection it just sleeps.
-    pub(super) fn read(&mut self, wait: Duration, mut on_message: impl FnMut(Instant, &[u8])) {
+    /// `on_message`; without a connection it just sleeps. The error: the
+    /// TLS session failed (the connection is closed); a peer that simply
+    /// closes is no error (the next message opens a new connection).
+    pub(super) fn read(
+        &mut self,
+        wait: Duration,
+        mut on_message: impl FnMut(Instant, &[u8]),
+    ) -> Result<(), LinkError> {
         self.flush();
         let Some(link) = &mut self.link else {
             std::thread::sleep(wait);
-            return;
+            return Ok(());
         };
         let _ = link.tcp.set_nonblocking(false);
         let _ = link
             .tcp
             .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
         let mut buf = [0u8; 16 * 1024];
+        let mut failed = None;
         let closed = match &mut link.tls {
-            Some(tls) => read_tls(tls, &mut link.tcp, &mut self.framer, &mut buf),
+            Some(tls) => match read_tls(tls, &mut link.tcp, &mut self.framer, &mut buf) {
+                Ok(closed) => closed,
+                Err(reason) => {
+                    failed = Some(LinkError::Session {
+                        trunk: self.trunk,
+                        reason,
+                    });
+                    true
+                }
+            },
             None => match link.tcp.read(&mut buf) {
                 Ok(0) => true,
                 Ok(n) => self.framer.push(&buf[..n]).is_err(),
@@ -208,7 +230,7 @@ impl TrunkConnection {
         }
         if closed {
             self.link = None;
-            return;
+            return failed.map_or(Ok(()), Err);
         }
         for _ in 0..pongs {
             match self.link.as_mut().and_then(|l| l.tls.as_mut()) {
@@ -219,6 +241,7 @@ impl TrunkConnection {
             }
         }
         self.flush();
+        Ok(())
     }
 }
 
@@ -249,35 +272,39 @@ fn handshake(tcp: &mut TcpStream, setup: &TrunkTls) -> Result<ClientConnection, 
     Ok(tls)
 }
 
-/// One blocking read of TLS records, their plaintext into `framer`. True
-/// when the connection is over (closed, broken or a TLS error).
+/// One blocking read of TLS records, their plaintext into `framer`.
+/// `Ok(true)` when the connection is over (closed or broken), `Err` with
+/// the reason when the TLS session failed.
 fn read_tls(
     tls: &mut ClientConnection,
     tcp: &mut TcpStream,
     framer: &mut StreamFramer,
     buf: &mut [u8],
-) -> bool {
+) -> Result<bool, String> {
     match tls.read_tls(tcp) {
-        Ok(0) => return true,
+        Ok(0) => return Ok(true),
         Ok(_) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return false,
-        Err(_) => return true,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            return Ok(false);
+        }
+        Err(_) => return Ok(true),
     }
     if let Err(e) = tls.process_new_packets() {
-        tracing::info!("dial-out TLS: {e}");
-        return true;
+        // Tell the trunk why, as far as it still listens.
+        let _ = tls.write_tls(tcp);
+        return Err(e.to_string());
     }
     loop {
         match tls.reader().read(buf) {
             // close_notify: the trunk closed cleanly.
-            Ok(0) => return true,
+            Ok(0) => return Ok(true),
             Ok(n) => {
                 if framer.push(&buf[..n]).is_err() {
-                    return true;
+                    return Ok(true);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-            Err(_) => return true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(_) => return Ok(true),
         }
     }
 }

@@ -183,9 +183,12 @@ impl Worker {
             .max(Duration::from_millis(1));
         if let Some(conn) = &mut self.tcp {
             let (uac, trunk, transport) = (&mut self.uac, self.setup.trunk, self.transport);
-            conn.read(wait, |at, msg| {
+            let read = conn.read(wait, |at, msg| {
                 uac.handle_message(at, transport, trunk, msg);
             });
+            if let Err(e) = read {
+                self.link_failed(Instant::now(), &e.to_string());
+            }
         } else {
             self.read_datagrams(wait, buf);
         }
@@ -220,8 +223,6 @@ impl Worker {
             let Some(e) = link_error else {
                 continue;
             };
-            let reason = e.to_string();
-            tracing::warn!("dial-out: {reason}");
             let mut dropped = 0;
             while self.uac.poll_transmit().is_some() {
                 dropped += 1;
@@ -229,13 +230,20 @@ impl Worker {
             if dropped > 0 {
                 tracing::debug!("dial-out: {dropped} more messages to the trunk dropped");
             }
-            for call in self.uac.handle_transport_error(now, self.setup.trunk) {
-                if let Some(c) = self.live.get_mut(&call) {
-                    c.reason.get_or_insert_with(|| reason.clone());
-                }
-            }
-            self.drain_events(now);
+            self.link_failed(now, &e.to_string());
         }
+    }
+
+    /// The connection to the trunk failed: the calls waiting on it end
+    /// `failed`, with `reason` for the API.
+    fn link_failed(&mut self, now: Instant, reason: &str) {
+        tracing::warn!("dial-out: {reason}");
+        for call in self.uac.handle_transport_error(now, self.setup.trunk) {
+            if let Some(c) = self.live.get_mut(&call) {
+                c.reason.get_or_insert_with(|| reason.to_owned());
+            }
+        }
+        self.drain_events(now);
     }
 
     /// Reads the UDP socket for up to `wait`, then whatever else is queued.

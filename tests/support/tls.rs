@@ -126,11 +126,25 @@ impl TlsHop {
     /// `cert` (asking for no client certificate) and carries it as plain
     /// TCP to `tcp` (SIPp with `-t t1`).
     pub fn server(cert: &TestCert, tcp: SocketAddr) -> Self {
+        Self::server_with(cert, tcp, "verify=0")
+    }
+
+    /// As [`Self::server`], but the TLS server asks for a client
+    /// certificate and takes only one issued by `client_ca`'s CA.
+    pub fn server_asking_for(cert: &TestCert, tcp: SocketAddr, client_ca: &TestCert) -> Self {
+        Self::server_with(
+            cert,
+            tcp,
+            &format!("verify=1,cafile={}", client_ca.ca().display()),
+        )
+    }
+
+    fn server_with(cert: &TestCert, tcp: SocketAddr, verify: &str) -> Self {
         let port = free_tcp_port();
         Self::spawn(
             port,
             format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,cert={},key={},verify=0",
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,cert={},key={},{verify}",
                 cert.cert().display(),
                 cert.key().display()
             ),
