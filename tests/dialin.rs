@@ -10,7 +10,6 @@ mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -26,8 +25,9 @@ use sluice::media::{
     G711, G722Decoder, G722Encoder, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings,
 };
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
-use support::phone::{Phone, Sipp};
-use support::{Endpoint, http, metric};
+use support::phone::{Phone, PhoneCodec, Sipp, web_participant, web_tone};
+use support::tls::{TestCert, TlsHop};
+use support::{http, metric};
 
 /// One daemon per test, everything on free loopback ports.
 fn start(sip_extra: &str) -> Daemon {
@@ -113,28 +113,6 @@ fn outcome(text: &str, outcome: &str) -> f64 {
         text,
         &format!("sluice_dialin_calls_total{{outcome=\"{outcome}\"}}"),
     )
-}
-
-/// A web participant of `meeting` publishing one Opus audio stream `ssrc`.
-fn web_participant(api: SocketAddr, meeting: &str, ssrc: u32) -> Endpoint {
-    let admitted = http(
-        api,
-        "POST",
-        &format!("/v1/meetings/{meeting}/participants"),
-        Some(&json!({"name": "web"})),
-        None,
-    );
-    assert_eq!(admitted.status, 201, "{}", admitted.text);
-    let web = Endpoint::from_admission(&admitted.json());
-    let stream = http(
-        api,
-        "POST",
-        &format!("/v1/meetings/{meeting}/participants/{}/streams", web.id),
-        Some(&json!({"ssrc": ssrc, "kind": "audio", "codec": "opus", "payload_type": 111})),
-        None,
-    );
-    assert_eq!(stream.status, 201, "{}", stream.text);
-    web
 }
 
 #[test]
@@ -677,96 +655,6 @@ fn edge(api: SocketAddr, reason: &str) -> f64 {
     )
 }
 
-/// A certificate for 127.0.0.1 and localhost made now (nothing is kept in
-/// the repository), written as PEM into a fresh directory.
-struct TestCert {
-    dir: std::path::PathBuf,
-}
-
-impl TestCert {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-sip-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let made = rcgen::generate_simple_self_signed(vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-        ])
-        .expect("rcgen makes a certificate");
-        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write cert");
-        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write key");
-        Self { dir }
-    }
-
-    fn cert(&self) -> std::path::PathBuf {
-        self.dir.join("cert.pem")
-    }
-
-    /// The `[sip]` lines that serve TLS with it.
-    fn config(&self) -> String {
-        format!(
-            "listen_tls = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-            self.cert().display(),
-            self.dir.join("key.pem").display()
-        )
-    }
-}
-
-impl Drop for TestCert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// An OpenSSL TLS client hop (socat) in front of SIPp's TCP: Debian's SIPp
-/// is built without TLS, so SIPp speaks SIP over TCP to socat, which
-/// verifies sluice's certificate and carries the stream over TLS. The
-/// INVITE's Via says TCP; sluice answers over the TLS connection it came on.
-struct TlsHop {
-    child: Child,
-    port: u16,
-}
-
-impl TlsHop {
-    fn new(tls: SocketAddr, cert: &TestCert) -> Self {
-        // A free port, released just before socat takes it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("socat")
-            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"))
-            .arg(format!(
-                "OPENSSL:127.0.0.1:{},cafile={},commonname=localhost,verify=1",
-                tls.port(),
-                cert.cert().display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run socat ({e}): install Debian's socat package"));
-        // Listening shows in /proc/net/tcp (state 0A); connecting to find
-        // out would use up socat's one connection.
-        let needle = format!(":{port:04X} 00000000:0000 0A");
-        wait_for("socat to listen", Duration::from_secs(5), || {
-            std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| t.contains(&needle))
-        });
-        Self { child, port }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-impl Drop for TlsHop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_call_over_tcp_joins_and_is_hung_up_over_its_connection() {
     let daemon = start("listen_tcp = \"127.0.0.1:0\"\n");
@@ -957,7 +845,7 @@ fn a_tls_caller_with_sdes_srtp_joins_through_openssl() {
     let daemon = start(&cert.config());
     let api = daemon.control_addr();
     meeting(api, "5550023", "standard", None);
-    let hop = TlsHop::new(sip_tls(&daemon), &cert);
+    let hop = TlsHop::client(sip_tls(&daemon), &cert);
     let profile = SrtpProfile::AesCm128HmacSha1_80;
     let caller_key: Vec<u8> = (31..=60u8).collect();
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -1026,7 +914,7 @@ fn a_tls_caller_offering_plain_rtp_is_refused_488() {
     let daemon = start(&cert.config());
     let api = daemon.control_addr();
     meeting(api, "5550024", "standard", None);
-    let hop = TlsHop::new(sip_tls(&daemon), &cert);
+    let hop = TlsHop::client(sip_tls(&daemon), &cert);
     let phone = Phone::new();
     // The scenario checks the 488 and its Warning.
     Sipp::call_with(
@@ -1071,130 +959,6 @@ fn silent_connections_and_stalled_tls_handshakes_are_closed() {
         edge(api, "connection-idle") == 2.0
     });
     daemon.shutdown();
-}
-
-/// A web participant of `meeting` publishing a `freq` tone as fullband
-/// Opus (FFmpeg's libopus, not the bridge's) on `ssrc` until `stop`, and
-/// decoding what it receives at 48 kHz.
-fn web_tone(
-    api: SocketAddr,
-    meeting: &str,
-    ssrc: u32,
-    freq: f32,
-    stop: &Arc<AtomicBool>,
-) -> (thread::JoinHandle<()>, thread::JoinHandle<Vec<i16>>) {
-    let mut web = web_participant(api, meeting, ssrc);
-    let receiver = web.socket.try_clone().expect("clone socket");
-    let mut recv_session = std::mem::replace(
-        &mut web.recv,
-        SrtpSession::new(
-            AnyGcm::default(),
-            &MasterKey::new(web.profile, &web.relay_to_client).expect("key"),
-        )
-        .expect("session"),
-    );
-    let stop_rx = Arc::clone(stop);
-    let heard = thread::spawn(move || {
-        let mut decoder = OpusDecoder::new().expect("opus decoder");
-        let mut pcm = Vec::new();
-        let mut buf = [0u8; 2048];
-        while !stop_rx.load(Ordering::Relaxed) {
-            let Ok((n, _)) = receiver.recv_from(&mut buf) else {
-                continue;
-            };
-            if support::is_rtcp(&buf[..n]) {
-                continue;
-            }
-            let Ok(len) = recv_session.unprotect_rtp(&mut buf, n) else {
-                continue;
-            };
-            let packet = sluice::rtp::RtpPacket::parse(&buf[..len]).expect("rtp");
-            if let Ok(samples) = decoder.decode(packet.payload()) {
-                pcm.extend_from_slice(samples);
-            }
-        }
-        pcm
-    });
-    let stop_tx = Arc::clone(stop);
-    let publisher = thread::spawn(move || {
-        let mut encoder = OpusEncoder::with_settings(OpusSettings {
-            bitrate_bps: 48_000,
-            complexity: 5,
-            bandwidth: OpusBandwidth::Full,
-            ..OpusSettings::DIAL_IN
-        })
-        .expect("opus encoder");
-        let mut sine = Sine::new(freq, 48_000, 8000.0);
-        let mut frame = [0i16; 960];
-        let start = Instant::now();
-        let mut seq = 1u16;
-        // Bounded: at most 30 s, whatever `stop` says.
-        while !stop_tx.load(Ordering::Relaxed) && seq < 1500 {
-            sine.fill(&mut frame);
-            let opus = encoder.encode(&frame).expect("encode").to_vec();
-            web.send_rtp(ssrc, seq, &opus);
-            seq = seq.wrapping_add(1);
-            let due = start + Duration::from_millis(20 * u64::from(seq - 1));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                thread::sleep(wait);
-            }
-        }
-    });
-    (publisher, heard)
-}
-
-/// The phone side of a wideband codec: what the phone (the test) encodes
-/// its tone with and decodes what it hears with, independently of the
-/// bridge's own codec path where it can (FFmpeg's libopus for Opus).
-enum PhoneCodec {
-    Opus(OpusEncoder, OpusDecoder),
-    G722(G722Encoder, G722Decoder),
-}
-
-impl PhoneCodec {
-    fn rate(&self) -> u32 {
-        match self {
-            Self::Opus(..) => 48_000,
-            Self::G722(..) => 16_000,
-        }
-    }
-
-    fn pt(&self) -> u8 {
-        match self {
-            Self::Opus(..) => 111,
-            Self::G722(..) => 9,
-        }
-    }
-
-    fn rtp_step(&self) -> u32 {
-        match self {
-            Self::Opus(..) => 960,
-            Self::G722(..) => 160,
-        }
-    }
-
-    fn encode(&mut self, pcm: &[i16]) -> Vec<u8> {
-        match self {
-            Self::Opus(e, _) => e.encode(pcm).expect("opus encode").to_vec(),
-            Self::G722(e, _) => {
-                let mut out = [0u8; 160];
-                e.encode(pcm, &mut out).expect("g722 encode");
-                out.to_vec()
-            }
-        }
-    }
-
-    fn decode(&mut self, payload: &[u8]) -> Vec<i16> {
-        match self {
-            Self::Opus(_, d) => d.decode(payload).expect("opus decode").to_vec(),
-            Self::G722(_, d) => {
-                let mut out = vec![0i16; payload.len() * 2];
-                let n = d.decode(payload, &mut out).expect("g722 decode");
-                out.truncate(n);
-                out
-            }
-        }
-    }
 }
 
 /// A wideband caller (SIPp signalling `scenario`, which checks the answer

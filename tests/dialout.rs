@@ -17,12 +17,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice::config::Config;
+use sluice::crypto::AnyGcm;
 use sluice::daemon::Daemon;
 use sluice::media::tone::{Sine, goertzel_power};
-use sluice::media::{G711, OpusDecoder, OpusEncoder};
-use support::{Endpoint, http, metric};
+use sluice::media::{G711, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings};
+use sluice::media::{G722Decoder, G722Encoder};
+use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
+use support::phone::{PhoneCodec, web_participant, web_tone};
+use support::tls::{TestCert, TlsHop, free_tcp_port};
+use support::{http, metric};
 
 /// A UDP port free a moment ago, for SIPp to listen on.
 fn free_port() -> u16 {
@@ -178,10 +184,13 @@ impl Drop for Sipp {
 /// The far end's RTP side: a socket SIPp's SDP answer names.
 struct Phone {
     socket: UdpSocket,
+    /// SDES SRTP: what the phone protects with, and unprotects with.
+    srtp: Option<(SrtpSession<AnyGcm>, SrtpSession<AnyGcm>)>,
     bridge: Option<SocketAddr>,
     seq: u16,
     timestamp: u32,
-    heard: Vec<u8>,
+    /// What arrived: (payload type, payload).
+    heard: Vec<(u8, Vec<u8>)>,
 }
 
 impl Phone {
@@ -192,6 +201,7 @@ impl Phone {
             .expect("timeout");
         Self {
             socket,
+            srtp: None,
             bridge: None,
             seq: 7000,
             timestamp: 160_000,
@@ -203,15 +213,30 @@ impl Phone {
         self.socket.local_addr().expect("addr").port()
     }
 
-    /// Takes in whatever arrived (PCMU payloads); learns the bridge's address.
+    /// Takes in whatever arrived; learns the bridge's address.
     fn listen(&mut self) {
         let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+        while let Ok((mut n, from)) = self.socket.recv_from(&mut buf) {
+            if let Some((_, recv)) = &mut self.srtp {
+                match recv.unprotect_rtp(&mut buf, n) {
+                    Ok(len) => n = len,
+                    Err(e) => panic!("the phone cannot unprotect sluice's SRTP: {e}"),
+                }
+            }
             self.bridge.get_or_insert(from);
-            if n > 12 && buf[1] & 0x7F == 0 {
-                self.heard.extend_from_slice(&buf[12..n]);
+            if n > 12 {
+                self.heard.push((buf[1] & 0x7F, buf[12..n].to_vec()));
             }
         }
+    }
+
+    /// The PCMU payloads heard, in order.
+    fn heard_pcmu(&self) -> Vec<u8> {
+        self.heard
+            .iter()
+            .filter(|(pt, _)| *pt == 0)
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
     }
 
     fn wait_for_bridge(&mut self) {
@@ -223,38 +248,27 @@ impl Phone {
     }
 
     fn send_pcmu(&mut self, payload: &[u8]) {
+        self.send(0, 160, payload);
+    }
+
+    /// One RTP packet of payload type `pt`; the timestamp moves `step`.
+    fn send(&mut self, pt: u8, step: u32, payload: &[u8]) {
         let bridge = self.bridge.expect("bridge address known");
-        let mut p = vec![0x80, 0];
+        let mut p = vec![0x80, pt];
         p.extend(self.seq.to_be_bytes());
         p.extend(self.timestamp.to_be_bytes());
         p.extend(0x0d1a_0001u32.to_be_bytes());
         p.extend_from_slice(payload);
         self.seq = self.seq.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(160);
+        self.timestamp = self.timestamp.wrapping_add(step);
+        if let Some((send, _)) = &mut self.srtp {
+            let len = p.len();
+            p.resize(len + 32, 0);
+            let n = send.protect_rtp(&mut p, len).expect("protect");
+            p.truncate(n);
+        }
         self.socket.send_to(&p, bridge).expect("phone sends");
     }
-}
-
-/// A web participant of `meeting` publishing one Opus stream `ssrc`.
-fn web_participant(api: SocketAddr, meeting: &str, ssrc: u32) -> Endpoint {
-    let admitted = http(
-        api,
-        "POST",
-        &format!("/v1/meetings/{meeting}/participants"),
-        Some(&json!({"name": "web"})),
-        None,
-    );
-    assert_eq!(admitted.status, 201, "{}", admitted.text);
-    let web = Endpoint::from_admission(&admitted.json());
-    let stream = http(
-        api,
-        "POST",
-        &format!("/v1/meetings/{meeting}/participants/{}/streams", web.id),
-        Some(&json!({"ssrc": ssrc, "kind": "audio", "codec": "opus", "payload_type": 111})),
-        None,
-    );
-    assert_eq!(stream.status, 201, "{}", stream.text);
-    web
 }
 
 #[test]
@@ -362,12 +376,13 @@ fn an_answered_call_joins_the_meeting_both_ways_and_delete_sends_bye() {
 
     // The phone heard the meeting's 1 kHz (the last 1.5 s, after the
     // joining prompt), and not its own 440 Hz.
+    let heard = phone.heard_pcmu();
     assert!(
-        phone.heard.len() >= 160 * 150,
+        heard.len() >= 160 * 150,
         "the phone heard {} samples",
-        phone.heard.len()
+        heard.len()
     );
-    let tail = &phone.heard[phone.heard.len() - 12_000..];
+    let tail = &heard[heard.len() - 12_000..];
     let mut decoded = vec![0i16; tail.len()];
     G711::Mu.decode(tail, &mut decoded);
     let k1 = goertzel_power(&decoded, 8000, 1000.0);
@@ -569,6 +584,8 @@ fn dial_is_refused_for_e2ee_meetings_unknown_meetings_and_bad_uris() {
     for bad in [
         json!({"to": "+15550003"}),
         json!({"to": "sip:a b@c"}),
+        // RFC 5630: sips: asks for TLS, and this trunk is UDP.
+        json!({"to": format!("sips:+15550003@127.0.0.1:{port}")}),
         json!({}),
     ] {
         let r = dial(api, "5550105", &bad);
@@ -591,5 +608,405 @@ fn dial_is_refused_for_e2ee_meetings_unknown_meetings_and_bad_uris() {
     let r = dial(api, "5550106", &to);
     assert_eq!(r.status, 409, "{}", r.text);
     assert_eq!(r.error_code(), "dial_out_not_configured");
+    daemon.shutdown();
+}
+
+/// A far end answering a wideband codec (SIPp `scenario`, which checks the
+/// offer had it; the test's socket does the media in `codec`) is bridged
+/// at the codec's rate: the phone hears the meeting's 6 kHz, which 8 kHz
+/// G.711 could not carry, and the meeting hears the phone's 5 kHz.
+fn a_wideband_phone_is_bridged_at_its_rate(scenario: &str, mut codec: PhoneCodec) {
+    let port = free_port();
+    let room = format!("555{:04}", codec.pt());
+    let room = room.as_str();
+    let daemon = start(port, "");
+    let api = daemon.control_addr();
+    meeting(api, room, "standard");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, room, 0x3333, 6000.0, &stop);
+    let mut phone = Phone::new();
+    let sipp = Sipp::serve(scenario, port, phone.port());
+    let placed = dial(
+        api,
+        room,
+        &json!({"to": format!("sip:+15551236@127.0.0.1:{port}")}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    wait_for("the answer", Duration::from_secs(10), || {
+        call(api, room, &id)["state"] == "answered"
+    });
+    phone.wait_for_bridge();
+
+    // The phone speaks 5 kHz for five seconds; the meeting plays 6 kHz.
+    let pt = codec.pt();
+    let rate = codec.rate();
+    let mut sine = Sine::new(5000.0, rate, 8000.0);
+    let mut pcm = vec![0i16; rate as usize / 50];
+    let start = Instant::now();
+    for k in 1..=250u64 {
+        sine.fill(&mut pcm);
+        let payload = codec.encode(&pcm);
+        phone.send(codec.pt(), codec.rtp_step(), &payload);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            phone.listen();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+
+    // Only the answered codec reached the phone, and it carries the
+    // meeting's 6 kHz.
+    assert!(
+        phone.heard.iter().all(|(p, _)| *p == pt),
+        "another payload type reached the phone"
+    );
+    let heard: Vec<i16> = phone
+        .heard
+        .iter()
+        .flat_map(|(_, payload)| codec.decode(payload))
+        .collect();
+    let frame = rate as usize / 50;
+    assert!(
+        heard.len() >= frame * 200,
+        "the phone heard {} samples",
+        heard.len()
+    );
+    let tail = &heard[heard.len() - 100 * frame..];
+    let k6 = goertzel_power(tail, rate, 6000.0);
+    let own = goertzel_power(tail, rate, 5000.0);
+    assert!(k6 > 0.01, "6 kHz too weak at the phone: {k6}");
+    assert!(k6 > 20.0 * own, "the phone hears 6 kHz {k6} vs 5 kHz {own}");
+    // The meeting heard the phone's 5 kHz.
+    assert!(
+        web_pcm.len() >= 48_000 * 3,
+        "web decoded {} samples",
+        web_pcm.len()
+    );
+    let tail = &web_pcm[web_pcm.len() - 96_000..];
+    let k5 = goertzel_power(tail, 48_000, 5000.0);
+    let echo = goertzel_power(tail, 48_000, 6000.0);
+    assert!(k5 > 0.01, "5 kHz too weak at the web participant: {k5}");
+    assert!(k5 > 20.0 * echo, "the web hears 5 kHz {k5} vs 6 kHz {echo}");
+
+    let deleted = http(
+        api,
+        "DELETE",
+        &format!("/v1/meetings/{room}/calls/{id}"),
+        None,
+        None,
+    );
+    assert_eq!(deleted.status, 202, "{}", deleted.text);
+    sipp.succeeds();
+    assert_eq!(ended(api, room, &id)["outcome"], "answered");
+    daemon.shutdown();
+}
+
+#[test]
+fn a_phone_answering_g722_is_bridged_at_16_khz_both_ways() {
+    a_wideband_phone_is_bridged_at_its_rate(
+        "uas-answer-g722.xml",
+        PhoneCodec::G722(
+            G722Encoder::new().expect("g722 encoder"),
+            G722Decoder::new().expect("g722 decoder"),
+        ),
+    );
+}
+
+#[test]
+fn a_phone_answering_opus_is_bridged_at_48_khz_both_ways() {
+    let phone = OpusEncoder::with_settings(OpusSettings {
+        bitrate_bps: 48_000,
+        complexity: 5,
+        bandwidth: OpusBandwidth::Full,
+        ..OpusSettings::DIAL_IN
+    })
+    .expect("opus encoder");
+    a_wideband_phone_is_bridged_at_its_rate(
+        "uas-answer-opus.xml",
+        PhoneCodec::Opus(phone, OpusDecoder::new().expect("opus decoder")),
+    );
+}
+
+/// The `[sip.trunk]` lines of a TLS trunk trusting `ca`'s issuer.
+fn tls_trunk(ca: &TestCert) -> String {
+    format!("transport = \"tls\"\ntls_ca = \"{}\"\n", ca.ca().display())
+}
+
+#[test]
+fn a_tls_trunk_answers_with_srtp_both_ways_and_delete_sends_bye_over_tls() {
+    let cert = TestCert::with_ca("dialout-answer");
+    let sipp_port = free_tcp_port();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let profile = SrtpProfile::AesCm128HmacSha1_80;
+    let phone_key: Vec<u8> = (61..=90u8).collect();
+    let log = std::env::temp_dir().join(format!("sluice-dialout-tls-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut phone = Phone::new();
+    // The scenario checks the Via (TLS, alias), the sips: Contact and the
+    // offered SRTP suite, and logs our key.
+    let sipp = Sipp::serve_with(
+        "uas-answer-srtp.xml",
+        sipp_port,
+        phone.port(),
+        &[
+            "-t",
+            "t1",
+            "-key",
+            "ckey",
+            &b64.encode(&phone_key),
+            "-trace_logs",
+            "-log_file",
+            log.to_str().expect("utf-8 path"),
+        ],
+    );
+    let hop = TlsHop::server(&cert, SocketAddr::from(([127, 0, 0, 1], sipp_port)));
+    // SRTP is not configured: a TLS trunk requires it by default.
+    let daemon = start(hop.addr().port(), &tls_trunk(&cert));
+    let api = daemon.control_addr();
+    meeting(api, "5550109", "standard");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, "5550109", 0x4444, 1000.0, &stop);
+    let placed = dial(
+        api,
+        "5550109",
+        &json!({"to": format!("sips:+15551237@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    wait_for("the answer", Duration::from_secs(10), || {
+        call(api, "5550109", &id)["state"] == "answered"
+    });
+    let mut offer_key = None;
+    wait_for(
+        "SIPp to log the offer's key",
+        Duration::from_secs(5),
+        || {
+            offer_key = std::fs::read_to_string(&log).ok().and_then(|text| {
+                let line = text.lines().find(|l| l.contains("offer-key "))?;
+                b64.decode(line.split("offer-key ").nth(1)?.trim()).ok()
+            });
+            offer_key.is_some()
+        },
+    );
+    let session = |key: &[u8]| {
+        SrtpSession::new(
+            AnyGcm::default(),
+            &MasterKey::new(profile, key).expect("key"),
+        )
+        .expect("session")
+    };
+    // Every packet from the bridge must authenticate (listen() panics if
+    // not): nothing was read before the keys were known.
+    phone.srtp = Some((session(&phone_key), session(&offer_key.expect("found"))));
+    phone.wait_for_bridge();
+
+    // The far end speaks 440 Hz over SRTP for four seconds.
+    let mut sine = Sine::new(440.0, 8000, 8000.0);
+    let mut pcm = [0i16; 160];
+    let mut ulaw = [0u8; 160];
+    let start = Instant::now();
+    for k in 1..=200u64 {
+        sine.fill(&mut pcm);
+        G711::Mu.encode(&pcm, &mut ulaw);
+        phone.send_pcmu(&ulaw);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            phone.listen();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+
+    let heard = phone.heard_pcmu();
+    assert!(
+        heard.len() >= 160 * 150,
+        "the phone heard {} samples",
+        heard.len()
+    );
+    let mut decoded = vec![0i16; 12_000];
+    G711::Mu.decode(&heard[heard.len() - 12_000..], &mut decoded);
+    let k1 = goertzel_power(&decoded, 8000, 1000.0);
+    let own = goertzel_power(&decoded, 8000, 440.0);
+    assert!(k1 > 0.01, "1 kHz too weak at the phone: {k1}");
+    assert!(
+        k1 > 20.0 * own,
+        "the phone hears 1 kHz {k1} vs 440 Hz {own}"
+    );
+    assert!(
+        web_pcm.len() >= 48_000 * 2,
+        "web decoded {} samples",
+        web_pcm.len()
+    );
+    let tail = &web_pcm[web_pcm.len() - 72_000..];
+    let a440 = goertzel_power(tail, 48_000, 440.0);
+    let echo = goertzel_power(tail, 48_000, 1000.0);
+    assert!(
+        a440 > 0.01,
+        "440 Hz too weak at the web participant: {a440}"
+    );
+    assert!(
+        a440 > 20.0 * echo,
+        "the web hears 440 Hz {a440} vs 1 kHz {echo}"
+    );
+
+    // DELETE: the BYE goes over the TLS connection (SIPp ends on it).
+    let deleted = http(
+        api,
+        "DELETE",
+        &format!("/v1/meetings/5550109/calls/{id}"),
+        None,
+        None,
+    );
+    assert_eq!(deleted.status, 202, "{}", deleted.text);
+    sipp.succeeds();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(ended(api, "5550109", &id)["outcome"], "answered");
+    assert_eq!(dialout_outcome(api, "answered"), 1.0);
+    drop(hop);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_trunk_certificate_not_issued_by_tls_ca_fails_the_call_with_the_reason() {
+    let trusted = TestCert::with_ca("dialout-trusted");
+    let rogue = TestCert::with_ca("dialout-rogue");
+    // The rogue trunk presents a certificate of another CA; nothing gets
+    // past the handshake, so its plain side goes nowhere.
+    let hop = TlsHop::server(&rogue, SocketAddr::from(([127, 0, 0, 1], 9)));
+    let daemon = start(hop.addr().port(), &tls_trunk(&trusted));
+    let api = daemon.control_addr();
+    meeting(api, "5550110", "standard");
+    let placed = dial(
+        api,
+        "5550110",
+        &json!({"to": format!("sip:+15551238@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    let done = ended(api, "5550110", &id);
+    assert_eq!(done["outcome"], "failed", "{done}");
+    let reason = done["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("TLS handshake") && reason.contains("certificate"),
+        "{done}"
+    );
+    assert!(done.get("sip_status").is_none(), "{done}");
+    assert_eq!(dialout_outcome(api, "failed"), 1.0);
+    assert_eq!(
+        participants(api, "5550110"),
+        0,
+        "the phone left the meeting"
+    );
+    // sips: is refused on a trunk that is not TLS: see the UAC's tests;
+    // here a TLS trunk takes it, and the next dial tries the trunk again.
+    let again = dial(
+        api,
+        "5550110",
+        &json!({"to": format!("sips:+15551238@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(again.status, 201, "{}", again.text);
+    let id = again.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(ended(api, "5550110", &id)["outcome"], "failed");
+    assert_eq!(dialout_outcome(api, "failed"), 2.0);
+    drop(hop);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_tls_trunk_answering_plain_rtp_fails_as_srtp_is_required_by_default() {
+    let cert = TestCert::with_ca("dialout-plain");
+    let sipp_port = free_tcp_port();
+    let phone = Phone::new();
+    // This scenario answers RTP/AVP, then waits for our BYE.
+    let sipp = Sipp::serve_with("uas-answer.xml", sipp_port, phone.port(), &["-t", "t1"]);
+    let hop = TlsHop::server(&cert, SocketAddr::from(([127, 0, 0, 1], sipp_port)));
+    let daemon = start(hop.addr().port(), &tls_trunk(&cert));
+    let api = daemon.control_addr();
+    meeting(api, "5550111", "standard");
+    let placed = dial(
+        api,
+        "5550111",
+        &json!({"to": format!("sip:+15551239@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    sipp.succeeds();
+    let done = ended(api, "5550111", &id);
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("SRTP is required")),
+        "{done}"
+    );
+    assert_eq!(dialout_outcome(api, "failed"), 1.0);
+    drop(hop);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_trunk_asking_for_a_client_certificate_gets_the_configured_one() {
+    let server = TestCert::with_ca("dialout-server");
+    let client = TestCert::with_ca("dialout-client");
+    let sipp_port = free_tcp_port();
+    let phone = Phone::new();
+    let sipp = Sipp::serve_with("uas-busy.xml", sipp_port, phone.port(), &["-t", "t1"]);
+    // socat takes only a client certificate of `client`'s CA.
+    let hop = TlsHop::server_asking_for(
+        &server,
+        SocketAddr::from(([127, 0, 0, 1], sipp_port)),
+        &client,
+    );
+    let daemon = start(
+        hop.addr().port(),
+        &format!(
+            "{}tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            tls_trunk(&server),
+            client.cert().display(),
+            client.key().display()
+        ),
+    );
+    let api = daemon.control_addr();
+    meeting(api, "5550112", "standard");
+    let placed = dial(
+        api,
+        "5550112",
+        &json!({"to": format!("sip:+15551240@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    // SIPp answering 486 means the INVITE got through the mutual TLS.
+    sipp.succeeds();
+    let done = ended(api, "5550112", &id);
+    assert_eq!(done["outcome"], "busy", "{done}");
+    assert_eq!(done["sip_status"], 486);
+    drop(hop);
+    daemon.shutdown();
+
+    // Without a client certificate the trunk refuses the session (on TLS
+    // 1.3 after our side of the handshake is done): the call fails with
+    // the reason at once, not after Timer B.
+    let hop = TlsHop::server_asking_for(&server, SocketAddr::from(([127, 0, 0, 1], 9)), &client);
+    let daemon = start(hop.addr().port(), &tls_trunk(&server));
+    let api = daemon.control_addr();
+    meeting(api, "5550113", "standard");
+    let placed = dial(
+        api,
+        "5550113",
+        &json!({"to": format!("sip:+15551241@127.0.0.1:{}", hop.addr().port())}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("id").to_owned();
+    let done = ended(api, "5550113", &id);
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert!(
+        done["reason"].as_str().is_some_and(|r| r.contains("TLS")),
+        "{done}"
+    );
+    drop(hop);
     daemon.shutdown();
 }

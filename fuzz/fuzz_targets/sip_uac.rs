@@ -1,7 +1,8 @@
 //! Drives the dial-out `Uac` with arbitrary bytes from the trunk: raw, and
 //! spliced into a response that carries the real call's Via, Call-ID and
 //! CSeq (so the bytes reach the transaction and digest code, not only the
-//! matching), each chunk between NUL bytes one message. Then hangs up and
+//! matching), each chunk between NUL bytes one message (one starting 0xFF
+//! also a transport error), over UDP, TCP or TLS. Then hangs up and
 //! runs every timer. Nothing may panic, and the UAC must let go of the call.
 
 #![no_main]
@@ -21,10 +22,10 @@ fn header<'a>(msg: &'a str, name: &str) -> &'a str {
 fuzz_target!(|data: &[u8]| {
     let local: SocketAddr = "192.0.2.10:5070".parse().expect("literal");
     let trunk: SocketAddr = "198.51.100.7:5060".parse().expect("literal");
-    let transport = if data.first().is_some_and(|b| b & 1 == 1) {
-        Transport::Tcp
-    } else {
-        Transport::Udp
+    let transport = match data.first().map(|b| b & 3) {
+        Some(1) => Transport::Tcp,
+        Some(3) => Transport::Tls,
+        _ => Transport::Udp,
     };
     let mut uac = Uac::new(UacConfig::new(local, transport, "fuzz"), 1);
     let t0 = Instant::now();
@@ -53,6 +54,11 @@ fuzz_target!(|data: &[u8]| {
         header(&invite, "From: "),
     );
     for chunk in data.split(|b| *b == 0) {
+        // A chunk that starts 0xFF is also a connection that could not be
+        // opened, whatever state the call is in.
+        if chunk.first() == Some(&0xFF) {
+            uac.handle_transport_error(t0, trunk);
+        }
         uac.handle_message(t0, transport, trunk, chunk);
         // The same bytes as the status line and headers of a response to
         // the INVITE (the CSeq after them, so a fuzzed one comes first).

@@ -23,9 +23,10 @@ pub enum TrunkTransport {
     Tls,
 }
 
-/// Whether dial-out calls offer SDES SRTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Whether dial-out calls offer SDES SRTP. Written `"required"`,
+/// `"optional"` or `"off"`; `true` and `false` mean `"required"` and
+/// `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrunkSrtp {
     /// Offer RTP/SAVP only: a trunk that wants plain RTP fails the call.
     Required,
@@ -52,15 +53,60 @@ pub struct TrunkConfig {
     /// (`sip:meetings@sluice.example.org`).
     #[serde(default)]
     pub from: Option<String>,
-    /// SDES SRTP: `required` by default on TLS, `off` otherwise.
+    /// SDES SRTP: `required` by default on TLS (`srtp = false` or
+    /// `"off"` opts out), `off` otherwise.
     #[serde(default)]
     pub srtp: Option<TrunkSrtp>,
+    /// `transport = "tls"`: the PEM file of the CA certificates the
+    /// trunk's certificate must be issued by (required: this build carries
+    /// no system root store).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name (DNS name or IP address) the trunk's certificate must be
+    /// for; the host of `address` by default.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// A PEM client certificate chain for trunks that ask for one (with
+    /// `tls_key`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// How long a call may ring before it is cancelled as not answered.
     #[serde(default = "default_ring_timeout")]
     pub ring_timeout_secs: u64,
     /// Outbound calls in progress at most; more are refused.
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
+}
+
+impl<'de> Deserialize<'de> for TrunkSrtp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Choice;
+        impl serde::de::Visitor<'_> for Choice {
+            type Value = TrunkSrtp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"required\", \"optional\", \"off\", true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<TrunkSrtp, E> {
+                Ok(if on {
+                    TrunkSrtp::Required
+                } else {
+                    TrunkSrtp::Off
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TrunkSrtp, E> {
+                match v {
+                    "required" => Ok(TrunkSrtp::Required),
+                    "optional" => Ok(TrunkSrtp::Optional),
+                    "off" => Ok(TrunkSrtp::Off),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Choice)
+    }
 }
 
 fn default_ring_timeout() -> u64 {
@@ -93,6 +139,46 @@ impl TrunkConfig {
             .ok_or_else(|| format!("address = {:?} resolves to nothing", self.address))
     }
 
+    /// The name the trunk's certificate must be for: `tls_server_name`,
+    /// else the host of `address`.
+    pub fn tls_server_name(&self) -> String {
+        if let Some(name) = &self.tls_server_name {
+            return name.clone();
+        }
+        if let Ok(addr) = self.address.parse::<SocketAddr>() {
+            return addr.ip().to_string();
+        }
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(host, _)| host);
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned()
+    }
+
+    /// The TLS client setup for `transport = "tls"` (`None` otherwise),
+    /// its files read and checked.
+    pub fn tls(&self) -> Result<Option<crate::dialout::TrunkTls>, String> {
+        if self.transport != TrunkTransport::Tls {
+            return Ok(None);
+        }
+        let Some(ca) = &self.tls_ca else {
+            return Err("transport = \"tls\" needs tls_ca = \"/path/to/ca.pem\", the PEM file of the CA certificates the trunk's certificate is issued by (this build has no system root store to fall back on)".to_owned());
+        };
+        let client = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "tls_cert and tls_key go together; set both for a client certificate, or neither"
+                        .to_owned(),
+                );
+            }
+        };
+        crate::dialout::TrunkTls::new(ca, &self.tls_server_name(), client).map(Some)
+    }
+
     /// The account in `credentials_file`, if one is named.
     pub fn account(&self) -> Result<Option<TrunkAccount>, String> {
         self.credentials_file
@@ -104,12 +190,18 @@ impl TrunkConfig {
     /// Every check, as a sentence that says what to fix.
     pub(crate) fn check(&self) -> Result<(), String> {
         self.resolve()?;
-        if self.transport == TrunkTransport::Tls {
+        if self.transport != TrunkTransport::Tls
+            && (self.tls_ca.is_some()
+                || self.tls_server_name.is_some()
+                || self.tls_cert.is_some()
+                || self.tls_key.is_some())
+        {
             return Err(
-                "transport = \"tls\" is not supported for dial-out yet; use \"udp\" or \"tcp\""
+                "tls_ca, tls_server_name, tls_cert and tls_key are for transport = \"tls\"; set transport = \"tls\" or remove them"
                     .to_owned(),
             );
         }
+        self.tls()?;
         if let Some(from) = &self.from
             && !is_sip_uri(from)
         {
@@ -266,7 +358,15 @@ mod tests {
             ),
             (
                 "address = \"127.0.0.1:5080\"\ntransport = \"tls\"",
-                "not supported for dial-out",
+                "needs tls_ca",
+            ),
+            (
+                "address = \"127.0.0.1:5080\"\ntls_ca = \"/x.pem\"",
+                "are for transport = \"tls\"",
+            ),
+            (
+                "address = \"127.0.0.1:5080\"\ntransport = \"tls\"\ntls_ca = \"/nonexistent/ca.pem\"",
+                "holds no readable PEM certificates",
             ),
         ] {
             let e = parse(&format!("[sip.trunk]\n{text}\n")).unwrap_err();
@@ -274,9 +374,79 @@ mod tests {
             assert!(e.contains("[sip.trunk]"), "{e}");
         }
         let e = parse("[sip.trunk]\naddress = \"127.0.0.1:5080\"\nsrtp = \"maybe\"\n").unwrap_err();
-        assert!(e.contains("maybe"), "{e}");
+        assert!(e.contains("maybe") && e.contains("\"required\""), "{e}");
         let e = parse("[sip.trunk]\naddres = \"127.0.0.1:5080\"\n").unwrap_err();
         assert!(e.contains("addres"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_tls_trunk_needs_a_ca_bundle_and_requires_srtp_unless_opted_out() {
+        let dir = std::env::temp_dir().join(format!("sluice-trunk-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["trunk.test".to_owned()]).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, made.cert.pem()).unwrap();
+        let key = dir.join("key.pem");
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let tls = |extra: &str| {
+            parse(&format!(
+                "[sip.trunk]\naddress = \"127.0.0.1:5061\"\ntransport = \"tls\"\n\
+                 tls_ca = \"{}\"\n{extra}",
+                ca.display()
+            ))
+        };
+        let trunk = tls("").unwrap().sip.trunk.unwrap();
+        assert_eq!(trunk.srtp(), TrunkSrtp::Required);
+        assert_eq!(trunk.tls_server_name(), "127.0.0.1");
+        assert!(trunk.tls().unwrap().is_some());
+        // The opt-out is explicit, either way it is written.
+        for off in ["srtp = false", "srtp = \"off\""] {
+            assert_eq!(tls(off).unwrap().sip.trunk.unwrap().srtp(), TrunkSrtp::Off);
+        }
+        assert_eq!(
+            tls("srtp = true").unwrap().sip.trunk.unwrap().srtp(),
+            TrunkSrtp::Required
+        );
+        let named = tls("tls_server_name = \"sbc.example.org\"")
+            .unwrap()
+            .sip
+            .trunk
+            .unwrap();
+        assert_eq!(named.tls_server_name(), "sbc.example.org");
+        // A client certificate: both files or neither.
+        let client = format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            ca.display(),
+            key.display()
+        );
+        assert!(
+            tls(&client)
+                .unwrap()
+                .sip
+                .trunk
+                .unwrap()
+                .tls()
+                .unwrap()
+                .is_some()
+        );
+        let e = tls(&format!("tls_cert = \"{}\"", ca.display())).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let e = tls("tls_server_name = \"not a name!\"").unwrap_err();
+        assert!(e.contains("neither a DNS name"), "{e}");
+        // A file with no certificate in it.
+        let e = parse(&format!(
+            "[sip.trunk]\naddress = \"127.0.0.1:5061\"\ntransport = \"tls\"\ntls_ca = \"{}\"\n",
+            key.display()
+        ))
+        .unwrap_err();
+        assert!(e.contains("no usable CA certificate"), "{e}");
+        // A name in `address` is the default server name.
+        let by_name = TrunkConfig {
+            address: "sbc.example.org:5061".to_owned(),
+            ..trunk
+        };
+        assert_eq!(by_name.tls_server_name(), "sbc.example.org");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

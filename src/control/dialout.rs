@@ -234,7 +234,9 @@ pub(crate) fn describe(doc: &mut Value, bad: &Value, unauthorized: &Value) {
                 "enum": ["dialing", "ringing", "early_media", "answered", "ended"] },
             "outcome": { "type": "string",
                 "enum": ["answered", "busy", "no_answer", "failed", "cancelled"] },
-            "sip_status": { "type": "integer", "minimum": 100, "maximum": 699 }
+            "sip_status": { "type": "integer", "minimum": 100, "maximum": 699 },
+            "reason": { "type": "string",
+                "description": "Why a failed call failed on sluice's side: the trunk unreachable, its TLS certificate not trusted, its SDP answer unusable" }
         }
     });
 }

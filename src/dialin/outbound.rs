@@ -15,6 +15,7 @@ use super::call::{Call, Entry};
 
 pub(crate) use super::call::{CallError, CallSettings, CallerMedia, random_u32};
 pub(crate) use super::pool::{CallSlot, PoolCommand, PoolEvent, PoolThread};
+pub(crate) use super::signalling::caller_codec;
 
 /// A call's two media sockets: the phone's RTP (its port goes into our
 /// SDP) and the leg towards the relay.

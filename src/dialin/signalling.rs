@@ -662,8 +662,8 @@ pub(crate) enum StartError {
 }
 
 /// The bridge's codec for what SDP negotiated ([`sdp::negotiate`] only
-/// picks these four).
-fn caller_codec(codec: Codec) -> CallerCodec {
+/// picks these four); dial-out maps the far end's answer with it too.
+pub(crate) fn caller_codec(codec: Codec) -> CallerCodec {
     match codec {
         Codec::Opus => CallerCodec::Opus,
         Codec::G722 => CallerCodec::G722,

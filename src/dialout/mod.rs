@@ -19,6 +19,7 @@
 mod counters;
 mod tcp;
 mod thread;
+mod tls;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -28,13 +29,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{SipConfig, TrunkConfig};
+use crate::config::{SipConfig, TrunkConfig, TrunkSrtp};
 use crate::control::{ApiError, MeetingDesk};
 use crate::crypto::BackendKind;
 use crate::dialin::outbound::{CallSettings, PoolThread};
 use crate::metrics::DialInCounters;
 
 pub use counters::DialOutCounters;
+pub use tls::TrunkTls;
 
 /// Why dial-out could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,10 @@ pub struct CallView {
     /// The last SIP status the trunk answered the INVITE with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip_status: Option<u16>,
+    /// Why a `failed` call failed on our side (the trunk unreachable, its
+    /// TLS certificate not trusted, its SDP answer unusable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A dial request, checked by the API.
@@ -201,6 +207,12 @@ impl DialOut {
     ) -> Result<(Self, DialOutHandle), DialOutError> {
         let trunk = options.trunk.resolve().map_err(DialOutError::Trunk)?;
         let account = options.trunk.account().map_err(DialOutError::Trunk)?;
+        let tls = options.trunk.tls().map_err(DialOutError::Trunk)?;
+        if tls.is_some() && options.trunk.srtp() == TrunkSrtp::Off {
+            tracing::warn!(
+                "[sip.trunk] srtp is off on a TLS trunk: the calls' signalling is encrypted, their media is not"
+            );
+        }
         let sip = &options.sip;
         let media_ip = sip.media_ip();
         let addr = SocketAddr::new(media_ip, 0);
@@ -232,6 +244,7 @@ impl DialOut {
                 trunk,
                 config: options.trunk.clone(),
                 account,
+                tls,
                 media_ip,
                 relay: options.relay,
                 desk,

@@ -17,15 +17,15 @@ use std::time::{Duration, Instant};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::tcp::TrunkConnection;
-use super::{CallState, CallView, Command, DialOutCounters, DialRequest};
+use super::{CallState, CallView, Command, DialOutCounters, DialRequest, TrunkTls};
 use crate::config::{TrunkConfig, TrunkSrtp, TrunkTransport, is_sip_uri};
 use crate::control::{ApiError, BridgeLeg, MeetingDesk};
 use crate::dialin::outbound::{
-    CallSettings, CallerMedia, MediaSockets, PoolCommand, PoolEvent, bridge, random_u32,
+    CallSettings, CallerMedia, MediaSockets, PoolCommand, PoolEvent, bridge, caller_codec,
+    random_u32,
 };
-use crate::media::{CallerCodec, G711};
 use crate::relay::MeetingMode;
-use crate::sip::sdp::{AnswerSpec, Codec, Direction, MediaOffer, OfferedCodec, build_answer};
+use crate::sip::sdp::{MediaOffer, OfferSpec, make_audio_offer};
 use crate::sip::{
     CallId, Dial, DialOutcome, Transport, TrunkAccount, Uac, UacConfig, UacEvent, negotiate,
 };
@@ -37,14 +37,14 @@ const POLL: Duration = Duration::from_millis(10);
 const ENDED_KEPT: usize = 1024;
 /// The SRTP suite offered on SDES trunks: the one every SBC speaks.
 const OFFERED_SUITE: SrtpProfile = SrtpProfile::AesCm128HmacSha1_80;
-/// The telephone-event payload type we offer (RFC 4733).
-const TELEPHONE_EVENT_PT: u8 = 101;
 
 /// What the thread is set up with.
 pub(super) struct Setup {
     pub(super) trunk: SocketAddr,
     pub(super) config: TrunkConfig,
     pub(super) account: Option<TrunkAccount>,
+    /// `transport = "tls"`: the client setup.
+    pub(super) tls: Option<TrunkTls>,
     pub(super) media_ip: IpAddr,
     pub(super) relay: SocketAddr,
     pub(super) desk: MeetingDesk,
@@ -72,6 +72,8 @@ struct Outbound {
     in_pool: bool,
     /// The media could not be set up: whatever SIP says, it failed.
     media_failed: bool,
+    /// Why the call failed here (not the trunk's status), for the API.
+    reason: Option<String>,
 }
 
 impl Outbound {
@@ -85,14 +87,16 @@ impl Outbound {
             state: self.state,
             outcome: self.outcome.map(DialOutcome::name),
             sip_status: self.sip_status,
+            reason: self.reason.clone(),
         }
     }
 }
 
 pub(super) struct Worker {
     socket: UdpSocket,
-    /// The connection to a `transport = "tcp"` trunk.
+    /// The connection to a `transport = "tcp"` or `"tls"` trunk.
     tcp: Option<TrunkConnection>,
+    transport: Transport,
     uac: Uac,
     setup: Setup,
     pool: Sender<PoolCommand>,
@@ -128,10 +132,13 @@ impl Worker {
         );
         // std seeds every RandomState from the OS.
         let seed = RandomState::new().hash_one(0xd1a1_u64);
-        let tcp = (transport == Transport::Tcp).then(|| TrunkConnection::new(setup.trunk));
+        let tcp = transport
+            .is_stream()
+            .then(|| TrunkConnection::new(setup.trunk, setup.tls.clone()));
         Self {
             socket,
             tcp,
+            transport,
             uac: Uac::new(cfg, seed),
             setup,
             pool,
@@ -175,10 +182,13 @@ impl Worker {
             .map_or(POLL, |at| at.saturating_duration_since(now).min(POLL))
             .max(Duration::from_millis(1));
         if let Some(conn) = &mut self.tcp {
-            let (uac, trunk) = (&mut self.uac, self.setup.trunk);
-            conn.read(wait, |at, msg| {
-                uac.handle_message(at, Transport::Tcp, trunk, msg);
+            let (uac, trunk, transport) = (&mut self.uac, self.setup.trunk, self.transport);
+            let read = conn.read(wait, |at, msg| {
+                uac.handle_message(at, transport, trunk, msg);
             });
+            if let Err(e) = read {
+                self.link_failed(Instant::now(), &e.to_string());
+            }
         } else {
             self.read_datagrams(wait, buf);
         }
@@ -192,16 +202,48 @@ impl Worker {
             self.uac.hangup(now, call);
         }
         self.drain_events(now);
+        self.transmit(now);
+    }
+
+    /// Sends what the UAC wrote. A stream connection that cannot be opened
+    /// fails the calls waiting on it (with the reason, for the API) and
+    /// drops the rest of this turn's messages rather than trying again for
+    /// each.
+    fn transmit(&mut self, now: Instant) {
         while let Some(t) = self.uac.poll_transmit() {
-            match &mut self.tcp {
-                Some(conn) if t.transport.is_stream() => conn.send(&t.payload),
+            let link_error = match &mut self.tcp {
+                Some(conn) if t.transport.is_stream() => conn.send(&t.payload).err(),
                 _ => {
                     if let Err(e) = self.socket.send_to(&t.payload, t.to) {
                         tracing::debug!("dial-out SIP send to {} failed: {e}", t.to);
                     }
+                    None
                 }
+            };
+            let Some(e) = link_error else {
+                continue;
+            };
+            let mut dropped = 0;
+            while self.uac.poll_transmit().is_some() {
+                dropped += 1;
+            }
+            if dropped > 0 {
+                tracing::debug!("dial-out: {dropped} more messages to the trunk dropped");
+            }
+            self.link_failed(now, &e.to_string());
+        }
+    }
+
+    /// The connection to the trunk failed: the calls waiting on it end
+    /// `failed`, with `reason` for the API.
+    fn link_failed(&mut self, now: Instant, reason: &str) {
+        tracing::warn!("dial-out: {reason}");
+        for call in self.uac.handle_transport_error(now, self.setup.trunk) {
+            if let Some(c) = self.live.get_mut(&call) {
+                c.reason.get_or_insert_with(|| reason.to_owned());
             }
         }
+        self.drain_events(now);
     }
 
     /// Reads the UDP socket for up to `wait`, then whatever else is queued.
@@ -277,6 +319,7 @@ impl Worker {
                     (None, true) => {}
                     (None, false) => {
                         tracing::info!("dial-out: the 200 OK has no usable SDP answer; hanging up");
+                        c.reason = Some("the 200 OK has no usable SDP answer".to_owned());
                         c.media_failed = true;
                         self.uac.hangup(now, call);
                     }
@@ -315,6 +358,7 @@ impl Worker {
             call = %c.api_id,
             outcome = outcome.name(),
             sip_status = ?c.sip_status,
+            reason = c.reason.as_deref().unwrap_or(""),
             "dial-out call ended"
         );
         self.setup.counters.ended(outcome);
@@ -336,6 +380,7 @@ impl Worker {
             Ok(media) => media,
             Err(why) => {
                 tracing::info!(meeting = %c.meeting, "dial-out answer refused: {why}");
+                c.reason = Some(format!("the far end's answer was refused: {why}"));
                 c.media_failed = true;
                 self.uac.hangup(now, call);
                 return;
@@ -352,6 +397,7 @@ impl Worker {
             Err(e) => {
                 // The bridge has already taken the phone out of the meeting.
                 tracing::warn!(meeting = %c.meeting, "dial-out media could not start: {e}");
+                c.reason = Some(format!("the media could not start: {e}"));
                 c.media_failed = true;
                 self.uac.hangup(now, call);
             }
@@ -433,22 +479,16 @@ impl Worker {
                 Some(material)
             }
         };
-        let offer = build_answer(&AnswerSpec {
+        // The codecs dial-in takes (Opus, G.722, PCMU, PCMA): a wideband
+        // phone is bridged at its own rate, not through G.711.
+        let offer = make_audio_offer(&OfferSpec {
             address: self.setup.media_ip,
             port,
-            codec: OfferedCodec {
-                pt: 0,
-                codec: Codec::Pcmu,
-            },
-            telephone_event: Some(TELEPHONE_EVENT_PT),
-            telephone_events: 0xFFFF,
-            crypto: our_key.clone().map(|k| (1, OFFERED_SUITE, k)),
-            telephone_event_clock: 8000,
-            direction: Direction::SendRecv,
-            session_id: u64::from(random_u32()),
-            session_version: 1,
             rtcp_mux: false,
             rtcp_port: None,
+            crypto: our_key.clone().map(|k| (1, OFFERED_SUITE, k)),
+            session_id: u64::from(random_u32()),
+            session_version: 1,
         });
         let dial = Dial {
             to: request.to.clone(),
@@ -477,6 +517,7 @@ impl Worker {
             our_key,
             in_pool: false,
             media_failed: false,
+            reason: None,
         };
         let view = record.view();
         tracing::info!(meeting = %view.meeting, call = %view.id, "dial-out call placed");
@@ -526,10 +567,9 @@ fn caller_media(c: &Outbound, answer: &MediaOffer, srtp: TrunkSrtp) -> Result<Ca
         (None, Some(_)) => return Err("the answer has SRTP keys for a plain RTP offer".to_owned()),
         _ => None,
     };
-    let codec = CallerCodec::G711(match negotiated.codec.codec {
-        Codec::Pcma => G711::A,
-        _ => G711::Mu,
-    });
+    // The same mapping as a dial-in caller's: Opus at 48 kHz, G.722 at
+    // 16 kHz, G.711 at 8 kHz.
+    let codec = caller_codec(negotiated.codec.codec);
     Ok(CallerMedia {
         codec,
         payload_type: negotiated.codec.pt,

@@ -199,6 +199,10 @@ pub enum DialError {
     /// A URI, name or SDP that cannot go into a SIP message.
     #[error("{0} cannot be written into a SIP request")]
     Unwritable(&'static str),
+    /// A `sips:` URI through a trunk not reached over TLS (RFC 5630 §3.1:
+    /// `sips:` asks for TLS on every hop).
+    #[error("a sips: URI needs a trunk reached over TLS ([sip.trunk] transport = \"tls\")")]
+    SipsNeedsTls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,6 +331,13 @@ impl Uac {
         if !clean(&dial.from) || dial.from.contains(char::is_whitespace) {
             return Err(DialError::Unwritable("the From URI"));
         }
+        let sips = |uri: &str| {
+            uri.get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case("sips:"))
+        };
+        if sips(&dial.to) && self.cfg.transport != Transport::Tls {
+            return Err(DialError::SipsNeedsTls);
+        }
         if dial
             .display_name
             .as_deref()
@@ -409,6 +420,43 @@ impl Uac {
             StartLine::Response { status, .. } => self.on_response(now, status, &msg),
             StartLine::Request { .. } => self.on_request(now, from, transport, msg),
         }
+    }
+
+    /// The connection to `next_hop` could not be opened (refused, or a TLS
+    /// handshake that failed): what was sent on it is lost, and a stream
+    /// transport does not retransmit. Each call through it with a client
+    /// transaction outstanding ends now, as if that transaction had been
+    /// answered 503 (§8.1.3.1) rather than waiting for Timer B or F: an
+    /// unanswered call ends [`DialOutcome::Failed`] (or as its hang-up
+    /// asked), one whose BYE was out ends as it would have. An established
+    /// call with nothing outstanding is left (its next request opens a new
+    /// connection). Returns the calls ended; their [`UacEvent::Ended`]
+    /// follow.
+    pub fn handle_transport_error(&mut self, now: Instant, next_hop: SocketAddr) -> Vec<CallId> {
+        let ids: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                c.next_hop == next_hop
+                    && matches!(
+                        c.phase,
+                        Phase::Calling | Phase::Proceeding | Phase::Terminating
+                    )
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            let Some(mut call) = self.calls.remove(&id) else {
+                continue;
+            };
+            let outcome = match call.phase {
+                Phase::Terminating => call.outcome,
+                _ => call.want_end.unwrap_or(DialOutcome::Failed),
+            };
+            self.end(now, id, &mut call, outcome, None);
+            self.calls.insert(id, call);
+        }
+        ids
     }
 
     /// Runs the timers due at `now` (early or late calls are harmless).

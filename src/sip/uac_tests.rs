@@ -559,3 +559,78 @@ fn unwritable_dials_are_refused_and_junk_never_panics() {
         reason: String::new(),
     };
 }
+
+#[test]
+fn over_tls_the_via_says_tls_the_contact_is_sips_and_sips_needs_tls() {
+    let t0 = Instant::now();
+    let mut tls = uac(Transport::Tls);
+    let mut to_sips = dial(None);
+    to_sips.to = "sips:+15551234@trunk.example".to_owned();
+    tls.dial(t0, to_sips.clone()).unwrap();
+    let invite = one(&mut tls);
+    assert_eq!(
+        start_line(&invite),
+        "INVITE sips:+15551234@trunk.example SIP/2.0"
+    );
+    assert!(header(&invite, "Via").starts_with("SIP/2.0/TLS 127.0.0.1:5070;branch=z9hG4bK"));
+    assert!(header(&invite, "Via").ends_with(";rport;alias"));
+    // RFC 5630 §3.1.3: sips:, no transport=tls.
+    assert_eq!(header(&invite, "Contact"), "<sips:127.0.0.1:5070>");
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut u = uac(transport);
+        assert_eq!(
+            u.dial(t0, to_sips.clone()),
+            Err(super::DialError::SipsNeedsTls)
+        );
+        assert!(sent(&mut u).is_empty());
+    }
+}
+
+#[test]
+fn a_connection_that_cannot_be_opened_fails_the_calls_waiting_on_it() {
+    let t0 = Instant::now();
+    let mut u = uac(Transport::Tls);
+    let ringing = u.dial(t0, dial(None)).unwrap();
+    let ringing_invite = one(&mut u);
+    feed(&mut u, t0, &response(&ringing_invite, 180, "", None));
+    let answered = u.dial(t0, dial(None)).unwrap();
+    let invite = one(&mut u);
+    feed(&mut u, t0, &response(&invite, 200, "", Some(FAR_SDP)));
+    let _ack = one(&mut u);
+    let fresh = u.dial(t0, dial(None)).unwrap();
+    let _ = one(&mut u);
+    events(&mut u);
+
+    // Another next hop: nothing ends.
+    assert!(
+        u.handle_transport_error(t0, "127.0.0.9:5061".parse().unwrap())
+            .is_empty()
+    );
+    let mut ended_now = u.handle_transport_error(t0, trunk());
+    ended_now.sort_by_key(|c| c.0);
+    assert_eq!(ended_now, [ringing, fresh]);
+    let mut got = events(&mut u);
+    got.sort_by_key(|e| match e {
+        UacEvent::Ended { call, .. } => call.0,
+        _ => u64::MAX,
+    });
+    assert_eq!(
+        got,
+        [
+            ended(ringing, DialOutcome::Failed, None),
+            ended(fresh, DialOutcome::Failed, None)
+        ]
+    );
+    // The established call is left; its BYE lost on a broken connection
+    // ends it as answered, without waiting for Timer F.
+    u.hangup(t0, answered);
+    let bye = one(&mut u);
+    assert!(bye.starts_with("BYE "));
+    assert_eq!(u.handle_transport_error(t0, trunk()), [answered]);
+    assert_eq!(
+        events(&mut u),
+        [ended(answered, DialOutcome::Answered, None)]
+    );
+    // Ended calls are not ended twice.
+    assert!(u.handle_transport_error(t0, trunk()).is_empty());
+}
