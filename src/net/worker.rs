@@ -13,7 +13,10 @@
 //!   cause one) unwinds to [`supervise`], which drops the batch in hand,
 //!   builds a fresh handler from the factory (so the worker's SRTP state
 //!   starts over and its legs are taken up again with their next packet;
-//!   latches live in the snapshot and survive), counts the restart and
+//!   latches live in the snapshot and survive, and so does what the
+//!   factory keeps per worker index: the relay's SRTP index journal, from
+//!   which the new handler takes its streams up without reusing an
+//!   index), counts the restart and
 //!   logs it once with its cause. The socket, and with it the worker's place
 //!   in the `SO_REUSEPORT` group, stays, so no other worker notices.
 
