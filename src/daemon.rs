@@ -192,6 +192,7 @@ impl Daemon {
             socket_buffer_bytes: SOCKET_BUFFER,
             gso: config.media.gso,
             multishot: config.media.multishot,
+            fixed_files: config.media.fixed_files,
         };
         let crypto_metrics = Arc::clone(metrics.crypto());
         // STUN and DTLS leave the workers' batches for the handshake thread.

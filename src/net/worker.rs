@@ -58,6 +58,8 @@ pub(crate) struct IoFeatures {
     pub(crate) gso: bool,
     /// io_uring multishot receive into a buffer ring (`multishot.rs`).
     pub(crate) multishot: bool,
+    /// io_uring requests name the socket as a registered file (`uring.rs`).
+    pub(crate) fixed_files: bool,
 }
 
 impl Default for IoFeatures {
@@ -65,6 +67,7 @@ impl Default for IoFeatures {
         Self {
             gso: true,
             multishot: false,
+            fixed_files: false,
         }
     }
 }
