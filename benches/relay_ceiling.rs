@@ -13,7 +13,7 @@
 //! off the worker's core.
 //!
 //! Run: `cargo bench --bench relay_ceiling -- --seconds 5 [--pps N] [--gso off]
-//! [--multishot on] [--recv-batch N]`.
+//! [--multishot on] [--fixed-files on] [--recv-batch N]`.
 //! Besides rates, each row gives the worker thread's CPU time per
 //! delivered datagram (from `/proc/self/task/*/schedstat`), the figure that
 //! contention on a shared box disturbs least.
@@ -82,6 +82,9 @@ struct Load {
     gso: bool,
     /// io_uring multishot receive (`--multishot on`).
     multishot: bool,
+    /// io_uring requests name the socket as a registered file
+    /// (`--fixed-files on`).
+    fixed_files: bool,
     /// Datagrams received per loop turn (`--recv-batch N`, default 32).
     recv_batch: usize,
 }
@@ -216,6 +219,7 @@ fn run_case<H: PacketHandler>(
         socket_buffer_bytes: BUFFER,
         gso: load.gso,
         multishot: load.multishot,
+        fixed_files: load.fixed_files,
         recv_batch: load.recv_batch,
         ..DataPlaneOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)))
     };
@@ -414,6 +418,9 @@ fn main() {
         multishot: args
             .windows(2)
             .any(|w| w[0] == "--multishot" && w[1] == "on"),
+        fixed_files: args
+            .windows(2)
+            .any(|w| w[0] == "--fixed-files" && w[1] == "on"),
         recv_batch: value("--recv-batch").map_or(32, |n| n as usize),
     };
     // Each case runs once per backend; a case is a function building its
@@ -425,7 +432,7 @@ fn main() {
         .collect();
 
     println!(
-        "{} s per row, {}-byte packets, 1 worker, {} cores, offered {}, GSO {}, multishot {}, receive batch {}\n",
+        "{} s per row, {}-byte packets, 1 worker, {} cores, offered {}, GSO {}, multishot {}, fixed files {}, receive batch {}\n",
         load.seconds,
         PACKET,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -433,6 +440,7 @@ fn main() {
             .map_or("unpaced".to_owned(), |p| format!("{p} pps")),
         if load.gso { "on" } else { "off" },
         if load.multishot { "on" } else { "off" },
+        if load.fixed_files { "on" } else { "off" },
         load.recv_batch,
     );
     println!(

@@ -192,19 +192,28 @@ impl Daemon {
             socket_buffer_bytes: SOCKET_BUFFER,
             gso: config.media.gso,
             multishot: config.media.multishot,
+            fixed_files: config.media.fixed_files,
         };
         let crypto_metrics = Arc::clone(metrics.crypto());
         // STUN and DTLS leave the workers' batches for the handshake thread.
         let inbox = PortInbox::new(Arc::clone(metrics.webrtc()));
         let queue = inbox.queue().clone();
-        let mut data =
-            DataPlane::start(&options, Arc::clone(&cell), &metrics, move |_, counters| {
+        // Each worker's SRTP index journal outlives the worker: one made
+        // again after a panic takes its streams up from it.
+        let journals = crate::srtp::IndexJournals::default();
+        let mut data = DataPlane::start(
+            &options,
+            Arc::clone(&cell),
+            &metrics,
+            move |index, counters| {
                 WebrtcDemux::new(
                     RelayWorker::new(backend.for_worker(&crypto_metrics), counters)
+                        .with_journal(journals.for_worker(index))
                         .with_unrouted(Box::new(queue.unrouted_sink())),
                     queue.clone(),
                 )
-            })?;
+            },
+        )?;
         let advertised_ip = config
             .media
             .advertise

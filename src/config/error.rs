@@ -270,6 +270,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "pin_cores",
             "gso",
             "multishot",
+            "fixed_files",
         ],
     ),
     ("crypto", &["backend", "gpu"]),
@@ -356,7 +357,7 @@ fn hint(section: Option<&str>, key: &str) -> &'static str {
         (Some("control"), _) => "use a whole number",
         (Some("media"), "advertise") => "use an IP address such as \"203.0.113.7\"",
         (Some("media"), "workers") => "use a whole number, 0 for one per core",
-        (Some("media"), "pin_cores" | "gso" | "multishot") => "use true or false",
+        (Some("media"), "pin_cores" | "gso" | "multishot" | "fixed_files") => "use true or false",
         (Some("policy"), _) => "use a whole number",
         (Some("sip"), "listen") => "use an address and port such as \"127.0.0.1:5060\"",
         (Some("sip"), "media_ip") => "use an IP address such as \"203.0.113.7\"",
@@ -679,7 +680,7 @@ mod tests {
         assert_eq!(
             error(text),
             "sluice.toml:7:1: unknown key `worker` in [media]; expected one of listen, \
-             advertise, workers, io, pin_cores, gso, multishot"
+             advertise, workers, io, pin_cores, gso, multishot, fixed_files"
         );
         assert_eq!(
             error("[control]\n  token = \"x\"\n"),

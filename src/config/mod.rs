@@ -228,6 +228,10 @@ pub struct MediaConfig {
     /// registered buffer ring (Linux ≥ 6.0) instead of `recvmmsg`; off
     /// until a benchmark resolves a difference (bench/README.md, #12).
     pub multishot: bool,
+    /// Whether io_uring workers register their socket with their ring and
+    /// name it by index in each request (`IORING_REGISTER_FILES`); off
+    /// until a benchmark shows it faster (bench/README.md, #12).
+    pub fixed_files: bool,
 }
 
 impl Default for MediaConfig {
@@ -240,6 +244,7 @@ impl Default for MediaConfig {
             pin_cores: true,
             gso: true,
             multishot: false,
+            fixed_files: false,
         }
     }
 }
@@ -907,6 +912,7 @@ mod tests {
         assert!(c.media.pin_cores);
         assert!(c.media.gso);
         assert!(!c.media.multishot);
+        assert!(!c.media.fixed_files);
     }
 
     #[test]
@@ -925,6 +931,7 @@ io = "io_uring"
 pin_cores = false
 gso = false
 multishot = true
+fixed_files = true
 
 [crypto]
 backend = "aes-gcm"
@@ -947,6 +954,7 @@ max_worker_busy = 0.7
         assert_eq!(c.media.io, IoChoice::IoUring);
         assert!(!c.media.gso);
         assert!(c.media.multishot);
+        assert!(c.media.fixed_files);
         assert_eq!(c.crypto.backend, CryptoChoice::AesGcm);
         assert_eq!(c.crypto.gpu, GpuChoice::Off);
         assert_eq!(c.policy.e2ee, E2eePolicy::All);

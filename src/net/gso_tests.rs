@@ -22,6 +22,8 @@ use crate::relay::{MeetingMode, Path, Transmits};
 #[derive(Debug, Clone, Copy)]
 enum Backend {
     Uring,
+    /// io_uring naming the socket as a registered file.
+    UringFixed,
     Mmsg,
 }
 
@@ -33,13 +35,16 @@ fn with_backend<R>(
     f: impl FnOnce(&mut dyn FnMut(&Transmits) -> (bool, u64)) -> R,
 ) -> R {
     match backend {
-        Backend::Uring => {
+        Backend::Uring | Backend::UringFixed => {
+            let fixed_files = matches!(backend, Backend::UringFixed);
             let features = IoFeatures {
                 gso,
                 multishot: false,
+                fixed_files,
             };
             let mut io =
                 UringIo::new(new_ring(32).unwrap(), socket, 32, features, counters).unwrap();
+            assert_eq!(io.fixed_files(), fixed_files, "fixed files refused");
             f(&mut |out| {
                 io.send(out).unwrap();
                 io.gso_state()
@@ -232,6 +237,9 @@ macro_rules! on_both_backends {
         }
         mod recvmmsg {
             $(#[test] fn $test() { super::$test(super::Backend::Mmsg) })*
+        }
+        mod io_uring_fixed_files {
+            $(#[test] fn $test() { super::$test(super::Backend::UringFixed) })*
         }
     };
 }

@@ -147,6 +147,11 @@ pub struct DataPlaneOptions {
     /// io_uring backend: receive with one multishot `RECVMSG` into a
     /// registered buffer ring (Linux ≥ 6.0; else `recvmmsg` as without).
     pub multishot: bool,
+    /// io_uring backend: register each worker's socket with its ring
+    /// (`IORING_REGISTER_FILES`) and name it by that index in every
+    /// request, sparing the kernel a file lookup and reference per
+    /// request (else by descriptor, as without).
+    pub fixed_files: bool,
 }
 
 impl DataPlaneOptions {
@@ -162,6 +167,7 @@ impl DataPlaneOptions {
             socket_buffer_bytes: 4 << 20,
             gso: true,
             multishot: false,
+            fixed_files: false,
         }
     }
 }
@@ -277,6 +283,7 @@ impl DataPlane {
             let features = worker::IoFeatures {
                 gso: opts.gso,
                 multishot: opts.multishot,
+                fixed_files: opts.fixed_files,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-net-{index}"))

@@ -31,10 +31,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::{BufRingEntry, RecvMsgOut};
-use io_uring::{IoUring, cqueue, opcode, types};
+use io_uring::{IoUring, cqueue, opcode};
 
 use super::cmsg::{self, CMSG_ROOM};
 use super::msghdr::{DATAGRAM_ROOM, socket_addr_from_bytes};
+use super::uring::{SocketRef, on_socket};
 use crate::relay::Path;
 
 /// The buffer group the ring is registered as.
@@ -177,12 +178,12 @@ impl MultishotRecv {
 
     /// Queues the request unless it is armed; `user_data` tags its
     /// completions. Returns whether it is armed now.
-    pub(crate) fn arm(&mut self, uring: &mut IoUring, fd: types::Fd, user_data: u64) -> bool {
+    pub(crate) fn arm(&mut self, uring: &mut IoUring, socket: SocketRef, user_data: u64) -> bool {
         if self.armed {
             return true;
         }
-        let entry = opcode::RecvMsgMulti::new(fd, std::ptr::from_ref(&*self.msg), GROUP)
-            .build()
+        let msg = std::ptr::from_ref(&*self.msg);
+        let entry = on_socket!(socket, t => opcode::RecvMsgMulti::new(t, msg, GROUP).build())
             .user_data(user_data);
         // SAFETY: `msg` is boxed and lives as long as `self`; the buffers
         // are the ring's (see `new`).

@@ -45,12 +45,16 @@ thread_local! {
     /// they start receives with the multishot request (each test runs on
     /// its own thread, which starts its planes).
     static MULTISHOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by the `io_uring_fixed_files` copies: the rings name the
+    /// sockets as registered files.
+    static FIXED_FILES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The default options for `listen`, with this test's receive mode.
 fn options(listen: &str) -> DataPlaneOptions {
     DataPlaneOptions {
         multishot: MULTISHOT.with(std::cell::Cell::get),
+        fixed_files: FIXED_FILES.with(std::cell::Cell::get),
         ..DataPlaneOptions::new(listen.parse().unwrap())
     }
 }
@@ -548,6 +552,12 @@ macro_rules! on_both_backends {
         mod io_uring_multishot {
             $(#[test] fn $test() {
                 super::MULTISHOT.with(|m| m.set(true));
+                super::$test(super::IoMode::IoUring)
+            })*
+        }
+        mod io_uring_fixed_files {
+            $(#[test] fn $test() {
+                super::FIXED_FILES.with(|m| m.set(true));
                 super::$test(super::IoMode::IoUring)
             })*
         }

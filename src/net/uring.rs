@@ -24,6 +24,16 @@
 //! machinery, and a driver thread-local per ring) would add work per packet
 //! and buy nothing; the raw ring lets the loop choose exactly which entries
 //! share one syscall.
+//!
+//! Fixed files (`[media] fixed_files`, off by default; bench/README.md,
+//! #12): the socket is registered with the ring (`IORING_REGISTER_FILES`,
+//! one slot) and every request names it by that slot (`types::Fixed`), so
+//! the kernel takes no file reference per request. The `recvmmsg` calls
+//! and the datagram-by-datagram recovery are plain syscalls on the
+//! descriptor either way. Registered (fixed) buffers are not used: the
+//! requests that read one (`SEND_ZC`'s `buf_index`, `WRITE_FIXED`) carry no
+//! control messages, and every send here may need one (`UDP_SEGMENT` for
+//! a GSO run, `IP_PKTINFO` for the source address), so they would undo GSO.
 
 // Queued entries carry raw pointers into the send headers, which the
 // kernel reads after `push` returns; recvmmsg takes raw message headers.
@@ -49,6 +59,30 @@ const SEND: u64 = 1 << 32;
 const CANCEL: u64 = 2 << 32;
 const RECV: u64 = 3 << 32;
 const TAG: u64 = !0xffff_ffff;
+
+/// The registered-file slot of the worker's socket.
+const SOCKET_SLOT: u32 = 0;
+
+/// How the ring's requests name the socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SocketRef {
+    /// By descriptor.
+    Fd(types::Fd),
+    /// By its slot in the ring's registered files.
+    Fixed(types::Fixed),
+}
+
+/// Builds `$entry` with `$target` (a [`SocketRef`]) bound to `$t`, the
+/// descriptor or the fixed slot: the opcode builders take either type.
+macro_rules! on_socket {
+    ($target:expr, $t:ident => $entry:expr) => {
+        match $target {
+            SocketRef::Fd($t) => $entry,
+            SocketRef::Fixed($t) => $entry,
+        }
+    };
+}
+pub(crate) use on_socket;
 
 /// How many times a dropped backend waits [`POLL_INTERVAL`] for its
 /// cancelled operations before it gives up.
@@ -80,6 +114,8 @@ pub(crate) struct UringIo {
     failed: Vec<(usize, i32)>,
     counters: Arc<WorkerCounters>,
     wait_timeout: types::Timespec,
+    /// How requests name the socket (fixed files, or the descriptor).
+    target: SocketRef,
 }
 
 impl std::fmt::Debug for UringIo {
@@ -125,6 +161,18 @@ impl UringIo {
         };
         let local = socket.local_addr()?;
         let (v6, any) = (local.is_ipv6(), local.ip().is_unspecified());
+        let fd = types::Fd(socket.as_raw_fd());
+        let target = if features.fixed_files {
+            match ring.submitter().register_files(&[fd.0]) {
+                Ok(()) => SocketRef::Fixed(types::Fixed(SOCKET_SLOT)),
+                Err(error) => {
+                    tracing::info!(%error, "io_uring fixed files unavailable; naming the socket by descriptor");
+                    SocketRef::Fd(fd)
+                }
+            }
+        } else {
+            SocketRef::Fd(fd)
+        };
         Ok(Self {
             ring,
             socket,
@@ -137,6 +185,7 @@ impl UringIo {
             sends_in_flight: 0,
             counters,
             wait_timeout: types::Timespec::from(POLL_INTERVAL),
+            target,
         })
     }
 
@@ -175,9 +224,9 @@ impl UringIo {
         if self.poll_armed {
             return Ok(());
         }
-        let entry = opcode::PollAdd::new(types::Fd(self.socket.as_raw_fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(POLL);
+        let entry =
+            on_socket!(self.target, t => opcode::PollAdd::new(t, libc::POLLIN as u32).build())
+                .user_data(POLL);
         loop {
             // SAFETY: a poll request points at no memory of ours.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
@@ -251,7 +300,7 @@ impl UringIo {
     /// ended and wait on the ring.
     fn wait_multishot(&mut self, block: bool) -> io::Result<usize> {
         self.reap(None);
-        let fd = types::Fd(self.socket.as_raw_fd());
+        let target = self.target;
         let Some(ms) = self.multishot.as_mut() else {
             return Ok(0);
         };
@@ -259,7 +308,7 @@ impl UringIo {
         if ms.ready() > 0 {
             return Ok(ms.ready().min(batch));
         }
-        let queued = !ms.armed() && ms.arm(&mut self.ring, fd, RECV);
+        let queued = !ms.armed() && ms.arm(&mut self.ring, target, RECV);
         if block {
             let args = types::SubmitArgs::new().timespec(&self.wait_timeout);
             match self.ring.submitter().submit_with_args(1, &args) {
@@ -353,9 +402,9 @@ impl BatchIo for UringIo {
             }
             let end = count.min(at + free);
             for j in at..end {
+                let header = self.send.msghdr(j);
                 let mut entry =
-                    opcode::SendMsg::new(types::Fd(self.socket.as_raw_fd()), self.send.msghdr(j))
-                        .build()
+                    on_socket!(self.target, t => opcode::SendMsg::new(t, header).build())
                         .user_data(SEND | j as u64);
                 if j + 1 < end {
                     entry = entry.flags(squeue::Flags::IO_HARDLINK);
@@ -391,6 +440,12 @@ impl UringIo {
     #[cfg(test)]
     pub(crate) fn gso_state(&self) -> (bool, u64) {
         (self.send.gso(), self.send.retried_runs())
+    }
+
+    /// Whether requests name the socket as a registered file.
+    #[cfg(test)]
+    pub(crate) fn fixed_files(&self) -> bool {
+        matches!(self.target, SocketRef::Fixed(_))
     }
 
     /// Cancels the poll and the multishot receive and waits (bounded)
@@ -473,6 +528,7 @@ mod tests {
             let features = IoFeatures {
                 gso: true,
                 multishot: true,
+                fixed_files: true,
             };
             let socket = sockets.pop().unwrap();
             let mut io =
@@ -481,6 +537,7 @@ mod tests {
                 io.multishot.is_some(),
                 "multishot receive refused on {listen}"
             );
+            assert!(io.fixed_files(), "fixed files refused on {listen}");
             let to_ip: IpAddr = to_ip.parse().unwrap();
             let to = SocketAddr::new(to_ip, local.port());
             let peer = UdpSocket::bind(SocketAddr::new(

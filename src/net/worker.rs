@@ -13,7 +13,10 @@
 //!   cause one) unwinds to [`supervise`], which drops the batch in hand,
 //!   builds a fresh handler from the factory (so the worker's SRTP state
 //!   starts over and its legs are taken up again with their next packet;
-//!   latches live in the snapshot and survive), counts the restart and
+//!   latches live in the snapshot and survive, and so does what the
+//!   factory keeps per worker index: the relay's SRTP index journal, from
+//!   which the new handler takes its streams up without reusing an
+//!   index), counts the restart and
 //!   logs it once with its cause. The socket, and with it the worker's place
 //!   in the `SO_REUSEPORT` group, stays, so no other worker notices.
 
@@ -55,6 +58,8 @@ pub(crate) struct IoFeatures {
     pub(crate) gso: bool,
     /// io_uring multishot receive into a buffer ring (`multishot.rs`).
     pub(crate) multishot: bool,
+    /// io_uring requests name the socket as a registered file (`uring.rs`).
+    pub(crate) fixed_files: bool,
 }
 
 impl Default for IoFeatures {
@@ -62,6 +67,7 @@ impl Default for IoFeatures {
         Self {
             gso: true,
             multishot: false,
+            fixed_files: false,
         }
     }
 }

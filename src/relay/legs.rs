@@ -12,6 +12,11 @@
 //! packets from, indexed for RTCP sender demux (a receive-only participant's
 //! RTCP names an SSRC no stream has; its address says whose it is).
 //!
+//! Both sessions of a leg record their RTP indices in the worker's
+//! [`IndexJournal`] under the leg's id, which outlives the worker: the
+//! sessions a restarted worker makes take their streams up from it
+//! (module doc of `worker.rs`, "Restarts").
+//!
 //! State of legs that left the snapshot is dropped by [`LegSessions::sweep`],
 //! a few slots per snapshot change, so a change costs the worker
 //! O(budget), not O(legs held); a route republished under the same id with
@@ -26,7 +31,7 @@ use subtle::ConstantTimeEq;
 
 use super::{IdHash, LegId, LegRoute, Path, RoutingSnapshot};
 use crate::crypto::AeadBackend;
-use crate::srtp::{MasterKey, SrtpSession};
+use crate::srtp::{IndexJournal, MasterKey, SrtpSession};
 
 /// Index of a leg's slot; valid until the next [`LegSessions::prune`].
 pub(crate) type SlotIdx = usize;
@@ -53,18 +58,30 @@ pub(crate) struct LegSessions<B: AeadBackend> {
     by_addr: HashMap<SocketAddr, LegId>,
     /// Where the next [`Self::sweep`] starts.
     sweep_at: SlotIdx,
+    /// Where the sessions record their indices, by leg id.
+    journal: Arc<IndexJournal>,
 }
 
 impl<B: AeadBackend> Default for LegSessions<B> {
     fn default() -> Self {
-        Self {
-            slots: Vec::new(),
-            by_id: HashMap::default(),
-            free: Vec::new(),
-            by_addr: HashMap::new(),
-            sweep_at: 0,
-        }
+        Self::new(Arc::default())
     }
+}
+
+/// The journal key of a leg's sessions: one per master key.
+fn journal_key(leg: LegId, outbound: bool) -> u64 {
+    (leg.0 << 1) | u64::from(outbound)
+}
+
+/// The leg a journal key belongs to.
+pub(crate) fn leg_of_journal_key(key: u64) -> LegId {
+    LegId(key >> 1)
+}
+
+/// Forgets what `journal` recorded for `leg`'s sessions.
+fn forget(journal: &IndexJournal, leg: LegId) {
+    journal.forget(journal_key(leg, false));
+    journal.forget(journal_key(leg, true));
 }
 
 fn same_key(a: &MasterKey, b: &MasterKey) -> bool {
@@ -77,6 +94,23 @@ fn same_keys(a: &LegRoute, b: &LegRoute) -> bool {
 }
 
 impl<B: AeadBackend> LegSessions<B> {
+    /// No legs yet; sessions record their indices in `journal`.
+    pub(crate) fn new(journal: Arc<IndexJournal>) -> Self {
+        Self {
+            slots: Vec::new(),
+            by_id: HashMap::default(),
+            free: Vec::new(),
+            by_addr: HashMap::new(),
+            sweep_at: 0,
+            journal,
+        }
+    }
+
+    /// The journal the sessions record their indices in.
+    pub(crate) fn journal(&self) -> &IndexJournal {
+        &self.journal
+    }
+
     /// The slot of `route`'s leg, made (without sessions) on first use.
     /// A route republished under the same id keeps the slot, and its
     /// sessions too unless its keys changed.
@@ -88,6 +122,8 @@ impl<B: AeadBackend> LegSessions<B> {
                 if !same_keys(route, &state.route) {
                     state.inbound = None;
                     state.outbound = None;
+                    // New keys: their indices start over.
+                    forget(&self.journal, route.id);
                     if let Some(addr) = state.seen_at.take() {
                         self.by_addr.remove(&addr);
                     }
@@ -118,18 +154,17 @@ impl<B: AeadBackend> LegSessions<B> {
         slot
     }
 
-    fn state(&mut self, slot: SlotIdx) -> Option<&mut LegState<B>> {
-        self.slots.get_mut(slot)?.as_mut()
-    }
-
     /// The leg's inbound session, made from its client→relay key on first
     /// use. `None` if the key cannot be set up (the
     /// backend refused it; the snapshot's keys are validated, so this is
     /// not expected) or the slot does not exist.
     pub(crate) fn inbound(&mut self, slot: SlotIdx, backend: &B) -> Option<&mut SrtpSession<B>> {
-        let state = self.state(slot)?;
+        let journal = &self.journal;
+        let state = self.slots.get_mut(slot)?.as_mut()?;
         if state.inbound.is_none() {
-            state.inbound = SrtpSession::new(backend.clone(), &state.route.client_to_relay).ok();
+            state.inbound = SrtpSession::new(backend.clone(), &state.route.client_to_relay)
+                .ok()
+                .map(|s| s.with_journal(Arc::clone(journal), journal_key(state.route.id, false)));
         }
         state.inbound.as_mut()
     }
@@ -139,9 +174,12 @@ impl<B: AeadBackend> LegSessions<B> {
     /// backend refused it; the snapshot's keys are validated, so this is
     /// not expected) or the slot does not exist.
     pub(crate) fn outbound(&mut self, slot: SlotIdx, backend: &B) -> Option<&mut SrtpSession<B>> {
-        let state = self.state(slot)?;
+        let journal = &self.journal;
+        let state = self.slots.get_mut(slot)?.as_mut()?;
         if state.outbound.is_none() {
-            state.outbound = SrtpSession::new(backend.clone(), &state.route.relay_to_client).ok();
+            state.outbound = SrtpSession::new(backend.clone(), &state.route.relay_to_client)
+                .ok()
+                .map(|s| s.with_journal(Arc::clone(journal), journal_key(state.route.id, true)));
         }
         state.outbound.as_mut()
     }
@@ -233,6 +271,7 @@ impl<B: AeadBackend> LegSessions<B> {
                 continue;
             }
             self.by_id.remove(&state.route.id);
+            forget(&self.journal, state.route.id);
             if let Some(addr) = state.seen_at {
                 self.by_addr.remove(&addr);
             }

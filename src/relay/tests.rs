@@ -1527,3 +1527,108 @@ fn a_receiver_with_its_own_payload_type_gets_it_and_the_others_the_publishers() 
         }
     }
 }
+
+/// Leg 1's video, its sequence number wrapped, through `s.worker`:
+/// `count` packets, each receiver's copies opened by its client; returns,
+/// per receiving leg, the SRTP index of every copy it got, in order.
+fn wrapped_video(s: &mut Scenario, count: usize, got: &mut HashMap<u64, Vec<u64>>) {
+    for _ in 0..count {
+        let (plain, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+        for (addr, srtp) in sent {
+            let receiver = s.leg_at(addr);
+            let mut buf = srtp.clone();
+            let (n, index) = s
+                .client(receiver)
+                .recv
+                .unprotect_rtp_indexed(&mut buf, srtp.len())
+                .expect("every copy decrypts");
+            assert_eq!(&buf[..n], &plain[..]);
+            got.entry(receiver).or_default().push(index);
+        }
+    }
+}
+
+/// Item 7 meets item 3 of #12: a worker made again after a panic (as
+/// `net/worker.rs` does: a fresh handler from the factory) with its
+/// predecessor's journal goes on with a stream whose sequence number
+/// wrapped, and every receiver gets indices strictly above all it had.
+#[test]
+fn a_restarted_worker_takes_a_wrapped_stream_up_without_reusing_an_index() {
+    let mut s = Scenario::new();
+    let journal = Arc::new(crate::srtp::IndexJournal::default());
+    let fresh = |counters: &Arc<WorkerCounters>, journal: &Arc<crate::srtp::IndexJournal>| {
+        RelayWorker::new(AnyGcm::default(), Arc::clone(counters)).with_journal(Arc::clone(journal))
+    };
+    s.worker = fresh(&s.counters, &journal);
+    s.latch_all();
+    s.client(1).seq = 0xffd0;
+    let mut got = HashMap::new();
+    wrapped_video(&mut s, 100, &mut got);
+    for receiver in [2, 3] {
+        assert_eq!(s.client(receiver).recv.received_roc(video_ssrc(1)), Some(1));
+    }
+    let before: HashMap<u64, usize> = got.iter().map(|(leg, v)| (*leg, v.len())).collect();
+
+    // The panic: the worker's state is gone, its journal is not.
+    s.worker = fresh(&s.counters, &journal);
+    let lost_before = s.counts().dropped(Drop::Other);
+    wrapped_video(&mut s, 200, &mut got);
+    for receiver in [2, 3] {
+        let indices = &got[&receiver];
+        let after = indices.len() - before[&receiver];
+        assert!(
+            after >= 200 - crate::srtp::RESERVE_AHEAD as usize,
+            "leg {receiver}: {after} of 200 after the restart"
+        );
+        assert!(
+            indices.windows(2).all(|w| w[0] < w[1]),
+            "leg {receiver}: indices not strictly increasing"
+        );
+        assert_eq!(indices.last().map(|i| i >> 16), Some(1), "ROC 1 goes on");
+    }
+    assert_eq!(s.counts().dropped(Drop::AuthFailed), 0);
+    // What the reservation skipped toward each receiver, at most.
+    let skipped = s.counts().dropped(Drop::Other) - lost_before;
+    assert!(skipped <= 2 * crate::srtp::RESERVE_AHEAD, "{skipped}");
+}
+
+/// Without its predecessor's journal (as for a stream that moved to
+/// another worker) a fresh worker refuses a wrapped stream: it would
+/// guess ROC 0, and protect toward receivers at indices used before.
+#[test]
+fn without_the_journal_a_wrapped_stream_is_refused_after_a_restart() {
+    let mut s = Scenario::new();
+    s.latch_all();
+    s.client(1).seq = 0xffd0;
+    let mut got = HashMap::new();
+    wrapped_video(&mut s, 100, &mut got);
+    s.worker = RelayWorker::new(AnyGcm::default(), Arc::clone(&s.counters));
+    let failed = s.counts().dropped(Drop::AuthFailed);
+    let (_, sent) = s.send_rtp(1, video_ssrc(1), VIDEO);
+    assert!(sent.is_empty());
+    assert_eq!(s.counts().dropped(Drop::AuthFailed), failed + 1);
+}
+
+/// A restarted worker's journal forgets the legs that left while it was
+/// being made again, and a leg's sweep forgets its records.
+#[test]
+fn the_journal_forgets_departed_legs() {
+    let mut s = Scenario::new();
+    let journal = Arc::new(crate::srtp::IndexJournal::default());
+    s.worker = RelayWorker::new(AnyGcm::default(), Arc::clone(&s.counters))
+        .with_journal(Arc::clone(&journal));
+    s.latch_all();
+    for leg in 1..=6 {
+        let _ = s.send_rtp(leg, audio_ssrc(leg), AUDIO);
+    }
+    // Six legs, inbound and outbound sessions each.
+    assert_eq!(journal.keys(), 12);
+    remove_leg(&mut s.snapshot, 6);
+    s.worker = RelayWorker::new(AnyGcm::default(), Arc::clone(&s.counters))
+        .with_journal(Arc::clone(&journal));
+    let _ = s.send_rtp(1, audio_ssrc(1), AUDIO);
+    assert_eq!(journal.keys(), 10);
+    remove_leg(&mut s.snapshot, 5);
+    let _ = s.send_rtp(1, audio_ssrc(1), AUDIO);
+    assert_eq!(journal.keys(), 8);
+}

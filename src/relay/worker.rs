@@ -62,6 +62,27 @@
 //! closed on purpose: guessing would let the new worker protect toward
 //! subscribers at a rollover counter another worker already used, reusing
 //! GCM nonces.
+//!
+//! Restarts: a worker that panicked is made again with fresh state
+//! (`net/worker.rs`), but not with a fresh index space. Its sessions
+//! record, per leg and SSRC, what they used in an [`IndexJournal`] that
+//! the supervisor keeps per worker index and hands the new worker
+//! ([`RelayWorker::with_journal`]; design in the `srtp` journal's module
+//! doc): toward each receiver and output SSRC a reservation above every
+//! index protected, raised before an index is used, once per
+//! [`RESERVE_AHEAD`](crate::srtp::RESERVE_AHEAD) packets (one relaxed
+//! store); from each publisher and SSRC the index reached, once per
+//! [`RECEIVED_STRIDE`](crate::srtp::RECEIVED_STRIDE) packets and at every
+//! rollover-counter change. The new worker's sessions start each
+//! received stream at its record, so a stream that wrapped (ROC > 0)
+//! goes on after the restart; and each sent stream above its
+//! reservation. Guaranteed: no index is ever protected twice under a
+//! receiver's key across a restart, at any rollover counter; a receiver
+//! loses at most `RESERVE_AHEAD` packets per stream to it. Nothing of
+//! this is per packet but a comparison: no lock, no syscall, no
+//! allocation (a journal cell is made when a session first sees a
+//! stream). The journal is per worker, so it does not lift the
+//! fail-closed rule above for a stream that moves to another worker.
 
 use std::sync::Arc;
 
@@ -70,13 +91,13 @@ use arrayvec::ArrayVec;
 use super::deferred::{DeferredSends, submit_fanout};
 use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
-use super::legs::{LegSessions, SlotIdx};
+use super::legs::{LegSessions, SlotIdx, leg_of_journal_key};
 use super::rtcp_route::RtcpPlan;
 use super::{LegId, LegRoute, Path, RoutingSnapshot, SLOT, StreamRoute, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
 use crate::rtp::{RtpHeader, is_rtcp, rtcp_header_ssrc};
-use crate::srtp::{BATCH_CHUNK, SrtpError};
+use crate::srtp::{BATCH_CHUNK, IndexJournal, SrtpError};
 
 /// The most SRTP adds to an RTP packet (a GCM tag; HMAC-SHA1 adds less).
 const MAX_SRTP_OVERHEAD: usize = 16;
@@ -163,6 +184,18 @@ impl<B: AeadBackend> RelayWorker<B> {
         }
     }
 
+    /// Records the indices this worker's sessions use in `journal`, and
+    /// takes up the streams an earlier worker recorded there: give a
+    /// worker made again after a panic the journal of the one it
+    /// replaces ([`crate::srtp::IndexJournals::for_worker`]). Call before
+    /// the first datagram. Without it the worker keeps a journal of its
+    /// own, which nothing outlives.
+    #[must_use]
+    pub fn with_journal(mut self, journal: Arc<IndexJournal>) -> Self {
+        self.legs = LegSessions::new(journal);
+        self
+    }
+
     /// Hands unknown-SSRC RTP from browsers' ICE addresses to `sink`.
     #[must_use]
     pub fn with_unrouted(mut self, sink: Box<dyn UnroutedSink>) -> Self {
@@ -222,6 +255,19 @@ impl<B: AeadBackend> RelayWorker<B> {
         let walk_all = self.generation.is_none()
             || snapshot.next_leg < self.next_leg
             || new_ids > u64::try_from(snapshot.legs.len()).unwrap_or(u64::MAX);
+        if self.generation.is_none() {
+            // A (re)started worker: it holds a slot for every leg its
+            // journal has records of, so that the sweep forgets them
+            // when the leg leaves; those of legs gone already go now.
+            for key in self.legs.journal().recorded_keys() {
+                match snapshot.legs.get(&leg_of_journal_key(key)) {
+                    Some(route) => {
+                        self.legs.slot_of(route);
+                    }
+                    None => self.legs.journal().forget(key),
+                }
+            }
+        }
         if walk_all {
             // The first snapshot, another cell's, or more ids handed out
             // than legs exist: one walk of the node is the cheaper way.

@@ -10,6 +10,9 @@
 //!   and a 128-packet replay window per SSRC, for SRTP and SRTCP alike.
 //! - [`protect_rtp_batch`] / [`unprotect_rtp_batch`]: many packets across
 //!   sessions in one backend call.
+//! - [`IndexJournal`]: what a session used of each stream's index space,
+//!   kept where a successor session (after a packet worker's restart)
+//!   takes the streams up without reusing an index.
 //!
 //! The AES-GCM work goes through a [`crate::crypto::AeadBackend`]; AES-CM
 //! and HMAC-SHA1 use the RustCrypto `aes`, `ctr`, `hmac`, `sha1` crates
@@ -18,6 +21,7 @@
 mod batch;
 mod error;
 mod index;
+mod journal;
 mod kdf;
 mod keys;
 mod profile;
@@ -29,6 +33,7 @@ mod transform;
 
 pub use batch::{BATCH_CHUNK, BatchItem, protect_rtp_batch, unprotect_rtp_batch};
 pub use error::SrtpError;
+pub use journal::{IndexJournal, IndexJournals, RECEIVED_STRIDE, RESERVE_AHEAD};
 pub use keys::MasterKey;
 pub use profile::{SrtpProfile, UnknownProfile};
 pub use session::{DEFAULT_MAX_STREAMS, SrtpSession};

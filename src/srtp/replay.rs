@@ -28,6 +28,15 @@ impl ReplayWindow {
     /// How many indices behind the highest one are still tracked.
     pub(crate) const WIDTH: u64 = 128;
 
+    /// A window that counts every index up to `top` as accepted: a
+    /// stream taken up where an earlier session left it.
+    pub(crate) fn spent_through(top: u64) -> Self {
+        Self {
+            top: Some(top),
+            seen: u128::MAX,
+        }
+    }
+
     /// The highest index accepted so far.
     pub(crate) fn top(&self) -> Option<u64> {
         self.top

@@ -10,7 +10,10 @@
 //! error the buffer's contents are unspecified and the packet is dropped.
 //! For many packets at once, across sessions, see [`super::protect_rtp_batch`].
 
+use std::sync::Arc;
+
 use super::index::{self, MAX_INDEX};
+use super::journal::{IndexJournal, ReceivedRecord, Reservation};
 use super::keys::Protocol;
 use super::replay::{Replay, ReplayWindow};
 use super::streams::StreamTable;
@@ -30,13 +33,67 @@ pub struct SrtpSession<B: AeadBackend> {
     pub(crate) rtp: Transform<B::Key>,
     pub(crate) rtcp: Transform<B::Key>,
     /// Indices already used for sending, per SSRC (refuses reuse).
-    pub(crate) send_rtp: StreamTable<ReplayWindow>,
+    pub(crate) send_rtp: StreamTable<SentStream>,
     /// Replay windows for receiving, per SSRC.
-    pub(crate) recv_rtp: StreamTable<ReplayWindow>,
+    pub(crate) recv_rtp: StreamTable<ReceivedStream>,
     /// Next SRTCP index to send, per SSRC.
     pub(crate) send_rtcp: StreamTable<u32>,
     /// SRTCP replay windows for receiving, per SSRC.
     pub(crate) recv_rtcp: StreamTable<ReplayWindow>,
+    /// Where the RTP indices are recorded for a successor, under which
+    /// key (`super::journal`).
+    journal: Option<(Arc<IndexJournal>, u64)>,
+}
+
+/// One sent SSRC's state: the indices used, and how far the journal
+/// covers them.
+#[derive(Debug, Default)]
+pub(crate) struct SentStream {
+    window: ReplayWindow,
+    reservation: Reservation,
+}
+
+impl SentStream {
+    /// A stream about to be sent on for the first time in this session,
+    /// recorded under `key` in `journal`: if an earlier session with the
+    /// key recorded it, every index below its reservation counts as used.
+    fn start(journal: Option<&(Arc<IndexJournal>, u64)>, ssrc: u32) -> Self {
+        let Some((journal, key)) = journal else {
+            return Self::default();
+        };
+        let cell = journal.sent(*key, ssrc);
+        let below = cell.load(std::sync::atomic::Ordering::Relaxed);
+        Self {
+            window: match below.checked_sub(1) {
+                Some(top) => ReplayWindow::spent_through(top),
+                None => ReplayWindow::default(),
+            },
+            reservation: Reservation::new(Some(cell), below),
+        }
+    }
+}
+
+/// One received SSRC's state: its replay window, and its journal record.
+#[derive(Debug, Default)]
+pub(crate) struct ReceivedStream {
+    window: ReplayWindow,
+    record: ReceivedRecord,
+}
+
+impl ReceivedStream {
+    /// A stream whose first packet just authenticated, recorded under
+    /// `key` in `journal`.
+    fn start(journal: Option<&(Arc<IndexJournal>, u64)>, ssrc: u32) -> Self {
+        Self {
+            window: ReplayWindow::default(),
+            record: ReceivedRecord::new(journal.map(|(j, key)| j.received(*key, ssrc)), None),
+        }
+    }
+
+    fn accept(&mut self, index: u64) {
+        self.window.accept(index);
+        self.record.accepted(index);
+    }
 }
 
 /// What was decided about an outgoing GCM packet before sealing it.
@@ -101,7 +158,29 @@ impl<B: AeadBackend> SrtpSession<B> {
             recv_rtp: StreamTable::new(DEFAULT_MAX_STREAMS),
             send_rtcp: StreamTable::new(DEFAULT_MAX_STREAMS),
             recv_rtcp: StreamTable::new(DEFAULT_MAX_STREAMS),
+            journal: None,
         }
+    }
+
+    /// Records the session's RTP indices in `journal` under `key` (one
+    /// key per master key: a leg and direction), and takes up every
+    /// stream an earlier session under `key` recorded there: received
+    /// streams start where the record says (their rollover counters
+    /// estimated from it, nothing at or below it accepted again), sent
+    /// streams, on their first packet, above every index the earlier
+    /// session may have used (module doc of `journal.rs`).
+    #[must_use]
+    pub fn with_journal(mut self, journal: Arc<IndexJournal>, key: u64) -> Self {
+        for (ssrc, index, cell) in journal.received_streams(key) {
+            if let Ok(stream) = self.recv_rtp.entry(ssrc) {
+                *stream = ReceivedStream {
+                    window: ReplayWindow::spent_through(index),
+                    record: ReceivedRecord::new(Some(cell), Some(index)),
+                };
+            }
+        }
+        self.journal = Some((journal, key));
+        self
     }
 
     /// Bounds the SSRCs tracked per direction (default
@@ -135,7 +214,7 @@ impl<B: AeadBackend> SrtpSession<B> {
 
     /// The rollover counter of the highest packet received from `ssrc`.
     pub fn received_roc(&self, ssrc: u32) -> Option<u32> {
-        self.recv_rtp.get(ssrc)?.top().map(index::roc_of)
+        self.recv_rtp.get(ssrc)?.window.top().map(index::roc_of)
     }
 
     /// Protects the RTP packet in `buf[..len]` in place, appending the tag;
@@ -192,16 +271,22 @@ impl<B: AeadBackend> SrtpSession<B> {
                 got: buf.len(),
             });
         }
-        let window = self.send_rtp.entry(ssrc)?;
-        let index = index::estimate(window.top(), seq).ok_or(SrtpError::TooOld)?;
+        let journal = self.journal.as_ref();
+        let stream = self
+            .send_rtp
+            .entry_with(ssrc, || SentStream::start(journal, ssrc))?;
+        let index = index::estimate(stream.window.top(), seq).ok_or(SrtpError::TooOld)?;
         if index > MAX_INDEX {
             return Err(SrtpError::KeyExhausted);
         }
-        window.check(index).map_err(|r| match r {
+        stream.window.check(index).map_err(|r| match r {
             Replay::Duplicate => SrtpError::IndexReused,
             Replay::TooOld => SrtpError::TooOld,
         })?;
-        window.accept(index);
+        // Recorded before it is used (a compare, and a relaxed store once
+        // per `RESERVE_AHEAD` packets).
+        stream.reservation.cover(index);
+        stream.window.accept(index);
 
         match &self.rtp {
             Transform::Gcm { salt, .. } => Ok(Phase::Gcm(SealPlan {
@@ -257,7 +342,11 @@ impl<B: AeadBackend> SrtpSession<B> {
                 got: len,
             });
         }
-        let window = self.recv_rtp.get(ssrc).copied().unwrap_or_default();
+        let window = self
+            .recv_rtp
+            .get(ssrc)
+            .map(|stream| stream.window)
+            .unwrap_or_default();
         let index = index::estimate(window.top(), seq).ok_or(SrtpError::TooOld)?;
         window.check(index).map_err(replay_error)?;
         let body_end = len - tag_len;
@@ -280,7 +369,7 @@ impl<B: AeadBackend> SrtpSession<B> {
                 if !cm.verify(&[&buf[..body_end], &roc], &buf[body_end..len]) {
                     return Err(SrtpError::AuthFailed);
                 }
-                self.recv_rtp.entry(ssrc)?.accept(index);
+                received(&mut self.recv_rtp, self.journal.as_ref(), ssrc)?.accept(index);
                 cm.apply_keystream(ssrc, index, &mut buf[header_len..body_end]);
                 Ok(Phase::Done((body_end, index)))
             }
@@ -316,9 +405,19 @@ impl<B: AeadBackend> SrtpSession<B> {
         if !authentic {
             return Err(SrtpError::AuthFailed);
         }
-        self.recv_rtp.entry(plan.ssrc)?.accept(plan.index);
+        received(&mut self.recv_rtp, self.journal.as_ref(), plan.ssrc)?.accept(plan.index);
         Ok(plan.body_end)
     }
+}
+
+/// The received state of `ssrc` in `streams`, made now (its first packet
+/// authenticated) if new.
+fn received<'a>(
+    streams: &'a mut StreamTable<ReceivedStream>,
+    journal: Option<&(Arc<IndexJournal>, u64)>,
+    ssrc: u32,
+) -> Result<&'a mut ReceivedStream, SrtpError> {
+    streams.entry_with(ssrc, || ReceivedStream::start(journal, ssrc))
 }
 
 /// The header length, SSRC and sequence number of the RTP packet in

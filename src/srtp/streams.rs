@@ -33,13 +33,22 @@ impl<S: Default> StreamTable<S> {
 
     /// The entry for `ssrc`, created (from `Default`) if the limit allows.
     pub(crate) fn entry(&mut self, ssrc: u32) -> Result<&mut S, SrtpError> {
+        self.entry_with(ssrc, S::default)
+    }
+
+    /// The entry for `ssrc`, created by `make` if the limit allows.
+    pub(crate) fn entry_with(
+        &mut self,
+        ssrc: u32,
+        make: impl FnOnce() -> S,
+    ) -> Result<&mut S, SrtpError> {
         let full = self.map.len() >= self.limit;
         match self.map.entry(ssrc) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(_) if full => {
                 Err(SrtpError::TooManyStreams { limit: self.limit })
             }
-            std::collections::hash_map::Entry::Vacant(e) => Ok(e.insert(S::default())),
+            std::collections::hash_map::Entry::Vacant(e) => Ok(e.insert(make())),
         }
     }
 

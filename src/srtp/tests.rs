@@ -465,3 +465,123 @@ fn libsrtp_reference_packets_for_aes_cm() {
     assert_eq!(protect_rtcp(&mut tx, &rtcp_plain).unwrap(), rtcp_wire);
     assert_eq!(unprotect_rtcp(&mut rx, &rtcp_wire).unwrap(), rtcp_plain);
 }
+
+/// A session lost mid-stream (a packet worker's panic) and made again with
+/// the same key and journal: sending goes on strictly above every index
+/// the lost one may have used, across a rollover, losing at most
+/// `RESERVE_AHEAD` packets, and the far end decrypts it all.
+#[test]
+fn a_successor_sender_never_reuses_an_index_of_a_lost_one() {
+    use std::sync::Arc;
+    let journal = Arc::new(IndexJournal::default());
+    let (tx, mut rx) = sessions(SrtpProfile::AeadAes256Gcm, BackendKind::default());
+    let mut tx = tx.with_journal(Arc::clone(&journal), 7);
+    let mut used = std::collections::BTreeSet::new();
+    let mut seq = 0xffe0u16;
+    for _ in 0..45 {
+        let wire = protect(&mut tx, &rtp(seq, 0x51, 40)).unwrap();
+        let mut buf = wire.clone();
+        let (_, index) = rx.unprotect_rtp_indexed(&mut buf, wire.len()).unwrap();
+        assert!(used.insert(index));
+        seq = seq.wrapping_add(1);
+    }
+    assert_eq!(rx.received_roc(0x51), Some(1), "wrapped before the loss");
+    let highest_before = *used.last().unwrap();
+    drop(tx);
+    let (fresh, _) = sessions(SrtpProfile::AeadAes256Gcm, BackendKind::default());
+    let mut tx = fresh.with_journal(Arc::clone(&journal), 7);
+    let mut refused = 0u64;
+    let mut last = highest_before;
+    for _ in 0..100 {
+        match protect(&mut tx, &rtp(seq, 0x51, 40)) {
+            Ok(wire) => {
+                let mut buf = wire.clone();
+                let (_, index) = rx.unprotect_rtp_indexed(&mut buf, wire.len()).unwrap();
+                assert!(index > last, "{index:#x} after {last:#x}");
+                assert!(used.insert(index), "index {index:#x} used twice");
+                last = index;
+            }
+            Err(e) => {
+                assert_eq!(e, SrtpError::IndexReused);
+                assert_eq!(
+                    last, highest_before,
+                    "refused only before the first one sent"
+                );
+                refused += 1;
+            }
+        }
+        seq = seq.wrapping_add(1);
+    }
+    assert!(refused <= RESERVE_AHEAD, "{refused}");
+    assert!(last >> 16 == 1 && last > highest_before);
+    // Without the journal, a fresh sender would start over at ROC 0:
+    // the index a packet at this sequence number had before the wrap.
+    let (mut bare, _) = sessions(SrtpProfile::AeadAes256Gcm, BackendKind::default());
+    assert!(used.contains(&0xfff0));
+    assert!(
+        protect(&mut bare, &rtp(0xfff0, 0x51, 40)).is_ok(),
+        "a fresh sender seals under index 0xfff0 again"
+    );
+}
+
+/// A receiving session made again with the journal of a lost one takes a
+/// stream that wrapped up at its rollover counter (a fresh one would
+/// guess 0 and fail), and refuses what the journal says was accepted.
+#[test]
+fn a_successor_receiver_takes_a_wrapped_stream_up_at_its_roc() {
+    use std::sync::Arc;
+    let journal = Arc::new(IndexJournal::default());
+    let (mut tx, rx) = sessions(SrtpProfile::AeadAes256Gcm, BackendKind::default());
+    let mut rx = rx.with_journal(Arc::clone(&journal), 3);
+    let wires: Vec<_> = (0..40u16)
+        .map(|i| protect(&mut tx, &rtp(0xfff0u16.wrapping_add(i), 0x77, 30)).unwrap())
+        .collect();
+    for wire in &wires {
+        unprotect(&mut rx, wire).unwrap();
+    }
+    assert_eq!(rx.received_roc(0x77), Some(1));
+    drop(rx);
+    // Further on in the same rollover, past a stride of the record.
+    let later: Vec<_> = (40..40 + 3 * RECEIVED_STRIDE as u32)
+        .map(|i| protect(&mut tx, &rtp(0xfff0u16.wrapping_add(i as u16), 0x77, 30)).unwrap())
+        .collect();
+    let (_, fresh) = sessions(SrtpProfile::AeadAes256Gcm, BackendKind::default());
+    let mut bare = sessions(SrtpProfile::AeadAes256Gcm, BackendKind::default()).1;
+    assert_eq!(
+        unprotect(&mut bare, &later[0]),
+        Err(SrtpError::AuthFailed),
+        "a fresh session guesses ROC 0"
+    );
+    let mut rx = fresh.with_journal(Arc::clone(&journal), 3);
+    assert_eq!(
+        rx.received_roc(0x77),
+        Some(1),
+        "taken up at the recorded ROC"
+    );
+    // The record was written at the wrap (index 0x1_0000, `wires[16]`):
+    // that and everything before it is refused. (What came after it, up
+    // to the loss, a successor accepts again: the record trails by less
+    // than a stride. A relay still never sends such a replay on under an
+    // index it used: its sent side refuses those.)
+    assert_eq!(unprotect(&mut rx, &wires[16]), Err(SrtpError::Replayed));
+    assert_eq!(unprotect(&mut rx, &wires[0]), Err(SrtpError::Replayed));
+    for wire in &later {
+        unprotect(&mut rx, wire).unwrap();
+    }
+    // Lost again, after it went on: taken up from the newer record.
+    drop(rx);
+    let mut rx = sessions(SrtpProfile::AeadAes256Gcm, BackendKind::default())
+        .1
+        .with_journal(Arc::clone(&journal), 3);
+    let next = protect(
+        &mut tx,
+        &rtp(
+            0xfff0u16.wrapping_add(40 + 3 * RECEIVED_STRIDE as u16),
+            0x77,
+            30,
+        ),
+    )
+    .unwrap();
+    unprotect(&mut rx, &next).unwrap();
+    assert!(unprotect(&mut rx, &later[later.len() - 1 - RECEIVED_STRIDE as usize]).is_err());
+}
