@@ -175,6 +175,13 @@ struct TranscodeArgs {
     /// Run exactly this many streams once per target, no search.
     #[arg(long)]
     streams: Option<usize>,
+    /// Instead of searching: run these stream counts (comma-separated,
+    /// ascending), every target at each before the next, so the targets
+    /// see the same moment of a shared box; the largest passing is the
+    /// largest N that passed (another process can make a step late, never
+    /// on time).
+    #[arg(long, value_delimiter = ',', conflicts_with = "streams")]
+    sweep: Option<Vec<usize>>,
     /// Never run more streams than this.
     #[arg(long, default_value_t = 64)]
     max_streams: usize,
@@ -852,6 +859,11 @@ fn transcode(args: &TranscodeArgs, quiet: bool) -> Result<(), String> {
     if args.streams == Some(0) || args.start == 0 {
         return Err("use --streams and --start of at least 1".into());
     }
+    if let Some(sweep) = &args.sweep
+        && (sweep.is_empty() || sweep.contains(&0) || !sweep.is_sorted() || sweep.len() > 32)
+    {
+        return Err("use --sweep with 1 to 32 stream counts, ascending, each at least 1".into());
+    }
     let (generator_cores, transcode_cores) = if args.cpu_pin {
         sluice_bench::pin::split_cores()
     } else {
@@ -894,6 +906,57 @@ fn transcode(args: &TranscodeArgs, quiet: bool) -> Result<(), String> {
             sluice: None,
             ffmpeg: None,
         };
+        if let Some(sweep) = &args.sweep {
+            let mut log = StepLog::new(
+                &format!("transcode {} sweep", case.name()),
+                sweep.len() * args.targets.len(),
+                true,
+                step_guess,
+                quiet,
+            );
+            let mut points: [Vec<tc::StepRun>; 2] = [Vec::new(), Vec::new()];
+            let mut failures: [Option<String>; 2] = [None, None];
+            for &n in sweep {
+                for (i, target) in TARGETS_ORDER.iter().enumerate() {
+                    if !args.targets.iter().any(|t| t == target) || failures[i].is_some() {
+                        continue;
+                    }
+                    let load = format!("{n} streams on {target} for {} s", settings.seconds);
+                    log.start(&load);
+                    let run = if *target == "sluice" {
+                        tc::sluice::run(case, n, &clip, &settings)
+                    } else {
+                        tc::ffmpeg::run(case, n, &clip, &settings)
+                    };
+                    match run {
+                        Ok(r) => {
+                            log.finish(&load, r.passes(), &r.line());
+                            points[i].push(r);
+                        }
+                        Err(e) => {
+                            log.finish(&load, false, &format!("failed: {e}"));
+                            failures[i] = Some(e.to_string());
+                        }
+                    }
+                }
+            }
+            log.end("the sweep is done");
+            let [sluice_points, ffmpeg_points] = points;
+            let [sluice_failed, ffmpeg_failed] = failures;
+            let outcome = |points: Vec<tc::StepRun>, failed: Option<String>, target: &str| {
+                if !args.targets.iter().any(|t| t == target) {
+                    return None;
+                }
+                Some(match failed {
+                    Some(e) if points.is_empty() => Outcome::Failed(e),
+                    _ => Outcome::Searched(tc::swept(points)),
+                })
+            };
+            entry.sluice = outcome(sluice_points, sluice_failed, "sluice");
+            entry.ffmpeg = outcome(ffmpeg_points, ffmpeg_failed, "ffmpeg");
+            report.cases.push(entry);
+            continue;
+        }
         for target in TARGETS_ORDER {
             if !args.targets.iter().any(|t| t == target) {
                 continue;

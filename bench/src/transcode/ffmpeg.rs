@@ -180,7 +180,8 @@ fn run_in(
     let t0 = Instant::now();
     super::sleep_until(start + FRAME * total);
     let ticks1 = super::ticks_of(&pids);
-    let wall = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let wall = t1.duration_since(t0).as_secs_f64();
     // Every process ends on its own once its output is done (or is killed
     // past the deadline): then the last frames are in.
     let mut failed = Vec::new();
@@ -235,8 +236,9 @@ fn run_in(
         .collect();
     judge(&timelines, settings.late_ms, false, &mut run);
     run.received = got.iter().map(|o| o.arrivals.by_ts.len() as u64).sum();
+    let all: Vec<&Arrivals> = got.iter().map(|o| &o.arrivals).collect();
+    run.out_in_window = Arrivals::count_between(&all, t0, t1);
     if run.on_time == 0 && run.note.is_none() {
-        let all: Vec<&Arrivals> = got.iter().map(|o| &o.arrivals).collect();
         run.note = Some(Arrivals::summary(&all));
     }
     Ok(run)

@@ -17,9 +17,10 @@
 //! source frame's nominal time; a frame is *late* when its delay exceeds
 //! the stream's smallest delay in the window by more than `late_ms`
 //! (default [`LATE_MS`]), *missing* when it never came. A step passes
-//! while at least [`MIN_ON_TIME`] of the window's frames came on time.
-//! Streams per busy core = streams ÷ (CPU seconds of the daemon, or of all
-//! ffmpeg processes, over the window ÷ the window's seconds).
+//! while at least [`MIN_ON_TIME`] of the window's frames came on time and
+//! at most [`MAX_MISSING`] are missing. Streams per busy core = seconds
+//! of video out during the window ÷ CPU seconds of the daemon (relay,
+//! transcoder, everything), or of all the ffmpeg processes, over it.
 
 pub mod clip;
 pub mod ffmpeg;
@@ -48,8 +49,18 @@ pub const TARGETS: &[&str] = &["sluice", "ffmpeg"];
 pub const LATE_MS: f64 = 100.0;
 
 /// The share of a window's frames that must come on time (not late, not
-/// missing) for a step to pass.
-pub const MIN_ON_TIME: f64 = 0.99;
+/// missing) for a step to pass. A transcoder past its capacity falls
+/// behind at a steady rate, so once 100 ms behind every later frame is
+/// late: 5 % over capacity already makes most of a 10 s window late. The
+/// 5 % allowed is for the shared box: another process holding the core
+/// for 200 ms makes six frames late, and this allows a few such stalls
+/// per window.
+pub const MIN_ON_TIME: f64 = 0.95;
+
+/// The share of a window's frames that may never come (lost in a full
+/// socket buffer, or dropped as undecodable): a step with more fails
+/// however timely the rest.
+pub const MAX_MISSING: f64 = 0.01;
 
 /// One frame time at 30 fps.
 pub const FRAME: Duration = Duration::from_nanos(1_000_000_000 / clip::FPS as u64);
@@ -180,6 +191,9 @@ pub struct StepRun {
     /// Output frames received over the whole step (warm-up and tail
     /// too): that the transcodes ran at all.
     pub received: u64,
+    /// Output frames received while the CPU was measured (any source
+    /// frame): the work that CPU time bought.
+    pub out_in_window: u64,
     /// Delay beyond the stream's best frame, 99th percentile over all
     /// frames that came, ms.
     pub lateness_p99_ms: f64,
@@ -215,9 +229,12 @@ impl StepRun {
         self.on_time as f64 / self.frames as f64
     }
 
-    /// Passes: at least [`MIN_ON_TIME`] of the frames on time.
+    /// Passes: at least [`MIN_ON_TIME`] of the frames on time, at most
+    /// [`MAX_MISSING`] never out.
     pub fn passes(&self) -> bool {
-        self.frames > 0 && self.on_time_share() >= MIN_ON_TIME
+        self.frames > 0
+            && self.on_time_share() >= MIN_ON_TIME
+            && self.missing as f64 <= MAX_MISSING * self.frames as f64
     }
 
     /// Cores busy over the window.
@@ -228,13 +245,16 @@ impl StepRun {
         self.cpu_seconds / self.wall_seconds
     }
 
-    /// Streams per fully busy core at this load.
+    /// Streams per fully busy core at this load: the seconds of video
+    /// transcoded while the CPU was measured (frames out ÷ 30) over the
+    /// CPU seconds. While the transcodes keep up that is streams ÷ busy
+    /// cores; when they fall behind it counts only the frames they made
+    /// (streams ÷ busy cores would credit them with frames still queued).
     pub fn streams_per_busy_core(&self) -> f64 {
-        let busy = self.busy_cores();
-        if busy <= 0.0 {
+        if self.cpu_seconds <= 0.0 {
             return 0.0;
         }
-        self.streams as f64 / busy
+        self.out_in_window as f64 / f64::from(clip::FPS) / self.cpu_seconds
     }
 
     /// sluice only: the median delay less the encoder's own time, ms.
@@ -277,6 +297,15 @@ pub struct Arrivals {
 }
 
 impl Arrivals {
+    /// Frames of `streams` whose last packet came in `[from, to)`.
+    pub fn count_between(streams: &[&Self], from: Instant, to: Instant) -> u64 {
+        streams
+            .iter()
+            .flat_map(|a| a.by_ts.values())
+            .filter(|&&at| at >= from && at < to)
+            .count() as u64
+    }
+
     /// Records a marker packet of the frame `ts`.
     pub fn record(&mut self, ts: u32, at: Instant) {
         self.by_ts.entry(ts).or_insert(at);
@@ -417,6 +446,35 @@ impl Outcome {
     }
 }
 
+/// A sweep's steps as a search: the largest passing is the largest N
+/// that passed. On a shared box a step fails when another process holds
+/// the core, whatever its own load, but no other process can make a step
+/// pass that its target could not keep up with; so a failure below a pass
+/// is the box's, and the largest pass is the target's.
+pub fn swept(points: Vec<StepRun>) -> crate::dialin::Search<StepRun> {
+    let largest_passing = points
+        .iter()
+        .filter(|p| p.passes())
+        .map(|p| p.streams)
+        .max();
+    let failed: Vec<String> = points
+        .iter()
+        .filter(|p| !p.passes())
+        .map(|p| p.streams.to_string())
+        .collect();
+    let stopped = match (largest_passing, failed.is_empty()) {
+        (Some(p), true) => format!("{p} streams passed, the sweep's last"),
+        (Some(p), false) => format!("{p} streams passed; {} failed", failed.join(", ")),
+        (None, false) => format!("none passed; {} failed", failed.join(", ")),
+        (None, true) => "nothing ran".to_owned(),
+    };
+    crate::dialin::Search {
+        points,
+        largest_passing,
+        stopped,
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct TranscodeReport {
@@ -435,12 +493,13 @@ pub fn markdown(report: &TranscodeReport) -> String {
     let s = &report.settings;
     let mut out = format!(
         "# Video transcodes per core: sluice's transcoder participant vs the ffmpeg CLI\n\n\
-         720p30 → 360p, {} s windows after {} s warm-up; late = more than {} ms beyond the stream's best frame; a step passes with ≥ {:.0} % of the frames on time. \
+         720p30 → 360p, {} s windows after {} s warm-up; late = more than {} ms beyond the stream's best frame; a step passes with ≥ {:.0} % of the frames on time and ≤ {:.0} % missing. \
          Cores under test: {}; bench threads: {}; `[transcode] threads` {}. Load average at start: {}.\n\n",
         s.seconds,
         s.warmup,
         s.late_ms,
         MIN_ON_TIME * 100.0,
+        MAX_MISSING * 100.0,
         cores(&s.transcode_cores),
         cores(&s.generator_cores),
         s.threads,
@@ -492,7 +551,7 @@ pub fn markdown(report: &TranscodeReport) -> String {
             best.added_ms(),
         ) {
             out.push_str(&format!(
-                "\n{}: at {} stream(s), source frame out → rendition frame in: median {p50:.1} ms, p99 {p99:.1} ms; the encoder's own (scale + encode) {enc:.1} ms; added beyond it {added:.1} ms = {:.2} frame times (decode {:.1} ms of it).\n",
+                "\n{}: at {} stream(s), source frame out → rendition frame in: median {p50:.1} ms, p99 {p99:.1} ms; the encoder's own (scale + encode) {enc:.1} ms; added beyond it {added:.1} ms = {:.2} frame times (the mean decode time, part of it: {:.1} ms).\n",
                 c.case.name(),
                 best.streams,
                 added / (FRAME.as_secs_f64() * 1e3),
@@ -614,11 +673,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_gives_its_largest_passing_step() {
+        let step = |streams, on_time| StepRun {
+            streams,
+            frames: 100,
+            on_time,
+            ..StepRun::default()
+        };
+        let s = swept(vec![step(1, 50), step(2, 100), step(3, 100), step(4, 50)]);
+        assert_eq!(s.largest_passing, Some(3));
+        assert_eq!(s.stopped, "3 streams passed; 1, 4 failed");
+        assert_eq!(swept(vec![step(1, 10)]).largest_passing, None);
+    }
+
+    #[test]
     fn streams_per_busy_core_is_streams_over_cores() {
         let run = StepRun {
             streams: 6,
             frames: 100,
             on_time: 100,
+            out_in_window: 6 * 300,
             cpu_seconds: 15.0,
             wall_seconds: 10.0,
             ..StepRun::default()

@@ -220,7 +220,8 @@ pub fn run(
     let t0 = Instant::now();
     sleep_until_frame(start, total);
     let (ticks1, text1) = (super::ticks_of(&[pid]), metrics(api));
-    let wall = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let wall = t1.duration_since(t0).as_secs_f64();
     let sent = sending
         .join()
         .map_err(|_| StepError::Other("the publisher thread panicked".into()))??;
@@ -267,6 +268,7 @@ pub fn run(
         .collect();
     judge(&timelines, settings.late_ms, true, &mut run);
     run.received = got.iter().map(|a| a.by_ts.len() as u64).sum();
+    run.out_in_window = Arrivals::count_between(&got.iter().collect::<Vec<_>>(), t0, t1);
     if run.on_time == 0 && run.note.is_none() {
         run.note = Some(Arrivals::summary(&got.iter().collect::<Vec<_>>()));
     }
