@@ -864,6 +864,23 @@ fn transcode(args: &TranscodeArgs, quiet: bool) -> Result<(), String> {
     {
         return Err("use --sweep with 1 to 32 stream counts, ascending, each at least 1".into());
     }
+    if args.targets.iter().any(|t| t == "ffmpeg") {
+        for (tool, arg) in [("ffmpeg", "-version"), ("setpriv", "--version")]
+            .into_iter()
+            .chain(args.cpu_pin.then_some(("taskset", "--version")))
+        {
+            let ran = std::process::Command::new(tool)
+                .arg(arg)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            if !ran.is_ok_and(|s| s.success()) {
+                return Err(format!(
+                    "the ffmpeg target needs `{tool}` on PATH; install it (Debian: ffmpeg, util-linux) or pass --targets sluice"
+                ));
+            }
+        }
+    }
     let (generator_cores, transcode_cores) = if args.cpu_pin {
         sluice_bench::pin::split_cores()
     } else {
