@@ -213,6 +213,10 @@ pub struct StepRun {
     /// CPU seconds over the window: the daemon (relay, transcoder,
     /// everything), or all ffmpeg processes.
     pub cpu_seconds: f64,
+    /// sluice only: the part of `cpu_seconds` on the transcoder's media
+    /// threads (`sluice-video-*`: SRTP legs, decode, scale, encode); the
+    /// rest is the relay, the control API and the daemon's other threads.
+    pub transcoder_cpu_seconds: Option<f64>,
     /// The window's wall time, s.
     pub wall_seconds: f64,
     /// Anything odd (a process that failed, a transcode that did not
@@ -274,6 +278,14 @@ impl StepRun {
             self.busy_cores() * 100.0,
             self.streams_per_busy_core()
         );
+        if let Some(t) = self.transcoder_cpu_seconds
+            && self.cpu_seconds > 0.0
+        {
+            s.push_str(&format!(
+                ", {:.0} % of it on the transcoder's threads",
+                t / self.cpu_seconds * 100.0
+            ));
+        }
         if let (Some(p50), Some(added)) = (self.delay_p50_ms, self.added_ms()) {
             s.push_str(&format!(
                 ", delay p50 {p50:.1} ms ({added:.1} ms beyond the encoder's)"
@@ -404,6 +416,22 @@ pub(crate) fn sleep_until(at: Instant) {
     if at > now {
         std::thread::sleep(at - now);
     }
+}
+
+/// CPU ticks of `pid`'s threads whose name starts with `prefix`.
+pub(crate) fn thread_ticks(pid: u32, prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| t.file_name().to_str().map(str::to_owned))
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|name| name.starts_with(prefix))
+        })
+        .filter_map(|tid| crate::procstat::cpu_ticks(&format!("{pid}/task/{tid}")))
+        .sum()
 }
 
 /// The daemon's or the processes' CPU ticks now, summed.
@@ -593,7 +621,7 @@ pub fn markdown(report: &TranscodeReport) -> String {
             ));
         }
     }
-    out.push_str("\n## Steps\n\n| case | target | streams | on time | late | missing | lateness p99 | CPU | streams per busy core | note |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\n## Steps\n\n| case | target | streams | on time | late | missing | lateness p99 | CPU | of it on the transcoder's threads | streams per busy core | note |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for c in &report.cases {
         for (name, o) in [("sluice", &c.sluice), ("ffmpeg", &c.ffmpeg)] {
             let Some(Outcome::Searched(s)) = o else {
@@ -601,7 +629,7 @@ pub fn markdown(report: &TranscodeReport) -> String {
             };
             for p in &s.points {
                 out.push_str(&format!(
-                    "| {} | {name} | {} | {:.2} % | {} | {} | {:.1} ms | {:.0} % | {:.2} | {} |\n",
+                    "| {} | {name} | {} | {:.2} % | {} | {} | {:.1} ms | {:.0} % | {} | {:.2} | {} |\n",
                     c.case.name(),
                     p.streams,
                     p.on_time_share() * 100.0,
@@ -609,6 +637,9 @@ pub fn markdown(report: &TranscodeReport) -> String {
                     p.missing,
                     p.lateness_p99_ms,
                     p.busy_cores() * 100.0,
+                    p.transcoder_cpu_seconds
+                        .filter(|_| p.cpu_seconds > 0.0)
+                        .map_or_else(|| "–".to_owned(), |t| format!("{:.0} %", t / p.cpu_seconds * 100.0)),
                     p.streams_per_busy_core(),
                     p.note.clone().unwrap_or_default()
                 ));

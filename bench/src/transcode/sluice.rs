@@ -35,6 +35,8 @@ use crate::targets::sluice::{Sluice, SluiceOptions, find_binary, key};
 const PROFILE: SrtpProfile = SrtpProfile::AesCm128HmacSha1_80;
 /// Publisher k's SSRC is this plus k.
 const PUBLISHER_SSRC: u32 = 0x5eed_0000;
+/// The daemon's transcoder threads' names start so (`sluice-video-N`).
+const VIDEO_THREADS: &str = "sluice-video";
 /// How long past the window the receiver waits for the last frames.
 const TAIL: Duration = Duration::from_secs(1);
 
@@ -217,9 +219,11 @@ pub fn run(
     // its end.
     sleep_until_frame(start, warm);
     let (ticks0, text0) = (super::ticks_of(&[pid]), metrics(api));
+    let video0 = super::thread_ticks(pid, VIDEO_THREADS);
     let t0 = Instant::now();
     sleep_until_frame(start, total);
     let (ticks1, text1) = (super::ticks_of(&[pid]), metrics(api));
+    let video1 = super::thread_ticks(pid, VIDEO_THREADS);
     let t1 = Instant::now();
     let wall = t1.duration_since(t0).as_secs_f64();
     let sent = sending
@@ -235,6 +239,9 @@ pub fn run(
         streams,
         cpu_seconds: ticks1.saturating_sub(ticks0) as f64 / crate::procstat::TICKS_PER_SECOND,
         wall_seconds: wall,
+        transcoder_cpu_seconds: Some(
+            video1.saturating_sub(video0) as f64 / crate::procstat::TICKS_PER_SECOND,
+        ),
         ..StepRun::default()
     };
     let delta = |series: &str| http::metric(&text1, series) - http::metric(&text0, series);
