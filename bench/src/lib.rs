@@ -25,3 +25,4 @@ pub mod scenario;
 pub mod stats;
 pub mod target;
 pub mod targets;
+pub mod transcode;

@@ -77,6 +77,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
     },
+    /// Video transcoding capacity: concurrent real-time 720p30 -> 360p
+    /// transcodes per core before frames are late, sluice's transcoder
+    /// participant (daemon, SRTP legs, media threads) next to one ffmpeg
+    /// CLI process per stream with the same encoder settings.
+    Transcode(TranscodeArgs),
     /// The `forward` target's process: plain forwarding through sluice's
     /// data plane, table on stdin (started by the bench, not by hand).
     #[command(hide = true)]
@@ -133,6 +138,60 @@ struct DialinArgs {
     /// rest listen, their uplink suppressed); at least 1.
     #[arg(long, default_value_t = 1)]
     talking_per_meeting: usize,
+    /// Where summary.md and report.json go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TranscodeArgs {
+    /// Targets, comma-separated: sluice, ffmpeg.
+    #[arg(long, value_delimiter = ',', default_value = "sluice,ffmpeg")]
+    targets: Vec<String>,
+    /// Cases, comma-separated: h264 (libx264), vp8 (libvpx).
+    #[arg(long, value_delimiter = ',', default_value = "h264,vp8")]
+    codecs: Vec<String>,
+    /// Seconds of measured window per step.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seconds before each step's window (transcodes start, first key
+    /// frame).
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// A frame is late when it comes more than this many ms after the
+    /// stream's best frame.
+    #[arg(long, default_value_t = sluice_bench::transcode::LATE_MS)]
+    late_ms: f64,
+    /// Pin the daemon and the ffmpeg processes to the last half of the
+    /// cores, the bench's publishers and receivers to the first half.
+    #[arg(long)]
+    cpu_pin: bool,
+    /// sluice: `[transcode] threads` (0: one per pinned core, or per core).
+    #[arg(long, default_value_t = 0)]
+    transcode_threads: usize,
+    /// Streams at the first step (each further step doubles).
+    #[arg(long, default_value_t = 1)]
+    start: usize,
+    /// Run exactly this many streams once per target, no search.
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Instead of searching: run these stream counts (comma-separated,
+    /// ascending), every target at each before the next, so the targets
+    /// see the same moment of a shared box; the largest passing is the
+    /// largest N that passed (another process can make a step late, never
+    /// on time).
+    #[arg(long, value_delimiter = ',', conflicts_with = "streams")]
+    sweep: Option<Vec<usize>>,
+    /// Never run more streams than this.
+    #[arg(long, default_value_t = 64)]
+    max_streams: usize,
+    /// Bisection steps after the first failing step.
+    #[arg(long, default_value_t = 3)]
+    refine: u32,
+    /// The sluice binary (default: $SLUICE_BIN, else next to this program,
+    /// else target/{release,debug}/sluice).
+    #[arg(long)]
+    sluice: Option<PathBuf>,
     /// Where summary.md and report.json go.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -481,6 +540,7 @@ fn run(command: Command, quiet: bool) -> Result<(), String> {
         }
         Command::Smoke { common } => smoke(&common, quiet),
         Command::Dialin(args) => dialin(&args, quiet),
+        Command::Transcode(args) => transcode(&args, quiet),
         Command::Cluster { load, nodes } => cluster(&load, nodes, quiet),
         Command::ForwardRelay { workers, io } => {
             sluice_bench::targets::forward::serve(workers, &io)
@@ -761,3 +821,237 @@ fn smoke(common: &CommonArgs, quiet: bool) -> Result<(), String> {
         ))
     }
 }
+
+/// `transcode`: per case, each target's capacity search (or one fixed
+/// load), then the report.
+fn transcode(args: &TranscodeArgs, quiet: bool) -> Result<(), String> {
+    use sluice_bench::dialin::{self, SearchOptions};
+    use sluice_bench::transcode::{
+        self as tc, Case, CaseReport, Outcome, StepSettings, TranscodeReport,
+    };
+
+    for t in &args.targets {
+        if !tc::TARGETS.contains(&t.as_str()) {
+            return Err(format!(
+                "no transcode target called {t:?}; known: {}",
+                tc::TARGETS.join(", ")
+            ));
+        }
+    }
+    let cases = args
+        .codecs
+        .iter()
+        .map(|c| {
+            Case::from_name(c)
+                .ok_or_else(|| format!("no transcode case called {c:?}; use h264, vp8 or both"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let in_range = args.seconds > 0.0
+        && args.seconds <= 600.0
+        && (0.0..=60.0).contains(&args.warmup)
+        && args.late_ms > 0.0;
+    if !in_range {
+        return Err(
+            "use --seconds above 0 and at most 600, --warmup from 0 to 60 and --late-ms above 0"
+                .into(),
+        );
+    }
+    if args.streams == Some(0) || args.start == 0 {
+        return Err("use --streams and --start of at least 1".into());
+    }
+    if let Some(sweep) = &args.sweep
+        && (sweep.is_empty() || sweep.contains(&0) || !sweep.is_sorted() || sweep.len() > 32)
+    {
+        return Err("use --sweep with 1 to 32 stream counts, ascending, each at least 1".into());
+    }
+    if args.targets.iter().any(|t| t == "ffmpeg") {
+        for (tool, arg) in [("ffmpeg", "-version"), ("setpriv", "--version")]
+            .into_iter()
+            .chain(args.cpu_pin.then_some(("taskset", "--version")))
+        {
+            let ran = std::process::Command::new(tool)
+                .arg(arg)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            if !ran.is_ok_and(|s| s.success()) {
+                return Err(format!(
+                    "the ffmpeg target needs `{tool}` on PATH; install it (Debian: ffmpeg, util-linux) or pass --targets sluice"
+                ));
+            }
+        }
+    }
+    let (generator_cores, transcode_cores) = if args.cpu_pin {
+        sluice_bench::pin::split_cores()
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let settings = StepSettings {
+        seconds: args.seconds,
+        warmup: args.warmup,
+        late_ms: args.late_ms,
+        transcode_cores,
+        generator_cores,
+        threads: args.transcode_threads,
+        sluice_binary: args.sluice.clone(),
+    };
+    let search = match args.streams {
+        Some(n) => SearchOptions {
+            start: n,
+            max: n,
+            refine: 0,
+        },
+        None => SearchOptions {
+            start: args.start,
+            max: args.max_streams,
+            refine: args.refine,
+        },
+    };
+    let mut report = TranscodeReport {
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        load_average: tc::load_average(),
+        settings: settings.clone(),
+        cases: Vec::new(),
+    };
+    let step_guess = Duration::from_secs_f64(args.seconds + args.warmup + 3.0);
+    for case in cases {
+        let clip = tc::clip::make(case, settings.clip_frames()).map_err(|e| e.to_string())?;
+        let mut entry = CaseReport {
+            case,
+            sluice: None,
+            ffmpeg: None,
+        };
+        if let Some(sweep) = &args.sweep {
+            let mut log = StepLog::new(
+                &format!("transcode {} sweep", case.name()),
+                sweep.len() * args.targets.len(),
+                true,
+                step_guess,
+                quiet,
+            );
+            let mut points: [Vec<tc::StepRun>; 2] = [Vec::new(), Vec::new()];
+            let mut failures: [Option<String>; 2] = [None, None];
+            for &n in sweep {
+                for (i, target) in TARGETS_ORDER.iter().enumerate() {
+                    if !args.targets.iter().any(|t| t == target) || failures[i].is_some() {
+                        continue;
+                    }
+                    let load = format!("{n} streams on {target} for {} s", settings.seconds);
+                    log.start(&load);
+                    let run = if *target == "sluice" {
+                        tc::sluice::run(case, n, &clip, &settings)
+                    } else {
+                        tc::ffmpeg::run(case, n, &clip, &settings)
+                    };
+                    match run {
+                        Ok(r) => {
+                            log.finish(&load, r.passes(), &r.line());
+                            points[i].push(r);
+                        }
+                        Err(e) => {
+                            log.finish(&load, false, &format!("failed: {e}"));
+                            failures[i] = Some(e.to_string());
+                        }
+                    }
+                }
+            }
+            log.end("the sweep is done");
+            let [sluice_points, ffmpeg_points] = points;
+            let [sluice_failed, ffmpeg_failed] = failures;
+            let outcome = |points: Vec<tc::StepRun>, failed: Option<String>, target: &str| {
+                if !args.targets.iter().any(|t| t == target) {
+                    return None;
+                }
+                Some(match failed {
+                    Some(e) if points.is_empty() => Outcome::Failed(e),
+                    _ => Outcome::Searched(tc::swept(points)),
+                })
+            };
+            entry.sluice = outcome(sluice_points, sluice_failed, "sluice");
+            entry.ffmpeg = outcome(ffmpeg_points, ffmpeg_failed, "ffmpeg");
+            report.cases.push(entry);
+            continue;
+        }
+        for target in TARGETS_ORDER {
+            if !args.targets.iter().any(|t| t == target) {
+                continue;
+            }
+            let mut log = StepLog::new(
+                &format!("transcode {} {target}", case.name()),
+                dialin::most_steps(search),
+                search.refine == 0 && search.start >= search.max,
+                step_guess,
+                quiet,
+            );
+            let searched = dialin::search(
+                search,
+                |n| {
+                    let load = format!("{n} streams for {} s", settings.seconds);
+                    log.start(&load);
+                    let run = if target == "sluice" {
+                        tc::sluice::run(case, n, &clip, &settings)
+                    } else {
+                        tc::ffmpeg::run(case, n, &clip, &settings)
+                    };
+                    match &run {
+                        Ok(r) => log.finish(&load, r.passes(), &r.line()),
+                        Err(e) => log.finish(&load, false, &format!("failed: {e}")),
+                    }
+                    run
+                },
+                tc::StepRun::passes,
+            );
+            let outcome = match searched {
+                Ok(mut s) => {
+                    s.stopped = s.stopped.replace("calls", "streams");
+                    log.end(&s.stopped);
+                    Outcome::Searched(s)
+                }
+                Err(e) => {
+                    log.end(&format!("stopped: {e}"));
+                    Outcome::Failed(e.to_string())
+                }
+            };
+            if target == "sluice" {
+                entry.sluice = Some(outcome);
+            } else {
+                entry.ffmpeg = Some(outcome);
+            }
+        }
+        report.cases.push(entry);
+    }
+    let text = tc::markdown(&report);
+    print!("{text}");
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("sluice-bench-results").join("transcode"));
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("summary.md"), text)
+        .and_then(|()| std::fs::write(out.join("report.json"), json))
+        .map_err(|e| format!("cannot write into {}: {e}", out.display()))?;
+    println!("\nWrote {}/summary.md and report.json.", out.display());
+    let failed: Vec<String> = report
+        .cases
+        .iter()
+        .flat_map(|c| [("sluice", &c.sluice), ("ffmpeg", &c.ffmpeg)].map(|(n, o)| (c.case, n, o)))
+        .filter_map(|(case, n, o)| match o {
+            Some(Outcome::Failed(e)) => Some(format!("{} {n}: {e}", case.name())),
+            _ => None,
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "some transcode runs could not be made: {}",
+            failed.join("; ")
+        ))
+    }
+}
+
+/// `transcode`'s targets in the order they run.
+const TARGETS_ORDER: [&str; 2] = ["sluice", "ffmpeg"];

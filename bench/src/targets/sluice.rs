@@ -106,6 +106,12 @@ fn parse_banner(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 impl Sluice {
     /// Starts the daemon and waits (10 s at most) for its banner.
     pub fn start(options: &SluiceOptions) -> Result<Self, TargetError> {
+        Self::start_with(options, "")
+    }
+
+    /// [`Self::start`] with `extra` appended to the generated config (whole
+    /// sections, e.g. `[transcode]`).
+    pub fn start_with(options: &SluiceOptions, extra: &str) -> Result<Self, TargetError> {
         let dir =
             std::env::temp_dir().join(format!("sluice-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)
@@ -118,7 +124,7 @@ impl Sluice {
         };
         std::fs::write(
             &config_path,
-            config(workers, &options.io, options.cluster.as_ref()),
+            config(workers, &options.io, options.cluster.as_ref()) + extra,
         )
         .map_err(|e| start_error(format!("cannot write {}: {e}", config_path.display())))?;
         // Under setpriv (util-linux), the kernel kills the relay if this
