@@ -264,6 +264,12 @@ impl MeetingDesk {
         })
     }
 
+    /// Whether the receive leg is still in its meeting (the meeting may
+    /// have been deleted, and made again under its id).
+    pub fn has_mixer(&self, leg: &MixerLeg) -> bool {
+        self.state.registry().has_mixer(&leg.meeting, leg.leg)
+    }
+
     /// Removes a receive leg (a no-op when its meeting is gone).
     pub fn leave_mixer(&self, leg: &MixerLeg) {
         self.state.registry().remove_mixer(&leg.meeting, leg.leg);

@@ -253,6 +253,8 @@ struct MeetingOnThread {
     /// `None` while the desk has not admitted the leg (retried every
     /// second: the meeting may be gone, and its calls with it).
     receiving: Option<Receiving>,
+    /// When to ask the desk again for a leg it did not admit, or whether
+    /// the leg it admitted is still in its meeting.
     retry_at: Option<Instant>,
     /// Where the leg's socket binds (the calls' local address, any port)
     /// and what it connects to (the relay's media port), as the first
@@ -348,8 +350,19 @@ impl MeetingOnThread {
         buf: &mut [u8; MAX_DATAGRAM],
         settings: &CallSettings,
     ) {
-        if self.receiving.is_none() && self.retry_at.is_none_or(|at| now >= at) {
-            self.open_leg(meeting, settings, now);
+        if self.retry_at.is_none_or(|at| now >= at) {
+            // A meeting deleted and made again under its id has lost the
+            // leg: its new calls would hear nothing through it.
+            if let Some(receiving) = &self.receiving
+                && !settings.desk.has_mixer(receiving.leg.seat())
+            {
+                tracing::info!("dial-in receive leg gone from its meeting: admitting another");
+                self.close_leg(settings);
+            }
+            match self.receiving {
+                None => self.open_leg(meeting, settings, now),
+                Some(_) => self.retry_at = Some(now + RECEIVE_RETRY),
+            }
         }
         let Some(Receiving { leg, socket }) = &mut self.receiving else {
             return;

@@ -101,6 +101,14 @@ impl Registry {
         self.publish();
     }
 
+    /// Whether the mixer leg `leg` is still in `meeting_id` (a meeting
+    /// deleted, and perhaps made again under its id, has lost it).
+    pub(crate) fn has_mixer(&self, meeting_id: &str, leg: LegId) -> bool {
+        self.meetings
+            .get(meeting_id)
+            .is_some_and(|m| m.mixers.iter().any(|s| s.leg.id == leg))
+    }
+
     /// Forgets a deleted meeting's mixer legs' `rtcp_ssrc`s.
     pub(super) fn forget_mixers(&mut self, meeting: &Meeting) {
         for seat in &meeting.mixers {
@@ -227,7 +235,9 @@ mod tests {
         let mut r = registry();
         meeting(&mut r, "m", MeetingMode::Standard);
         let mixer = r.admit_mixer("m").unwrap();
+        assert!(r.has_mixer("m", mixer.leg));
         r.delete_meeting("m").unwrap();
+        assert!(!r.has_mixer("m", mixer.leg));
         let snap = r.cell.load();
         assert!(snap.legs.get(&mixer.leg).is_none());
         assert!(snap.rtcp_ssrcs.get(&mixer.rtcp_ssrc).is_none());
