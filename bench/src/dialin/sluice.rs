@@ -27,8 +27,8 @@
 //! per meeting (this thread's receive leg, the daemon now), which gets
 //! every caller's stream too (the mix leaves a lone caller's own stream
 //! out). The relay's side (protecting each copy under its leg's key) runs
-//! between rounds, off the clock, and its thread CPU is taken out of the
-//! run's figure.
+//! between rounds, off the clock, and its time is taken out of the run's
+//! figure.
 
 use std::time::{Duration, Instant};
 
@@ -122,9 +122,12 @@ pub struct BridgeRun {
     pub receive_legs: usize,
     /// Meeting packets decrypted on the receive legs over the timed rounds.
     pub packets_decrypted: u64,
-    /// Thread CPU of the relay's side between rounds (protecting the
-    /// copies), µs: taken out of [`Self::calls_per_busy_core`].
-    pub relay_cpu_us: u64,
+    /// Time the relay's side took between rounds (protecting the copies:
+    /// computation only, no system call), µs, taken out of the thread's
+    /// CPU for [`Self::calls_per_busy_core`]. Timed by the clock, not by
+    /// `getrusage`, whose thread time moves only at the scheduler's ticks
+    /// and switches, too coarse for a fraction of a round.
+    pub relay_us: u64,
     /// What the kernel says of the longest rounds, longest first (at most
     /// [`SLOWEST_KEPT`]): whether a slow round was work (thread CPU close
     /// to its wall time), preemption (involuntary switches) or page faults.
@@ -443,9 +446,9 @@ pub fn run(
         }
         run.rounds += 1;
         // The relay's side, off the clock: next round's copies.
-        let relay_before = ThreadUsage::now();
+        let relay_began = Instant::now();
         deliver(&mut meetings, &speakers, frame_no);
-        run.relay_cpu_us += ThreadUsage::now().since(relay_before).cpu_us;
+        run.relay_us += relay_began.elapsed().as_micros() as u64;
     }
     let elapsed = start.elapsed().as_secs_f64();
     let used = ThreadUsage::now().since(usage_start);
@@ -460,7 +463,7 @@ pub fn run(
     }
     // getrusage's thread time is finer than /proc's 10 ms ticks; the
     // relay's side is not the bridge's.
-    let bridge_cpu_us = used.cpu_us.saturating_sub(run.relay_cpu_us);
+    let bridge_cpu_us = used.cpu_us.saturating_sub(run.relay_us);
     if bridge_cpu_us > 0 && run.rounds > 0 {
         let calls_rounds = run.calls as f64 * run.rounds as f64;
         run.cpu_per_call_us = bridge_cpu_us as f64 / calls_rounds;
