@@ -7,7 +7,9 @@
 //! `MeetingMix` tick (three speakers, and three silent ones sending DTX),
 //! whole meetings of K dial-in calls sharing a mix, and a meeting
 //! speaker's way to a G.711 caller (FFmpeg at 48 kHz then libswresample,
-//! against libopus straight at 8 kHz).
+//! against libopus straight at 8 kHz), and what one round of a 10-caller
+//! meeting's packets costs to receive: on a leg per call, or on one
+//! receive leg for the meeting.
 //!
 //! Run: `cargo bench --bench transcode` (full), `cargo test --benches`
 //! (smoke). Calls per core = 20 ms / the time per call and tick;
@@ -16,7 +18,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluice::media::tone::Sine;
 use sluice::media::{
     CallBridge, CallerCodec, CallerEncoder, CallerUplink, Downsampler, FRAME_8K, FRAME_48K,
@@ -513,12 +515,86 @@ fn caller_codecs(c: &mut Criterion) {
     group.finish();
 }
 
+/// One round of a 10-caller meeting's packets as the bridge receives
+/// them (three web speakers and one talking caller, RFC 6464 levels in a
+/// one-byte extension): decrypted, parsed and their level read on every
+/// receive leg. `10_calls_a_leg_each`: each call's leg gets its own copy
+/// of every packet but its caller's own (the bridge before #17 item 4),
+/// 39 copies; `10_calls_one_leg`: the meeting's one receive leg gets each
+/// packet once, 4. The relay's protection is set-up, not timed.
+fn receive_legs(c: &mut Criterion) {
+    use sluice::crypto::AnyGcm;
+    use sluice::media::level;
+    use sluice::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
+    use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
+
+    const TALKER: u32 = 0xca11_0000;
+    let payloads = talker(700.0, 50);
+    let mut group = c.benchmark_group("receive_legs");
+    for (name, legs) in [("10_calls_a_leg_each", 10u8), ("10_calls_one_leg", 1)] {
+        let keys: Vec<MasterKey> = (0..legs)
+            .map(|i| MasterKey::new(SrtpProfile::AeadAes256Gcm, &[i + 1; 44]).expect("key"))
+            .collect();
+        let session = |k: &MasterKey| SrtpSession::new(AnyGcm::default(), k).expect("session");
+        let mut relay: Vec<_> = keys.iter().map(session).collect();
+        let mut bridge: Vec<_> = keys.iter().map(session).collect();
+        let mut seq = 0u16;
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || {
+                    seq = seq.wrapping_add(1);
+                    let payload = &payloads[usize::from(seq) % payloads.len()];
+                    let mut copies = Vec::new();
+                    for (leg, relay) in relay.iter_mut().enumerate() {
+                        for ssrc in [1, 2, 3, TALKER] {
+                            // Leg 0 is the talker's own when each call has one.
+                            if legs > 1 && leg == 0 && ssrc == TALKER {
+                                continue;
+                            }
+                            let mut buf = vec![0u8; 1500];
+                            let ext = [0x80 | 30];
+                            let len = RtpBuilder::new(
+                                PayloadType::new(111).expect("dynamic"),
+                                SeqNum(seq),
+                                u32::from(seq) * 960,
+                                Ssrc(ssrc),
+                            )
+                            .one_byte_extensions(&[(1, &ext[..])])
+                            .write(payload, &mut buf)
+                            .expect("fits");
+                            let len = relay.protect_rtp(&mut buf, len).expect("protects");
+                            buf.truncate(len);
+                            copies.push((leg, buf));
+                        }
+                    }
+                    copies
+                },
+                |copies| {
+                    let mut heard = 0u32;
+                    for (leg, buf) in copies.iter_mut() {
+                        let n = buf.len();
+                        let len = bridge[*leg].unprotect_rtp(buf, n).expect("authentic");
+                        let packet = RtpPacket::parse(&buf[..len]).expect("rtp");
+                        let level = level::audio_level_and_voice(&packet, 1);
+                        heard += u32::from(level.map_or(0, |(dbov, _)| dbov))
+                            + u32::from(packet.header().sequence().0 & 1)
+                            + packet.payload().len() as u32;
+                    }
+                    black_box(heard)
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = g711, opus, resample, bridge, uplink, meeting_mix, meeting, caller_codecs
+    targets = g711, opus, resample, bridge, uplink, meeting_mix, meeting, caller_codecs, receive_legs
 }
 criterion_main!(benches);

@@ -324,6 +324,8 @@ pub struct DialInCounters {
     transcode_sum_ns: AtomicU64,
     /// RTCP reports to and from callers: [sent, received].
     rtcp_reports: [AtomicU64; 2],
+    /// Receive legs open now, one per meeting and media pool thread.
+    mixer_legs: AtomicU64,
 }
 
 impl DialInCounters {
@@ -335,6 +337,27 @@ impl DialInCounters {
     /// A caller's RTCP report (SR or RR) was read.
     pub fn rtcp_report_received(&self) {
         bump(&self.rtcp_reports[1], 1);
+    }
+
+    /// A pool thread opened a receive leg into a meeting (its first call
+    /// of the meeting).
+    pub fn mixer_leg_opened(&self) {
+        bump(&self.mixer_legs, 1);
+    }
+
+    /// A receive leg that [`Self::mixer_leg_opened`] counted is closed.
+    pub fn mixer_leg_closed(&self) {
+        // Saturating, as `call_ended`.
+        let _ = self
+            .mixer_legs
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    /// Receive legs open now.
+    pub fn mixer_legs(&self) -> u64 {
+        self.mixer_legs.load(Ordering::Relaxed)
     }
 
     /// A call was set up (answered or still ringing).
@@ -446,6 +469,12 @@ impl DialInCounters {
              sluice_dialin_rtcp_reports_total{{direction=\"received\"}} {}\n",
             read(&self.rtcp_reports[0]),
             read(&self.rtcp_reports[1])
+        ));
+        out.push_str(&format!(
+            "# HELP sluice_dialin_mixer_legs Receive legs of the dial-in bridge, one per meeting and media thread.\n\
+             # TYPE sluice_dialin_mixer_legs gauge\n\
+             sluice_dialin_mixer_legs {}\n",
+            read(&self.mixer_legs)
         ));
         out.push_str(
             "# HELP sluice_sip_edge_total SIP requests turned away before they became calls.\n\

@@ -638,6 +638,89 @@ fn a_silent_caller_sends_keep_alives_and_a_talking_one_every_frame() {
     daemon.shutdown();
 }
 
+#[test]
+fn callers_of_one_meeting_share_one_receive_leg_and_each_hears_the_others_but_not_itself() {
+    // One media thread: the three calls of the meeting run on it, and
+    // hear the meeting through one receive leg of that thread.
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550050", "standard", None);
+    let tones = [400.0f32, 900.0, 1400.0];
+    let mut phones: Vec<Phone> = tones.iter().map(|_| Phone::new()).collect();
+    let sipps: Vec<Sipp> = phones
+        .iter()
+        .map(|phone| Sipp::call(sip(&daemon), "join.xml", "5550050", phone.port(), 9000))
+        .collect();
+    for phone in &mut phones {
+        phone.wait_for_relay();
+    }
+    wait_for("the callers to join", Duration::from_secs(5), || {
+        participants(api, "5550050") == 3
+    });
+    // Three calls, one receive leg; the leg is not a listed participant.
+    assert_eq!(metric(&metrics(api), "sluice_dialin_mixer_legs"), 1.0);
+    // Each caller speaks its own tone for five seconds, paced at 20 ms.
+    let mut sines: Vec<Sine> = tones.iter().map(|&f| Sine::new(f, 8000, 8000.0)).collect();
+    let mut pcm = [0i16; 160];
+    let mut ulaw = [0u8; 160];
+    let start = Instant::now();
+    for k in 1..=250u64 {
+        for (phone, sine) in phones.iter_mut().zip(&mut sines) {
+            sine.fill(&mut pcm);
+            G711::Mu.encode(&pcm, &mut ulaw);
+            phone.send_pcmu(&ulaw);
+        }
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            for phone in &mut phones {
+                phone.listen();
+            }
+        }
+    }
+    assert_eq!(metric(&metrics(api), "sluice_dialin_mixer_legs"), 1.0);
+    // The last two seconds of each phone: the two other tones, each well
+    // above the phone's own (N-1 mix: the leg brings the caller's own
+    // stream too, and the mix leaves it out by SSRC).
+    for (i, phone) in phones.iter().enumerate() {
+        let heard = phone.heard(0);
+        assert!(
+            heard.len() >= 160 * 200,
+            "phone {i} heard {} samples",
+            heard.len()
+        );
+        let tail = &heard[heard.len() - 16_000..];
+        let mut decoded = vec![0i16; tail.len()];
+        G711::Mu.decode(tail, &mut decoded);
+        let own = goertzel_power(&decoded, 8000, tones[i]);
+        for (j, &tone) in tones.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            let other = goertzel_power(&decoded, 8000, tone);
+            assert!(
+                other > 0.005,
+                "phone {i} hears {tone} Hz too weakly: {other}"
+            );
+            assert!(
+                other > 20.0 * own,
+                "phone {i} hears {tone} Hz at {other} vs its own {} Hz at {own}",
+                tones[i]
+            );
+        }
+    }
+    for sipp in sipps {
+        sipp.succeeds();
+    }
+    let text = calls_settled(api);
+    assert_eq!(outcome(&text, "joined"), 3.0);
+    // The last call took the receive leg with it.
+    wait_for("the receive leg to close", Duration::from_secs(5), || {
+        metric(&metrics(api), "sluice_dialin_mixer_legs") == 0.0
+    });
+    assert_eq!(participants(api, "5550050"), 0);
+    daemon.shutdown();
+}
+
 // ----- SIP over TCP and TLS -----
 
 fn sip_tcp(daemon: &Daemon) -> SocketAddr {

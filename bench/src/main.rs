@@ -138,6 +138,11 @@ struct DialinArgs {
     /// rest listen, their uplink suppressed); at least 1.
     #[arg(long, default_value_t = 1)]
     talking_per_meeting: usize,
+    /// sluice: one receive leg per call, each decrypting its own copy of
+    /// every meeting packet (the bridge before #17 item 4), instead of
+    /// one per meeting and media thread.
+    #[arg(long)]
+    leg_per_call: bool,
     /// Where summary.md and report.json go.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -643,6 +648,7 @@ fn dialin(args: &DialinArgs, quiet: bool) -> Result<(), String> {
         seconds: args.seconds,
         callers_per_meeting: args.callers_per_meeting,
         talking_per_meeting: args.talking_per_meeting,
+        leg_per_call: args.leg_per_call,
     };
     let engine_settings = rtpengine::EngineSettings {
         seconds: args.seconds,

@@ -51,6 +51,37 @@ fn ten_callers_of_one_meeting_share_its_mix_and_listeners_send_little() {
 }
 
 #[test]
+fn one_receive_leg_per_meeting_decrypts_each_packet_once() {
+    let run = |leg_per_call| {
+        let settings = BridgeSettings {
+            seconds: 1.0,
+            callers_per_meeting: 10,
+            talking_per_meeting: 1,
+            leg_per_call,
+            ..BridgeSettings::default()
+        };
+        bridge::run(10, settings, None).unwrap()
+    };
+    let shared = run(false);
+    assert_eq!(shared.receive_legs, 1, "{shared:?}");
+    // Three speakers and the talker every round (its own stream comes
+    // back on the meeting's leg too), and the listeners' few packets.
+    assert!(shared.packets_decrypted >= 50 * 4, "{shared:?}");
+    assert!(shared.packets_decrypted < 50 * 4 + 9 * 25, "{shared:?}");
+    assert_eq!(shared.caller_frames, 10 * 50, "{shared:?}");
+    assert_eq!(shared.meeting_drops, 0, "{shared:?}");
+    let per_call = run(true);
+    assert_eq!(per_call.receive_legs, 10, "{per_call:?}");
+    // Every leg its own copy of the speakers, nine of the talker's.
+    assert!(
+        per_call.packets_decrypted >= 50 * (10 * 3 + 9),
+        "{per_call:?}"
+    );
+    assert_eq!(per_call.caller_frames, 10 * 50, "{per_call:?}");
+    assert_eq!(per_call.meeting_drops, 0, "{per_call:?}");
+}
+
+#[test]
 fn rtpengine_transcodes_pcmu_to_opus_and_back_for_two_calls() {
     let settings = EngineSettings {
         seconds: 2.0,

@@ -42,6 +42,41 @@ pub struct BridgeLeg {
     pub relay_to_client: MasterKey,
 }
 
+/// A media pool thread's receive leg into a meeting (see
+/// [`MeetingDesk::admit_mixer`]).
+#[derive(Debug, Clone)]
+pub struct MixerLeg {
+    /// The meeting.
+    pub meeting: String,
+    /// The leg, for [`MeetingDesk::leave_mixer`].
+    leg: crate::relay::LegId,
+    /// The SSRC its receiver reports carry (they latch it).
+    pub rtcp_ssrc: u32,
+    /// The key the bridge protects its RTCP with (client → relay).
+    pub client_to_relay: MasterKey,
+    /// The key the bridge unprotects the meeting's streams with.
+    pub relay_to_client: MasterKey,
+}
+
+#[cfg(test)]
+impl MixerLeg {
+    /// A leg with these keys, admitted nowhere (unit tests of its user).
+    pub(crate) fn for_tests(
+        meeting: &str,
+        rtcp_ssrc: u32,
+        client_to_relay: MasterKey,
+        relay_to_client: MasterKey,
+    ) -> Self {
+        Self {
+            meeting: meeting.to_owned(),
+            leg: crate::relay::LegId(0),
+            rtcp_ssrc,
+            client_to_relay,
+            relay_to_client,
+        }
+    }
+}
+
 /// A handle on the registry for dial-in; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct MeetingDesk {
@@ -211,6 +246,33 @@ impl MeetingDesk {
             .state
             .registry()
             .remove_participant(&leg.meeting, &leg.participant);
+    }
+
+    /// Admits a receive leg for the calls of `meeting` on one media pool
+    /// thread: the relay sends it every stream of the meeting once, while
+    /// the callers' own legs only publish. Not a listed participant; the
+    /// lock, passcode and size do not apply (it serves callers admitted
+    /// already). Standard meetings only.
+    pub fn admit_mixer(&self, meeting: &str) -> Result<MixerLeg, DeskError> {
+        let admitted = self.state.registry().admit_mixer(meeting)?;
+        Ok(MixerLeg {
+            meeting: meeting.to_owned(),
+            leg: admitted.leg,
+            rtcp_ssrc: admitted.rtcp_ssrc,
+            client_to_relay: admitted.client_to_relay,
+            relay_to_client: admitted.relay_to_client,
+        })
+    }
+
+    /// Whether the receive leg is still in its meeting (the meeting may
+    /// have been deleted, and made again under its id).
+    pub fn has_mixer(&self, leg: &MixerLeg) -> bool {
+        self.state.registry().has_mixer(&leg.meeting, leg.leg)
+    }
+
+    /// Removes a receive leg (a no-op when its meeting is gone).
+    pub fn leave_mixer(&self, leg: &MixerLeg) {
+        self.state.registry().remove_mixer(&leg.meeting, leg.leg);
     }
 
     /// Starts deciding renditions, run by the media threads behind

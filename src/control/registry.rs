@@ -22,6 +22,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
 mod browser;
+mod mixers;
 mod relays;
 #[cfg(test)]
 mod tests;
@@ -44,7 +45,12 @@ use crate::relay::{
 /// in cluster mode, its relay legs): a new list each time, which tells the
 /// workers to re-plan that meeting's fan-outs (`relay::Members`).
 fn refresh_sets(routes: &mut RoutingSnapshot, meeting: &Meeting) {
-    let local: Vec<LegId> = meeting.participants.iter().map(|p| p.leg.id).collect();
+    let local: Vec<LegId> = meeting
+        .participants
+        .iter()
+        .map(|p| p.leg.id)
+        .chain(meeting.mixers.iter().map(|m| m.leg.id))
+        .collect();
     if meeting.relays.is_empty() {
         routes.meetings.remove(&meeting.relay_idx);
         routes.relayed.remove(&meeting.relay_idx);
@@ -63,6 +69,7 @@ fn refresh_sets(routes: &mut RoutingSnapshot, meeting: &Meeting) {
 /// Takes `participant`'s leg, `rtcp_ssrc` and streams out of `routes`.
 fn unroute_participant(routes: &mut RoutingSnapshot, participant: &Participant) {
     routes.legs.remove(&participant.leg.id);
+    routes.send_only.remove(&participant.leg.id);
     routes.rtcp_ssrcs.remove(&participant.rtcp_ssrc);
     viewers::forget_payload_types(routes, participant);
     for stream in &participant.streams {
@@ -95,6 +102,9 @@ pub(crate) struct Meeting {
     relay_idx: MeetingIdx,
     /// Cluster mode: one relay-to-relay leg per other node hosting legs.
     relays: Vec<relays::RelayLeg>,
+    /// The dial-in bridge's receive legs, one per media pool thread with
+    /// calls here (`mixers.rs`): in the fan-out set, not listed.
+    mixers: Vec<mixers::MixerSeat>,
 }
 
 impl Meeting {
@@ -341,6 +351,7 @@ impl Registry {
             participants: Vec::new(),
             relay_idx: MeetingIdx(self.next_meeting),
             relays: Vec::new(),
+            mixers: Vec::new(),
         };
         self.next_meeting += 1;
         refresh_sets(&mut self.routes, &meeting);
@@ -377,6 +388,7 @@ impl Registry {
             participants: Vec::new(),
             relay_idx: MeetingIdx(self.next_meeting),
             relays: Vec::new(),
+            mixers: Vec::new(),
         };
         self.next_meeting += 1;
         refresh_sets(&mut self.routes, &meeting);
@@ -395,6 +407,7 @@ impl Registry {
             unroute_participant(&mut self.routes, participant);
         }
         self.participants -= meeting.participants.len();
+        self.forget_mixers(&meeting);
         for relay in &meeting.relays {
             for stream in &relay.streams {
                 self.ssrcs.remove(&stream.route.ssrc);
@@ -468,6 +481,11 @@ impl Registry {
         let leg = Arc::new(leg);
         self.routes.insert_leg(Arc::clone(&leg));
         self.routes.rtcp_ssrcs.insert(rtcp_ssrc, leg_id);
+        if new.source == Source::DialIn {
+            // A bridged caller hears the meeting through its pool
+            // thread's mixer leg (`mixers.rs`): its own leg takes nothing.
+            self.routes.send_only.insert(leg_id);
+        }
         let meeting = self
             .meetings
             .get_mut(meeting_id)
@@ -726,6 +744,9 @@ impl Registry {
                     continue;
                 }
                 legs.push(participant.leg.id);
+                if participant.source == Source::DialIn {
+                    snapshot.send_only.insert(participant.leg.id);
+                }
                 snapshot
                     .rtcp_ssrcs
                     .insert(participant.rtcp_ssrc, participant.leg.id);
@@ -736,6 +757,7 @@ impl Registry {
                         .insert(stream.route.ssrc, Arc::clone(&stream.route));
                 }
             }
+            mixers::route(meeting, &mut legs, &mut snapshot);
             if !meeting.relays.is_empty() {
                 // What came from another node goes to this node's legs
                 // only, never on to a third node (split horizon).

@@ -14,7 +14,10 @@
 //! when the caller starts speaking again (RFC 3551 §4.1). Towards the
 //! meeting the call is an ordinary SRTP participant (AEAD_AES_256_GCM keys
 //! from the registry), so the packet workers relay the caller like anyone
-//! else and never run a codec.
+//! else and never run a codec. Its leg only publishes: what the meeting
+//! says reaches the call's mix through the receive leg its pool thread
+//! holds for the meeting (`receive_leg.rs`), decrypted once for all the
+//! meeting's calls on the thread.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,11 +28,11 @@ use crate::crypto::{AnyGcm, BackendKind};
 use crate::media::dtmf::DtmfDetector;
 use crate::media::{
     CallerCodec, CallerEncoder, CallerUplink, G711, MAX_CALLER_FRAME, MediaError, MeetingMix,
-    OpusSettings, SilenceSuppression, UplinkFrame, UplinkSettings, level, stretch_8k,
+    OpusSettings, SilenceSuppression, UplinkFrame, UplinkSettings, stretch_8k,
 };
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::policy::Refusal;
-use crate::relay::{MediaKind, MeetingMode};
+use crate::relay::MeetingMode;
 use crate::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
 use crate::srtp::{MasterKey, SrtpError, SrtpSession};
 
@@ -44,7 +47,7 @@ const MAX_DIGITS: usize = 32;
 /// Opus samples per 20 ms at 48 kHz: the meeting stream's timestamp step.
 const OPUS_FRAME: u32 = 960;
 /// The RFC 6464 voice-activity bit's threshold: louder than -50 dBov.
-const VOICE_DBOV: u8 = 50;
+pub(super) const VOICE_DBOV: u8 = 50;
 
 /// What every call on a node shares: the `[sip]` settings that matter to
 /// media, and the doors to the rest of the daemon.
@@ -118,7 +121,6 @@ struct Bridged {
     leg: BridgeLeg,
     uplink: CallerUplink,
     to_relay: SrtpSession<AnyGcm>,
-    from_relay: SrtpSession<AnyGcm>,
     ssrc: u32,
     seq: u16,
     timestamp: u32,
@@ -346,11 +348,10 @@ impl Call {
     /// caller leaves the meeting again.
     fn bridge(&mut self, leg: BridgeLeg, now: Instant) -> Result<(), CallError> {
         match self.bridged(&leg) {
-            Ok((uplink, to_relay, from_relay)) => {
+            Ok((uplink, to_relay)) => {
                 self.stage = Stage::Bridged(Box::new(Bridged {
                     uplink,
                     to_relay,
-                    from_relay,
                     ssrc: leg.ssrc,
                     seq: random_u32() as u16,
                     timestamp: random_u32(),
@@ -367,11 +368,9 @@ impl Call {
         }
     }
 
-    /// The codec and SRTP state of a bridge on `leg`.
-    fn bridged(
-        &self,
-        leg: &BridgeLeg,
-    ) -> Result<(CallerUplink, SrtpSession<AnyGcm>, SrtpSession<AnyGcm>), CallError> {
+    /// The codec and SRTP state of a bridge on `leg` (it only publishes:
+    /// the meeting reaches the call through its thread's `ReceiveLeg`).
+    fn bridged(&self, leg: &BridgeLeg) -> Result<(CallerUplink, SrtpSession<AnyGcm>), CallError> {
         let backend = AnyGcm::new(self.settings.backend);
         let uplink = UplinkSettings {
             opus: self.settings.opus(),
@@ -382,8 +381,7 @@ impl Call {
         };
         Ok((
             CallerUplink::for_codec(self.media.codec, uplink)?,
-            SrtpSession::new(backend.clone(), &leg.client_to_relay)?,
-            SrtpSession::new(backend, &leg.relay_to_client)?,
+            SrtpSession::new(backend, &leg.client_to_relay)?,
         ))
     }
 
@@ -440,49 +438,6 @@ impl Call {
             // hold) the meeting hears silence: the uplink's FIFO runs dry.
             b.uplink.push(packet.payload());
         }
-    }
-
-    /// A datagram from the relay (the meeting's other participants), for
-    /// the meeting's shared `mix`. Every call decrypts its own leg's copy,
-    /// also of packets another call pushed already: that keeps each SRTP
-    /// session's rollover counter estimate fed (RFC 3711 §3.3.1); the mix
-    /// then drops the copy by its sequence number.
-    pub(crate) fn on_meeting_datagram(
-        &mut self,
-        buf: &mut [u8],
-        len: usize,
-        mix: Option<&mut MeetingMix>,
-    ) {
-        let (Stage::Bridged(b), Some(mix)) = (&mut self.stage, mix) else {
-            return;
-        };
-        let Some(head) = buf.get(..len) else { return };
-        // RTCP (payload types 200-206 in the second byte): not needed here.
-        if head.len() < 12 || (200..=206).contains(&head[1]) {
-            return;
-        }
-        let ssrc = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
-        // Video and unknown streams are skipped before any decryption.
-        if self.settings.desk.stream_kind(ssrc) != Some(MediaKind::Audio) {
-            return;
-        }
-        let Ok(len) = b.from_relay.unprotect_rtp(buf, len) else {
-            return;
-        };
-        let Some(packet) = buf.get(..len).and_then(|b| RtpPacket::parse(b).ok()) else {
-            return;
-        };
-        let level = speaking_level(level::audio_level_and_voice(
-            &packet,
-            self.settings.audio_level_extension,
-        ));
-        let header = packet.header();
-        mix.push(
-            header.ssrc().0,
-            header.sequence().0,
-            packet.payload(),
-            level,
-        );
     }
 
     fn on_digit(&mut self, now: Instant, digit: char) {
@@ -841,19 +796,6 @@ fn write_meeting_packet(
     b.to_relay.protect_rtp(buf, len).ok()
 }
 
-/// The level a meeting packet is ranked by: its RFC 6464 level, or
-/// silence when its sender's voice activity flag says nobody speaks and the
-/// level is below the voice threshold (room noise, a muted microphone's
-/// hiss), so the mix never decodes it. A sender without voice detection
-/// sends V = 0 throughout; its speech, louder than the threshold, is still
-/// heard.
-fn speaking_level(level: Option<(u8, bool)>) -> Option<u8> {
-    match level {
-        Some((dbov, false)) if dbov >= VOICE_DBOV => Some(level::SILENCE_DBOV),
-        other => other.map(|(dbov, _)| dbov),
-    }
-}
-
 /// Admits the caller with a fresh SSRC (another on the rare collision).
 fn admit(
     desk: &MeetingDesk,
@@ -949,19 +891,6 @@ mod tests {
         }
         assert_eq!(timestamp, 5000 + 960 * frames.len() as u32);
         out
-    }
-
-    #[test]
-    fn quiet_packets_without_voice_are_not_speakers() {
-        // Voice flagged: ranked by its level, however quiet.
-        assert_eq!(speaking_level(Some((70, true))), Some(70));
-        // No voice flag but speech-loud (a sender without VAD): heard.
-        assert_eq!(speaking_level(Some((20, false))), Some(20));
-        // No voice and quiet: silence, never decoded.
-        assert_eq!(speaking_level(Some((VOICE_DBOV, false))), Some(127));
-        assert_eq!(speaking_level(Some((90, false))), Some(127));
-        // No level at all: the mix measures it by decoding.
-        assert_eq!(speaking_level(None), None);
     }
 
     #[test]

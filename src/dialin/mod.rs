@@ -24,6 +24,7 @@ mod call;
 pub(crate) mod outbound;
 mod pool;
 mod prompts;
+mod receive_leg;
 mod rekey;
 mod rtcp;
 mod signalling;

@@ -11,31 +11,40 @@
 //! its grid. Decoding, mixing and encoding happen here, never on a packet
 //! worker.
 //!
-//! The calls of one meeting on one thread share a [`MeetingMix`] (the
-//! signalling thread puts a meeting's direct calls on the same thread;
-//! a call admitted through the voice menu joins the mix of the thread it
-//! is on). Each 20 ms the thread first drains every call's sockets (the
-//! meeting packets go into the calls' mixes), then ticks each mix once,
-//! then ticks every call. A call's transcode sample
-//! (`sluice_dialin_transcode_seconds`) is its own work (uplink, its G.711
-//! frame, SRTP) plus an even share of its meeting mix's tick: the mix's
-//! time divided by the calls sharing it, so the samples of a tick add up
-//! to the thread's transcoding time.
+//! The calls of one meeting on one thread share a [`MeetingMix`] per
+//! codec rate (the signalling thread puts a meeting's direct calls on the
+//! same thread; a call admitted through the voice menu joins the mixes of
+//! the thread it is on) and one [`ReceiveLeg`]: the meeting's streams
+//! reach the thread once, through that leg, whose socket the thread opens
+//! with the meeting's first call and closes with its last (the desk admits
+//! and removes the leg with it). Each call's own leg to the relay only
+//! publishes its caller (the relay sends it nothing but RTCP). Each 20 ms
+//! the thread first drains every call's sockets, then each meeting's
+//! receive leg (every packet decrypted once, pushed into each of the
+//! meeting's mixes), then ticks each mix once, then ticks every call. A
+//! call's transcode sample (`sluice_dialin_transcode_seconds`) is its own
+//! work (uplink, its frame, SRTP) plus an even share of what its meeting
+//! cost the thread: the receive leg's time divided by the meeting's calls
+//! on the thread, and its mix's tick divided by the calls sharing that
+//! mix, so the samples of a tick add up to the thread's media time.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::crypto::AnyGcm;
 use crate::media::MeetingMix;
 use crate::metrics::{CallOutcome, DialInCounters};
+use crate::relay::MediaKind;
 use crate::sip::CallId;
 use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, MAX_DATAGRAM, TickOut};
+use super::receive_leg::ReceiveLeg;
 
 /// The media clock: one G.711 frame.
 pub(crate) const FRAME_PERIOD: Duration = Duration::from_millis(20);
@@ -84,9 +93,17 @@ pub(crate) struct CallSlot {
     pub(crate) caller_rtcp: Option<UdpSocket>,
     pub(crate) asked_hangup: bool,
     pub(crate) counted_outcome: bool,
-    /// The mix the call shares (its meeting's at its codec's rate), and
-    /// the call's own SSRC in it, once the call is bridged.
-    mix: Option<(MixKey, u32)>,
+    /// The meeting (and mix) the call is in on this thread, once bridged.
+    joined: Option<Joined>,
+}
+
+/// Where a bridged call is on its thread: its meeting, the rate of the
+/// mix it hears, and its own SSRC (which that mix leaves out for it).
+#[derive(Debug, Clone)]
+struct Joined {
+    meeting: String,
+    rate: u32,
+    ssrc: u32,
 }
 
 impl CallSlot {
@@ -104,45 +121,75 @@ impl CallSlot {
             meeting,
             asked_hangup: false,
             counted_outcome: false,
-            mix: None,
+            joined: None,
         }
     }
 
-    /// Joins the mix of the call's meeting once the call is bridged.
-    fn attach(&mut self, mixes: &mut Mixes) {
-        if self.mix.is_some() {
+    /// Joins its meeting's mix (and receive leg) on this thread once the
+    /// call is bridged; the first call of a meeting opens them.
+    fn attach(&mut self, meetings: &mut Meetings, settings: &CallSettings, now: Instant) {
+        if self.joined.is_some() {
             return;
         }
         let Some(leg) = self.call.leg() else { return };
         let rate = self.call.mix_rate();
-        let key = (leg.meeting.clone(), rate);
-        mixes
-            .entry(key.clone())
-            .or_insert_with(|| SharedMix {
-                mix: MeetingMix::with_rate(rate),
-                share_ns: 0,
-            })
-            .mix
-            .add_caller(leg.ssrc);
-        self.mix = Some((key, leg.ssrc));
+        let meeting = meetings
+            .entry(leg.meeting.clone())
+            .or_insert_with(|| MeetingOnThread::new(&self.meeting));
+        if meeting.calls == 0 {
+            meeting.open_leg(&leg.meeting, settings, now);
+        }
+        meeting.calls += 1;
+        let at = match meeting.mixes.iter().position(|m| m.rate == rate) {
+            Some(at) => at,
+            None => {
+                meeting.mixes.push(SharedMix {
+                    rate,
+                    mix: MeetingMix::with_rate(rate),
+                    share_ns: 0,
+                });
+                meeting.mixes.len() - 1
+            }
+        };
+        meeting.mixes[at].mix.add_caller(leg.ssrc);
+        self.joined = Some(Joined {
+            meeting: leg.meeting.clone(),
+            rate,
+            ssrc: leg.ssrc,
+        });
     }
 
-    /// Leaves the meeting's mix, dropping it with its last call.
-    fn detach(&mut self, mixes: &mut Mixes) {
-        let Some((meeting, ssrc)) = self.mix.take() else {
+    /// Leaves its meeting's mix, dropping the mix with its last call, and
+    /// the meeting's receive leg with the meeting's last call.
+    fn detach(&mut self, meetings: &mut Meetings, settings: &CallSettings) {
+        let Some(joined) = self.joined.take() else {
             return;
         };
-        if let Some(shared) = mixes.get_mut(&meeting) {
-            shared.mix.remove_caller(ssrc);
-            if shared.mix.caller_count() == 0 {
-                mixes.remove(&meeting);
+        let Some(meeting) = meetings.get_mut(&joined.meeting) else {
+            return;
+        };
+        if let Some(at) = meeting.mixes.iter().position(|m| m.rate == joined.rate) {
+            let shared = &mut meeting.mixes[at].mix;
+            shared.remove_caller(joined.ssrc);
+            if shared.caller_count() == 0 {
+                meeting.mixes.swap_remove(at);
             }
+        }
+        meeting.calls = meeting.calls.saturating_sub(1);
+        if meeting.calls == 0
+            && let Some(mut gone) = meetings.remove(&joined.meeting)
+        {
+            gone.close_leg(settings);
         }
     }
 
-    fn shared_mix<'m>(&self, mixes: &'m mut Mixes) -> Option<&'m mut SharedMix> {
-        let (meeting, _) = self.mix.as_ref()?;
-        mixes.get_mut(meeting)
+    fn shared_mix<'m>(&self, meetings: &'m mut Meetings) -> Option<&'m mut SharedMix> {
+        let joined = self.joined.as_ref()?;
+        meetings
+            .get_mut(&joined.meeting)?
+            .mixes
+            .iter_mut()
+            .find(|m| m.rate == joined.rate)
     }
 
     /// Counts the call's outcome once, as soon as it is known.
@@ -188,20 +235,159 @@ impl CallSlot {
     }
 }
 
-/// A meeting's mix on one thread, and what its last tick cost each call.
+/// A meeting's mix at one rate on one thread, and what the last 20 ms of
+/// it cost each call that hears it.
 #[derive(Debug)]
 struct SharedMix {
+    rate: u32,
     mix: MeetingMix,
     share_ns: u64,
 }
 
-/// A meeting and a mixing rate: the calls of one meeting share a mix per
-/// codec rate (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus), so a
-/// wideband caller never hears the meeting through 8 kHz.
-type MixKey = (String, u32);
+/// A meeting's calls on one thread: the receive leg they hear the meeting
+/// through, and their mixes (one per codec rate: 8 kHz for G.711, 16 kHz
+/// for G.722, 48 kHz for Opus, so a wideband caller never hears the
+/// meeting through 8 kHz).
+#[derive(Debug)]
+struct MeetingOnThread {
+    /// `None` while the desk has not admitted the leg (retried every
+    /// second: the meeting may be gone, and its calls with it).
+    receiving: Option<Receiving>,
+    /// When to ask the desk again for a leg it did not admit, or whether
+    /// the leg it admitted is still in its meeting.
+    retry_at: Option<Instant>,
+    /// Where the leg's socket binds (the calls' local address, any port)
+    /// and what it connects to (the relay's media port), as the first
+    /// call's leg does.
+    addresses: std::io::Result<(SocketAddr, SocketAddr)>,
+    mixes: Vec<SharedMix>,
+    /// The bridged calls of the meeting on this thread.
+    calls: usize,
+}
 
-/// (meeting id, rate) → the mix its calls on this thread share.
-type Mixes = HashMap<MixKey, SharedMix>;
+/// A receive leg and its socket, connected to the relay's media port.
+#[derive(Debug)]
+struct Receiving {
+    leg: ReceiveLeg,
+    socket: UdpSocket,
+}
+
+/// How often a receive leg the desk did not admit is asked for again.
+const RECEIVE_RETRY: Duration = Duration::from_secs(1);
+/// The most datagrams a receive leg reads per tick: every stream of its
+/// meeting, video included (dropped unread), arrives on it.
+const RECEIVE_BURST: usize = 256;
+
+impl MeetingOnThread {
+    /// A meeting whose first call's leg is `beside`.
+    fn new(beside: &UdpSocket) -> Self {
+        let addresses = (|| {
+            let local = SocketAddr::new(beside.local_addr()?.ip(), 0);
+            Ok((local, beside.peer_addr()?))
+        })();
+        Self {
+            receiving: None,
+            retry_at: None,
+            addresses,
+            mixes: Vec::new(),
+            calls: 0,
+        }
+    }
+
+    /// Admits the meeting's receive leg and opens its socket.
+    fn open_leg(&mut self, meeting: &str, settings: &CallSettings, now: Instant) {
+        self.retry_at = Some(now + RECEIVE_RETRY);
+        let seat = match settings.desk.admit_mixer(meeting) {
+            Ok(seat) => seat,
+            Err(e) => {
+                tracing::warn!("dial-in receive leg not admitted: {}", e.message());
+                return;
+            }
+        };
+        let opened = (|| {
+            let leg = ReceiveLeg::new(
+                seat.clone(),
+                &AnyGcm::new(settings.backend),
+                settings.audio_level_extension,
+            )
+            .map_err(std::io::Error::other)?;
+            let (local, relay) = match &self.addresses {
+                Ok(addresses) => *addresses,
+                Err(e) => return Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            let socket = UdpSocket::bind(local)?;
+            socket.connect(relay)?;
+            socket.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(Receiving { leg, socket })
+        })();
+        match opened {
+            Ok(receiving) => {
+                settings.counters.mixer_leg_opened();
+                self.receiving = Some(receiving);
+            }
+            Err(e) => {
+                tracing::warn!("dial-in receive leg failed to open: {e}");
+                settings.desk.leave_mixer(&seat);
+            }
+        }
+    }
+
+    /// Leaves the meeting: the desk removes the receive leg.
+    fn close_leg(&mut self, settings: &CallSettings) {
+        if let Some(receiving) = self.receiving.take() {
+            settings.desk.leave_mixer(receiving.leg.seat());
+            settings.counters.mixer_leg_closed();
+        }
+    }
+
+    /// The receive leg's share of a tick: what the relay sent since the
+    /// last, decrypted once and pushed into every mix; its report when
+    /// due; the leg asked for again when it could not be had.
+    fn receive(
+        &mut self,
+        meeting: &str,
+        now: Instant,
+        buf: &mut [u8; MAX_DATAGRAM],
+        settings: &CallSettings,
+    ) {
+        if self.retry_at.is_none_or(|at| now >= at) {
+            // A meeting deleted and made again under its id has lost the
+            // leg: its new calls would hear nothing through it.
+            if let Some(receiving) = &self.receiving
+                && !settings.desk.has_mixer(receiving.leg.seat())
+            {
+                tracing::info!("dial-in receive leg gone from its meeting: admitting another");
+                self.close_leg(settings);
+            }
+            match self.receiving {
+                None => self.open_leg(meeting, settings, now),
+                Some(_) => self.retry_at = Some(now + RECEIVE_RETRY),
+            }
+        }
+        let Some(Receiving { leg, socket }) = &mut self.receiving else {
+            return;
+        };
+        let mixes = &mut self.mixes;
+        let desk = &settings.desk;
+        drain(socket, buf, RECEIVE_BURST, |_, buf, len| {
+            let is_audio = |ssrc| desk.stream_kind(ssrc) == Some(MediaKind::Audio);
+            if let Some(heard) = leg.handle_datagram(buf, len, is_audio) {
+                for shared in mixes.iter_mut() {
+                    shared
+                        .mix
+                        .push(heard.ssrc, heard.seq, heard.payload, heard.level);
+                }
+            }
+        });
+        if let Some(len) = leg.poll_report(now, buf) {
+            // A lost report is followed by the next, a second later.
+            let _ = socket.send(&buf[..len]);
+        }
+    }
+}
+
+/// Meeting id → its calls on this thread.
+type Meetings = HashMap<String, MeetingOnThread>;
 
 /// A running pool thread.
 #[derive(Debug)]
@@ -227,7 +413,7 @@ impl PoolThread {
 
 fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &CallSettings) {
     let mut slots: Vec<CallSlot> = Vec::new();
-    let mut mixes = Mixes::new();
+    let mut meetings = Meetings::new();
     let mut out = Box::<TickOut>::default();
     let mut buf = [0u8; MAX_DATAGRAM];
     let mut clock = FrameClock::new(Instant::now());
@@ -255,14 +441,14 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
                 Ok(PoolCommand::End(id)) => {
                     if let Some(at) = slots.iter().position(|s| s.id == id) {
                         let mut slot = slots.swap_remove(at);
-                        slot.detach(&mut mixes);
+                        slot.detach(&mut meetings, settings);
                         slot.close(settings);
                     }
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     for mut slot in slots.drain(..) {
-                        slot.detach(&mut mixes);
+                        slot.detach(&mut meetings, settings);
                         slot.close(settings);
                     }
                     return;
@@ -271,33 +457,37 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
         }
         let now = Instant::now();
         for slot in &mut slots {
-            drain(&slot.caller, &mut buf, |from, buf, len| {
+            drain(&slot.caller, &mut buf, DRAIN_BURST, |from, buf, len| {
                 slot.call.on_caller_datagram(now, from, buf, len);
             });
             if let Some(rtcp) = &slot.caller_rtcp {
-                drain(rtcp, &mut buf, |_, buf, len| {
+                drain(rtcp, &mut buf, DRAIN_BURST, |_, buf, len| {
                     slot.call.on_caller_rtcp(now, buf, len);
                 });
             }
             // A menu digit may just have admitted the call.
-            slot.attach(&mut mixes);
-            let mut mix = slot.shared_mix(&mut mixes).map(|s| &mut s.mix);
-            drain(&slot.meeting, &mut buf, |_, buf, len| {
-                slot.call.on_meeting_datagram(buf, len, mix.as_deref_mut());
-            });
+            slot.attach(&mut meetings, settings, now);
+            // The call's own leg only publishes: what comes back on it is
+            // RTCP about its stream, not needed here.
+            drain(&slot.meeting, &mut buf, DRAIN_BURST, |_, _, _| {});
         }
-        for shared in mixes.values_mut() {
+        for (id, meeting) in &mut meetings {
             let started = Instant::now();
-            if let Err(e) = shared.mix.tick() {
-                tracing::debug!("dial-in meeting mix failed for a frame: {e}");
+            meeting.receive(id, now, &mut buf, settings);
+            let received = elapsed_ns(started) / meeting.calls.max(1) as u64;
+            for shared in &mut meeting.mixes {
+                let started = Instant::now();
+                if let Err(e) = shared.mix.tick() {
+                    tracing::debug!("dial-in meeting mix failed for a frame: {e}");
+                }
+                // Every mix has a call: it is dropped with its last.
+                let calls = shared.mix.caller_count().max(1) as u64;
+                shared.share_ns = received.saturating_add(elapsed_ns(started) / calls);
             }
-            let spent: u64 = started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
-            // Every mix has a call: it is dropped with its last.
-            shared.share_ns = spent / shared.mix.caller_count().max(1) as u64;
         }
         for slot in &mut slots {
             let mix = slot
-                .shared_mix(&mut mixes)
+                .shared_mix(&mut meetings)
                 .map(|s| (&mut s.mix, s.share_ns));
             slot.call.tick(now, &mut out, mix);
             if let Some((to, len)) = out.caller {
@@ -380,14 +570,23 @@ impl FrameClock {
     }
 }
 
-/// Reads every datagram waiting on a non-blocking socket.
+/// The most datagrams a call's socket is read for per tick.
+const DRAIN_BURST: usize = 64;
+
+/// Nanoseconds since `started`.
+fn elapsed_ns(started: Instant) -> u64 {
+    started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX)
+}
+
+/// Reads every datagram waiting on a non-blocking socket, at most `burst`.
 fn drain(
     socket: &UdpSocket,
     buf: &mut [u8; MAX_DATAGRAM],
-    mut on: impl FnMut(std::net::SocketAddr, &mut [u8], usize),
+    burst: usize,
+    mut on: impl FnMut(SocketAddr, &mut [u8], usize),
 ) {
     // Bounded: a flood cannot starve the other calls of their tick.
-    for _ in 0..64 {
+    for _ in 0..burst {
         match socket.recv_from(buf) {
             Ok((len, from)) => on(from, buf, len),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,

@@ -177,9 +177,14 @@ impl MeetingMix {
         }
     }
 
-    /// The caller sending `ssrc` left the mix.
+    /// The caller sending `ssrc` left the mix. A caller left alone no
+    /// longer needs its own stream here: it is forgotten (see
+    /// [`Self::push`]).
     pub fn remove_caller(&mut self, ssrc: u32) {
         self.callers.retain(|&s| s != ssrc);
+        if let [alone] = self.callers[..] {
+            self.forget(alone);
+        }
     }
 
     /// Callers sharing the mix; a mix with none can be dropped.
@@ -191,7 +196,11 @@ impl MeetingMix {
     /// One Opus payload of stream `ssrc` with RTP sequence number `seq`
     /// and the RFC 6464 level its packet carried, if any. A copy of a
     /// packet already pushed (by another call's leg) is dropped. Queued,
-    /// not decoded: only the streams chosen at the next tick are.
+    /// not decoded: only the streams chosen at the next tick are. The
+    /// stream of the mix's only caller is dropped unqueued: the receive
+    /// leg brings every caller's own stream back too, and nobody here
+    /// would hear it (its caller's N-1 mix leaves it out), so a lone
+    /// caller never pays for decoding itself.
     pub fn push(&mut self, ssrc: u32, seq: u16, opus_payload: &[u8], level: Option<u8>) {
         self.queue(ssrc, Some(seq), opus_payload, level);
     }
@@ -203,6 +212,11 @@ impl MeetingMix {
     }
 
     fn queue(&mut self, ssrc: u32, seq: Option<u16>, payload: &[u8], level: Option<u8>) {
+        if let [alone] = self.callers[..]
+            && alone == ssrc
+        {
+            return;
+        }
         if payload.len() > MAX_OPUS_PAYLOAD {
             self.stats.packets_dropped += 1;
             return;
@@ -543,6 +557,35 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_callers_own_stream_is_never_decoded() {
+        let mut mix = MeetingMix::new();
+        mix.add_caller(900);
+        // The caller talks (its stream comes back through the receive
+        // leg) beside two web speakers.
+        let mut talkers: Vec<_> = [(900, 440.0, 10), (2, 700.0, 20), (3, 1100.0, 25)]
+            .into_iter()
+            .map(|(ssrc, f, l)| (ssrc, Talker::new(f, 6000.0), l))
+            .collect();
+        let heard = run(&mut mix, &mut talkers, 1, &[(G711::Mu, Some(900))], 20);
+        assert_eq!(mix.speakers(), &[2, 3]);
+        assert_eq!(mix.stats().packets_decoded, 2 * 20);
+        assert!(power(&heard[0], 440.0) < 0.0005);
+        assert!(power(&heard[0], 700.0) > 0.005);
+        // A second caller needs the first one's stream: it is mixed.
+        mix.add_caller(901);
+        for seq in 20..30 {
+            for (ssrc, talker, level) in &mut talkers {
+                mix.push(*ssrc, seq, &talker.next(), Some(*level));
+            }
+            mix.tick().unwrap();
+        }
+        assert_eq!(mix.speakers(), &[900, 2, 3]);
+        // Once the second leaves, the first's stream goes with it.
+        mix.remove_caller(901);
+        assert_eq!(mix.stream_count(), 2);
+    }
+
+    #[test]
     fn runner_up_is_not_decoded_when_no_caller_speaks() {
         let mut mix = MeetingMix::new();
         mix.add_caller(900);
@@ -607,6 +650,9 @@ mod tests {
             let mut mix = MeetingMix::with_rate(rate);
             assert_eq!(mix.rate(), rate);
             mix.add_caller(900);
+            // A listener beside the speaker (a lone caller's own stream
+            // is not mixed at all).
+            mix.add_caller(901);
             let mut talker = Talker::new(6000.0, 6000.0);
             let mut other = Talker::new(1000.0, 6000.0);
             let mut heard = Vec::new();
@@ -615,7 +661,7 @@ mod tests {
                 mix.push(1, seq, &talker.next(), Some(20));
                 mix.push(900, seq, &other.next(), Some(20));
                 mix.tick().unwrap();
-                heard.extend_from_slice(mix.to_caller_pcm(None));
+                heard.extend_from_slice(mix.to_caller_pcm(Some(901)));
                 own_heard.extend_from_slice(mix.to_caller_pcm(Some(900)));
             }
             let frame = rate as usize / 50;
@@ -631,7 +677,7 @@ mod tests {
             );
             assert!(k6 > 100.0 * own, "{rate}: {k6} vs own {own}");
             // G.711 from a wideband mix still works (every n-th sample).
-            assert_eq!(mix.to_caller(G711::Mu, None).len(), FRAME_8K);
+            assert_eq!(mix.to_caller(G711::Mu, Some(901)).len(), FRAME_8K);
         }
     }
 }

@@ -18,13 +18,27 @@
 //! the relay never sends a participant its own stream). A round is late when it finishes after
 //! the next round is due. No sockets and no SRTP: this is the codec and
 //! mixing cost, which is what bounds calls per core.
+//!
+//! Since #17 the meeting packets reach the mix as the daemon receives
+//! them: SRTP (AEAD_AES_256_GCM) on a receive leg, decrypted, parsed and
+//! their RFC 6464 level read before the push. `leg_per_call` chooses how
+//! many legs: one per call, each with its own key and its own copy of
+//! every packet but the call's own (the daemon before #17 item 4), or one
+//! per meeting (this thread's receive leg, the daemon now), which gets
+//! every caller's stream too (the mix leaves a lone caller's own stream
+//! out). The relay's side (protecting each copy under its leg's key) runs
+//! between rounds, off the clock, and its time is taken out of the run's
+//! figure.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use sluice::crypto::AnyGcm;
 use sluice::media::{
-    CallerUplink, FRAME_8K, G711, MediaError, MeetingMix, OpusSettings, UplinkSettings,
+    CallerUplink, FRAME_8K, G711, MediaError, MeetingMix, OpusSettings, UplinkSettings, level,
 };
+use sluice::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
+use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
 
 use super::audio::{self, CYCLE_FRAMES};
 use crate::histogram::Histogram;
@@ -47,6 +61,9 @@ pub struct BridgeSettings {
     /// Of every `callers_per_meeting`, how many talk all the time (the
     /// rest listen and send silence); at least one talks.
     pub talking_per_meeting: usize,
+    /// One receive leg per call (each decrypting its own copy of every
+    /// packet: the daemon before #17 item 4) instead of one per meeting.
+    pub leg_per_call: bool,
 }
 
 impl Default for BridgeSettings {
@@ -59,6 +76,7 @@ impl Default for BridgeSettings {
             seconds: 10.0,
             callers_per_meeting: 1,
             talking_per_meeting: 1,
+            leg_per_call: false,
         }
     }
 }
@@ -100,6 +118,16 @@ pub struct BridgeRun {
     pub meeting_bytes: u64,
     /// Meeting packets the bridges dropped or failed to decode.
     pub meeting_drops: u64,
+    /// Receive legs (one per call, or one per meeting).
+    pub receive_legs: usize,
+    /// Meeting packets decrypted on the receive legs over the timed rounds.
+    pub packets_decrypted: u64,
+    /// Time the relay's side took between rounds (protecting the copies:
+    /// computation only, no system call), µs, taken out of the thread's
+    /// CPU for [`Self::calls_per_busy_core`]. Timed by the clock, not by
+    /// `getrusage`, whose thread time moves only at the scheduler's ticks
+    /// and switches, too coarse for a fraction of a round.
+    pub relay_us: u64,
     /// What the kernel says of the longest rounds, longest first (at most
     /// [`SLOWEST_KEPT`]): whether a slow round was work (thread CPU close
     /// to its wall time), preemption (involuntary switches) or page faults.
@@ -210,6 +238,9 @@ pub enum BridgeError {
     /// A codec could not be opened or failed.
     #[error("call bridge: {0}")]
     Media(#[from] MediaError),
+    /// An SRTP context could not be made.
+    #[error("receive leg: {0}")]
+    Srtp(#[from] sluice::srtp::SrtpError),
     /// Pinning the thread failed.
     #[error("{0}")]
     Pin(String),
@@ -226,11 +257,77 @@ struct Call {
     seq: u16,
 }
 
-/// One meeting: the mix its calls share, and the calls.
+/// One meeting: the mix its calls share, the calls, the receive legs
+/// the meeting reaches them on, and what the calls sent this round (the
+/// relay delivers it next round).
 struct Meeting {
     mix: MeetingMix,
     calls: Vec<Call>,
     seq: u16,
+    legs: Vec<Leg>,
+    sent: Vec<Sent>,
+    sent_len: usize,
+}
+
+/// A receive leg: the bridge's SRTP session (on the clock) and the
+/// relay's (off it), and the datagrams the relay queued for it.
+struct Leg {
+    bridge: SrtpSession<AnyGcm>,
+    relay: SrtpSession<AnyGcm>,
+    /// The call whose own leg this is: the relay never sends a
+    /// participant its own stream. `None` for a meeting's receive leg.
+    owner: Option<u32>,
+    inbox: Vec<Vec<u8>>,
+    queued: usize,
+}
+
+/// A caller's packet into the meeting.
+#[derive(Default)]
+struct Sent {
+    ssrc: u32,
+    seq: u16,
+    level: u8,
+    opus: Vec<u8>,
+}
+
+/// The RFC 6464 extension id the relay's copies carry (the daemon's
+/// default `audio_level_extension`).
+const LEVEL_EXTENSION: u8 = 1;
+
+impl Leg {
+    fn new(n: u32, owner: Option<u32>) -> Result<Self, BridgeError> {
+        let mut material = [0u8; 44];
+        material[..4].copy_from_slice(&n.to_be_bytes());
+        let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &material)?;
+        Ok(Self {
+            bridge: SrtpSession::new(AnyGcm::default(), &key)?,
+            relay: SrtpSession::new(AnyGcm::default(), &key)?,
+            owner,
+            inbox: Vec::new(),
+            queued: 0,
+        })
+    }
+
+    /// The relay's copy of one packet, protected under the leg's key.
+    fn queue(&mut self, ssrc: u32, seq: u16, level: u8, payload: &[u8]) {
+        if self.queued == self.inbox.len() {
+            self.inbox.push(vec![0u8; 1500]);
+        }
+        let buf = &mut self.inbox[self.queued];
+        buf.resize(1500, 0);
+        let ext = [0x80 | level];
+        let pt = PayloadType::new(111).expect("111 is a dynamic payload type");
+        let Ok(len) = RtpBuilder::new(pt, SeqNum(seq), u32::from(seq) * 960, Ssrc(ssrc))
+            .one_byte_extensions(&[(LEVEL_EXTENSION, &ext[..])])
+            .write(payload, buf)
+        else {
+            return;
+        };
+        if let Ok(len) = self.relay.protect_rtp(buf, len) {
+            buf.truncate(len);
+            self.queued += 1;
+        }
+    }
 }
 
 /// Runs `calls` bridges in real time on the calling thread (pinned to
@@ -258,15 +355,25 @@ pub fn run(
     let mut meetings: Vec<Meeting> = Vec::new();
     for i in 0..calls {
         if i % per_meeting == 0 {
+            let mut legs = Vec::new();
+            if !settings.leg_per_call {
+                legs.push(Leg::new(i as u32, None)?);
+            }
             meetings.push(Meeting {
                 mix: MeetingMix::new(),
                 calls: Vec::new(),
                 seq: 0,
+                legs,
+                sent: Vec::new(),
+                sent_len: 0,
             });
         }
         let ssrc = 0xca11_0000 + i as u32;
         let meeting = meetings.last_mut().expect("just pushed");
         meeting.mix.add_caller(ssrc);
+        if settings.leg_per_call {
+            meeting.legs.push(Leg::new(i as u32, Some(ssrc))?);
+        }
         meeting.calls.push(Call {
             uplink: CallerUplink::new(G711::Mu, uplink)?,
             phase: i * 7 % CYCLE_FRAMES,
@@ -287,21 +394,23 @@ pub fn run(
     }
     let mut run = BridgeRun {
         calls,
+        receive_legs: meetings.iter().map(|m| m.legs.len()).sum(),
         ..BridgeRun::default()
     };
 
     // Warm-up, off the clock: the first tick opens each stream's decoder.
     let mut frame_no = 0;
     for _ in 0..2 {
+        deliver(&mut meetings, &speakers, frame_no);
         round(
             &mut meetings,
             (&caller, &silence),
-            &speakers,
             frame_no,
             &mut BridgeRun::default(),
         )?;
         frame_no += 1;
     }
+    deliver(&mut meetings, &speakers, frame_no);
 
     let rounds = (settings.seconds / ROUND.as_secs_f64()).ceil().max(1.0) as u64;
     let mut work = Histogram::default();
@@ -314,13 +423,7 @@ pub fn run(
         sleep_until(due);
         let usage_before = ThreadUsage::now();
         let began = Instant::now();
-        round(
-            &mut meetings,
-            (&caller, &silence),
-            &speakers,
-            frame_no,
-            &mut run,
-        )?;
+        round(&mut meetings, (&caller, &silence), frame_no, &mut run)?;
         frame_no += 1;
         let done = Instant::now();
         let used = ThreadUsage::now().since(usage_before);
@@ -342,6 +445,10 @@ pub fn run(
             run.late_rounds += 1;
         }
         run.rounds += 1;
+        // The relay's side, off the clock: next round's copies.
+        let relay_began = Instant::now();
+        deliver(&mut meetings, &speakers, frame_no);
+        run.relay_us += relay_began.elapsed().as_micros() as u64;
     }
     let elapsed = start.elapsed().as_secs_f64();
     let used = ThreadUsage::now().since(usage_start);
@@ -354,10 +461,12 @@ pub fn run(
     if let (Some(before), Some(after)) = (cpu_before, procstat::cpu_ticks("thread-self")) {
         run.cpu_pct = (after - before) as f64 / procstat::TICKS_PER_SECOND / elapsed * 100.0;
     }
-    // getrusage's thread time is finer than /proc's 10 ms ticks.
-    if used.cpu_us > 0 && run.rounds > 0 {
+    // getrusage's thread time is finer than /proc's 10 ms ticks; the
+    // relay's side is not the bridge's.
+    let bridge_cpu_us = used.cpu_us.saturating_sub(run.relay_us);
+    if bridge_cpu_us > 0 && run.rounds > 0 {
         let calls_rounds = run.calls as f64 * run.rounds as f64;
-        run.cpu_per_call_us = used.cpu_us as f64 / calls_rounds;
+        run.cpu_per_call_us = bridge_cpu_us as f64 / calls_rounds;
         run.calls_per_busy_core = ROUND.as_micros() as f64 / run.cpu_per_call_us;
     }
     let p = work.percentiles();
@@ -374,33 +483,36 @@ pub fn run(
     Ok(run)
 }
 
-/// One round of every meeting: the web packets in (a copy per call), the
-/// mix's tick, then every call's uplink and G.711 frame; what came out is
-/// counted into `run`.
+/// One round of every meeting: the packets the relay queued on each
+/// receive leg decrypted and pushed, the mix's tick, then every call's
+/// uplink and G.711 frame; what came out is counted into `run`.
 fn round(
     meetings: &mut [Meeting],
     (caller, silence): (&[[u8; FRAME_8K]], &[u8; FRAME_8K]),
-    speakers: &[Vec<audio::OpusFrame>; 3],
     frame_no: usize,
     run: &mut BridgeRun,
 ) -> Result<(), MediaError> {
     for meeting in meetings {
-        // Only another call's leg delivers a caller's packet back: the
-        // relay never sends participants their own stream.
-        let heard_by_others = meeting.calls.len() > 1;
-        let at = frame_no % CYCLE_FRAMES;
-        for _ in 0..meeting.calls.len() {
-            for (s, frames) in speakers.iter().enumerate() {
-                let f = &frames[at];
-                meeting.mix.push(
-                    0x5eed_0000 + s as u32,
-                    meeting.seq,
-                    &f.payload,
-                    Some(f.level),
-                );
+        // What the relay sent since the last round, on every leg.
+        for leg in &mut meeting.legs {
+            for datagram in &mut leg.inbox[..leg.queued] {
+                let n = datagram.len();
+                let Ok(len) = leg.bridge.unprotect_rtp(datagram, n) else {
+                    continue;
+                };
+                run.packets_decrypted += 1;
+                let Ok(packet) = RtpPacket::parse(&datagram[..len]) else {
+                    continue;
+                };
+                let level =
+                    level::audio_level_and_voice(&packet, LEVEL_EXTENSION).map(|(dbov, _)| dbov);
+                let h = packet.header();
+                meeting
+                    .mix
+                    .push(h.ssrc().0, h.sequence().0, packet.payload(), level);
             }
+            leg.queued = 0;
         }
-        meeting.seq = meeting.seq.wrapping_add(1);
         meeting.mix.tick()?;
         for call in &mut meeting.calls {
             let at = (call.phase + frame_no) % CYCLE_FRAMES;
@@ -410,10 +522,17 @@ fn round(
             if let Some(opus) = out.to_meeting {
                 run.meeting_packets += 1;
                 run.meeting_bytes += opus.len() as u64;
-                // The next tick's mix hears it, as other calls' legs would.
-                if heard_by_others {
-                    meeting.mix.push(call.ssrc, call.seq, opus, Some(out.level));
+                // To the relay, which delivers it next round.
+                if meeting.sent_len == meeting.sent.len() {
+                    meeting.sent.push(Sent::default());
                 }
+                let sent = &mut meeting.sent[meeting.sent_len];
+                sent.ssrc = call.ssrc;
+                sent.seq = call.seq;
+                sent.level = out.level;
+                sent.opus.clear();
+                sent.opus.extend_from_slice(opus);
+                meeting.sent_len += 1;
                 call.seq = call.seq.wrapping_add(1);
             }
             let to_caller = meeting.mix.to_caller(G711::Mu, Some(call.ssrc));
@@ -421,6 +540,31 @@ fn round(
         }
     }
     Ok(())
+}
+
+/// The relay's side of a round, off the clock: the three web speakers'
+/// packets of frame `frame_no` and what the calls sent, a copy to every
+/// leg of the meeting but the sender's own, each protected under the
+/// leg's key.
+fn deliver(meetings: &mut [Meeting], speakers: &[Vec<audio::OpusFrame>; 3], frame_no: usize) {
+    let at = frame_no % CYCLE_FRAMES;
+    for meeting in meetings {
+        let seq = meeting.seq;
+        meeting.seq = meeting.seq.wrapping_add(1);
+        let sent = &meeting.sent[..meeting.sent_len];
+        for leg in &mut meeting.legs {
+            for (s, frames) in speakers.iter().enumerate() {
+                let f = &frames[at];
+                leg.queue(0x5eed_0000 + s as u32, seq, f.level, &f.payload);
+            }
+            for p in sent {
+                if leg.owner != Some(p.ssrc) {
+                    leg.queue(p.ssrc, p.seq, p.level, &p.opus);
+                }
+            }
+        }
+        meeting.sent_len = 0;
+    }
 }
 
 /// Sleeps until ~100 µs before `at`, then spins: timer slack must not
