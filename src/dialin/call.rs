@@ -35,6 +35,7 @@ use crate::srtp::{MasterKey, SrtpError, SrtpSession};
 
 use super::prompts::{FRAME, MU_LAW_SILENCE, Playback, Prompt};
 use super::rekey::InboundKeys;
+use super::reoffer::MediaUpdate;
 use super::rtcp::{CallQuality, CallerRtcp};
 
 /// The largest datagram either side sends or accepts.
@@ -373,18 +374,101 @@ impl Call {
         leg: &BridgeLeg,
     ) -> Result<(CallerUplink, SrtpSession<AnyGcm>, SrtpSession<AnyGcm>), CallError> {
         let backend = AnyGcm::new(self.settings.backend);
-        let uplink = UplinkSettings {
+        Ok((
+            CallerUplink::for_codec(self.media.codec, self.uplink_settings())?,
+            SrtpSession::new(backend.clone(), &leg.client_to_relay)?,
+            SrtpSession::new(backend, &leg.relay_to_client)?,
+        ))
+    }
+
+    fn uplink_settings(&self) -> UplinkSettings {
+        UplinkSettings {
             opus: self.settings.opus(),
             suppression: self
                 .settings
                 .silence_suppression
                 .then_some(SilenceSuppression::DIAL_IN),
+        }
+    }
+
+    /// A re-offer was answered (`reoffer.rs`): the address, hold, keys,
+    /// codec and RTCP multiplexing the answer settled on. Returns whether
+    /// the caller's mix rate changed (the pool then moves the call to the
+    /// meeting's mix at the new rate).
+    pub(crate) fn reoffer(&mut self, update: &MediaUpdate, now: Instant) -> bool {
+        let rate = self.mix_rate();
+        self.update_caller((update.remote, update.rtcp), update.held, now);
+        self.media.rtcp_mux = update.rtcp_mux;
+        if let Some((theirs, ours)) = &update.rekey
+            && let Err(e) = self.rekey(theirs, ours)
+        {
+            tracing::warn!("dial-in re-key failed: {e}");
+        }
+        self.switch_codec(
+            update.codec,
+            update.payload_type,
+            update.telephone_event,
+            now,
+        );
+        self.mix_rate() != rate
+    }
+
+    /// Moves the call to `codec` (a re-INVITE's answer): the caller's
+    /// decoder (the uplink) and encoder are rebuilt for it. A codec on
+    /// another RTP clock (G.711 or G.722 ↔ Opus) gets a new SSRC towards
+    /// the caller and fresh RTCP state, as RFC 7160 §4.1 asks of a sender
+    /// whose clock rate changes; on the same clock (PCMU ↔ PCMA, G.711 ↔
+    /// G.722) the stream goes on. If the codec cannot be opened the call is
+    /// hung up: the answer promised it.
+    fn switch_codec(
+        &mut self,
+        codec: CallerCodec,
+        payload_type: u8,
+        telephone_event: Option<u8>,
+        now: Instant,
+    ) {
+        self.media.payload_type = payload_type;
+        if telephone_event != self.media.telephone_event {
+            self.media.telephone_event = telephone_event;
+            self.dtmf = DtmfDetector::new();
+        }
+        if codec == self.media.codec {
+            return;
+        }
+        let built = (|| -> Result<_, CallError> {
+            let encoder = match codec {
+                CallerCodec::G711(_) => None,
+                codec => Some(CallerEncoder::new(codec, self.settings.opus())?),
+            };
+            let uplink = match &self.stage {
+                Stage::Bridged(_) => Some(CallerUplink::for_codec(codec, self.uplink_settings())?),
+                _ => None,
+            };
+            Ok((encoder, uplink))
+        })();
+        let (encoder, uplink) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                tracing::warn!("dial-in codec switch to {codec:?} failed ({e}): hanging up");
+                self.outcome.get_or_insert(CallOutcome::Failed);
+                self.hangup = true;
+                return;
+            }
         };
-        Ok((
-            CallerUplink::for_codec(self.media.codec, uplink)?,
-            SrtpSession::new(backend.clone(), &leg.client_to_relay)?,
-            SrtpSession::new(backend, &leg.relay_to_client)?,
-        ))
+        let clock_changed = codec.rtp_clock() != self.media.codec.rtp_clock();
+        tracing::info!(from = ?self.media.codec, to = ?codec, "dial-in caller switched codec");
+        self.media.codec = codec;
+        self.encoder = encoder;
+        if let (Stage::Bridged(b), Some(uplink)) = (&mut self.stage, uplink) {
+            b.uplink = uplink;
+        }
+        if clock_changed {
+            self.ssrc = random_u32();
+            self.seq = random_u32() as u16;
+            self.timestamp = random_u32();
+            self.first_sent = false;
+            self.rtcp = CallerRtcp::new(self.ssrc, codec.rtp_clock(), now, ntp_now());
+        }
     }
 
     /// A datagram from the caller's side.

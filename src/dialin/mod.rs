@@ -6,6 +6,9 @@
 //!   it decides per INVITE: refuse (E2EE meetings: `403` with a `Reason`;
 //!   unknown meeting `404`; bad offer `488`; full `503`), or answer with an
 //!   SDP answer and hand the call to a media pool thread;
+//! - `reoffer.rs`: what a re-INVITE changes in a call that is up (hold,
+//!   address, SDES keys, codec, rtcp-mux), decided sans-IO and applied on
+//!   the call's pool thread;
 //! - `pool.rs`: media pool threads that own the calls' sockets and tick
 //!   every call each 20 ms on a steady clock;
 //! - `call.rs`: one call's state machine: the voice menu (speech prompts
@@ -25,6 +28,7 @@ pub(crate) mod outbound;
 mod pool;
 mod prompts;
 mod rekey;
+mod reoffer;
 mod rtcp;
 mod signalling;
 mod stream;

@@ -36,6 +36,7 @@ use crate::sip::CallId;
 use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, MAX_DATAGRAM, TickOut};
+use super::reoffer::MediaUpdate;
 
 /// The media clock: one G.711 frame.
 pub(crate) const FRAME_PERIOD: Duration = Duration::from_millis(20);
@@ -57,6 +58,12 @@ pub(crate) enum PoolCommand {
         /// New SDES keys (the caller's, ours), when the re-INVITE changed
         /// them.
         rekey: Option<Box<(MasterKey, MasterKey)>>,
+    },
+    /// A re-INVITE was answered: what it changed (`reoffer.rs`).
+    Reoffer {
+        /// The call.
+        id: CallId,
+        update: Box<MediaUpdate>,
     },
     /// The dialog is over: drop the call.
     End(CallId),
@@ -250,6 +257,15 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
                         {
                             tracing::warn!("dial-in re-key failed: {e}");
                         }
+                    }
+                }
+                Ok(PoolCommand::Reoffer { id, update }) => {
+                    if let Some(slot) = slots.iter_mut().find(|s| s.id == id)
+                        && slot.reoffer(*update, Instant::now())
+                    {
+                        // A new codec rate: the next turn attaches the
+                        // call to its meeting's mix at that rate.
+                        slot.detach(&mut mixes);
                     }
                 }
                 Ok(PoolCommand::End(id)) => {

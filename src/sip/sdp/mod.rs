@@ -22,7 +22,7 @@ use std::net::IpAddr;
 
 pub use answer::{
     AnswerSpec, CODEC_PREFERENCE, Negotiated, OFFERED_CODECS, OFFERED_TELEPHONE_EVENT, OfferSpec,
-    build_answer, make_audio_offer, negotiate,
+    build_answer, make_audio_offer, negotiate, negotiate_keeping,
 };
 pub use offer::parse_offer;
 
