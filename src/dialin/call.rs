@@ -483,9 +483,15 @@ impl Call {
             self.on_caller_rtcp(now, buf, len);
             return;
         }
-        if self.latched.is_some_and(|at| at != from) && self.from_caller.is_none() {
+        if self.latched.is_some_and(|at| at != from)
+            && from != self.media.remote
+            && self.from_caller.is_none()
+        {
             // Plain RTP is latched to its first source; SRTP may move,
             // since only the key holder can produce a packet that passes.
+            // The address the SDP names always wins: after a re-INVITE
+            // moved the media, a packet still in flight from the old
+            // address may have latched there again.
             return;
         }
         let len = match &mut self.from_caller {

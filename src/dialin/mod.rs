@@ -8,7 +8,8 @@
 //!   SDP answer and hand the call to a media pool thread;
 //! - `reoffer.rs`: what a re-INVITE changes in a call that is up (hold,
 //!   address, SDES keys, codec, rtcp-mux), decided sans-IO and applied on
-//!   the call's pool thread;
+//!   the call's pool thread; dial-out's far-end re-INVITEs go through it
+//!   too (`outbound.rs`);
 //! - `pool.rs`: media pool threads that own the calls' sockets and tick
 //!   every call each 20 ms on a steady clock;
 //! - `call.rs`: one call's state machine: the voice menu (speech prompts

@@ -28,11 +28,16 @@
 //! offers it at the start, and refusing keeps every call on one security
 //! setting for its life.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Instant;
 
+use ring::rand::{SecureRandom, SystemRandom};
+
 use crate::media::{CallerCodec, G711};
-use crate::sip::sdp::{AnswerSpec, Codec, MediaOffer, SdpError, negotiate_keeping};
+use crate::sip::sdp::{
+    AnswerSpec, Codec, MediaOffer, SdpError, build_answer, negotiate, negotiate_keeping,
+    parse_offer,
+};
 use crate::srtp::{MasterKey, SrtpError, SrtpProfile};
 
 use super::pool::CallSlot;
@@ -178,6 +183,77 @@ pub(crate) fn reanswer(
     })
 }
 
+/// Answers `offer` in the call `session` holds, for the I/O edge: binds
+/// the RTCP socket a removed rtcp-mux needs, commits the new session and
+/// returns the answer's SDP and the pool's update; or the status that
+/// refuses the re-INVITE (488 for what [`reanswer`] refuses, 500 when no
+/// socket can be bound), the call going on as it was.
+pub(crate) fn answer_reoffer(
+    session: &mut Session,
+    offer: &MediaOffer,
+    media_ip: IpAddr,
+) -> Result<(String, MediaUpdate), (u16, &'static str)> {
+    let rng = SystemRandom::new();
+    let mut plan = reanswer(session, offer, &mut |key| rng.fill(key).is_ok()).map_err(|e| {
+        tracing::info!("re-INVITE refused: {e}");
+        (488, "Not Acceptable Here")
+    })?;
+    if plan.needs_rtcp_socket {
+        let answer = &mut plan.session.answer;
+        let (port, socket) = bind_rtcp(media_ip, answer.port)
+            .and_then(|socket| Ok((socket.local_addr()?.port(), socket)))
+            .map_err(|e| {
+                tracing::warn!("re-INVITE: no RTCP socket ({e})");
+                (500, "Server Internal Error")
+            })?;
+        answer.rtcp_port = Some(port);
+        plan.update.rtcp_socket = Some(socket);
+    }
+    let sdp = build_answer(&plan.session.answer);
+    *session = plan.session;
+    Ok((sdp, plan.update))
+}
+
+/// What a dialed call's far-end re-offers are answered against: our
+/// offer `ours` as sent (its address, port, key, `o=` line) and the far
+/// end's answer to it (codec, telephone-event, its key, rtcp-mux). `None`
+/// when either cannot be read.
+pub(crate) fn dialed_session(ours: &str, answer: &MediaOffer) -> Option<Session> {
+    let offered = parse_offer(ours.as_bytes()).ok()?;
+    let (session_id, session_version) = origin(ours)?;
+    let agreed = negotiate(answer).ok()?;
+    let tag = agreed.crypto.as_ref().map(|c| c.tag);
+    let crypto = offered
+        .crypto
+        .iter()
+        .find(|c| Some(c.tag) == tag)
+        .map(|c| (c.tag, c.profile, c.key_material.clone()));
+    Some(Session {
+        answer: AnswerSpec {
+            address: offered.connection,
+            port: offered.port,
+            codec: agreed.codec,
+            telephone_event: agreed.telephone_event,
+            telephone_events: agreed.telephone_events,
+            telephone_event_clock: agreed.telephone_event_clock,
+            crypto,
+            direction: agreed.direction,
+            session_id,
+            session_version,
+            rtcp_mux: agreed.rtcp_mux,
+            rtcp_port: offered.rtcp.map(|(port, _)| port),
+        },
+        caller_key: agreed.crypto.map(|c| (c.profile, c.key_material)),
+    })
+}
+
+/// The session id and version of an SDP's `o=` line (RFC 4566 §5.2).
+fn origin(sdp: &str) -> Option<(u64, u64)> {
+    let line = sdp.lines().find_map(|l| l.strip_prefix("o="))?;
+    let mut fields = line.split_ascii_whitespace().skip(1);
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
 impl CallSlot {
     /// Applies a re-offer's update on the call's pool thread; true when
     /// the call's mix rate changed (the pool moves it to that mix).
@@ -197,7 +273,7 @@ impl CallSlot {
 /// Binds the caller's RTCP socket next to its RTP port `rtp_port`: RTP + 1
 /// where free (RFC 3550 §11), else any port (the answer then names it with
 /// `a=rtcp`, RFC 3605). Non-blocking, as the pool reads it.
-pub(crate) fn bind_rtcp(ip: std::net::IpAddr, rtp_port: u16) -> std::io::Result<UdpSocket> {
+pub(crate) fn bind_rtcp(ip: IpAddr, rtp_port: u16) -> std::io::Result<UdpSocket> {
     let socket = rtp_port
         .checked_add(1)
         .and_then(|next| UdpSocket::bind(SocketAddr::new(ip, next)).ok())
@@ -208,10 +284,10 @@ pub(crate) fn bind_rtcp(ip: std::net::IpAddr, rtp_port: u16) -> std::io::Result<
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::sip::sdp::{Direction, OfferedCodec, build_answer, parse_offer};
+    use crate::sip::sdp::{Direction, OfferedCodec};
 
     const SUITE: SrtpProfile = SrtpProfile::AesCm128HmacSha1_80;
 
@@ -377,6 +453,50 @@ mod tests {
             reanswer(&srtp, &downgrade, &mut no_random),
             Err(ReofferError::Security(RekeyError::SecurityChanged))
         ));
+    }
+
+    #[test]
+    fn a_dialed_call_answers_the_far_ends_reoffer_against_its_own_offer() {
+        use crate::sip::sdp::{OfferSpec, make_audio_offer};
+        let ours = make_audio_offer(&OfferSpec {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 40_000,
+            rtcp_mux: false,
+            rtcp_port: None,
+            crypto: Some((1, SUITE, vec![0xAA; 30])),
+            session_id: 4242,
+            session_version: 1,
+        });
+        let answer = offer("m=audio 6000 RTP/SAVP 8 101", &inline(3));
+        let mut session = dialed_session(&ours, &answer).expect("readable");
+        assert_eq!(session.answer.port, 40_000);
+        assert_eq!(session.answer.codec.codec, Codec::Pcma);
+        assert_eq!(session.answer.crypto, Some((1, SUITE, vec![0xAA; 30])));
+        assert_eq!(session.caller_key, Some((SUITE, vec![3; 30])));
+        // The far end holds: same keys, recvonly, o= 4242 version 2.
+        let held = offer(
+            "m=audio 6000 RTP/SAVP 8 101",
+            &(inline(3) + "a=sendonly\r\n"),
+        );
+        let (sdp, update) =
+            answer_reoffer(&mut session, &held, IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+        assert!(update.held && update.rekey.is_none());
+        assert!(
+            sdp.contains("o=sluice 4242 2 IN IP4 127.0.0.1\r\n"),
+            "{sdp}"
+        );
+        assert!(sdp.contains("a=recvonly\r\n"));
+        assert!(sdp.contains("m=audio 40000 RTP/SAVP 8 101\r\n"));
+        assert_eq!(session.answer.session_version, 2, "committed");
+        // Plain RTP now: refused, the session unchanged.
+        let plain = offer("m=audio 6000 RTP/AVP 8 101", "");
+        assert_eq!(
+            answer_reoffer(&mut session, &plain, IpAddr::V4(Ipv4Addr::LOCALHOST)).err(),
+            Some((488, "Not Acceptable Here"))
+        );
+        assert_eq!(session.answer.session_version, 2);
+        // Our own SDP unreadable: no session (re-INVITEs then get 488).
+        assert!(dialed_session("garbage", &answer).is_none());
     }
 
     #[test]

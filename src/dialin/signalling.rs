@@ -26,7 +26,7 @@ use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, CallerMedia, Entry, admit_direct, random_u32};
 use super::pool::{CallSlot, PoolCommand, PoolEvent};
-use super::reoffer::{Session, bind_rtcp, caller_codec, reanswer};
+use super::reoffer::{Session, answer_reoffer, bind_rtcp, caller_codec};
 use super::stream::{StreamLimits, StreamStats, Streams};
 
 /// The `Reason` header an E2EE meeting's refusal carries (RFC 3326).
@@ -573,50 +573,25 @@ impl Signalling {
         started
     }
 
-    /// A re-INVITE's offer in a call that is up: answered as
-    /// [`reanswer`] decides (488 when it refuses; the call goes on as it
-    /// was), its changes sent to the call's pool thread.
+    /// A re-INVITE's offer in a call that is up: answered as `reoffer.rs`
+    /// decides (488 when it refuses; the call goes on as it was), its
+    /// changes sent to the call's pool thread.
     fn reoffer(&mut self, now: Instant, call: CallId, offer: &MediaOffer) {
         let Some(known) = self.known.get_mut(&call) else {
             self.uas
                 .reject_reinvite(now, call, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        let rng = &self.rng;
-        let decided = reanswer(&known.session, offer, &mut |key| rng.fill(key).is_ok());
-        let mut plan = match decided {
-            Ok(plan) => plan,
-            Err(e) => {
-                tracing::info!("dial-in re-INVITE refused: {e}");
-                self.uas
-                    .reject_reinvite(now, call, 488, "Not Acceptable Here");
-                return;
+        match answer_reoffer(&mut known.session, offer, self.settings.media_ip) {
+            Ok((sdp, update)) => {
+                let _ = self.pools[known.pool].send(PoolCommand::Reoffer {
+                    id: call,
+                    update: Box::new(update),
+                });
+                self.uas.answer_reinvite(now, call, &sdp);
             }
-        };
-        if plan.needs_rtcp_socket {
-            let answer = &mut plan.session.answer;
-            let bound = bind_rtcp(self.settings.media_ip, answer.port)
-                .and_then(|socket| Ok((socket.local_addr()?.port(), socket)));
-            match bound {
-                Ok((port, socket)) => {
-                    answer.rtcp_port = Some(port);
-                    plan.update.rtcp_socket = Some(socket);
-                }
-                Err(e) => {
-                    tracing::warn!("dial-in re-INVITE: no RTCP socket ({e})");
-                    self.uas
-                        .reject_reinvite(now, call, 500, "Server Internal Error");
-                    return;
-                }
-            }
+            Err((status, reason)) => self.uas.reject_reinvite(now, call, status, reason),
         }
-        let sdp = build_answer(&plan.session.answer);
-        known.session = plan.session;
-        let _ = self.pools[known.pool].send(PoolCommand::Reoffer {
-            id: call,
-            update: Box::new(plan.update),
-        });
-        self.uas.answer_reinvite(now, call, &sdp);
     }
 }
 
