@@ -25,12 +25,14 @@ use crate::crypto::{AnyGcm, BackendKind};
 use crate::media::dtmf::DtmfDetector;
 use crate::media::{
     CallerCodec, CallerEncoder, CallerUplink, G711, MAX_CALLER_FRAME, MediaError, MeetingMix,
-    OpusSettings, SilenceSuppression, UplinkFrame, UplinkSettings, level, stretch_8k,
+    OpusBandwidth, OpusSettings, SilenceSuppression, UplinkFrame, UplinkSettings, level,
+    stretch_8k,
 };
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::policy::Refusal;
 use crate::relay::{MediaKind, MeetingMode};
 use crate::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
+use crate::sip::sdp::OpusFmtp;
 use crate::srtp::{MasterKey, SrtpError, SrtpSession};
 
 use super::prompts::{FRAME, MU_LAW_SILENCE, Playback, Prompt};
@@ -80,6 +82,8 @@ pub(crate) struct CallerMedia {
     pub(crate) rtcp_mux: bool,
     /// SDES SRTP: the caller's key (for what it sends) and ours.
     pub(crate) srtp: Option<(MasterKey, MasterKey)>,
+    /// What the caller's Opus fmtp asks of what we send it (an Opus call).
+    pub(crate) opus_fmtp: OpusFmtp,
     /// A name for the meeting's participant list.
     pub(crate) display: String,
 }
@@ -222,10 +226,7 @@ impl Call {
             None => (None, None),
         };
         let tries_left = settings.attempts;
-        let encoder = match media.codec {
-            CallerCodec::G711(_) => None,
-            codec => Some(CallerEncoder::new(codec, settings.opus())?),
-        };
+        let encoder = caller_encoder(media.codec, &settings, media.opus_fmtp)?;
         let ssrc = random_u32();
         let rtcp = CallerRtcp::new(ssrc, media.codec.rtp_clock(), now, ntp_now());
         let mut call = Self {
@@ -405,7 +406,7 @@ impl Call {
             tracing::warn!("dial-in re-key failed: {e}");
         }
         self.switch_codec(
-            update.codec,
+            (update.codec, update.opus),
             update.payload_type,
             update.telephone_event,
             now,
@@ -422,7 +423,7 @@ impl Call {
     /// hung up: the answer promised it.
     fn switch_codec(
         &mut self,
-        codec: CallerCodec,
+        (codec, opus_fmtp): (CallerCodec, OpusFmtp),
         payload_type: u8,
         telephone_event: Option<u8>,
         now: Instant,
@@ -433,13 +434,20 @@ impl Call {
             self.dtmf = DtmfDetector::new();
         }
         if codec == self.media.codec {
+            if codec == CallerCodec::Opus && opus_fmtp != self.media.opus_fmtp {
+                // The same codec, asked for differently: a new encoder.
+                match caller_encoder(codec, &self.settings, opus_fmtp) {
+                    Ok(encoder) => {
+                        self.encoder = encoder;
+                        self.media.opus_fmtp = opus_fmtp;
+                    }
+                    Err(e) => tracing::warn!("dial-in Opus encoder not reopened: {e}"),
+                }
+            }
             return;
         }
         let built = (|| -> Result<_, CallError> {
-            let encoder = match codec {
-                CallerCodec::G711(_) => None,
-                codec => Some(CallerEncoder::new(codec, self.settings.opus())?),
-            };
+            let encoder = caller_encoder(codec, &self.settings, opus_fmtp)?;
             let uplink = match &self.stage {
                 Stage::Bridged(_) => Some(CallerUplink::for_codec(codec, self.uplink_settings())?),
                 _ => None,
@@ -458,6 +466,7 @@ impl Call {
         let clock_changed = codec.rtp_clock() != self.media.codec.rtp_clock();
         tracing::info!(from = ?self.media.codec, to = ?codec, "dial-in caller switched codec");
         self.media.codec = codec;
+        self.media.opus_fmtp = opus_fmtp;
         self.encoder = encoder;
         if let (Stage::Bridged(b), Some(uplink)) = (&mut self.stage, uplink) {
             b.uplink = uplink;
@@ -895,6 +904,34 @@ impl CallSettings {
             ..OpusSettings::DIAL_IN
         }
     }
+}
+
+/// The loss in-band FEC is tuned for when a caller asks for it
+/// (`useinbandfec=1`): libopus spends its redundancy where it expects
+/// about this much loss; 10 % is a lossy mobile or Wi-Fi leg.
+const FEC_LOSS_PERCENT: u8 = 10;
+
+/// What the caller hears is encoded with: nothing for G.711 (by table, or
+/// once per meeting by the mix), G.722, or Opus as the caller's fmtp asks
+/// (RFC 7587 §6.1): no wider than its `maxplaybackrate`, with in-band FEC
+/// when it said `useinbandfec=1`. Mono always (`stereo=1` is a
+/// preference; a receiver must take mono), 20 ms frames always (`a=ptime`
+/// is a preference too, and 20 ms is what every phone takes).
+fn caller_encoder(
+    codec: CallerCodec,
+    settings: &CallSettings,
+    fmtp: OpusFmtp,
+) -> Result<Option<CallerEncoder>, MediaError> {
+    Ok(match codec {
+        CallerCodec::G711(_) => None,
+        CallerCodec::Opus => Some(CallerEncoder::opus_for(
+            settings.opus(),
+            fmtp.max_playback_rate
+                .map_or(OpusBandwidth::Full, OpusBandwidth::for_playback_rate),
+            fmtp.inband_fec.then_some(FEC_LOSS_PERCENT),
+        )?),
+        codec => Some(CallerEncoder::new(codec, settings.opus())?),
+    })
 }
 
 /// What writing the caller's packet into the meeting needs of [`Bridged`].

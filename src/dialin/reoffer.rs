@@ -35,7 +35,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::media::{CallerCodec, G711};
 use crate::sip::sdp::{
-    AnswerSpec, Codec, MediaOffer, SdpError, build_answer, negotiate, negotiate_keeping,
+    AnswerSpec, Codec, MediaOffer, OpusFmtp, SdpError, build_answer, negotiate, negotiate_keeping,
     parse_offer,
 };
 use crate::srtp::{MasterKey, SrtpError, SrtpProfile};
@@ -69,6 +69,8 @@ pub(crate) struct MediaUpdate {
     pub(crate) codec: CallerCodec,
     pub(crate) payload_type: u8,
     pub(crate) telephone_event: Option<u8>,
+    /// The offer's Opus fmtp (what the far end wants to receive).
+    pub(crate) opus: OpusFmtp,
     /// RTCP muxed on the RTP port from now on.
     pub(crate) rtcp_mux: bool,
     /// The RTCP socket, when rtcp-mux was just removed (bound by the I/O
@@ -175,6 +177,7 @@ pub(crate) fn reanswer(
             codec: caller_codec(negotiated.codec.codec),
             payload_type: negotiated.codec.pt,
             telephone_event: negotiated.telephone_event,
+            opus: offer.opus,
             rtcp_mux: negotiated.rtcp_mux,
             rtcp_socket: None,
         },

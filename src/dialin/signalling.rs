@@ -531,6 +531,7 @@ impl Signalling {
                 srtp: crypto
                     .as_ref()
                     .map(|(_, theirs, ours, _)| (theirs.clone(), ours.clone())),
+                opus_fmtp: offer.opus,
                 display: display_name(caller),
             };
             let answer = AnswerSpec {

@@ -578,6 +578,7 @@ fn caller_media(c: &Outbound, answer: &MediaOffer, srtp: TrunkSrtp) -> Result<Ca
         rtcp: negotiated.rtcp,
         rtcp_mux: negotiated.rtcp_mux,
         srtp: keys,
+        opus_fmtp: answer.opus,
         display: format!("phone {}", c.to),
     })
 }
