@@ -703,6 +703,23 @@ fn a_far_end_reinvite_is_a_reoffer_answered_by_the_call_logic() {
 }
 
 #[test]
+fn a_reinvite_on_the_early_dialog_while_our_invite_is_pending_gets_491() {
+    let t0 = Instant::now();
+    let mut u = uac(Transport::Udp);
+    let _call = u.dial(t0, dial(None)).unwrap();
+    let invite = one(&mut u);
+    feed(&mut u, t0, &response(&invite, 180, "", None));
+    let _ = events(&mut u);
+    feed(
+        &mut u,
+        t0,
+        &far_reinvite(&invite, 1, "z9hG4bKearly", Some(FAR_SDP)),
+    );
+    assert_eq!(start_line(&one(&mut u)), "SIP/2.0 491 Request Pending");
+    assert!(events(&mut u).is_empty());
+}
+
+#[test]
 fn a_reinvite_2xx_over_tcp_is_not_retransmitted() {
     let t0 = Instant::now();
     let mut u = uac(Transport::Tcp);

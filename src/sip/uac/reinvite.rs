@@ -9,7 +9,9 @@
 //! on UDP every T1, doubling to T2, until its ACK, for at most 64*T1.
 //! A new re-INVITE while one has no final response gets 500 with a
 //! Retry-After of 0 to 10 s at random (§14.2), one with a lower CSeq 500
-//! (§12.2.2), and one while our 2xx waits for its ACK 491.
+//! (§12.2.2), and one while our 2xx waits for its ACK 491, as does one on
+//! the early dialog while our own INVITE has no final response yet (§14.2:
+//! an INVITE of ours in progress).
 
 use std::time::{Duration, Instant};
 
@@ -101,8 +103,15 @@ impl Uac {
             return;
         };
         let to = (req.base.reply_to, req.base.transport);
-        if c.phase != Phase::Confirmed {
-            return self.respond(req, Response::new(481, "Call/Transaction Does Not Exist"));
+        match c.phase {
+            Phase::Confirmed => {}
+            // Our INVITE is still in progress on this (early) dialog.
+            Phase::Calling | Phase::Proceeding => {
+                return self.respond(req, Response::new(491, "Request Pending"));
+            }
+            Phase::Terminating | Phase::Lingering => {
+                return self.respond(req, Response::new(481, "Call/Transaction Does Not Exist"));
+            }
         }
         if let Some(r) = &c.reinvite
             && r.branch == branch
