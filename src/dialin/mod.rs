@@ -51,6 +51,7 @@ use pool::PoolThread;
 use signalling::{Signalling, SignallingSettings, SipReload};
 use stream::{StreamLimits, Streams};
 
+pub use rtcp::{CallQuality, CallerRtcp, REPORT_INTERVAL};
 pub use signalling::E2EE_REASON;
 pub(crate) use stream::server_tls;
 
