@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
                 // Up to about 65 s on, then a report into a buffer of any
                 // size (a short one yields nothing, never a panic).
                 now += Duration::from_millis(u64::from(u16::from_be_bytes([p[0], p[1]])));
-                let size = usize::from(p[2]) * 6;
+                let size = (usize::from(p[2]) * 6).min(buf.len());
                 let due = now >= rtcp.poll_timeout();
                 match rtcp.poll_report(now, &mut buf[..size]) {
                     Some(len) => {
