@@ -1536,3 +1536,261 @@ fn rtcp_mux_puts_the_callers_rtcp_on_its_rtp_port() {
     calls_settled(api);
     daemon.shutdown();
 }
+
+/// What the phone got in one phase of a call whose codec changes: RTP
+/// (when, payload type, SSRC, payload), and RTCP on its RTP port (muxed)
+/// and on RTP + 1 (when, source).
+#[derive(Default)]
+struct Phase {
+    started: Option<Instant>,
+    /// How long it lasted, once the next began.
+    lasted: Option<Duration>,
+    rtp: Vec<(Duration, u8, u32, Vec<u8>)>,
+    muxed: Vec<Duration>,
+    apart: Vec<(Duration, SocketAddr, Vec<u8>)>,
+}
+
+impl Phase {
+    /// The RTP of the phase but its first and last `settle`: packets in
+    /// flight across a re-INVITE, and the moments between sluice's 200
+    /// and SIPp's log line saying it came, belong to either phase.
+    fn rtp_within(&self, settle: Duration) -> impl Iterator<Item = &(Duration, u8, u32, Vec<u8>)> {
+        let end = self
+            .lasted
+            .map_or(Duration::MAX, |d| d.saturating_sub(settle));
+        self.rtp
+            .iter()
+            .filter(move |(at, ..)| *at >= settle && *at < end)
+    }
+}
+
+/// The 100 ms windows of `pcm` in which `freq` is the loudest of `freqs`
+/// by 20 times and clearly there.
+fn windows_with(pcm: &[i16], rate: u32, freq: f32, freqs: &[f32]) -> usize {
+    pcm.chunks_exact(rate as usize / 10)
+        .filter(|w| {
+            let p = goertzel_power(w, rate, freq);
+            p > 0.002
+                && freqs
+                    .iter()
+                    .filter(|&&f| f != freq)
+                    .all(|&f| p > 20.0 * goertzel_power(w, rate, f))
+        })
+        .count()
+}
+
+#[test]
+fn a_reinvite_switches_the_codec_and_moves_rtcp_onto_and_off_the_rtp_port() {
+    let daemon = start("");
+    let api = daemon.control_addr();
+    meeting(api, "5550060", "standard", None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (publisher, heard_by_web) = web_tone(api, "5550060", 0x6666, 2000.0, &stop);
+    let log = std::env::temp_dir().join(format!("sluice-sipp-codec-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let (rtp, rtcp) = rtp_and_rtcp_sockets();
+    let port = rtp.local_addr().expect("addr").port();
+    let sipp = Sipp::call_with(
+        sip(&daemon),
+        "reinvite-codec-mux.xml",
+        "5550060",
+        port,
+        3500,
+        &[
+            "-trace_logs",
+            "-log_file",
+            log.to_str().expect("utf-8 path"),
+        ],
+    );
+    // The phone: PCMU at 440 Hz, then Opus at 700 Hz, then PCMA at
+    // 1300 Hz, each phase a new SSRC (RFC 7160 §4.1), 20 ms frames.
+    let tones = [440.0f32, 700.0, 1300.0];
+    let mut opus = OpusEncoder::with_settings(OpusSettings {
+        bitrate_bps: 48_000,
+        complexity: 5,
+        bandwidth: OpusBandwidth::Full,
+        ..OpusSettings::DIAL_IN
+    })
+    .expect("opus encoder");
+    let mut phases: [Phase; 3] = Default::default();
+    let mut phase = 0usize;
+    let mut sines = tones.map(|f| Sine::new(f, 48_000, 8000.0));
+    let mut narrow = tones.map(|f| Sine::new(f, 8000, 8000.0));
+    let (mut seq, mut timestamp) = (1000u16, 80_000u32);
+    let mut relay = None;
+    let mut rr_sent = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 2048];
+    let mut k = 0u64;
+    let begin = Instant::now();
+    phases[0].started = Some(begin);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the call never went through its phases"
+        );
+        k += 1;
+        if k.is_multiple_of(5) {
+            let next = ["switched-opus", "switched-pcma"]
+                .get(phase)
+                .is_some_and(|tag| sipp_logged(&log, tag).is_some());
+            if next {
+                phases[phase].lasted = phases[phase].started.map(|t| t.elapsed());
+                phase += 1;
+                phases[phase].started = Some(Instant::now());
+            }
+        }
+        let since = phases[phase]
+            .started
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        if phase == 2 && since > Duration::from_millis(3200) {
+            break;
+        }
+        if let Some(relay) = relay {
+            let (pt, payload, step) = match phase {
+                0 | 2 => {
+                    let mut pcm = [0i16; 160];
+                    narrow[phase].fill(&mut pcm);
+                    let mut g711 = [0u8; 160];
+                    let (law, pt) = if phase == 0 {
+                        (G711::Mu, 0)
+                    } else {
+                        (G711::A, 8)
+                    };
+                    law.encode(&pcm, &mut g711);
+                    (pt, g711.to_vec(), 160)
+                }
+                _ => {
+                    let mut pcm = [0i16; 960];
+                    sines[1].fill(&mut pcm);
+                    (111, opus.encode(&pcm).expect("encode").to_vec(), 960)
+                }
+            };
+            let mut p = vec![0x80, pt];
+            p.extend(seq.to_be_bytes());
+            p.extend(timestamp.to_be_bytes());
+            p.extend((0x5eed_0001u32 + phase as u32).to_be_bytes());
+            p.extend_from_slice(&payload);
+            rtp.send_to(&p, relay).expect("phone sends");
+            seq = seq.wrapping_add(1);
+            timestamp = timestamp.wrapping_add(step);
+        }
+        let due = begin + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            let at = phases[phase]
+                .started
+                .map_or(Duration::ZERO, |t| t.elapsed());
+            if let Ok((n, from)) = rtp.recv_from(&mut buf) {
+                relay.get_or_insert(from);
+                if support::is_rtcp(&buf[..n]) {
+                    phases[phase].muxed.push(at);
+                } else if let Ok(p) = sluice::rtp::RtpPacket::parse(&buf[..n]) {
+                    let h = p.header();
+                    phases[phase].rtp.push((
+                        at,
+                        h.payload_type().get(),
+                        h.ssrc().0,
+                        p.payload().to_vec(),
+                    ));
+                }
+            }
+            if let Ok((n, from)) = rtcp.recv_from(&mut buf) {
+                let report = buf[..n].to_vec();
+                if phase == 2 && !rr_sent {
+                    // The phone's RR to where the report came from: read there.
+                    if let Some((ssrc, ntp, _)) = sender_report(&report) {
+                        rtcp.send_to(&phone_rr(ssrc, ntp), from).expect("send rr");
+                        rr_sent = true;
+                    }
+                }
+                phases[phase].apart.push((at, from, report));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+    sipp.succeeds();
+    let _ = std::fs::remove_file(&log);
+    let relay = relay.expect("the relay sent RTP");
+    let settle = Duration::from_millis(500);
+
+    // Each phase's RTP is in its codec only, on its own SSRC per clock
+    // rate, and carries the meeting's 2 kHz.
+    let ssrcs: Vec<std::collections::HashSet<u32>> = phases
+        .iter()
+        .map(|p| p.rtp_within(settle).map(|(_, _, ssrc, _)| *ssrc).collect())
+        .collect();
+    for (n, (p, want)) in phases.iter().zip([0u8, 111, 8]).enumerate() {
+        let pts: std::collections::HashSet<u8> =
+            p.rtp_within(settle).map(|(_, pt, ..)| *pt).collect();
+        assert_eq!(
+            pts,
+            [want].into(),
+            "phase {n}: payload types {pts:?}, {want} wanted"
+        );
+        assert_eq!(ssrcs[n].len(), 1, "phase {n}: SSRCs {:?}", ssrcs[n]);
+    }
+    assert!(ssrcs[0] != ssrcs[1] && ssrcs[1] != ssrcs[2], "{ssrcs:?}");
+    let mut opus_in = OpusDecoder::new().expect("opus decoder");
+    let heard_opus: Vec<i16> = phases[1]
+        .rtp_within(settle)
+        .flat_map(|(_, _, _, payload)| opus_in.decode(payload).expect("decode").to_vec())
+        .collect();
+    let heard_pcma: Vec<i16> = phases[2]
+        .rtp_within(settle)
+        .flat_map(|(_, _, _, payload)| {
+            let mut pcm = vec![0i16; payload.len()];
+            G711::A.decode(payload, &mut pcm);
+            pcm
+        })
+        .collect();
+    let in_meeting = [2000.0, 440.0, 700.0, 1300.0];
+    let opus_windows = windows_with(&heard_opus, 48_000, 2000.0, &in_meeting);
+    let pcma_windows = windows_with(&heard_pcma, 8000, 2000.0, &in_meeting);
+    assert!(
+        opus_windows >= 15,
+        "the Opus phase carried 2 kHz in {opus_windows} windows"
+    );
+    assert!(
+        pcma_windows >= 15,
+        "the PCMA phase carried 2 kHz in {pcma_windows} windows"
+    );
+    // And the meeting heard the caller in each of its codecs.
+    for freq in tones {
+        let n = windows_with(&web_pcm, 48_000, freq, &in_meeting);
+        assert!(n >= 5, "the meeting heard {freq} Hz in {n} windows");
+    }
+
+    // RTCP: nothing muxed before, on the RTP port while muxed, on a port
+    // of its own again (not the RTP port) once rtcp-mux was dropped, where
+    // the phone's RR is read.
+    assert!(phases[0].muxed.is_empty(), "muxed RTCP before rtcp-mux");
+    assert!(
+        !phases[1].muxed.is_empty(),
+        "no RTCP on the RTP port while rtcp-mux"
+    );
+    assert!(
+        phases[1].apart.iter().all(|(at, ..)| *at < settle),
+        "RTCP on RTP + 1 while rtcp-mux"
+    );
+    let (_, from, _) = phases[2]
+        .apart
+        .iter()
+        .find(|(at, ..)| *at >= settle)
+        .expect("RTCP on RTP + 1 after rtcp-mux was dropped");
+    assert_ne!(*from, relay, "unmuxed RTCP comes from its own port");
+    assert!(
+        phases[2].muxed.iter().all(|at| *at < settle),
+        "RTCP on the RTP port after rtcp-mux was dropped"
+    );
+    assert!(rr_sent);
+    wait_for("the phone's RR to be read", Duration::from_secs(3), || {
+        metric(
+            &metrics(api),
+            "sluice_dialin_rtcp_reports_total{direction=\"received\"}",
+        ) >= 1.0
+    });
+    calls_settled(api);
+    daemon.shutdown();
+}

@@ -1010,3 +1010,241 @@ fn a_trunk_asking_for_a_client_certificate_gets_the_configured_one() {
     drop(hop);
     daemon.shutdown();
 }
+
+/// The first line of SIPp's log `log` with `tag` in it, once it is there.
+fn sipp_logged(log: &Path, tag: &str) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|text| text.lines().any(|l| l.contains(tag)))
+}
+
+/// The 100 ms windows of `pcm` where `freq` is there and 20 times louder
+/// than each of `others`.
+fn windows_with(pcm: &[i16], rate: u32, freq: f32, others: &[f32]) -> usize {
+    pcm.chunks_exact(rate as usize / 10)
+        .filter(|w| {
+            let p = goertzel_power(w, rate, freq);
+            p > 0.002
+                && others
+                    .iter()
+                    .all(|&f| p > 20.0 * goertzel_power(w, rate, f))
+        })
+        .count()
+}
+
+#[test]
+fn the_far_end_holds_and_moves_to_pcma_on_another_port_by_reinvite() {
+    let port = free_port();
+    let daemon = start(port, "");
+    let api = daemon.control_addr();
+    meeting(api, "5550110", "standard");
+    let mut web = web_participant(api, "5550110", 0x2323);
+    // The web participant publishes 1 kHz and decodes what it hears.
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = web.socket.try_clone().expect("clone socket");
+    let mut recv_session = std::mem::replace(
+        &mut web.recv,
+        sluice::srtp::SrtpSession::new(
+            sluice::crypto::AnyGcm::default(),
+            &sluice::srtp::MasterKey::new(web.profile, &web.relay_to_client).expect("key"),
+        )
+        .expect("session"),
+    );
+    let stop_rx = Arc::clone(&stop);
+    let heard_by_web = thread::spawn(move || {
+        let mut decoder = OpusDecoder::new().expect("opus decoder");
+        let mut pcm = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !stop_rx.load(Ordering::Relaxed) {
+            let Ok((n, _)) = receiver.recv_from(&mut buf) else {
+                continue;
+            };
+            if support::is_rtcp(&buf[..n]) {
+                continue;
+            }
+            let Ok(len) = recv_session.unprotect_rtp(&mut buf, n) else {
+                continue;
+            };
+            let packet = sluice::rtp::RtpPacket::parse(&buf[..len]).expect("rtp");
+            if let Ok(samples) = decoder.decode(packet.payload()) {
+                pcm.extend_from_slice(samples);
+            }
+        }
+        pcm
+    });
+    let stop_tx = Arc::clone(&stop);
+    let mut sender = web;
+    let publisher = thread::spawn(move || {
+        let mut encoder = OpusEncoder::new(32_000, 5).expect("opus encoder");
+        let mut sine = Sine::new(1000.0, 48_000, 8000.0);
+        let mut frame = [0i16; 960];
+        let start = Instant::now();
+        let mut seq = 1u16;
+        while !stop_tx.load(Ordering::Relaxed) && seq < 1500 {
+            sine.fill(&mut frame);
+            let opus = encoder.encode(&frame).expect("encode").to_vec();
+            sender.send_rtp(0x2323, seq, &opus);
+            seq = seq.wrapping_add(1);
+            let due = start + Duration::from_millis(20 * u64::from(seq - 1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+    });
+
+    let log = std::env::temp_dir().join(format!("sluice-sipp-far-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut phone = Phone::new();
+    let moved = UdpSocket::bind("127.0.0.1:0").expect("bind the second RTP socket");
+    moved
+        .set_read_timeout(Some(Duration::from_millis(2)))
+        .expect("timeout");
+    let moved_port = moved.local_addr().expect("addr").port().to_string();
+    let sipp = Sipp::serve_with(
+        "uas-reinvite.xml",
+        port,
+        phone.port(),
+        &[
+            "-key",
+            "cport2",
+            &moved_port,
+            "-trace_logs",
+            "-log_file",
+            log.to_str().expect("utf-8 path"),
+        ],
+    );
+    let placed = dial(
+        api,
+        "5550110",
+        &json!({"to": format!("sip:+15551234@127.0.0.1:{port}")}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json()["id"].as_str().expect("call id").to_owned();
+    phone.wait_for_bridge();
+    let bridge = phone.bridge.expect("known");
+
+    // Until the hold: PCMU both ways. On hold: nothing reaches the far end.
+    // Moved: PCMA to and from the second socket only, at 700 Hz.
+    let (mut held_at, mut moved_at) = (None, None);
+    let mut on_hold = Vec::new();
+    let mut heard_moved = Vec::new();
+    let mut old_socket_after_move = 0;
+    let mut narrow = Sine::new(440.0, 8000, 8000.0);
+    let mut pcma_tone = Sine::new(700.0, 8000, 8000.0);
+    let (mut seq, mut timestamp) = (9000u16, 0u32);
+    let start = Instant::now();
+    let mut buf = [0u8; 2048];
+    for k in 1..=400u64 {
+        if held_at.is_none() && sipp_logged(&log, "held") {
+            held_at = Some(Instant::now());
+        }
+        if moved_at.is_none() && sipp_logged(&log, "moved-pcma") {
+            moved_at = Some(Instant::now());
+        }
+        if moved_at.is_some_and(|t| t.elapsed() > Duration::from_millis(2500)) {
+            break;
+        }
+        let mut pcm = [0i16; 160];
+        let mut g711 = [0u8; 160];
+        let (socket, pt) = if moved_at.is_some() {
+            pcma_tone.fill(&mut pcm);
+            G711::A.encode(&pcm, &mut g711);
+            (&moved, 8u8)
+        } else {
+            narrow.fill(&mut pcm);
+            G711::Mu.encode(&pcm, &mut g711);
+            (&phone.socket, 0)
+        };
+        let mut p = vec![0x80, pt];
+        p.extend(seq.to_be_bytes());
+        p.extend(timestamp.to_be_bytes());
+        p.extend(0x0d1a_0002u32.to_be_bytes());
+        p.extend_from_slice(&g711);
+        socket.send_to(&p, bridge).expect("far end sends");
+        seq = seq.wrapping_add(1);
+        timestamp = timestamp.wrapping_add(160);
+        let due = start + Duration::from_millis(20 * k);
+        while Instant::now() < due {
+            if let Ok((n, _)) = phone.socket.recv_from(&mut buf)
+                && !support::is_rtcp(&buf[..n])
+            {
+                match (held_at, moved_at) {
+                    (_, Some(t)) if t.elapsed() > Duration::from_millis(300) => {
+                        old_socket_after_move += 1;
+                    }
+                    // PCMA here is the move, before SIPp's log said so.
+                    (Some(t), None)
+                        if t.elapsed() > Duration::from_millis(300) && buf[1] & 0x7F != 8 =>
+                    {
+                        on_hold.push(buf[1] & 0x7F);
+                    }
+                    _ => {}
+                }
+            }
+            if let Ok((n, _)) = moved.recv_from(&mut buf)
+                && !support::is_rtcp(&buf[..n])
+                && n > 12
+                && moved_at.is_some_and(|t| t.elapsed() > Duration::from_millis(300))
+            {
+                heard_moved.push((buf[1] & 0x7F, buf[12..n].to_vec()));
+            }
+        }
+    }
+    assert!(held_at.is_some(), "the far end never held the call");
+    assert!(moved_at.is_some(), "the far end never moved to PCMA");
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let web_pcm = heard_by_web.join().expect("receiver");
+    let deleted = http(
+        api,
+        "DELETE",
+        &format!("/v1/meetings/5550110/calls/{id}"),
+        None,
+        None,
+    );
+    assert_eq!(deleted.status, 202, "{}", deleted.text);
+    sipp.succeeds();
+    let _ = std::fs::remove_file(&log);
+
+    assert!(
+        on_hold.is_empty(),
+        "RTP reached the far end on hold: {on_hold:?}"
+    );
+    assert_eq!(
+        old_socket_after_move, 0,
+        "RTP to the old address after the move"
+    );
+    assert!(
+        heard_moved.len() > 80,
+        "the moved socket got {} packets",
+        heard_moved.len()
+    );
+    assert!(
+        heard_moved.iter().all(|(pt, _)| *pt == 8),
+        "only PCMA after the move"
+    );
+    let pcm: Vec<i16> = heard_moved
+        .iter()
+        .flat_map(|(_, payload)| {
+            let mut pcm = vec![0i16; payload.len()];
+            G711::A.decode(payload, &mut pcm);
+            pcm
+        })
+        .collect();
+    let k1 = windows_with(&pcm, 8000, 1000.0, &[440.0, 700.0]);
+    assert!(
+        k1 >= 10,
+        "1 kHz in {k1} windows of the PCMA the far end heard"
+    );
+    let heard700 = windows_with(&web_pcm, 48_000, 700.0, &[440.0, 1000.0]);
+    let heard440 = windows_with(&web_pcm, 48_000, 440.0, &[700.0, 1000.0]);
+    assert!(
+        heard440 >= 5,
+        "the meeting heard PCMU 440 Hz in {heard440} windows"
+    );
+    assert!(
+        heard700 >= 5,
+        "the meeting heard PCMA 700 Hz in {heard700} windows"
+    );
+    let done = ended(api, "5550110", &id);
+    assert_eq!(done["outcome"], "answered");
+    daemon.shutdown();
+}

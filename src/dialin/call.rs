@@ -28,16 +28,18 @@ use crate::crypto::{AnyGcm, BackendKind};
 use crate::media::dtmf::DtmfDetector;
 use crate::media::{
     CallerCodec, CallerEncoder, CallerUplink, G711, MAX_CALLER_FRAME, MediaError, MeetingMix,
-    OpusSettings, SilenceSuppression, UplinkFrame, UplinkSettings, stretch_8k,
+    OpusBandwidth, OpusSettings, SilenceSuppression, UplinkFrame, UplinkSettings, stretch_8k,
 };
 use crate::metrics::{CallOutcome, DialInCounters};
 use crate::policy::Refusal;
 use crate::relay::MeetingMode;
 use crate::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
+use crate::sip::sdp::OpusFmtp;
 use crate::srtp::{MasterKey, SrtpError, SrtpSession};
 
 use super::prompts::{FRAME, MU_LAW_SILENCE, Playback, Prompt};
 use super::rekey::InboundKeys;
+use super::reoffer::MediaUpdate;
 use super::rtcp::{CallQuality, CallerRtcp};
 
 /// The largest datagram either side sends or accepts.
@@ -82,6 +84,8 @@ pub(crate) struct CallerMedia {
     pub(crate) rtcp_mux: bool,
     /// SDES SRTP: the caller's key (for what it sends) and ours.
     pub(crate) srtp: Option<(MasterKey, MasterKey)>,
+    /// What the caller's Opus fmtp asks of what we send it (an Opus call).
+    pub(crate) opus_fmtp: OpusFmtp,
     /// A name for the meeting's participant list.
     pub(crate) display: String,
 }
@@ -223,10 +227,7 @@ impl Call {
             None => (None, None),
         };
         let tries_left = settings.attempts;
-        let encoder = match media.codec {
-            CallerCodec::G711(_) => None,
-            codec => Some(CallerEncoder::new(codec, settings.opus())?),
-        };
+        let encoder = caller_encoder(media.codec, &settings, media.opus_fmtp)?;
         let ssrc = random_u32();
         let rtcp = CallerRtcp::new(ssrc, media.codec.rtp_clock(), now, ntp_now());
         let mut call = Self {
@@ -372,17 +373,108 @@ impl Call {
     /// the meeting reaches the call through its thread's `ReceiveLeg`).
     fn bridged(&self, leg: &BridgeLeg) -> Result<(CallerUplink, SrtpSession<AnyGcm>), CallError> {
         let backend = AnyGcm::new(self.settings.backend);
-        let uplink = UplinkSettings {
+        Ok((
+            CallerUplink::for_codec(self.media.codec, self.uplink_settings())?,
+            SrtpSession::new(backend, &leg.client_to_relay)?,
+        ))
+    }
+
+    fn uplink_settings(&self) -> UplinkSettings {
+        UplinkSettings {
             opus: self.settings.opus(),
             suppression: self
                 .settings
                 .silence_suppression
                 .then_some(SilenceSuppression::DIAL_IN),
+        }
+    }
+
+    /// A re-offer was answered (`reoffer.rs`): the address, hold, keys,
+    /// codec and RTCP multiplexing the answer settled on. Returns whether
+    /// the caller's mix rate changed (the pool then moves the call to the
+    /// meeting's mix at the new rate).
+    pub(crate) fn reoffer(&mut self, update: &MediaUpdate, now: Instant) -> bool {
+        let rate = self.mix_rate();
+        self.update_caller((update.remote, update.rtcp), update.held, now);
+        self.media.rtcp_mux = update.rtcp_mux;
+        if let Some((theirs, ours)) = &update.rekey
+            && let Err(e) = self.rekey(theirs, ours)
+        {
+            tracing::warn!("dial-in re-key failed: {e}");
+        }
+        self.switch_codec(
+            (update.codec, update.opus),
+            update.payload_type,
+            update.telephone_event,
+            now,
+        );
+        self.mix_rate() != rate
+    }
+
+    /// Moves the call to `codec` (a re-INVITE's answer): the caller's
+    /// decoder (the uplink) and encoder are rebuilt for it. A codec on
+    /// another RTP clock (G.711 or G.722 ↔ Opus) gets a new SSRC towards
+    /// the caller and fresh RTCP state, as RFC 7160 §4.1 asks of a sender
+    /// whose clock rate changes; on the same clock (PCMU ↔ PCMA, G.711 ↔
+    /// G.722) the stream goes on. If the codec cannot be opened the call is
+    /// hung up: the answer promised it.
+    fn switch_codec(
+        &mut self,
+        (codec, opus_fmtp): (CallerCodec, OpusFmtp),
+        payload_type: u8,
+        telephone_event: Option<u8>,
+        now: Instant,
+    ) {
+        self.media.payload_type = payload_type;
+        if telephone_event != self.media.telephone_event {
+            self.media.telephone_event = telephone_event;
+            self.dtmf = DtmfDetector::new();
+        }
+        if codec == self.media.codec {
+            if codec == CallerCodec::Opus && opus_fmtp != self.media.opus_fmtp {
+                // The same codec, asked for differently: a new encoder.
+                match caller_encoder(codec, &self.settings, opus_fmtp) {
+                    Ok(encoder) => {
+                        self.encoder = encoder;
+                        self.media.opus_fmtp = opus_fmtp;
+                    }
+                    Err(e) => tracing::warn!("dial-in Opus encoder not reopened: {e}"),
+                }
+            }
+            return;
+        }
+        let built = (|| -> Result<_, CallError> {
+            let encoder = caller_encoder(codec, &self.settings, opus_fmtp)?;
+            let uplink = match &self.stage {
+                Stage::Bridged(_) => Some(CallerUplink::for_codec(codec, self.uplink_settings())?),
+                _ => None,
+            };
+            Ok((encoder, uplink))
+        })();
+        let (encoder, uplink) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                tracing::warn!("dial-in codec switch to {codec:?} failed ({e}): hanging up");
+                self.outcome.get_or_insert(CallOutcome::Failed);
+                self.hangup = true;
+                return;
+            }
         };
-        Ok((
-            CallerUplink::for_codec(self.media.codec, uplink)?,
-            SrtpSession::new(backend, &leg.client_to_relay)?,
-        ))
+        let clock_changed = codec.rtp_clock() != self.media.codec.rtp_clock();
+        tracing::info!(from = ?self.media.codec, to = ?codec, "dial-in caller switched codec");
+        self.media.codec = codec;
+        self.media.opus_fmtp = opus_fmtp;
+        self.encoder = encoder;
+        if let (Stage::Bridged(b), Some(uplink)) = (&mut self.stage, uplink) {
+            b.uplink = uplink;
+        }
+        if clock_changed {
+            self.ssrc = random_u32();
+            self.seq = random_u32() as u16;
+            self.timestamp = random_u32();
+            self.first_sent = false;
+            self.rtcp = CallerRtcp::new(self.ssrc, codec.rtp_clock(), now, ntp_now());
+        }
     }
 
     /// A datagram from the caller's side.
@@ -397,9 +489,15 @@ impl Call {
             self.on_caller_rtcp(now, buf, len);
             return;
         }
-        if self.latched.is_some_and(|at| at != from) && self.from_caller.is_none() {
+        if self.latched.is_some_and(|at| at != from)
+            && from != self.media.remote
+            && self.from_caller.is_none()
+        {
             // Plain RTP is latched to its first source; SRTP may move,
             // since only the key holder can produce a packet that passes.
+            // The address the SDP names always wins: after a re-INVITE
+            // moved the media, a packet still in flight from the old
+            // address may have latched there again.
             return;
         }
         let len = match &mut self.from_caller {
@@ -760,6 +858,34 @@ impl CallSettings {
             ..OpusSettings::DIAL_IN
         }
     }
+}
+
+/// The loss in-band FEC is tuned for when a caller asks for it
+/// (`useinbandfec=1`): libopus spends its redundancy where it expects
+/// about this much loss; 10 % is a lossy mobile or Wi-Fi leg.
+const FEC_LOSS_PERCENT: u8 = 10;
+
+/// What the caller hears is encoded with: nothing for G.711 (by table, or
+/// once per meeting by the mix), G.722, or Opus as the caller's fmtp asks
+/// (RFC 7587 §6.1): no wider than its `maxplaybackrate`, with in-band FEC
+/// when it said `useinbandfec=1`. Mono always (`stereo=1` is a
+/// preference; a receiver must take mono), 20 ms frames always (`a=ptime`
+/// is a preference too, and 20 ms is what every phone takes).
+fn caller_encoder(
+    codec: CallerCodec,
+    settings: &CallSettings,
+    fmtp: OpusFmtp,
+) -> Result<Option<CallerEncoder>, MediaError> {
+    Ok(match codec {
+        CallerCodec::G711(_) => None,
+        CallerCodec::Opus => Some(CallerEncoder::opus_for(
+            settings.opus(),
+            fmtp.max_playback_rate
+                .map_or(OpusBandwidth::Full, OpusBandwidth::for_playback_rate),
+            fmtp.inband_fec.then_some(FEC_LOSS_PERCENT),
+        )?),
+        codec => Some(CallerEncoder::new(codec, settings.opus())?),
+    })
 }
 
 /// What writing the caller's packet into the meeting needs of [`Bridged`].

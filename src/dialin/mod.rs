@@ -6,6 +6,10 @@
 //!   it decides per INVITE: refuse (E2EE meetings: `403` with a `Reason`;
 //!   unknown meeting `404`; bad offer `488`; full `503`), or answer with an
 //!   SDP answer and hand the call to a media pool thread;
+//! - `reoffer.rs`: what a re-INVITE changes in a call that is up (hold,
+//!   address, SDES keys, codec, rtcp-mux), decided sans-IO and applied on
+//!   the call's pool thread; dial-out's far-end re-INVITEs go through it
+//!   too (`outbound.rs`);
 //! - `pool.rs`: media pool threads that own the calls' sockets and tick
 //!   every call each 20 ms on a steady clock;
 //! - `call.rs`: one call's state machine: the voice menu (speech prompts
@@ -26,6 +30,7 @@ mod pool;
 mod prompts;
 mod receive_leg;
 mod rekey;
+mod reoffer;
 mod rtcp;
 mod signalling;
 mod stream;
@@ -47,6 +52,7 @@ use pool::PoolThread;
 use signalling::{Signalling, SignallingSettings, SipReload};
 use stream::{StreamLimits, Streams};
 
+pub use rtcp::{CallQuality, CallerRtcp, REPORT_INTERVAL};
 pub use signalling::E2EE_REASON;
 pub(crate) use stream::server_tls;
 

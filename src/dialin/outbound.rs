@@ -2,7 +2,9 @@
 //! the bridge: the same [`Call`] and pool thread a dial-in caller gets, so
 //! an answered phone joins its meeting exactly like one that called in (an
 //! SRTP leg to the relay, G.711 ↔ Opus on a pool thread, never on a packet
-//! worker). Only the signalling differs, and that lives in `dialout/`.
+//! worker). Only the signalling differs, and that lives in `dialout/`;
+//! a far-end re-INVITE is answered by the same decision as a dial-in
+//! caller's (`reoffer.rs`: [`dialed_session`] then [`answer_reoffer`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use super::call::{Call, Entry};
 
 pub(crate) use super::call::{CallError, CallSettings, CallerMedia, random_u32};
 pub(crate) use super::pool::{CallSlot, PoolCommand, PoolEvent, PoolThread};
-pub(crate) use super::signalling::caller_codec;
+pub(crate) use super::reoffer::caller_codec;
+pub(crate) use super::reoffer::{Session, answer_reoffer, dialed_session};
 
 /// A call's two media sockets: the phone's RTP (its port goes into our
 /// SDP) and the leg towards the relay.

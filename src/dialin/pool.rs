@@ -45,6 +45,7 @@ use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, MAX_DATAGRAM, TickOut};
 use super::receive_leg::ReceiveLeg;
+use super::reoffer::MediaUpdate;
 
 /// The media clock: one G.711 frame.
 pub(crate) const FRAME_PERIOD: Duration = Duration::from_millis(20);
@@ -66,6 +67,12 @@ pub(crate) enum PoolCommand {
         /// New SDES keys (the caller's, ours), when the re-INVITE changed
         /// them.
         rekey: Option<Box<(MasterKey, MasterKey)>>,
+    },
+    /// A re-INVITE was answered: what it changed (`reoffer.rs`).
+    Reoffer {
+        /// The call.
+        id: CallId,
+        update: Box<MediaUpdate>,
     },
     /// The dialog is over: drop the call.
     End(CallId),
@@ -140,23 +147,39 @@ impl CallSlot {
             meeting.open_leg(&leg.meeting, settings, now);
         }
         meeting.calls += 1;
-        let at = match meeting.mixes.iter().position(|m| m.rate == rate) {
-            Some(at) => at,
-            None => {
-                meeting.mixes.push(SharedMix {
-                    rate,
-                    mix: MeetingMix::with_rate(rate),
-                    share_ns: 0,
-                });
-                meeting.mixes.len() - 1
-            }
-        };
+        let at = meeting.mix_at(rate);
         meeting.mixes[at].mix.add_caller(leg.ssrc);
         self.joined = Some(Joined {
             meeting: leg.meeting.clone(),
             rate,
             ssrc: leg.ssrc,
         });
+    }
+
+    /// A re-INVITE changed the call's mix rate: it moves to its meeting's
+    /// mix at the new rate (dropping the old mix with its last call); the
+    /// meeting's receive leg stays.
+    fn change_mix(&mut self, meetings: &mut Meetings) {
+        let rate = self.call.mix_rate();
+        let Some(joined) = self.joined.as_mut() else {
+            return;
+        };
+        let Some(meeting) = meetings.get_mut(&joined.meeting) else {
+            return;
+        };
+        if joined.rate == rate {
+            return;
+        }
+        if let Some(at) = meeting.mixes.iter().position(|m| m.rate == joined.rate) {
+            let shared = &mut meeting.mixes[at].mix;
+            shared.remove_caller(joined.ssrc);
+            if shared.caller_count() == 0 {
+                meeting.mixes.swap_remove(at);
+            }
+        }
+        let at = meeting.mix_at(rate);
+        meeting.mixes[at].mix.add_caller(joined.ssrc);
+        joined.rate = rate;
     }
 
     /// Leaves its meeting's mix, dropping the mix with its last call, and
@@ -292,6 +315,19 @@ impl MeetingOnThread {
             mixes: Vec::new(),
             calls: 0,
         }
+    }
+
+    /// The index of the meeting's mix at `rate`, made if there is none.
+    fn mix_at(&mut self, rate: u32) -> usize {
+        if let Some(at) = self.mixes.iter().position(|m| m.rate == rate) {
+            return at;
+        }
+        self.mixes.push(SharedMix {
+            rate,
+            mix: MeetingMix::with_rate(rate),
+            share_ns: 0,
+        });
+        self.mixes.len() - 1
     }
 
     /// Admits the meeting's receive leg and opens its socket.
@@ -436,6 +472,15 @@ fn run(inbox: &Receiver<PoolCommand>, events: &Sender<PoolEvent>, settings: &Cal
                         {
                             tracing::warn!("dial-in re-key failed: {e}");
                         }
+                    }
+                }
+                Ok(PoolCommand::Reoffer { id, update }) => {
+                    if let Some(slot) = slots.iter_mut().find(|s| s.id == id)
+                        && slot.reoffer(*update, Instant::now())
+                    {
+                        // A new codec rate: the call moves to its
+                        // meeting's mix at that rate.
+                        slot.change_mix(&mut meetings);
                     }
                 }
                 Ok(PoolCommand::End(id)) => {

@@ -9,8 +9,9 @@
 //! RTCP into the caller's buffer, which the call protects as SRTCP when
 //! the call is SRTP and sends to the caller's RTCP address (RTP port + 1,
 //! `a=rtcp`, or the RTP port with rtcp-mux). Parsing is
-//! [`crate::rtp::rtcp::RtcpCompound`]'s (fuzzed, `rtcp_parse`); nothing
-//! here panics on network input.
+//! [`crate::rtp::rtcp::RtcpCompound`]'s (fuzzed, `rtcp_parse`); the state
+//! here is fuzzed by `caller_rtcp` (arbitrary RTP arrivals, reports from
+//! the caller, polls at any moment); nothing here panics on network input.
 
 use std::time::{Duration, Instant};
 
@@ -21,29 +22,29 @@ use crate::rtp::rtcp::{
 
 /// How often the bridge reports: RFC 3550 §6.2's minimum of 5 s (one
 /// sender and one receiver: the bandwidth share never binds).
-pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// RFC 3550 §6.4.1's `SDES` packet type.
 const SDES: u8 = 202;
 
 /// What the call's RTCP says of its quality so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct CallQuality {
+pub struct CallQuality {
     /// The caller's RTP as we receive it: packets lost in total, and the
     /// fraction (of 256) in the last report interval.
-    pub(crate) lost: i64,
-    pub(crate) fraction_lost: u8,
+    pub lost: i64,
+    pub fraction_lost: u8,
     /// Interarrival jitter of the caller's RTP, in milliseconds.
-    pub(crate) jitter_ms: f64,
+    pub jitter_ms: f64,
     /// Our RTP as the caller reports it (its last report block about us).
-    pub(crate) remote_lost: i32,
-    pub(crate) remote_fraction_lost: u8,
-    pub(crate) remote_jitter_ms: f64,
+    pub remote_lost: i32,
+    pub remote_fraction_lost: u8,
+    pub remote_jitter_ms: f64,
     /// Round-trip time from the caller's last report block, if it echoed
     /// one of our sender reports.
-    pub(crate) rtt: Option<Duration>,
+    pub rtt: Option<Duration>,
     /// Reports sent and received.
-    pub(crate) reports_sent: u64,
-    pub(crate) reports_received: u64,
+    pub reports_sent: u64,
+    pub reports_received: u64,
 }
 
 /// Reception state of the caller's one RTP source (RFC 3550 A.1, A.3, A.8).
@@ -94,7 +95,7 @@ impl Reception {
 
 /// One call's RTCP.
 #[derive(Debug)]
-pub(crate) struct CallerRtcp {
+pub struct CallerRtcp {
     /// Our SSRC towards the caller, and the RTP clock of its codec.
     ssrc: u32,
     clock_rate: u32,
@@ -119,7 +120,7 @@ impl CallerRtcp {
     /// `clock_rate`, starting at `now`, which was `ntp_now` on the wall
     /// clock (RFC 3550 §4 format; the I/O edge reads it once). The first
     /// report is due after half an interval (§6.2: a quick first one).
-    pub(crate) fn new(ssrc: u32, clock_rate: u32, now: Instant, ntp_now: u64) -> Self {
+    pub fn new(ssrc: u32, clock_rate: u32, now: Instant, ntp_now: u64) -> Self {
         Self {
             ssrc,
             clock_rate: clock_rate.max(1),
@@ -137,7 +138,7 @@ impl CallerRtcp {
     }
 
     /// The quality so far.
-    pub(crate) fn quality(&self) -> CallQuality {
+    pub fn quality(&self) -> CallQuality {
         self.quality
     }
 
@@ -157,7 +158,7 @@ impl CallerRtcp {
     }
 
     /// An RTP packet from the caller arrived (after SRTP, when any).
-    pub(crate) fn on_rtp_received(&mut self, now: Instant, ssrc: u32, seq: u16, timestamp: u32) {
+    pub fn on_rtp_received(&mut self, now: Instant, ssrc: u32, seq: u16, timestamp: u32) {
         let arrival = self.arrival_units(now);
         let source = match &mut self.source {
             Some(s) if s.ssrc == ssrc => s,
@@ -188,7 +189,7 @@ impl CallerRtcp {
     }
 
     /// We sent the caller an RTP packet with `timestamp` and `payload` bytes.
-    pub(crate) fn on_rtp_sent(&mut self, now: Instant, timestamp: u32, payload: usize) {
+    pub fn on_rtp_sent(&mut self, now: Instant, timestamp: u32, payload: usize) {
         self.packets_sent = self.packets_sent.wrapping_add(1);
         self.octets_sent = self.octets_sent.wrapping_add(payload as u32);
         self.last_rtp_timestamp = Some((now, timestamp));
@@ -198,7 +199,7 @@ impl CallerRtcp {
     /// A plain RTCP compound from the caller. Anything malformed is
     /// ignored from where it stops parsing; returns whether it held a
     /// sender or receiver report.
-    pub(crate) fn handle_rtcp(&mut self, now: Instant, compound: &[u8]) -> bool {
+    pub fn handle_rtcp(&mut self, now: Instant, compound: &[u8]) -> bool {
         let mut reported = false;
         for packet in RtcpCompound::new(compound) {
             let Ok(packet) = packet else { break };
@@ -243,9 +244,9 @@ impl CallerRtcp {
     }
 
     /// When [`Self::poll_report`] next has a report. The pool ticks every
-    /// call each 20 ms and polls then, so only the tests ask.
-    #[cfg(test)]
-    pub(crate) fn poll_timeout(&self) -> Instant {
+    /// call each 20 ms and polls then; tests and the fuzz target ask.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Instant {
         self.next_report
     }
 
@@ -253,7 +254,7 @@ impl CallerRtcp {
     /// report, else an RR, with one report block about the caller's RTP
     /// (once it sent any) and an SDES CNAME; plain RTCP written into
     /// `out`, its length returned. `None` when not due or `out` is short.
-    pub(crate) fn poll_report(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+    pub fn poll_report(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
         if now < self.next_report {
             return None;
         }

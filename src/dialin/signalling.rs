@@ -17,17 +17,16 @@ use std::time::{Duration, Instant};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::control::DeskError;
-use crate::media::{CallerCodec, G711};
 use crate::metrics::{CallOutcome, SipEdge};
 use crate::policy::Refusal;
 use crate::relay::MeetingMode;
-use crate::sip::sdp::{self, AnswerSpec, Codec, MediaOffer, Negotiated, build_answer};
+use crate::sip::sdp::{self, AnswerSpec, MediaOffer, Negotiated, build_answer};
 use crate::sip::{CallId, Event, SipLimits, Transport, Uas, UasStats};
-use crate::srtp::{MasterKey, SrtpProfile};
+use crate::srtp::MasterKey;
 
 use super::call::{Call, CallSettings, CallerMedia, Entry, admit_direct, random_u32};
 use super::pool::{CallSlot, PoolCommand, PoolEvent};
-use super::rekey::{KeyChange, key_change};
+use super::reoffer::{Session, answer_reoffer, bind_rtcp, caller_codec};
 use super::stream::{StreamLimits, StreamStats, Streams};
 
 /// The `Reason` header an E2EE meeting's refusal carries (RFC 3326).
@@ -56,13 +55,12 @@ const SRTP_REQUIRED_WARNING: &str = "399 sluice \"SRTP (SDES) is required for ca
 /// UDP datagrams read per turn, at most (the streams get their turn too).
 const DATAGRAMS_PER_TURN: usize = 64;
 
-/// A call the signalling side knows.
+/// A call the signalling side knows: its pool thread, and what its next
+/// re-offer is answered against.
 #[derive(Debug)]
 struct Known {
     pool: usize,
-    answer: AnswerSpec,
-    /// The caller's current SDES suite and key ‖ salt (SRTP calls).
-    caller_key: Option<(SrtpProfile, Vec<u8>)>,
+    session: Session,
 }
 
 /// A call ringing until its answer is due.
@@ -431,8 +429,7 @@ impl Signalling {
                     call,
                     Known {
                         pool,
-                        answer,
-                        caller_key,
+                        session: Session { answer, caller_key },
                     },
                 );
                 self.calls_settings.counters.call_started();
@@ -505,13 +502,7 @@ impl Signalling {
             let rtcp_socket = if negotiated.rtcp_mux {
                 None
             } else {
-                let ip = self.settings.media_ip;
-                let socket = port
-                    .checked_add(1)
-                    .and_then(|next| UdpSocket::bind(SocketAddr::new(ip, next)).ok())
-                    .map_or_else(|| UdpSocket::bind(SocketAddr::new(ip, 0)), Ok)?;
-                socket.set_nonblocking(true)?;
-                Some(socket)
+                Some(bind_rtcp(self.settings.media_ip, port)?)
             };
             let rtcp_port = match &rtcp_socket {
                 Some(socket) => Some(socket.local_addr()?.port()),
@@ -540,6 +531,7 @@ impl Signalling {
                 srtp: crypto
                     .as_ref()
                     .map(|(_, theirs, ours, _)| (theirs.clone(), ours.clone())),
+                opus_fmtp: offer.opus,
                 display: display_name(caller),
             };
             let answer = AnswerSpec {
@@ -582,69 +574,25 @@ impl Signalling {
         started
     }
 
+    /// A re-INVITE's offer in a call that is up: answered as `reoffer.rs`
+    /// decides (488 when it refuses; the call goes on as it was), its
+    /// changes sent to the call's pool thread.
     fn reoffer(&mut self, now: Instant, call: CallId, offer: &MediaOffer) {
         let Some(known) = self.known.get_mut(&call) else {
             self.uas
                 .reject_reinvite(now, call, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        let refused = |uas: &mut Uas, why: &str| {
-            tracing::info!("dial-in re-INVITE refused: {why}");
-            uas.reject_reinvite(now, call, 488, "Not Acceptable Here");
-        };
-        let negotiated = match sdp::negotiate(offer) {
-            Ok(n) => n,
-            Err(e) => return refused(&mut self.uas, &e.to_string()),
-        };
-        // The call keeps its codec (the bridge's codec state is set up for
-        // it); a re-offer without it is refused.
-        let codec = known.answer.codec.codec;
-        let Some(still) = offer.codecs.iter().find(|c| c.codec == codec) else {
-            return refused(&mut self.uas, "the call's codec is no longer offered");
-        };
-        let current = known
-            .caller_key
-            .as_ref()
-            .map(|(profile, key)| (*profile, &key[..]));
-        let change = match key_change(current, negotiated.crypto.as_ref()) {
-            Ok(change) => change,
-            Err(e) => return refused(&mut self.uas, &e.to_string()),
-        };
-        let mut rekey = None;
-        match (change, &negotiated.crypto) {
-            (Some(KeyChange::Keep { tag }), _) => {
-                if let Some((old, ..)) = &mut known.answer.crypto {
-                    *old = tag;
-                }
+        match answer_reoffer(&mut known.session, offer, self.settings.media_ip) {
+            Ok((sdp, update)) => {
+                let _ = self.pools[known.pool].send(PoolCommand::Reoffer {
+                    id: call,
+                    update: Box::new(update),
+                });
+                self.uas.answer_reinvite(now, call, &sdp);
             }
-            (Some(KeyChange::New), Some(offered)) => {
-                let mut material = vec![0u8; offered.profile.key_material_len()];
-                if self.rng.fill(&mut material).is_err() {
-                    return refused(&mut self.uas, "the system random generator failed");
-                }
-                let keys = MasterKey::new(offered.profile, &offered.key_material)
-                    .and_then(|theirs| Ok((theirs, MasterKey::new(offered.profile, &material)?)));
-                let Ok(keys) = keys else {
-                    return refused(&mut self.uas, "bad SRTP key");
-                };
-                known.answer.crypto = Some((offered.tag, offered.profile, material));
-                known.caller_key = Some((offered.profile, offered.key_material.clone()));
-                rekey = Some(Box::new(keys));
-            }
-            _ => {}
+            Err((status, reason)) => self.uas.reject_reinvite(now, call, status, reason),
         }
-        known.answer.codec.pt = still.pt;
-        known.answer.direction = offer.direction.answer();
-        known.answer.session_version += 1;
-        let sdp = build_answer(&known.answer);
-        let _ = self.pools[known.pool].send(PoolCommand::Update {
-            id: call,
-            remote: SocketAddr::new(offer.connection, offer.port),
-            rtcp: negotiated.rtcp,
-            held: offer.held,
-            rekey,
-        });
-        self.uas.answer_reinvite(now, call, &sdp);
     }
 }
 
@@ -659,17 +607,6 @@ pub(crate) enum StartError {
     Key(#[from] crate::srtp::SrtpError),
     #[error("{0}")]
     Call(#[from] super::call::CallError),
-}
-
-/// The bridge's codec for what SDP negotiated ([`sdp::negotiate`] only
-/// picks these four); dial-out maps the far end's answer with it too.
-pub(crate) fn caller_codec(codec: Codec) -> CallerCodec {
-    match codec {
-        Codec::Opus => CallerCodec::Opus,
-        Codec::G722 => CallerCodec::G722,
-        Codec::Pcma => CallerCodec::G711(G711::A),
-        Codec::Pcmu | Codec::Other => CallerCodec::G711(G711::Mu),
-    }
 }
 
 /// The SIP answer to a refused admission.

@@ -21,8 +21,8 @@ use super::{CallState, CallView, Command, DialOutCounters, DialRequest, TrunkTls
 use crate::config::{TrunkConfig, TrunkSrtp, TrunkTransport, is_sip_uri};
 use crate::control::{ApiError, BridgeLeg, MeetingDesk};
 use crate::dialin::outbound::{
-    CallSettings, CallerMedia, MediaSockets, PoolCommand, PoolEvent, bridge, caller_codec,
-    random_u32,
+    CallSettings, CallerMedia, MediaSockets, PoolCommand, PoolEvent, Session, answer_reoffer,
+    bridge, caller_codec, dialed_session, random_u32,
 };
 use crate::relay::MeetingMode;
 use crate::sip::sdp::{MediaOffer, OfferSpec, make_audio_offer};
@@ -70,6 +70,8 @@ struct Outbound {
     /// Our SDES key (suite, key ‖ salt), when we offered SRTP.
     our_key: Option<Vec<u8>>,
     in_pool: bool,
+    /// What the far end's re-INVITEs are answered against, once it answered.
+    session: Option<Session>,
     /// The media could not be set up: whatever SIP says, it failed.
     media_failed: bool,
     /// Why the call failed here (not the trunk's status), for the API.
@@ -293,6 +295,10 @@ impl Worker {
                 if let Some(c) = self.live.get_mut(&call) {
                     c.sip_status = Some(status);
                     c.state = CallState::EarlyMedia;
+                    c.session = self
+                        .uac
+                        .local_sdp(call)
+                        .and_then(|ours| dialed_session(ours, &answer));
                 }
                 self.start_media(now, call, &answer);
             }
@@ -302,6 +308,12 @@ impl Worker {
                 };
                 c.sip_status = Some(200);
                 c.state = CallState::Answered;
+                if let Some(answer) = &answer {
+                    c.session = self
+                        .uac
+                        .local_sdp(call)
+                        .and_then(|ours| dialed_session(ours, answer));
+                }
                 match (answer, c.in_pool) {
                     (Some(answer), true) => {
                         let _ = self.pool.send(PoolCommand::Update {
@@ -325,11 +337,37 @@ impl Worker {
                     }
                 }
             }
+            UacEvent::Reoffer { call, offer } => self.reoffer(now, call, &offer),
             UacEvent::Ended {
                 call,
                 outcome,
                 status,
             } => self.ended(call, outcome, status),
+        }
+    }
+
+    /// The far end's re-INVITE: answered as a dial-in caller's is
+    /// (`dialin/reoffer.rs`: hold, address, keys, codec, rtcp-mux).
+    fn reoffer(&mut self, now: Instant, call: CallId, offer: &MediaOffer) {
+        let media_ip = self.setup.media_ip;
+        let answered = self
+            .live
+            .get_mut(&call)
+            .filter(|c| c.in_pool)
+            .and_then(|c| c.session.as_mut())
+            .map(|session| answer_reoffer(session, offer, media_ip));
+        match answered {
+            Some(Ok((sdp, update))) => {
+                let _ = self.pool.send(PoolCommand::Reoffer {
+                    id: call,
+                    update: Box::new(update),
+                });
+                self.uac.answer_reinvite(now, call, &sdp);
+            }
+            Some(Err((status, reason))) => self.uac.reject_reinvite(now, call, status, reason),
+            None => self
+                .uac
+                .reject_reinvite(now, call, 488, "Not Acceptable Here"),
         }
     }
 
@@ -516,6 +554,7 @@ impl Worker {
             sockets: Some(sockets),
             our_key,
             in_pool: false,
+            session: None,
             media_failed: false,
             reason: None,
         };
@@ -578,6 +617,7 @@ fn caller_media(c: &Outbound, answer: &MediaOffer, srtp: TrunkSrtp) -> Result<Ca
         rtcp: negotiated.rtcp,
         rtcp_mux: negotiated.rtcp_mux,
         srtp: keys,
+        opus_fmtp: answer.opus,
         display: format!("phone {}", c.to),
     })
 }

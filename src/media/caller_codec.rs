@@ -173,6 +173,25 @@ impl CallerEncoder {
         })
     }
 
+    /// An Opus encoder for a caller (48 kHz, mono, [`CallerCodec::uplink_opus`]
+    /// of `opus`) honouring what its offer's fmtp asked (RFC 7587 §6.1):
+    /// coding no wider than `max_bandwidth` (its `maxplaybackrate`), and
+    /// with in-band FEC for `fec_loss_percent` of loss when it said
+    /// `useinbandfec=1`.
+    pub fn opus_for(
+        opus: OpusSettings,
+        max_bandwidth: OpusBandwidth,
+        fec_loss_percent: Option<u8>,
+    ) -> Result<Self, MediaError> {
+        let mut settings = CallerCodec::Opus.uplink_opus(opus);
+        settings.bandwidth = settings.bandwidth.min(max_bandwidth);
+        let mut encoder = NarrowbandEncoder::with_rate(settings, OPUS_RATE)?;
+        if let Some(loss) = fec_loss_percent {
+            encoder.set_inband_fec(loss)?;
+        }
+        Ok(Self::Opus(Box::new(encoder)))
+    }
+
     /// Encodes 20 ms of PCM at the codec's rate; the payload is valid
     /// until the next call.
     pub fn encode(&mut self, pcm: &[i16]) -> Result<&[u8], MediaError> {
@@ -250,6 +269,67 @@ mod tests {
         }
         assert_eq!(CallerCodec::G722.rtp_step(), 160);
         assert_eq!(CallerCodec::Opus.rtp_step(), 960);
+    }
+
+    /// The audio bandwidth an Opus packet's TOC byte says (RFC 6716
+    /// §3.1, Table 2).
+    fn toc_bandwidth(packet: &[u8]) -> OpusBandwidth {
+        match packet[0] >> 3 {
+            0..=3 | 16..=19 => OpusBandwidth::Narrow,
+            4..=7 => OpusBandwidth::Medium,
+            8..=11 | 20..=23 => OpusBandwidth::Wide,
+            12 | 13 | 24..=27 => OpusBandwidth::SuperWide,
+            _ => OpusBandwidth::Full,
+        }
+    }
+
+    #[test]
+    fn an_opus_callers_maxplaybackrate_and_useinbandfec_are_honoured() {
+        assert_eq!(
+            OpusBandwidth::for_playback_rate(8000),
+            OpusBandwidth::Narrow
+        );
+        assert_eq!(
+            OpusBandwidth::for_playback_rate(16_000),
+            OpusBandwidth::Wide
+        );
+        assert_eq!(
+            OpusBandwidth::for_playback_rate(24_000),
+            OpusBandwidth::SuperWide
+        );
+        assert_eq!(
+            OpusBandwidth::for_playback_rate(48_000),
+            OpusBandwidth::Full
+        );
+        // Music up to 10 kHz: fullband packets unless the receiver caps
+        // its playback rate at 16 kHz, then wideband at most.
+        let packets = |max, fec| {
+            let mut enc = CallerEncoder::opus_for(OpusSettings::DIAL_IN, max, fec).unwrap();
+            if let CallerEncoder::Opus(e) = &mut enc {
+                assert_eq!(e.inband_fec(), fec.is_some(), "FEC as asked");
+            }
+            let mut sine = Sine::new(10_000.0, 48_000, 6000.0);
+            let mut low = Sine::new(300.0, 48_000, 6000.0);
+            let mut pcm = [0i16; 960];
+            let mut tmp = [0i16; 960];
+            (0..50)
+                .map(|_| {
+                    sine.fill(&mut pcm);
+                    low.fill(&mut tmp);
+                    for (a, b) in pcm.iter_mut().zip(tmp) {
+                        *a = a.saturating_add(b);
+                    }
+                    toc_bandwidth(enc.encode(&pcm).unwrap())
+                })
+                .collect::<Vec<_>>()
+        };
+        let capped = packets(OpusBandwidth::Wide, Some(10));
+        assert!(
+            capped.iter().all(|b| b.min(OpusBandwidth::Wide) == *b),
+            "{capped:?}"
+        );
+        let full = packets(OpusBandwidth::Full, None);
+        assert!(full.contains(&OpusBandwidth::Full), "{full:?}");
     }
 
     #[test]

@@ -84,6 +84,10 @@ const SET_VBR: c_int = 4006;
 const SET_COMPLEXITY: c_int = 4010;
 /// `OPUS_SET_VBR_CONSTRAINT_REQUEST`.
 const SET_VBR_CONSTRAINT: c_int = 4020;
+/// `OPUS_SET_INBAND_FEC_REQUEST`.
+const SET_INBAND_FEC: c_int = 4012;
+/// `OPUS_SET_PACKET_LOSS_PERC_REQUEST`.
+const SET_PACKET_LOSS_PERC: c_int = 4014;
 /// `OPUS_BANDWIDTH_NARROWBAND` .. `OPUS_BANDWIDTH_FULLBAND`.
 const BANDWIDTH_NARROWBAND: c_int = 1101;
 /// The largest packet libopus writes for 20 ms (RFC 6716 §3.4: 1275
@@ -325,6 +329,37 @@ impl NarrowbandEncoder {
             }
         }
         Ok(encoder)
+    }
+
+    /// Turns in-band FEC (RFC 6716 §2.1.7) on for a receiver that said
+    /// `useinbandfec=1` (RFC 7587 §6.1), tuned for `loss_percent` of
+    /// packets lost: libopus adds the redundancy only where it expects
+    /// loss, so the figure must not be 0.
+    pub fn set_inband_fec(&mut self, loss_percent: u8) -> Result<(), MediaError> {
+        for (request, value) in [
+            (SET_INBAND_FEC, 1),
+            (SET_PACKET_LOSS_PERC, c_int::from(loss_percent.min(100))),
+        ] {
+            // SAFETY: `state` is live; both requests take one opus_int32
+            // argument (c_int here), passed by value.
+            let rc = unsafe { opus_encoder_ctl(self.state, request, value) };
+            if rc != 0 {
+                return Err(MediaError::LibopusOpen { code: rc });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether in-band FEC is on (libopus's own view of it).
+    #[cfg(test)]
+    pub(crate) fn inband_fec(&mut self) -> bool {
+        /// `OPUS_GET_INBAND_FEC_REQUEST`.
+        const GET_INBAND_FEC: c_int = 4013;
+        let mut value: i32 = 0;
+        // SAFETY: `state` is live; the GET request takes one pointer to an
+        // opus_int32, which `value` is and outlives the call.
+        let rc = unsafe { opus_encoder_ctl(self.state, GET_INBAND_FEC, &raw mut value) };
+        rc == 0 && value == 1
     }
 
     /// The settings the encoder was opened with.

@@ -36,6 +36,31 @@ pub enum OpusBandwidth {
 }
 
 impl OpusBandwidth {
+    /// The widest bandwidth worth coding for a receiver whose
+    /// `maxplaybackrate` is `rate` Hz (RFC 7587 §6.1, §7.1): narrowband up
+    /// to 8 kHz, mediumband to 12 kHz, wideband to 16 kHz, super-wideband
+    /// to 24 kHz, fullband above.
+    #[must_use]
+    pub const fn for_playback_rate(rate: u32) -> Self {
+        match rate {
+            0..=8000 => Self::Narrow,
+            8001..=12_000 => Self::Medium,
+            12_001..=16_000 => Self::Wide,
+            16_001..=24_000 => Self::SuperWide,
+            _ => Self::Full,
+        }
+    }
+
+    /// The narrower of two bandwidths.
+    #[must_use]
+    pub const fn min(self, other: Self) -> Self {
+        if (self as u8) <= (other as u8) {
+            self
+        } else {
+            other
+        }
+    }
+
     /// FFmpeg's `cutoff` option for this bandwidth, in Hz.
     const fn cutoff_hz(self) -> u32 {
         match self {

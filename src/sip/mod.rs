@@ -16,6 +16,17 @@
 //!   non-INVITE (Timer J), matched by branch (§17.2.3) or the RFC 2543 rules;
 //! - the UAS core (§8.2, §12, §13.3, §14, §15): dialogs, 2xx retransmission
 //!   until ACK (§13.3.1.4), CANCEL (§9.2), BYE both ways, re-INVITE, OPTIONS;
+//! - overlapping INVITEs on a dialog (§14.2): a re-INVITE while the
+//!   previous INVITE has no final response (the initial one in its early
+//!   dialog, or a re-INVITE the call logic still decides) gets 500 with a
+//!   Retry-After of 0 to 10 s chosen at random; one while our 2xx waits for
+//!   its ACK gets 491, and so does (on the [`Uac`]'s side) one on the early
+//!   dialog of a call we place while our INVITE has no final response.
+//!   Sluice never sends a re-INVITE or UPDATE of its own, on either side
+//!   ([`Uas`] or [`Uac`]: no session timer, no hold of ours, no media change
+//!   of ours), so no 491 can ever come back to it, and the retry after a
+//!   491 (§14.1: 2.1 to 4 s when we own the Call-ID, 0 to 2 s otherwise)
+//!   is not implemented;
 //! - a non-INVITE client transaction (§17.1.2, Timers E and F) for our BYE;
 //! - responses routed per §18.2.2 and RFC 3581 (`rport`);
 //! - three transports ([`Transport`]): UDP datagrams

@@ -833,6 +833,7 @@ fn second_reinvite_while_one_is_pending_gets_500() {
         }
         .bytes(),
     );
+    assert!(matches!(sim.events().as_slice(), [Event::Reoffer { .. }]));
     let out = sim.recv(
         &Req {
             cseq: 3,
@@ -843,7 +844,26 @@ fn second_reinvite_while_one_is_pending_gets_500() {
         .bytes(),
     );
     assert_eq!(statuses(&out), [500]);
-    assert_eq!(msg(&out[0]).header("Retry-After"), Some("3"));
+    let retry: u64 = msg(&out[0])
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!(retry <= 10, "§14.2: 0 to 10 s, not {retry}");
+    // Its retransmission is absorbed by its own transaction: the same 500.
+    let again = sim.recv(
+        &Req {
+            cseq: 3,
+            to_tag: Some(&tag),
+            body: OFFER,
+            ..Req::new("INVITE", "z9hG4bK-b")
+        }
+        .bytes(),
+    );
+    assert_eq!(again, out);
+    assert!(
+        sim.events().is_empty(),
+        "no Reoffer for the overlapping one"
+    );
     // Remote BYE: the pending re-INVITE gets 487.
     let out = sim.recv(
         &Req {
@@ -862,6 +882,73 @@ fn second_reinvite_while_one_is_pending_gets_500() {
             reason: EndReason::RemoteBye
         })
     );
+}
+
+#[test]
+fn overlapping_invites_get_a_random_retry_after_of_0_to_10_s() {
+    // §14.2 wants the value random so that both sides do not retry in
+    // lockstep: over many dialogs, every value 0..=10 comes up, none above.
+    let mut seen = [0u32; 11];
+    for seed in 0..300 {
+        let mut sim = Sim::new();
+        sim.uas = Uas::with_seed(UasConfig::new(addr(LOCAL), "sluice-test"), seed);
+        let (_, tag) = sim.confirmed();
+        let reinvite = |cseq, branch| {
+            Req {
+                cseq,
+                to_tag: Some(&tag),
+                body: OFFER,
+                ..Req::new("INVITE", branch)
+            }
+            .bytes()
+        };
+        sim.recv(&reinvite(2, "z9hG4bK-a"));
+        let out = sim.recv(&reinvite(3, "z9hG4bK-b"));
+        assert_eq!(statuses(&out), [500]);
+        let retry: usize = msg(&out[0])
+            .header("Retry-After")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        seen[retry] += 1;
+    }
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+}
+
+#[test]
+fn a_reinvite_in_the_early_dialog_gets_500_with_retry_after() {
+    // The initial INVITE has no final response yet (180 sent): a
+    // re-INVITE on its early dialog is an overlapping INVITE (§14.2).
+    let mut sim = Sim::new();
+    let call = sim.incoming();
+    sim.uas.ringing(sim.now, call);
+    let tag = to_tag(&sim.drain()[0]);
+    let out = sim.recv(
+        &Req {
+            cseq: 2,
+            to_tag: Some(&tag),
+            body: OFFER,
+            ..Req::new("INVITE", "z9hG4bK-early")
+        }
+        .bytes(),
+    );
+    assert_eq!(statuses(&out), [500]);
+    let retry: u64 = msg(&out[0])
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(retry <= 10);
+    assert!(sim.events().is_empty());
+    // The call itself goes on: answered, ACKed, confirmed.
+    sim.uas.answer(sim.now, call, ANSWER);
+    assert_eq!(statuses(&sim.drain()), [200]);
+    sim.recv(
+        &Req {
+            to_tag: Some(&tag),
+            ..Req::new("ACK", "z9hG4bK-ack")
+        }
+        .bytes(),
+    );
+    assert_eq!(sim.events(), [Event::Confirmed { call }]);
 }
 
 #[test]

@@ -25,7 +25,9 @@
 //!   earlier, it waits for one); the 487 that follows is ACKed; a 2xx
 //!   racing the CANCEL is ACKed and the call hung up with BYE;
 //! - BYE either way (§15.1), our BYE as a non-INVITE client transaction
-//!   (Timers E and F); in-dialog OPTIONS and re-INVITEs are answered.
+//!   (Timers E and F); in-dialog OPTIONS are answered, and the far end's
+//!   re-INVITEs (`uac/reinvite.rs`) become [`UacEvent::Reoffer`], answered
+//!   by the call logic like a dial-in caller's.
 //!
 //! Every call ends with exactly one [`UacEvent::Ended`] carrying its
 //! [`DialOutcome`]: 486/600 busy; 408, 480, Timer B or `ring_timeout`
@@ -45,6 +47,8 @@ use super::message::{Method, SipMessage, StartLine};
 use super::sdp::{MediaOffer, parse_offer};
 use super::wire::{Request, Response, encode_response, is_text};
 use super::{CallId, Transmit, Transport, UasConfig};
+
+mod reinvite;
 
 /// The most outbound calls (live or lingering) one [`Uac`] holds.
 pub const MAX_OUTBOUND_CALLS: usize = 1_000;
@@ -179,6 +183,15 @@ pub enum UacEvent {
         /// The 2xx's SDP, when it had a readable one.
         answer: Option<MediaOffer>,
     },
+    /// The far end re-INVITEd with an offer (hold, a new address, keys,
+    /// codec): answer with [`Uac::answer_reinvite`] or
+    /// [`Uac::reject_reinvite`].
+    Reoffer {
+        /// The call.
+        call: CallId,
+        /// The far end's new offer.
+        offer: MediaOffer,
+    },
     /// The call is over; its handle is no longer valid.
     Ended {
         /// The call.
@@ -266,6 +279,8 @@ struct OutCall {
     ack: Option<Vec<u8>>,
     cancel: Option<NonInvite>,
     bye: Option<NonInvite>,
+    /// The far end's last re-INVITE.
+    reinvite: Option<reinvite::FarReinvite>,
     outcome: DialOutcome,
 }
 
@@ -382,6 +397,7 @@ impl Uac {
             ack: None,
             cancel: None,
             bye: None,
+            reinvite: None,
             outcome: DialOutcome::Failed,
         };
         self.send_invite(now, &mut call, None);
@@ -486,6 +502,7 @@ impl Uac {
                     c.cancel.as_ref().map(|t| t.expire_at),
                     c.bye.as_ref().and_then(|t| t.retransmit_at),
                     c.bye.as_ref().map(|t| t.expire_at),
+                    c.reinvite.as_ref().and_then(reinvite::FarReinvite::timeout),
                 ]
             })
             .flatten()
@@ -933,7 +950,8 @@ impl Uac {
             });
         };
         match (req.method.clone(), id) {
-            (Method::Ack, _) => {}
+            (Method::Ack, Some(id)) => self.on_dialog_ack(id, &req),
+            (Method::Ack, None) => {}
             (Method::Bye, Some(id)) => {
                 reply(self, 200, "OK", None);
                 if let Some(mut call) = self.calls.remove(&id) {
@@ -944,21 +962,7 @@ impl Uac {
                     self.calls.insert(id, call);
                 }
             }
-            (Method::Invite, Some(id)) => {
-                // A re-INVITE (a refresh, hold): our offer stands.
-                let sdp = self.calls.get(&id).map(|c| c.sdp.clone());
-                match sdp {
-                    Some(sdp)
-                        if self
-                            .calls
-                            .get(&id)
-                            .is_some_and(|c| c.phase == Phase::Confirmed) =>
-                    {
-                        reply(self, 200, "OK", Some(&sdp));
-                    }
-                    _ => reply(self, 481, "Call/Transaction Does Not Exist", None),
-                }
-            }
+            (Method::Invite, Some(id)) => self.on_reinvite(now, id, &req),
             (Method::Options, _) => reply(self, 200, "OK", None),
             (_, None) => reply(self, 481, "Call/Transaction Does Not Exist", None),
             (_, Some(_)) => reply(self, 405, "Method Not Allowed", None),
@@ -968,6 +972,7 @@ impl Uac {
     /// One call's due timers; false when it is to be dropped.
     fn timers(&mut self, now: Instant, id: CallId, call: &mut OutCall) -> bool {
         let due = |at: Option<Instant>| at.is_some_and(|t| t <= now);
+        self.reinvite_timer(now, call);
         if call.phase == Phase::Lingering {
             return !due(call.expire_at);
         }
@@ -1066,11 +1071,16 @@ impl Uac {
     /// 64 random bits as hex (SplitMix64 over the seed), as the UAS makes
     /// its tags.
     fn token(&mut self) -> String {
+        format!("{:016x}", self.random())
+    }
+
+    /// 64 random bits: SplitMix64 over the seed.
+    fn random(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.rng;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        format!("{:016x}", z ^ (z >> 31))
+        z ^ (z >> 31)
     }
 }
 

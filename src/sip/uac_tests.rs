@@ -634,3 +634,188 @@ fn a_connection_that_cannot_be_opened_fails_the_calls_waiting_on_it() {
     // Ended calls are not ended twice.
     assert!(u.handle_transport_error(t0, trunk()).is_empty());
 }
+
+/// A dialed call, answered and ACKed; returns the call and the INVITE.
+fn answered(u: &mut Uac, t0: Instant) -> (CallId, String) {
+    let call = u.dial(t0, dial(None)).unwrap();
+    let invite = one(u);
+    feed(u, t0, &response(&invite, 200, "", Some(FAR_SDP)));
+    let _ack = one(u);
+    assert!(matches!(events(u).as_slice(), [UacEvent::Answered { .. }]));
+    (call, invite)
+}
+
+/// The far end's re-INVITE in the dialog of `invite` (its From and To
+/// swapped), with `cseq`, `branch` and an optional SDP offer.
+fn far_reinvite(invite: &str, cseq: u32, branch: &str, sdp: Option<&str>) -> Vec<u8> {
+    let body = sdp.unwrap_or("");
+    let ctype = if sdp.is_some() {
+        "Content-Type: application/sdp\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "INVITE sip:127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch={branch}\r\n\
+         From: {};tag=far1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} INVITE\r\n\
+         Contact: <sip:gw@127.0.0.2:5060>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        header(invite, "To"),
+        header(invite, "From"),
+        header(invite, "Call-ID"),
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn far_ack(invite: &str, cseq: u32) -> Vec<u8> {
+    format!(
+        "ACK sip:127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKack{cseq}\r\n\
+         From: {};tag=far1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+        header(invite, "To"),
+        header(invite, "From"),
+        header(invite, "Call-ID"),
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_far_end_reinvite_is_a_reoffer_answered_by_the_call_logic() {
+    let t0 = Instant::now();
+    let mut u = uac(Transport::Udp);
+    let (call, invite) = answered(&mut u, t0);
+    let hold = FAR_SDP.replace("PCMU/8000\r\n", "PCMU/8000\r\na=sendonly\r\n");
+    let reinvite = far_reinvite(&invite, 2, "z9hG4bKre2", Some(&hold));
+    feed(&mut u, t0, &reinvite);
+    assert_eq!(start_line(&one(&mut u)), "SIP/2.0 100 Trying");
+    match events(&mut u).as_slice() {
+        [UacEvent::Reoffer { call: c, offer }] => {
+            assert_eq!(*c, call);
+            assert!(offer.held);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Its retransmission while the call logic decides: 100 again, no event.
+    feed(&mut u, t0, &reinvite);
+    assert_eq!(start_line(&one(&mut u)), "SIP/2.0 100 Trying");
+    assert!(events(&mut u).is_empty());
+    // Another INVITE overlapping it: 500 with Retry-After 0-10 (§14.2).
+    feed(
+        &mut u,
+        t0,
+        &far_reinvite(&invite, 3, "z9hG4bKre3", Some(FAR_SDP)),
+    );
+    let refused = one(&mut u);
+    assert_eq!(start_line(&refused), "SIP/2.0 500 Server Internal Error");
+    let retry: u64 = header(&refused, "Retry-After").parse().unwrap();
+    assert!(retry <= 10);
+    assert!(events(&mut u).is_empty());
+
+    let held = SDP.replace("sendrecv", "recvonly");
+    u.answer_reinvite(t0, call, &held);
+    let ok = one(&mut u);
+    assert_eq!(start_line(&ok), "SIP/2.0 200 OK");
+    assert_eq!(header(&ok, "CSeq"), "2 INVITE");
+    assert!(header(&ok, "Contact").contains("127.0.0.1:5070"));
+    assert!(ok.ends_with(&held));
+    // Re-sent on UDP at T1 and 2 T1 until the ACK, and to a retransmission.
+    assert_eq!(u.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+    u.handle_timeout(t0 + Duration::from_millis(500));
+    assert_eq!(one(&mut u), ok);
+    u.handle_timeout(t0 + Duration::from_millis(1500));
+    assert_eq!(one(&mut u), ok);
+    // A new one before the ACK: 491 (our 2xx is not acknowledged yet).
+    feed(
+        &mut u,
+        t0,
+        &far_reinvite(&invite, 4, "z9hG4bKre4", Some(FAR_SDP)),
+    );
+    assert_eq!(start_line(&one(&mut u)), "SIP/2.0 491 Request Pending");
+    feed(&mut u, t0, &reinvite);
+    assert_eq!(one(&mut u), ok);
+    feed(&mut u, t0, &far_ack(&invite, 2));
+    assert!(sent(&mut u).is_empty());
+    u.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(sent(&mut u).is_empty(), "no 2xx after its ACK");
+
+    // An older CSeq: 500 (§12.2.2).
+    feed(
+        &mut u,
+        t0,
+        &far_reinvite(&invite, 2, "z9hG4bKold", Some(FAR_SDP)),
+    );
+    assert_eq!(
+        start_line(&one(&mut u)),
+        "SIP/2.0 500 Server Internal Error"
+    );
+    // Refused by the call logic: the refusal, and the call goes on.
+    feed(
+        &mut u,
+        t0,
+        &far_reinvite(&invite, 5, "z9hG4bKre5", Some(FAR_SDP)),
+    );
+    let _trying = one(&mut u);
+    assert!(matches!(
+        events(&mut u).as_slice(),
+        [UacEvent::Reoffer { .. }]
+    ));
+    u.reject_reinvite(t0, call, 488, "Not Acceptable Here");
+    assert_eq!(start_line(&one(&mut u)), "SIP/2.0 488 Not Acceptable Here");
+    // Without an offer: our SDP as it stands now (the last answer) offered.
+    feed(&mut u, t0, &far_reinvite(&invite, 6, "z9hG4bKre6", None));
+    let offered = one(&mut u);
+    assert_eq!(start_line(&offered), "SIP/2.0 200 OK");
+    assert!(offered.ends_with(&held), "{offered}");
+    assert_eq!(u.local_sdp(call), Some(held.as_str()));
+    assert!(events(&mut u).is_empty());
+    feed(&mut u, t0, &far_ack(&invite, 6));
+    // An SDP it cannot read: 488 at once.
+    feed(
+        &mut u,
+        t0,
+        &far_reinvite(&invite, 7, "z9hG4bKre7", Some("v=0\r\nm=video 0 x\r\n")),
+    );
+    assert_eq!(start_line(&one(&mut u)), "SIP/2.0 488 Not Acceptable Here");
+    assert!(events(&mut u).is_empty());
+}
+
+#[test]
+fn a_reinvite_on_the_early_dialog_while_our_invite_is_pending_gets_491() {
+    let t0 = Instant::now();
+    let mut u = uac(Transport::Udp);
+    let _call = u.dial(t0, dial(None)).unwrap();
+    let invite = one(&mut u);
+    feed(&mut u, t0, &response(&invite, 180, "", None));
+    let _ = events(&mut u);
+    feed(
+        &mut u,
+        t0,
+        &far_reinvite(&invite, 1, "z9hG4bKearly", Some(FAR_SDP)),
+    );
+    assert_eq!(start_line(&one(&mut u)), "SIP/2.0 491 Request Pending");
+    assert!(events(&mut u).is_empty());
+}
+
+#[test]
+fn a_reinvite_2xx_over_tcp_is_not_retransmitted() {
+    let t0 = Instant::now();
+    let mut u = uac(Transport::Tcp);
+    let call = u.dial(t0, dial(None)).unwrap();
+    let invite = one(&mut u);
+    u.handle_message(
+        t0,
+        Transport::Tcp,
+        trunk(),
+        &response(&invite, 200, "", Some(FAR_SDP)),
+    );
+    let _ack = one(&mut u);
+    let _ = events(&mut u);
+    let reinvite = String::from_utf8(far_reinvite(&invite, 2, "z9hG4bKt2", Some(FAR_SDP)))
+        .unwrap()
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    u.handle_message(t0, Transport::Tcp, trunk(), reinvite.as_bytes());
+    let _trying = one(&mut u);
+    let _ = events(&mut u);
+    u.answer_reinvite(t0, call, SDP);
+    assert!(start_line(&one(&mut u)).starts_with("SIP/2.0 200"));
+    u.handle_timeout(t0 + Duration::from_secs(5));
+    assert!(sent(&mut u).is_empty(), "a stream is reliable");
+}

@@ -683,24 +683,24 @@ impl Uas {
             return;
         };
         let refusal = match call.state {
-            CallState::Offered | CallState::Answered => Some((491, "Request Pending")),
-            CallState::Rejecting(_) | CallState::Terminating => {
-                self.no_dialog(now, req);
-                return;
-            }
+            // §14.2: the INVITE before it has no final response yet (the
+            // initial one, answered 18x in an early dialog, or a re-INVITE
+            // the call logic still decides): 500 with a random Retry-After.
+            CallState::Offered => return self.overlapping(now, req),
             CallState::Confirmed if req.cseq.seq < call.remote_cseq => {
                 Some((500, "Server Internal Error"))
             }
             CallState::Confirmed if call.reinvite_tx.is_some() => {
-                self.stats.refused += 1;
-                let resp = Response {
-                    headers: &[("Retry-After", "3")],
-                    ..Response::new(500, "Server Internal Error")
-                };
-                self.respond(now, req, resp);
+                return self.overlapping(now, req);
+            }
+            // Our 2xx waits for its ACK (with our offer, when the INVITE
+            // had none): the offer/answer exchange is not over.
+            CallState::Answered => Some((491, "Request Pending")),
+            CallState::Confirmed if call.pending_2xx.is_some() => Some((491, "Request Pending")),
+            CallState::Rejecting(_) | CallState::Terminating => {
+                self.no_dialog(now, req);
                 return;
             }
-            CallState::Confirmed if call.pending_2xx.is_some() => Some((491, "Request Pending")),
             CallState::Confirmed => None,
         };
         if let Some((status, reason)) = refusal {
@@ -747,6 +747,20 @@ impl Uas {
                 self.final_response(now, tx, 488, "Not Acceptable Here", &[]);
             }
         }
+    }
+
+    /// RFC 3261 §14.2: a second INVITE on a dialog whose previous INVITE
+    /// has no final response yet gets 500 with a Retry-After "randomly
+    /// chosen value of between 0 and 10 seconds", so that the two sides
+    /// do not retry in lockstep.
+    fn overlapping(&mut self, now: Instant, req: &Request) {
+        self.stats.refused += 1;
+        let seconds = self.retry_after().to_string();
+        let resp = Response {
+            headers: &[("Retry-After", &seconds)],
+            ..Response::new(500, "Server Internal Error")
+        };
+        self.respond(now, req, resp);
     }
 
     fn on_ack(&mut self, now: Instant, req: &Request) {
@@ -1367,13 +1381,23 @@ impl Uas {
     }
 
     /// 64 random bits as hex, for tags and branches (RFC 3261 §19.3 asks
-    /// for at least 32): SplitMix64 over the seed.
+    /// for at least 32).
     fn token(&mut self) -> String {
+        format!("{:016x}", self.random())
+    }
+
+    /// A Retry-After for §14.2's 500: 0 to 10 s, uniform.
+    fn retry_after(&mut self) -> u64 {
+        self.random() % 11
+    }
+
+    /// 64 random bits: SplitMix64 over the seed.
+    fn random(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.rng;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        format!("{:016x}", z ^ (z >> 31))
+        z ^ (z >> 31)
     }
 }
 

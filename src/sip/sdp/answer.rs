@@ -49,8 +49,21 @@ pub const CODEC_PREFERENCE: [Codec; 4] = [Codec::Opus, Codec::G722, Codec::Pcmu,
 /// Also reads the answer to an offer of ours ([`make_audio_offer`]): the
 /// far end's answer names the codec it took, and this takes it.
 pub fn negotiate(offer: &MediaOffer) -> Result<Negotiated, SdpError> {
-    let codec = CODEC_PREFERENCE
+    negotiate_keeping(offer, None)
+}
+
+/// [`negotiate`] for a re-offer in a call that has `current` as its codec:
+/// the call keeps it while the offer still has it (a hold, a refresh, a new
+/// address never switch codecs, whatever else the offer adds), and takes
+/// [`CODEC_PREFERENCE`]'s pick among what is offered otherwise.
+pub fn negotiate_keeping(
+    offer: &MediaOffer,
+    current: Option<Codec>,
+) -> Result<Negotiated, SdpError> {
+    let codec = current
+        .filter(|c| CODEC_PREFERENCE.contains(c))
         .into_iter()
+        .chain(CODEC_PREFERENCE)
         .find_map(|want| offer.codecs.iter().find(|c| c.codec == want).copied())
         .ok_or(SdpError::NoCommonCodec)?;
     // DTMF at the codec's clock when offered so (Opus), else at 8000.
@@ -469,6 +482,49 @@ mod tests {
         let only48 = "a=rtpmap:110 telephone-event/48000\r\n";
         let n = negotiate(&offer("m=audio 5000 RTP/AVP 0 110", only48)).unwrap();
         assert_eq!(n.telephone_event, None);
+    }
+
+    #[test]
+    fn a_reoffer_keeps_the_calls_codec_while_it_is_offered() {
+        let both = offer(
+            "m=audio 5000 RTP/AVP 0 9 101",
+            "a=rtpmap:101 telephone-event/8000\r\n",
+        );
+        // A PCMU call re-offered PCMU and G.722 stays on PCMU...
+        let kept = negotiate_keeping(&both, Some(Codec::Pcmu)).unwrap();
+        assert_eq!(
+            kept.codec,
+            OfferedCodec {
+                pt: 0,
+                codec: Codec::Pcmu
+            }
+        );
+        // ...which a new call would not have picked.
+        assert_eq!(negotiate(&both).unwrap().codec.codec, Codec::G722);
+        // Without PCMU in the re-offer: sluice's pick of what is there.
+        let pcma = offer(
+            "m=audio 5000 RTP/AVP 8 101",
+            "a=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let moved = negotiate_keeping(&pcma, Some(Codec::Pcmu)).unwrap();
+        assert_eq!(
+            moved.codec,
+            OfferedCodec {
+                pt: 8,
+                codec: Codec::Pcma
+            }
+        );
+        assert_eq!(moved.telephone_event, Some(101));
+        // Nothing sluice takes: refused as for a new call.
+        let other = offer("m=audio 5000 RTP/AVP 18", "a=rtpmap:18 G729/8000\r\n");
+        assert_eq!(
+            negotiate_keeping(&other, Some(Codec::Pcmu)),
+            Err(SdpError::NoCommonCodec)
+        );
+        assert_eq!(
+            negotiate_keeping(&other, Some(Codec::Other)),
+            Err(SdpError::NoCommonCodec)
+        );
     }
 
     #[test]

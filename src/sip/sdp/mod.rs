@@ -22,7 +22,7 @@ use std::net::IpAddr;
 
 pub use answer::{
     AnswerSpec, CODEC_PREFERENCE, Negotiated, OFFERED_CODECS, OFFERED_TELEPHONE_EVENT, OfferSpec,
-    build_answer, make_audio_offer, negotiate,
+    build_answer, make_audio_offer, negotiate, negotiate_keeping,
 };
 pub use offer::parse_offer;
 
@@ -66,6 +66,43 @@ pub struct MediaOffer {
     /// `a=rtcp:<port> [IN IP4 <address>]` (RFC 3605): where the caller's
     /// RTCP goes when not muxed, if not to the RTP port + 1.
     pub rtcp: Option<(u16, Option<IpAddr>)>,
+    /// The `a=fmtp` of the first Opus payload type (RFC 7587 §6.1): what
+    /// the caller wants to receive.
+    pub opus: OpusFmtp,
+}
+
+/// What an Opus receiver asks of its sender (RFC 7587 §6.1, §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpusFmtp {
+    /// `maxplaybackrate`: the widest audio worth sending, in Hz.
+    pub max_playback_rate: Option<u32>,
+    /// `useinbandfec=1`: the receiver decodes Opus in-band FEC.
+    pub inband_fec: bool,
+    /// `stereo=1`: the receiver prefers stereo (mono is always allowed,
+    /// and is what sluice sends).
+    pub stereo: bool,
+}
+
+impl OpusFmtp {
+    /// Reads `maxplaybackrate`, `useinbandfec` and `stereo` out of an
+    /// fmtp parameter list (`a=fmtp:111 minptime=10;useinbandfec=1`);
+    /// what is missing or unreadable keeps its RFC 7587 default.
+    pub fn parse(params: &str) -> Self {
+        let mut out = Self::default();
+        for param in params.split(';') {
+            let Some((name, value)) = param.split_once('=') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "maxplaybackrate" => out.max_playback_rate = value.parse().ok(),
+                "useinbandfec" => out.inband_fec = value == "1",
+                "stereo" => out.stereo = value == "1",
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 impl MediaOffer {

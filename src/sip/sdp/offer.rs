@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 
-use super::{Codec, CryptoOffer, Direction, MediaOffer, OfferedCodec, SdpError};
+use super::{Codec, CryptoOffer, Direction, MediaOffer, OfferedCodec, OpusFmtp, SdpError};
 use crate::srtp::SrtpProfile;
 
 /// Where the parser is in the description.
@@ -133,6 +133,12 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
             .find(|(pt, _)| *pt == te)
             .map_or(DTMF_EVENTS, |(_, list)| event_mask(list))
     };
+    let opus = codecs
+        .iter()
+        .find(|c| c.codec == Codec::Opus)
+        .and_then(|c| fmtps.iter().find(|(pt, _)| *pt == c.pt))
+        .map(|(_, params)| OpusFmtp::parse(params))
+        .unwrap_or_default();
     let telephone_events = telephone_event.map_or(0, events_of);
     let telephone_events_48k = telephone_event_48k.map_or(0, events_of);
     let direction = media_dir.or(session_dir).unwrap_or(Direction::SendRecv);
@@ -153,6 +159,7 @@ pub fn parse_offer(body: &[u8]) -> Result<MediaOffer, SdpError> {
         held,
         rtcp_mux,
         rtcp,
+        opus,
     })
 }
 
@@ -386,6 +393,31 @@ a=sendonly\r\n";
         let o = held("c=IN IP4 10.0.0.1\r\na=inactive\r\nm=audio 5000 RTP/AVP 0\r\na=recvonly\r\n");
         assert!(!o.held);
         assert_eq!(o.direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn the_opus_fmtp_is_read() {
+        let offer = parse_offer(
+            b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+              m=audio 5000 RTP/AVP 96 0\r\na=rtpmap:96 opus/48000/2\r\n\
+              a=fmtp:0 maxplaybackrate=1\r\n\
+              a=fmtp:96 minptime=10; MaxPlaybackRate=16000 ;useinbandfec=1;stereo=1\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            offer.opus,
+            OpusFmtp {
+                max_playback_rate: Some(16_000),
+                inband_fec: true,
+                stereo: true,
+            }
+        );
+        // No fmtp, or nothing readable in it: RFC 7587's defaults.
+        assert_eq!(OpusFmtp::parse(""), OpusFmtp::default());
+        assert_eq!(
+            OpusFmtp::parse("maxplaybackrate=lots;useinbandfec=2;=;x"),
+            OpusFmtp::default()
+        );
     }
 
     #[test]
