@@ -20,6 +20,8 @@ mod transmit;
 mod worker;
 
 #[cfg(test)]
+mod slot_tests;
+#[cfg(test)]
 mod tests;
 
 pub use height_probe::SourceHeight;

@@ -72,6 +72,7 @@ use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx};
 use super::rtcp_route::RtcpPlan;
+use super::slot_rewrite::claim_index;
 use super::{LegId, LegRoute, Path, RoutingSnapshot, SLOT, StreamRoute, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
@@ -404,7 +405,7 @@ impl<B: AeadBackend> RelayWorker<B> {
                     .and_then(|id| snapshot.slot_maps.get(&id))
                 {
                     Some(map) => match map.slot_of(source) {
-                        Some(entry) => Some(*entry),
+                        Some(entry) => Some((*entry, map.index_of(entry.ssrc))),
                         None => continue,
                     },
                     None => None,
@@ -414,10 +415,19 @@ impl<B: AeadBackend> RelayWorker<B> {
                 self.counters.dropped(Drop::NotLatched);
                 continue;
             };
-            if self.legs.outbound(slot, &self.backend).is_none() {
+            let Some(session) = self.legs.outbound(slot, &self.backend) else {
                 self.counters.dropped(Drop::Other);
                 continue;
+            };
+            // A slot's index toward the viewer, shared by every worker
+            // that may carry the slot (`slot_rewrite.rs`).
+            if let Some((entry, shared)) = &rewrite
+                && let Err(e) = claim_index(session, rtp, entry, *shared)
+            {
+                self.counters.dropped(drop_reason(&e));
+                continue;
             }
+            let rewrite = rewrite.map(|(entry, _)| entry);
             // The receiver's own payload type for this stream, if it differs.
             let payload_type = if snapshot.payload_types.is_empty() {
                 None
