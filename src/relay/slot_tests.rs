@@ -311,3 +311,81 @@ fn a_slot_switching_workers_after_a_wrap_continues_its_index_and_never_reuses_on
     assert_eq!(w2.counters.snapshot().dropped(Drop::Other), 0);
     assert_eq!(w3.counters.snapshot().dropped(Drop::Other), 0);
 }
+
+/// An SR of `ssrc` (RTP timestamp `ts`, one report block), an SDES with
+/// its CNAME, and a BYE: one compound as a publisher sends it.
+fn report(ssrc: u32, ts: u32) -> Vec<u8> {
+    let mut c = vec![0x81, 200, 0, 12];
+    c.extend(ssrc.to_be_bytes());
+    c.extend([0x22; 8]);
+    c.extend(ts.to_be_bytes());
+    c.extend([0, 0, 0, 9, 0, 0, 0x10, 0]);
+    c.extend(video(VIEWER).to_be_bytes());
+    c.extend([0x33; 20]);
+    c.extend([0x81, 202, 0, 3]);
+    c.extend(ssrc.to_be_bytes());
+    c.extend([1, 5]);
+    c.extend(b"ann@x");
+    c.push(0);
+    c.extend([0x81, 203, 0, 1]);
+    c.extend(ssrc.to_be_bytes());
+    c
+}
+
+#[test]
+fn a_viewer_gets_the_sr_and_sdes_of_its_slots_sources_rewritten_and_nothing_else() {
+    let mut snapshot = snapshot();
+    let index = Arc::new(SharedSendIndex::new());
+    fill_slot(&mut snapshot, &index, video(1), (5, 7_000));
+    let mut w1 = Worker::new();
+    let (mut ann, mut bob) = (Publisher::new(1, 10), Publisher::new(2, 10));
+    let mut viewer = Viewer::new();
+    let srtcp = |p: &mut Publisher, compound: &[u8]| {
+        let mut buf = compound.to_vec();
+        buf.resize(compound.len() + 64, 0);
+        let n = p.send.protect_rtcp(&mut buf, compound.len()).unwrap();
+        buf.truncate(n);
+        buf
+    };
+
+    let sent = w1.deliver(
+        &snapshot,
+        addr(1),
+        &srtcp(&mut ann, &report(video(1), 90_000)),
+    );
+    assert_eq!(sent.len(), 1, "one SRTCP packet to the viewer");
+    let mut buf = sent[0].clone();
+    let n = viewer.recv.unprotect_rtcp(&mut buf, sent[0].len()).unwrap();
+    let mut want = vec![0x80, 200, 0, 6];
+    want.extend(SLOT_SSRC.to_be_bytes());
+    want.extend([0x22; 8]);
+    want.extend(97_000u32.to_be_bytes());
+    want.extend([0, 0, 0, 9, 0, 0, 0x10, 0]);
+    want.extend([0x81, 202, 0, 4]);
+    want.extend(SLOT_SSRC.to_be_bytes());
+    want.extend([1, 6]);
+    want.extend(sluice_webrtc::sdp::SLOT_CNAME.as_bytes());
+    want.extend([0; 4]);
+    assert_eq!(
+        buf[..n],
+        want,
+        "the slot's SR and SDES, no report block, no BYE"
+    );
+
+    // Bob fills no slot of the viewer: nothing of his reaches it; a
+    // participant without slots gets his report as he sent it.
+    let mut w2 = Worker::new();
+    let compound = report(video(2), 1);
+    assert!(
+        w2.deliver(&snapshot, addr(2), &srtcp(&mut bob, &compound))
+            .is_empty()
+    );
+    let to_ann: Vec<_> = w2.out.iter().filter(|t| t.dest == addr(1)).collect();
+    assert_eq!(to_ann.len(), 1);
+    let mut ann_recv = SrtpSession::new(AnyGcm::default(), &key(1, 1)).unwrap();
+    let mut got = to_ann[0].data.to_vec();
+    let n = ann_recv
+        .unprotect_rtcp(&mut got, to_ann[0].data.len())
+        .unwrap();
+    assert_eq!(got[..n], compound);
+}

@@ -58,8 +58,13 @@
 //!    free slot with no renegotiation. `GET` on a WHEP session says who
 //!    fills each slot (for the meeting page's names).
 //!
-//! Not yet: SR/SDES are not rewritten for slots (no lip sync across a
-//! slot); the payload type is passed as the publisher numbered it
+//! A publisher's SR and SDES reach a viewer rewritten for the slot its
+//! stream fills (`relay/slot_rtcp.rs`: the slot's SSRC, the SR's RTP
+//! timestamp moved like the packets', the CNAME the answer declared), so
+//! the browser maps the slot's timestamps to wall-clock time; those of
+//! streams in no slot of the viewer, and every BYE, are not sent to it.
+//!
+//! Not yet: the payload type is passed as the publisher numbered it
 //! (Chrome numbers Opus and VP8 alike in every offer); ICE
 //! restarts (422) and cluster mode (400) are refused.
 //!
