@@ -1039,9 +1039,17 @@ fn a_whep_slot_switching_workers_after_a_wrap_stays_decryptable() {
 
     // What the viewer decrypts: (SSRC, SRTP index) of each RTP packet,
     // and how many it could not.
-    let mut seen: Vec<(u32, u64)> = Vec::new();
+    let mut seen: Vec<(u32, u64, u32)> = Vec::new();
     let mut failed = 0;
-    fn take(viewer: &mut Joined, seen: &mut Vec<(u32, u64)>, failed: &mut u32, linger: Duration) {
+    fn ts(rtp: &[u8]) -> u32 {
+        u32::from_be_bytes(rtp[4..8].try_into().unwrap())
+    }
+    fn take(
+        viewer: &mut Joined,
+        seen: &mut Vec<(u32, u64, u32)>,
+        failed: &mut u32,
+        linger: Duration,
+    ) {
         let until = Instant::now() + linger;
         let mut buf = [0u8; 2048];
         viewer.sock.set_nonblocking(linger.is_zero()).unwrap();
@@ -1050,7 +1058,7 @@ fn a_whep_slot_switching_workers_after_a_wrap_stays_decryptable() {
                 Ok((n, _)) if !support::is_rtcp(&buf[..n]) && n >= 12 => {
                     let ssrc = u32::from_be_bytes(buf[8..12].try_into().unwrap());
                     match viewer.recv.unprotect_rtp_indexed(&mut buf, n) {
-                        Ok((_, index)) => seen.push((ssrc, index)),
+                        Ok((_, index)) => seen.push((ssrc, index, ts(&buf))),
                         Err(_) => *failed += 1,
                     }
                 }
@@ -1081,7 +1089,7 @@ fn a_whep_slot_switching_workers_after_a_wrap_stays_decryptable() {
     let before = seen.len();
     let last = seen
         .last()
-        .map(|&(_, index)| index)
+        .map(|&(_, index, _)| index)
         .expect("ann reached the viewer");
     assert!(
         last >> 16 == 1,
@@ -1110,7 +1118,9 @@ fn a_whep_slot_switching_workers_after_a_wrap_stays_decryptable() {
         after.len()
     );
     assert_eq!(failed, 0, "every packet the viewer got decrypts");
-    assert!(after.iter().all(|&(ssrc, _)| ssrc == slot), "one SSRC");
+    assert!(after.iter().all(|&(ssrc, _, _)| ssrc == slot), "one SSRC");
+    // The viewer's timestamp of bob's last packet (seq 8299) it got.
+    let last_viewed_ts = after.last().map(|&(_, _, ts)| ts);
     assert!(
         seen.windows(2).all(|w| w[0].1 < w[1].1),
         "indices only grow across the switch"
@@ -1119,6 +1129,51 @@ fn a_whep_slot_switching_workers_after_a_wrap_stays_decryptable() {
         after.last().unwrap().1 >> 16,
         1,
         "the rollover counter went on"
+    );
+
+    // Bob's sender report reaches the viewer as the slot's: its SSRC, an
+    // RTP timestamp moved like his packets' (it names his last packet's,
+    // as the viewer saw it), and the answer's CNAME.
+    let last_ts = u32::from(8000u16 + 299) * 960;
+    let mut sr = vec![0x80, 200, 0, 6];
+    sr.extend(BOB.to_be_bytes());
+    sr.extend([0x12; 8]);
+    sr.extend(last_ts.to_be_bytes());
+    sr.extend([0, 0, 1, 44, 0, 0, 0xEA, 0x60]);
+    sr.extend([0x81, 202, 0, 3]);
+    sr.extend(BOB.to_be_bytes());
+    sr.extend([1, 3, b'b', b'o', b'b', 0, 0, 0]);
+    let viewed_ts = last_viewed_ts.expect("bob's last packet reached the viewer");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let report = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no sender report reached the viewer"
+        );
+        bob.send_rtcp(&sr);
+        let mut buf = [0u8; 2048];
+        viewer.sock.set_nonblocking(false).unwrap();
+        if let Ok((n, _)) = viewer.sock.recv_from(&mut buf)
+            && support::is_rtcp(&buf[..n])
+        {
+            let n = viewer
+                .recv
+                .unprotect_rtcp(&mut buf, n)
+                .expect("the viewer decrypts it");
+            break buf[..n].to_vec();
+        }
+    };
+    assert_eq!(report[..2], [0x80, 200], "an SR without report blocks");
+    assert_eq!(report[4..8], slot.to_be_bytes());
+    assert_eq!(report[8..16], [0x12; 8], "the NTP time as bob sent it");
+    // His last packet's, or a few packets' later if the last were lost.
+    let ahead = u32::from_be_bytes(report[16..20].try_into().unwrap()).wrapping_sub(viewed_ts);
+    assert!(ahead % 960 == 0 && ahead <= 20 * 960, "{ahead}");
+    assert_eq!(report[28..30], [0x81, 202]);
+    assert_eq!(report[32..36], slot.to_be_bytes());
+    assert!(
+        report.windows(6).any(|w| w == b"sluice"),
+        "the slot's CNAME"
     );
     daemon.stop();
 }
