@@ -135,6 +135,7 @@ fn snapshot(legs: Legs) -> RoutingSnapshot {
                 LegId(leg),
                 Arc::new(SlotMap {
                     entries: vec![slot],
+                    indices: vec![(slot.ssrc, Arc::default())],
                 }),
             );
         }

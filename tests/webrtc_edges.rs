@@ -565,6 +565,8 @@ struct Joined {
     sock: UdpSocket,
     /// What it protects with (`client_to_relay`).
     send: sluice::srtp::SrtpSession<sluice::crypto::AnyGcm>,
+    /// What it unprotects with (`relay_to_client`).
+    recv: sluice::srtp::SrtpSession<sluice::crypto::AnyGcm>,
     /// The relay's certificate as the handshake presented it.
     relay_certificate: Vec<u8>,
     /// The SDP answer.
@@ -634,6 +636,11 @@ fn join(
         send: sluice::srtp::SrtpSession::new(
             sluice::crypto::AnyGcm::default(),
             &keys.client_to_relay,
+        )
+        .unwrap(),
+        recv: sluice::srtp::SrtpSession::new(
+            sluice::crypto::AnyGcm::default(),
+            &keys.relay_to_client,
         )
         .unwrap(),
         relay_certificate: client
@@ -978,5 +985,195 @@ fn a_locked_meeting_refuses_browsers_that_have_not_joined_its_media() {
         &offer("sendonly", 1, true),
     );
     assert_eq!((r.status, r.code().as_str()), (403, "meeting_locked"));
+    daemon.stop();
+}
+
+/// The defect of issue #9 (receive slots): a WHEP viewer's video slot
+/// carries a publisher past the slot's sequence wrap (rollover counter
+/// 1), then switches to a publisher whose SSRC steers it to the other
+/// worker. That worker's context toward the viewer never sent the slot's
+/// SSRC; the viewer (this test's own client, under the DTLS-derived key)
+/// must still decrypt every packet of the new source, at the slot's
+/// rollover counter, with indices that only grow (a reused one would be
+/// refused as a replay or fail to authenticate). Without the slot's
+/// shared send index, worker 0 seals bob's packets at rollover counter 0
+/// and none decrypts. (Where the kernel refused the steering program,
+/// which the daemon logs, both may share a worker: then this passes
+/// without crossing workers.)
+#[test]
+fn a_whep_slot_switching_workers_after_a_wrap_stays_decryptable() {
+    use sluice::webrtc::proto::identity::DtlsIdentity;
+
+    // Odd and even: SSRC steering puts them on workers 1 and 0.
+    const ANN: u32 = 0x0a00_0001;
+    const BOB: u32 = 0x0b00_0002;
+    let daemon = RunningDaemon::start("webrtc-slot-roc", &loopback_config(""), &[]);
+    let api = daemon.api;
+    let meeting = standard_meeting(api);
+    let path = format!("/v1/meetings/{meeting}/participants");
+    let mut publishers = Vec::new();
+    for (name, ssrc) in [("ann", ANN), ("bob", BOB)] {
+        let admitted = http(api, "POST", &path, Some(&json!({"name": name})), None).json();
+        let endpoint = support::Endpoint::from_admission(&admitted);
+        let stream = json!({"ssrc": ssrc, "kind": "video", "codec": "VP8", "payload_type": 96});
+        let declared = http(
+            api,
+            "POST",
+            &format!("{path}/{}/streams", endpoint.id),
+            Some(&stream),
+            None,
+        );
+        assert_eq!(declared.status, 201, "{}", declared.text);
+        publishers.push(endpoint);
+    }
+    let [mut ann, mut bob] = <[support::Endpoint; 2]>::try_from(publishers).ok().unwrap();
+    let web = admit_browser(api, &meeting, "web");
+    let mut viewer = join(
+        &daemon,
+        web["whep"].as_str().unwrap(),
+        web["token"].as_str().unwrap(),
+        &offer("recvonly", 1, true),
+        &DtlsIdentity::generate().unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // What the viewer decrypts: (SSRC, SRTP index) of each RTP packet,
+    // and how many it could not.
+    let mut seen: Vec<(u32, u64, u32)> = Vec::new();
+    let mut failed = 0;
+    fn ts(rtp: &[u8]) -> u32 {
+        u32::from_be_bytes(rtp[4..8].try_into().unwrap())
+    }
+    fn take(
+        viewer: &mut Joined,
+        seen: &mut Vec<(u32, u64, u32)>,
+        failed: &mut u32,
+        linger: Duration,
+    ) {
+        let until = Instant::now() + linger;
+        let mut buf = [0u8; 2048];
+        viewer.sock.set_nonblocking(linger.is_zero()).unwrap();
+        loop {
+            match viewer.sock.recv_from(&mut buf) {
+                Ok((n, _)) if !support::is_rtcp(&buf[..n]) && n >= 12 => {
+                    let ssrc = u32::from_be_bytes(buf[8..12].try_into().unwrap());
+                    match viewer.recv.unprotect_rtp_indexed(&mut buf, n) {
+                        Ok((_, index)) => seen.push((ssrc, index, ts(&buf))),
+                        Err(_) => *failed += 1,
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if Instant::now() >= until => break,
+                Err(_) => {}
+            }
+        }
+    }
+    // Ann fills the slot (first come) from seq 65_300: the slot wraps
+    // after 236 packets, sent at 4 ms, well after the slot is filled.
+    let mut seq = 65_300u16;
+    for i in 0..400u16 {
+        ann.send_rtp(ANN, seq, &[0xA0; 200]);
+        seq = seq.wrapping_add(1);
+        if i % 10 == 9 {
+            bob.send_rtp(BOB, 7000 + i, &[0xB0; 200]);
+        }
+        std::thread::sleep(Duration::from_millis(4));
+        take(&mut viewer, &mut seen, &mut failed, Duration::ZERO);
+    }
+    take(
+        &mut viewer,
+        &mut seen,
+        &mut failed,
+        Duration::from_millis(300),
+    );
+    let before = seen.len();
+    let last = seen
+        .last()
+        .map(|&(_, index, _)| index)
+        .expect("ann reached the viewer");
+    assert!(
+        last >> 16 == 1,
+        "the slot wrapped: {last:#x} after {before} packets"
+    );
+    let slot = seen[0].0;
+
+    // Ann leaves: the slot goes to bob, whose packets worker 0 handles.
+    let gone = http(api, "DELETE", &format!("{path}/{}", ann.id), None, None);
+    assert!((200..300).contains(&gone.status), "{}", gone.text);
+    for i in 0..300u16 {
+        bob.send_rtp(BOB, 8000 + i, &[0xB0; 200]);
+        std::thread::sleep(Duration::from_millis(4));
+        take(&mut viewer, &mut seen, &mut failed, Duration::ZERO);
+    }
+    take(
+        &mut viewer,
+        &mut seen,
+        &mut failed,
+        Duration::from_millis(300),
+    );
+    let after = &seen[before..];
+    assert!(
+        after.len() >= 200,
+        "bob's packets reach the slot: {}",
+        after.len()
+    );
+    assert_eq!(failed, 0, "every packet the viewer got decrypts");
+    assert!(after.iter().all(|&(ssrc, _, _)| ssrc == slot), "one SSRC");
+    // The viewer's timestamp of bob's last packet (seq 8299) it got.
+    let last_viewed_ts = after.last().map(|&(_, _, ts)| ts);
+    assert!(
+        seen.windows(2).all(|w| w[0].1 < w[1].1),
+        "indices only grow across the switch"
+    );
+    assert_eq!(
+        after.last().unwrap().1 >> 16,
+        1,
+        "the rollover counter went on"
+    );
+
+    // Bob's sender report reaches the viewer as the slot's: its SSRC, an
+    // RTP timestamp moved like his packets' (it names his last packet's,
+    // as the viewer saw it), and the answer's CNAME.
+    let last_ts = u32::from(8000u16 + 299) * 960;
+    let mut sr = vec![0x80, 200, 0, 6];
+    sr.extend(BOB.to_be_bytes());
+    sr.extend([0x12; 8]);
+    sr.extend(last_ts.to_be_bytes());
+    sr.extend([0, 0, 1, 44, 0, 0, 0xEA, 0x60]);
+    sr.extend([0x81, 202, 0, 3]);
+    sr.extend(BOB.to_be_bytes());
+    sr.extend([1, 3, b'b', b'o', b'b', 0, 0, 0]);
+    let viewed_ts = last_viewed_ts.expect("bob's last packet reached the viewer");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let report = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no sender report reached the viewer"
+        );
+        bob.send_rtcp(&sr);
+        let mut buf = [0u8; 2048];
+        viewer.sock.set_nonblocking(false).unwrap();
+        if let Ok((n, _)) = viewer.sock.recv_from(&mut buf)
+            && support::is_rtcp(&buf[..n])
+        {
+            let n = viewer
+                .recv
+                .unprotect_rtcp(&mut buf, n)
+                .expect("the viewer decrypts it");
+            break buf[..n].to_vec();
+        }
+    };
+    assert_eq!(report[..2], [0x80, 200], "an SR without report blocks");
+    assert_eq!(report[4..8], slot.to_be_bytes());
+    assert_eq!(report[8..16], [0x12; 8], "the NTP time as bob sent it");
+    // His last packet's, or a few packets' later if the last were lost.
+    let ahead = u32::from_be_bytes(report[16..20].try_into().unwrap()).wrapping_sub(viewed_ts);
+    assert!(ahead % 960 == 0 && ahead <= 20 * 960, "{ahead}");
+    assert_eq!(report[28..30], [0x81, 202]);
+    assert_eq!(report[32..36], slot.to_be_bytes());
+    assert!(
+        report.windows(6).any(|w| w == b"sluice"),
+        "the slot's CNAME"
+    );
     daemon.stop();
 }

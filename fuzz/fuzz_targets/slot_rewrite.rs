@@ -1,14 +1,20 @@
 //! The WHEP slot rewrites on bytes from the network: a publisher's RTP
 //! packet rewritten for a slot (SSRC, sequence number, timestamp, the MID
 //! extension element), the level and position a worker records from it,
-//! and a viewer's RTCP feedback mapped back to the publisher. None may
-//! panic; the rewrite never changes the length, and changes nothing past
-//! the header's extension block.
+//! a viewer's RTCP feedback mapped back to the publisher, and a
+//! publisher's RTCP packet (SR, SDES) as a viewer's slots carry it. None
+//! may panic; the rewrite never changes the length, and changes nothing
+//! past the header's extension block; what a viewer is sent of RTCP is
+//! whole RTCP packets.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::relay::{RoutingSnapshot, SlotEntry, SourceFeed, feedback_to_sources, rewrite_header};
+use sluice::relay::{
+    RoutingSnapshot, SlotEntry, SlotMap, SourceFeed, feedback_to_sources, rewrite_header,
+    rtcp_for_viewer,
+};
+use sluice::rtp::RtcpCompound;
 
 fuzz_target!(|data: &[u8]| {
     let Some((params, packet)) = data.split_first_chunk::<16>() else {
@@ -56,4 +62,25 @@ fuzz_target!(|data: &[u8]| {
     let mut rtcp = packet.to_vec();
     feedback_to_sources(&mut rtcp, &snapshot);
     assert_eq!(rtcp.len(), packet.len());
+
+    // The SR's (or first SDES chunk's) sender fills the slot.
+    let sender = packet
+        .get(4..8)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let map = SlotMap {
+        entries: vec![SlotEntry {
+            source: sender,
+            ..slot
+        }],
+        indices: Vec::new(),
+    };
+    let mut out = [0u8; 256];
+    let room = usize::from(params[4]);
+    let n = rtcp_for_viewer(packet, &map, |ssrc| ssrc != 0, &mut out[..room]);
+    assert!(n <= room && n % 4 == 0);
+    if n > 0 {
+        for parsed in RtcpCompound::new(&out[..n]) {
+            assert!(parsed.is_ok(), "the viewer gets well-formed RTCP");
+        }
+    }
 });

@@ -15,10 +15,13 @@ mod pt_rewrite;
 mod rtcp_route;
 mod slot_feed;
 mod slot_rewrite;
+mod slot_rtcp;
 mod snapshot;
 mod transmit;
 mod worker;
 
+#[cfg(test)]
+mod slot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +30,7 @@ pub use path::Path;
 pub use pt_rewrite::PtMap;
 pub use slot_feed::SourceFeed;
 pub use slot_rewrite::{feedback_to_sources, rewrite_header};
+pub use slot_rtcp::rtcp_for_viewer;
 pub use snapshot::{
     IdHash, IdHasher, Latch, LegId, LegRoute, MediaKind, MeetingIdx, MeetingMode, Members,
     RoutingSnapshot, SlotEntry, SlotMap, SnapshotCell, StreamRoute, empty_cell,

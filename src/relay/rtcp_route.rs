@@ -4,7 +4,9 @@
 //! leg with the parts meant for it, in their original order.
 //!
 //! - SR, SDES and BYE from a leg pass through to every other participant
-//!   of its meeting (sender timing and CNAMEs for lip sync, departures).
+//!   of its meeting (sender timing and CNAMEs for lip sync, departures);
+//!   a WHEP viewer gets the SR and SDES of what fills its slots, under
+//!   the slots' SSRCs, timestamps and CNAME, and no BYE (`slot_rtcp.rs`).
 //! - NACK and PLI go to the publisher of their media SSRC; FIR to the
 //!   publishers of its entries' SSRCs. Only within the sender's meeting,
 //!   and never back to the sender itself.

@@ -15,8 +15,32 @@
 //! The offsets are the control plane's, computed once per switch
 //! (`sluice_webrtc::slots::switch_offsets`): here they are two wrapping
 //! additions per packet, no state, no lookup.
+//!
+//! The SRTP index toward the viewer ([`claim_index`]): the slot's SSRC is
+//! protected under the viewer's one key by whichever worker receives the
+//! slot's current source (streams are steered to workers by SSRC,
+//! `net/steer.rs`), so a switch to a publisher steered elsewhere moves
+//! the slot's stream to a worker whose send window for it is fresh, or
+//! stale. Left to itself that worker would start at rollover counter 0
+//! once the slot's numbers have wrapped (the browser cannot decrypt it)
+//! and could seal an index the other worker used (an AES-GCM nonce
+//! reused under the viewer's key); a worker restarted after a panic
+//! would too. So each slot has a [`SharedSendIndex`] in its
+//! [`SlotMap`](super::SlotMap), kept by the control plane for the
+//! session's life, and every copy's index is claimed against it before
+//! it is protected: the rollover counter continues from the highest
+//! index any worker used, and an index is never sealed twice (a late
+//! packet of the worker that lost the slot is dropped instead). Why not
+//! a rollover counter computed by the control plane at each switch: it
+//! would only be as exact as the old source's last position the feed
+//! reported, and the old worker may still send a burst under the old
+//! offsets before it loads the new snapshot; the shared record is exact
+//! and closes that race, for one relaxed load and one uncontended
+//! compare-and-swap per copy.
 
 use super::{RoutingSnapshot, SlotEntry};
+use crate::crypto::AeadBackend;
+use crate::srtp::{SharedSendIndex, SrtpError, SrtpSession};
 
 /// RTP header extension profile of the one-byte form (RFC 8285 §4.2).
 const ONE_BYTE_PROFILE: u16 = 0xBEDE;
@@ -41,6 +65,30 @@ pub fn rewrite_header(rtp: &mut [u8], slot: &SlotEntry) {
         return;
     }
     rewrite_mid(rtp, slot);
+}
+
+/// Claims, on `session` (the viewer's outbound session on this worker),
+/// the SRTP index of the copy of the plaintext `rtp` (in its publisher's
+/// numbering) that `slot` is about to carry, against the slot's shared
+/// send index `shared` (module doc). On `Ok`, rewrite and protect that
+/// copy next; on `Err`, drop it. A slot without a shared index is never
+/// sent to (fail closed).
+#[inline]
+pub(crate) fn claim_index<B: AeadBackend>(
+    session: &mut SrtpSession<B>,
+    rtp: &[u8],
+    slot: &SlotEntry,
+    shared: Option<&SharedSendIndex>,
+) -> Result<(), SrtpError> {
+    let shared = shared.ok_or(SrtpError::IndexReused)?;
+    let seq = match rtp.get(2..4) {
+        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]).wrapping_add(slot.seq_offset),
+        // Too short for a header: protecting it fails anyway.
+        _ => return Ok(()),
+    };
+    session
+        .claim_shared_index(slot.ssrc, seq, shared)
+        .map(|_| ())
 }
 
 fn rewrite_mid(rtp: &mut [u8], slot: &SlotEntry) -> Option<()> {

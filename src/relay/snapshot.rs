@@ -19,6 +19,8 @@
 //!   that, so a captured packet replayed from another address (and thus
 //!   hashed to another worker, whose replay window has never seen it)
 //!   cannot hijack the leg.
+//! - [`SlotMap::indices`]: the SRTP send index of each WHEP slot toward
+//!   its viewer, claimed by whichever worker carries the slot's source.
 //!
 //! Snapshots scale with what changed, not with the node: the maps are
 //! persistent (`im`'s hash array mapped tries), so the control plane keeps
@@ -38,7 +40,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::slot_feed::SourceFeed;
 use super::{Path, PtMap, SourceHeight};
-use crate::srtp::MasterKey;
+use crate::srtp::{MasterKey, SharedSendIndex};
 
 /// Fibonacci hashing of a control-plane id ([`LegId`], [`MeetingIdx`]):
 /// one multiply per lookup instead of SipHash. Ids come from the control
@@ -306,10 +308,17 @@ pub struct RoutingSnapshot {
 }
 
 /// One WHEP leg's receive slots (see `crate::webrtc`'s slot notes).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct SlotMap {
     /// The filled slots.
     pub entries: Vec<SlotEntry>,
+    /// Every slot's SRTP send index space toward the viewer, by slot
+    /// SSRC, filled or not: the same `Arc` in every snapshot for the
+    /// session's life, since whichever worker carries the slot's current
+    /// source protects under the viewer's one key and must continue the
+    /// index where another worker left it (`srtp::SharedSendIndex`). A
+    /// slot without one is not sent to.
+    pub indices: Vec<(u32, Arc<SharedSendIndex>)>,
 }
 
 impl SlotMap {
@@ -317,6 +326,15 @@ impl SlotMap {
     #[inline]
     pub fn slot_of(&self, source: u32) -> Option<&SlotEntry> {
         self.entries.iter().find(|e| e.source == source)
+    }
+
+    /// The send index space of the slot whose SSRC is `ssrc`.
+    #[inline]
+    pub fn index_of(&self, ssrc: u32) -> Option<&SharedSendIndex> {
+        self.indices
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .map(|(_, index)| &**index)
     }
 }
 

@@ -93,6 +93,8 @@ use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx, leg_of_journal_key};
 use super::rtcp_route::RtcpPlan;
+use super::slot_rewrite::claim_index;
+use super::slot_rtcp::rtcp_for_viewer;
 use super::{LegId, LegRoute, Path, RoutingSnapshot, SLOT, StreamRoute, Transmits};
 use crate::crypto::AeadBackend;
 use crate::metrics::{Drop, WorkerCounters};
@@ -450,7 +452,7 @@ impl<B: AeadBackend> RelayWorker<B> {
                     .and_then(|id| snapshot.slot_maps.get(&id))
                 {
                     Some(map) => match map.slot_of(source) {
-                        Some(entry) => Some(*entry),
+                        Some(entry) => Some((*entry, map.index_of(entry.ssrc))),
                         None => continue,
                     },
                     None => None,
@@ -460,10 +462,19 @@ impl<B: AeadBackend> RelayWorker<B> {
                 self.counters.dropped(Drop::NotLatched);
                 continue;
             };
-            if self.legs.outbound(slot, &self.backend).is_none() {
+            let Some(session) = self.legs.outbound(slot, &self.backend) else {
                 self.counters.dropped(Drop::Other);
                 continue;
+            };
+            // A slot's index toward the viewer, shared by every worker
+            // that may carry the slot (`slot_rewrite.rs`).
+            if let Some((entry, shared)) = &rewrite
+                && let Err(e) = claim_index(session, rtp, entry, *shared)
+            {
+                self.counters.dropped(drop_reason(&e));
+                continue;
             }
+            let rewrite = rewrite.map(|(entry, _)| entry);
             // The receiver's own payload type for this stream, if it differs.
             let payload_type = if snapshot.payload_types.is_empty() {
                 None
@@ -656,23 +667,25 @@ impl<B: AeadBackend> RelayWorker<B> {
                 return;
             };
             for id in members.iter().filter(|id| **id != sender.id) {
-                self.send_rtcp(snapshot, *id, &plan, compound, out);
+                self.send_rtcp(snapshot, sender.id, *id, &plan, compound, out);
             }
         } else {
             let mut done = ArrayVec::<LegId, { super::rtcp_route::MAX_PARTS }>::new();
             for id in plan.publishers() {
                 if !done.contains(&id) && done.try_push(id).is_ok() {
-                    self.send_rtcp(snapshot, id, &plan, compound, out);
+                    self.send_rtcp(snapshot, sender.id, id, &plan, compound, out);
                 }
             }
         }
     }
 
-    /// Writes the parts of `compound` meant for leg `id` as one SRTCP
-    /// packet to it.
+    /// Writes the parts of `compound` (from leg `sender`) meant for leg
+    /// `id` as one SRTCP packet to it; a WHEP viewer gets them as its
+    /// slots carry them (`slot_rtcp.rs`).
     fn send_rtcp(
         &mut self,
         snapshot: &RoutingSnapshot,
+        sender: LegId,
         id: LegId,
         plan: &RtcpPlan,
         compound: &[u8],
@@ -696,16 +709,30 @@ impl<B: AeadBackend> RelayWorker<B> {
             self.counters.dropped(Drop::Other);
             return;
         };
+        let viewer = if snapshot.slot_maps.is_empty() {
+            None
+        } else {
+            snapshot.slot_maps.get(&id)
+        };
+        let owns = |ssrc: u32| snapshot.streams.get(&ssrc).is_some_and(|s| s.leg == sender);
         let buf = out.slot();
         let mut len = 0;
         for range in parts {
             let part = compound.get(range).unwrap_or_default();
+            if let Some(map) = viewer {
+                let into = buf.get_mut(len..).unwrap_or_default();
+                len += rtcp_for_viewer(part, map, owns, into);
+                continue;
+            }
             let Some(into) = buf.get_mut(len..len + part.len()) else {
                 self.counters.dropped(Drop::Other);
                 return;
             };
             into.copy_from_slice(part);
             len += part.len();
+        }
+        if len == 0 {
+            return;
         }
         if !snapshot.slot_sources.is_empty() {
             super::slot_rewrite::feedback_to_sources(

@@ -8,6 +8,8 @@
 //! - [`SrtpSession`]: protect/unprotect of RTP and RTCP under one master
 //!   key, with RFC 3711 Appendix A index estimation across sequence wraps
 //!   and a 128-packet replay window per SSRC, for SRTP and SRTCP alike.
+//! - [`SharedSendIndex`]: one SSRC's send index space shared by several
+//!   sessions under one key (a WHEP slot that moves between workers).
 //! - [`protect_rtp_batch`] / [`unprotect_rtp_batch`]: many packets across
 //!   sessions in one backend call.
 //! - [`IndexJournal`]: what a session used of each stream's index space,
@@ -27,6 +29,7 @@ mod keys;
 mod profile;
 mod replay;
 mod session;
+mod shared_index;
 mod srtcp;
 mod streams;
 mod transform;
@@ -38,6 +41,7 @@ pub use keys::MasterKey;
 pub use profile::{SrtpProfile, UnknownProfile};
 pub use session::{DEFAULT_MAX_STREAMS, SrtpSession};
 pub(crate) use session::{Phase, SealPlan};
+pub use shared_index::SharedSendIndex;
 
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,15 @@ impl ReplayWindow {
         }
     }
 
+    /// Counts every index up to `index`, and up to the window's top, as
+    /// used (never lowering the window): what a sender does when it takes
+    /// over an SSRC whose indices below `index` someone else may have used
+    /// under the key.
+    pub(crate) fn close_up_to(&mut self, index: u64) {
+        self.top = Some(self.top.map_or(index, |top| top.max(index)));
+        self.seen = u128::MAX;
+    }
+
     /// Records `index` (which must have passed [`Self::check`]).
     pub(crate) fn accept(&mut self, index: u64) {
         match self.top {

@@ -58,14 +58,26 @@
 //!    free slot with no renegotiation. `GET` on a WHEP session says who
 //!    fills each slot (for the meeting page's names).
 //!
-//! Not yet: SR/SDES are not rewritten for slots (no lip sync across a
-//! slot); the payload type is passed as the publisher numbered it
+//! A publisher's SR and SDES reach a viewer rewritten for the slot its
+//! stream fills (`relay/slot_rtcp.rs`: the slot's SSRC, the SR's RTP
+//! timestamp moved like the packets', the CNAME the answer declared), so
+//! the browser maps the slot's timestamps to wall-clock time; those of
+//! streams in no slot of the viewer, and every BYE, are not sent to it.
+//!
+//! Not yet: the payload type is passed as the publisher numbered it
 //! (Chrome numbers Opus and VP8 alike in every offer); ICE
-//! restarts (422) and cluster mode (400) are refused. SRTP rollover
-//! state toward a viewer is per packet worker (`relay/worker.rs`, "Known
-//! limit"): a slot that switches to a publisher on another worker after
-//! the slot's sequence numbers wrapped is protected with rollover
-//! counter 0 there, which the browser cannot open.
+//! restarts (422) and cluster mode (400) are refused.
+//!
+//! A slot's SRTP index toward the viewer is shared by the workers: the
+//! slot's SSRC is protected by whichever worker receives its current
+//! source, so each slot has one `srtp::SharedSendIndex` for the
+//! session's life, and every copy claims its index there before it is
+//! sealed (`relay/slot_rewrite.rs`): after a switch to a publisher on
+//! another worker, or a worker's restart, the rollover counter continues
+//! past a wrap and no index (GCM nonce) is ever sealed twice. SRTCP
+//! toward the viewer needed nothing: its index is explicit in each packet
+//! and drawn from the leg's one counter by every worker
+//! (`LegRoute::next_srtcp_index`).
 
 //! # Library choice
 //!

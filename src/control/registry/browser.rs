@@ -25,7 +25,7 @@ use crate::control::ApiError;
 use crate::crypto::AnyGcm;
 use crate::relay::{LegId, LegRoute, MediaKind, RoutingSnapshot, SlotEntry, SlotMap, StreamRoute};
 use crate::srtp::MasterKey;
-use crate::srtp::SrtpSession;
+use crate::srtp::{SharedSendIndex, SrtpSession};
 use crate::webrtc::learn::{self, PublishedLine, Unlearned};
 
 /// Sessions one browser participant may hold at once (a WHIP and a WHEP
@@ -89,6 +89,9 @@ struct ViewerSlot {
     offsets: Option<(u16, u32)>,
     /// The slot's last packet as the viewer saw it (slot numbering).
     last_out: Option<StreamPoint>,
+    /// The slot's SRTP send index toward the viewer, shared by the
+    /// workers across switches (`SlotMap::indices`).
+    index: Arc<SharedSendIndex>,
 }
 
 /// One WHIP or WHEP session of a browser participant.
@@ -218,6 +221,7 @@ impl Registry {
                 source: None,
                 offsets: None,
                 last_out: None,
+                index: Arc::default(),
             });
         }
         let router = (!viewer.is_empty()).then(|| {
@@ -655,7 +659,12 @@ fn slot_map(session: &BrowserSession, sources: &[Source]) -> SlotMap {
             })
         })
         .collect();
-    SlotMap { entries }
+    let indices = session
+        .slots
+        .iter()
+        .map(|slot| (slot.ssrc, Arc::clone(&slot.index)))
+        .collect();
+    SlotMap { entries, indices }
 }
 
 #[cfg(test)]

@@ -128,9 +128,10 @@ pub fn build_answer(offer: &Offer, purpose: Purpose, params: &AnswerParams<'_>) 
         if let Some(slot) = params.slots.iter().find(|slot| slot.mid == m.mid) {
             let _ = write!(
                 s,
-                "a=msid:sluice {mid}\r\na=ssrc:{ssrc} cname:sluice\r\na=ssrc:{ssrc} msid:sluice {mid}\r\n",
+                "a=msid:sluice {mid}\r\na=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:sluice {mid}\r\n",
                 mid = m.mid,
-                ssrc = slot.ssrc
+                ssrc = slot.ssrc,
+                cname = super::SLOT_CNAME,
             );
         }
     }

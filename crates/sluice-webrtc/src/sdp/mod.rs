@@ -28,6 +28,10 @@ pub use offer::{
 pub const MID_EXTENSION: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 /// The client-to-mixer audio level extension (RFC 6464).
 pub const AUDIO_LEVEL_EXTENSION: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// The CNAME the answer declares for every WHEP receive slot
+/// (`a=ssrc:<slot> cname:`): the relay's RTCP SDES toward the viewer
+/// names each slot with it, whoever fills the slot.
+pub const SLOT_CNAME: &str = "sluice";
 
 /// What the offer is for: the relay receives (WHIP) or sends (WHEP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
