@@ -204,6 +204,16 @@ impl<B: AeadBackend> SrtpSession<B> {
         &self.backend
     }
 
+    /// The replay window of what this session has sent on `ssrc`, made
+    /// (from the journal, when the session has one) if it sent none yet.
+    pub(crate) fn sent_window(&mut self, ssrc: u32) -> Result<&mut ReplayWindow, SrtpError> {
+        let journal = self.journal.as_ref();
+        let stream = self
+            .send_rtp
+            .entry_with(ssrc, || SentStream::start(journal, ssrc))?;
+        Ok(&mut stream.window)
+    }
+
     /// Forgets an SSRC's state in both directions (its stream ended).
     pub fn remove_stream(&mut self, ssrc: u32) {
         self.send_rtp.remove(ssrc);

@@ -126,8 +126,7 @@ impl<B: AeadBackend> SrtpSession<B> {
         seq: u16,
         shared: &SharedSendIndex,
     ) -> Result<u64, SrtpError> {
-        let window = self.send_rtp.entry(ssrc)?;
-        shared.claim(window, seq)
+        shared.claim(self.sent_window(ssrc)?, seq)
     }
 }
 
