@@ -26,7 +26,7 @@ use sluice::media::tone::{Sine, goertzel_power};
 use sluice::media::{G711, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings};
 use sluice::media::{G722Decoder, G722Encoder};
 use sluice::srtp::{MasterKey, SrtpProfile, SrtpSession};
-use support::phone::{PhoneCodec, web_participant, web_tone};
+use support::phone::{PhoneCodec, web_tone};
 use support::tls::{TestCert, TlsHop, free_tcp_port};
 use support::{http, metric};
 
@@ -277,61 +277,9 @@ fn an_answered_call_joins_the_meeting_both_ways_and_delete_sends_bye() {
     let daemon = start(port, "");
     let api = daemon.control_addr();
     meeting(api, "5550101", "standard");
-    let mut web = web_participant(api, "5550101", 0x2222);
-
     // The web participant publishes 1 kHz and decodes what it hears.
     let stop = Arc::new(AtomicBool::new(false));
-    let receiver = web.socket.try_clone().expect("clone socket");
-    let mut recv_session = std::mem::replace(
-        &mut web.recv,
-        sluice::srtp::SrtpSession::new(
-            sluice::crypto::AnyGcm::default(),
-            &sluice::srtp::MasterKey::new(web.profile, &web.relay_to_client).expect("key"),
-        )
-        .expect("session"),
-    );
-    let stop_rx = Arc::clone(&stop);
-    let heard_by_web = thread::spawn(move || {
-        let mut decoder = OpusDecoder::new().expect("opus decoder");
-        let mut pcm = Vec::new();
-        let mut buf = [0u8; 2048];
-        while !stop_rx.load(Ordering::Relaxed) {
-            let Ok((n, _)) = receiver.recv_from(&mut buf) else {
-                continue;
-            };
-            if support::is_rtcp(&buf[..n]) {
-                continue;
-            }
-            let Ok(len) = recv_session.unprotect_rtp(&mut buf, n) else {
-                continue;
-            };
-            let packet = sluice::rtp::RtpPacket::parse(&buf[..len]).expect("rtp");
-            if let Ok(samples) = decoder.decode(packet.payload()) {
-                pcm.extend_from_slice(samples);
-            }
-        }
-        pcm
-    });
-    let stop_tx = Arc::clone(&stop);
-    let mut sender = web;
-    let publisher = thread::spawn(move || {
-        let mut encoder = OpusEncoder::new(32_000, 5).expect("opus encoder");
-        let mut sine = Sine::new(1000.0, 48_000, 8000.0);
-        let mut frame = [0i16; 960];
-        let start = Instant::now();
-        let mut seq = 1u16;
-        // Bounded: at most 30 s of frames whatever happens.
-        while !stop_tx.load(Ordering::Relaxed) && seq < 1500 {
-            sine.fill(&mut frame);
-            let opus = encoder.encode(&frame).expect("encode").to_vec();
-            sender.send_rtp(0x2222, seq, &opus);
-            seq = seq.wrapping_add(1);
-            let due = start + Duration::from_millis(20 * u64::from(seq - 1));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                thread::sleep(wait);
-            }
-        }
-    });
+    let (publisher, heard_by_web) = web_tone(api, "5550101", 0x2222, 1000.0, &stop);
 
     let mut phone = Phone::new();
     let sipp = Sipp::serve("uas-answer.xml", port, phone.port());
@@ -1036,59 +984,9 @@ fn the_far_end_holds_and_moves_to_pcma_on_another_port_by_reinvite() {
     let daemon = start(port, "");
     let api = daemon.control_addr();
     meeting(api, "5550110", "standard");
-    let mut web = web_participant(api, "5550110", 0x2323);
     // The web participant publishes 1 kHz and decodes what it hears.
     let stop = Arc::new(AtomicBool::new(false));
-    let receiver = web.socket.try_clone().expect("clone socket");
-    let mut recv_session = std::mem::replace(
-        &mut web.recv,
-        sluice::srtp::SrtpSession::new(
-            sluice::crypto::AnyGcm::default(),
-            &sluice::srtp::MasterKey::new(web.profile, &web.relay_to_client).expect("key"),
-        )
-        .expect("session"),
-    );
-    let stop_rx = Arc::clone(&stop);
-    let heard_by_web = thread::spawn(move || {
-        let mut decoder = OpusDecoder::new().expect("opus decoder");
-        let mut pcm = Vec::new();
-        let mut buf = [0u8; 2048];
-        while !stop_rx.load(Ordering::Relaxed) {
-            let Ok((n, _)) = receiver.recv_from(&mut buf) else {
-                continue;
-            };
-            if support::is_rtcp(&buf[..n]) {
-                continue;
-            }
-            let Ok(len) = recv_session.unprotect_rtp(&mut buf, n) else {
-                continue;
-            };
-            let packet = sluice::rtp::RtpPacket::parse(&buf[..len]).expect("rtp");
-            if let Ok(samples) = decoder.decode(packet.payload()) {
-                pcm.extend_from_slice(samples);
-            }
-        }
-        pcm
-    });
-    let stop_tx = Arc::clone(&stop);
-    let mut sender = web;
-    let publisher = thread::spawn(move || {
-        let mut encoder = OpusEncoder::new(32_000, 5).expect("opus encoder");
-        let mut sine = Sine::new(1000.0, 48_000, 8000.0);
-        let mut frame = [0i16; 960];
-        let start = Instant::now();
-        let mut seq = 1u16;
-        while !stop_tx.load(Ordering::Relaxed) && seq < 1500 {
-            sine.fill(&mut frame);
-            let opus = encoder.encode(&frame).expect("encode").to_vec();
-            sender.send_rtp(0x2323, seq, &opus);
-            seq = seq.wrapping_add(1);
-            let due = start + Duration::from_millis(20 * u64::from(seq - 1));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                thread::sleep(wait);
-            }
-        }
-    });
+    let (publisher, heard_by_web) = web_tone(api, "5550110", 0x2323, 1000.0, &stop);
 
     let log = std::env::temp_dir().join(format!("sluice-sipp-far-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
