@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::{Meeting, Registry, refresh_sets};
 use crate::policy::Refusal;
-use crate::relay::{LegId, LegRoute, MeetingMode, RoutingSnapshot};
+use crate::relay::{LegId, LegRoute, MeetingIdx, MeetingMode, RoutingSnapshot};
 use crate::srtp::{MasterKey, SrtpProfile};
 
 use super::super::ApiError;
@@ -41,7 +41,49 @@ pub(crate) struct AdmittedMixer {
     pub(crate) relay_to_client: MasterKey,
 }
 
+/// A leg the relay's own media services (mixer legs, transcoders) are
+/// given: its route, its `rtcp_ssrc` (registered) and its fresh keys.
+pub(super) struct ServiceLeg {
+    pub(super) route: Arc<LegRoute>,
+    pub(super) rtcp_ssrc: u32,
+    pub(super) client_to_relay: MasterKey,
+    pub(super) relay_to_client: MasterKey,
+}
+
 impl Registry {
+    /// A new service leg in the meeting `idx`: fresh AEAD_AES_256_GCM keys
+    /// both ways, a fresh `rtcp_ssrc` registered for it, no latch yet. The
+    /// caller puts it into the routes.
+    pub(super) fn service_leg(
+        &mut self,
+        idx: MeetingIdx,
+        mode: MeetingMode,
+    ) -> Result<ServiceLeg, ApiError> {
+        let profile = SrtpProfile::AeadAes256Gcm;
+        let client_to_relay = self.random_key(profile)?;
+        let relay_to_client = self.random_key(profile)?;
+        let id = LegId(self.next_leg);
+        self.next_leg += 1;
+        let rtcp_ssrc = self.fresh_ssrc(id)?;
+        self.rtcp_ssrcs.insert(rtcp_ssrc, id);
+        let route = Arc::new(LegRoute {
+            id,
+            meeting: idx,
+            mode,
+            client_to_relay: client_to_relay.clone(),
+            relay_to_client: relay_to_client.clone(),
+            latch: Arc::default(),
+            next_srtcp_index: Arc::new(AtomicU32::new(0)),
+            highest_srtcp_index: Arc::new(AtomicU64::new(0)),
+        });
+        Ok(ServiceLeg {
+            route,
+            rtcp_ssrc,
+            client_to_relay,
+            relay_to_client,
+        })
+    }
+
     /// Admits a mixer leg into `meeting_id` (standard meetings only: E2EE
     /// meetings take no dial-in), with fresh AEAD_AES_256_GCM keys and a
     /// fresh `rtcp_ssrc`.
@@ -51,23 +93,13 @@ impl Registry {
             return Err(ApiError::Refused(Refusal::E2eeForbidsDialIn));
         }
         let (idx, mode) = (meeting.idx, meeting.mode);
-        let profile = SrtpProfile::AeadAes256Gcm;
-        let client_to_relay = self.random_key(profile)?;
-        let relay_to_client = self.random_key(profile)?;
-        let leg_id = LegId(self.next_leg);
-        let rtcp_ssrc = self.fresh_ssrc(leg_id)?;
-        self.next_leg += 1;
-        let leg = Arc::new(LegRoute {
-            id: leg_id,
-            meeting: idx,
-            mode,
-            client_to_relay: client_to_relay.clone(),
-            relay_to_client: relay_to_client.clone(),
-            latch: Arc::default(),
-            next_srtcp_index: Arc::new(AtomicU32::new(0)),
-            highest_srtcp_index: Arc::new(AtomicU64::new(0)),
-        });
-        self.rtcp_ssrcs.insert(rtcp_ssrc, leg_id);
+        let ServiceLeg {
+            route: leg,
+            rtcp_ssrc,
+            client_to_relay,
+            relay_to_client,
+        } = self.service_leg(idx, mode)?;
+        let leg_id = leg.id;
         self.routes.insert_leg(Arc::clone(&leg));
         self.routes.rtcp_ssrcs.insert(rtcp_ssrc, leg_id);
         let meeting = self

@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::viewers::{self, VideoSource};
@@ -41,7 +41,6 @@ use crate::relay::{
     LegId, LegRoute, MediaKind, MeetingMode, RoutingSnapshot, SourceHeight, StreamRoute,
 };
 use crate::rtp::{PayloadType, Ssrc};
-use crate::srtp::SrtpProfile;
 use crate::transcode::{
     Delivery, EncoderKind, RenditionSpec, SessionKey, SessionTable, SourceVideo, Subscription,
     TranscodeCommand, TranscodeCounters, TranscodeJob, TranscodeRefusal, TranscodeSender,
@@ -381,25 +380,15 @@ impl Registry {
             .ok_or_else(|| super::ApiError::Internal("a transcode without its spec".to_owned()))?;
         let meeting = self.meeting(meeting_id)?;
         let (idx, mode) = (meeting.idx, meeting.mode);
-        let profile = SrtpProfile::AeadAes256Gcm;
-        let client_to_relay = self.random_key(profile)?;
-        let relay_to_client = self.random_key(profile)?;
-        let leg_id = LegId(self.next_leg);
-        self.next_leg += 1;
-        let rtcp_ssrc = self.fresh_ssrc(leg_id)?;
-        self.rtcp_ssrcs.insert(rtcp_ssrc, leg_id);
+        let super::mixers::ServiceLeg {
+            route: leg,
+            rtcp_ssrc,
+            client_to_relay,
+            relay_to_client,
+        } = self.service_leg(idx, mode)?;
+        let leg_id = leg.id;
         let ssrc = self.fresh_ssrc(leg_id)?;
         self.ssrcs.insert(ssrc);
-        let leg = Arc::new(LegRoute {
-            id: leg_id,
-            meeting: idx,
-            mode,
-            client_to_relay: client_to_relay.clone(),
-            relay_to_client: relay_to_client.clone(),
-            latch: Arc::default(),
-            next_srtcp_index: Arc::new(AtomicU32::new(0)),
-            highest_srtcp_index: Arc::new(AtomicU64::new(0)),
-        });
         let stream = Arc::new(StreamRoute {
             ssrc,
             leg: leg_id,
