@@ -78,7 +78,13 @@ impl RunningDaemon {
             if let Some(banner) = text.lines().find(|l| l.contains("control API on http://")) {
                 let after = |marker: &str| -> SocketAddr {
                     let rest = &banner[banner.find(marker).expect(marker) + marker.len()..];
-                    let end = rest.find([',', ' ']).unwrap_or(rest.len());
+                    // Up to what cannot be in an address: the banner is
+                    // text or a JSON string (then a quote ends it).
+                    let end = rest
+                        .find(|c: char| {
+                            !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+                        })
+                        .unwrap_or(rest.len());
                     rest[..end].parse().expect("an address in the banner")
                 };
                 daemon.api = after("control API on http://");
