@@ -271,6 +271,43 @@ impl Phone {
     }
 }
 
+/// The phone heard the meeting's 1 kHz in `heard` (PCMU; the last 1.5 s,
+/// after the joining prompt) and not its own 440 Hz, and the meeting's web
+/// participant heard the phone's 440 Hz in `web_pcm` (48 kHz) and not its
+/// own 1 kHz.
+fn heard_both_ways(heard: &[u8], web_pcm: &[i16]) {
+    assert!(
+        heard.len() >= 160 * 150,
+        "the phone heard {} samples",
+        heard.len()
+    );
+    let mut decoded = vec![0i16; 12_000];
+    G711::Mu.decode(&heard[heard.len() - 12_000..], &mut decoded);
+    let k1 = goertzel_power(&decoded, 8000, 1000.0);
+    let own = goertzel_power(&decoded, 8000, 440.0);
+    assert!(k1 > 0.01, "1 kHz too weak at the phone: {k1}");
+    assert!(
+        k1 > 20.0 * own,
+        "the phone hears 1 kHz {k1} vs 440 Hz {own}"
+    );
+    assert!(
+        web_pcm.len() >= 48_000 * 2,
+        "web decoded {} samples",
+        web_pcm.len()
+    );
+    let tail = &web_pcm[web_pcm.len() - 72_000..];
+    let a440 = goertzel_power(tail, 48_000, 440.0);
+    let echo = goertzel_power(tail, 48_000, 1000.0);
+    assert!(
+        a440 > 0.01,
+        "440 Hz too weak at the web participant: {a440}"
+    );
+    assert!(
+        a440 > 20.0 * echo,
+        "the web hears 440 Hz {a440} vs 1 kHz {echo}"
+    );
+}
+
 #[test]
 fn an_answered_call_joins_the_meeting_both_ways_and_delete_sends_bye() {
     let port = free_port();
@@ -322,41 +359,7 @@ fn an_answered_call_joins_the_meeting_both_ways_and_delete_sends_bye() {
     publisher.join().expect("publisher");
     let web_pcm = heard_by_web.join().expect("receiver");
 
-    // The phone heard the meeting's 1 kHz (the last 1.5 s, after the
-    // joining prompt), and not its own 440 Hz.
-    let heard = phone.heard_pcmu();
-    assert!(
-        heard.len() >= 160 * 150,
-        "the phone heard {} samples",
-        heard.len()
-    );
-    let tail = &heard[heard.len() - 12_000..];
-    let mut decoded = vec![0i16; tail.len()];
-    G711::Mu.decode(tail, &mut decoded);
-    let k1 = goertzel_power(&decoded, 8000, 1000.0);
-    let own = goertzel_power(&decoded, 8000, 440.0);
-    assert!(k1 > 0.01, "1 kHz too weak at the phone: {k1}");
-    assert!(
-        k1 > 20.0 * own,
-        "the phone hears 1 kHz {k1} vs 440 Hz {own}"
-    );
-    // The meeting heard the phone's 440 Hz.
-    assert!(
-        web_pcm.len() >= 48_000 * 2,
-        "web decoded {} samples",
-        web_pcm.len()
-    );
-    let tail = &web_pcm[web_pcm.len() - 72_000..];
-    let a440 = goertzel_power(tail, 48_000, 440.0);
-    let echo = goertzel_power(tail, 48_000, 1000.0);
-    assert!(
-        a440 > 0.01,
-        "440 Hz too weak at the web participant: {a440}"
-    );
-    assert!(
-        a440 > 20.0 * echo,
-        "the web hears 440 Hz {a440} vs 1 kHz {echo}"
-    );
+    heard_both_ways(&phone.heard_pcmu(), &web_pcm);
 
     // DELETE hangs up with BYE; SIPp's scenario ends only when it came.
     let deleted = http(
@@ -769,37 +772,7 @@ fn a_tls_trunk_answers_with_srtp_both_ways_and_delete_sends_bye_over_tls() {
     publisher.join().expect("publisher");
     let web_pcm = heard_by_web.join().expect("receiver");
 
-    let heard = phone.heard_pcmu();
-    assert!(
-        heard.len() >= 160 * 150,
-        "the phone heard {} samples",
-        heard.len()
-    );
-    let mut decoded = vec![0i16; 12_000];
-    G711::Mu.decode(&heard[heard.len() - 12_000..], &mut decoded);
-    let k1 = goertzel_power(&decoded, 8000, 1000.0);
-    let own = goertzel_power(&decoded, 8000, 440.0);
-    assert!(k1 > 0.01, "1 kHz too weak at the phone: {k1}");
-    assert!(
-        k1 > 20.0 * own,
-        "the phone hears 1 kHz {k1} vs 440 Hz {own}"
-    );
-    assert!(
-        web_pcm.len() >= 48_000 * 2,
-        "web decoded {} samples",
-        web_pcm.len()
-    );
-    let tail = &web_pcm[web_pcm.len() - 72_000..];
-    let a440 = goertzel_power(tail, 48_000, 440.0);
-    let echo = goertzel_power(tail, 48_000, 1000.0);
-    assert!(
-        a440 > 0.01,
-        "440 Hz too weak at the web participant: {a440}"
-    );
-    assert!(
-        a440 > 20.0 * echo,
-        "the web hears 440 Hz {a440} vs 1 kHz {echo}"
-    );
+    heard_both_ways(&phone.heard_pcmu(), &web_pcm);
 
     // DELETE: the BYE goes over the TLS connection (SIPp ends on it).
     let deleted = http(
