@@ -170,13 +170,7 @@ impl CallSlot {
         if joined.rate == rate {
             return;
         }
-        if let Some(at) = meeting.mixes.iter().position(|m| m.rate == joined.rate) {
-            let shared = &mut meeting.mixes[at].mix;
-            shared.remove_caller(joined.ssrc);
-            if shared.caller_count() == 0 {
-                meeting.mixes.swap_remove(at);
-            }
-        }
+        meeting.leave_mix(joined.rate, joined.ssrc);
         let at = meeting.mix_at(rate);
         meeting.mixes[at].mix.add_caller(joined.ssrc);
         joined.rate = rate;
@@ -191,13 +185,7 @@ impl CallSlot {
         let Some(meeting) = meetings.get_mut(&joined.meeting) else {
             return;
         };
-        if let Some(at) = meeting.mixes.iter().position(|m| m.rate == joined.rate) {
-            let shared = &mut meeting.mixes[at].mix;
-            shared.remove_caller(joined.ssrc);
-            if shared.caller_count() == 0 {
-                meeting.mixes.swap_remove(at);
-            }
-        }
+        meeting.leave_mix(joined.rate, joined.ssrc);
         meeting.calls = meeting.calls.saturating_sub(1);
         if meeting.calls == 0
             && let Some(mut gone) = meetings.remove(&joined.meeting)
@@ -314,6 +302,18 @@ impl MeetingOnThread {
             addresses,
             mixes: Vec::new(),
             calls: 0,
+        }
+    }
+
+    /// Takes the caller `ssrc` out of the meeting's mix at `rate`, and
+    /// drops that mix with its last caller.
+    fn leave_mix(&mut self, rate: u32, ssrc: u32) {
+        if let Some(at) = self.mixes.iter().position(|m| m.rate == rate) {
+            let shared = &mut self.mixes[at].mix;
+            shared.remove_caller(ssrc);
+            if shared.caller_count() == 0 {
+                self.mixes.swap_remove(at);
+            }
         }
     }
 
