@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice::crypto::AnyGcm;
-use sluice::media::tone::Sine;
+use sluice::media::tone::{Sine, goertzel_power};
 use sluice::media::{
     G722Decoder, G722Encoder, OpusBandwidth, OpusDecoder, OpusEncoder, OpusSettings,
 };
@@ -376,4 +376,47 @@ impl PhoneCodec {
             }
         }
     }
+}
+
+/// A wideband call heard both ways: only `codec`'s payload type reached
+/// the phone, and what it `heard` decodes to the meeting's 6 kHz (its last
+/// 2 s) and not the phone's own 5 kHz; the meeting's web participant
+/// (`web_pcm`, 48 kHz) heard the phone's 5 kHz and not its own 6 kHz.
+pub fn wideband_heard_both_ways(heard: &[(u8, Vec<u8>)], codec: &mut PhoneCodec, web_pcm: &[i16]) {
+    let (pt, rate) = (codec.pt(), codec.rate());
+    assert!(
+        heard.iter().all(|(p, _)| *p == pt),
+        "another payload type reached the phone"
+    );
+    let heard: Vec<i16> = heard
+        .iter()
+        .flat_map(|(_, payload)| codec.decode(payload))
+        .collect();
+    let frame = rate as usize / 50;
+    assert!(
+        heard.len() >= frame * 200,
+        "the phone heard {} samples",
+        heard.len()
+    );
+    let tail = &heard[heard.len() - 100 * frame..];
+    let k6 = goertzel_power(tail, rate, 6000.0);
+    let own = goertzel_power(tail, rate, 5000.0);
+    assert!(k6 > 0.01, "6 kHz too weak at the phone: {k6}");
+    assert!(
+        k6 > 20.0 * own,
+        "the phone hears 6 kHz {k6} vs its own 5 kHz {own}"
+    );
+    assert!(
+        web_pcm.len() >= 48_000 * 3,
+        "web decoded {} samples",
+        web_pcm.len()
+    );
+    let tail = &web_pcm[web_pcm.len() - 96_000..];
+    let k5 = goertzel_power(tail, 48_000, 5000.0);
+    let echo = goertzel_power(tail, 48_000, 6000.0);
+    assert!(k5 > 0.01, "5 kHz too weak at the web participant: {k5}");
+    assert!(
+        k5 > 20.0 * echo,
+        "the web hears 5 kHz {k5} vs its own 6 kHz {echo}"
+    );
 }
