@@ -8,7 +8,8 @@
 //! not change), and the `[sip]` limits: `allow`, `invite_rate`,
 //! `invite_burst`, `max_pending_per_source`, `auth_file`, `auth_realm`,
 //! `max_calls`, `answer_delay_ms`. Everything else (listen addresses,
-//! workers, crypto, the edge's limits, the media settings of calls) is
+//! workers, crypto, the I/O features (`gso`, `multishot`, `fixed_files`),
+//! the edge's limits, the media settings of calls) is
 //! bound into sockets and threads at start: a change is reported as
 //! needing a restart and the running value stays.
 
@@ -81,9 +82,18 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
         old.media,
         new.media,
         "media",
-        [listen, advertise, workers, io, pin_cores]
+        [
+            listen,
+            advertise,
+            workers,
+            io,
+            pin_cores,
+            gso,
+            multishot,
+            fixed_files
+        ]
     );
-    differ!(restart, old.crypto, new.crypto, "crypto", [backend]);
+    differ!(restart, old.crypto, new.crypto, "crypto", [backend, gpu]);
     differ!(
         applied,
         old.sip,
@@ -172,6 +182,73 @@ mod tests {
 
     fn parse(text: &str) -> Config {
         Config::parse_with_env(text, "sluice.toml", &|_| None).unwrap()
+    }
+
+    /// Every key of the sections `plan` compares key by key, named here
+    /// by destructuring without `..`: a new key fails to compile until it
+    /// is added below and to `plan` (a key missing from `plan` would be
+    /// dropped silently by a reload, neither applied nor reported).
+    #[test]
+    fn every_key_of_the_compared_sections_is_applied_or_reported() {
+        use crate::config::{ControlConfig, LogConfig, MediaConfig, SipConfig};
+        let old = parse("");
+        let Config {
+            control:
+                ControlConfig {
+                    listen: _,
+                    token_file: _,
+                    token_env: _,
+                    header_timeout_secs: _,
+                    idle_timeout_secs: _,
+                    max_connections: _,
+                    max_connections_per_source: _,
+                },
+            media:
+                MediaConfig {
+                    listen: _,
+                    advertise: _,
+                    workers: _,
+                    io: _,
+                    pin_cores: _,
+                    gso: _,
+                    multishot: _,
+                    fixed_files: _,
+                },
+            crypto: crate::config::CryptoConfig { backend: _, gpu: _ },
+            log: LogConfig {
+                format: _,
+                level: _,
+            },
+            ..
+        } = &old;
+        let SipConfig { .. } = &old.sip;
+        // Keys that only `plan`'s own lists name: each changed alone must
+        // show up in exactly one of the two lists.
+        let cases = [
+            ("[media]\ngso = false\n", "[media] gso"),
+            ("[media]\nmultishot = true\n", "[media] multishot"),
+            ("[media]\nfixed_files = true\n", "[media] fixed_files"),
+            ("[media]\npin_cores = false\n", "[media] pin_cores"),
+            ("[crypto]\ngpu = \"off\"\n", "[crypto] gpu"),
+            ("[log]\nformat = \"json\"\n", "[log] format"),
+            (
+                "[control]\nidle_timeout_secs = 7\n",
+                "[control] idle_timeout_secs",
+            ),
+        ];
+        for (text, key) in cases {
+            let new = parse(text);
+            assert_ne!(old, new, "{text} changes nothing: fix the case");
+            let p = plan(&old, &new);
+            let named = p.applied.iter().chain(&p.restart).filter(|k| **k == key);
+            assert_eq!(
+                named.count(),
+                1,
+                "{key}: applied {:?}, restart {:?}",
+                p.applied,
+                p.restart
+            );
+        }
     }
 
     #[test]
