@@ -221,7 +221,37 @@ mod tests {
             },
             ..
         } = &old;
-        let SipConfig { .. } = &old.sip;
+        let SipConfig {
+            enabled: _,
+            listen: _,
+            media_ip: _,
+            ivr_user: _,
+            media_threads: _,
+            max_calls: _,
+            media_timeout_secs: _,
+            answer_delay_ms: _,
+            digit_timeout_secs: _,
+            attempts: _,
+            opus_bitrate: _,
+            opus_complexity: _,
+            audio_level_extension: _,
+            silence_suppression: _,
+            allow: _,
+            invite_rate: _,
+            invite_burst: _,
+            max_pending_per_source: _,
+            auth_file: _,
+            auth_realm: _,
+            listen_tcp: _,
+            listen_tls: _,
+            tls_cert: _,
+            tls_key: _,
+            tls_require_srtp: _,
+            max_connections: _,
+            max_connections_per_source: _,
+            connection_idle_secs: _,
+            trunk: _,
+        } = &old.sip;
         // Keys that only `plan`'s own lists name: each changed alone must
         // show up in exactly one of the two lists.
         let cases = [
