@@ -34,18 +34,29 @@ pub enum Drop {
     Malformed,
     /// The receiver has no latched address yet.
     NotLatched,
-    /// Any other refusal (stream table full, key exhausted, send failed).
+    /// The SRTP index this copy would be sealed under may not be used: a
+    /// WHEP slot's index already claimed by another worker, an index a
+    /// restarted worker skipped past (its journal's reservation), or a
+    /// key whose indices are used up.
+    IndexRefused,
+    /// The kernel refused the send (after GSO runs were retried datagram
+    /// by datagram).
+    SendFailed,
+    /// Any other refusal (stream table full, a packet too large for the
+    /// relay's buffers, packets in flight when a worker restarted).
     Other,
 }
 
 impl Drop {
     /// Every reason, in label order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::AuthFailed,
         Self::Replayed,
         Self::UnknownSsrc,
         Self::Malformed,
         Self::NotLatched,
+        Self::IndexRefused,
+        Self::SendFailed,
         Self::Other,
     ];
 
@@ -57,6 +68,8 @@ impl Drop {
             Self::UnknownSsrc => "unknown_ssrc",
             Self::Malformed => "malformed",
             Self::NotLatched => "not_latched",
+            Self::IndexRefused => "index_refused",
+            Self::SendFailed => "send_failed",
             Self::Other => "other",
         }
     }
@@ -78,7 +91,7 @@ pub struct WorkerCounters {
     bytes_in: [AtomicU64; 2],
     packets_out: [AtomicU64; 2],
     bytes_out: [AtomicU64; 2],
-    drops: [AtomicU64; 6],
+    drops: [AtomicU64; Drop::ALL.len()],
     latches: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
@@ -184,7 +197,7 @@ pub struct CounterSnapshot {
     /// Their bytes, by mode.
     pub bytes_in: [u64; 2],
     /// Drops, in [`Drop::ALL`] order.
-    pub drops: [u64; 6],
+    pub drops: [u64; Drop::ALL.len()],
     /// Latches set or moved.
     pub latches: u64,
 }

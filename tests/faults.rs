@@ -370,6 +370,8 @@ fn relay_forwards_what_arrives_once_and_counts_drops(io: &str) {
         "unknown_ssrc",
         "malformed",
         "not_latched",
+        "index_refused",
+        "send_failed",
         "other",
     ] {
         assert_eq!(

@@ -208,7 +208,8 @@ fn a_refused_run_is_retried_one_by_one_and_each_failure_counted(backend: Backend
     }
     assert_eq!(got, expected(1));
     let per_receiver = FRAMES.iter().map(|f| f.len()).sum::<usize>() as u64;
-    assert_eq!(counters.snapshot().dropped(Drop::Other), per_receiver);
+    assert_eq!(counters.snapshot().dropped(Drop::SendFailed), per_receiver);
+    assert_eq!(counters.snapshot().dropped(Drop::Other), 0);
 }
 
 /// With GSO off (config `gso = false`), the same batch goes datagram by

@@ -431,7 +431,7 @@ impl SendHeaders {
     ) {
         let datagrams = self.datagrams(j);
         if datagrams.len() <= 1 {
-            counters.dropped(DropReason::Other);
+            counters.dropped(DropReason::SendFailed);
             return;
         }
         self.retried_runs += 1;
@@ -479,7 +479,7 @@ impl SendHeaders {
             if sent {
                 counters.sent(t.mode, t.data.len());
             } else {
-                counters.dropped(DropReason::Other);
+                counters.dropped(DropReason::SendFailed);
             }
         }
     }

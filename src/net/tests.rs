@@ -286,7 +286,7 @@ fn a_failed_send_is_a_drop_and_the_rest_still_go(io: IoMode) {
     let c = client();
     c.send_to(b"x", plane.local_addr()).unwrap();
     assert_eq!(replies(&c, 1), vec![b"\0x".to_vec()]);
-    let want = "sluice_packets_dropped_total{reason=\"other\"} 1";
+    let want = "sluice_packets_dropped_total{reason=\"send_failed\"} 1";
     let deadline = Instant::now() + DEADLINE;
     let mut text = metrics.render(&Default::default());
     while !text.contains(want) && Instant::now() < deadline {

@@ -273,11 +273,11 @@ fn a_slot_switching_workers_after_a_wrap_continues_its_index_and_never_reuses_on
     );
     // A burst of ann's packets still under the old offsets: their numbers
     // run into bob's, so worker 1 must drop them rather than reseal.
-    let before = w1.counters.snapshot().dropped(Drop::Other);
+    let before = w1.counters.snapshot().dropped(Drop::IndexRefused);
     for _ in 0..20 {
         viewer.open(&w1.deliver(&old, addr(1), &ann.next()));
     }
-    let refused = w1.counters.snapshot().dropped(Drop::Other) - before;
+    let refused = w1.counters.snapshot().dropped(Drop::IndexRefused) - before;
     assert!(refused >= 10, "{refused} of ann's late packets refused");
     let mut slot_last = 0;
     for _ in 0..30 {

@@ -1571,7 +1571,7 @@ fn a_restarted_worker_takes_a_wrapped_stream_up_without_reusing_an_index() {
 
     // The panic: the worker's state is gone, its journal is not.
     s.worker = fresh(&s.counters, &journal);
-    let lost_before = s.counts().dropped(Drop::Other);
+    let lost_before = s.counts().dropped(Drop::IndexRefused);
     wrapped_video(&mut s, 200, &mut got);
     for receiver in [2, 3] {
         let indices = &got[&receiver];
@@ -1588,7 +1588,7 @@ fn a_restarted_worker_takes_a_wrapped_stream_up_without_reusing_an_index() {
     }
     assert_eq!(s.counts().dropped(Drop::AuthFailed), 0);
     // What the reservation skipped toward each receiver, at most.
-    let skipped = s.counts().dropped(Drop::Other) - lost_before;
+    let skipped = s.counts().dropped(Drop::IndexRefused) - lost_before;
     assert!(skipped <= 2 * crate::srtp::RESERVE_AHEAD, "{skipped}");
 }
 

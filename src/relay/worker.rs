@@ -776,11 +776,10 @@ pub(crate) fn drop_reason(e: &SrtpError) -> Drop {
         SrtpError::Rtp(_) | SrtpError::BadRtcpHeader | SrtpError::TooShort { .. } => {
             Drop::Malformed
         }
+        SrtpError::IndexReused | SrtpError::KeyExhausted => Drop::IndexRefused,
         SrtpError::BadMasterKeyLength { .. }
         | SrtpError::Crypto(_)
         | SrtpError::BufferTooSmall { .. }
-        | SrtpError::IndexReused
-        | SrtpError::KeyExhausted
         | SrtpError::TooManyStreams { .. } => Drop::Other,
     }
 }
