@@ -11,8 +11,9 @@
 //!
 //! Each size runs twice: to SDES legs, and to WebRTC (WHEP) legs whose
 //! receive slot carries the stream, so every copy gets the slot's SSRC
-//! rewrite before it is protected (the only per-packet work a browser
-//! leg adds). The ratio of the two is the cost of a browser leg.
+//! rewrite before it is protected, and its SRTP index claimed against the
+//! slot's shared send index (`srtp::SharedSendIndex`; the per-packet work
+//! a browser leg adds). The ratio of the two is the cost of a browser leg.
 //! A third run sends to SDES legs that each number the codec otherwise
 //! (`receive.video.codecs[].payload_type`), so every copy gets the
 //! payload-type rewrite: its ratio to the first is that rewrite's cost.

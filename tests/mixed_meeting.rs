@@ -3,7 +3,10 @@
 //! tests' own SRTP endpoint) and a telephone caller (SIPp's signalling,
 //! the test's own RTP in G.711), each hearing the others, told apart by
 //! the tone each one sends: the browser 700 Hz, the SDES participant
-//! 1.2 kHz, the caller 440 Hz.
+//! 1.2 kHz, the caller 440 Hz. The browser and the SDES participant also
+//! see each other: each publishes video (the browser its fake camera,
+//! the SDES participant a VP8 clip made here with libvpx), and each
+//! decodes the other's.
 //!
 //! The relay (the `sluice` binary), Chromium, node and SIPp all run in a
 //! network namespace of the test's own with only `lo`, as in
@@ -28,8 +31,9 @@ use serde_json::{Value, json};
 use sluice::media::level::audio_level_and_voice;
 use sluice::media::tone::{Sine, goertzel_power};
 use sluice::media::{G711, OpusDecoder, OpusEncoder};
-use sluice::rtp::RtpPacket;
-use sluice::video::{VideoCodec, picture_height};
+use sluice::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
+use sluice::transcode::{EncoderKind, EncoderSettings, VideoEncoder};
+use sluice::video::{VideoCodec, Vp8Packetizer, picture_height};
 use support::browser::{browser_dir, browser_ready, in_netns};
 use support::daemon::{RunningDaemon, loopback_config};
 use support::phone::{Phone, Sipp};
@@ -38,6 +42,12 @@ use support::{Endpoint, http};
 /// The meeting, numeric so that the caller dials it directly.
 const MEETING: &str = "5550777";
 const SDES_SSRC: u32 = 0x5D35_0777;
+const SDES_VIDEO_SSRC: u32 = 0x5D35_0778;
+/// The SDES participant's video: VP8 (payload type 96), 320x240, a frame
+/// every third audio frame (60 ms), a key frame every `CLIP_FRAMES`.
+const VIDEO_PT: u8 = 96;
+const CLIP_FRAMES: u32 = 15;
+const FRAME_TICKS: u32 = 90_000 * 60 / 1000;
 const BROWSER_HZ: f32 = 700.0;
 const SDES_HZ: f32 = 1200.0;
 const CALLER_HZ: f32 = 440.0;
@@ -100,7 +110,17 @@ fn three_kinds_of_participant(daemon: &RunningDaemon) {
         None,
     );
     assert_eq!(stream.status, 201, "{}", stream.text);
-    let sdes = SdesSide::start(sdes);
+    let video =
+        json!({"ssrc": SDES_VIDEO_SSRC, "kind": "video", "codec": "VP8", "payload_type": VIDEO_PT});
+    let stream = http(
+        api,
+        "POST",
+        &format!("{path}/{sdes_id}/streams"),
+        Some(&video),
+        None,
+    );
+    assert_eq!(stream.status, 201, "{}", stream.text);
+    let sdes = SdesSide::start(sdes, vp8_clip());
 
     let browser = http(
         api,
@@ -115,8 +135,9 @@ fn three_kinds_of_participant(daemon: &RunningDaemon) {
         json!({"whip": web["whip"], "whep": web["whep"], "token": web["token"], "sdes": sdes_id});
     let mut page = Scenario::start(api, &args);
 
-    // The browser publishes, views twice and hears the SDES participant
-    // in both views before the phone calls.
+    // The browser publishes, views twice, hears the SDES participant in
+    // both views and decodes its video in the first before the phone
+    // calls.
     let ready = page.expect("READY ", Duration::from_secs(90), None);
     let ready: Value = serde_json::from_str(&ready).expect("READY carries JSON");
     let ssrc = |kind: &str| {
@@ -286,15 +307,82 @@ struct Received {
     level: Option<(u8, bool)>,
 }
 
+/// `CLIP_FRAMES` frames of VP8 (a key frame, then delta frames) of a
+/// moving picture, 320x240, from sluice's own encoder (libvpx): looped,
+/// a stream a decoder can join at every key frame.
+fn vp8_clip() -> Vec<Vec<u8>> {
+    let settings = EncoderSettings::new(EncoderKind::Libvpx, 320, 240, 300);
+    let mut encoder = VideoEncoder::open(settings).expect("libvpx opens");
+    let mut clip = Vec::new();
+    for n in 0..CLIP_FRAMES {
+        let picture = encoder.frame_mut().expect("a writable picture");
+        let (w, h) = (picture.width() as usize, picture.height() as usize);
+        for plane in 0..3 {
+            let (pw, ph) = if plane == 0 { (w, h) } else { (w / 2, h / 2) };
+            let stride = picture.stride(plane);
+            let data = picture.data_mut(plane);
+            for row in 0..ph {
+                for col in 0..pw {
+                    // A band moving right (luma), flat colour (chroma).
+                    data[row * stride + col] = match plane {
+                        0 => 40 + ((col + 8 * n as usize) / 16 % 8) as u8 * 24,
+                        _ => 96 + 32 * plane as u8,
+                    };
+                }
+            }
+        }
+        encoder
+            .encode(i64::from(n * FRAME_TICKS), n == 0, |frame| {
+                clip.push((frame.data.to_vec(), frame.keyframe));
+            })
+            .expect("encode");
+    }
+    assert!(
+        clip.len() >= CLIP_FRAMES as usize / 2 && clip[0].1,
+        "the clip starts with a key frame: {} frames",
+        clip.len()
+    );
+    clip.into_iter().map(|(frame, _)| frame).collect()
+}
+
+/// Packetizes (RFC 7741) and sends one VP8 frame of the SDES
+/// participant's video, the marker on its last packet.
+fn send_vp8(
+    sdes: &mut Endpoint,
+    packetizer: &mut Vp8Packetizer,
+    frame: &[u8],
+    seq: &mut u16,
+    timestamp: u32,
+) {
+    let mut payloads = Vec::new();
+    packetizer
+        .packetize(frame, 1100, |payload, marker| {
+            payloads.push((payload.to_vec(), marker));
+        })
+        .expect("packetize");
+    let pt = PayloadType::new(VIDEO_PT).expect("7 bits");
+    for (payload, marker) in payloads {
+        let mut buf = vec![0u8; payload.len() + 12 + 64];
+        let len = RtpBuilder::new(pt, SeqNum(*seq), timestamp, Ssrc(SDES_VIDEO_SSRC))
+            .marker(marker)
+            .write(&payload, &mut buf)
+            .expect("fits");
+        let n = sdes.send.protect_rtp(&mut buf, len).expect("protect");
+        sdes.socket.send_to(&buf[..n], sdes.relay).expect("send");
+        *seq = seq.wrapping_add(1);
+    }
+}
+
 /// The SDES participant on a thread of its own: it publishes a 1.2 kHz
-/// Opus tone every 20 ms and keeps what it receives, by SSRC.
+/// Opus tone every 20 ms and `clip`, looped, as its video, and keeps
+/// what it receives, by SSRC.
 struct SdesSide {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<HashMap<u32, Vec<Received>>>>,
 }
 
 impl SdesSide {
-    fn start(mut sdes: Endpoint) -> Self {
+    fn start(mut sdes: Endpoint, clip: Vec<Vec<u8>>) -> Self {
         sdes.socket
             .set_read_timeout(Some(Duration::from_millis(2)))
             .expect("timeout");
@@ -310,10 +398,17 @@ impl SdesSide {
             // Bounded: the test stops it well before.
             let until = start + Duration::from_secs(240);
             let mut seq = 0u16;
+            let (mut packetizer, mut video_seq, mut frames) = (Vp8Packetizer::new(0), 0u16, 0u32);
             while !stopped.load(Ordering::Relaxed) && Instant::now() < until {
                 sine.fill(&mut frame);
                 let opus = encoder.encode(&frame).expect("encode").to_vec();
                 sdes.send_rtp(SDES_SSRC, seq, &opus);
+                if seq.is_multiple_of(3) {
+                    let picture = &clip[frames as usize % clip.len()];
+                    let ts = frames.wrapping_mul(FRAME_TICKS);
+                    send_vp8(&mut sdes, &mut packetizer, picture, &mut video_seq, ts);
+                    frames += 1;
+                }
                 seq = seq.wrapping_add(1);
                 let due = start + Duration::from_millis(20 * u64::from(seq));
                 while Instant::now() < due {

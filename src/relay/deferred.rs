@@ -226,7 +226,7 @@ pub(crate) fn submit_fanout<B: AeadBackend>(
             (Some(session), Some(plain)) => {
                 plain.copy_from_slice(rtp);
                 receiver.rewrite_copy(plain);
-                match session.plan_protect_rtp(buf, rtp.len()) {
+                match session.plan_protect_rtp_at(buf, rtp.len(), receiver.index) {
                     Ok(Phase::Gcm(plan)) => {
                         row.header_len = plan.header_len();
                         row.len = plan.sealed_len();

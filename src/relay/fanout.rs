@@ -31,6 +31,9 @@ pub(crate) struct Receiver {
     pub(crate) dest: Path,
     /// A WHEP slot's rewrite of the header (SSRC, mid), if it has one.
     pub(crate) rewrite: Option<SlotEntry>,
+    /// The SRTP index claimed for the copy against its slot's shared send
+    /// index (`slot_rewrite::claim_index`), if it goes to a slot.
+    pub(crate) index: Option<u64>,
     /// Its payload type for this stream, where it numbers the codec
     /// otherwise than the publisher (`pt_rewrite.rs`).
     pub(crate) payload_type: Option<u8>,
@@ -213,7 +216,9 @@ pub(crate) fn protect_chunk<B: AeadBackend>(
                 .is_some();
             let ok = match session {
                 Some(session) if copied => items
-                    .try_push(BatchItem::new(session, buf, rtp.len()))
+                    .try_push(
+                        BatchItem::new(session, buf, rtp.len()).with_claimed_index(receiver.index),
+                    )
                     .is_ok(),
                 _ => false,
             };

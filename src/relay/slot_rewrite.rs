@@ -35,12 +35,60 @@
 //! would only be as exact as the old source's last position the feed
 //! reported, and the old worker may still send a burst under the old
 //! offsets before it loads the new snapshot; the shared record is exact
-//! and closes that race, for one relaxed load and one uncontended
-//! compare-and-swap per copy.
+//! and closes that race, for one relaxed load per copy and one
+//! uncontended compare-and-swap per block of
+//! [`CLAIM_AHEAD`](crate::srtp::CLAIM_AHEAD) copies of the slot's stream.
 
-use super::{RoutingSnapshot, SlotEntry};
+use std::sync::Arc;
+
+use super::legs::SlotIdx;
+use super::{LegId, RoutingSnapshot, SlotEntry, SlotMap};
 use crate::crypto::AeadBackend;
 use crate::srtp::{SharedSendIndex, SrtpError, SrtpSession};
+
+/// A worker's WHEP slot maps by receiving leg slot, each as it was in
+/// the snapshot generation it was looked up in: the fan-out looks a
+/// viewer's map up once per snapshot, not once per copy.
+#[derive(Debug, Default)]
+pub(crate) struct SlotMapCache {
+    by_slot: Vec<Option<CachedMap>>,
+}
+
+#[derive(Debug)]
+struct CachedMap {
+    generation: u64,
+    leg: LegId,
+    map: Option<Arc<SlotMap>>,
+}
+
+impl SlotMapCache {
+    /// The slot map of `leg` (in worker slot `slot`) in `snapshot`, if it
+    /// has one.
+    #[inline]
+    pub(crate) fn get(
+        &mut self,
+        slot: SlotIdx,
+        leg: LegId,
+        snapshot: &RoutingSnapshot,
+    ) -> Option<&SlotMap> {
+        if self.by_slot.len() <= slot {
+            // Once per new slot index (the worker's leg table grew).
+            self.by_slot.resize_with(slot + 1, || None);
+        }
+        let cached = self.by_slot.get_mut(slot)?;
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|c| c.generation == snapshot.generation && c.leg == leg);
+        if !fresh {
+            *cached = Some(CachedMap {
+                generation: snapshot.generation,
+                leg,
+                map: snapshot.slot_maps.get(&leg).cloned(),
+            });
+        }
+        cached.as_ref()?.map.as_deref()
+    }
+}
 
 /// RTP header extension profile of the one-byte form (RFC 8285 §4.2).
 const ONE_BYTE_PROFILE: u16 = 0xBEDE;
@@ -70,25 +118,29 @@ pub fn rewrite_header(rtp: &mut [u8], slot: &SlotEntry) {
 /// Claims, on `session` (the viewer's outbound session on this worker),
 /// the SRTP index of the copy of the plaintext `rtp` (in its publisher's
 /// numbering) that `slot` is about to carry, against the slot's shared
-/// send index `shared` (module doc). On `Ok`, rewrite and protect that
-/// copy next; on `Err`, drop it. A slot without a shared index is never
-/// sent to (fail closed).
+/// send index `shared` (module doc), and records it as used. On `Ok`,
+/// rewrite the copy and protect it at that index next
+/// ([`BatchItem::with_claimed_index`](crate::srtp::BatchItem::with_claimed_index));
+/// on `Err`, drop it. A slot without a shared index is never sent to
+/// (fail closed), nor is a packet too short for a header.
 #[inline]
 pub(crate) fn claim_index<B: AeadBackend>(
     session: &mut SrtpSession<B>,
     rtp: &[u8],
     slot: &SlotEntry,
     shared: Option<&SharedSendIndex>,
-) -> Result<(), SrtpError> {
+) -> Result<u64, SrtpError> {
     let shared = shared.ok_or(SrtpError::IndexReused)?;
     let seq = match rtp.get(2..4) {
         Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]).wrapping_add(slot.seq_offset),
-        // Too short for a header: protecting it fails anyway.
-        _ => return Ok(()),
+        _ => {
+            return Err(SrtpError::TooShort {
+                needed: 12,
+                got: rtp.len(),
+            });
+        }
     };
-    session
-        .claim_shared_index(slot.ssrc, seq, shared)
-        .map(|_| ())
+    session.claim_shared_index(slot.ssrc, seq, shared)
 }
 
 fn rewrite_mid(rtp: &mut [u8], slot: &SlotEntry) -> Option<()> {
@@ -247,6 +299,44 @@ mod tests {
             q.truncate(n.max(16));
             rewrite_header(&mut q, &slot(b"3"));
         }
+    }
+
+    #[test]
+    fn the_slot_map_cache_follows_every_new_snapshot_and_leg() {
+        let mut snapshot = RoutingSnapshot {
+            generation: 7,
+            ..RoutingSnapshot::default()
+        };
+        let map = |source: u32| {
+            Arc::new(SlotMap {
+                entries: vec![SlotEntry {
+                    source,
+                    ..slot(b"1")
+                }],
+                indices: Vec::new(),
+            })
+        };
+        snapshot.slot_maps.insert(LegId(1), map(10));
+        let mut cache = SlotMapCache::default();
+        let source = |cache: &mut SlotMapCache, slot, leg, snapshot: &RoutingSnapshot| {
+            cache
+                .get(slot, LegId(leg), snapshot)
+                .map(|m| m.entries[0].source)
+        };
+        assert_eq!(source(&mut cache, 3, 1, &snapshot), Some(10));
+        assert_eq!(source(&mut cache, 0, 2, &snapshot), None, "no map");
+        // A switch publishes a new snapshot: the new map is used.
+        snapshot.slot_maps.insert(LegId(1), map(20));
+        snapshot.generation += 1;
+        assert_eq!(source(&mut cache, 3, 1, &snapshot), Some(20));
+        // The worker slot now holds another leg (in the same generation
+        // only in a test): that leg's map.
+        snapshot.slot_maps.insert(LegId(2), map(30));
+        assert_eq!(source(&mut cache, 3, 2, &snapshot), Some(30));
+        // Within a generation a slot's map is looked up once: the cached
+        // one stays.
+        snapshot.slot_maps.insert(LegId(2), map(40));
+        assert_eq!(source(&mut cache, 3, 2, &snapshot), Some(30), "cached");
     }
 
     #[test]

@@ -93,7 +93,7 @@ use super::fanout::{FanoutPlans, Receiver, protect_chunk};
 use super::latching::{Admission, admit, admit_rtcp, rtp_is_fresher, srtcp_is_fresher};
 use super::legs::{LegSessions, SlotIdx, leg_of_journal_key};
 use super::rtcp_route::RtcpPlan;
-use super::slot_rewrite::claim_index;
+use super::slot_rewrite::{SlotMapCache, claim_index};
 use super::slot_rtcp::rtcp_for_viewer;
 use super::{LegId, LegRoute, Path, RoutingSnapshot, SLOT, StreamRoute, Transmits};
 use crate::crypto::AeadBackend;
@@ -158,6 +158,8 @@ pub struct RelayWorker<B: AeadBackend> {
     plans: FanoutPlans,
     /// The current fan-out's latched receivers (kept for its capacity).
     receivers: Vec<Receiver>,
+    /// WHEP viewers' slot maps, looked up once per snapshot.
+    slot_maps: SlotMapCache,
     /// A copy of the datagram for each key trial (a failed GCM open leaves
     /// the buffer unspecified).
     trial_buf: Vec<u8>,
@@ -181,6 +183,7 @@ impl<B: AeadBackend> RelayWorker<B> {
             unlatched_cursor: 0,
             plans: FanoutPlans::default(),
             receivers: Vec::new(),
+            slot_maps: SlotMapCache::default(),
             trial_buf: vec![0; SLOT],
             deferred: DeferredSends::default(),
         }
@@ -449,7 +452,7 @@ impl<B: AeadBackend> RelayWorker<B> {
                 match self
                     .legs
                     .id_of(slot)
-                    .and_then(|id| snapshot.slot_maps.get(&id))
+                    .and_then(|id| self.slot_maps.get(slot, id, snapshot))
                 {
                     Some(map) => match map.slot_of(source) {
                         Some(entry) => Some((*entry, map.index_of(entry.ssrc))),
@@ -468,12 +471,16 @@ impl<B: AeadBackend> RelayWorker<B> {
             };
             // A slot's index toward the viewer, shared by every worker
             // that may carry the slot (`slot_rewrite.rs`).
-            if let Some((entry, shared)) = &rewrite
-                && let Err(e) = claim_index(session, rtp, entry, *shared)
-            {
-                self.counters.dropped(drop_reason(&e));
-                continue;
-            }
+            let index = match &rewrite {
+                Some((entry, shared)) => match claim_index(session, rtp, entry, *shared) {
+                    Ok(index) => Some(index),
+                    Err(e) => {
+                        self.counters.dropped(drop_reason(&e));
+                        continue;
+                    }
+                },
+                None => None,
+            };
             let rewrite = rewrite.map(|(entry, _)| entry);
             // The receiver's own payload type for this stream, if it differs.
             let payload_type = if snapshot.payload_types.is_empty() {
@@ -488,6 +495,7 @@ impl<B: AeadBackend> RelayWorker<B> {
                 slot,
                 dest,
                 rewrite,
+                index,
                 payload_type,
             });
         }

@@ -28,6 +28,9 @@ pub struct BatchItem<'a, B: AeadBackend> {
     pub buf: &'a mut [u8],
     /// Length of the packet in `buf`.
     pub len: usize,
+    /// When protecting: the packet's index, if it was claimed (and
+    /// recorded) already ([`SrtpSession::claim_shared_index`]).
+    pub claimed: Option<u64>,
     /// `None` until the batch ran.
     pub outcome: Option<Result<usize, SrtpError>>,
 }
@@ -39,8 +42,17 @@ impl<'a, B: AeadBackend> BatchItem<'a, B> {
             session,
             buf,
             len,
+            claimed: None,
             outcome: None,
         }
+    }
+
+    /// The same, protected at the index `claimed` when it is one
+    /// ([`SrtpSession::protect_rtp_at`]).
+    #[must_use]
+    pub fn with_claimed_index(mut self, claimed: Option<u64>) -> Self {
+        self.claimed = claimed;
+        self
     }
 }
 
@@ -49,29 +61,31 @@ impl<'a, B: AeadBackend> BatchItem<'a, B> {
 /// its outcome.
 fn plan_chunk<B: AeadBackend, P, D>(
     chunk: &mut [BatchItem<'_, B>],
-    plan: impl Fn(&mut SrtpSession<B>, &mut [u8], usize) -> Result<Phase<P, D>, SrtpError>,
+    plan: impl Fn(&mut SrtpSession<B>, &mut [u8], usize, Option<u64>) -> Result<Phase<P, D>, SrtpError>,
     done_len: impl Fn(D) -> usize,
 ) -> ArrayVec<Option<P>, BATCH_CHUNK> {
     chunk
         .iter_mut()
-        .map(|item| match plan(item.session, item.buf, item.len) {
-            Ok(Phase::Gcm(plan)) => Some(plan),
-            Ok(Phase::Done(done)) => {
-                item.outcome = Some(Ok(done_len(done)));
-                None
-            }
-            Err(e) => {
-                item.outcome = Some(Err(e));
-                None
-            }
-        })
+        .map(
+            |item| match plan(item.session, item.buf, item.len, item.claimed) {
+                Ok(Phase::Gcm(plan)) => Some(plan),
+                Ok(Phase::Done(done)) => {
+                    item.outcome = Some(Ok(done_len(done)));
+                    None
+                }
+                Err(e) => {
+                    item.outcome = Some(Err(e));
+                    None
+                }
+            },
+        )
         .collect()
 }
 
 /// Protects every item's RTP packet; see [`SrtpSession::protect_rtp`].
 pub fn protect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'_, B>]) {
     for chunk in items.chunks_mut(BATCH_CHUNK) {
-        let plans = plan_chunk(chunk, SrtpSession::plan_protect_rtp, |n| n);
+        let plans = plan_chunk(chunk, SrtpSession::plan_protect_rtp_at, |n| n);
         let mut jobs = ArrayVec::<_, BATCH_CHUNK>::new();
         for (item, plan) in chunk.iter_mut().zip(&plans) {
             if let Some(plan) = plan {
@@ -91,7 +105,11 @@ pub fn protect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'_,
 /// Unprotects every item's SRTP packet; see [`SrtpSession::unprotect_rtp`].
 pub fn unprotect_rtp_batch<B: AeadBackend>(backend: &B, items: &mut [BatchItem<'_, B>]) {
     for chunk in items.chunks_mut(BATCH_CHUNK) {
-        let plans = plan_chunk(chunk, SrtpSession::plan_unprotect_rtp, |(n, _)| n);
+        let plans = plan_chunk(
+            chunk,
+            |session, buf, len, _| session.plan_unprotect_rtp(buf, len),
+            |(n, _)| n,
+        );
         let mut jobs = ArrayVec::<_, BATCH_CHUNK>::new();
         for (item, plan) in chunk.iter_mut().zip(&plans) {
             if let Some(plan) = plan {

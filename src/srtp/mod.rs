@@ -41,7 +41,7 @@ pub use keys::MasterKey;
 pub use profile::{SrtpProfile, UnknownProfile};
 pub use session::{DEFAULT_MAX_STREAMS, SrtpSession};
 pub(crate) use session::{Phase, SealPlan};
-pub use shared_index::SharedSendIndex;
+pub use shared_index::{CLAIM_AHEAD, SharedSendIndex};
 
 #[cfg(test)]
 mod tests;

@@ -51,6 +51,9 @@ pub struct SrtpSession<B: AeadBackend> {
 pub(crate) struct SentStream {
     window: ReplayWindow,
     reservation: Reservation,
+    /// The top of the block of indices this session last reserved on the
+    /// SSRC's shared send index, if it sends one (`shared_index.rs`).
+    shared_block: Option<u64>,
 }
 
 impl SentStream {
@@ -69,6 +72,7 @@ impl SentStream {
                 None => ReplayWindow::default(),
             },
             reservation: Reservation::new(Some(cell), below),
+            shared_block: None,
         }
     }
 }
@@ -204,16 +208,6 @@ impl<B: AeadBackend> SrtpSession<B> {
         &self.backend
     }
 
-    /// The replay window of what this session has sent on `ssrc`, made
-    /// (from the journal, when the session has one) if it sent none yet.
-    pub(crate) fn sent_window(&mut self, ssrc: u32) -> Result<&mut ReplayWindow, SrtpError> {
-        let journal = self.journal.as_ref();
-        let stream = self
-            .send_rtp
-            .entry_with(ssrc, || SentStream::start(journal, ssrc))?;
-        Ok(&mut stream.window)
-    }
-
     /// Forgets an SSRC's state in both directions (its stream ended).
     pub fn remove_stream(&mut self, ssrc: u32) {
         self.send_rtp.remove(ssrc);
@@ -231,6 +225,25 @@ impl<B: AeadBackend> SrtpSession<B> {
     /// returns the SRTP packet's length.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         match self.plan_protect_rtp(buf, len)? {
+            Phase::Done(n) => Ok(n),
+            Phase::Gcm(plan) => {
+                let job = self.seal_job(&plan, buf);
+                self.backend.seal_batch(&mut [job]);
+                Ok(plan.len + GCM_TAG_LEN)
+            }
+        }
+    }
+
+    /// [`Self::protect_rtp`] for a packet whose index `index` was claimed
+    /// (and recorded as used) by [`Self::claim_shared_index`]; refused if
+    /// the packet's sequence number is not the index's.
+    pub fn protect_rtp_at(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        index: u64,
+    ) -> Result<usize, SrtpError> {
+        match self.plan_protect_rtp_at(buf, len, Some(index))? {
             Phase::Done(n) => Ok(n),
             Phase::Gcm(plan) => {
                 let job = self.seal_job(&plan, buf);
@@ -273,6 +286,19 @@ impl<B: AeadBackend> SrtpSession<B> {
         buf: &mut [u8],
         len: usize,
     ) -> Result<Phase<SealPlan>, SrtpError> {
+        self.plan_protect_rtp_at(buf, len, None)
+    }
+
+    /// [`Self::plan_protect_rtp`], or with `claimed`, for a packet whose
+    /// index was claimed and recorded already
+    /// ([`Self::claim_shared_index`]): then no stream state is looked up,
+    /// and a packet whose sequence number is not the index's is refused.
+    pub(crate) fn plan_protect_rtp_at(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        claimed: Option<u64>,
+    ) -> Result<Phase<SealPlan>, SrtpError> {
         let (header_len, ssrc, seq) = rtp_fields(buf, len)?;
         let tag_len = self.profile.rtp_tag_len();
         if buf.len() < len + tag_len {
@@ -281,23 +307,13 @@ impl<B: AeadBackend> SrtpSession<B> {
                 got: buf.len(),
             });
         }
-        let journal = self.journal.as_ref();
-        let stream = self
-            .send_rtp
-            .entry_with(ssrc, || SentStream::start(journal, ssrc))?;
-        let index = index::estimate(stream.window.top(), seq).ok_or(SrtpError::TooOld)?;
-        if index > MAX_INDEX {
-            return Err(SrtpError::KeyExhausted);
-        }
-        stream.window.check(index).map_err(|r| match r {
-            Replay::Duplicate => SrtpError::IndexReused,
-            Replay::TooOld => SrtpError::TooOld,
-        })?;
-        // Recorded before it is used (a compare, and a relaxed store once
-        // per `RESERVE_AHEAD` packets).
-        stream.reservation.cover(index);
-        stream.window.accept(index);
-
+        let index = match claimed {
+            // The low 16 bits of an index are its sequence number.
+            #[allow(clippy::cast_possible_truncation)]
+            Some(index) if index as u16 == seq => index,
+            Some(_) => return Err(SrtpError::IndexReused),
+            None => self.record_sent(ssrc, seq, None)?,
+        };
         match &self.rtp {
             Transform::Gcm { salt, .. } => Ok(Phase::Gcm(SealPlan {
                 header_len,
@@ -312,6 +328,39 @@ impl<B: AeadBackend> SrtpSession<B> {
                 Ok(Phase::Done(len + tag_len))
             }
         }
+    }
+
+    /// Estimates the index of the packet with sequence number `seq` on
+    /// `ssrc` this session is about to send, checks it was never used and
+    /// records it as used (before it is: a compare, and a relaxed store
+    /// once per `RESERVE_AHEAD` packets for the journal). With `shared`,
+    /// the index is claimed against that shared index space first
+    /// (`shared_index.rs`).
+    #[inline]
+    pub(crate) fn record_sent(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        shared: Option<&super::SharedSendIndex>,
+    ) -> Result<u64, SrtpError> {
+        let journal = self.journal.as_ref();
+        let stream = self
+            .send_rtp
+            .entry_with(ssrc, || SentStream::start(journal, ssrc))?;
+        let index = match shared {
+            Some(shared) => shared.claim(&mut stream.window, &mut stream.shared_block, seq)?,
+            None => index::estimate(stream.window.top(), seq).ok_or(SrtpError::TooOld)?,
+        };
+        if index > MAX_INDEX {
+            return Err(SrtpError::KeyExhausted);
+        }
+        stream.window.check(index).map_err(|r| match r {
+            Replay::Duplicate => SrtpError::IndexReused,
+            Replay::TooOld => SrtpError::TooOld,
+        })?;
+        stream.reservation.cover(index);
+        stream.window.accept(index);
+        Ok(index)
     }
 
     /// The backend job for a planned GCM seal over `buf`.

@@ -10,30 +10,46 @@
 //! (which the receiver, long past 2^16 packets, cannot decrypt) and could
 //! use an index, an AES-GCM nonce under the receiver's key, that another
 //! worker used already. A [`SharedSendIndex`] is one atomic: the highest
-//! index claimed on the SSRC by any session. Before protecting, a session
-//! claims the packet's index ([`SrtpSession::claim_shared_index`]):
+//! index reserved on the SSRC by any session. Sessions reserve indices in
+//! blocks of [`CLAIM_AHEAD`]; before protecting, a session claims the
+//! packet's index ([`SrtpSession::claim_shared_index`]):
 //!
 //! - The rollover counter is guessed from the higher of its own window's
 //!   top and the shared one (RFC 3711 Appendix A), so a session that
 //!   takes the SSRC over continues the receiver's count.
-//! - An index above the shared highest is claimed by raising it (a
+//! - An index above the shared highest is claimed by raising it to the
+//!   top of a block: that index and the [`CLAIM_AHEAD`]` - 1` after it (a
 //!   compare-and-swap: of two sessions racing for it, one wins).
 //! - An index at or below it may be used only by the session that made
-//!   the last claim (its window top *is* the shared highest, so nobody
-//!   claimed since): its own window then says whether it used it. Any
+//!   the last reservation (the top of its own block *is* the shared
+//!   highest, so nobody reserved since), with neither a store nor a
+//!   compare-and-swap: its own window then says whether it used it. Any
 //!   other session is refused ([`SrtpError::IndexReused`]); a claim lost
 //!   to a race is refused too, and the packet dropped.
-//! - A session whose claim succeeded over someone else's (the shared
-//!   highest was not its own top) counts every index below the one it
-//!   claimed as used (`ReplayWindow::close_up_to`): what it cannot know
-//!   about, it never uses.
+//! - A session whose reservation succeeded over someone else's (the
+//!   shared highest was not the top of its own block) counts every index
+//!   below the one it claimed as used (`ReplayWindow::close_up_to`): what
+//!   it cannot know about, it never uses.
 //!
 //! So indices only grow across sessions, each index is used once, and a
 //! late packet of the session that lost the SSRC, or an early one of the
-//! session that took it over, is dropped rather than sealed twice. The
-//! cost is one relaxed load and, for a packet that advances the stream,
-//! one uncontended compare-and-swap (the SSRC moves between workers only
-//! at a slot switch).
+//! session that took it over, is dropped rather than sealed twice.
+//!
+//! The block is what keeps the cost off the fan-out: one relaxed load per
+//! copy, and one uncontended compare-and-swap per [`CLAIM_AHEAD`] packets
+//! of the stream (a compare-and-swap per copy cost WHEP viewers ~10 % of
+//! the fan-out at 160 bytes, bench/README.md). What it costs instead: the
+//! indices of a block its session did not use before another session took
+//! the SSRC over are never used by anyone. A gap in the index is harmless
+//! to SRTP (the receiver's estimate of the rollover counter, RFC 3711
+//! §3.3.1 and Appendix A, follows any jump under 2^15; here the index is
+//! the packet's own sequence number with the receiver's rollover counter,
+//! so the receiver never sees a jump the sequence numbers do not make). A
+//! session taking the SSRC over is only refused its packets numbered into
+//! the old session's unused block: a WHEP slot's switch leaves
+//! `SWITCH_SEQ_GAP` (16) numbers out for the old worker's last packets
+//! (`sluice_webrtc::slots`), of which a block takes at most
+//! [`CLAIM_AHEAD`]` - 1`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,11 +58,15 @@ use super::replay::ReplayWindow;
 use super::{SrtpError, SrtpSession};
 use crate::crypto::AeadBackend;
 
-/// The highest SRTP index claimed on one SSRC under one key, by any of
+/// How many indices a session reserves on a [`SharedSendIndex`] at a
+/// time (module doc).
+pub const CLAIM_AHEAD: u64 = 8;
+
+/// The highest SRTP index reserved on one SSRC under one key, by any of
 /// the sessions that protect it (module doc). Starts with none.
 #[derive(Debug, Default)]
 pub struct SharedSendIndex {
-    /// The highest claimed index plus one; 0 for none.
+    /// The highest reserved index plus one; 0 for none.
     claimed: AtomicU64,
 }
 
@@ -57,39 +77,62 @@ impl SharedSendIndex {
         Self::default()
     }
 
-    /// The highest index claimed so far.
+    /// The highest index reserved so far (claimed, or in the block of the
+    /// last claim).
     #[must_use]
     pub fn highest(&self) -> Option<u64> {
         decode(self.claimed.load(Ordering::Relaxed))
     }
 
     /// Claims the index of a packet with sequence number `seq` for the
-    /// session whose send window for the SSRC is `window`; the index, or
-    /// why it must not be used.
-    pub(crate) fn claim(&self, window: &mut ReplayWindow, seq: u16) -> Result<u64, SrtpError> {
-        let top = window.top();
+    /// session whose send window for the SSRC is `window` and whose last
+    /// block on this index ends at `block`; the index, or why it must not
+    /// be used.
+    #[inline]
+    pub(crate) fn claim(
+        &self,
+        window: &mut ReplayWindow,
+        block: &mut Option<u64>,
+        seq: u16,
+    ) -> Result<u64, SrtpError> {
         // Every ordering is relaxed: the claims are ordered by this one
         // atomic's modification order, and nothing else is published
         // through it.
-        let mut current = self.highest();
-        let index = index::estimate(top.max(current), seq).ok_or(SrtpError::TooOld)?;
+        let current = self.highest();
+        let index = index::estimate(window.top().max(current), seq).ok_or(SrtpError::TooOld)?;
+        match current {
+            // Only the last claimer may use what is reserved, within its
+            // own block and window (the fast path: no store).
+            Some(highest) if index <= highest && *block == Some(highest) => Ok(index),
+            Some(highest) if index <= highest => Err(SrtpError::IndexReused),
+            _ => self.reserve(window, block, index, current),
+        }
+    }
+
+    /// The slow path of [`Self::claim`]: reserves the block from `index`,
+    /// above `current`, the shared highest last seen.
+    #[inline(never)]
+    fn reserve(
+        &self,
+        window: &mut ReplayWindow,
+        block: &mut Option<u64>,
+        index: u64,
+        mut current: Option<u64>,
+    ) -> Result<u64, SrtpError> {
         if index > MAX_INDEX {
             return Err(SrtpError::KeyExhausted);
         }
+        let top = (index + (CLAIM_AHEAD - 1)).min(MAX_INDEX);
         loop {
             if let Some(highest) = current
                 && index <= highest
             {
-                // Only the last claimer may go back, within its own window.
-                return if top == Some(highest) {
-                    Ok(index)
-                } else {
-                    Err(SrtpError::IndexReused)
-                };
+                // Another session reserved it meanwhile.
+                return Err(SrtpError::IndexReused);
             }
             match self.claimed.compare_exchange_weak(
                 encode(current),
-                index + 1,
+                top + 1,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -97,11 +140,12 @@ impl SharedSendIndex {
                 Err(now) => current = decode(now),
             }
         }
-        if current != top
+        if current != *block
             && let Some(below) = index.checked_sub(1)
         {
             window.close_up_to(below);
         }
+        *block = Some(top);
         Ok(index)
     }
 }
@@ -118,20 +162,24 @@ impl<B: AeadBackend> SrtpSession<B> {
     /// Claims the SRTP index of the RTP packet with SSRC `ssrc` and
     /// sequence number `seq` this session is about to protect, against
     /// `shared`, the index space every session sending `ssrc` under this
-    /// key shares (module doc). On `Ok`, protect that packet next: its
-    /// index is the one returned. On `Err`, drop it.
+    /// key shares (module doc), and records it as used by this session.
+    /// On `Ok`, protect that packet next with [`Self::protect_rtp_at`] and
+    /// the index returned ([`Self::protect_rtp`] would refuse it as used).
+    /// On `Err`, drop it.
     pub fn claim_shared_index(
         &mut self,
         ssrc: u32,
         seq: u16,
         shared: &SharedSendIndex,
     ) -> Result<u64, SrtpError> {
-        shared.claim(self.sent_window(ssrc)?, seq)
+        self.record_sent(ssrc, seq, Some(shared))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::crypto::AnyGcm;
     use crate::rtp::{PayloadType, RtpBuilder, SeqNum, Ssrc};
@@ -153,12 +201,12 @@ mod tests {
         shared: &SharedSendIndex,
         seq: u16,
     ) -> Result<Vec<u8>, SrtpError> {
-        sender.claim_shared_index(SSRC, seq, shared)?;
+        let index = sender.claim_shared_index(SSRC, seq, shared)?;
         let mut buf = vec![0; 256];
         let len = RtpBuilder::new(PayloadType::new(96).unwrap(), SeqNum(seq), 0, Ssrc(SSRC))
             .write(b"media", &mut buf)
             .unwrap();
-        let n = sender.protect_rtp(&mut buf, len)?;
+        let n = sender.protect_rtp_at(&mut buf, len, index)?;
         buf.truncate(n);
         Ok(buf)
     }
@@ -182,7 +230,8 @@ mod tests {
             let srtp = send(&mut first, &shared, seq).unwrap();
             indices.push(open(&mut viewer, &srtp));
         }
-        assert_eq!(shared.highest(), Some(0x1_0031));
+        // 86 packets from 65_500: the 11th block, up to 65_587.
+        assert_eq!(shared.highest(), Some(0x1_0033));
         // A fresh session (another worker) goes on 16 numbers later.
         let mut second = session();
         for seq in 66..100 {
@@ -194,16 +243,47 @@ mod tests {
     }
 
     #[test]
+    fn a_block_is_reserved_with_one_claim_and_used_without_another() {
+        let shared = SharedSendIndex::new();
+        let mut a = session();
+        send(&mut a, &shared, 100).unwrap();
+        assert_eq!(shared.highest(), Some(100 + CLAIM_AHEAD - 1));
+        // The rest of the block, out of order: the shared record stays.
+        for seq in [103, 101, 102, 107, 104, 106, 105] {
+            send(&mut a, &shared, seq).unwrap();
+            assert_eq!(shared.highest(), Some(107), "seq {seq}");
+        }
+        // Its own window still refuses what it used.
+        assert_eq!(send(&mut a, &shared, 104), Err(SrtpError::IndexReused));
+        // The first index past the block reserves the next one.
+        send(&mut a, &shared, 108).unwrap();
+        assert_eq!(shared.highest(), Some(115));
+        // A jump reserves from where it lands; the gap stays its own.
+        send(&mut a, &shared, 130).unwrap();
+        assert_eq!(shared.highest(), Some(137));
+        send(&mut a, &shared, 120).unwrap();
+        assert_eq!(shared.highest(), Some(137));
+    }
+
+    #[test]
     fn no_index_is_used_twice_across_sessions() {
         let shared = SharedSendIndex::new();
         let (mut a, mut b) = (session(), session());
         for seq in 0..20 {
             send(&mut a, &shared, seq).unwrap();
         }
-        // B takes over at 30: A's stragglers below it are refused, and so
-        // is B's own early packet at 25 (A could have used it).
+        // A's block: 16..=23.
+        assert_eq!(shared.highest(), Some(23));
+        // B may not take what A reserved, used or not.
+        for seq in [19, 21, 23] {
+            assert_eq!(send(&mut b, &shared, seq), Err(SrtpError::IndexReused));
+        }
+        // B takes over at 30: A's stragglers below it are refused (also in
+        // A's own block), and so is B's own early packet at 25 (A could
+        // have reserved it).
         send(&mut b, &shared, 30).unwrap();
-        for seq in [20, 19, 25] {
+        assert_eq!(shared.highest(), Some(37));
+        for seq in [20, 19, 22, 25, 33] {
             assert_eq!(send(&mut a, &shared, seq), Err(SrtpError::IndexReused));
         }
         assert_eq!(send(&mut b, &shared, 25), Err(SrtpError::IndexReused));
@@ -212,11 +292,88 @@ mod tests {
         send(&mut b, &shared, 32).unwrap();
         send(&mut b, &shared, 31).unwrap();
         assert_eq!(send(&mut b, &shared, 31), Err(SrtpError::IndexReused));
-        // A takes it back above B, and B is refused from then on.
+        // A takes it back above B's block, and B is refused from then on,
+        // in its block too.
         send(&mut a, &shared, 40).unwrap();
         assert_eq!(send(&mut b, &shared, 33), Err(SrtpError::IndexReused));
+        assert_eq!(send(&mut b, &shared, 42), Err(SrtpError::IndexReused));
         assert_eq!(send(&mut a, &shared, 35), Err(SrtpError::IndexReused));
-        assert_eq!(shared.highest(), Some(40));
+        assert_eq!(shared.highest(), Some(47));
+        // B claims past A's block: A's next one is refused.
+        send(&mut b, &shared, 48).unwrap();
+        assert_eq!(send(&mut a, &shared, 41), Err(SrtpError::IndexReused));
+    }
+
+    #[test]
+    fn a_block_across_the_wrap_is_taken_over_at_the_next_rollover_counter() {
+        let shared = SharedSendIndex::new();
+        let (mut a, mut b, mut viewer) = (session(), session(), session());
+        let mut indices = Vec::new();
+        for seq in [65_533u16, 65_534] {
+            indices.push(open(&mut viewer, &send(&mut a, &shared, seq).unwrap()));
+        }
+        // A's block 65_533..=65_540 reaches into rollover counter 1.
+        assert_eq!(shared.highest(), Some(0x1_0004));
+        indices.push(open(&mut viewer, &send(&mut a, &shared, 1).unwrap()));
+        // B starts inside A's block after the wrap: refused, not sealed at
+        // rollover counter 0.
+        for seq in [2, 4] {
+            assert_eq!(send(&mut b, &shared, seq), Err(SrtpError::IndexReused));
+        }
+        for seq in 5..12 {
+            indices.push(open(&mut viewer, &send(&mut b, &shared, seq).unwrap()));
+        }
+        assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:x?}");
+        assert_eq!(indices.last(), Some(&0x1_000B));
+        // Near the end of the index space a block stops at its last index.
+        let end = SharedSendIndex::new();
+        let mut window = ReplayWindow::spent_through(MAX_INDEX - 3);
+        end.claim(&mut window, &mut None, u16::MAX - 1).unwrap();
+        assert_eq!(end.highest(), Some(MAX_INDEX));
+    }
+
+    #[test]
+    fn two_sessions_racing_on_two_threads_never_share_an_index() {
+        let shared = Arc::new(SharedSendIndex::new());
+        let start = Arc::new(std::sync::Barrier::new(2));
+        // Each thread sends the same sequence numbers, wrapping, with a
+        // jump now and then (a switch); each keeps the indices it sealed.
+        let racer = |skew: u16| {
+            let (shared, start) = (Arc::clone(&shared), Arc::clone(&start));
+            std::thread::spawn(move || {
+                let mut sender = session();
+                start.wait();
+                let mut used = Vec::new();
+                let mut seq = 65_000u16;
+                for i in 0..3000u32 {
+                    seq = seq.wrapping_add(if i % 97 == 0 { 20 + skew } else { 1 });
+                    if let Ok(index) = sender.claim_shared_index(SSRC, seq, &shared) {
+                        let mut buf = vec![0; 64];
+                        let len = RtpBuilder::new(
+                            PayloadType::new(96).unwrap(),
+                            SeqNum(seq),
+                            0,
+                            Ssrc(SSRC),
+                        )
+                        .write(b"x", &mut buf)
+                        .unwrap();
+                        if sender.protect_rtp_at(&mut buf, len, index).is_ok() {
+                            used.push(index);
+                        }
+                    }
+                }
+                used
+            })
+        };
+        let (one, two) = (racer(0), racer(3));
+        let (one, two) = (one.join().unwrap(), two.join().unwrap());
+        let all: std::collections::BTreeSet<u64> = one.iter().chain(&two).copied().collect();
+        assert_eq!(
+            all.len(),
+            one.len() + two.len(),
+            "an index was sealed twice"
+        );
+        assert!(!one.is_empty() && !two.is_empty());
     }
 
     #[test]
@@ -228,7 +385,8 @@ mod tests {
         // Its own gap: the last claimer may fill it.
         send(&mut a, &shared, 11).unwrap();
         // A shared record that is new (none claimed) while the window is
-        // not: the window's top still counts.
+        // not: the window's top still counts, and so does everything
+        // below it (it may have been another record's).
         let fresh = SharedSendIndex::new();
         assert_eq!(send(&mut a, &fresh, 12), Err(SrtpError::IndexReused));
         send(&mut a, &fresh, 13).unwrap();

@@ -89,9 +89,11 @@ async function mixed(args) {
 // reads `talk` when the caller starts its tone, prints `HEARD` once the
 // caller is heard in both views, and closes on `done`.
 // The browser publishes a 700 Hz tone and its camera, and views twice:
-// view A with two audio slots (the SDES participant's and the caller's),
-// view B with one, which the caller must take from the SDES participant
-// by its RFC 6464 level (the SDES client sends no level: always silent).
+// view A with two audio slots (the SDES participant's and the caller's)
+// and one video slot (the SDES participant's VP8: the one other video in
+// the meeting), view B with one audio slot, which the caller must take
+// from the SDES participant by its RFC 6464 level (the SDES client sends
+// no level: always silent).
 async function mixedDialin(args) {
   const { whip, whep, token, sdes } = JSON.parse(args);
   const lines = [];
@@ -108,7 +110,7 @@ async function mixedDialin(args) {
   try {
     const page = await openPage(browser, base);
     await page.evaluate(([u, t]) => publish(u, t, { audio: true, video: true, tone: 0.5, freq: 700 }), [base + whip, token]);
-    await page.evaluate(([u, t]) => view(u, t, { audio: 2, video: 0 }), [base + whep, token]);
+    await page.evaluate(([u, t]) => view(u, t, { audio: 2, video: 1 }), [base + whep, token]);
     await page.evaluate(([u, t]) => view(u, t, { audio: 1, video: 0 }), [base + whep, token]);
     // Slot i of view `session` as [slot, its inbound-rtp] (by mid).
     const slotsOf = async (session) => {
@@ -116,8 +118,9 @@ async function mixedDialin(args) {
       if (!Array.isArray(slots)) throw new Error(`GET on view ${session} answered ${JSON.stringify(slots)}`);
       return slots;
     };
-    const inbound = (r, session, slot) => r[session].inbound.find((x) => x.mid === slot.mid) || { energy: 0, packets: 0 };
-    const holding = async (session, who) => (await slotsOf(session)).find((s) => s.participant_id === who);
+    const inbound = (r, session, slot) => r[session].inbound.find((x) => x.mid === slot.mid) || { energy: 0, packets: 0, frames: 0 };
+    const holding = async (session, who, kind = 'audio') => (await slotsOf(session))
+      .find((s) => s.participant_id === who && s.kind === kind);
 
     // The browser decodes the SDES participant's tone in both views.
     let r = await until(page, 25000, (r) => r[0].state === 'connected'
@@ -129,6 +132,15 @@ async function mixedDialin(args) {
       r = await until(page, 15000, (r) => inbound(r, session, slot).energy > 0.005);
       console.log(`view ${session} hears the SDES participant in slot ${slot.mid}:`, JSON.stringify(inbound(r, session, slot)));
     }
+    // View A's video slot carries the SDES participant (GET names it) and
+    // decodes its frames, more and more of them.
+    let slotV;
+    for (const end = Date.now() + 15000; !slotV && Date.now() < end; await sleep(250)) slotV = await holding(1, sdes, 'video');
+    if (!slotV) throw new Error('no video slot of view A carries the SDES participant: ' + JSON.stringify(await slotsOf(1)));
+    r = await until(page, 20000, (r) => inbound(r, 1, slotV).frames > 10);
+    const firstFrames = inbound(r, 1, slotV).frames;
+    r = await until(page, 10000, (r) => inbound(r, 1, slotV).frames > firstFrames + 10);
+    console.log(`view 1 sees the SDES participant in video slot ${slotV.mid}:`, JSON.stringify(inbound(r, 1, slotV)));
     const out = (kind) => r[0].outbound.find((x) => x.kind === kind).ssrc;
     console.log('READY ' + JSON.stringify({ audio: out('audio'), video: out('video') }));
 
