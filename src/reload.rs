@@ -81,7 +81,7 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
         old.media,
         new.media,
         "media",
-        [listen, advertise, workers, io, pin_cores]
+        [listen, advertise, workers, io, pin_cores, background]
     );
     differ!(restart, old.crypto, new.crypto, "crypto", [backend]);
     differ!(
