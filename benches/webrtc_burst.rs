@@ -24,8 +24,9 @@
 //!
 //! The figures are made robust against a noisy box by interleaving: a
 //! quiet phase of 1 s before every round and after the last, so the quiet
-//! and the burst samples come from the same stretch of time (the quiet
-//! p99 alone moved 165 µs → 4.3 ms between single-quiet-run runs before).
+//! and the burst samples come from the same stretch of time (with one
+//! quiet run before the storm, #12's quiet p99 alone moved 165 µs → 4.3 ms
+//! between runs of one binary).
 //! The handshake rate is joins / the summed handshake phases (each round's
 //! admissions and WHIP POSTs are timed apart); the p99 ratio is the
 //! streams' p99 over all handshake phases against their p99 over all quiet
