@@ -33,6 +33,12 @@
 //! phases. `SLUICE_BACKGROUND` sets the daemon's `[media] background` (the
 //! class of its non-worker threads) to compare them.
 //!
+//! `SLUICE_BURST_AWAKE=1` (pinned only) runs a `SCHED_IDLE` spinner on the
+//! relay's core during the quiet phases: on this VM an idle core's vCPU
+//! must be woken by the host before the worker runs, which made quiet
+//! phases slower than bursts (bench/README.md); the spinner keeps the core
+//! as awake as a burst does, and the worker preempts it at once.
+//!
 //! `cargo bench --bench webrtc_burst` (criterion is not used: one
 //! measurement of a system, printed as lines). Figures are in
 //! bench/README.md.
@@ -229,6 +235,47 @@ fn handshake_all(joiners: &mut [Joiner], media: SocketAddr, identity: &DtlsIdent
     started.elapsed()
 }
 
+/// A thread on `core`, in `SCHED_IDLE`, that spins while set and is
+/// parked otherwise: the quiet phases' stand-in for the burst's busy core,
+/// so a wake-up of the relay's worker does not also wait for an idle vCPU
+/// to be woken (it preempts the spinner at once).
+struct Awake {
+    on: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Awake {
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::Relaxed);
+        self.thread.thread().unpark();
+    }
+
+    fn end(self) {
+        self.set(false);
+        self.thread.join().expect("the spinner");
+    }
+}
+
+fn keep_awake(core: usize, stop: Arc<AtomicBool>) -> Awake {
+    let on = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::clone(&on);
+    let thread = std::thread::Builder::new()
+        .name("core-awake".to_owned())
+        .spawn(move || {
+            timed::pin(&[core]);
+            timed::as_remote_machine();
+            while !stop.load(Ordering::Relaxed) {
+                if spinning.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::park();
+                }
+            }
+        })
+        .expect("the spinner");
+    Awake { on, thread }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
     let total = env("SLUICE_BURST", 2_000);
@@ -269,17 +316,28 @@ fn main() {
             .spawn(move || timed::flow(streams, TICK, &stop))
             .expect("the timing thread")
     };
+    // `SLUICE_BURST_AWAKE=1`: keep the relay's core awake in the quiet
+    // phases, as the burst keeps it (see the module doc).
+    let awake = (pinned && std::env::var("SLUICE_BURST_AWAKE").is_ok_and(|v| v == "1"))
+        .then(|| keep_awake(0, Arc::clone(&stop)));
     // The timer keeps normal priority; from here on this thread is the
     // browsers' machines.
     timed::as_remote_machine();
 
+    let awake_named = awake.is_some();
     let mut quiet_phases = Vec::new();
     let mut burst_phases = Vec::new();
     let mut quiet_readings = Vec::new();
     let mut burst_readings = Vec::new();
     let quiet_phase = |phases: &mut Vec<(Instant, Instant)>, readings: &mut Vec<_>| {
         let (from, reading) = (Instant::now(), Reading::now(api));
+        if let Some(a) = &awake {
+            a.set(true);
+        }
         std::thread::sleep(QUIET);
+        if let Some(a) = &awake {
+            a.set(false);
+        }
         phases.push((from, Instant::now()));
         readings.push((reading, Reading::now(api)));
     };
@@ -301,6 +359,9 @@ fn main() {
     }
     quiet_phase(&mut quiet_phases, &mut quiet_readings);
     stop.store(true, Ordering::Relaxed);
+    if let Some(a) = awake {
+        a.end();
+    }
     let samples = flowing.join().expect("existing streams");
     let quiet = timed::within(&samples, &quiet_phases);
     let during = timed::within(&samples, &burst_phases);
@@ -322,7 +383,10 @@ fn main() {
         total as f64 / handshaking.as_secs_f64(),
         quiet_phases.len(),
         during.as_secs_f64() / quiet.as_secs_f64(),
-        if pinned {
+        if awake_named {
+            "relay on core 0 (kept awake in the quiet phases), client (SCHED_IDLE) and timer on \
+             core 1"
+        } else if pinned {
             "relay on core 0, client (SCHED_IDLE) and timer on core 1"
         } else {
             "nothing pinned, client SCHED_IDLE"
