@@ -234,8 +234,9 @@ pub struct MediaConfig {
     pub fixed_files: bool,
     /// The scheduling class of every thread that is not a packet worker
     /// and can burn CPU in a burst (the control API, the WebRTC handshake
-    /// thread, SIP signalling): below the workers, so joins never delay
-    /// media (`crate::net::priority`, measured in bench/README.md).
+    /// thread, SIP signalling, the cluster cascade): below the workers, so
+    /// joins never delay media (`crate::net::priority`, measured in
+    /// bench/README.md).
     pub background: crate::net::priority::Background,
 }
 

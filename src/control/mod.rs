@@ -397,9 +397,14 @@ impl ControlServer {
         if let (Some(link), Some(wake), Some(woken)) =
             (server.state.cluster(), &server.state.inner.cascade, woken)
         {
-            let cascader =
-                cascade::Cascader::start(server.state.clone(), link, wake.clone(), woken)
-                    .map_err(ControlError::Thread)?;
+            let cascader = cascade::Cascader::start(
+                server.state.clone(),
+                link,
+                wake.clone(),
+                woken,
+                background,
+            )
+            .map_err(ControlError::Thread)?;
             server.cascader = Some(cascader);
         }
         Ok(server)

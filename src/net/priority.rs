@@ -1,11 +1,13 @@
 //! Thread scheduling priority: the data plane first. Every thread that is
 //! not a packet worker and can burn CPU in a burst (the control API's
 //! thread that admits and publishes snapshots, the WebRTC handshake
-//! thread, the SIP signalling threads) enters [`Background`] at its start,
-//! so a storm of joins or DTLS handshakes waits for a core the packet
-//! workers leave idle instead of delaying an established stream's packet
-//! by a time slice. The packet workers, the dial-in media threads and the
-//! transcoders keep normal priority: they carry media.
+//! thread, the SIP signalling threads, the cluster cascade) enters
+//! [`Background`] at its start, so a storm of joins or DTLS handshakes
+//! waits for a core the packet workers leave idle instead of delaying an
+//! established stream's packet by a time slice. The packet workers, the
+//! dial-in media threads and the transcoders keep normal priority: they
+//! carry media. So does the cluster heartbeat, on purpose: it is light,
+//! and a late one would make the cluster count the node as gone.
 //!
 //! Linux schedules threads, not processes: `setpriority(PRIO_PROCESS, 0)`
 //! and `sched_setscheduler(0)` change the calling thread only, and a
