@@ -1,21 +1,46 @@
 //! DTLS-SRTP handshakes per second during a burst of browser joins, and
 //! what the burst does to streams that were flowing before it (#9
 //! "Performance"): a real daemon in this process, one packet worker and
-//! the media port's one handshake thread (so the handshakes run on one
-//! core), 4 established SDES streams timed packet by packet every 5 ms,
-//! and a client thread (the other core) doing the browsers' side: ICE
-//! check with USE-CANDIDATE, then the DTLS client handshake, for
-//! `SLUICE_BURST` joins (default 1,000) in rounds of `SLUICE_BURST_ROUND`
-//! (default 250; every session of a round is in flight at once).
+//! the media port's one handshake thread, 4 established SDES streams timed
+//! packet by packet every 5 ms, and a client (this process's main thread)
+//! doing the browsers' side: ICE check with USE-CANDIDATE, then the DTLS
+//! client handshake, for `SLUICE_BURST` joins (default 2,000) in rounds of
+//! `SLUICE_BURST_ROUND` (default 250; every session of a round is in
+//! flight at once).
 //!
-//! Each round first admits its browsers and POSTs their WHIP offers (the
-//! control plane, timed apart), then runs all their handshakes at once;
-//! the handshake rate is joins / the summed handshake phases, and the
-//! existing streams' p99 during those phases is compared with a quiet run
-//! of the same streams just before the first round.
+//! The issue's setup is "handshakes on one core, the client side on the
+//! other core", and the client stands for browsers on other machines. So,
+//! on a box of two cores or more (`SLUICE_BURST_PIN=0` turns it off):
+//! - the relay's threads (packet worker, handshake thread, control API)
+//!   are pinned to core 0, the client and the stream timer to core 1;
+//! - the client runs in `SCHED_IDLE` (`support::timed::as_remote_machine`):
+//!   on core 1 it gets what the timer leaves, so it never delays the
+//!   timer's sends, as a remote machine would not;
+//! - the timer measures each packet from just before its `sendto` to the
+//!   kernel's receive timestamp on the receiver's socket
+//!   (`support::timed::flow`), so how late the timer itself runs is not in
+//!   the figure; the relay's own turn time (its latency histogram) and the
+//!   CPU each thread used are printed beside it.
+//!
+//! The figures are made robust against a noisy box by interleaving: a
+//! quiet phase of 1 s before every round and after the last, so the quiet
+//! and the burst samples come from the same stretch of time (with one
+//! quiet run before the storm, #12's quiet p99 alone moved 165 µs → 4.3 ms
+//! between runs of one binary).
+//! The handshake rate is joins / the summed handshake phases (each round's
+//! admissions and WHIP POSTs are timed apart); the p99 ratio is the
+//! streams' p99 over all handshake phases against their p99 over all quiet
+//! phases. `SLUICE_BACKGROUND` sets the daemon's `[media] background` (the
+//! class of its non-worker threads) to compare them.
+//!
+//! `SLUICE_BURST_AWAKE=1` (pinned only) runs a `SCHED_IDLE` spinner on the
+//! relay's core during the quiet phases: on this VM an idle core's vCPU
+//! must be woken by the host before the worker runs, which made quiet
+//! phases slower than bursts (bench/README.md); the spinner keeps the core
+//! as awake as a burst does, and the worker preempts it at once.
 //!
 //! `cargo bench --bench webrtc_burst` (criterion is not used: one
-//! measurement of a system, printed as one line). Figures are in
+//! measurement of a system, printed as lines). Figures are in
 //! bench/README.md.
 
 #[path = "../tests/support/mod.rs"]
@@ -31,11 +56,13 @@ use sluice::config::Config;
 use sluice::daemon::Daemon;
 use sluice::webrtc::proto::client::{DtlsClient, write_check};
 use sluice::webrtc::proto::identity::DtlsIdentity;
-use support::{Endpoint, http, is_rtcp};
+use support::timed::{self, Reading, TimedStream};
+use support::{Endpoint, http};
 
 const EXISTING: usize = 4;
 const TICK: Duration = Duration::from_millis(5);
-const QUIET: Duration = Duration::from_secs(3);
+/// Each quiet phase: one before every round and one after the last.
+const QUIET: Duration = Duration::from_secs(1);
 const MEETINGS: usize = 10;
 /// A round's handshakes must all finish within this (the relay's own
 /// handshake timeout is 10 s from the POST).
@@ -63,13 +90,7 @@ fn meeting(api: SocketAddr) -> String {
         .to_owned()
 }
 
-struct Existing {
-    publisher: Endpoint,
-    receiver: Endpoint,
-    ssrc: u32,
-}
-
-fn existing(api: SocketAddr, k: usize) -> Existing {
+fn existing(api: SocketAddr, k: usize) -> TimedStream {
     let participants = format!("/v1/meetings/{}/participants", meeting(api));
     let mut publisher = Endpoint::from_admission(&post(api, &participants, &json!({"name": "p"})));
     let ssrc = 0x0e00_0000 + k as u32;
@@ -86,52 +107,11 @@ fn existing(api: SocketAddr, k: usize) -> Existing {
     rr.extend(rtcp_ssrc.to_be_bytes());
     rr.extend([0u8; 24]);
     receiver.send_rtcp(&rr);
-    Existing {
+    TimedStream {
         publisher,
         receiver,
         ssrc,
     }
-}
-
-/// One packet per stream every [`TICK`] until `stop`; (sent at, latency).
-fn flow(mut streams: Vec<Existing>, stop: &AtomicBool) -> Vec<(Instant, Duration)> {
-    let mut samples = Vec::new();
-    let mut seq: u16 = 1;
-    let mut buf = [0u8; 2048];
-    for s in &streams {
-        s.receiver
-            .socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-    }
-    while !stop.load(Ordering::Relaxed) {
-        let tick = Instant::now();
-        for s in &mut streams {
-            let sent = Instant::now();
-            s.publisher.send_rtp(s.ssrc, seq, &[0u8; 160]);
-            while let Ok((n, _)) = s.receiver.socket.recv_from(&mut buf) {
-                let d = &buf[..n];
-                if is_rtcp(d) || n < 4 {
-                    continue;
-                }
-                if u16::from_be_bytes([d[2], d[3]]) == seq {
-                    samples.push((sent, sent.elapsed()));
-                    break;
-                }
-            }
-        }
-        seq = seq.wrapping_add(1);
-        if let Some(rest) = TICK.checked_sub(tick.elapsed()) {
-            std::thread::sleep(rest);
-        }
-    }
-    samples
-}
-
-fn p99(mut v: Vec<Duration>) -> Duration {
-    assert!(v.len() >= 100, "too few samples: {}", v.len());
-    v.sort_unstable();
-    v[v.len() * 99 / 100]
 }
 
 fn attr<'a>(sdp: &'a str, key: &str) -> &'a str {
@@ -255,13 +235,59 @@ fn handshake_all(joiners: &mut [Joiner], media: SocketAddr, identity: &DtlsIdent
     started.elapsed()
 }
 
+/// A thread on `core`, in `SCHED_IDLE`, that spins while set and is
+/// parked otherwise: the quiet phases' stand-in for the burst's busy core,
+/// so a wake-up of the relay's worker does not also wait for an idle vCPU
+/// to be woken (it preempts the spinner at once).
+struct Awake {
+    on: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Awake {
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::Relaxed);
+        self.thread.thread().unpark();
+    }
+
+    fn end(self) {
+        self.set(false);
+        self.thread.join().expect("the spinner");
+    }
+}
+
+fn keep_awake(core: usize, stop: Arc<AtomicBool>) -> Awake {
+    let on = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::clone(&on);
+    let thread = std::thread::Builder::new()
+        .name("core-awake".to_owned())
+        .spawn(move || {
+            timed::pin(&[core]);
+            timed::as_remote_machine();
+            while !stop.load(Ordering::Relaxed) {
+                if spinning.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::park();
+                }
+            }
+        })
+        .expect("the spinner");
+    Awake { on, thread }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
-    let total = env("SLUICE_BURST", 1_000);
+    let total = env("SLUICE_BURST", 2_000);
     let round = env("SLUICE_BURST_ROUND", 250).min(total);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let pinned = cores >= 2 && std::env::var("SLUICE_BURST_PIN").map_or(true, |v| v != "0");
+    let background = std::env::var("SLUICE_BACKGROUND")
+        .map(|class| format!("background = \"{class}\"\n"))
+        .unwrap_or_default();
     let text = format!(
         "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
-         pin_cores = false\n\n[policy]\nmax_participants_per_meeting = {per}\n\
+         pin_cores = false\n{background}\n[policy]\nmax_participants_per_meeting = {per}\n\
          max_participants_per_node = {node}\nmax_meetings = 1000\nmax_worker_busy = 1.0\n\n\
          [sip]\nenabled = false\n",
         per = total / MEETINGS + 10,
@@ -271,7 +297,13 @@ fn main() {
     let daemon = Daemon::start(&config).expect("daemon starts");
     let api = daemon.control_addr();
     let media = daemon.media_addr();
-    let streams: Vec<Existing> = (0..EXISTING).map(|k| existing(api, k)).collect();
+    if pinned {
+        // The relay on core 0; this thread (the client) and the timer it
+        // spawns on core 1.
+        timed::pin_threads(|name| name.starts_with("sluice-"), &[0]);
+        timed::pin(&[1]);
+    }
+    let streams: Vec<TimedStream> = (0..EXISTING).map(|k| existing(api, k)).collect();
     let meetings: Vec<String> = (0..MEETINGS).map(|_| meeting(api)).collect();
     let identity = DtlsIdentity::generate().expect("client identity");
     let fingerprint = identity.fingerprint().to_string();
@@ -279,52 +311,89 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let flowing = {
         let stop = Arc::clone(&stop);
-        std::thread::spawn(move || flow(streams, &stop))
+        std::thread::Builder::new()
+            .name("stream-timer".to_owned())
+            .spawn(move || timed::flow(streams, TICK, &stop))
+            .expect("the timing thread")
     };
-    std::thread::sleep(QUIET);
-    let quiet_until = Instant::now();
+    // `SLUICE_BURST_AWAKE=1`: keep the relay's core awake in the quiet
+    // phases, as the burst keeps it (see the module doc).
+    let awake = (pinned && std::env::var("SLUICE_BURST_AWAKE").is_ok_and(|v| v == "1"))
+        .then(|| keep_awake(0, Arc::clone(&stop)));
+    // The timer keeps normal priority; from here on this thread is the
+    // browsers' machines.
+    timed::as_remote_machine();
 
-    let mut phases = Vec::new();
+    let awake_named = awake.is_some();
+    let mut quiet_phases = Vec::new();
+    let mut burst_phases = Vec::new();
+    let mut quiet_readings = Vec::new();
+    let mut burst_readings = Vec::new();
+    let quiet_phase = |phases: &mut Vec<(Instant, Instant)>, readings: &mut Vec<_>| {
+        let (from, reading) = (Instant::now(), Reading::now(api));
+        if let Some(a) = &awake {
+            a.set(true);
+        }
+        std::thread::sleep(QUIET);
+        if let Some(a) = &awake {
+            a.set(false);
+        }
+        phases.push((from, Instant::now()));
+        readings.push((reading, Reading::now(api)));
+    };
     let mut handshaking = Duration::ZERO;
     let mut admitting = Duration::ZERO;
     let mut done = 0;
     while done < total {
+        quiet_phase(&mut quiet_phases, &mut quiet_readings);
         let n = round.min(total - done);
         let t = Instant::now();
         let mut joiners = prepare(api, &meetings, n, &fingerprint);
         admitting += t.elapsed();
-        let from = Instant::now();
+        let (from, reading) = (Instant::now(), Reading::now(api));
         let took = handshake_all(&mut joiners, media, &identity);
-        phases.push((from, Instant::now()));
+        burst_phases.push((from, Instant::now()));
+        burst_readings.push((reading, Reading::now(api)));
         handshaking += took;
         done += n;
     }
-    std::thread::sleep(Duration::from_millis(100));
+    quiet_phase(&mut quiet_phases, &mut quiet_readings);
     stop.store(true, Ordering::Relaxed);
+    if let Some(a) = awake {
+        a.end();
+    }
     let samples = flowing.join().expect("existing streams");
-    let quiet: Vec<Duration> = samples
-        .iter()
-        .filter(|(at, _)| *at < quiet_until)
-        .map(|(_, l)| *l)
-        .collect();
-    let during: Vec<Duration> = samples
-        .iter()
-        .filter(|(at, _)| phases.iter().any(|(a, b)| at >= a && at <= b))
-        .map(|(_, l)| *l)
-        .collect();
+    let quiet = timed::within(&samples, &quiet_phases);
+    let during = timed::within(&samples, &burst_phases);
     let (quiet_n, during_n) = (quiet.len(), during.len());
-    let (quiet, during) = (p99(quiet), p99(during));
+    let ((quiet50, quiet), (during50, during)) = (timed::p50_p99(quiet), timed::p50_p99(during));
     let established = support::metric(
         &http(api, "GET", "/metrics", None, None).text,
         "sluice_webrtc_handshakes_total{outcome=\"established\"}",
     );
+    let spans = |r: &[(Reading, Reading)]| -> String {
+        timed::between(&r.iter().map(|(a, b)| (a, b)).collect::<Vec<_>>())
+    };
     println!(
         "webrtc burst: {total} DTLS-SRTP handshakes in rounds of {round}: {:.0} handshakes/s \
          ({handshaking:?} handshaking, {admitting:?} admitting + WHIP POST apart); relay counted \
-         {established} established; existing streams' p99 {quiet:?} quiet ({quiet_n} packets), \
-         {during:?} during the handshakes ({during_n} packets), ratio {:.2}",
+         {established} established; existing streams' p99 {quiet:?} quiet ({quiet_n} packets \
+         in {} phases, p50 {quiet50:?}), {during:?} during the handshakes ({during_n} packets, \
+         p50 {during50:?}), ratio {:.2}; {}, background class {}",
         total as f64 / handshaking.as_secs_f64(),
+        quiet_phases.len(),
         during.as_secs_f64() / quiet.as_secs_f64(),
+        if awake_named {
+            "relay on core 0 (kept awake in the quiet phases), client (SCHED_IDLE) and timer on \
+             core 1"
+        } else if pinned {
+            "relay on core 0, client (SCHED_IDLE) and timer on core 1"
+        } else {
+            "nothing pinned, client SCHED_IDLE"
+        },
+        config.media.background.name(),
     );
+    println!("  quiet: {}", spans(&quiet_readings));
+    println!("  burst: {}", spans(&burst_readings));
     daemon.shutdown();
 }

@@ -229,6 +229,7 @@ impl Daemon {
                 limits: config.control.edge_limits(),
                 cluster: cluster.clone(),
                 audio_level_extension: config.sip.audio_level_extension,
+                background: config.media.background,
             },
             cell,
             Arc::clone(&metrics),
@@ -240,7 +241,14 @@ impl Daemon {
                 return Err(e.into());
             }
         };
-        let webrtc = start_webrtc(inbox, webrtc_identity, &mut data, &control, media_address);
+        let webrtc = start_webrtc(
+            inbox,
+            webrtc_identity,
+            &mut data,
+            &control,
+            media_address,
+            config.media.background,
+        );
         // Encoders are probed once, at start, in the operator's order.
         let video_encoders = if config.transcode.enabled {
             EncoderProbe::run_and_log(&config.transcode.encoder_order())
@@ -306,6 +314,7 @@ impl Daemon {
                 config: config.sip.clone(),
                 relay: data.local_addr(),
                 backend: crypto,
+                background: config.media.background,
             };
             match DialIn::start(&options, control.desk(), Arc::clone(metrics.dialin())) {
                 Ok(dialin) => Some(dialin),
@@ -325,6 +334,7 @@ impl Daemon {
                     trunk: trunk.clone(),
                     relay: data.local_addr(),
                     backend: crypto,
+                    background: config.media.background,
                 };
                 match crate::dialout::DialOut::start(
                     &options,
@@ -499,6 +509,7 @@ fn start_webrtc(
     data: &mut DataPlane,
     control: &ControlServer,
     media_address: SocketAddr,
+    background: crate::net::priority::Background,
 ) -> Option<WebrtcPort> {
     use crate::control::{RegistrySink, WebrtcEdge};
     use crate::webrtc::proto::dtls::DtlsConfig;
@@ -522,6 +533,7 @@ fn start_webrtc(
         Arc::clone(&identity),
         DtlsConfig::new(),
         sink,
+        background,
     ) {
         Ok(port) => {
             control.state().attach_webrtc(WebrtcEdge {

@@ -90,7 +90,8 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             pin_cores,
             gso,
             multishot,
-            fixed_files
+            fixed_files,
+            background
         ]
     );
     differ!(restart, old.crypto, new.crypto, "crypto", [backend, gpu]);
@@ -213,6 +214,7 @@ mod tests {
                     gso: _,
                     multishot: _,
                     fixed_files: _,
+                    background: _,
                 },
             crypto: crate::config::CryptoConfig { backend: _, gpu: _ },
             log: LogConfig {
@@ -258,6 +260,7 @@ mod tests {
             ("[media]\ngso = false\n", "[media] gso"),
             ("[media]\nmultishot = true\n", "[media] multishot"),
             ("[media]\nfixed_files = true\n", "[media] fixed_files"),
+            ("[media]\nbackground = \"normal\"\n", "[media] background"),
             ("[media]\npin_cores = false\n", "[media] pin_cores"),
             ("[crypto]\ngpu = \"off\"\n", "[crypto] gpu"),
             ("[log]\nformat = \"json\"\n", "[log] format"),

@@ -271,6 +271,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "gso",
             "multishot",
             "fixed_files",
+            "background",
         ],
     ),
     ("crypto", &["backend", "gpu"]),
@@ -340,6 +341,11 @@ const TOP: [&str; 9] = [
 /// Keys whose value is one of a fixed set.
 const CHOICES: &[(&str, &str, &[&str])] = &[
     ("media", "io", &["auto", "io_uring", "recvmmsg"]),
+    (
+        "media",
+        "background",
+        &["idle", "batch", "nice-19", "nice-10", "normal"],
+    ),
     ("crypto", "backend", &["auto", "ring", "aes-gcm"]),
     ("crypto", "gpu", &["auto", "off", "always"]),
     ("policy", "e2ee", &["verified-only", "all", "disabled"]),
@@ -680,7 +686,7 @@ mod tests {
         assert_eq!(
             error(text),
             "sluice.toml:7:1: unknown key `worker` in [media]; expected one of listen, \
-             advertise, workers, io, pin_cores, gso, multishot, fixed_files"
+             advertise, workers, io, pin_cores, gso, multishot, fixed_files, background"
         );
         assert_eq!(
             error("[control]\n  token = \"x\"\n"),

@@ -232,6 +232,12 @@ pub struct MediaConfig {
     /// name it by index in each request (`IORING_REGISTER_FILES`); off
     /// until a benchmark shows it faster (bench/README.md, #12).
     pub fixed_files: bool,
+    /// The scheduling class of every thread that is not a packet worker
+    /// and can burn CPU in a burst (the control API, the WebRTC handshake
+    /// thread, SIP signalling, the cluster cascade): below the workers, so
+    /// joins never delay media (`crate::net::priority`, measured in
+    /// bench/README.md).
+    pub background: crate::net::priority::Background,
 }
 
 impl Default for MediaConfig {
@@ -245,6 +251,7 @@ impl Default for MediaConfig {
             gso: true,
             multishot: false,
             fixed_files: false,
+            background: crate::net::priority::Background::default(),
         }
     }
 }
@@ -968,6 +975,23 @@ max_worker_busy = 0.7
         assert_eq!(c.crypto.gpu, GpuChoice::Auto);
         let c = parse("[crypto]\ngpu = \"always\"\n").unwrap();
         assert_eq!(c.crypto.gpu, GpuChoice::Always);
+    }
+
+    #[test]
+    fn background_names_one_of_five_scheduling_classes() {
+        use crate::net::priority::Background;
+        assert_eq!(parse("").unwrap().media.background, Background::default());
+        for class in Background::ALL {
+            let text = format!("[media]\nbackground = \"{}\"\n", class.name());
+            assert_eq!(parse(&text).unwrap().media.background, class);
+        }
+        let e = parse("[media]\nbackground = \"realtime\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sluice.toml:2:") && e.contains("realtime"),
+            "{e}"
+        );
     }
 
     #[test]

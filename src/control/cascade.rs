@@ -95,12 +95,14 @@ pub(crate) struct Cascader {
 
 impl Cascader {
     /// Starts reconciling for `state` (in cluster mode), woken through
-    /// `wake` / `woken` (the pair `ControlState` holds the sender of).
+    /// `wake` / `woken` (the pair `ControlState` holds the sender of),
+    /// its thread in `background` (control work, below the packet workers).
     pub(crate) fn start(
         state: ControlState,
         link: &Arc<ClusterLink>,
         wake: Sender<Wake>,
         woken: Receiver<Wake>,
+        background: crate::net::priority::Background,
     ) -> std::io::Result<Self> {
         let period = link.settings().heartbeat;
         let remote = wake.clone();
@@ -113,7 +115,10 @@ impl Cascader {
         )?;
         let thread = std::thread::Builder::new()
             .name("sluice-cascade".to_owned())
-            .spawn(move || run(&state, &woken, period))?;
+            .spawn(move || {
+                background.enter("cluster cascade");
+                run(&state, &woken, period);
+            })?;
         Ok(Self {
             wake,
             thread: Some(thread),

@@ -143,6 +143,7 @@ mod tests {
             limits: Default::default(),
             cluster: None,
             audio_level_extension: 1,
+            background: crate::net::priority::Background::Normal,
         };
         router(ControlState::new(
             &opts,

@@ -19,6 +19,7 @@
 //!     limits: Default::default(),
 //!     cluster: None,
 //!     audio_level_extension: 1,
+//!     background: Default::default(),
 //! };
 //! let server = ControlServer::start(opts, cell, metrics)?;
 //! // ... run the packet workers ...
@@ -93,6 +94,9 @@ pub struct ControlOptions {
     /// audio level under (`[sip] audio_level_extension`, which the dial-in
     /// bridge writes its callers' levels under): WHEP slots rank by it.
     pub audio_level_extension: u8,
+    /// The API thread's scheduling class: below the packet workers, so a
+    /// storm of admissions never delays forwarding (`[media] background`).
+    pub background: crate::net::priority::Background,
 }
 
 impl fmt::Debug for ControlOptions {
@@ -105,6 +109,7 @@ impl fmt::Debug for ControlOptions {
             .field("limits", &self.limits)
             .field("cluster", &self.cluster)
             .field("audio_level_extension", &self.audio_level_extension)
+            .field("background", &self.background)
             .finish()
     }
 }
@@ -366,6 +371,7 @@ impl ControlServer {
             tokio::net::TcpListener::from_std(listener).map_err(bind_error)?
         };
         let limits = opts.limits;
+        let background = opts.background;
         let (state, woken) = ControlState::build(opts, cell, metrics);
         let app = router(state.clone());
         let (stop, stopped) = watch::channel(false);
@@ -373,6 +379,7 @@ impl ControlServer {
         let thread = std::thread::Builder::new()
             .name("sluice-control".to_owned())
             .spawn(move || {
+                background.enter("control API");
                 let local = tokio::task::LocalSet::new();
                 let served =
                     edge::serve(listener, app, edge_state, limits, stopped, SHUTDOWN_GRACE);
@@ -390,9 +397,14 @@ impl ControlServer {
         if let (Some(link), Some(wake), Some(woken)) =
             (server.state.cluster(), &server.state.inner.cascade, woken)
         {
-            let cascader =
-                cascade::Cascader::start(server.state.clone(), link, wake.clone(), woken)
-                    .map_err(ControlError::Thread)?;
+            let cascader = cascade::Cascader::start(
+                server.state.clone(),
+                link,
+                wake.clone(),
+                woken,
+                background,
+            )
+            .map_err(ControlError::Thread)?;
             server.cascader = Some(cascader);
         }
         Ok(server)

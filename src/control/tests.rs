@@ -76,6 +76,7 @@ fn harness_with(policy: Policy, token: Option<&'static str>) -> Harness {
         limits: Default::default(),
         cluster: None,
         audio_level_extension: 1,
+        background: crate::net::priority::Background::Normal,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let app = router(ControlState::new(
@@ -909,6 +910,7 @@ fn the_server_answers_over_tcp_and_shuts_down() {
         limits: Default::default(),
         cluster: None,
         audio_level_extension: 1,
+        background: crate::net::priority::Background::Normal,
     };
     let server =
         ControlServer::start(opts, empty_cell(), Arc::new(MetricsHub::new("ring"))).unwrap();
@@ -948,6 +950,7 @@ async fn the_dial_in_desk_admits_through_the_policy_and_publishes_the_callers_st
         limits: Default::default(),
         cluster: None,
         audio_level_extension: 1,
+        background: crate::net::priority::Background::Normal,
     };
     let metrics = Arc::new(MetricsHub::new("ring"));
     let state = ControlState::new(&opts, Arc::clone(&cell), Arc::clone(&metrics));

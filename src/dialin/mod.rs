@@ -132,6 +132,9 @@ pub struct DialInOptions {
     pub relay: SocketAddr,
     /// The AES-GCM backend for the calls' SRTP.
     pub backend: BackendKind,
+    /// The signalling thread's scheduling class (the media pool threads
+    /// keep normal priority).
+    pub background: crate::net::priority::Background,
 }
 
 /// The running dial-in service.
@@ -232,9 +235,13 @@ impl DialIn {
             events,
             (Arc::clone(&stop), reloads),
         );
+        let background = options.background;
         let signalling = std::thread::Builder::new()
             .name("sluice-sip".to_owned())
-            .spawn(move || signalling.run())
+            .spawn(move || {
+                background.enter("SIP signalling");
+                signalling.run();
+            })
             .map_err(DialInError::Thread)?;
         tracing::info!(
             %local_addr,

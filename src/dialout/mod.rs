@@ -71,6 +71,9 @@ pub struct DialOutOptions {
     pub relay: SocketAddr,
     /// The AES-GCM backend for the calls' SRTP.
     pub backend: BackendKind,
+    /// The signalling thread's scheduling class (its media pool thread
+    /// keeps normal priority).
+    pub background: crate::net::priority::Background,
 }
 
 /// Where an outbound call is.
@@ -255,9 +258,13 @@ impl DialOut {
             commands,
             Arc::clone(&stop),
         );
+        let background = options.background;
         let thread = std::thread::Builder::new()
             .name("sluice-dialout".to_owned())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                background.enter("SIP dial-out");
+                worker.run();
+            })
             .map_err(DialOutError::Thread)?;
         tracing::info!(%local_addr, %trunk, "SIP dial-out ready");
         Ok((

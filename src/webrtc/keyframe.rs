@@ -154,6 +154,7 @@ mod tests {
             Arc::new(sluice_webrtc::identity::DtlsIdentity::generate().unwrap()),
             sluice_webrtc::dtls::DtlsConfig::new(),
             Slots(std::sync::Mutex::new(Some(request))),
+            crate::net::priority::Background::Normal,
         )
         .unwrap();
         let mut buf = [0u8; 256];

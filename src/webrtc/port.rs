@@ -17,9 +17,10 @@
 //!   session's outcome to a [`LegSink`] (the control plane's registry).
 //!   After the handshake a session stays in the table: it keeps answering
 //!   the browser's consent checks (RFC 7675) and notices when they stop.
-//!   The thread runs at nice 10 (`crate::net::priority`): on a box with
-//!   no idle core a burst of handshakes waits for the packet workers,
-//!   never the other way round (bench/README.md, `webrtc_burst`).
+//!   The thread runs in the daemon's background class
+//!   ([`crate::net::priority::Background`], `[media] background`): on a
+//!   box with no idle core a burst of handshakes waits for the packet
+//!   workers, never the other way round (bench/README.md, `webrtc_burst`).
 //!
 //! - [`UnroutedOffer`] is each worker's hand-off of RTP whose SSRC no
 //!   route has, from a browser's ICE address: the thread passes it to the
@@ -50,14 +51,13 @@ use sluice_webrtc::table::{InsertError, SessionTable};
 
 use super::keyframe::KeyframeRequest;
 use crate::net::PacketHandler;
+use crate::net::priority::Background;
 use crate::relay::{RoutingSnapshot, Transmits, UnroutedSink};
 
 /// Datagrams and commands the queue holds before workers drop STUN/DTLS.
 pub const QUEUE_DEPTH: usize = 4096;
 /// Sessions (pending or established) one media port holds at most.
 pub const MAX_SESSIONS: usize = 4096;
-/// The handshake thread's nice value: the packet workers (0) win the core.
-const HANDSHAKE_NICE: i32 = 10;
 /// The longest the handshake thread sleeps without looking at timers.
 const IDLE: Duration = Duration::from_millis(50);
 /// How often the WHEP slot decisions run ([`LegSink::tick_slots`]).
@@ -302,13 +302,15 @@ impl PortInbox {
 impl WebrtcPort {
     /// Starts the handshake thread on `inbox`, answering from `socket`
     /// (a clone of a media socket), with the relay's `identity`,
-    /// reporting to `sink`.
+    /// reporting to `sink`, scheduled in `background` (below the packet
+    /// workers).
     pub fn start(
         inbox: PortInbox,
         socket: UdpSocket,
         identity: Arc<DtlsIdentity>,
         config: DtlsConfig,
         sink: impl LegSink,
+        background: Background,
     ) -> std::io::Result<Self> {
         let PortInbox { queue, rx } = inbox;
         let counters = Arc::clone(&queue.counters);
@@ -317,9 +319,7 @@ impl WebrtcPort {
             .spawn(move || {
                 // Below the packet workers: a burst of handshakes waits for
                 // an idle core rather than delaying forwarding.
-                if let Err(e) = crate::net::priority::lower_this_thread(HANDSHAKE_NICE) {
-                    tracing::warn!("the WebRTC handshake thread keeps normal priority: {e}");
-                }
+                background.enter("WebRTC handshake");
                 let mut port = Handshakes {
                     table: SessionTable::new(MAX_SESSIONS),
                     config,

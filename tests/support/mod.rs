@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod daemon;
 pub mod phone;
+pub mod timed;
 pub mod tls;
 
 use std::io::{Read, Write};

@@ -1,0 +1,98 @@
+//! The data plane first, on a real daemon in this process: the threads
+//! that are not packet workers and can burn CPU in a burst (the control
+//! API, the WebRTC handshake thread, SIP signalling) run in
+//! `[media] background`, while the packet workers and the dial-in media
+//! threads keep this process's own class. Read back from
+//! `/proc/self/task/*/stat` (nice is field 19, the policy field 41).
+
+use std::time::{Duration, Instant};
+
+use sluice::config::Config;
+use sluice::daemon::Daemon;
+
+const SCHED_OTHER: i64 = 0;
+const SCHED_BATCH: i64 = 3;
+const SCHED_IDLE: i64 = 5;
+
+/// (name, nice, policy) of every thread of this process.
+fn threads() -> Vec<(String, i64, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let field = |n: usize| rest[n - 3].parse::<i64>().expect("a number");
+        out.push((stat[open + 1..close].to_owned(), field(19), field(41)));
+    }
+    out
+}
+
+fn start(background: &str) -> Daemon {
+    let text = format!(
+        "[control]\nlisten = \"127.0.0.1:0\"\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+         pin_cores = false\n{background}\n[sip]\nlisten = \"127.0.0.1:0\"\nmedia_threads = 1\n"
+    );
+    Daemon::start(&Config::parse(&text, "test.toml").expect("config")).expect("daemon")
+}
+
+/// Waits (2 s at most: each thread enters its class as it starts) until
+/// every background thread has `(nice, policy)`, then checks the media
+/// threads kept `media`.
+fn check(background: (i64, i64), media: (i64, i64)) {
+    const BACKGROUND: [&str; 3] = ["sluice-control", "sluice-webrtc", "sluice-sip"];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let seen = loop {
+        let seen = threads();
+        let lowered = BACKGROUND.iter().all(|name| {
+            seen.iter()
+                .any(|(n, nice, policy)| n == name && (*nice, *policy) == background)
+        });
+        if lowered || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for name in BACKGROUND {
+        let found: Vec<_> = seen.iter().filter(|(n, ..)| n == name).collect();
+        assert_eq!(found.len(), 1, "one {name} thread: {seen:?}");
+        assert_eq!((found[0].1, found[0].2), background, "{name}: {seen:?}");
+    }
+    let workers: Vec<_> = seen
+        .iter()
+        .filter(|(n, ..)| n.starts_with("sluice-net-") || n.starts_with("sluice-media-"))
+        .collect();
+    assert_eq!(
+        workers.len(),
+        3,
+        "2 packet workers, 1 media thread: {seen:?}"
+    );
+    for (name, nice, policy) in workers {
+        assert_eq!((*nice, *policy), media, "{name} keeps the process's class");
+    }
+}
+
+#[test]
+fn background_threads_give_way_to_the_packet_workers_and_media_threads() {
+    let own = threads()
+        .into_iter()
+        .map(|(_, nice, policy)| (nice, policy))
+        .min()
+        .expect("this thread");
+    assert_eq!(own.1, SCHED_OTHER, "the test runs in the normal class");
+
+    let daemon = start("background = \"batch\"");
+    check((19, SCHED_BATCH), own);
+    daemon.shutdown();
+
+    // The default: SCHED_IDLE (its nice value is left as it was).
+    let daemon = start("");
+    check((own.0, SCHED_IDLE), own);
+    daemon.shutdown();
+}
