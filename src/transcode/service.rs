@@ -289,9 +289,9 @@ fn run(
             }
             continue;
         }
-        let now = Instant::now();
         for leg in &mut legs {
-            leg.drain_socket(now, counters);
+            leg.drain_socket(Instant::now, counters);
+            let now = Instant::now();
             if leg.poll_timeout().is_some_and(|at| now >= at) {
                 leg.handle_timeout(now, counters);
             }
