@@ -171,9 +171,15 @@ struct TranscodeArgs {
     /// cores, the bench's publishers and receivers to the first half.
     #[arg(long)]
     cpu_pin: bool,
-    /// sluice: `[transcode] threads` (0: one per pinned core, or per core).
+    /// sluice: `[transcode] threads` (0: the daemon's default, a thread per
+    /// transcode; N: N shared threads).
     #[arg(long, default_value_t = 0)]
     transcode_threads: usize,
+    /// ffmpeg: what each process reads and writes: srtp (the bench's SRTP
+    /// publisher through an SDP file, SRTP out: the same transcode as
+    /// sluice's) or file (the clip's file with -re, plain RTP out).
+    #[arg(long, default_value = "srtp")]
+    ffmpeg_input: String,
     /// Streams at the first step (each further step doubles).
     #[arg(long, default_value_t = 1)]
     start: usize,
@@ -887,6 +893,12 @@ fn transcode(args: &TranscodeArgs, quiet: bool) -> Result<(), String> {
             }
         }
     }
+    let ffmpeg_input = tc::ffmpeg::FfmpegInput::from_name(&args.ffmpeg_input).ok_or_else(|| {
+        format!(
+            "no ffmpeg input called {:?}; use srtp or file",
+            args.ffmpeg_input
+        )
+    })?;
     let (generator_cores, transcode_cores) = if args.cpu_pin {
         sluice_bench::pin::split_cores()
     } else {
@@ -899,6 +911,7 @@ fn transcode(args: &TranscodeArgs, quiet: bool) -> Result<(), String> {
         transcode_cores,
         generator_cores,
         threads: args.transcode_threads,
+        ffmpeg_input,
         sluice_binary: args.sluice.clone(),
     };
     let search = match args.streams {

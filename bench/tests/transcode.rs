@@ -1,6 +1,7 @@
 //! `sluice-bench transcode` at its smallest: one 720p30 H.264 → 360p
 //! transcode through a real daemon (its transcoder participant) and one
-//! through the `ffmpeg` CLI, a one-second window each. Both must deliver
+//! through the `ffmpeg` CLI in each input mode (SRTP from the bench's
+//! publisher, the default; the clip's file), a one-second window each. Both must deliver
 //! rendition frames and have their CPU measured; whether they keep real
 //! time is the benchmark's question, not this test's (CI boxes are
 //! shared). Needs the `ffmpeg` CLI and libx264, as the transcoding tests
@@ -9,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sluice_bench::transcode::ffmpeg::FfmpegInput;
 use sluice_bench::transcode::{self, Case, StepSettings, clip};
 
 /// The sluice binary: `SLUICE_BIN`, else the one cargo built next to this
@@ -64,8 +66,25 @@ fn one_h264_transcode_runs_through_the_daemon_and_through_the_ffmpeg_cli() {
         "{ours:?}"
     );
 
-    let theirs = transcode::ffmpeg::run(Case::H264, 1, &clip, &settings).expect("ffmpeg ran");
-    assert_eq!(theirs.frames, 30, "{theirs:?}");
-    assert!(theirs.received > 0, "no ffmpeg frame came: {theirs:?}");
-    assert!(theirs.cpu_seconds > 0.0, "{theirs:?}");
+    for input in [FfmpegInput::Srtp, FfmpegInput::File] {
+        let settings = StepSettings {
+            ffmpeg_input: input,
+            ..settings.clone()
+        };
+        let theirs = transcode::ffmpeg::run(Case::H264, 1, &clip, &settings).expect("ffmpeg ran");
+        assert_eq!(theirs.frames, 30, "{input:?}: {theirs:?}");
+        assert!(
+            theirs.received > 0,
+            "no ffmpeg frame came: {input:?}: {theirs:?}"
+        );
+        assert!(theirs.cpu_seconds > 0.0, "{input:?}: {theirs:?}");
+        // With SRTP in, every output frame is matched with its source
+        // frame (it authenticated, and its delay is measured).
+        if input == FfmpegInput::Srtp {
+            assert!(
+                theirs.delay_p50_ms.is_some() && theirs.on_time > 0,
+                "{theirs:?}"
+            );
+        }
+    }
 }

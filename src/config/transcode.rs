@@ -23,7 +23,9 @@ pub struct TranscodeConfig {
     /// Transcodes at most at once on this node; a receiver beyond gets the
     /// original stream (and the refusal is counted).
     pub max_sessions: usize,
-    /// Media threads the transcodes run on; 0 means one per core.
+    /// Media threads the transcodes run on: 0 (the default) runs each on
+    /// a thread of its own, started and ended with it (the kernel spreads
+    /// them over the cores); N shares N threads among all transcodes.
     pub threads: usize,
     /// A transcode with no receiver left stops after this long (a receiver
     /// that rejoins within it finds it still running).

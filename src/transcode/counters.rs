@@ -40,6 +40,7 @@ pub struct TranscodeCounters {
     frames_in: AtomicU64,
     frames_out: AtomicU64,
     frames_dropped: AtomicU64,
+    frames_late: AtomicU64,
     decode_ns: AtomicU64,
     encode_ns: AtomicU64,
     keyframes_sent: AtomicU64,
@@ -90,6 +91,7 @@ impl TranscodeCounters {
             &self.frames_dropped,
             d(before.frames_dropped, now.frames_dropped),
         );
+        bump(&self.frames_late, d(before.frames_late, now.frames_late));
         bump(&self.decode_ns, d(before.decode_ns, now.decode_ns));
         bump(&self.encode_ns, d(before.encode_ns, now.encode_ns));
         bump(
@@ -165,11 +167,12 @@ impl TranscodeCounters {
             "# HELP sluice_transcode_started_total Video transcodes started.\n\
              # TYPE sluice_transcode_started_total counter\n\
              sluice_transcode_started_total {}\n\
-             # HELP sluice_transcode_frames_total Video frames by stage: in (source frames completed), out (encoded), dropped (lost or undecodable).\n\
+             # HELP sluice_transcode_frames_total Video frames by stage: in (source frames completed), out (encoded), dropped (lost, undecodable, or shed far behind until a key frame), late (decoded but not encoded: already late).\n\
              # TYPE sluice_transcode_frames_total counter\n\
              sluice_transcode_frames_total{{stage=\"in\"}} {frames_in}\n\
              sluice_transcode_frames_total{{stage=\"out\"}} {frames_out}\n\
              sluice_transcode_frames_total{{stage=\"dropped\"}} {}\n\
+             sluice_transcode_frames_total{{stage=\"late\"}} {}\n\
              # HELP sluice_transcode_decode_seconds Decode time per source frame.\n\
              # TYPE sluice_transcode_decode_seconds summary\n\
              sluice_transcode_decode_seconds_sum {}\n\
@@ -189,6 +192,7 @@ impl TranscodeCounters {
              sluice_transcode_upstream_keyframe_requests_total {}\n",
             load(&self.started),
             load(&self.frames_dropped),
+            load(&self.frames_late),
             secs(load(&self.decode_ns)),
             secs(load(&self.encode_ns)),
             load(&self.keyframes_sent),
@@ -214,6 +218,7 @@ mod tests {
         let b = RenditionStats {
             frames_in: 10,
             frames_out: 9,
+            frames_late: 1,
             keyframes_sent: 1,
             ..a
         };
@@ -223,6 +228,7 @@ mod tests {
         let text = c.render();
         assert!(text.contains("sluice_transcode_frames_total{stage=\"in\"} 10\n"));
         assert!(text.contains("sluice_transcode_encode_seconds_count 9\n"));
+        assert!(text.contains("sluice_transcode_frames_total{stage=\"late\"} 1\n"));
         assert!(text.contains("sluice_transcode_keyframes_sent_total 1\n"));
         assert!(text.contains("sluice_transcode_refusals_total{reason=\"max-sessions\"} 1\n"));
         assert!(text.contains("sluice_transcode_active{encoder=\"libvpx\"} 0\n"));

@@ -15,7 +15,8 @@
 //! [`VideoPrefs::delivery`] decides per source stream: forward it, or
 //! a [`RenditionSpec`], the key one transcode is shared by. A
 //! [`Rendition`] is one running transcode: source RTP in, rendition RTP
-//! out, receivers' key frame requests answered by [`KeyframeLimiter`].
+//! out, receivers' key frame requests answered by [`KeyframeLimiter`],
+//! frames shed by [`Shedding`] when the transcode is behind their arrival.
 //! [`SessionTable`] decides which renditions run: one per (source, spec),
 //! shared, lingering after the last receiver, `max_sessions` at most.
 //!
@@ -40,6 +41,7 @@ mod rendition;
 mod scale;
 mod service;
 mod sessions;
+mod shedding;
 
 pub use counters::{Refusal as TranscodeRefusal, TranscodeCounters};
 pub use decoder::VideoDecoder;
@@ -57,6 +59,9 @@ pub use rendition::{RENDITION_MTU, Rendition, RenditionOutput, RenditionPacket, 
 pub use scale::{Scaler, rendition_size};
 pub use service::{TranscodeCommand, TranscodeSender, TranscodeService};
 pub use sessions::{SessionKey, SessionTable, Subscription};
+pub use shedding::{
+    FrameFate, RESYNC_AFTER, RESYNC_BEHIND, RESYNC_INTERVAL, SKIP_BEHIND, Shedding,
+};
 
 /// FFmpeg's one-time set-up, shared with the audio codecs.
 fn init() {

@@ -15,8 +15,12 @@
 //! counted as nothing: the relay is on the same box, and a lost datagram
 //! is a lost packet like any other.
 
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 
 use super::counters::TranscodeCounters;
 use super::error::TranscodeError;
@@ -137,6 +141,10 @@ impl TranscoderLeg {
         // the thread is encoding (the kernel caps it at net.core.rmem_max).
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
         let _ = socket2::SockRef::from(&socket).set_send_buffer_size(RECV_BUFFER);
+        // Each datagram's arrival, so a frame that waited in the buffer
+        // while the thread was busy is known to be late (shedding); without
+        // it every frame counts as just arrived.
+        let _ = setsockopt(&socket, sockopt::ReceiveTimestampns, &true);
         let first_seq = SeqNum((job.rendition_ssrc & 0xffff) as u16);
         Ok(Self {
             id: job.id,
@@ -207,23 +215,67 @@ impl TranscoderLeg {
         self.flush(counters);
     }
 
-    /// Reads every datagram waiting on the socket and handles each.
-    pub fn drain_socket(&mut self, now: Instant, counters: &TranscodeCounters) {
+    /// Reads every datagram waiting on the socket and handles each at the
+    /// time `clock` gives as it is read: a frame's codec work takes
+    /// milliseconds, and whether the next frame is late (shedding) is
+    /// judged at the instant it is handled, not when the drain began.
+    pub fn drain_socket(&mut self, clock: impl Fn() -> Instant, counters: &TranscodeCounters) {
         let mut buf = [0u8; MAX_DATAGRAM + SRTP_ROOM];
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
         // Bounded: a flood cannot keep the thread from its other legs.
         for _ in 0..256 {
-            match self.socket.recv(&mut buf) {
-                Ok(len) => self.handle_datagram(now, &mut buf, len),
-                Err(_) => break,
-            }
+            let Some((len, age)) = self.recv(&mut buf, &mut space) else {
+                break;
+            };
+            let now = clock();
+            let arrived = now.checked_sub(age).unwrap_or(now);
+            self.handle_datagram_arrived(now, arrived, &mut buf, len);
         }
         self.flush(counters);
+    }
+
+    /// One datagram off the socket, and how long ago the kernel received
+    /// it (zero without a timestamp, or with the wall clock stepped back).
+    #[allow(clippy::ptr_arg)] // nix's recvmsg takes the control buffer as a Vec
+    fn recv(&self, buf: &mut [u8], space: &mut Vec<u8>) -> Option<(usize, Duration)> {
+        let mut iov = [IoSliceMut::new(buf)];
+        let fd = self.socket.as_raw_fd();
+        let msg = recvmsg::<()>(fd, &mut iov, Some(space), MsgFlags::MSG_DONTWAIT).ok()?;
+        let stamp = msg.cmsgs().ok().and_then(|mut cmsgs| {
+            cmsgs.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+                _ => None,
+            })
+        });
+        let age = stamp.and_then(|ts| {
+            let at = Duration::new(
+                u64::try_from(ts.tv_sec()).ok()?,
+                u32::try_from(ts.tv_nsec()).ok()?,
+            );
+            let wall = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .ok()?;
+            wall.checked_sub(at)
+        });
+        Some((msg.bytes, age.unwrap_or_default()))
     }
 
     /// One datagram from the relay (`buf[..len]`, decrypted in place):
     /// the source's RTP, or its receivers' RTCP. Anything that does not
     /// authenticate or parse is dropped.
     pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8], len: usize) {
+        self.handle_datagram_arrived(now, now, buf, len);
+    }
+
+    /// [`Self::handle_datagram`] for a datagram handled at `now` that
+    /// arrived at `arrived`.
+    pub fn handle_datagram_arrived(
+        &mut self,
+        now: Instant,
+        arrived: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) {
         let Some(datagram) = buf.get(..len) else {
             return;
         };
@@ -248,8 +300,9 @@ impl TranscoderLeg {
         if header.ssrc() != self.source {
             return;
         }
-        let result = self.rendition.handle_rtp(
+        let result = self.rendition.handle_rtp_arrived(
             now,
+            arrived,
             header.sequence(),
             header.timestamp(),
             header.marker(),
@@ -411,6 +464,41 @@ mod tests {
     }
 
     #[test]
+    fn a_datagram_that_waited_in_the_socket_is_read_with_its_age() {
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let job = TranscodeJob {
+            id: 2,
+            source_ssrc: 0x1111,
+            source_codec: VideoCodec::Vp8,
+            rendition_ssrc: 0x2222,
+            rtcp_ssrc: 0x3333,
+            spec: RenditionSpec {
+                codec: VideoCodec::Vp8,
+                payload_type: PayloadType::new(100).unwrap(),
+                max_height: Some(360),
+                max_kbps: 500,
+            },
+            encoder: EncoderKind::Libvpx,
+            client_to_relay: key(1),
+            relay_to_client: key(2),
+            relay: relay.local_addr().unwrap(),
+        };
+        let leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
+        relay
+            .send_to(b"waiting", leg.socket().local_addr().unwrap())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let mut buf = [0u8; 64];
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let (len, age) = leg.recv(&mut buf, &mut space).expect("the datagram");
+        assert_eq!(&buf[..len], b"waiting");
+        // The kernel's receive timestamp: it waited at least the sleep (a
+        // loaded box may add, never take away).
+        assert!(age >= Duration::from_millis(50), "{age:?}");
+        assert!(leg.recv(&mut buf, &mut space).is_none(), "nothing more");
+    }
+
+    #[test]
     fn the_latching_report_is_retried_until_the_relay_answers() {
         let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
         let job = TranscodeJob {
@@ -469,7 +557,7 @@ mod tests {
         relay.send(&buf[..len]).unwrap();
         settle();
         let heard_at = at + Duration::from_millis(5);
-        leg.drain_socket(heard_at, &counters);
+        leg.drain_socket(|| heard_at, &counters);
         assert_eq!(leg.poll_timeout(), Some(heard_at + REPORT_INTERVAL));
     }
 }

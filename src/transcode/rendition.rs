@@ -12,7 +12,11 @@
 //! and what to ask the publisher (a key frame, lost packets): receivers'
 //! key frame requests are answered here ([`KeyframeLimiter`]), never
 //! forwarded. The codec work happens inside `handle_rtp`; the time it
-//! takes is measured for the metrics only (it decides nothing).
+//! takes is measured for the metrics only. What decides whether a frame
+//! is encoded at all is how long after its arrival it is handled
+//! ([`Rendition::handle_rtp_arrived`], [`Shedding`]): past capacity a
+//! rendition skips late frames and, far behind for a second, resyncs to
+//! the next key frame, instead of falling behind without bound.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +27,7 @@ use super::keyframes::{KEYFRAME_INTERVAL, KeyframeLimiter};
 use super::prefs::RenditionSpec;
 use super::profile::EncoderKind;
 use super::scale::{Scaler, rendition_size};
+use super::shedding::{FrameFate, Shedding};
 use crate::rtp::SeqNum;
 use crate::video::{
     Frame, H264Depacketizer, H264Packetizer, JitterBuffer, JitterConfig, JitterOutput, VideoCodec,
@@ -48,8 +53,12 @@ pub struct RenditionStats {
     pub frames_in: u64,
     /// Frames encoded and packetized.
     pub frames_out: u64,
-    /// Source frames lost: broken in transit or undecodable.
+    /// Source frames lost: broken in transit or undecodable, or dropped
+    /// while resyncing to a key frame after falling far behind.
     pub frames_dropped: u64,
+    /// Source frames decoded but not encoded: already late (real-time
+    /// shedding, [`Shedding`](super::Shedding)); the rendition skips them.
+    pub frames_late: u64,
     /// Total decode time, ns.
     pub decode_ns: u64,
     /// Total scale + encode time, ns.
@@ -176,6 +185,7 @@ pub struct Rendition {
     encoder: Option<VideoEncoder>,
     packetizer: Packetizer,
     keyframes: KeyframeLimiter,
+    shedding: Shedding,
     bitrate_kbps: u32,
     pending_kbps: Option<u32>,
     last_bitrate_change: Option<Instant>,
@@ -225,6 +235,7 @@ impl Rendition {
             encoder: None,
             packetizer,
             keyframes: KeyframeLimiter::new(KEYFRAME_INTERVAL),
+            shedding: Shedding::default(),
             bitrate_kbps: spec.max_kbps,
             pending_kbps: None,
             last_bitrate_change: None,
@@ -296,17 +307,34 @@ impl Rendition {
         marker: bool,
         payload: &[u8],
     ) -> Result<(), TranscodeError> {
+        self.handle_rtp_arrived(now, now, seq, timestamp, marker, payload)
+    }
+
+    /// [`Self::handle_rtp`] for a packet handled at `now` that arrived at
+    /// `arrived` (it waited in the socket buffer): a frame it completes
+    /// that is already late is decoded but not encoded, and far behind for
+    /// a second the rendition drops input until the next key frame
+    /// ([`Shedding`]).
+    pub fn handle_rtp_arrived(
+        &mut self,
+        now: Instant,
+        arrived: Instant,
+        seq: SeqNum,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<(), TranscodeError> {
         self.clear_consumed();
         self.jitter
             .handle_packet(now, seq, timestamp, marker, payload);
-        self.drain_jitter(now)
+        self.drain_jitter(now, arrived)
     }
 
     /// Time passed with no packet: lets the jitter buffer give up on holes
     /// and repeat key frame requests.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TranscodeError> {
         self.clear_consumed();
-        self.drain_jitter(now)
+        self.drain_jitter(now, now)
     }
 
     /// When to call [`Self::handle_timeout`].
@@ -335,7 +363,9 @@ impl Rendition {
             ((f64::from(kbps) - current).abs() / current >= REMB_HYSTERESIS).then_some(kbps);
     }
 
-    fn drain_jitter(&mut self, now: Instant) -> Result<(), TranscodeError> {
+    /// Decodes and encodes every frame the jitter buffer completes; they
+    /// were completed by a packet that arrived at `arrived`.
+    fn drain_jitter(&mut self, now: Instant, arrived: Instant) -> Result<(), TranscodeError> {
         if !self.started {
             self.started = true;
             self.push_control(Control::RequestKeyframe);
@@ -354,16 +384,28 @@ impl Rendition {
                     continue;
                 }
                 Some(JitterOutput::Frame(Frame {
-                    timestamp, data, ..
-                })) => (timestamp, data),
+                    timestamp,
+                    keyframe,
+                    data,
+                })) => (timestamp, keyframe, data),
             };
-            let (timestamp, data) = frame;
+            let (timestamp, keyframe, data) = frame;
             self.stats.frames_in += 1;
             let pts = self.clock.extend(timestamp);
+            // Past capacity the transcode stays current: a late frame is
+            // decoded (the next refer to it) but not encoded; one far
+            // behind drops input until the next key frame.
+            let fate = self.shedding.handle_frame(now, arrived, keyframe);
+            if fate == FrameFate::Resync {
+                self.stats.frames_dropped += 1;
+                self.jitter.resync();
+                continue;
+            }
             let decode_start = Instant::now();
             let decoded = self.decoder.decode(data, pts).map(|p| p.is_some());
             self.stats.decode_ns += elapsed_ns(decode_start);
             match decoded {
+                Ok(true) if fate == FrameFate::DecodeOnly => self.stats.frames_late += 1,
                 Ok(true) => self.encode_picture(now, pts)?,
                 Ok(false) => {}
                 Err(_) => {

@@ -8,9 +8,11 @@
 //!   replayed by the bench on its own core) and one receiver asking for
 //!   `max_height = 360` in the same codec: one transcode per meeting, on
 //!   the daemon's media threads, over its SRTP legs.
-//! - [`ffmpeg`]: N `ffmpeg -re` processes reading the same
-//!   clip from a file, scaling to 360p and encoding with the options of
-//!   the same `hw/encoders` profile, writing RTP to the bench over UDP.
+//! - [`ffmpeg`]: N `ffmpeg` processes, each fed the same clip by one of
+//!   the same SRTP publishers through an SDP file (or, with
+//!   `--ffmpeg-input file`, reading it from a file with `-re`), scaling to
+//!   360p and encoding with the options of the same `hw/encoders` profile,
+//!   writing SRTP (or plain RTP) to the bench over UDP.
 //!
 //! Both are judged by one measure ([`judge`]): every output frame's last
 //! packet is timed on arrival; a frame's delay is its arrival less its
@@ -24,6 +26,7 @@
 
 pub mod clip;
 pub mod ffmpeg;
+pub mod publish;
 pub mod sluice;
 
 use std::collections::HashMap;
@@ -135,8 +138,11 @@ pub struct StepSettings {
     pub transcode_cores: Vec<usize>,
     /// Cores the bench's own threads are pinned to (empty: none).
     pub generator_cores: Vec<usize>,
-    /// `[transcode] threads` (0: one per transcode core, or per core).
+    /// `[transcode] threads` (0: the daemon's default, a thread per
+    /// transcode).
     pub threads: usize,
+    /// What the ffmpeg processes read and write.
+    pub ffmpeg_input: ffmpeg::FfmpegInput,
     /// The sluice binary.
     #[serde(skip)]
     pub sluice_binary: Option<PathBuf>,
@@ -151,6 +157,7 @@ impl Default for StepSettings {
             transcode_cores: Vec::new(),
             generator_cores: Vec::new(),
             threads: 0,
+            ffmpeg_input: ffmpeg::FfmpegInput::default(),
             sluice_binary: None,
         }
     }
@@ -199,11 +206,11 @@ pub struct StepRun {
     pub lateness_p99_ms: f64,
     /// Worst lateness, ms.
     pub lateness_max_ms: f64,
-    /// sluice only: a frame's delay from the source frame's last packet
-    /// sent to the rendition frame's last packet received (relay in,
-    /// transcoder leg, relay out), median, ms.
+    /// sluice, and ffmpeg reading SRTP: a frame's delay from the source
+    /// frame's last packet sent to the output frame's last packet received
+    /// (sluice: relay in, transcoder leg, relay out), median, ms.
     pub delay_p50_ms: Option<f64>,
-    /// sluice only: the same, 99th percentile, ms.
+    /// The same, 99th percentile, ms.
     pub delay_p99_ms: Option<f64>,
     /// sluice only: the transcoder's mean scale + encode time per frame
     /// over the window (the encoder's own), ms.
@@ -286,10 +293,12 @@ impl StepRun {
                 t / self.cpu_seconds * 100.0
             ));
         }
-        if let (Some(p50), Some(added)) = (self.delay_p50_ms, self.added_ms()) {
-            s.push_str(&format!(
+        match (self.delay_p50_ms, self.added_ms()) {
+            (Some(p50), Some(added)) => s.push_str(&format!(
                 ", delay p50 {p50:.1} ms ({added:.1} ms beyond the encoder's)"
-            ));
+            )),
+            (Some(p50), None) => s.push_str(&format!(", delay p50 {p50:.1} ms")),
+            _ => {}
         }
         if let Some(note) = &self.note {
             s.push_str(&format!("; {note}"));
@@ -522,7 +531,7 @@ pub fn markdown(report: &TranscodeReport) -> String {
     let mut out = format!(
         "# Video transcodes per core: sluice's transcoder participant vs the ffmpeg CLI\n\n\
          720p30 → 360p, {} s windows after {} s warm-up; late = more than {} ms beyond the stream's best frame; a step passes with ≥ {:.0} % of the frames on time and ≤ {:.0} % missing. \
-         Cores under test: {}; bench threads: {}; `[transcode] threads` {}. Load average at start: {}.\n\n",
+         Cores under test: {}; bench threads: {}; `[transcode] threads` {}; ffmpeg input: {}. Load average at start: {}.\n\n",
         s.seconds,
         s.warmup,
         s.late_ms,
@@ -531,6 +540,7 @@ pub fn markdown(report: &TranscodeReport) -> String {
         cores(&s.transcode_cores),
         cores(&s.generator_cores),
         s.threads,
+        s.ffmpeg_input.name(),
         report.load_average,
     );
     out.push_str("| case | target | largest passing | CPU at it | streams per busy core | sluice / ffmpeg |\n|---|---|---|---|---|---|\n");
@@ -584,6 +594,22 @@ pub fn markdown(report: &TranscodeReport) -> String {
                 best.streams,
                 added / (FRAME.as_secs_f64() * 1e3),
                 best.decode_ms.unwrap_or_default()
+            ));
+        }
+    }
+    for c in &report.cases {
+        if let Some(Outcome::Searched(f)) = &c.ffmpeg
+            && let Some(best) = f
+                .points
+                .iter()
+                .filter(|p| p.passes())
+                .min_by_key(|p| p.streams)
+            && let (Some(p50), Some(p99)) = (best.delay_p50_ms, best.delay_p99_ms)
+        {
+            out.push_str(&format!(
+                "\n{} ffmpeg (SRTP in, SRTP out): at {} stream(s), source frame out → output frame in: median {p50:.1} ms, p99 {p99:.1} ms.\n",
+                c.case.name(),
+                best.streams,
             ));
         }
     }

@@ -3,14 +3,12 @@
 //! for `max_height = 360` in the source's codec, so the daemon runs one
 //! transcode per meeting on its media threads, over its SRTP legs.
 //!
-//! The bench's two threads (pinned to the generator's cores): a sender
-//! replaying the [`Clip`]'s payloads for every publisher on an absolute
-//! schedule (publisher k's frame n at `start + n × 33.3 ms + k × 33.3 ms
-//! ÷ K`, so the K sources are not all in phase, as real cameras are not),
-//! each frame's packets in one burst as an encoder hands them over; and a
-//! receiver timing every rendition packet with the marker bit. The
-//! rendition keeps its source frame's RTP timestamp, so each rendition
-//! frame is matched with the instant its source frame's last packet left.
+//! The bench's two threads (pinned to the generator's cores): the
+//! [`publish`](super::publish) sender replaying the clip for every
+//! publisher; and a receiver timing every rendition packet with the
+//! marker bit. The rendition keeps its source frame's RTP timestamp, so
+//! each rendition frame is matched with the instant its source frame's
+//! last packet left.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
@@ -22,19 +20,16 @@ use nix::poll::{PollFd, PollFlags, poll};
 use serde_json::{Value, json};
 use sluice::crypto::AnyGcm;
 use sluice::rtp::rtcp::ReceiverReportBuilder;
-use sluice::rtp::{PayloadType, RtpBuilder, RtpPacket, SeqNum, Ssrc};
-use sluice::srtp::{SrtpProfile, SrtpSession};
+use sluice::rtp::{RtpPacket, Ssrc};
+use sluice::srtp::SrtpSession;
 
 use super::clip::{Clip, TICKS_PER_FRAME};
+use super::publish::{PROFILE, PUBLISHER_SSRC, Publisher};
 use super::{Arrivals, Case, FRAME, StepError, StepRun, StepSettings, Timeline, judge};
 use crate::http;
 use crate::target::{Target, TargetError};
 use crate::targets::sluice::{Sluice, SluiceOptions, find_binary, key};
 
-/// The SRTP profile of the bench's legs (WebRTC's SDES default).
-const PROFILE: SrtpProfile = SrtpProfile::AesCm128HmacSha1_80;
-/// Publisher k's SSRC is this plus k.
-const PUBLISHER_SSRC: u32 = 0x5eed_0000;
 /// The daemon's transcoder threads' names start so (`sluice-video-N`).
 const VIDEO_THREADS: &str = "sluice-video";
 /// How long past the window the receiver waits for the last frames.
@@ -150,11 +145,7 @@ pub fn run(
         io: "auto".to_owned(),
         cluster: None,
     };
-    let threads = match (settings.threads, cores.len()) {
-        (0, 0) => 0,
-        (0, n) => n,
-        (n, _) => n,
-    };
+    let threads = settings.threads;
     let daemon = Sluice::start_with(&options, &transcode_config(case, threads))?;
     let api = daemon.api();
     let pid = daemon.pid().unwrap_or_default();
@@ -194,7 +185,11 @@ pub fn run(
             &format!("{path}/{cid}/streams"),
             &json!({"ssrc": PUBLISHER_SSRC + k as u32, "kind": "video", "codec": case.api_name(), "payload_type": pt}),
         )?;
-        publishers.push(publisher);
+        publishers.push(Publisher {
+            socket: publisher.socket,
+            dest: publisher.relay,
+            srtp: publisher.send,
+        });
         receivers.push(receiver);
     }
 
@@ -212,7 +207,9 @@ pub fn run(
     let sending = {
         let clip = clip.clone();
         let cores = settings.generator_cores.clone();
-        std::thread::spawn(move || send(publishers, &clip, pt, total, start, &cores))
+        std::thread::spawn(move || {
+            super::publish::send(publishers, &clip, pt, total, start, &cores)
+        })
     };
 
     // The window: CPU and the transcoder's codec times from its start to
@@ -285,47 +282,6 @@ pub fn run(
 
 fn sleep_until_frame(start: Instant, n: u32) {
     super::sleep_until(start + FRAME * n);
-}
-
-/// Replays `frames` frames of `clip` for every publisher; returns, per
-/// publisher, when each frame's last packet left.
-fn send(
-    mut publishers: Vec<Leg>,
-    clip: &Clip,
-    pt: u8,
-    frames: u32,
-    start: Instant,
-    cores: &[usize],
-) -> Result<Vec<Vec<Instant>>, StepError> {
-    crate::pin::pin_current_thread(cores).map_err(StepError::Other)?;
-    let pt = PayloadType::new(pt).ok_or_else(|| StepError::Other(format!("payload type {pt}")))?;
-    let k = publishers.len().max(1) as u32;
-    let mut sent = vec![Vec::with_capacity(frames as usize); publishers.len()];
-    let mut seqs = vec![0u16; publishers.len()];
-    let mut buf = vec![0u8; 1600];
-    for n in 0..frames {
-        let frame = &clip.frames[n as usize % clip.frames.len()];
-        let ts = n.wrapping_mul(TICKS_PER_FRAME);
-        for (i, leg) in publishers.iter_mut().enumerate() {
-            super::sleep_until(start + FRAME * n + FRAME * i as u32 / k);
-            let ssrc = Ssrc(PUBLISHER_SSRC + i as u32);
-            for (payload, marker) in &frame.packets {
-                let len = RtpBuilder::new(pt, SeqNum(seqs[i]), ts, ssrc)
-                    .marker(*marker)
-                    .write(payload, &mut buf)
-                    .map_err(|e| StepError::Other(format!("RTP: {e}")))?;
-                seqs[i] = seqs[i].wrapping_add(1);
-                let len = leg
-                    .send
-                    .protect_rtp(&mut buf, len)
-                    .map_err(|e| StepError::Other(format!("SRTP: {e}")))?;
-                // A full buffer is a lost packet, as on a network.
-                let _ = leg.socket.send_to(&buf[..len], leg.relay);
-            }
-            sent[i].push(Instant::now());
-        }
-    }
-    Ok(sent)
 }
 
 /// Times every rendition frame's marker packet on each receiver's leg

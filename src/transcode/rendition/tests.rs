@@ -198,6 +198,9 @@ struct Run {
     t0: Instant,
     upstream_requests: u32,
     rtp_keyframe_timestamps: Vec<u32>,
+    /// How far behind its frame's time the rendition handles the frame
+    /// (a transcode past its CPU).
+    lag: Duration,
 }
 
 impl Run {
@@ -210,6 +213,7 @@ impl Run {
             t0: Instant::now(),
             upstream_requests: 0,
             rtp_keyframe_timestamps: Vec::new(),
+            lag: Duration::ZERO,
         }
     }
 
@@ -222,11 +226,12 @@ impl Run {
     /// next frame a key frame, as a PLI would.
     fn step(&mut self, key: bool, mut lose: impl FnMut(SeqNum) -> bool) -> bool {
         let frame = self.publisher.frame;
-        let now = self.now(frame);
+        let arrived = self.now(frame);
+        let now = arrived + self.lag;
         let packets = self.publisher.next(key);
         for p in packets.iter().filter(|p| !lose(p.seq)) {
             self.rendition
-                .handle_rtp(now, p.seq, p.ts, p.marker, &p.payload)
+                .handle_rtp_arrived(now, arrived, p.seq, p.ts, p.marker, &p.payload)
                 .unwrap();
         }
         self.rendition.handle_timeout(now).unwrap();
@@ -404,6 +409,55 @@ fn publisher_loss_asks_for_a_keyframe_and_the_rendition_recovers() {
         psnr > MIN_PSNR_DB,
         "PSNR {psnr:.1} dB: no corrupt frame was passed on"
     );
+}
+
+#[test]
+fn past_capacity_late_frames_are_skipped_and_far_behind_it_resyncs_to_a_keyframe() {
+    let mut run = Run::new(
+        EncoderKind::Libvpx,
+        (640, 360),
+        spec(VideoCodec::Vp8, 100, Some(180)),
+        EncoderKind::Libvpx,
+    );
+    let mut key = true;
+    let mut requests_before = 0;
+    let mut late_before_resync = 0;
+    for f in 0..120u32 {
+        // Frames 30..60 handled ever later, 25 ms more each (the thread
+        // falling behind); from 60 caught up again.
+        run.lag = match f {
+            30..60 => Duration::from_millis(25) * (f - 29),
+            _ => Duration::ZERO,
+        };
+        if f == 30 {
+            requests_before = run.upstream_requests;
+        }
+        key = run.step(key, |_| false);
+        if f == 49 {
+            late_before_resync = run.rendition.stats().frames_late;
+        }
+    }
+    let stats = run.rendition.stats();
+    // 125 ms behind from frame 34: decoded, not encoded; still late a
+    // second later (frame 52, 575 ms behind): dropped until a key frame,
+    // which was asked for (this publisher answers at its next frame; then
+    // decoded only, one resync a second at most).
+    assert!(late_before_resync >= 10, "{stats:?}");
+    assert!(stats.frames_dropped >= 1, "{stats:?}");
+    assert!(
+        run.upstream_requests > requests_before,
+        "a PLI after the resync"
+    );
+    assert_eq!(stats.frames_in, 120, "{stats:?}");
+    assert!(
+        stats.frames_out + stats.frames_late + stats.frames_dropped >= 120,
+        "{stats:?}"
+    );
+    // Caught up: every frame from the key frame after frame 60 is encoded
+    // again, and what the receiver decodes is the right picture.
+    assert!(stats.frames_out >= 60, "{stats:?}");
+    let psnr = mean(&run.receiver.psnr);
+    assert!(psnr > MIN_PSNR_DB, "PSNR {psnr:.1} dB");
 }
 
 #[test]
