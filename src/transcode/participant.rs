@@ -442,7 +442,7 @@ impl TranscoderLeg {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rtp::PayloadType;
     use crate::srtp::SrtpProfile;
@@ -451,6 +451,28 @@ mod tests {
         let profile = SrtpProfile::AeadAes256Gcm;
         MasterKey::new(profile, &vec![fill; profile.key_material_len()])
             .expect("a key of its length")
+    }
+
+    /// A VP8 → VP8 360p job whose relay is `relay` (also the service's
+    /// tests' job).
+    pub(crate) fn vp8_job(id: u64, relay: &std::net::UdpSocket) -> TranscodeJob {
+        TranscodeJob {
+            id,
+            source_ssrc: 0x1111,
+            source_codec: VideoCodec::Vp8,
+            rendition_ssrc: 0x2222,
+            rtcp_ssrc: 0x3333,
+            spec: RenditionSpec {
+                codec: VideoCodec::Vp8,
+                payload_type: PayloadType::new(100).unwrap(),
+                max_height: Some(360),
+                max_kbps: 500,
+            },
+            encoder: EncoderKind::Libvpx,
+            client_to_relay: key(1),
+            relay_to_client: key(2),
+            relay: relay.local_addr().unwrap(),
+        }
     }
 
     /// Counts the datagrams waiting on `relay` (non-blocking).
@@ -466,23 +488,7 @@ mod tests {
     #[test]
     fn a_datagram_that_waited_in_the_socket_is_read_with_its_age() {
         let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let job = TranscodeJob {
-            id: 2,
-            source_ssrc: 0x1111,
-            source_codec: VideoCodec::Vp8,
-            rendition_ssrc: 0x2222,
-            rtcp_ssrc: 0x3333,
-            spec: RenditionSpec {
-                codec: VideoCodec::Vp8,
-                payload_type: PayloadType::new(100).unwrap(),
-                max_height: Some(360),
-                max_kbps: 500,
-            },
-            encoder: EncoderKind::Libvpx,
-            client_to_relay: key(1),
-            relay_to_client: key(2),
-            relay: relay.local_addr().unwrap(),
-        };
+        let job = vp8_job(2, &relay);
         let leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
         relay
             .send_to(b"waiting", leg.socket().local_addr().unwrap())
@@ -501,23 +507,7 @@ mod tests {
     #[test]
     fn the_latching_report_is_retried_until_the_relay_answers() {
         let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let job = TranscodeJob {
-            id: 1,
-            source_ssrc: 0x1111,
-            source_codec: VideoCodec::Vp8,
-            rendition_ssrc: 0x2222,
-            rtcp_ssrc: 0x3333,
-            spec: RenditionSpec {
-                codec: VideoCodec::Vp8,
-                payload_type: PayloadType::new(100).unwrap(),
-                max_height: Some(360),
-                max_kbps: 500,
-            },
-            encoder: EncoderKind::Libvpx,
-            client_to_relay: key(1),
-            relay_to_client: key(2),
-            relay: relay.local_addr().unwrap(),
-        };
+        let job = vp8_job(1, &relay);
         let counters = TranscodeCounters::default();
         let mut leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
         relay.connect(leg.socket().local_addr().unwrap()).unwrap();

@@ -335,33 +335,9 @@ mod tests {
     use std::net::UdpSocket;
 
     use super::*;
-    use crate::rtp::PayloadType;
-    use crate::srtp::{MasterKey, SrtpProfile};
-    use crate::transcode::{EncoderKind, RenditionSpec};
-    use crate::video::VideoCodec;
 
     fn job(id: u64, relay: &UdpSocket) -> Box<TranscodeJob> {
-        let profile = SrtpProfile::AeadAes256Gcm;
-        let key = |fill: u8| {
-            MasterKey::new(profile, &vec![fill; profile.key_material_len()]).expect("a key")
-        };
-        Box::new(TranscodeJob {
-            id,
-            source_ssrc: 0x1111,
-            source_codec: VideoCodec::Vp8,
-            rendition_ssrc: 0x2222,
-            rtcp_ssrc: 0x3333,
-            spec: RenditionSpec {
-                codec: VideoCodec::Vp8,
-                payload_type: PayloadType::new(100).unwrap(),
-                max_height: Some(360),
-                max_kbps: 500,
-            },
-            encoder: EncoderKind::Libvpx,
-            client_to_relay: key(1),
-            relay_to_client: key(2),
-            relay: relay.local_addr().unwrap(),
-        })
+        Box::new(crate::transcode::participant::tests::vp8_job(id, relay))
     }
 
     /// The names of this process's threads.

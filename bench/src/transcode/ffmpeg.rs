@@ -407,20 +407,16 @@ fn run_srtp(
     let ticks1 = super::ticks_of(&pids);
     let t1 = Instant::now();
     let wall = t1.duration_since(t0).as_secs_f64();
-    let sent = sending
-        .join()
-        .map_err(|_| StepError::Other("the publisher thread panicked".into()))??;
+    let sent = super::joined(sending, "publisher")?;
     std::thread::sleep(TAIL);
     let failed = exited(&mut children, &logs);
     stop.store(true, Ordering::Relaxed);
-    let got = receiving
-        .join()
-        .map_err(|_| StepError::Other("the receiver thread panicked".into()))??;
+    let got = super::joined(receiving, "receiver")?;
     drop(children);
 
     let mut run = StepRun {
         streams,
-        cpu_seconds: ticks1.saturating_sub(ticks0) as f64 / crate::procstat::TICKS_PER_SECOND,
+        cpu_seconds: super::cpu_seconds(ticks0, ticks1),
         wall_seconds: wall,
         note: failed.first().cloned(),
         ..StepRun::default()
@@ -559,14 +555,12 @@ fn run_file(
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let got = receiving
-        .join()
-        .map_err(|_| StepError::Other("the receiver thread panicked".into()))??;
+    let got = super::joined(receiving, "receiver")?;
     drop(children);
 
     let mut run = StepRun {
         streams,
-        cpu_seconds: ticks1.saturating_sub(ticks0) as f64 / crate::procstat::TICKS_PER_SECOND,
+        cpu_seconds: super::cpu_seconds(ticks0, ticks1),
         wall_seconds: wall,
         note: failed.first().cloned(),
         ..StepRun::default()

@@ -419,6 +419,22 @@ impl StepError {
     }
 }
 
+/// The result of a step's `what` thread (publisher, receiver); its
+/// panic as the step's error.
+pub(crate) fn joined<T>(
+    thread: std::thread::JoinHandle<Result<T, StepError>>,
+    what: &str,
+) -> Result<T, StepError> {
+    thread
+        .join()
+        .map_err(|_| StepError::Other(format!("the {what} thread panicked")))?
+}
+
+/// Clock ticks (`/proc`) as CPU seconds.
+pub(crate) fn cpu_seconds(ticks0: u64, ticks1: u64) -> f64 {
+    ticks1.saturating_sub(ticks0) as f64 / crate::procstat::TICKS_PER_SECOND
+}
+
 /// Sleeps until `at` (coarse: the schedule's jitter is far below a frame).
 pub(crate) fn sleep_until(at: Instant) {
     let now = Instant::now();

@@ -223,22 +223,16 @@ pub fn run(
     let video1 = super::thread_ticks(pid, VIDEO_THREADS);
     let t1 = Instant::now();
     let wall = t1.duration_since(t0).as_secs_f64();
-    let sent = sending
-        .join()
-        .map_err(|_| StepError::Other("the publisher thread panicked".into()))??;
+    let sent = super::joined(sending, "publisher")?;
     std::thread::sleep(TAIL);
     stop.store(true, Ordering::Relaxed);
-    let got = receiving
-        .join()
-        .map_err(|_| StepError::Other("the receiver thread panicked".into()))??;
+    let got = super::joined(receiving, "receiver")?;
 
     let mut run = StepRun {
         streams,
-        cpu_seconds: ticks1.saturating_sub(ticks0) as f64 / crate::procstat::TICKS_PER_SECOND,
+        cpu_seconds: super::cpu_seconds(ticks0, ticks1),
         wall_seconds: wall,
-        transcoder_cpu_seconds: Some(
-            video1.saturating_sub(video0) as f64 / crate::procstat::TICKS_PER_SECOND,
-        ),
+        transcoder_cpu_seconds: Some(super::cpu_seconds(video0, video1)),
         ..StepRun::default()
     };
     let delta = |series: &str| http::metric(&text1, series) - http::metric(&text0, series);
