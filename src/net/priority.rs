@@ -15,23 +15,24 @@
 //! privilege; a failure is logged once by the thread and it runs on at
 //! normal priority.
 //!
-//! The default, `SCHED_IDLE`, was measured against the other classes
-//! (bench/README.md, #9 and #12, "the data plane first"): `normal` and
-//! `nice-10` let a burst of handshakes add milliseconds to an established
-//! stream's p99; `nice-19` and `batch` mostly not, but with outliers of
-//! 1–1.6 ms (`nice-19`) and 0.4–1 ms (`batch`) in runs where `idle` stayed
-//! at or under 0.43 ms. Under `SCHED_IDLE` a waking packet worker always
-//! preempts the background thread at once, and a core running only
-//! idle-class threads counts as idle when the scheduler places the
-//! worker. The price: while normal threads (the workers, the transcoders,
-//! anything else on the box) keep every core busy, an idle-class thread
-//! gets weight 3 against their 1,024, about 0.3 % of a contended core
-//! (nice 19 gets 1.4 %): joins, API answers and the browsers' consent
-//! checks slow down there, but are still served (the class is a weight,
-//! not a hard starvation). `[policy] max_worker_busy` (default 0.85)
-//! refuses new participants before the workers fill the cores, and that
-//! refusal is answered by the same low-priority control thread. A box
-//! that runs other CPU-bound work beside the relay may prefer `nice-19`.
+//! The default, `batch` (`SCHED_BATCH` at nice 19), was measured against
+//! the other classes (bench/README.md, #9 and #12, "the data plane
+//! first"): `normal` and `nice-10` let a burst of handshakes add
+//! milliseconds to an established stream's p99; `nice-19` had outliers of
+//! 1–1.6 ms; `batch` stayed at or under 0.37 ms in the burst (0.96 ms once
+//! in the storm) and `idle` (`SCHED_IDLE`) at or under 0.43 ms. `idle` was
+//! the default at first and was given up: beside a CPU-bound process at
+//! normal priority (an `ffmpeg` publisher in `tests/transcode_meeting.rs`),
+//! with the background threads in `idle` a transcoder's first key frame
+//! request never reached its publisher in 2 of 3 runs, while
+//! `batch`, `nice-19` and `normal` passed every run. An idle-class thread
+//! runs only when no normal thread wants its core, so on a box with other
+//! work its delays have no useful bound; `batch` keeps weight 15 against
+//! the workers' 1,024 (about 1.4 % of a contended core), never preempts a
+//! worker when it wakes, and is still served. `[policy] max_worker_busy`
+//! (default 0.85) refuses new participants before the workers fill the
+//! cores, and that refusal is answered by the same low-priority control
+//! thread. `idle` remains for a box that runs nothing else.
 
 // setpriority(2) and sched_setscheduler(2) are libc calls; nix wraps
 // neither for one thread.
@@ -55,14 +56,13 @@ pub enum Background {
     #[serde(rename = "nice-19")]
     Nice19,
     /// `SCHED_BATCH` at nice 19: as `nice-19`, and its own wake-ups never
-    /// preempt a running thread.
+    /// preempt a running thread (the default, see the module doc).
+    #[default]
     #[serde(rename = "batch")]
     Batch,
     /// `SCHED_IDLE`: runs when no normal thread wants the core, and is
     /// preempted at once when one does; weight 3, so a core kept busy by
-    /// normal threads leaves it almost nothing (the default, see the
-    /// module doc).
-    #[default]
+    /// normal threads leaves it almost nothing.
     #[serde(rename = "idle")]
     Idle,
 }
