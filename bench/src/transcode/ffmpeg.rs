@@ -272,11 +272,28 @@ fn exited(children: &mut Processes, logs: &[std::path::PathBuf]) -> Vec<String> 
         if let Ok(Some(status)) = c.try_wait()
             && !status.success()
         {
-            let said = std::fs::read_to_string(&logs[i]).unwrap_or_default();
-            failed.push(format!("ffmpeg {i} exited {status}: {}", said.trim()));
+            failed.push(failure(i, status, &logs[i]));
         }
     }
     failed
+}
+
+/// What ffmpeg process `i` said when it exited with `status`.
+fn failure(i: usize, status: std::process::ExitStatus, log: &Path) -> String {
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    format!("ffmpeg {i} exited {status}: {}", said.trim())
+}
+
+/// Sleeps through the step's warm-up and window (frames `warm..total`
+/// after `start`) and returns the CPU seconds `pids` used in the window,
+/// and the window's start and end.
+fn cpu_window(pids: &[u32], start: Instant, warm: u32, total: u32) -> (f64, Instant, Instant) {
+    super::sleep_until(start + FRAME * warm);
+    let ticks0 = super::ticks_of(pids);
+    let t0 = Instant::now();
+    super::sleep_until(start + FRAME * total);
+    let ticks1 = super::ticks_of(pids);
+    (super::cpu_seconds(ticks0, ticks1), t0, Instant::now())
 }
 
 /// A free even UDP port on loopback whose odd neighbour (RTCP) is free
@@ -400,12 +417,7 @@ fn run_srtp(
         })
     };
 
-    super::sleep_until(start + FRAME * warm);
-    let ticks0 = super::ticks_of(&pids);
-    let t0 = Instant::now();
-    super::sleep_until(start + FRAME * total);
-    let ticks1 = super::ticks_of(&pids);
-    let t1 = Instant::now();
+    let (cpu_seconds, t0, t1) = cpu_window(&pids, start, warm, total);
     let wall = t1.duration_since(t0).as_secs_f64();
     let sent = super::joined(sending, "publisher")?;
     std::thread::sleep(TAIL);
@@ -416,7 +428,7 @@ fn run_srtp(
 
     let mut run = StepRun {
         streams,
-        cpu_seconds: super::cpu_seconds(ticks0, ticks1),
+        cpu_seconds,
         wall_seconds: wall,
         note: failed.first().cloned(),
         ..StepRun::default()
@@ -524,12 +536,7 @@ fn run_file(
     }
     let pids: Vec<u32> = children.0.iter().map(Child::id).collect();
 
-    super::sleep_until(start + FRAME * warm);
-    let ticks0 = super::ticks_of(&pids);
-    let t0 = Instant::now();
-    super::sleep_until(start + FRAME * total);
-    let ticks1 = super::ticks_of(&pids);
-    let t1 = Instant::now();
+    let (cpu_seconds, t0, t1) = cpu_window(&pids, start, warm, total);
     let wall = t1.duration_since(t0).as_secs_f64();
     // Every process ends on its own once its output is done (or is killed
     // past the deadline): then the last frames are in.
@@ -539,8 +546,7 @@ fn run_file(
             match c.try_wait() {
                 Ok(Some(status)) => {
                     if !status.success() {
-                        let said = std::fs::read_to_string(&logs[i]).unwrap_or_default();
-                        failed.push(format!("ffmpeg {i} exited {status}: {}", said.trim()));
+                        failed.push(failure(i, status, &logs[i]));
                     }
                     break;
                 }
@@ -560,7 +566,7 @@ fn run_file(
 
     let mut run = StepRun {
         streams,
-        cpu_seconds: super::cpu_seconds(ticks0, ticks1),
+        cpu_seconds,
         wall_seconds: wall,
         note: failed.first().cloned(),
         ..StepRun::default()
