@@ -159,10 +159,16 @@ impl Proxy {
             &MasterKey::new(profile, &key_of(admission, "client_to_relay")).unwrap(),
         )
         .unwrap();
-        let mut first = rr.to_vec();
-        first.resize(len + 64, 0);
-        let n = latch.protect_rtcp(&mut first, len).unwrap();
-        socket.send_to(&first[..n], relay).unwrap();
+        // Resent every 200 ms, as a publisher's RTCP would be (RFC 3550
+        // §6.2): the first may reach a worker before it holds the leg.
+        let mut report = move || {
+            let mut datagram = rr.to_vec();
+            datagram.resize(len + 64, 0);
+            let n = latch.protect_rtcp(&mut datagram, len).unwrap();
+            datagram.truncate(n);
+            datagram
+        };
+        socket.send_to(&report(), relay).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -170,7 +176,12 @@ impl Proxy {
             let mut buf = [0u8; 2048];
             let mut rng: u32 = 0x1234_5678;
             let deadline = Instant::now() + Duration::from_secs(40);
+            let mut next_report = Instant::now() + Duration::from_millis(200);
             while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if Instant::now() >= next_report {
+                    let _ = socket.send_to(&report(), relay);
+                    next_report += Duration::from_millis(200);
+                }
                 let Ok((n, from)) = socket.recv_from(&mut buf) else {
                     continue;
                 };
