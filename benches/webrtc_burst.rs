@@ -363,6 +363,27 @@ fn main() {
         a.end();
     }
     let samples = flowing.join().expect("existing streams");
+    if std::env::var("SLUICE_BURST_WORST").is_ok_and(|v| v == "1") {
+        // Where in the burst the slowest packets were sent: which round,
+        // how far into it.
+        let mut worst: Vec<(Duration, usize, Duration)> = samples
+            .iter()
+            .filter_map(|s| {
+                let (round, (from, _)) = burst_phases
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (a, b))| s.sent >= *a && s.sent <= *b)?;
+                Some((s.latency, round, s.sent - *from))
+            })
+            .collect();
+        worst.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (latency, round, into) in worst.iter().take(8) {
+            println!("  slow: {latency:?} in round {round}, {into:?} into it");
+        }
+        for (round, (a, b)) in burst_phases.iter().enumerate() {
+            println!("  round {round}: {:?}", *b - *a);
+        }
+    }
     let quiet = timed::within(&samples, &quiet_phases);
     let during = timed::within(&samples, &burst_phases);
     let (quiet_n, during_n) = (quiet.len(), during.len());

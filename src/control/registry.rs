@@ -225,6 +225,16 @@ pub(crate) struct Registry {
     /// Whether the last publication rebuilt the snapshot whole
     /// ([`Self::publish`]).
     rebuilt_last: bool,
+    /// A change the workers have not been handed yet: the handshake
+    /// thread installs the legs of a whole turn's handshakes and then
+    /// publishes once ([`Self::publish_pending`]).
+    unpublished: bool,
+    /// Snapshots published before the current one that a worker may still
+    /// hold ([`Self::publish`]): each is freed here, on the control side,
+    /// once no one else holds it, never by a packet worker's turn.
+    retired: Vec<Arc<RoutingSnapshot>>,
+    /// The snapshot published last.
+    published: Option<Arc<RoutingSnapshot>>,
     /// The transcodes running and who they serve (`transcodes.rs`);
     /// `None` while transcoding is off.
     transcodes: Option<Box<Transcodes>>,
@@ -232,6 +242,9 @@ pub(crate) struct Registry {
     /// under, for WHEP slots (`[sip] audio_level_extension`).
     sdes_level_ext: u8,
 }
+
+/// Replaced snapshots kept for readers still holding them ([`Registry::retire`]).
+const RETIRED_KEPT: usize = 8;
 
 impl Registry {
     /// An empty registry publishing into `cell`.
@@ -258,6 +271,9 @@ impl Registry {
             next_leg: 0,
             generation,
             rebuilt_last: false,
+            unpublished: false,
+            retired: Vec::new(),
+            published: None,
             transcodes: None,
             sdes_level_ext: browser::SDES_AUDIO_LEVEL_EXT,
         }
@@ -697,6 +713,7 @@ impl Registry {
     /// Hands the workers a snapshot of the current state: an O(1) clone
     /// of the working copy, sharing all it did not change.
     fn publish(&mut self) {
+        self.unpublished = false;
         // The control plane's clock: lingering transcodes stop by it.
         self.reconcile_transcodes(std::time::Instant::now());
         self.generation += 1;
@@ -712,7 +729,37 @@ impl Registry {
         }
         self.rebuilt_last = whole;
         self.routes.generation = self.generation;
-        self.cell.store(Arc::new(self.routes.clone()));
+        let published = Arc::new(self.routes.clone());
+        self.cell.store(Arc::clone(&published));
+        self.retire(published);
+    }
+
+    /// Keeps the snapshot just replaced until no worker holds it, and frees
+    /// those no one holds any more. A snapshot rebuilt whole shares nothing
+    /// with the next, so freeing it walks every map of the node: were a
+    /// worker the last to let go (its turn's guard, after the store paid
+    /// it), that walk would delay its next turn by up to milliseconds in a
+    /// burst of browser joins. `cell.store` has paid every reader's debt on
+    /// the replaced snapshot, so its strong count is exact: above one,
+    /// someone still reads it.
+    fn retire(&mut self, published: Arc<RoutingSnapshot>) {
+        if let Some(previous) = self.published.replace(published) {
+            self.retired.push(previous);
+        }
+        self.retired
+            .retain(|snapshot| Arc::strong_count(snapshot) > 1);
+        if self.retired.len() > RETIRED_KEPT {
+            // A reader that holds one this long frees it itself.
+            self.retired.remove(0);
+        }
+    }
+
+    /// Publishes what was changed without being published (a turn of the
+    /// handshake thread's), if anything was.
+    pub(crate) fn publish_pending(&mut self) {
+        if self.unpublished {
+            self.publish();
+        }
     }
 
     /// Whether the snapshot must be rebuilt whole (see [`Self::publish`]).

@@ -612,12 +612,16 @@ impl LegSink for RegistrySink {
         let Ok(keys) = BrowserLegKeys::from_keying(keys) else {
             return false;
         };
-        self.0.registry().browser_leg_established(
+        self.0.registry().browser_leg_established_later(
             id,
             keys.client_to_relay,
             keys.relay_to_client,
             addr,
         )
+    }
+
+    fn publish(&self) {
+        self.0.registry().publish_pending();
     }
 
     fn moved(&self, id: SessionId, addr: SocketAddr) {

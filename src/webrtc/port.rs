@@ -99,8 +99,9 @@ pub enum PortInput {
 
 /// Where the handshake thread reports outcomes: the registry.
 pub trait LegSink: Send + 'static {
-    /// The session's handshake is done: make its leg, media at `addr`.
-    /// Returns false when the session is gone (its participant left);
+    /// The session's handshake is done: make its leg, media at `addr`
+    /// (handed to the workers by the turn's [`LegSink::publish`], at the
+    /// latest). Returns false when the session is gone (its participant left);
     /// the thread then forgets it.
     fn established(&self, id: SessionId, keys: &LegKeying, addr: SocketAddr) -> bool;
     /// ICE nominated `addr` for an established session: media goes there.
@@ -115,6 +116,10 @@ pub trait LegSink: Send + 'static {
         let _ = (now, keyframes);
         0
     }
+    /// The end of a turn of the handshake thread (everything queued was
+    /// handled): hand the workers what [`LegSink::established`] left
+    /// unpublished. By default there is nothing to hand.
+    fn publish(&self) {}
     /// SRTP with an unknown SSRC from `from`, a browser's ICE address:
     /// learn the stream if it is a WHIP session's (`crate::webrtc::learn`).
     /// By default nothing is learnt.
@@ -408,6 +413,8 @@ impl<S: LegSink> Handshakes<S> {
             for id in due.drain(..) {
                 self.drain(id);
             }
+            // One publication for the turn's legs, not one per leg.
+            self.sink.publish();
         }
     }
 

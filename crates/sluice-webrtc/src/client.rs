@@ -33,7 +33,15 @@ impl DtlsClient {
         // Building a dimpl config validates its crypto provider (about a
         // millisecond); every client shares one.
         static CONFIG: OnceLock<Arc<dimpl::Config>> = OnceLock::new();
-        let config = CONFIG.get_or_init(|| Arc::new(dimpl::Config::default()));
+        let config = CONFIG.get_or_init(|| {
+            let config = dimpl::Config::builder()
+                .with_crypto_provider(crate::crypto::provider())
+                .build()
+                // The defaults and a provider whose every part is dimpl's
+                // own or ring's: nothing here can be refused.
+                .unwrap_or_else(|e| unreachable!("dimpl refused its default config: {e}"));
+            Arc::new(config)
+        });
         let mut dtls = Dtls::new_12(Arc::clone(config), identity.certificate.clone(), now);
         dtls.set_active(true);
         Self {

@@ -48,6 +48,7 @@ impl DtlsConfig {
     /// As [`DtlsConfig::new`] with another handshake deadline.
     pub fn with_handshake_timeout(handshake_timeout: Duration) -> Self {
         let dimpl = dimpl::Config::builder()
+            .with_crypto_provider(crate::crypto::provider())
             .mtu(1200)
             .require_client_certificate(true)
             .use_server_cookie(true)

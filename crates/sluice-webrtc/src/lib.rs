@@ -16,6 +16,8 @@
 //! - [`session`]: one browser's ICE-lite agent and DTLS server together,
 //!   fed what the media port routed to it.
 //!
+//! - [`crypto`]: the handshakes' ECDHE and ECDSA on `ring` (dimpl's
+//!   rust-crypto provider otherwise), for the handshake rate.
 //! - [`table`]: every pending session of a media port, and which one a
 //!   datagram belongs to (bounded).
 //! - [`counters`]: drops by reason, handshakes by outcome, consent
@@ -63,6 +65,7 @@
 
 pub mod client;
 pub mod counters;
+pub mod crypto;
 pub mod demux;
 pub mod dtls;
 pub mod ice;

@@ -261,8 +261,42 @@ impl Registry {
 
     /// The handshake of session `id` is done: its leg, keyed by DTLS and
     /// latched at `addr`, and (WHIP) its offered streams join the data
-    /// plane. `false` when the session is gone.
+    /// plane. `false` when the session is gone. Published at once (tests;
+    /// the handshake thread publishes a turn's legs together).
+    #[cfg(test)]
     pub(crate) fn browser_leg_established(
+        &mut self,
+        id: u64,
+        client_to_relay: MasterKey,
+        relay_to_client: MasterKey,
+        addr: SocketAddr,
+    ) -> bool {
+        let installed = self.install_browser_leg(id, client_to_relay, relay_to_client, addr);
+        if installed {
+            self.publish();
+        }
+        installed
+    }
+
+    /// The handshake of session `id` is done: its leg, keyed by DTLS and
+    /// latched at `addr`, and (WHIP) its offered streams join the data
+    /// plane, published by the next
+    /// [`Self::publish_pending`] (or any change published before it): the
+    /// handshake thread publishes a turn's legs together, since while a
+    /// browser is seated each publication rebuilds the snapshot whole.
+    pub(crate) fn browser_leg_established_later(
+        &mut self,
+        id: u64,
+        client_to_relay: MasterKey,
+        relay_to_client: MasterKey,
+        addr: SocketAddr,
+    ) -> bool {
+        let installed = self.install_browser_leg(id, client_to_relay, relay_to_client, addr);
+        self.unpublished |= installed;
+        installed
+    }
+
+    fn install_browser_leg(
         &mut self,
         id: u64,
         client_to_relay: MasterKey,
@@ -327,7 +361,6 @@ impl Registry {
             session.streams = streams;
             session.source_mid_ext = mid_exts;
         }
-        self.publish();
         true
     }
 
@@ -686,6 +719,58 @@ mod tests {
             codec: "opus".to_owned(),
             payload_type: 111,
         }
+    }
+
+    /// A leg installed "later" (the handshake thread's turn) is not in the
+    /// workers' snapshot until `publish_pending`, which publishes once;
+    /// with nothing pending it publishes nothing.
+    #[test]
+    fn a_turns_legs_are_published_together() {
+        let cell = empty_cell();
+        let mut r = Registry::new(
+            cell.clone(),
+            Arc::new(MetricsHub::new("turn")),
+            crate::policy::Policy::default(),
+            "127.0.0.1:40000".parse().unwrap(),
+        );
+        let m = r
+            .create_meeting(NewMeeting {
+                id: Some("m".into()),
+                mode: MeetingMode::Standard,
+                owner: Owner {
+                    account: "o".into(),
+                    verified: false,
+                },
+                passcode: None,
+            })
+            .unwrap()
+            .id
+            .clone();
+        let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[9; 44]).unwrap();
+        for (session, name) in [(7, "web-a"), (8, "web-b")] {
+            let web = r.admit(&m, person(name)).unwrap().id.clone();
+            r.seat_browser(&m, &web).unwrap();
+            r.open_browser_session(&m, &web, session, Vec::new(), Vec::new(), Vec::new())
+                .unwrap();
+        }
+        let before = cell.load().generation;
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(r.browser_leg_established_later(7, key.clone(), key.clone(), at(5000)));
+        assert!(r.browser_leg_established_later(8, key.clone(), key.clone(), at(5002)));
+        assert!(
+            !r.browser_leg_established_later(9, key.clone(), key, at(5004)),
+            "no session 9"
+        );
+        assert_eq!(cell.load().generation, before, "nothing published yet");
+        assert!(cell.load().ice_addresses.is_empty());
+
+        r.publish_pending();
+        let snapshot = cell.load();
+        assert_eq!(snapshot.generation, before + 1, "one publication for both");
+        assert!(snapshot.ice_addresses.contains_key(&at(5000)));
+        assert!(snapshot.ice_addresses.contains_key(&at(5002)));
+        r.publish_pending();
+        assert_eq!(cell.load().generation, before + 1, "nothing was pending");
     }
 
     /// A viewer's one audio slot: taken by the first publisher, kept while

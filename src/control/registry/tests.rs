@@ -126,3 +126,33 @@ fn the_published_snapshot_always_equals_the_state() {
     assert_eq!(snapshot.meetings.len(), 1);
     assert_eq!(snapshot.legs.len(), 2);
 }
+
+/// A replaced snapshot that a reader (a worker's turn) still holds is kept
+/// by the registry, so the reader's release is never the one that frees
+/// it; the registry frees it at a later publication once it alone holds
+/// it, and keeps none that no one reads.
+#[test]
+fn replaced_snapshots_are_freed_by_the_registry_not_by_a_reader() {
+    let mut r = registry();
+    meeting(&mut r, "m");
+    let reader = r.cell.load_full();
+    let weak = Arc::downgrade(&reader);
+    join(&mut r, "m");
+    assert!(
+        r.retired.iter().any(|s| Arc::ptr_eq(s, &reader)),
+        "kept while read"
+    );
+    drop(reader);
+    assert!(
+        weak.upgrade().is_some(),
+        "the reader's release freed nothing"
+    );
+    join(&mut r, "m");
+    assert!(weak.upgrade().is_none(), "freed by the next publication");
+    assert!(r.retired.is_empty(), "nothing unread is kept");
+    for _ in 0..2 * RETIRED_KEPT {
+        let _held = r.cell.load_full();
+        join(&mut r, "m");
+    }
+    assert!(r.retired.len() <= RETIRED_KEPT, "bounded");
+}
