@@ -1,7 +1,7 @@
 //! DTLS-SRTP handshakes per second during a burst of browser joins, and
 //! what the burst does to streams that were flowing before it (#9
 //! "Performance"): a real daemon in this process, one packet worker and
-//! the media port's one handshake thread, 4 established SDES streams timed
+//! the media port's one handshake thread, 20 established SDES streams timed
 //! packet by packet every 5 ms, and a client (this process's main thread)
 //! doing the browsers' side: ICE check with USE-CANDIDATE, then the DTLS
 //! client handshake, for `SLUICE_BURST` joins (default 2,000) in rounds of
@@ -39,6 +39,10 @@
 //! phases slower than bursts (bench/README.md); the spinner keeps the core
 //! as awake as a burst does, and the worker preempts it at once.
 //!
+//! `SLUICE_BURST_WORST=1` prints the 8 slowest packets of the handshake
+//! phases with the round they were sent in and how far into it, and each
+//! round's length: whether the p99 is a few stalls or a shift of the whole.
+//!
 //! `cargo bench --bench webrtc_burst` (criterion is not used: one
 //! measurement of a system, printed as lines). Figures are in
 //! bench/README.md.
@@ -59,7 +63,12 @@ use sluice::webrtc::proto::identity::DtlsIdentity;
 use support::timed::{self, Reading, TimedStream};
 use support::{Endpoint, http};
 
-const EXISTING: usize = 4;
+/// Established streams timed through the burst (`SLUICE_BURST_STREAMS`
+/// overrides). 20, not 4: once handshakes ran at ~5,000/s the burst
+/// phases lasted 0.4 s in all, and 4 streams gave ~330 packets in them,
+/// whose p99 is the 4th-slowest packet (the ratio ranged 1.0-9 between
+/// runs of one binary); 20 give ~2,000.
+const EXISTING: usize = 20;
 const TICK: Duration = Duration::from_millis(5);
 /// Each quiet phase: one before every round and one after the last.
 const QUIET: Duration = Duration::from_secs(1);
@@ -303,7 +312,8 @@ fn main() {
         timed::pin_threads(|name| name.starts_with("sluice-"), &[0]);
         timed::pin(&[1]);
     }
-    let streams: Vec<TimedStream> = (0..EXISTING).map(|k| existing(api, k)).collect();
+    let existing_n = env("SLUICE_BURST_STREAMS", EXISTING);
+    let streams: Vec<TimedStream> = (0..existing_n).map(|k| existing(api, k)).collect();
     let meetings: Vec<String> = (0..MEETINGS).map(|_| meeting(api)).collect();
     let identity = DtlsIdentity::generate().expect("client identity");
     let fingerprint = identity.fingerprint().to_string();
@@ -376,7 +386,7 @@ fn main() {
                 Some((s.latency, round, s.sent - *from))
             })
             .collect();
-        worst.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        worst.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
         for (latency, round, into) in worst.iter().take(8) {
             println!("  slow: {latency:?} in round {round}, {into:?} into it");
         }

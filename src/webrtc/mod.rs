@@ -82,7 +82,9 @@
 //! # Library choice
 //!
 //! DTLS is `dimpl` 0.9 (str0m's sans-IO DTLS 1.2/1.3) on its pure-Rust
-//! `rust-crypto` provider: server role, `use_srtp` with
+//! `rust-crypto` provider, with the ECDHE groups and ECDSA signing and
+//! verification on `ring` (`sluice_webrtc::crypto`: 3× the handshakes per
+//! core, bench/README.md): server role, `use_srtp` with
 //! SRTP_AEAD_AES_256_GCM, SRTP_AEAD_AES_128_GCM and
 //! SRTP_AES128_CM_HMAC_SHA1_80 chosen in that order, the RFC 5764 exporter,
 //! fragment reassembly, cookies, retransmission, all driven by

@@ -407,12 +407,12 @@ mod tests {
     fn signatures_cross_verify_with_rust_crypto() {
         let identity = DtlsIdentity::generate().unwrap();
         let (cert, key) = (
-            identity.certificate.certificate.clone(),
-            identity.certificate.private_key.clone(),
+            &identity.certificate.certificate,
+            &identity.certificate.private_key,
         );
         let message = b"client_random server_random ServerECDHParams";
-        let mut ring_key = provider().key_provider.load_private_key(&key).unwrap();
-        let mut rc_key = fallback().key_provider.load_private_key(&key).unwrap();
+        let mut ring_key = provider().key_provider.load_private_key(key).unwrap();
+        let mut rc_key = fallback().key_provider.load_private_key(key).unwrap();
         assert!(format!("{ring_key:?}").starts_with("RingSigningKey"));
         for hash in [HashAlgorithm::SHA256, HashAlgorithm::SHA384] {
             let (mut by_ring, mut by_rc) = (Buf::new(), Buf::new());
@@ -424,11 +424,11 @@ mod tests {
             ] {
                 for sig in [&by_ring, &by_rc] {
                     verifier
-                        .verify_signature(&cert, message, sig, hash, SignatureAlgorithm::ECDSA)
+                        .verify_signature(cert, message, sig, hash, SignatureAlgorithm::ECDSA)
                         .unwrap_or_else(|e| panic!("{name} {hash:?}: {e}"));
                     assert!(
                         verifier
-                            .verify_signature(&cert, b"other", sig, hash, SignatureAlgorithm::ECDSA)
+                            .verify_signature(cert, b"other", sig, hash, SignatureAlgorithm::ECDSA)
                             .is_err(),
                         "{name} {hash:?}"
                     );
