@@ -261,42 +261,12 @@ impl Registry {
 
     /// The handshake of session `id` is done: its leg, keyed by DTLS and
     /// latched at `addr`, and (WHIP) its offered streams join the data
-    /// plane. `false` when the session is gone. Published at once (tests;
-    /// the handshake thread publishes a turn's legs together).
-    #[cfg(test)]
-    pub(crate) fn browser_leg_established(
-        &mut self,
-        id: u64,
-        client_to_relay: MasterKey,
-        relay_to_client: MasterKey,
-        addr: SocketAddr,
-    ) -> bool {
-        let installed = self.install_browser_leg(id, client_to_relay, relay_to_client, addr);
-        if installed {
-            self.publish();
-        }
-        installed
-    }
-
-    /// The handshake of session `id` is done: its leg, keyed by DTLS and
-    /// latched at `addr`, and (WHIP) its offered streams join the data
-    /// plane, published by the next
-    /// [`Self::publish_pending`] (or any change published before it): the
-    /// handshake thread publishes a turn's legs together, since while a
-    /// browser is seated each publication rebuilds the snapshot whole.
+    /// plane, published by the next [`Self::publish_pending`] (or any
+    /// change published before it): the handshake thread publishes a
+    /// turn's legs together, since while a browser is seated each
+    /// publication rebuilds the snapshot whole. `false` when the session
+    /// is gone.
     pub(crate) fn browser_leg_established_later(
-        &mut self,
-        id: u64,
-        client_to_relay: MasterKey,
-        relay_to_client: MasterKey,
-        addr: SocketAddr,
-    ) -> bool {
-        let installed = self.install_browser_leg(id, client_to_relay, relay_to_client, addr);
-        self.unpublished |= installed;
-        installed
-    }
-
-    fn install_browser_leg(
         &mut self,
         id: u64,
         client_to_relay: MasterKey,
@@ -361,6 +331,7 @@ impl Registry {
             session.streams = streams;
             session.source_mid_ext = mid_exts;
         }
+        self.unpublished = true;
         true
     }
 
@@ -721,15 +692,13 @@ mod tests {
         }
     }
 
-    /// A leg installed "later" (the handshake thread's turn) is not in the
-    /// workers' snapshot until `publish_pending`, which publishes once;
-    /// with nothing pending it publishes nothing.
-    #[test]
-    fn a_turns_legs_are_published_together() {
+    /// A registry publishing into the returned cell, with one standard
+    /// meeting, `m`.
+    fn standard_meeting() -> (crate::relay::SnapshotCell, Registry, String) {
         let cell = empty_cell();
         let mut r = Registry::new(
             cell.clone(),
-            Arc::new(MetricsHub::new("turn")),
+            Arc::new(MetricsHub::new("browser")),
             crate::policy::Policy::default(),
             "127.0.0.1:40000".parse().unwrap(),
         );
@@ -746,6 +715,15 @@ mod tests {
             .unwrap()
             .id
             .clone();
+        (cell, r, m)
+    }
+
+    /// A leg installed "later" (the handshake thread's turn) is not in the
+    /// workers' snapshot until `publish_pending`, which publishes once;
+    /// with nothing pending it publishes nothing.
+    #[test]
+    fn a_turns_legs_are_published_together() {
+        let (cell, mut r, m) = standard_meeting();
         let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[9; 44]).unwrap();
         for (session, name) in [(7, "web-a"), (8, "web-b")] {
             let web = r.admit(&m, person(name)).unwrap().id.clone();
@@ -779,26 +757,7 @@ mod tests {
     /// answer declared.
     #[test]
     fn slots_are_filled_first_come_kept_and_handed_on() {
-        let cell = empty_cell();
-        let mut r = Registry::new(
-            cell.clone(),
-            Arc::new(MetricsHub::new("ring")),
-            crate::policy::Policy::default(),
-            "127.0.0.1:40000".parse().unwrap(),
-        );
-        let m = r
-            .create_meeting(NewMeeting {
-                id: Some("m".into()),
-                mode: MeetingMode::Standard,
-                owner: Owner {
-                    account: "o".into(),
-                    verified: false,
-                },
-                passcode: None,
-            })
-            .unwrap()
-            .id
-            .clone();
+        let (cell, mut r, m) = standard_meeting();
         let web = r.admit(&m, person("web")).unwrap().id.clone();
         r.seat_browser(&m, &web).unwrap();
         let request = SlotRequest {
@@ -811,7 +770,13 @@ mod tests {
             .unwrap()
             .unwrap();
         let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[9; 44]).unwrap();
-        assert!(r.browser_leg_established(7, key.clone(), key, "127.0.0.1:5000".parse().unwrap()));
+        assert!(r.browser_leg_established_later(
+            7,
+            key.clone(),
+            key,
+            "127.0.0.1:5000".parse().unwrap()
+        ));
+        r.publish_pending();
         let leg = *cell.load().slot_maps.keys().next().unwrap();
         let source = |cell: &crate::relay::SnapshotCell| {
             cell.load().slot_maps[&leg]

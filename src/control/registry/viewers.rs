@@ -325,7 +325,13 @@ mod tests {
             .unwrap();
         r.set_viewer_codecs(7, prefs(codecs));
         let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[9; 44]).unwrap();
-        assert!(r.browser_leg_established(7, key.clone(), key, "127.0.0.1:5000".parse().unwrap()));
+        assert!(r.browser_leg_established_later(
+            7,
+            key.clone(),
+            key,
+            "127.0.0.1:5000".parse().unwrap()
+        ));
+        r.publish_pending();
         *cell.load().slot_maps.keys().next().unwrap()
     }
 

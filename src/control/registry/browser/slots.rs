@@ -488,12 +488,13 @@ mod tests {
             .unwrap()
             .unwrap();
         let key = MasterKey::new(SrtpProfile::AeadAes256Gcm, &[9; 44]).unwrap();
-        assert!(registry.browser_leg_established(
+        assert!(registry.browser_leg_established_later(
             7,
             key.clone(),
             key,
             "127.0.0.1:5000".parse().unwrap()
         ));
+        registry.publish_pending();
         let viewer_leg = *cell.load().slot_maps.keys().next().unwrap();
         let mut names = [String::new(), String::new()];
         for (at, (name, base)) in [("ann", 0xA0), ("bob", 0xB0)].into_iter().enumerate() {
