@@ -45,6 +45,16 @@ const REMB_HYSTERESIS: f64 = 0.15;
 const REMB_MIN_GAP: Duration = Duration::from_secs(2);
 /// The least bitrate REMB may push a rendition down to.
 const MIN_KBPS: u32 = 50;
+/// The start's key frame request is repeated this often until a key frame
+/// comes that can be its answer: the first request is sent with the first
+/// packet, and on a busy box it can reach the relay before the relay can
+/// route it (the transcoder's leg or the publisher's RTCP not yet latched),
+/// while that first packet's own key frame, if it is one, answers nothing.
+/// Browsers repeat PLI likewise.
+pub const KEYFRAME_REPEAT: Duration = Duration::from_millis(500);
+/// A key frame arriving this long after the start's request may be its
+/// answer (a round trip and the publisher's encode).
+const KEYFRAME_ANSWER: Duration = Duration::from_millis(20);
 
 /// Counters of one rendition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -190,6 +200,9 @@ pub struct Rendition {
     pending_kbps: Option<u32>,
     last_bitrate_change: Option<Instant>,
     started: bool,
+    /// The start's key frame request, until a key frame comes that began
+    /// after it could take effect ([`KEYFRAME_REPEAT`]).
+    start_request: Option<Instant>,
     clock: ExtendedClock,
     next_seq: SeqNum,
     arena: Vec<u8>,
@@ -240,6 +253,7 @@ impl Rendition {
             pending_kbps: None,
             last_bitrate_change: None,
             started: false,
+            start_request: None,
             clock: ExtendedClock::default(),
             next_seq: first_seq,
             arena: Vec::new(),
@@ -368,6 +382,13 @@ impl Rendition {
     fn drain_jitter(&mut self, now: Instant, arrived: Instant) -> Result<(), TranscodeError> {
         if !self.started {
             self.started = true;
+            self.start_request = Some(now);
+            self.push_control(Control::RequestKeyframe);
+        } else if let Some(asked) = self.start_request
+            && now.saturating_duration_since(asked) >= KEYFRAME_REPEAT
+        {
+            // No key frame since the request: it (or its answer) was lost.
+            self.start_request = Some(now);
             self.push_control(Control::RequestKeyframe);
         }
         loop {
@@ -390,6 +411,13 @@ impl Rendition {
                 })) => (timestamp, keyframe, data),
             };
             let (timestamp, keyframe, data) = frame;
+            if keyframe
+                && self
+                    .start_request
+                    .is_some_and(|asked| now.saturating_duration_since(asked) >= KEYFRAME_ANSWER)
+            {
+                self.start_request = None;
+            }
             self.stats.frames_in += 1;
             let pts = self.clock.extend(timestamp);
             // Past capacity the transcode stays current: a late frame is
