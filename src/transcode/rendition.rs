@@ -51,7 +51,7 @@ const MIN_KBPS: u32 = 50;
 /// route it (the transcoder's leg or the publisher's RTCP not yet latched),
 /// while that first packet's own key frame, if it is one, answers nothing.
 /// Browsers repeat PLI likewise.
-pub const KEYFRAME_REPEAT: Duration = Duration::from_millis(500);
+const KEYFRAME_REPEAT: Duration = Duration::from_millis(500);
 /// A key frame arriving this long after the start's request may be its
 /// answer (a round trip and the publisher's encode).
 const KEYFRAME_ANSWER: Duration = Duration::from_millis(20);
