@@ -52,8 +52,9 @@ const MIN_KBPS: u32 = 50;
 /// while that first packet's own key frame, if it is one, answers nothing.
 /// Browsers repeat PLI likewise.
 const KEYFRAME_REPEAT: Duration = Duration::from_millis(500);
-/// A key frame arriving this long after the start's request may be its
-/// answer (a round trip and the publisher's encode).
+/// A key frame arriving this long after the start's first request may be
+/// its answer (a round trip and the publisher's encode); after a repeat
+/// any key frame is, so a publisher that answers fast is not asked again.
 const KEYFRAME_ANSWER: Duration = Duration::from_millis(20);
 
 /// Counters of one rendition.
@@ -200,9 +201,9 @@ pub struct Rendition {
     pending_kbps: Option<u32>,
     last_bitrate_change: Option<Instant>,
     started: bool,
-    /// The start's key frame request, until a key frame comes that began
-    /// after it could take effect ([`KEYFRAME_REPEAT`]).
-    start_request: Option<Instant>,
+    /// While the start's key frame request is unanswered: when it was
+    /// first made and when last repeated ([`KEYFRAME_REPEAT`]).
+    start_request: Option<(Instant, Instant)>,
     clock: ExtendedClock,
     next_seq: SeqNum,
     arena: Vec<u8>,
@@ -382,13 +383,13 @@ impl Rendition {
     fn drain_jitter(&mut self, now: Instant, arrived: Instant) -> Result<(), TranscodeError> {
         if !self.started {
             self.started = true;
-            self.start_request = Some(now);
+            self.start_request = Some((now, now));
             self.push_control(Control::RequestKeyframe);
-        } else if let Some(asked) = self.start_request
-            && now.saturating_duration_since(asked) >= KEYFRAME_REPEAT
+        } else if let Some((first, last)) = self.start_request
+            && now.saturating_duration_since(last) >= KEYFRAME_REPEAT
         {
             // No key frame since the request: it (or its answer) was lost.
-            self.start_request = Some(now);
+            self.start_request = Some((first, now));
             self.push_control(Control::RequestKeyframe);
         }
         loop {
@@ -412,9 +413,9 @@ impl Rendition {
             };
             let (timestamp, keyframe, data) = frame;
             if keyframe
-                && self
-                    .start_request
-                    .is_some_and(|asked| now.saturating_duration_since(asked) >= KEYFRAME_ANSWER)
+                && self.start_request.is_some_and(|(first, _)| {
+                    now.saturating_duration_since(first) >= KEYFRAME_ANSWER
+                })
             {
                 self.start_request = None;
             }
