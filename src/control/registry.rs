@@ -233,8 +233,6 @@ pub(crate) struct Registry {
     /// hold ([`Self::publish`]): each is freed here, on the control side,
     /// once no one else holds it, never by a packet worker's turn.
     retired: Vec<Arc<RoutingSnapshot>>,
-    /// The snapshot published last.
-    published: Option<Arc<RoutingSnapshot>>,
     /// The transcodes running and who they serve (`transcodes.rs`);
     /// `None` while transcoding is off.
     transcodes: Option<Box<Transcodes>>,
@@ -273,7 +271,6 @@ impl Registry {
             rebuilt_last: false,
             unpublished: false,
             retired: Vec::new(),
-            published: None,
             transcodes: None,
             sdes_level_ext: browser::SDES_AUDIO_LEVEL_EXT,
         }
@@ -729,23 +726,20 @@ impl Registry {
         }
         self.rebuilt_last = whole;
         self.routes.generation = self.generation;
-        let published = Arc::new(self.routes.clone());
-        self.cell.store(Arc::clone(&published));
-        self.retire(published);
+        let replaced = self.cell.swap(Arc::new(self.routes.clone()));
+        self.retire(replaced);
     }
 
-    /// Keeps the snapshot just replaced until no worker holds it, and frees
-    /// those no one holds any more. A snapshot rebuilt whole shares nothing
-    /// with the next, so freeing it walks every map of the node: were a
-    /// worker the last to let go (its turn's guard, after the store paid
-    /// it), that walk would delay its next turn by up to milliseconds in a
-    /// burst of browser joins. `cell.store` has paid every reader's debt on
+    /// Keeps `replaced`, the snapshot the cell held until now, until no
+    /// worker holds it, and frees those no one holds any more. A snapshot
+    /// rebuilt whole shares nothing with the next, so freeing it walks
+    /// every map of the node: were a worker the last to let go (its turn's
+    /// guard, after the swap paid it), that walk would delay its next turn by up to milliseconds in a
+    /// burst of browser joins. `cell.swap` has paid every reader's debt on
     /// the replaced snapshot, so its strong count is exact: above one,
     /// someone still reads it.
-    fn retire(&mut self, published: Arc<RoutingSnapshot>) {
-        if let Some(previous) = self.published.replace(published) {
-            self.retired.push(previous);
-        }
+    fn retire(&mut self, replaced: Arc<RoutingSnapshot>) {
+        self.retired.push(replaced);
         self.retired
             .retain(|snapshot| Arc::strong_count(snapshot) > 1);
         if self.retired.len() > RETIRED_KEPT {
