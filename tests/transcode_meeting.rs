@@ -114,6 +114,12 @@ struct ProxyLog {
     /// PLIs the relay sent the publisher: (sender SSRC, media SSRC).
     plis: Vec<(u32, u32)>,
     dropped: usize,
+    /// SRTCP from the relay, and how many of those failed to unprotect
+    /// (what a failed check of `plis` reports).
+    rtcp_from_relay: usize,
+    rtcp_refused: usize,
+    /// The addresses other than the relay's that sent to the proxy.
+    strangers: Vec<SocketAddr>,
 }
 
 /// Forwards ffmpeg's SRTP to the relay from one socket (the relay latches
@@ -187,14 +193,23 @@ impl Proxy {
                 };
                 let rtcp = n > 1 && (192..=223).contains(&buf[1]);
                 if from == relay {
-                    if rtcp && let Ok(len) = to_publisher.unprotect_rtcp(&mut buf, n) {
-                        for p in RtcpCompound::new(&buf[..len]).flatten() {
-                            if let RtcpPacket::Pli(pli) = p {
-                                log.plis.push((pli.sender_ssrc().0, pli.media_ssrc().0));
+                    if rtcp {
+                        log.rtcp_from_relay += 1;
+                        match to_publisher.unprotect_rtcp(&mut buf, n) {
+                            Ok(len) => {
+                                for p in RtcpCompound::new(&buf[..len]).flatten() {
+                                    if let RtcpPacket::Pli(pli) = p {
+                                        log.plis.push((pli.sender_ssrc().0, pli.media_ssrc().0));
+                                    }
+                                }
                             }
+                            Err(_) => log.rtcp_refused += 1,
                         }
                     }
                     continue;
+                }
+                if !log.strangers.contains(&from) && log.strangers.len() < 8 {
+                    log.strangers.push(from);
                 }
                 rng = rng.wrapping_mul(1_103_515_245).wrapping_add(12345);
                 if !rtcp && (rng >> 16) % 100 < drop_percent {
@@ -766,7 +781,20 @@ fn an_h264_publisher_reaches_a_vp8_360p_receiver_as_a_rendition_and_an_h264_one_
     // None of them reached the publisher: what it got came from the
     // transcoder's own leg (its start), never from the receiver.
     let plis = &run.publisher_log.plis;
-    assert!(!plis.is_empty(), "the transcoder asked for a key frame");
+    assert!(
+        !plis.is_empty(),
+        "the transcoder asked for a key frame: {} SRTCP from the relay, {} refused, \
+         senders {:?}; the relay's counts:\n{}",
+        run.publisher_log.rtcp_from_relay,
+        run.publisher_log.rtcp_refused,
+        run.publisher_log.strangers,
+        run.metrics
+            .lines()
+            .filter(|l| !l.starts_with('#')
+                && (l.contains("drop") || l.contains("keyframe") || l.contains("latch")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         plis.iter()
             .all(|(sender, media)| *sender != run.rendered_rtcp_ssrc && *media == PUBLISHER_SSRC),

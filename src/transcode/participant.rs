@@ -183,13 +183,11 @@ impl TranscoderLeg {
         &self.socket
     }
 
-    /// Latches the leg (a receiver report) and asks the publisher for a
-    /// key frame.
+    /// Latches the leg (a receiver report). The key frame request goes
+    /// with the source's first packet (`Rendition::handle_rtp_arrived`),
+    /// once the relay routes to this leg.
     pub fn start(&mut self, now: Instant, counters: &TranscodeCounters) {
         self.send_report(now);
-        if let Err(e) = self.rendition.handle_timeout(now) {
-            tracing::warn!(transcode = self.id, "rendition failed: {e}");
-        }
         self.flush(counters);
     }
 
@@ -516,8 +514,9 @@ pub(crate) mod tests {
         leg.start(t0, &counters);
         let settle = || std::thread::sleep(Duration::from_millis(20));
         settle();
-        // The report at start, and a PLI asking the publisher for a key frame.
-        assert!(reports(&relay) >= 1, "the first report went out");
+        // The report at start, and nothing else (the key frame request
+        // waits for the source: `the_key_frame_request_goes_with_...`).
+        assert_eq!(reports(&relay), 1, "the first report went out");
         // Nothing heard: retries after 20, 40, 80, 160 ms (cumulative 20,
         // 60, 140, 300), each one report.
         let mut at = t0;
@@ -549,5 +548,91 @@ pub(crate) mod tests {
         let heard_at = at + Duration::from_millis(5);
         leg.drain_socket(|| heard_at, &counters);
         assert_eq!(leg.poll_timeout(), Some(heard_at + REPORT_INTERVAL));
+    }
+
+    /// What the relay got from the leg: (receiver reports, PLIs asking the
+    /// source's publisher for a key frame).
+    fn rtcp_from_leg(relay: &UdpSocket, from_leg: &mut SrtpSession<AnyGcm>) -> (usize, usize) {
+        let mut buf = [0u8; 2048];
+        let (mut reports, mut plis) = (0, 0);
+        while let Ok(n) = relay.recv(&mut buf) {
+            let len = from_leg
+                .unprotect_rtcp(&mut buf, n)
+                .expect("SRTCP from the leg");
+            for packet in RtcpCompound::new(&buf[..len]) {
+                match packet.expect("RTCP the leg wrote") {
+                    RtcpPacket::ReceiverReport(_) => reports += 1,
+                    RtcpPacket::Pli(pli) => {
+                        assert_eq!(
+                            (pli.sender_ssrc(), pli.media_ssrc()),
+                            (Ssrc(0x3333), Ssrc(0x1111))
+                        );
+                        plis += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        (reports, plis)
+    }
+
+    /// The start's key frame request goes with the source's first packet,
+    /// not with the latching report: at the start the relay's workers may
+    /// not hold the leg yet and drop what it sends (the report is retried
+    /// for that), while the source arriving shows they route to it. One
+    /// request, however many packets follow.
+    #[test]
+    fn the_key_frame_request_goes_with_the_sources_first_packet() {
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let job = vp8_job(3, &relay);
+        let counters = TranscodeCounters::default();
+        let mut leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
+        relay.connect(leg.socket().local_addr().unwrap()).unwrap();
+        relay.set_nonblocking(true).unwrap();
+        let settle = || std::thread::sleep(Duration::from_millis(20));
+        let mut from_leg =
+            SrtpSession::new(AnyGcm::new(BackendKind::Ring), &job.client_to_relay).unwrap();
+        let t0 = Instant::now();
+        leg.start(t0, &counters);
+        settle();
+        assert_eq!(
+            rtcp_from_leg(&relay, &mut from_leg),
+            (1, 0),
+            "a report, no PLI"
+        );
+        let at = t0 + Duration::from_millis(20);
+        leg.handle_timeout(at, &counters);
+        settle();
+        assert_eq!(
+            rtcp_from_leg(&relay, &mut from_leg),
+            (1, 0),
+            "the retry, no PLI"
+        );
+
+        // The source's first packets: the start of a VP8 key frame, no
+        // marker (the frame stays open in the jitter buffer).
+        let mut to_leg =
+            SrtpSession::new(AnyGcm::new(BackendKind::Ring), &job.relay_to_client).unwrap();
+        let pt = PayloadType::new(100).unwrap();
+        let payload = [
+            0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
+        ];
+        for seq in 0..3u16 {
+            let mut buf = [0u8; MAX_DATAGRAM + SRTP_ROOM];
+            let len = RtpBuilder::new(pt, SeqNum(seq), 9000, Ssrc(0x1111))
+                .write(&payload, &mut buf)
+                .unwrap();
+            let len = to_leg.protect_rtp(&mut buf, len).unwrap();
+            relay.send(&buf[..len]).unwrap();
+        }
+        settle();
+        leg.drain_socket(|| at + Duration::from_millis(5), &counters);
+        settle();
+        assert_eq!(
+            rtcp_from_leg(&relay, &mut from_leg),
+            (0, 1),
+            "one PLI, with the first packet"
+        );
+        assert_eq!(leg.rendition.stats().upstream_keyframe_requests, 1);
     }
 }

@@ -45,17 +45,6 @@ const REMB_HYSTERESIS: f64 = 0.15;
 const REMB_MIN_GAP: Duration = Duration::from_secs(2);
 /// The least bitrate REMB may push a rendition down to.
 const MIN_KBPS: u32 = 50;
-/// The start's key frame request is repeated this often until a key frame
-/// comes that can be its answer: the first request is sent with the first
-/// packet, and on a busy box it can reach the relay before the relay can
-/// route it (the transcoder's leg or the publisher's RTCP not yet latched),
-/// while that first packet's own key frame, if it is one, answers nothing.
-/// Browsers repeat PLI likewise.
-const KEYFRAME_REPEAT: Duration = Duration::from_millis(500);
-/// A key frame arriving this long after the start's first request may be
-/// its answer (a round trip and the publisher's encode); after a repeat
-/// any key frame is, so a publisher that answers fast is not asked again.
-const KEYFRAME_ANSWER: Duration = Duration::from_millis(20);
 
 /// Counters of one rendition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -201,9 +190,6 @@ pub struct Rendition {
     pending_kbps: Option<u32>,
     last_bitrate_change: Option<Instant>,
     started: bool,
-    /// While the start's key frame request is unanswered: when it was
-    /// first made and when last repeated ([`KEYFRAME_REPEAT`]).
-    start_request: Option<(Instant, Instant)>,
     clock: ExtendedClock,
     next_seq: SeqNum,
     arena: Vec<u8>,
@@ -217,8 +203,8 @@ pub struct Rendition {
 impl Rendition {
     /// A transcode of a `source` stream into `spec`, encoding with `kind`
     /// (the probe's choice for the spec's codec); the encoder opens at the
-    /// first decoded picture, when the source's size is known. Its first
-    /// output asks the publisher for a key frame.
+    /// first decoded picture, when the source's size is known. The source's
+    /// first packet makes it ask the publisher for a key frame.
     pub fn new(
         source: VideoCodec,
         spec: RenditionSpec,
@@ -254,7 +240,6 @@ impl Rendition {
             pending_kbps: None,
             last_bitrate_change: None,
             started: false,
-            start_request: None,
             clock: ExtendedClock::default(),
             next_seq: first_seq,
             arena: Vec::new(),
@@ -340,6 +325,17 @@ impl Rendition {
         payload: &[u8],
     ) -> Result<(), TranscodeError> {
         self.clear_consumed();
+        if !self.started {
+            // The start's one request goes with the source's first packet,
+            // not when the transcode starts: the relay sending the source
+            // here shows that the snapshot it routes by holds this leg, so
+            // the request is routed to the publisher. Sent earlier it can
+            // reach a worker that does not know the leg yet and is dropped
+            // there (`unknown_ssrc`), while the first key frame then makes
+            // any later request look needless.
+            self.started = true;
+            self.push_control(Control::RequestKeyframe);
+        }
         self.jitter
             .handle_packet(now, seq, timestamp, marker, payload);
         self.drain_jitter(now, arrived)
@@ -381,17 +377,6 @@ impl Rendition {
     /// Decodes and encodes every frame the jitter buffer completes; they
     /// were completed by a packet that arrived at `arrived`.
     fn drain_jitter(&mut self, now: Instant, arrived: Instant) -> Result<(), TranscodeError> {
-        if !self.started {
-            self.started = true;
-            self.start_request = Some((now, now));
-            self.push_control(Control::RequestKeyframe);
-        } else if let Some((first, last)) = self.start_request
-            && now.saturating_duration_since(last) >= KEYFRAME_REPEAT
-        {
-            // No key frame since the request: it (or its answer) was lost.
-            self.start_request = Some((first, now));
-            self.push_control(Control::RequestKeyframe);
-        }
         loop {
             let frame = match self.jitter.poll_output(now) {
                 None => return Ok(()),
@@ -412,13 +397,6 @@ impl Rendition {
                 })) => (timestamp, keyframe, data),
             };
             let (timestamp, keyframe, data) = frame;
-            if keyframe
-                && self.start_request.is_some_and(|(first, _)| {
-                    now.saturating_duration_since(first) >= KEYFRAME_ANSWER
-                })
-            {
-                self.start_request = None;
-            }
             self.stats.frames_in += 1;
             let pts = self.clock.extend(timestamp);
             // Past capacity the transcode stays current: a late frame is
