@@ -228,6 +228,13 @@ impl TranscoderLeg {
             let now = clock();
             let arrived = now.checked_sub(age).unwrap_or(now);
             self.handle_datagram_arrived(now, arrived, &mut buf, len);
+            // A frame this datagram completed leaves now, not after the
+            // frames behind it in the socket are coded too: a leg that
+            // fell behind by a few frames would otherwise hold the first
+            // one's packets for all of their codec time (the ffmpeg CLI
+            // writes each packet as it is encoded). One send a datagram
+            // either way.
+            self.send_output();
         }
         self.flush(counters);
     }
@@ -383,6 +390,14 @@ impl TranscoderLeg {
 
     /// Sends everything the rendition has for the relay, and counts.
     fn flush(&mut self, counters: &TranscodeCounters) {
+        self.send_output();
+        let stats = self.rendition.stats();
+        counters.add(&self.reported, &stats);
+        self.reported = stats;
+    }
+
+    /// Sends everything the rendition has for the relay.
+    fn send_output(&mut self) {
         let Self {
             rendition,
             out,
@@ -433,9 +448,6 @@ impl TranscoderLeg {
                 let _ = socket.send(datagram);
             }
         }
-        let stats = self.rendition.stats();
-        counters.add(&self.reported, &stats);
-        self.reported = stats;
     }
 }
 
@@ -634,5 +646,81 @@ pub(crate) mod tests {
             "one PLI, with the first packet"
         );
         assert_eq!(leg.rendition.stats().upstream_keyframe_requests, 1);
+    }
+
+    /// A frame that a datagram completes leaves before the next datagram
+    /// waiting in the socket is handled: a leg behind by a few frames does
+    /// not hold the first one's packets while it codes the others (with
+    /// the sends at the end of the drain, a saturated core made VP8
+    /// renditions late where the ffmpeg CLI kept up: bench/README.md).
+    #[test]
+    fn a_completed_frame_leaves_before_the_next_datagram_is_handled() {
+        use std::cell::Cell;
+
+        use crate::transcode::rendition::tests::Publisher;
+
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let job = vp8_job(4, &relay);
+        let counters = TranscodeCounters::default();
+        let mut leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
+        relay.connect(leg.socket().local_addr().unwrap()).unwrap();
+        relay.set_nonblocking(true).unwrap();
+        let t0 = Instant::now();
+        leg.start(t0, &counters);
+        std::thread::sleep(Duration::from_millis(20));
+        reports(&relay);
+
+        // Three frames of a VP8 source, all waiting in the leg's socket.
+        let mut publisher = Publisher::new(EncoderKind::Libvpx, 320, 240, (320, 180));
+        let mut to_leg =
+            SrtpSession::new(AnyGcm::new(BackendKind::Ring), &job.relay_to_client).unwrap();
+        let pt = PayloadType::new(100).unwrap();
+        let mut datagrams = 0;
+        for k in 0..3 {
+            for p in publisher.next(k == 0) {
+                let mut buf = [0u8; MAX_DATAGRAM + SRTP_ROOM];
+                let len = RtpBuilder::new(pt, p.seq, p.ts, Ssrc(0x1111))
+                    .marker(p.marker)
+                    .write(&p.payload, &mut buf)
+                    .unwrap();
+                let len = to_leg.protect_rtp(&mut buf, len).unwrap();
+                relay.send(&buf[..len]).unwrap();
+                datagrams += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+
+        // The clock is read as each datagram is taken up: it counts the
+        // rendition's packets that had reached the relay by then.
+        let rtp_seen = Cell::new(0usize);
+        let handled = Cell::new(0usize);
+        let seen_at = std::cell::RefCell::new(Vec::new());
+        let clock = || {
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = relay.recv(&mut buf) {
+                if !is_rtcp(&buf[..n]) {
+                    rtp_seen.set(rtp_seen.get() + 1);
+                }
+            }
+            seen_at.borrow_mut().push(rtp_seen.get());
+            handled.set(handled.get() + 1);
+            t0 + Duration::from_millis(30)
+        };
+        leg.drain_socket(clock, &counters);
+        assert_eq!(
+            handled.get(),
+            datagrams,
+            "every datagram handled in one drain"
+        );
+        let seen_at = seen_at.into_inner();
+        assert_eq!(seen_at[0], 0);
+        // The first frame is complete (and coded) at the latest when the
+        // third one begins: its packets have left before the drain ends.
+        let last = *seen_at.last().unwrap();
+        assert!(
+            last > 0,
+            "no rendition packet left during the drain: {seen_at:?}"
+        );
+        assert!(leg.rendition.stats().frames_out >= 1);
     }
 }

@@ -564,4 +564,4 @@ fn elapsed_ns(since: Instant) -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,15 +16,15 @@ use crate::transcode::prefs::DEFAULT_RENDITION_KBPS;
 const FRAME: Duration = Duration::from_millis(33);
 const TICKS: u32 = 3000; // 90 kHz / 30 fps
 
-struct SentPacket {
-    seq: SeqNum,
-    ts: u32,
-    marker: bool,
-    payload: Vec<u8>,
+pub(crate) struct SentPacket {
+    pub(crate) seq: SeqNum,
+    pub(crate) ts: u32,
+    pub(crate) marker: bool,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// A publisher: a moving test picture, encoded and packetized.
-struct Publisher {
+pub(crate) struct Publisher {
     encoder: VideoEncoder,
     vp8: Vp8Packetizer,
     h264: H264Packetizer,
@@ -39,7 +39,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(kind: EncoderKind, w: u32, h: u32, reference_size: (u32, u32)) -> Self {
+    pub(crate) fn new(kind: EncoderKind, w: u32, h: u32, reference_size: (u32, u32)) -> Self {
         let encoder = VideoEncoder::open(EncoderSettings::new(kind, w, h, 800)).unwrap();
         Self {
             encoder,
@@ -79,7 +79,7 @@ impl Publisher {
     }
 
     /// The next frame's packets (a key frame when `key`).
-    fn next(&mut self, key: bool) -> Vec<SentPacket> {
+    pub(crate) fn next(&mut self, key: bool) -> Vec<SentPacket> {
         let n = self.frame;
         self.frame += 1;
         let ts = n.wrapping_mul(TICKS).wrapping_add(0xffff_0000); // wraps early on
