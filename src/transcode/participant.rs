@@ -500,6 +500,14 @@ pub(crate) mod tests {
         let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
         let job = vp8_job(2, &relay);
         let leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
+        // The first socket on a box to ask for receive timestamps turns the
+        // kernel's arrival stamping on through deferred work
+        // (`net_enable_timestamp`); a datagram that arrives before it is
+        // stamped when it is read, with an age of microseconds. Let the
+        // kernel catch up before the datagram that must wait (in the
+        // daemon, only the first datagrams after the box's first leg opens
+        // can read as fresh: a latency figure a little low, once).
+        std::thread::sleep(Duration::from_millis(50));
         relay
             .send_to(b"waiting", leg.socket().local_addr().unwrap())
             .unwrap();
