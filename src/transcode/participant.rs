@@ -485,6 +485,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// A leg of job `id` opened toward a fresh relay socket (connected to
+    /// the leg, non-blocking), not started.
+    fn leg_with_relay(id: u64) -> (UdpSocket, TranscodeJob, TranscodeCounters, TranscoderLeg) {
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let job = vp8_job(id, &relay);
+        let leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
+        relay.connect(leg.socket().local_addr().unwrap()).unwrap();
+        relay.set_nonblocking(true).unwrap();
+        (relay, job, TranscodeCounters::default(), leg)
+    }
+
     /// Counts the datagrams waiting on `relay` (non-blocking).
     fn reports(relay: &UdpSocket) -> usize {
         let mut buf = [0u8; 2048];
@@ -524,12 +535,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_latching_report_is_retried_until_the_relay_answers() {
-        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let job = vp8_job(1, &relay);
-        let counters = TranscodeCounters::default();
-        let mut leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
-        relay.connect(leg.socket().local_addr().unwrap()).unwrap();
-        relay.set_nonblocking(true).unwrap();
+        let (relay, job, counters, mut leg) = leg_with_relay(1);
         let t0 = Instant::now();
         leg.start(t0, &counters);
         let settle = || std::thread::sleep(Duration::from_millis(20));
@@ -603,12 +609,7 @@ pub(crate) mod tests {
     /// request, however many packets follow.
     #[test]
     fn the_key_frame_request_goes_with_the_sources_first_packet() {
-        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let job = vp8_job(3, &relay);
-        let counters = TranscodeCounters::default();
-        let mut leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
-        relay.connect(leg.socket().local_addr().unwrap()).unwrap();
-        relay.set_nonblocking(true).unwrap();
+        let (relay, job, counters, mut leg) = leg_with_relay(3);
         let settle = || std::thread::sleep(Duration::from_millis(20));
         let mut from_leg =
             SrtpSession::new(AnyGcm::new(BackendKind::Ring), &job.client_to_relay).unwrap();
@@ -667,12 +668,7 @@ pub(crate) mod tests {
 
         use crate::transcode::rendition::tests::Publisher;
 
-        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let job = vp8_job(4, &relay);
-        let counters = TranscodeCounters::default();
-        let mut leg = TranscoderLeg::open(&job, BackendKind::Ring).unwrap();
-        relay.connect(leg.socket().local_addr().unwrap()).unwrap();
-        relay.set_nonblocking(true).unwrap();
+        let (relay, job, counters, mut leg) = leg_with_relay(4);
         let t0 = Instant::now();
         leg.start(t0, &counters);
         std::thread::sleep(Duration::from_millis(20));
