@@ -21,8 +21,10 @@
 //! used, `cmsg` reads and writes the local-address and segment-size
 //! control messages, `steer` the BPF program that picks a stream's
 //! worker by SSRC, `priority` lowers a helper thread's scheduling
-//! priority.
+//! priority, `burst` sends a media service's frame to the relay in as few
+//! sends as GSO allows.
 
+pub mod burst;
 mod cmsg;
 mod gso;
 mod mmsg;

@@ -20,6 +20,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
+use arrayvec::ArrayVec;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 
 use super::counters::TranscodeCounters;
@@ -28,6 +29,7 @@ use super::prefs::RenditionSpec;
 use super::profile::EncoderKind;
 use super::rendition::{Rendition, RenditionOutput, RenditionStats};
 use crate::crypto::{AnyGcm, BackendKind};
+use crate::net::burst::{SEND_BURST, send_connected};
 use crate::rtp::rtcp::{NackBuilder, PliBuilder, ReceiverReportBuilder};
 use crate::rtp::{RtcpCompound, RtcpPacket, RtpBuilder, RtpPacket, SeqNum, Ssrc, is_rtcp};
 use crate::srtp::{MasterKey, SrtpSession};
@@ -54,6 +56,8 @@ const LATCH_RETRY: Duration = Duration::from_millis(20);
 const REMB_TTL: Duration = Duration::from_secs(5);
 /// Room SRTP needs after a packet (a GCM tag or an HMAC tag, an SRTCP index).
 const SRTP_ROOM: usize = 32;
+/// A datagram's buffer: the largest datagram and SRTP's room.
+const SLOT: usize = MAX_DATAGRAM + SRTP_ROOM;
 
 /// What starting one transcode takes: decided by the registry when a
 /// receiver first needs the rendition.
@@ -120,6 +124,7 @@ pub struct TranscoderLeg {
     heard: bool,
     latch_retry: Duration,
     out: Vec<u8>,
+    burst: Burst,
 }
 
 impl TranscoderLeg {
@@ -161,7 +166,8 @@ impl TranscoderLeg {
             next_report: None,
             heard: false,
             latch_retry: LATCH_RETRY,
-            out: vec![0; MAX_DATAGRAM + SRTP_ROOM],
+            out: vec![0; SLOT],
+            burst: Burst::new(),
         })
     }
 
@@ -396,11 +402,13 @@ impl TranscoderLeg {
         self.reported = stats;
     }
 
-    /// Sends everything the rendition has for the relay.
+    /// Sends everything the rendition has for the relay, a frame's
+    /// packets together (`net::burst`): they wake the relay's worker once,
+    /// not once each.
     fn send_output(&mut self) {
         let Self {
             rendition,
-            out,
+            burst,
             socket,
             to_relay,
             ssrc,
@@ -410,6 +418,10 @@ impl TranscoderLeg {
             ..
         } = self;
         while let Some(output) = rendition.poll_output() {
+            if burst.is_full() {
+                burst.flush(socket);
+            }
+            let out = burst.next_slot();
             let len = match output {
                 RenditionOutput::Rtp(p) => {
                     let builder = RtpBuilder::new(spec.payload_type, p.seq, p.timestamp, *ssrc)
@@ -442,12 +454,59 @@ impl TranscoderLeg {
                 }
                 RenditionOutput::Nack(_) => continue,
             };
-            if let Ok(len) = len
-                && let Some(datagram) = out.get(..len)
-            {
-                let _ = socket.send(datagram);
+            if let Ok(len) = len {
+                burst.push(len);
             }
         }
+        burst.flush(socket);
+    }
+}
+
+/// Datagrams written for the relay and not yet sent: up to
+/// [`SEND_BURST`] slots of [`SLOT`] bytes, allocated once per leg.
+#[derive(Debug)]
+struct Burst {
+    slots: Vec<u8>,
+    lens: ArrayVec<usize, SEND_BURST>,
+    /// Whether the kernel takes GSO sends (until one is refused).
+    gso: bool,
+}
+
+impl Burst {
+    fn new() -> Self {
+        Self {
+            slots: vec![0; SEND_BURST * SLOT],
+            lens: ArrayVec::new(),
+            gso: true,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.lens.is_full()
+    }
+
+    /// The slot the next datagram is written into (the last one again
+    /// while the burst is full: flush first).
+    fn next_slot(&mut self) -> &mut [u8] {
+        let at = self.lens.len().min(SEND_BURST - 1) * SLOT;
+        &mut self.slots[at..at + SLOT]
+    }
+
+    /// The next slot now holds a datagram of `len` bytes.
+    fn push(&mut self, len: usize) {
+        let _ = self.lens.try_push(len.min(SLOT));
+    }
+
+    /// Sends the burst, in order (`net::burst`: runs of equal size as
+    /// one GSO send). What the kernel does not take (a full send buffer)
+    /// is lost like any packet on the way.
+    fn flush(&mut self, socket: &UdpSocket) {
+        let mut datagrams = ArrayVec::<&[u8], SEND_BURST>::new();
+        for (slot, &len) in self.slots.chunks_exact(SLOT).zip(&self.lens) {
+            datagrams.push(&slot[..len]);
+        }
+        send_connected(socket, &datagrams, &mut self.gso);
+        self.lens.clear();
     }
 }
 
@@ -662,6 +721,33 @@ pub(crate) mod tests {
     /// not hold the first one's packets while it codes the others (with
     /// the sends at the end of the drain, a saturated core made VP8
     /// renditions late where the ffmpeg CLI kept up: bench/README.md).
+    #[test]
+    fn a_burst_longer_than_one_call_arrives_whole_and_in_order() {
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        relay
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(relay.local_addr().unwrap()).unwrap();
+        let mut burst = Burst::new();
+        let total = SEND_BURST + 6;
+        for i in 0..total {
+            if burst.is_full() {
+                burst.flush(&socket);
+            }
+            let slot = burst.next_slot();
+            slot[..2].copy_from_slice(&(i as u16).to_be_bytes());
+            burst.push(2 + i % 7);
+        }
+        burst.flush(&socket);
+        let mut buf = [0u8; 64];
+        for i in 0..total {
+            let n = relay.recv(&mut buf).unwrap();
+            assert_eq!(n, 2 + i % 7);
+            assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), i as u16);
+        }
+    }
+
     #[test]
     fn a_completed_frame_leaves_before_the_next_datagram_is_handled() {
         use std::cell::Cell;
