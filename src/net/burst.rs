@@ -18,10 +18,10 @@ use std::os::fd::AsRawFd;
 use arrayvec::ArrayVec;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
-/// Most datagrams in one GSO send (the kernel's limit is 64 segments).
-pub const SEND_BURST: usize = 64;
-/// Most bytes in one GSO send: a UDP datagram's limit, less room for headers.
-const GSO_MAX_BYTES: usize = 65_000;
+use super::gso::{MAX_SEGMENTS, extends_run};
+
+/// Most datagrams in one GSO send, and in one burst.
+pub const SEND_BURST: usize = MAX_SEGMENTS;
 
 /// Sends `datagrams` on the connected `socket`, in order; returns how
 /// many left. With `gso` true, each run of equal-sized datagrams (its
@@ -54,23 +54,21 @@ pub fn send_connected(socket: &UdpSocket, datagrams: &[&[u8]], gso: &mut bool) -
     sent
 }
 
-/// Where the GSO run that starts at `start` ends (exclusive).
+/// Where the GSO run that starts at `start` ends (exclusive): the
+/// relay's rule for runs (`gso::extends_run`).
 fn run_end(datagrams: &[&[u8]], start: usize) -> usize {
     let size = datagrams[start].len();
-    if size == 0 || size > usize::from(u16::MAX) {
+    if size > usize::from(u16::MAX) {
         return start + 1;
     }
-    let most = (GSO_MAX_BYTES / size).min(SEND_BURST);
-    let mut end = start + 1;
-    while end - start < most
-        && let Some(next) = datagrams.get(end)
-    {
-        let len = next.len();
-        if len == 0 || len > size {
+    let (mut end, mut bytes) = (start + 1, size);
+    while let Some(next) = datagrams.get(end) {
+        let Some(last) = extends_run(size, end - start, bytes, next.len()) else {
             break;
-        }
+        };
         end += 1;
-        if len < size {
+        bytes += next.len();
+        if last {
             break;
         }
     }
@@ -96,6 +94,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::net::gso::MAX_BYTES;
 
     fn pair() -> (UdpSocket, UdpSocket) {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -157,7 +156,7 @@ mod tests {
         assert_eq!(run_end(&refs, 5), 6, "empty datagrams go alone");
         let big = vec![vec![0u8; 1500]; 60];
         let refs: Vec<&[u8]> = big.iter().map(Vec::as_slice).collect();
-        assert_eq!(run_end(&refs, 0), GSO_MAX_BYTES / 1500, "bytes bound a run");
+        assert_eq!(run_end(&refs, 0), MAX_BYTES / 1500, "bytes bound a run");
     }
 
     #[test]

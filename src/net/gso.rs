@@ -42,6 +42,20 @@ pub(crate) fn supported(socket: &std::net::UdpSocket) -> bool {
     nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::UdpGsoSegment).is_ok()
 }
 
+/// Whether a datagram of `len` bytes may follow `count` datagrams
+/// (`bytes` in all) in a run of `segment`-byte segments: `None` if not,
+/// `Some(true)` if only as the run's last (it is shorter), `Some(false)`
+/// if more may follow it. A zero-length datagram is never part of a run
+/// (0 means "no segmentation" to the kernel): it goes alone.
+pub(crate) fn extends_run(segment: usize, count: usize, bytes: usize, len: usize) -> Option<bool> {
+    let fits = segment > 0
+        && len > 0
+        && len <= segment
+        && count < MAX_SEGMENTS
+        && bytes + len <= MAX_BYTES;
+    fits.then_some(len < segment)
+}
+
 /// One message of a send batch: the datagrams at `first..first + count`
 /// of [`SendPlan::order`], every one `segment` bytes but the last, which
 /// may be shorter. `count == 1`: a plain datagram, no `UDP_SEGMENT`.
@@ -160,19 +174,17 @@ impl SendPlan {
         self.order.push(at);
         let (mut count, mut bytes) = (1, segment);
         let mut j = self.next[at as usize];
-        // A zero-length datagram cannot be a segment size (0 means "no
-        // segmentation" to the kernel): it goes alone.
-        while segment > 0 && j != NONE && count < MAX_SEGMENTS {
+        while j != NONE {
             let l = len(j);
-            if l > segment || bytes + l > MAX_BYTES || l == 0 {
+            let Some(last) = extends_run(segment, count, bytes, l) else {
                 break;
-            }
+            };
             self.order.push(j);
             count += 1;
             bytes += l;
             j = self.next[j as usize];
-            if l < segment {
-                break; // only the last segment may be shorter
+            if last {
+                break;
             }
         }
         self.runs.push(Run {

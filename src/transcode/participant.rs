@@ -238,8 +238,7 @@ impl TranscoderLeg {
             // frames behind it in the socket are coded too: a leg that
             // fell behind by a few frames would otherwise hold the first
             // one's packets for all of their codec time (the ffmpeg CLI
-            // writes each packet as it is encoded). The rendition's
-            // packets are sent one by one either way; only when changes.
+            // writes each packet as it is encoded).
             self.send_output();
         }
         self.flush(counters);
@@ -716,11 +715,6 @@ pub(crate) mod tests {
         assert_eq!(leg.rendition.stats().upstream_keyframe_requests, 1);
     }
 
-    /// A frame that a datagram completes leaves before the next datagram
-    /// waiting in the socket is handled: a leg behind by a few frames does
-    /// not hold the first one's packets while it codes the others (with
-    /// the sends at the end of the drain, a saturated core made VP8
-    /// renditions late where the ffmpeg CLI kept up: bench/README.md).
     #[test]
     fn a_burst_longer_than_one_call_arrives_whole_and_in_order() {
         let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -748,6 +742,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// A frame that a datagram completes leaves before the next datagram
+    /// waiting in the socket is handled: a leg behind by a few frames does
+    /// not hold the first one's packets while it codes the others (with
+    /// the sends at the end of the drain, a saturated core made VP8
+    /// renditions late where the ffmpeg CLI kept up: bench/README.md).
     #[test]
     fn a_completed_frame_leaves_before_the_next_datagram_is_handled() {
         use std::cell::Cell;
