@@ -31,7 +31,8 @@
 //! admissions and WHIP POSTs are timed apart); the p99 ratio is the
 //! streams' p99 over all handshake phases against their p99 over all quiet
 //! phases. `SLUICE_BACKGROUND` sets the daemon's `[media] background` (the
-//! class of its non-worker threads) to compare them.
+//! class of its non-worker threads) and `SLUICE_WORKER_CLASS` its
+//! `[media] worker_class` (the packet worker's), to compare them.
 //!
 //! `SLUICE_BURST_AWAKE=1` (pinned only) runs a `SCHED_IDLE` spinner on the
 //! relay's core during the quiet phases: on this VM an idle core's vCPU
@@ -288,6 +289,37 @@ fn keep_awake(core: usize, stop: Arc<AtomicBool>) -> Awake {
     Awake { on, thread }
 }
 
+/// The scheduling policy the packet worker thread (`sluice-net-0`) runs
+/// in, read from `/proc` (`[media] worker_class` asks; this says what the
+/// kernel granted).
+fn worker_policy() -> &'static str {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return "(unknown)";
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() != "sluice-net-0" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Field 41 (policy); the fields after the command's ')' start at 3.
+        let policy = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
+            .and_then(|p| p.parse::<i32>().ok());
+        return match policy {
+            Some(0) => "SCHED_OTHER",
+            Some(1) => "SCHED_FIFO",
+            Some(2) => "SCHED_RR",
+            Some(3) => "SCHED_BATCH",
+            Some(5) => "SCHED_IDLE",
+            _ => "(unknown)",
+        };
+    }
+    "(no worker thread)"
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken. Without it
     // (`cargo test --benches`, a debug build in CI) one round of 250 joins
@@ -302,9 +334,12 @@ fn main() {
     let background = std::env::var("SLUICE_BACKGROUND")
         .map(|class| format!("background = \"{class}\"\n"))
         .unwrap_or_default();
+    let worker_class = std::env::var("SLUICE_WORKER_CLASS")
+        .map(|class| format!("worker_class = \"{class}\"\n"))
+        .unwrap_or_default();
     let text = format!(
         "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
-         pin_cores = false\n{background}\n[policy]\nmax_participants_per_meeting = {per}\n\
+         pin_cores = false\n{background}{worker_class}\n[policy]\nmax_participants_per_meeting = {per}\n\
          max_participants_per_node = {node}\nmax_meetings = 1000\nmax_worker_busy = 1.0\n\n\
          [sip]\nenabled = false\n",
         per = total / MEETINGS + 10,
@@ -418,7 +453,7 @@ fn main() {
          ({handshaking:?} handshaking, {admitting:?} admitting + WHIP POST apart); relay counted \
          {established} established; existing streams' p99 {quiet:?} quiet ({quiet_n} packets \
          in {} phases, p50 {quiet50:?}), {during:?} during the handshakes ({during_n} packets, \
-         p50 {during50:?}), ratio {:.2}; {}, background class {}",
+         p50 {during50:?}), ratio {:.2}; {}, background class {}, packet worker in {}",
         total as f64 / handshaking.as_secs_f64(),
         quiet_phases.len(),
         during.as_secs_f64() / quiet.as_secs_f64(),
@@ -431,6 +466,7 @@ fn main() {
             "nothing pinned, client SCHED_IDLE"
         },
         config.media.background.name(),
+        worker_policy(),
     );
     println!("  quiet: {}", spans(&quiet_readings));
     println!("  burst: {}", spans(&burst_readings));

@@ -193,6 +193,7 @@ impl Daemon {
             gso: config.media.gso,
             multishot: config.media.multishot,
             fixed_files: config.media.fixed_files,
+            worker_class: config.media.worker_class,
         };
         let crypto_metrics = Arc::clone(metrics.crypto());
         // STUN and DTLS leave the workers' batches for the handshake thread.

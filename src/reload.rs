@@ -8,7 +8,8 @@
 //! not change), and the `[sip]` limits: `allow`, `invite_rate`,
 //! `invite_burst`, `max_pending_per_source`, `auth_file`, `auth_realm`,
 //! `max_calls`, `answer_delay_ms`. Everything else (listen addresses,
-//! workers, crypto, the I/O features (`gso`, `multishot`, `fixed_files`),
+//! workers and their scheduling class, crypto, the I/O features (`gso`,
+//! `multishot`, `fixed_files`),
 //! the edge's limits, the media settings of calls) is
 //! bound into sockets and threads at start: a change is reported as
 //! needing a restart and the running value stays.
@@ -91,7 +92,8 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             gso,
             multishot,
             fixed_files,
-            background
+            background,
+            worker_class
         ]
     );
     differ!(restart, old.crypto, new.crypto, "crypto", [backend, gpu]);
@@ -215,6 +217,7 @@ mod tests {
                     multishot: _,
                     fixed_files: _,
                     background: _,
+                    worker_class: _,
                 },
             crypto: crate::config::CryptoConfig { backend: _, gpu: _ },
             log: LogConfig {
@@ -261,6 +264,10 @@ mod tests {
             ("[media]\nmultishot = true\n", "[media] multishot"),
             ("[media]\nfixed_files = true\n", "[media] fixed_files"),
             ("[media]\nbackground = \"normal\"\n", "[media] background"),
+            (
+                "[media]\nworker_class = \"normal\"\n",
+                "[media] worker_class",
+            ),
             ("[media]\npin_cores = false\n", "[media] pin_cores"),
             ("[crypto]\ngpu = \"off\"\n", "[crypto] gpu"),
             ("[log]\nformat = \"json\"\n", "[log] format"),

@@ -28,7 +28,8 @@
 //! packet worker pinned to core 0 and everything else of the process (the
 //! API, the admission clients, the timing thread) on core 1.
 //! `SLUICE_BACKGROUND` sets the daemon's `[media] background` (the class
-//! of its non-worker threads) to compare them.
+//! of its non-worker threads) and `SLUICE_WORKER_CLASS` its `[media]
+//! worker_class` (the packet workers'), to compare them.
 //!
 //! The count is `SLUICE_STORM`: 2,500 by default, what a debug build on a
 //! loaded 2-core CI machine admits well within the bound; the issue's
@@ -91,9 +92,12 @@ fn start(participants: usize) -> Daemon {
     let background = std::env::var("SLUICE_BACKGROUND")
         .map(|class| format!("background = \"{class}\"\n"))
         .unwrap_or_default();
+    let worker_class = std::env::var("SLUICE_WORKER_CLASS")
+        .map(|class| format!("worker_class = \"{class}\"\n"))
+        .unwrap_or_default();
     let text = format!(
         "[control]\nlisten = \"127.0.0.1:0\"\n\n[media]\nlisten = \"127.0.0.1:0\"\n{media}\n\
-         {background}\n[policy]\nmax_participants_per_meeting = {per}\n\
+         {background}{worker_class}\n[policy]\nmax_participants_per_meeting = {per}\n\
          max_participants_per_node = {node}\nmax_meetings = 1000\nmax_worker_busy = 1.0\n\n\
          [sip]\nenabled = false\n",
         per = participants / MEETINGS + 10,
@@ -277,10 +281,11 @@ fn a_storm_of_joins_is_admitted_and_latched_within_ten_seconds_and_existing_stre
          ({:.0}/s), all latched {latched:?} after the first join; existing streams' p99 \
          {quiet:?} quiet ({quiet_n} packets before and after, p50 {quiet50:?}), {during:?} \
          during the storm ({during_n} packets, p50 {during50:?}), ratio {:.2}; background \
-         class {}",
+         class {}, workers {}",
         storm as f64 / admitted.as_secs_f64(),
         during.as_secs_f64() / quiet.as_secs_f64(),
         daemon.config().media.background.name(),
+        daemon.config().media.worker_class.name(),
     );
     eprintln!(
         "  quiet: {}",

@@ -272,6 +272,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "multishot",
             "fixed_files",
             "background",
+            "worker_class",
         ],
     ),
     ("crypto", &["backend", "gpu"]),
@@ -344,8 +345,9 @@ const CHOICES: &[(&str, &str, &[&str])] = &[
     (
         "media",
         "background",
-        &["idle", "batch", "nice-19", "nice-10", "normal"],
+        &["normal", "nice-10", "nice-19", "batch", "idle"],
     ),
+    ("media", "worker_class", &["realtime", "normal"]),
     ("crypto", "backend", &["auto", "ring", "aes-gcm"]),
     ("crypto", "gpu", &["auto", "off", "always"]),
     ("policy", "e2ee", &["verified-only", "all", "disabled"]),
@@ -686,7 +688,8 @@ mod tests {
         assert_eq!(
             error(text),
             "sluice.toml:7:1: unknown key `worker` in [media]; expected one of listen, \
-             advertise, workers, io, pin_cores, gso, multishot, fixed_files, background"
+             advertise, workers, io, pin_cores, gso, multishot, fixed_files, background, \
+             worker_class"
         );
         assert_eq!(
             error("[control]\n  token = \"x\"\n"),
@@ -731,6 +734,16 @@ mod tests {
             error("[crypto]\nbackend = \"openssl\"\n"),
             "sluice.toml:2:11: [crypto] backend = \"openssl\" is not allowed; use \"auto\", \
              \"ring\" or \"aes-gcm\""
+        );
+        assert_eq!(
+            error("[media]\nbackground = \"x\"\n"),
+            "sluice.toml:2:14: [media] background = \"x\" is not allowed; use \"normal\", \
+             \"nice-10\", \"nice-19\", \"batch\" or \"idle\""
+        );
+        assert_eq!(
+            error("[media]\nworker_class = \"fifo\"\n"),
+            "sluice.toml:2:16: [media] worker_class = \"fifo\" is not allowed; use \"realtime\" \
+             or \"normal\""
         );
     }
 

@@ -238,6 +238,10 @@ pub struct MediaConfig {
     /// joins never delay media (`crate::net::priority`, measured in
     /// bench/README.md).
     pub background: crate::net::priority::Background,
+    /// How the packet workers are scheduled: `realtime` (`SCHED_FIFO` at
+    /// priority 1, where the process may) or `normal`
+    /// (`crate::net::priority::WorkerClass`, measured in bench/README.md).
+    pub worker_class: crate::net::priority::WorkerClass,
 }
 
 impl Default for MediaConfig {
@@ -252,6 +256,7 @@ impl Default for MediaConfig {
             multishot: false,
             fixed_files: false,
             background: crate::net::priority::Background::default(),
+            worker_class: crate::net::priority::WorkerClass::default(),
         }
     }
 }
@@ -975,6 +980,23 @@ max_worker_busy = 0.7
         assert_eq!(c.crypto.gpu, GpuChoice::Auto);
         let c = parse("[crypto]\ngpu = \"always\"\n").unwrap();
         assert_eq!(c.crypto.gpu, GpuChoice::Always);
+    }
+
+    #[test]
+    fn worker_class_is_realtime_or_normal() {
+        use crate::net::priority::WorkerClass;
+        assert_eq!(parse("").unwrap().media.worker_class, WorkerClass::Realtime);
+        for class in WorkerClass::ALL {
+            let text = format!("[media]\nworker_class = \"{}\"\n", class.name());
+            assert_eq!(parse(&text).unwrap().media.worker_class, class);
+        }
+        let e = parse("[media]\nworker_class = \"fifo\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sluice.toml:2:") && e.contains("fifo") && e.contains("realtime"),
+            "{e}"
+        );
     }
 
     #[test]

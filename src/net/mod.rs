@@ -154,6 +154,8 @@ pub struct DataPlaneOptions {
     /// request, sparing the kernel a file lookup and reference per
     /// request (else by descriptor, as without).
     pub fixed_files: bool,
+    /// How each worker thread is scheduled ([`priority::WorkerClass`]).
+    pub worker_class: priority::WorkerClass,
 }
 
 impl DataPlaneOptions {
@@ -170,6 +172,7 @@ impl DataPlaneOptions {
             gso: true,
             multishot: false,
             fixed_files: false,
+            worker_class: priority::WorkerClass::default(),
         }
     }
 }
@@ -282,6 +285,7 @@ impl DataPlane {
             let ring = rings.next();
             let core = (opts.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]);
             let recv_batch = opts.recv_batch;
+            let class = opts.worker_class;
             let features = worker::IoFeatures {
                 gso: opts.gso,
                 multishot: opts.multishot,
@@ -289,7 +293,10 @@ impl DataPlane {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-net-{index}"))
-                .spawn(move || worker::thread_main(socket, ring, recv_batch, features, core, ctx))
+                .spawn(move || {
+                    class.enter();
+                    worker::thread_main(socket, ring, recv_batch, features, core, ctx);
+                })
                 .map_err(|source| NetError::Spawn { index, source })?;
             plane.threads.push(thread);
         }
@@ -297,6 +304,7 @@ impl DataPlane {
             address = %local_addr,
             workers = count,
             io = backend.name(),
+            class = opts.worker_class.name(),
             "data plane started"
         );
         Ok(plane)

@@ -4,9 +4,14 @@
 //! thread, the SIP signalling threads, the cluster cascade) enters
 //! [`Background`] at its start, so a storm of joins or DTLS handshakes
 //! waits for a core the packet workers leave idle instead of delaying an
-//! established stream's packet by a time slice. The packet workers, the
+//! established stream's packet by a time slice. The packet workers go the
+//! other way, into [`WorkerClass`] (`SCHED_FIFO` at the lowest real-time
+//! priority by default): a lower class for the others is not enough on
+//! its own, because the fair scheduler may judge a woken worker not yet
+//! eligible and leave it waiting behind them (see [`WorkerClass`]). The
 //! dial-in media threads and the transcoders keep normal priority: they
-//! carry media. So does the cluster heartbeat, on purpose: it is light,
+//! carry media, but are CPU-bound, and in a real-time class would starve
+//! their core. So does the cluster heartbeat, on purpose: it is light,
 //! and a late one would make the cluster count the node as gone.
 //!
 //! Linux schedules threads, not processes: `setpriority(PRIO_PROCESS, 0)`
@@ -114,6 +119,80 @@ impl Background {
     }
 }
 
+/// How the packet workers are scheduled (`[media] worker_class`).
+///
+/// `realtime` (the default) puts each worker in `SCHED_FIFO` at priority
+/// 1, the lowest real-time priority, with `SCHED_RESET_ON_FORK` (a thread
+/// it spawns starts at normal priority). Measured in bench/README.md (#9,
+/// "the packet worker in `SCHED_FIFO`"): under EEVDF a worker woken by a
+/// packet is not always *eligible* to preempt the thread on its core, even
+/// one of weight 15 or `SCHED_IDLE`, and then waits until that thread
+/// blocks. In `perf sched` traces of the handshake burst, 172 of the 226
+/// worker wake-ups that waited over 50 µs behind the handshake thread
+/// waited for it to sleep, for up to 0.55 ms. A real-time worker is picked
+/// before every fair thread the moment it is woken. It still blocks
+/// between batches, so it takes only the CPU its packets need. The
+/// kernel's real-time throttling (`sched_rt_runtime_us`, 95 % by default)
+/// and its fair server keep the core's other threads served even if a
+/// worker never blocks. Entering it needs `CAP_SYS_NICE` or an
+/// `RLIMIT_RTPRIO` of at least 1 (the systemd unit sets `LimitRTPRIO=1`);
+/// without either the workers log it once and run at normal priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum WorkerClass {
+    /// `SCHED_FIFO` at priority 1, reset on fork.
+    #[default]
+    #[serde(rename = "realtime")]
+    Realtime,
+    /// `SCHED_OTHER` at the process's nice value, as every other thread.
+    #[serde(rename = "normal")]
+    Normal,
+}
+
+/// The real-time priority of a `realtime` worker: the lowest, so every
+/// real-time thread the system already has (threaded interrupts at 50,
+/// the kernel's own) keeps precedence.
+pub const WORKER_RT_PRIORITY: libc::c_int = 1;
+
+impl WorkerClass {
+    /// Every value, in the config's spelling.
+    pub const ALL: [Self; 2] = [Self::Realtime, Self::Normal];
+
+    /// The config's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Realtime => "realtime",
+            Self::Normal => "normal",
+        }
+    }
+
+    /// Puts the calling worker thread in this class. A refusal is logged
+    /// once per process (not once per worker) and the worker runs on at
+    /// normal priority.
+    pub fn enter(self) {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if let Err(e) = self.apply()
+            && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "packet workers keep normal priority: {} refused ({e}); grant CAP_SYS_NICE \
+                 or LimitRTPRIO=1, or set [media] worker_class = \"normal\"",
+                self.name()
+            );
+        }
+    }
+
+    /// Puts the calling thread in this class.
+    pub fn apply(self) -> io::Result<()> {
+        match self {
+            Self::Normal => Ok(()),
+            Self::Realtime => set_scheduler(
+                libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+                WORKER_RT_PRIORITY,
+            ),
+        }
+    }
+}
+
 /// Lowers the calling thread's priority to `nice` (0 normal, 19 lowest);
 /// a thread already at `nice` or lower is left as it is (raising would
 /// need a privilege). On Linux the nice value is per thread:
@@ -149,7 +228,15 @@ fn this_thread_nice() -> io::Result<i32> {
 /// Moves the calling thread to scheduling `policy` (a non-real-time one:
 /// its static priority is 0); the nice value is kept.
 fn set_policy(policy: libc::c_int) -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
+    set_scheduler(policy, 0)
+}
+
+/// Moves the calling thread to scheduling `policy` at static `priority`
+/// (0 for the non-real-time policies).
+fn set_scheduler(policy: libc::c_int, priority: libc::c_int) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
     // SAFETY: `param` is a valid sched_param that outlives the call, which
     // only reads it; pid 0 is the calling thread.
     let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
@@ -210,6 +297,55 @@ mod tests {
     }
 
     #[test]
+    fn a_realtime_worker_is_fifo_and_its_children_are_not_or_it_is_refused_untouched() {
+        let before = (nice(), policy());
+        let (outcome, own, child) = std::thread::spawn(|| {
+            let outcome = WorkerClass::Realtime.apply();
+            let own = (policy(), rt_priority());
+            let child = std::thread::spawn(|| (policy(), rt_priority()))
+                .join()
+                .unwrap();
+            (outcome, own, child)
+        })
+        .join()
+        .unwrap();
+        match outcome {
+            Ok(()) => {
+                assert_eq!(
+                    own,
+                    (
+                        libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+                        WORKER_RT_PRIORITY
+                    )
+                );
+                assert_eq!(
+                    child,
+                    (libc::SCHED_OTHER, 0),
+                    "a thread a worker spawns starts at normal priority"
+                );
+            }
+            Err(e) => {
+                // Without CAP_SYS_NICE or RLIMIT_RTPRIO: refused, and the
+                // thread is left as it was.
+                assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+                assert_eq!(own, (before.1, 0));
+            }
+        }
+        assert_eq!(WorkerClass::Normal.apply().ok(), Some(()));
+        assert_eq!((nice(), policy()), before, "the test thread is untouched");
+    }
+
+    #[test]
+    fn the_config_spells_every_worker_class_by_its_name() {
+        assert_eq!(WorkerClass::default(), WorkerClass::Realtime);
+        for class in WorkerClass::ALL {
+            let text: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                serde::de::IntoDeserializer::into_deserializer(class.name());
+            assert_eq!(WorkerClass::deserialize(text).unwrap(), class);
+        }
+    }
+
+    #[test]
     fn the_config_spells_every_class_by_its_name() {
         for class in Background::ALL {
             let text: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
@@ -221,6 +357,17 @@ mod tests {
 
     fn nice() -> i32 {
         this_thread_nice().unwrap()
+    }
+
+    /// The calling thread's real-time priority (0 outside the real-time
+    /// policies).
+    fn rt_priority() -> libc::c_int {
+        let mut param = libc::sched_param { sched_priority: -1 };
+        // SAFETY: `param` is a valid sched_param that outlives the call,
+        // which writes it; pid 0 is the calling thread.
+        let rc = unsafe { libc::sched_getparam(0, &mut param) };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        param.sched_priority
     }
 
     /// The calling thread's scheduling policy.

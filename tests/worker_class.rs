@@ -1,0 +1,134 @@
+//! `[media] worker_class` reaches the packet worker threads: `realtime`
+//! puts each in `SCHED_FIFO` at priority 1 where the process may (root,
+//! `CAP_SYS_NICE` or `RLIMIT_RTPRIO` ≥ 1) and leaves it at normal priority
+//! otherwise; a worker restarted after a panic keeps its class; `normal`
+//! stays `SCHED_OTHER`. Read back from `/proc`, as an operator would.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use sluice::metrics::MetricsHub;
+use sluice::net::priority::{WORKER_RT_PRIORITY, WorkerClass};
+use sluice::net::{DataPlane, DataPlaneOptions, IoMode, PacketHandler};
+use sluice::relay::{MeetingMode, Path, RoutingSnapshot, Transmits, empty_cell};
+
+/// Echoes each datagram; panics on `panic`.
+struct Echo;
+
+impl PacketHandler for Echo {
+    fn handle_datagram(
+        &mut self,
+        _snapshot: &RoutingSnapshot,
+        from: Path,
+        packet: &mut [u8],
+        len: usize,
+        out: &mut Transmits,
+    ) {
+        assert_ne!(&packet[..len], b"panic", "injected fault");
+        let slot = out.slot();
+        slot[..len].copy_from_slice(&packet[..len]);
+        out.commit(len, from, MeetingMode::E2ee);
+    }
+}
+
+fn echo(c: &UdpSocket, to: SocketAddr) -> bool {
+    c.send_to(b"hello", to).unwrap();
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = c.recv_from(&mut buf) {
+            return &buf[..n] == b"hello";
+        }
+    }
+    false
+}
+
+/// (policy, real-time priority) of every `sluice-net-*` thread of this
+/// process, from `/proc/self/task/*/stat` (fields 40 and 41).
+fn worker_policies() -> Vec<(i32, i32)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("sluice-net-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        let (_, rest) = stat.rsplit_once(')').unwrap();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state).
+        let field = |n: usize| fields[n - 3].parse::<i32>().unwrap();
+        found.push((field(41), field(40)));
+    }
+    found
+}
+
+/// [`worker_policies`] once `n` workers have named themselves (a thread
+/// takes its name when it first runs, just after the spawn returns).
+fn policies_of(n: usize) -> Vec<(i32, i32)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = worker_policies();
+        if found.len() == n || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn start(class: WorkerClass, metrics: &MetricsHub) -> DataPlane {
+    let opts = DataPlaneOptions {
+        workers: 2,
+        io: IoMode::Auto,
+        pin_cores: false,
+        worker_class: class,
+        ..DataPlaneOptions::new("127.0.0.1:0".parse().unwrap())
+    };
+    DataPlane::start(&opts, empty_cell(), metrics, |_, _| Echo).unwrap()
+}
+
+#[test]
+fn workers_run_in_their_configured_class_and_keep_it_across_a_restart() {
+    // Whether this process may enter SCHED_FIFO at all, asked on a thread
+    // of its own.
+    let permitted = std::thread::spawn(|| WorkerClass::Realtime.apply().is_ok())
+        .join()
+        .unwrap();
+    let want = if permitted {
+        (libc::SCHED_FIFO, WORKER_RT_PRIORITY)
+    } else {
+        (libc::SCHED_OTHER, 0)
+    };
+    let metrics = MetricsHub::new("test");
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+
+    let plane = start(WorkerClass::Realtime, &metrics);
+    let to = plane.local_addr();
+    assert!(echo(&c, to));
+    assert_eq!(policies_of(2), vec![want; 2], "permitted: {permitted}");
+    for _ in 0..2 {
+        c.send_to(b"panic", to).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(echo(&c, to), "the worker answers again after the panic");
+    let scrape = metrics.render(&Default::default());
+    let restarts: u64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("sluice_worker_restarts_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert!(restarts >= 1, "a worker was restarted: {scrape}");
+    assert_eq!(
+        policies_of(2),
+        vec![want; 2],
+        "a restarted worker keeps its class"
+    );
+    plane.shutdown();
+    assert!(policies_of(0).is_empty(), "the workers are gone");
+
+    let plane = start(WorkerClass::Normal, &metrics);
+    assert!(echo(&c, plane.local_addr()));
+    assert_eq!(policies_of(2), vec![(libc::SCHED_OTHER, 0); 2]);
+    plane.shutdown();
+}
