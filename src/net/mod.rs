@@ -304,7 +304,7 @@ impl DataPlane {
             address = %local_addr,
             workers = count,
             io = backend.name(),
-            class = opts.worker_class.name(),
+            worker_class = opts.worker_class.name(),
             "data plane started"
         );
         Ok(plane)
