@@ -4,44 +4,16 @@
 //! otherwise; a worker restarted after a panic keeps its class; `normal`
 //! stays `SCHED_OTHER`. Read back from `/proc`, as an operator would.
 
-use std::net::{SocketAddr, UdpSocket};
+mod support;
+
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use sluice::metrics::MetricsHub;
 use sluice::net::priority::{WORKER_RT_PRIORITY, WorkerClass};
-use sluice::net::{DataPlane, DataPlaneOptions, IoMode, PacketHandler};
-use sluice::relay::{MeetingMode, Path, RoutingSnapshot, Transmits, empty_cell};
-
-/// Echoes each datagram; panics on `panic`.
-struct Echo;
-
-impl PacketHandler for Echo {
-    fn handle_datagram(
-        &mut self,
-        _snapshot: &RoutingSnapshot,
-        from: Path,
-        packet: &mut [u8],
-        len: usize,
-        out: &mut Transmits,
-    ) {
-        assert_ne!(&packet[..len], b"panic", "injected fault");
-        let slot = out.slot();
-        slot[..len].copy_from_slice(&packet[..len]);
-        out.commit(len, from, MeetingMode::E2ee);
-    }
-}
-
-fn echo(c: &UdpSocket, to: SocketAddr) -> bool {
-    c.send_to(b"hello", to).unwrap();
-    let mut buf = [0u8; 64];
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Ok((n, _)) = c.recv_from(&mut buf) {
-            return &buf[..n] == b"hello";
-        }
-    }
-    false
-}
+use sluice::net::{DataPlane, DataPlaneOptions, IoMode};
+use sluice::relay::empty_cell;
+use support::fragile::{FragileEcho, echoes};
 
 /// (policy, real-time priority) of every `sluice-net-*` thread of this
 /// process, from `/proc/self/task/*/stat` (fields 40 and 41).
@@ -83,7 +55,7 @@ fn start(class: WorkerClass, metrics: &MetricsHub) -> DataPlane {
         worker_class: class,
         ..DataPlaneOptions::new("127.0.0.1:0".parse().unwrap())
     };
-    DataPlane::start(&opts, empty_cell(), metrics, |_, _| Echo).unwrap()
+    DataPlane::start(&opts, empty_cell(), metrics, |_, _| FragileEcho).unwrap()
 }
 
 #[test]
@@ -105,13 +77,13 @@ fn workers_run_in_their_configured_class_and_keep_it_across_a_restart() {
 
     let plane = start(WorkerClass::Realtime, &metrics);
     let to = plane.local_addr();
-    assert!(echo(&c, to));
+    assert!(echoes(&c, to));
     assert_eq!(policies_of(2), vec![want; 2], "permitted: {permitted}");
     for _ in 0..2 {
         c.send_to(b"panic", to).unwrap();
     }
     std::thread::sleep(Duration::from_millis(200));
-    assert!(echo(&c, to), "the worker answers again after the panic");
+    assert!(echoes(&c, to), "the worker answers again after the panic");
     let scrape = metrics.render(&Default::default());
     let restarts: u64 = scrape
         .lines()
@@ -128,7 +100,7 @@ fn workers_run_in_their_configured_class_and_keep_it_across_a_restart() {
     assert!(policies_of(0).is_empty(), "the workers are gone");
 
     let plane = start(WorkerClass::Normal, &metrics);
-    assert!(echo(&c, plane.local_addr()));
+    assert!(echoes(&c, plane.local_addr()));
     assert_eq!(policies_of(2), vec![(libc::SCHED_OTHER, 0); 2]);
     plane.shutdown();
 }

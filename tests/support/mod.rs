@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod daemon;
+pub mod fragile;
 pub mod phone;
 pub mod timed;
 pub mod tls;
