@@ -1,16 +1,19 @@
 //! The data plane first, on a real daemon in this process: the threads
 //! that are not packet workers and can burn CPU in a burst (the control
 //! API, the WebRTC handshake thread, SIP signalling) run in
-//! `[media] background`, while the packet workers and the dial-in media
-//! threads keep this process's own class. Read back from
-//! `/proc/self/task/*/stat` (nice is field 19, the policy field 41).
+//! `[media] background`, the packet workers run in `[media]
+//! worker_class` (by default `SCHED_FIFO`, where this process may), and
+//! the dial-in media threads keep this process's own class. Read back
+//! from `/proc/self/task/*/stat` (nice is field 19, the policy field 41).
 
 use std::time::{Duration, Instant};
 
 use sluice::config::Config;
 use sluice::daemon::Daemon;
+use sluice::net::priority::WorkerClass;
 
 const SCHED_OTHER: i64 = 0;
+const SCHED_FIFO: i64 = 1;
 const SCHED_BATCH: i64 = 3;
 const SCHED_IDLE: i64 = 5;
 
@@ -43,9 +46,10 @@ fn start(background: &str) -> Daemon {
 }
 
 /// Waits (2 s at most: each thread enters its class as it starts) until
-/// every background thread has `(nice, policy)`, then checks the media
-/// threads kept `media`.
-fn check(background: (i64, i64), media: (i64, i64)) {
+/// every background thread has `(nice, policy)`, then checks that the
+/// packet workers have `workers` and the dial-in media thread kept
+/// `media`.
+fn check(background: (i64, i64), workers: (i64, i64), media: (i64, i64)) {
     const BACKGROUND: [&str; 3] = ["sluice-control", "sluice-webrtc", "sluice-sip"];
     let deadline = Instant::now() + Duration::from_secs(2);
     let is_worker = |n: &str| n.starts_with("sluice-net-") || n.starts_with("sluice-media-");
@@ -67,14 +71,18 @@ fn check(background: (i64, i64), media: (i64, i64)) {
         assert_eq!(found.len(), 1, "one {name} thread: {seen:?}");
         assert_eq!((found[0].1, found[0].2), background, "{name}: {seen:?}");
     }
-    let workers: Vec<_> = seen.iter().filter(|(n, ..)| is_worker(n)).collect();
+    let found_workers: Vec<_> = seen.iter().filter(|(n, ..)| is_worker(n)).collect();
     assert_eq!(
-        workers.len(),
+        found_workers.len(),
         3,
         "2 packet workers, 1 media thread: {seen:?}"
     );
-    for (name, nice, policy) in workers {
-        assert_eq!((*nice, *policy), media, "{name} keeps the process's class");
+    for (name, nice, policy) in found_workers {
+        if name.starts_with("sluice-net-") {
+            assert_eq!((*nice, *policy), workers, "{name}: the worker class");
+        } else {
+            assert_eq!((*nice, *policy), media, "{name} keeps the process's class");
+        }
     }
 }
 
@@ -86,14 +94,26 @@ fn background_threads_give_way_to_the_packet_workers_and_media_threads() {
         .min()
         .expect("this thread");
     assert_eq!(own.1, SCHED_OTHER, "the test runs in the normal class");
+    // Whether this process may enter SCHED_FIFO (root, CAP_SYS_NICE or
+    // RLIMIT_RTPRIO), asked on a thread of its own: where it may not, the
+    // workers stay in the process's class.
+    let realtime = std::thread::spawn(|| WorkerClass::Realtime.apply().is_ok())
+        .join()
+        .expect("the probe");
+    let workers = if realtime { (own.0, SCHED_FIFO) } else { own };
 
     // SCHED_IDLE (its nice value is left as it was).
     let daemon = start("background = \"idle\"");
-    check((own.0, SCHED_IDLE), own);
+    check((own.0, SCHED_IDLE), workers, own);
     daemon.shutdown();
 
-    // The default: SCHED_BATCH at nice 19.
+    // The defaults: SCHED_BATCH at nice 19, realtime workers.
     let daemon = start("");
-    check((19, SCHED_BATCH), own);
+    check((19, SCHED_BATCH), workers, own);
+    daemon.shutdown();
+
+    // Normal workers keep the process's class.
+    let daemon = start("worker_class = \"normal\"");
+    check((19, SCHED_BATCH), own, own);
     daemon.shutdown();
 }
