@@ -293,31 +293,19 @@ fn keep_awake(core: usize, stop: Arc<AtomicBool>) -> Awake {
 /// in, read from `/proc` (`[media] worker_class` asks; this says what the
 /// kernel granted).
 fn worker_policy() -> &'static str {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return "(unknown)";
-    };
-    for task in tasks.flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if comm.trim() != "sluice-net-0" {
-            continue;
-        }
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Field 41 (policy); the fields after the command's ')' start at 3.
-        let policy = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
-            .and_then(|p| p.parse::<i32>().ok());
-        return match policy {
-            Some(0) => "SCHED_OTHER",
-            Some(1) => "SCHED_FIFO",
-            Some(2) => "SCHED_RR",
-            Some(3) => "SCHED_BATCH",
-            Some(5) => "SCHED_IDLE",
-            _ => "(unknown)",
-        };
+    let policy = timed::thread_stats()
+        .into_iter()
+        .find(|t| t.name == "sluice-net-0")
+        .map(|t| t.policy);
+    match policy {
+        None => "(no worker thread)",
+        Some(0) => "SCHED_OTHER",
+        Some(1) => "SCHED_FIFO",
+        Some(2) => "SCHED_RR",
+        Some(3) => "SCHED_BATCH",
+        Some(5) => "SCHED_IDLE",
+        Some(_) => "(unknown)",
     }
-    "(no worker thread)"
 }
 
 fn main() {

@@ -6,11 +6,14 @@
 //! the dial-in media threads keep this process's own class. Read back
 //! from `/proc/self/task/*/stat` (nice is field 19, the policy field 41).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use sluice::config::Config;
 use sluice::daemon::Daemon;
 use sluice::net::priority::WorkerClass;
+use support::timed::thread_stats;
 
 const SCHED_OTHER: i64 = 0;
 const SCHED_FIFO: i64 = 1;
@@ -19,22 +22,10 @@ const SCHED_IDLE: i64 = 5;
 
 /// (name, nice, policy) of every thread of this process.
 fn threads() -> Vec<(String, i64, i64)> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .flatten()
-    {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue; // the thread ended meanwhile
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let field = |n: usize| rest[n - 3].parse::<i64>().expect("a number");
-        out.push((stat[open + 1..close].to_owned(), field(19), field(41)));
-    }
-    out
+    thread_stats()
+        .into_iter()
+        .map(|t| (t.name, t.nice, t.policy))
+        .collect()
 }
 
 fn start(background: &str) -> Daemon {

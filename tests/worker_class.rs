@@ -14,24 +14,16 @@ use sluice::net::priority::{WORKER_RT_PRIORITY, WorkerClass};
 use sluice::net::{DataPlane, DataPlaneOptions, IoMode};
 use sluice::relay::empty_cell;
 use support::fragile::{FragileEcho, echoes};
+use support::timed::thread_stats;
 
 /// (policy, real-time priority) of every `sluice-net-*` thread of this
-/// process, from `/proc/self/task/*/stat` (fields 40 and 41).
+/// process.
 fn worker_policies() -> Vec<(i32, i32)> {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("sluice-net-") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
-        let (_, rest) = stat.rsplit_once(')').unwrap();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // `rest` starts at field 3 (state).
-        let field = |n: usize| fields[n - 3].parse::<i32>().unwrap();
-        found.push((field(41), field(40)));
-    }
-    found
+    thread_stats()
+        .into_iter()
+        .filter(|t| t.name.starts_with("sluice-net-"))
+        .map(|t| (t.policy as i32, t.rt_priority as i32))
+        .collect()
 }
 
 /// [`worker_policies`] once `n` workers have named themselves (a thread

@@ -177,6 +177,39 @@ pub fn pin_threads(which: impl Fn(&str) -> bool, cores: &[usize]) {
 
 /// (tid, name, CPU ticks used) of every thread of this process.
 pub fn threads() -> Vec<(i32, String, u64)> {
+    thread_stats()
+        .into_iter()
+        .map(|t| (t.tid, t.name, t.cpu_ticks))
+        .collect()
+}
+
+/// One thread of this process, as `/proc/self/task/<tid>/stat` has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadStat {
+    pub tid: i32,
+    pub name: String,
+    /// utime + stime (fields 14 and 15), in clock ticks.
+    pub cpu_ticks: u64,
+    /// The nice value (field 19).
+    pub nice: i64,
+    /// The real-time priority (field 40): 0 outside the real-time policies.
+    pub rt_priority: i64,
+    /// The scheduling policy (field 41): `SCHED_OTHER` 0, `SCHED_FIFO` 1,
+    /// `SCHED_RR` 2, `SCHED_BATCH` 3, `SCHED_IDLE` 5.
+    pub policy: i64,
+}
+
+/// Field `n` (1-based, as proc(5) numbers them) of a thread's `stat`,
+/// from `rest`, the fields after the name's `)` (field 3 onwards).
+fn stat_field<T: std::str::FromStr>(rest: &[&str], n: usize, stat: &str) -> T {
+    rest.get(n - 3)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("field {n} of {stat}"))
+}
+
+/// Every thread of this process that is still there when its `stat` is
+/// read.
+pub fn thread_stats() -> Vec<ThreadStat> {
     let mut out = Vec::new();
     for task in std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
@@ -186,16 +219,24 @@ pub fn threads() -> Vec<(i32, String, u64)> {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
+            continue; // the thread ended meanwhile
         };
-        // "tid (comm) state ppid ..."; utime and stime are fields 14, 15.
+        // "tid (comm) state ppid ...": the fields after the name's ')'
+        // start at field 3.
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let comm = stat[open + 1..close].to_owned();
         let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let field = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        out.push((tid, comm, field(11) + field(12)));
+        let ticks = |n| stat_field::<u64>(&rest, n, &stat);
+        let number = |n| stat_field::<i64>(&rest, n, &stat);
+        out.push(ThreadStat {
+            tid,
+            name: stat[open + 1..close].to_owned(),
+            cpu_ticks: ticks(14) + ticks(15),
+            nice: number(19),
+            rt_priority: number(40),
+            policy: number(41),
+        });
     }
     out
 }
