@@ -334,18 +334,38 @@ mod tests {
 
     #[test]
     fn two_sessions_racing_on_two_threads_never_share_an_index() {
+        use std::sync::atomic::AtomicU32;
         let shared = Arc::new(SharedSendIndex::new());
         let start = Arc::new(std::sync::Barrier::new(2));
+        // How far each thread has got. A thread more than `LEAD`
+        // iterations ahead of the other waits for it (at most 10 s), so
+        // the two really race even when the scheduler runs one of them
+        // for milliseconds alone: without it, a thread that starts after
+        // the other finished has every claim refused (all its indices are
+        // below the shared highest) and the race never happens.
+        const LEAD: u32 = 16;
+        let progress = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
         // Each thread sends the same sequence numbers, wrapping, with a
         // jump now and then (a switch); each keeps the indices it sealed.
-        let racer = |skew: u16| {
-            let (shared, start) = (Arc::clone(&shared), Arc::clone(&start));
+        let racer = |me: usize, skew: u16| {
+            let (shared, start, progress) = (
+                Arc::clone(&shared),
+                Arc::clone(&start),
+                Arc::clone(&progress),
+            );
             std::thread::spawn(move || {
                 let mut sender = session();
                 start.wait();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 let mut used = Vec::new();
                 let mut seq = 65_000u16;
                 for i in 0..3000u32 {
+                    progress[me].store(i, Ordering::Release);
+                    while i > progress[1 - me].load(Ordering::Acquire) + LEAD
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::yield_now();
+                    }
                     seq = seq.wrapping_add(if i % 97 == 0 { 20 + skew } else { 1 });
                     if let Ok(index) = sender.claim_shared_index(SSRC, seq, &shared) {
                         let mut buf = vec![0; 64];
@@ -362,10 +382,11 @@ mod tests {
                         }
                     }
                 }
+                progress[me].store(3000, Ordering::Release);
                 used
             })
         };
-        let (one, two) = (racer(0), racer(3));
+        let (one, two) = (racer(0, 0), racer(1, 3));
         let (one, two) = (one.join().unwrap(), two.join().unwrap());
         let all: std::collections::BTreeSet<u64> = one.iter().chain(&two).copied().collect();
         assert_eq!(
